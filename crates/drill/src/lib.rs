@@ -1,0 +1,6 @@
+//! The attack drill and its simulated model server.
+//!
+//! [`sim`] is an OpenAI-compatible upstream with a fixed capacity, used by the
+//! quick start (when no upstream is configured), the tests and the benchmarks.
+
+pub mod sim;

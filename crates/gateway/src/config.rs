@@ -1,0 +1,243 @@
+//! The gateway's part of the configuration. Every field has a default that
+//! makes `palisade serve` work alone; `palisade.example.toml` documents them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Listener settings.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// How long in-flight requests and streams may run after a shutdown signal.
+    pub shutdown_grace_ms: u64,
+    /// A client must send its request headers within this time.
+    pub header_read_timeout_ms: u64,
+    /// Largest request head (request line and headers) accepted, in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            shutdown_grace_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// Inference proxy settings.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Largest request body accepted on /v1, in bytes; larger gets 413.
+    pub max_body_bytes: usize,
+    /// TCP connect timeout toward an upstream.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for an upstream's response headers (time to first byte).
+    pub first_byte_timeout_ms: u64,
+    /// Longest silence between two chunks of a streamed reply before it is cut.
+    pub idle_timeout_ms: u64,
+    /// Upstreams tried for one request (a retry happens only before anything
+    /// was sent to the client).
+    pub max_attempts: u32,
+    pub health_check: HealthCheckConfig,
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            max_body_bytes: 4 * 1024 * 1024,
+            connect_timeout_ms: 2_000,
+            first_byte_timeout_ms: 60_000,
+            idle_timeout_ms: 30_000,
+            max_attempts: 2,
+            health_check: HealthCheckConfig::default(),
+            circuit_breaker: CircuitBreakerConfig::default(),
+        }
+    }
+}
+
+/// Active health checks: a periodic GET to each upstream.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Path requested on each upstream; any 2xx answer counts as healthy.
+    pub path: String,
+    /// Consecutive failed checks before an upstream is taken out of rotation.
+    pub unhealthy_after: u32,
+    /// Consecutive good checks before it is put back.
+    pub healthy_after: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            interval_ms: 5_000,
+            timeout_ms: 2_000,
+            path: "/v1/models".to_owned(),
+            unhealthy_after: 2,
+            healthy_after: 1,
+        }
+    }
+}
+
+/// Passive protection: after `failure_threshold` consecutive failures an
+/// upstream gets no traffic for `open_ms`, then one trial request.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    pub failure_threshold: u32,
+    pub open_ms: u64,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            failure_threshold: 5,
+            open_ms: 10_000,
+        }
+    }
+}
+
+/// One OpenAI-compatible model server.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Name used in metrics, logs and the status page.
+    pub name: String,
+    /// Base URL, e.g. `http://127.0.0.1:8000`; the request path (`/v1/...`) is appended.
+    pub url: String,
+    /// Sent as `Authorization: Bearer ...` to the upstream; clients never see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Models this upstream serves; empty means any model.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+/// Everything the gateway needs to run.
+#[derive(Clone, Debug, Default)]
+pub struct GatewayConfig {
+    pub listen: Option<SocketAddr>,
+    pub server: ServerConfig,
+    pub proxy: ProxyConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// Most upstreams one pool holds (a request's tried set is a 64-bit mask).
+pub const MAX_UPSTREAMS: usize = 64;
+
+/// A field that failed validation, named by its path in the TOML file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidField {
+    pub field: String,
+    pub reason: String,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> InvalidField {
+    InvalidField {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl ServerConfig {
+    pub fn validate(&self, out: &mut Vec<InvalidField>) {
+        if self.header_read_timeout_ms == 0 {
+            out.push(invalid(
+                "server.header_read_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_header_bytes < 8 * 1024 {
+            out.push(invalid(
+                "server.max_header_bytes",
+                "must be at least 8192 (browsers send large cookies)",
+            ));
+        }
+    }
+}
+
+impl ProxyConfig {
+    pub fn validate(&self, out: &mut Vec<InvalidField>) {
+        if self.max_body_bytes == 0 {
+            out.push(invalid("proxy.max_body_bytes", "must be greater than 0"));
+        }
+        for (field, value) in [
+            ("proxy.connect_timeout_ms", self.connect_timeout_ms),
+            ("proxy.first_byte_timeout_ms", self.first_byte_timeout_ms),
+            ("proxy.idle_timeout_ms", self.idle_timeout_ms),
+            (
+                "proxy.health_check.interval_ms",
+                self.health_check.interval_ms,
+            ),
+            (
+                "proxy.health_check.timeout_ms",
+                self.health_check.timeout_ms,
+            ),
+            (
+                "proxy.circuit_breaker.open_ms",
+                self.circuit_breaker.open_ms,
+            ),
+        ] {
+            if value == 0 {
+                out.push(invalid(field, "must be greater than 0"));
+            }
+        }
+        if self.max_attempts == 0 {
+            out.push(invalid("proxy.max_attempts", "must be at least 1"));
+        }
+        if !self.health_check.path.starts_with('/') {
+            out.push(invalid("proxy.health_check.path", "must start with `/`"));
+        }
+        if self.health_check.unhealthy_after == 0 || self.health_check.healthy_after == 0 {
+            out.push(invalid(
+                "proxy.health_check",
+                "unhealthy_after and healthy_after must be at least 1",
+            ));
+        }
+        if self.circuit_breaker.failure_threshold == 0 {
+            out.push(invalid(
+                "proxy.circuit_breaker.failure_threshold",
+                "must be at least 1",
+            ));
+        }
+    }
+}
+
+/// Check the upstream list: unique names, parseable http URLs, at most [`MAX_UPSTREAMS`].
+pub fn validate_upstreams(upstreams: &[UpstreamConfig], out: &mut Vec<InvalidField>) {
+    if upstreams.len() > MAX_UPSTREAMS {
+        out.push(invalid(
+            "upstreams",
+            format!("at most {MAX_UPSTREAMS} upstreams are supported"),
+        ));
+    }
+    for (i, up) in upstreams.iter().enumerate() {
+        if up.name.trim().is_empty() {
+            out.push(invalid(format!("upstreams[{i}].name"), "must not be empty"));
+        }
+        if upstreams[..i].iter().any(|other| other.name == up.name) {
+            out.push(invalid(
+                format!("upstreams[{i}].name"),
+                format!("`{}` is used twice", up.name),
+            ));
+        }
+        if let Err(reason) = crate::upstream::BaseUrl::parse(&up.url) {
+            out.push(invalid(format!("upstreams[{i}].url"), reason));
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Liveness, readiness and metrics endpoints. They never touch an upstream on
+//! the request path, so they answer while the model servers are flooded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::Gateway;
+use crate::error::{ApiError, Reject};
+
+/// The process is up and answering.
+pub async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// Ready for traffic: the store answers and at least one upstream is healthy.
+pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    let store = match tokio::time::timeout(Duration::from_secs(2), gw.store.ping()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("error: {e}"),
+        Err(_) => "error: no answer within 2s".to_owned(),
+    };
+    let healthy = gw.pool.healthy_count();
+    let total = gw.pool.upstreams().len();
+    let ready = store == "ok" && healthy > 0;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "store": store,
+        "upstreams": {"healthy": healthy, "total": total},
+    });
+    (status, Json(body)).into_response()
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut out = String::with_capacity(16 * 1024);
+    gw.metrics.render(&mut out);
+    gw.pool.render_metrics(&mut out);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// Anything else: 404, as a page for browsers and JSON for the rest.
+pub async fn not_found(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    gw.metrics.reject(Reject::NotFound);
+    ApiError::new(Reject::NotFound, "there is nothing at this address").for_client(&headers)
+}

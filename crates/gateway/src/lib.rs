@@ -1,0 +1,91 @@
+//! Palisade's HTTP front: the listener, the routers in request order, and the
+//! OpenAI-compatible inference proxy.
+//!
+//! [`Gateway`] holds the shared state; [`router`] builds the routes; [`serve`]
+//! runs them on a listener until shutdown.
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod upstream;
+
+mod health;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{any, get, post};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use config::GatewayConfig;
+pub use server::serve;
+use store::Store;
+use upstream::UpstreamPool;
+
+/// What went wrong building the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid upstream: {0}")]
+    Upstream(String),
+}
+
+/// The gateway's shared state, one per process.
+pub struct Gateway {
+    pub config: GatewayConfig,
+    pub pool: Arc<UpstreamPool>,
+    pub metrics: metrics::Metrics,
+    pub store: Store,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig, store: Store) -> Result<Arc<Gateway>, GatewayError> {
+        let pool =
+            UpstreamPool::new(&config.proxy, &config.upstreams).map_err(GatewayError::Upstream)?;
+        Ok(Arc::new(Gateway {
+            config,
+            pool: Arc::new(pool),
+            metrics: metrics::Metrics::default(),
+            store,
+        }))
+    }
+
+    /// Start the background work (health checks). Abort the handle to stop it.
+    pub fn start_background(&self) -> JoinHandle<()> {
+        tokio::spawn(self.pool.clone().run_health_checks())
+    }
+}
+
+/// All routes, in the order a request meets them.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let post_only = || post(proxy::forward).fallback(proxy::method_not_allowed);
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/chat/completions", post_only())
+        .route("/v1/completions", post_only())
+        .route("/v1/embeddings", post_only())
+        .route(
+            "/v1/models",
+            get(proxy::forward).fallback(proxy::method_not_allowed),
+        )
+        .route("/v1/{*rest}", any(proxy::unknown_endpoint))
+        .fallback(health::not_found)
+        .with_state(gateway)
+}
+
+/// Build the router and serve it on `listener` until `shutdown` resolves,
+/// with health checks running meanwhile.
+pub async fn run(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let checks = gateway.start_background();
+    let result = serve(gateway.clone(), listener, router(gateway), shutdown).await;
+    checks.abort();
+    result
+}

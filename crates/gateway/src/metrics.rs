@@ -1,0 +1,244 @@
+//! Request metrics in Prometheus text format, kept in fixed arrays of atomics:
+//! recording is a few relaxed increments and never takes a lock.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::Reject;
+
+/// What a request was for, as a bounded label (never the raw path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Models,
+    Healthz,
+    Readyz,
+    Metrics,
+    Other,
+}
+
+impl Route {
+    pub const ALL: [Route; 8] = [
+        Route::ChatCompletions,
+        Route::Completions,
+        Route::Embeddings,
+        Route::Models,
+        Route::Healthz,
+        Route::Readyz,
+        Route::Metrics,
+        Route::Other,
+    ];
+
+    pub fn classify(path: &str) -> Route {
+        match path {
+            "/v1/chat/completions" => Route::ChatCompletions,
+            "/v1/completions" => Route::Completions,
+            "/v1/embeddings" => Route::Embeddings,
+            "/v1/models" => Route::Models,
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            "/metrics" => Route::Metrics,
+            _ => Route::Other,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::ChatCompletions => "chat_completions",
+            Route::Completions => "completions",
+            Route::Embeddings => "embeddings",
+            Route::Models => "models",
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Metrics => "metrics",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// A latency histogram. Buckets are stored non-cumulative and summed when rendered.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let index = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+const FIRST_STATUS: usize = 100;
+const STATUS_SLOTS: usize = 500;
+
+struct RouteStats {
+    by_status: Box<[AtomicU64]>,
+    latency: Histogram,
+}
+
+impl Default for RouteStats {
+    fn default() -> Self {
+        RouteStats {
+            by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            latency: Histogram::default(),
+        }
+    }
+}
+
+/// The gateway's request counters.
+pub struct Metrics {
+    routes: [RouteStats; Route::ALL.len()],
+    rejections: [AtomicU64; Reject::ALL.len()],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            routes: Default::default(),
+            rejections: Default::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Count a finished request (status and time to response headers).
+    pub fn observe(&self, route: Route, status: u16, elapsed: Duration) {
+        let stats = &self.routes[route as usize];
+        let slot = (status as usize).wrapping_sub(FIRST_STATUS);
+        if let Some(counter) = stats.by_status.get(slot) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        stats.latency.observe(elapsed);
+    }
+
+    pub fn reject(&self, reason: Reject) {
+        self.rejections[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn requests(&self, route: Route, status: u16) -> u64 {
+        let slot = (status as usize).wrapping_sub(FIRST_STATUS);
+        self.routes[route as usize]
+            .by_status
+            .get(slot)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    pub fn rejections(&self, reason: Reject) -> u64 {
+        self.rejections[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Append this registry's series to `out`, in Prometheus text format 0.0.4.
+    pub fn render(&self, out: &mut String) {
+        out.push_str(
+            "# HELP palisade_requests_total Requests answered, by route and status code.\n",
+        );
+        out.push_str("# TYPE palisade_requests_total counter\n");
+        for route in Route::ALL {
+            for (slot, counter) in self.routes[route as usize].by_status.iter().enumerate() {
+                let n = counter.load(Ordering::Relaxed);
+                if n > 0 {
+                    let status = slot + FIRST_STATUS;
+                    let _ = writeln!(
+                        out,
+                        "palisade_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                        route.label()
+                    );
+                }
+            }
+        }
+        out.push_str(
+            "# HELP palisade_request_duration_seconds Time to response headers, by route.\n",
+        );
+        out.push_str("# TYPE palisade_request_duration_seconds histogram\n");
+        for route in Route::ALL {
+            let labels = format!("route=\"{}\"", route.label());
+            self.routes[route as usize].latency.render(
+                out,
+                "palisade_request_duration_seconds",
+                &labels,
+            );
+        }
+        out.push_str(
+            "# HELP palisade_rejections_total Requests refused by the gateway, by reason.\n",
+        );
+        out.push_str("# TYPE palisade_rejections_total counter\n");
+        for reason in Reject::ALL {
+            let n = self.rejections[reason.index()].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "palisade_rejections_total{{reason=\"{}\"}} {n}",
+                reason.code()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_route_and_status() {
+        let m = Metrics::default();
+        m.observe(Route::ChatCompletions, 200, Duration::from_millis(3));
+        m.observe(Route::ChatCompletions, 200, Duration::from_millis(30));
+        m.observe(Route::Models, 503, Duration::from_micros(10));
+        m.observe(Route::Other, 42, Duration::ZERO); // out of range: ignored, not a panic
+        assert_eq!(m.requests(Route::ChatCompletions, 200), 2);
+        let mut text = String::new();
+        m.render(&mut text);
+        assert!(
+            text.contains("palisade_requests_total{route=\"chat_completions\",status=\"200\"} 2")
+        );
+        assert!(text.contains("palisade_requests_total{route=\"models\",status=\"503\"} 1"));
+        assert!(text.contains(
+            "palisade_request_duration_seconds_bucket{route=\"chat_completions\",le=\"0.005\"} 1"
+        ));
+        assert!(text.contains(
+            "palisade_request_duration_seconds_bucket{route=\"chat_completions\",le=\"+Inf\"} 2"
+        ));
+        assert!(
+            text.contains("palisade_request_duration_seconds_count{route=\"chat_completions\"} 2")
+        );
+    }
+
+    #[test]
+    fn classifies_only_known_paths() {
+        assert_eq!(
+            Route::classify("/v1/chat/completions"),
+            Route::ChatCompletions
+        );
+        assert_eq!(Route::classify("/v1/chat/completions/x"), Route::Other);
+        assert_eq!(Route::classify("/anything"), Route::Other);
+    }
+}

@@ -1,0 +1,351 @@
+//! The OpenAI-compatible inference proxy.
+//!
+//! A request body is read whole (bounded by `max_body_bytes`) and checked to be
+//! JSON, because the model name picks the upstream and because a malformed body
+//! should get a clear 400 from us, not a confusing one from a model server. The
+//! reply is not buffered: its frames are passed on as they arrive, so a stream's
+//! time to first token is the upstream's.
+//!
+//! A request is retried on another upstream only while nothing has been sent to
+//! the client: after a connect error, a first-byte timeout, or a 502/503/504.
+
+use std::borrow::Cow;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use tokio::time::{Instant, Sleep};
+
+use crate::Gateway;
+use crate::error::{ApiError, Reject};
+use crate::server::RequestId;
+use crate::upstream::{FailureKind, InFlight, Tried};
+
+/// The few request fields the proxy itself needs; the rest passes through untouched.
+#[derive(Deserialize)]
+struct RequestMeta<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus the
+/// client's credentials, which are Palisade's business and not the upstream's.
+fn is_not_forwarded(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+            | "authorization"
+            | "cookie"
+    )
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Proxy one `/v1/*` request.
+pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let limit = gw.config.proxy.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return gw.refuse(ApiError::new(
+            Reject::BodyTooLarge,
+            too_large_message(limit),
+        ));
+    }
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return gw.refuse(ApiError::new(
+                Reject::BodyTooLarge,
+                too_large_message(limit),
+            ));
+        }
+        Err(_) => {
+            return gw.refuse(ApiError::new(
+                Reject::InvalidRequest,
+                "the request body could not be read",
+            ));
+        }
+    };
+
+    let model = if parts.method == http::Method::POST {
+        match serde_json::from_slice::<RequestMeta>(&body) {
+            Ok(meta) => meta.model.map(Cow::into_owned),
+            Err(e) => {
+                let message = format!("the request body is not a valid JSON object: {e}");
+                return gw.refuse(ApiError::new(Reject::InvalidJson, message));
+            }
+        }
+    } else {
+        None
+    };
+
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone());
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 2);
+    for (name, value) in &parts.headers {
+        if !is_not_forwarded(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(id) = &request_id {
+        headers.insert(HeaderName::from_static("x-request-id"), id.clone());
+    }
+    if parts.method == http::Method::POST {
+        // The body was checked to be JSON; say so even if the client did not.
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+
+    let pool = &gw.pool;
+    let mut tried = Tried::default();
+    let mut last: Option<Response<Body>> = None;
+    let mut last_error = None;
+    let first_byte_timeout = Duration::from_millis(gw.config.proxy.first_byte_timeout_ms);
+    for _attempt in 0..gw.config.proxy.max_attempts {
+        let Some((_, in_flight)) = pool.pick(model.as_deref(), &mut tried) else {
+            break;
+        };
+        let upstream = in_flight.upstream.clone();
+        let Ok(uri) = upstream.base.join(path_and_query) else {
+            last_error = Some(ApiError::new(
+                Reject::InvalidRequest,
+                "the request path cannot be forwarded",
+            ));
+            break;
+        };
+        let mut builder = http::Request::builder()
+            .method(parts.method.clone())
+            .uri(uri);
+        if let Some(h) = builder.headers_mut() {
+            h.clone_from(&headers);
+            if let Some(auth) = &upstream.authorization {
+                h.insert(header::AUTHORIZATION, auth.clone());
+            }
+        }
+        let Ok(upstream_request) = builder.body(Full::new(body.clone())) else {
+            last_error = Some(ApiError::new(
+                Reject::InvalidRequest,
+                "the request cannot be forwarded",
+            ));
+            break;
+        };
+
+        match tokio::time::timeout(first_byte_timeout, pool.client.request(upstream_request)).await
+        {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                let overloaded = matches!(
+                    status,
+                    StatusCode::BAD_GATEWAY
+                        | StatusCode::SERVICE_UNAVAILABLE
+                        | StatusCode::GATEWAY_TIMEOUT
+                );
+                if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+                    // A saturated model server answering 503 is working as designed;
+                    // other 5xx mean it is broken and should trip the breaker.
+                    upstream.record_failure(FailureKind::ServerError, pool.now_ms());
+                } else {
+                    upstream.record_success();
+                }
+                let reply = relay(response, in_flight, &gw, request_id.as_ref());
+                if overloaded {
+                    last = Some(reply);
+                    continue;
+                }
+                return reply;
+            }
+            Ok(Err(e)) => {
+                upstream.record_failure(FailureKind::Connect, pool.now_ms());
+                tracing::warn!(upstream = %upstream.name, error = %e, "upstream request failed");
+                last_error = Some(ApiError::new(
+                    Reject::UpstreamUnavailable,
+                    "the model server could not be reached; try again shortly",
+                ));
+            }
+            Err(_) => {
+                upstream.record_failure(FailureKind::Timeout, pool.now_ms());
+                tracing::warn!(upstream = %upstream.name, timeout_ms = first_byte_timeout.as_millis() as u64,
+                    "upstream did not answer in time");
+                last_error = Some(ApiError::new(
+                    Reject::UpstreamTimeout,
+                    "the model server did not answer in time",
+                ));
+            }
+        }
+    }
+    if let Some(reply) = last {
+        return reply;
+    }
+    let error = last_error.unwrap_or_else(|| {
+        ApiError::new(
+            Reject::NoHealthyUpstream,
+            "no model server is available right now; try again shortly",
+        )
+    });
+    gw.refuse(error)
+}
+
+fn too_large_message(limit: usize) -> String {
+    format!("the request body is larger than the {limit}-byte limit")
+}
+
+/// Turn an upstream response into the client's response, streaming its body.
+fn relay(
+    response: http::Response<Incoming>,
+    in_flight: InFlight,
+    gw: &Gateway,
+    request_id: Option<&HeaderValue>,
+) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    parts.headers.retain_not(is_hop_by_hop);
+    if let Some(id) = request_id {
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-request-id"), id.clone());
+    }
+    let idle = Duration::from_millis(gw.config.proxy.idle_timeout_ms);
+    let body = RelayBody {
+        inner: body,
+        idle,
+        idle_timer: Box::pin(tokio::time::sleep(idle)),
+        now_ms: gw.pool.now_ms(),
+        in_flight,
+    };
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// Remove every header for which `drop` is true (a `HeaderMap` has no `retain`).
+trait RetainNot {
+    fn retain_not(&mut self, drop: fn(&HeaderName) -> bool);
+}
+
+impl RetainNot for HeaderMap {
+    fn retain_not(&mut self, drop: fn(&HeaderName) -> bool) {
+        let doomed: Vec<HeaderName> = self.keys().filter(|name| drop(name)).cloned().collect();
+        for name in doomed {
+            self.remove(name);
+        }
+    }
+}
+
+/// Why a relayed reply was cut short.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("the model server sent nothing for {0:?}")]
+    Idle(Duration),
+    #[error("the model server's reply broke off: {0}")]
+    Upstream(#[from] hyper::Error),
+}
+
+/// The upstream's reply body on its way to the client. It holds the upstream's
+/// in-flight slot, so dropping it (the client went away) releases the slot and
+/// closes the upstream connection, which stops generation there.
+struct RelayBody {
+    inner: Incoming,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    now_ms: u64,
+    in_flight: InFlight,
+}
+
+impl http_body::Body for RelayBody {
+    type Data = Bytes;
+    type Error = RelayError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle_timer.as_mut().reset(Instant::now() + this.idle);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.in_flight
+                    .upstream
+                    .record_failure(FailureKind::Stream, this.now_ms);
+                Poll::Ready(Some(Err(RelayError::Upstream(e))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if this.idle_timer.as_mut().poll(cx).is_ready() {
+                    this.in_flight
+                        .upstream
+                        .record_failure(FailureKind::Timeout, this.now_ms);
+                    tracing::warn!(upstream = %this.in_flight.upstream.name, "upstream stream idle; cut");
+                    return Poll::Ready(Some(Err(RelayError::Idle(this.idle))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `405` for a known endpoint called with the wrong method.
+pub async fn method_not_allowed(gw: State<Arc<Gateway>>) -> Response<Body> {
+    gw.refuse(ApiError::new(
+        Reject::MethodNotAllowed,
+        "this endpoint does not accept that HTTP method",
+    ))
+}
+
+/// `404` for an unknown `/v1` endpoint, in the OpenAI error shape.
+pub async fn unknown_endpoint(gw: State<Arc<Gateway>>) -> Response<Body> {
+    gw.refuse(ApiError::new(Reject::NotFound, "unknown API endpoint"))
+}
+
+impl Gateway {
+    /// Count a refusal and turn it into a JSON response.
+    pub fn refuse(&self, error: ApiError) -> Response<Body> {
+        self.metrics.reject(error.reject);
+        error.into_response()
+    }
+}

@@ -1,0 +1,200 @@
+//! The listener: accepts connections, speaks HTTP/1.1 and HTTP/2 (h2c), tags each
+//! request with an id and the client's address, records its metrics, and on
+//! shutdown stops accepting and drains what is in flight within a deadline.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower_service::Service;
+use tracing::Instrument;
+
+use crate::Gateway;
+use crate::metrics::Route;
+
+/// The id of one request, echoed in `x-request-id` and in every log line about it.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub HeaderValue);
+
+/// The address of the peer that sent the request.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Makes request ids: a per-process random prefix and a counter, so ids are
+/// unique across restarts without a random draw per request.
+struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        RequestIds {
+            prefix: nanos ^ std::process::id().rotate_left(16),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 25];
+        let text = hex_id(&mut buf, self.prefix, n);
+        HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    }
+}
+
+fn hex_id(buf: &mut [u8; 25], prefix: u32, n: u64) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..8 {
+        buf[i] = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    buf[8] = b'-';
+    for i in 0..16 {
+        buf[9 + i] = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    std::str::from_utf8(buf).unwrap_or("")
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves, then drain for at
+/// most the configured grace period.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let cfg = &gateway.config.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(cfg.header_read_timeout_ms))
+        .max_buf_size(cfg.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(cfg.max_header_bytes as u32);
+    let ids = Arc::new(RequestIds::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = RequestService {
+            router: router.clone(),
+            gateway: gateway.clone(),
+            ids: ids.clone(),
+            peer,
+        };
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    let grace = cfg.shutdown_grace();
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over; closing the remaining connections");
+    }
+    Ok(())
+}
+
+/// The per-connection service: wraps the router with the request id, the
+/// client address, a tracing span and the request metrics.
+#[derive(Clone)]
+struct RequestService {
+    router: Router,
+    gateway: Arc<Gateway>,
+    ids: Arc<RequestIds>,
+    peer: SocketAddr,
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+impl hyper::service::Service<Request<Incoming>> for RequestService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let started = Instant::now();
+        let id = self.ids.next();
+        let route = Route::classify(request.uri().path());
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(RequestId(id.clone()));
+        request.extensions_mut().insert(ClientAddr(self.peer));
+        let span = tracing::info_span!("request", id = ?id, route = route.label());
+        let mut router = self.router.clone();
+        let gateway = self.gateway.clone();
+        Box::pin(
+            async move {
+                let mut response = match router.call(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+                let status = response.status().as_u16();
+                gateway.metrics.observe(route, status, started.elapsed());
+                tracing::debug!(status, "answered");
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_fixed_width_hex_and_distinct() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 25);
+        let mut buf = [0u8; 25];
+        assert_eq!(hex_id(&mut buf, 0xdeadbeef, 1), "deadbeef-0000000000000001");
+    }
+}

@@ -1,0 +1,382 @@
+//! `palisade.toml` and its `PALISADE_*` environment overrides.
+//!
+//! Precedence, lowest first: built-in defaults, the file, the environment, the
+//! command line. An environment variable names a field by its path with `__`
+//! between levels: `PALISADE_LISTEN`, `PALISADE_PROXY__MAX_BODY_BYTES`,
+//! `PALISADE_UPSTREAMS='[{name="a", url="http://127.0.0.1:8000"}]'`. Its value is
+//! read as a TOML value when it parses as one, else as a string.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use gateway::config::{
+    InvalidField, ProxyConfig, ServerConfig, UpstreamConfig, validate_upstreams,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::LogFormat;
+
+/// The whole configuration. Every default makes `palisade serve` work alone.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the gateway listens on.
+    pub listen: SocketAddr,
+    /// Directory for the embedded state (SQLite database, generated keys).
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`; default: SQLite in `data_dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    pub log: LogConfig,
+    pub server: ServerConfig,
+    pub proxy: ProxyConfig,
+    /// Model servers. When empty, a built-in simulated model is started.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// The built-in simulated model, used only when `upstreams` is empty.
+    pub simulator: SimulatorConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("palisade-data"),
+            database_url: None,
+            log: LogConfig::default(),
+            server: ServerConfig::default(),
+            proxy: ProxyConfig::default(),
+            upstreams: Vec::new(),
+            simulator: SimulatorConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,gateway=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Pretty,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulatorConfig {
+    pub capacity: usize,
+    pub ttft_ms: u64,
+    pub tokens_per_s: u32,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig {
+            capacity: 64,
+            ttft_ms: 50,
+            tokens_per_s: 200,
+        }
+    }
+}
+
+/// Why a configuration could not be used. Each names the field or the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{field}: {message}")]
+    Field { field: String, message: String },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<InvalidField>),
+}
+
+/// Variables with the prefix that are not configuration fields.
+const NOT_FIELDS: [&str; 1] = ["PALISADE_CONFIG"];
+const TEST_PREFIX: &str = "PALISADE_TEST_";
+
+impl Config {
+    /// Load defaults, then `file` if given, then `PALISADE_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let mut from_env = Vec::new();
+        for (var, raw) in env {
+            let Some(rest) = var.strip_prefix("PALISADE_") else {
+                continue;
+            };
+            if NOT_FIELDS.contains(&var.as_str()) || var.starts_with(TEST_PREFIX) || rest.is_empty()
+            {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            set_path(&mut table, &path, parse_env_value(&raw)).map_err(|message| {
+                ConfigError::Env {
+                    var: var.clone(),
+                    message,
+                }
+            })?;
+            from_env.push((path.join("."), var));
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let field = e.path().to_string();
+                let origin = from_env
+                    .iter()
+                    .find(|(path, _)| {
+                        field.starts_with(path.as_str())
+                            || e.inner().to_string().contains(path.as_str())
+                    })
+                    .map(|(_, var)| format!(" (set by {var})"))
+                    .unwrap_or_default();
+                ConfigError::Field {
+                    field: if field == "." {
+                        "(top level)".to_owned()
+                    } else {
+                        field
+                    },
+                    message: format!("{}{origin}", e.into_inner()),
+                }
+            })?;
+        Ok(config)
+    }
+
+    /// Check values that parse but cannot work; every bad field is reported.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        self.server.validate(&mut problems);
+        self.proxy.validate(&mut problems);
+        validate_upstreams(&self.upstreams, &mut problems);
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres:")
+                || url.starts_with("postgresql:"))
+            {
+                problems.push(InvalidField {
+                    field: "database_url".into(),
+                    reason: "must start with sqlite:// or postgres://".into(),
+                });
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(InvalidField {
+                field: "log.level".into(),
+                reason: format!(
+                    "`{}` is not a log filter (try `info` or `info,gateway=debug`)",
+                    self.log.level
+                ),
+            });
+        }
+        if self.upstreams.is_empty() && self.simulator.capacity == 0 {
+            problems.push(InvalidField {
+                field: "simulator.capacity".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The database to open: the configured URL, or SQLite inside `data_dir`.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("palisade.db").display()),
+        }
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // `v = <raw>` parses when raw is a TOML literal (number, bool, array, inline table).
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut table) => table
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty field name")?;
+    let mut current = table;
+    for key in parents {
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{key}` is not a section"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+/// `palisade config check FILE`: print every problem, exit non-zero if any.
+pub fn check_command(file: &Path) -> ExitCode {
+    match Config::load(Some(file), std::env::vars()).and_then(|c| c.validate()) {
+        Ok(()) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("{}: {line}", file.display());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!(
+            "palisade-cfg-{}-{}",
+            std::process::id(),
+            fastrand()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        let result = Config::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        result
+    }
+
+    fn fastrand() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(config, Config::default());
+        config.validate().unwrap();
+        assert_eq!(config.database_url(), "sqlite://palisade-data/palisade.db");
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_complete() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../palisade.example.toml");
+        let config = Config::load(Some(Path::new(example)), Vec::new()).unwrap();
+        config.validate().unwrap();
+        // Every top-level default field is documented in the example.
+        let text = std::fs::read_to_string(example).unwrap();
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        for key in defaults.keys() {
+            assert!(
+                text.contains(&format!("{key} =")) || text.contains(&format!("[{key}")),
+                "{key} undocumented"
+            );
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let config = load_str(
+            "listen = \"127.0.0.1:1\"\n[proxy]\nmax_body_bytes = 10\n",
+            &[
+                ("PALISADE_LISTEN", "127.0.0.1:2"),
+                ("PALISADE_PROXY__MAX_BODY_BYTES", "20"),
+                (
+                    "PALISADE_UPSTREAMS",
+                    "[{name = \"a\", url = \"http://127.0.0.1:9\"}]",
+                ),
+                ("PALISADE_CONFIG", "ignored.toml"),
+                ("PALISADE_TEST_POSTGRES_URL", "ignored"),
+                ("OTHER", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:2".parse().unwrap());
+        assert_eq!(config.proxy.max_body_bytes, 20);
+        assert_eq!(config.upstreams[0].name, "a");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = load_str("[proxy]\nmax_body_bytes = \"big\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("proxy.max_body_bytes: "), "{e}");
+        let e = load_str("[proxy]\nmax_bodybytes = 1\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("proxy") && e.contains("max_bodybytes"), "{e}");
+        let e = load_str("[[upstreams]]\nname = \"a\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upstreams[0]") && e.contains("url"), "{e}");
+        let e = load_str("listen = \"nowhere\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("listen: "), "{e}");
+        let e = load_str("", &[("PALISADE_PROXY__MAX_BODY_BYTES", "-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("proxy.max_body_bytes") && e.contains("PALISADE_PROXY__MAX_BODY_BYTES"),
+            "{e}"
+        );
+        let e = load_str("listen = [", &[]).unwrap_err().to_string();
+        assert!(e.contains("not valid TOML"), "{e}");
+    }
+
+    #[test]
+    fn validation_reports_every_bad_field() {
+        let config = load_str(
+            "[proxy]\nmax_body_bytes = 0\n[[upstreams]]\nname = \"a\"\nurl = \"https://x\"\n[[upstreams]]\nname = \"a\"\nurl = \"http://y\"\n",
+            &[],
+        )
+        .unwrap();
+        let e = config.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("proxy.max_body_bytes: must be greater than 0"),
+            "{e}"
+        );
+        assert!(
+            e.contains("upstreams[0].url: https upstreams are not supported"),
+            "{e}"
+        );
+        assert!(e.contains("upstreams[1].name: `a` is used twice"), "{e}");
+    }
+}

@@ -1,0 +1,22 @@
+//! The `palisade` binary's library half: command line, configuration loading,
+//! and the wiring that turns a [`config::Config`] into running services.
+
+pub mod cli;
+pub mod config;
+mod logging;
+mod serve;
+
+use std::process::ExitCode;
+
+use cli::{Cli, Command, ConfigCommand};
+
+/// Run one command line to completion.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::serve(args),
+        Command::SimUpstream(args) => serve::sim_upstream(args),
+        Command::Config {
+            action: ConfigCommand::Check { file },
+        } => Ok(config::check_command(&file)),
+    }
+}

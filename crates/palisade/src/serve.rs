@@ -1,0 +1,170 @@
+//! `palisade serve` and `palisade sim-upstream`: wiring only. Everything with
+//! logic in it lives in the library crates.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use drill::sim::{self, SimConfig};
+use gateway::config::UpstreamConfig;
+use gateway::{Gateway, GatewayConfig};
+use store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cli::{ServeArgs, SimArgs};
+use crate::config::Config;
+use crate::logging;
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(format) = args.log_format {
+        config.log.format = format;
+    }
+    config.validate()?;
+    logging::init(config.log.format, &config.log.level);
+    runtime()?.block_on(serve_config(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn serve_config(mut config: Config) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+    }
+    let url = config.database_url();
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening {}", store::redact_url(&url)))?;
+    store
+        .migrate()
+        .await
+        .context("applying database migrations")?;
+    tracing::info!(database = %store::redact_url(&url), "store ready, migrations applied");
+
+    let mut simulator = None;
+    if config.upstreams.is_empty() {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the built-in simulated model")?;
+        let addr = listener.local_addr()?;
+        let sim_config = SimConfig {
+            capacity: config.simulator.capacity,
+            queue: config.simulator.capacity,
+            ttft: Duration::from_millis(config.simulator.ttft_ms),
+            tokens_per_s: config.simulator.tokens_per_s,
+            ..SimConfig::default()
+        };
+        simulator = Some(tokio::spawn(sim::serve(
+            listener,
+            sim_config,
+            wait_for(stop_rx.clone()),
+        )));
+        config.upstreams.push(UpstreamConfig {
+            name: "builtin-sim".to_owned(),
+            url: format!("http://{addr}"),
+            api_key: None,
+            models: Vec::new(),
+        });
+        tracing::warn!(
+            upstream = %addr,
+            "NO UPSTREAM CONFIGURED: serving the built-in SIMULATED model (canned replies). \
+             Add [[upstreams]] to palisade.toml to proxy a real model server."
+        );
+    }
+
+    let gateway_config = GatewayConfig {
+        listen: Some(config.listen),
+        server: config.server.clone(),
+        proxy: config.proxy.clone(),
+        upstreams: config.upstreams.clone(),
+    };
+    let gateway = Gateway::new(gateway_config, store.clone())?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another server using it?)",
+            config.listen
+        )
+    })?;
+    let address = listener.local_addr()?;
+    tracing::info!(address = %format!("http://{address}"), upstreams = config.upstreams.len(), "listening");
+
+    gateway::run(Arc::clone(&gateway), listener, wait_for(stop_rx)).await?;
+    if let Some(simulator) = simulator {
+        simulator.abort();
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub fn sim_upstream(args: SimArgs) -> anyhow::Result<ExitCode> {
+    logging::init(args.log_format, "info");
+    let config = SimConfig {
+        capacity: args.capacity.max(1),
+        queue: args.queue.unwrap_or(args.capacity),
+        queue_timeout: Duration::from_millis(args.queue_timeout_ms),
+        ttft: Duration::from_millis(args.ttft_ms),
+        tokens_per_s: args.tokens_per_s,
+        seed: args.seed,
+        echo_system_prompt: args.echo_system_prompt,
+        default_max_tokens: args.max_tokens,
+        model: args.model,
+    };
+    runtime()?.block_on(async move {
+        let listener =
+            TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        tracing::info!(address = %format!("http://{address}"), capacity = config.capacity, "simulated model listening");
+        sim::serve(listener, config, shutdown_signal()).await.context("simulated model server failed")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}
