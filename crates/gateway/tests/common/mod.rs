@@ -1,0 +1,215 @@
+//! Helpers for the gateway's integration tests: the real router on an ephemeral
+//! loopback port, in front of simulated or scripted upstreams.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use drill::sim::{self, SimConfig, SimStats};
+use gateway::config::UpstreamConfig;
+use gateway::{Gateway, GatewayConfig};
+use store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+pub struct TestServer {
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn serve_router(router: Router) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    TestServer {
+        url,
+        stop: Some(stop),
+    }
+}
+
+/// A simulated model server on an ephemeral port.
+pub struct Sim {
+    pub server: TestServer,
+    pub stats: Arc<SimStats>,
+}
+
+pub async fn spawn_sim(cfg: SimConfig) -> Sim {
+    let (router, stats) = sim::router(cfg);
+    Sim {
+        server: serve_router(router).await,
+        stats,
+    }
+}
+
+/// A fast simulated model: no time to first token, no delay between tokens.
+pub fn instant_sim() -> SimConfig {
+    SimConfig {
+        ttft: Duration::ZERO,
+        tokens_per_s: 0,
+        ..SimConfig::default()
+    }
+}
+
+pub fn upstream(name: &str, url: &str) -> UpstreamConfig {
+    UpstreamConfig {
+        name: name.to_owned(),
+        url: url.to_owned(),
+        api_key: None,
+        models: Vec::new(),
+    }
+}
+
+/// An address where nothing listens.
+pub async fn dead_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+pub struct TestGateway {
+    pub url: String,
+    pub gateway: Arc<Gateway>,
+    stop: Option<oneshot::Sender<()>>,
+    pub done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestGateway {
+    /// Stop accepting and drain; resolves when the server has returned.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            done.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The real gateway (router, listener, health checks) on an ephemeral port.
+pub async fn spawn_gateway(
+    upstreams: Vec<UpstreamConfig>,
+    tweak: impl FnOnce(&mut GatewayConfig),
+) -> TestGateway {
+    let mut config = GatewayConfig {
+        upstreams,
+        ..GatewayConfig::default()
+    };
+    tweak(&mut config);
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let gateway = Gateway::new(config, store).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(gateway::run(gateway.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    TestGateway {
+        url,
+        gateway,
+        stop: Some(stop),
+        done: Some(done),
+    }
+}
+
+/// An upstream whose streamed replies the test writes chunk by chunk, and which
+/// records the headers it received.
+pub struct ScriptedUpstream {
+    pub server: TestServer,
+    pub chunks: mpsc::Receiver<mpsc::Sender<Bytes>>,
+    pub seen_headers: Arc<Mutex<Vec<HeaderMap>>>,
+}
+
+pub async fn scripted_upstream() -> ScriptedUpstream {
+    let (streams_tx, streams_rx) = mpsc::channel::<mpsc::Sender<Bytes>>(16);
+    let seen_headers: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();
+    let seen = seen_headers.clone();
+    let router = Router::new()
+        .route(
+            "/v1/models",
+            get(|| async { axum::Json(serde_json::json!({"object": "list", "data": []})) }),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(move |headers: HeaderMap| {
+                let streams_tx = streams_tx.clone();
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(headers);
+                    let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+                    streams_tx.send(tx).await.unwrap();
+                    let body = futures_util::stream::poll_fn(move |cx| {
+                        rx.poll_recv(cx)
+                            .map(|c| c.map(Ok::<Bytes, std::convert::Infallible>))
+                    });
+                    axum::response::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(Body::from_stream(body))
+                        .unwrap()
+                }
+            }),
+        );
+    ScriptedUpstream {
+        server: serve_router(router).await,
+        chunks: streams_rx,
+        seen_headers,
+    }
+}
+
+/// Poll `check` until it holds, failing after `limit`. For effects another task
+/// produces; the limit is generous because CI machines are slow and shared.
+pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn chat_body(stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": "palisade-sim",
+        "stream": stream,
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hello"}]
+    })
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}

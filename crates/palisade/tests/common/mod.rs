@@ -1,0 +1,154 @@
+//! Run the real `palisade` binary in a scratch directory and find where it listens.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+
+/// A running `palisade` process; killed when dropped.
+pub struct Running {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// Every log line printed so far and later, as JSON values.
+    pub logs: mpsc::Receiver<serde_json::Value>,
+    pub seen: Vec<serde_json::Value>,
+}
+
+impl Running {
+    /// Start `palisade ARGS --log-format json` in `dir` and wait for its
+    /// "listening" line (the only reliable way to learn an ephemeral port).
+    pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut command = Command::new(BIN);
+        command
+            .current_dir(dir)
+            .args(args)
+            .args(["--log-format", "json"]);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start palisade");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(value) => {
+                        if tx.send(value).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => eprintln!("non-JSON log line: {line}"),
+                }
+            }
+        });
+        let mut running = Running {
+            child,
+            url: String::new(),
+            logs,
+            seen: Vec::new(),
+        };
+        let line = running.wait_for_log(Duration::from_secs(60), |l| {
+            let message = l["message"].as_str().unwrap_or("");
+            message == "listening" || message == "simulated model listening"
+        });
+        running.url = line["address"]
+            .as_str()
+            .expect("address in the listening line")
+            .to_owned();
+        running
+    }
+
+    /// Wait for a log line matching `pred`, failing after `limit`.
+    pub fn wait_for_log(
+        &mut self,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        if let Some(found) = self.seen.iter().find(|l| pred(l)) {
+            return found.clone();
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "expected log line not seen within {limit:?}; exit status {:?}; lines: {:#?}",
+                    self.child.try_wait(),
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for the process to exit, failing after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "palisade did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn scratch_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Run `palisade ARGS` to completion, returning (success, stdout, stderr).
+pub fn run(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
