@@ -6,6 +6,12 @@
 //! rest of Palisade never sees SQL, and one contract suite (`tests/contract.rs`)
 //! runs against both.
 
+mod accounts;
+mod audit;
+
+pub use accounts::{ApiKeyRow, NewApiKey, NewUser, SessionRow, UserRow, UserStatus};
+pub use audit::{AuditEntry, AuditRecord};
+
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +31,30 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
+    /// A uniqueness rule refused the write (e.g. the phone number is taken).
+    #[error("already exists: {0}")]
+    Conflict(&'static str),
+}
+
+/// Run `$body` with `$pool` bound to whichever pool the store holds. The body is
+/// type-checked once per back-end, so one SQL text serves both; the SQL uses
+/// `$1`-style parameters, which SQLite accepts too.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::Store::Sqlite($pool) => $body,
+            $crate::Store::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Map a unique-constraint violation to [`StoreError::Conflict`].
+pub(crate) fn conflict(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => StoreError::Query(e),
+    }
 }
 
 /// Which database a [`Store`] talks to.
@@ -165,7 +195,7 @@ impl Store {
     }
 }
 
-fn unix_millis() -> i64 {
+pub(crate) fn unix_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

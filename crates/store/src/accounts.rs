@@ -1,0 +1,421 @@
+//! Users, sessions, API keys, verification codes, recovery codes and invites.
+//!
+//! The store never sees plain personal data or secrets: callers pass AEAD
+//! blobs (`*_enc`), blind indexes (`*_idx`) and hashes. Times are Unix
+//! milliseconds.
+
+use sqlx::FromRow;
+
+use crate::{Store, StoreError, conflict, on_pool};
+
+/// Where an account stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserStatus {
+    /// Registered; phone or e-mail ownership not yet proven.
+    Unverified,
+    Active,
+    Suspended,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Unverified => "unverified",
+            UserStatus::Active => "active",
+            UserStatus::Suspended => "suspended",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UserStatus> {
+        match s {
+            "unverified" => Some(UserStatus::Unverified),
+            "active" => Some(UserStatus::Active),
+            "suspended" => Some(UserStatus::Suspended),
+            _ => None,
+        }
+    }
+}
+
+/// A user to create.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub phone_enc: Option<Vec<u8>>,
+    pub phone_idx: Option<Vec<u8>>,
+    /// ISO 3166 region of the phone number (not personal on its own).
+    pub phone_region: Option<String>,
+    pub email_enc: Option<Vec<u8>>,
+    pub email_idx: Option<Vec<u8>>,
+    pub password_hash: String,
+    pub status: UserStatus,
+}
+
+#[derive(Clone, Debug, FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub phone_enc: Option<Vec<u8>>,
+    pub phone_region: Option<String>,
+    pub email_enc: Option<Vec<u8>>,
+    pub password_hash: String,
+    status: String,
+    pub mfa_required: bool,
+    pub totp_secret_enc: Option<Vec<u8>>,
+    pub totp_last_step: Option<i64>,
+    pub created_at: i64,
+    pub verified_at: Option<i64>,
+}
+
+impl UserRow {
+    pub fn status(&self) -> UserStatus {
+        // An unknown value (a newer release wrote it) is treated as the safest.
+        UserStatus::parse(&self.status).unwrap_or(UserStatus::Suspended)
+    }
+}
+
+/// `SELECT <user columns> FROM users <tail>`, as a literal (sqlx wants audited SQL).
+macro_rules! select_users {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, phone_enc, phone_region, email_enc, password_hash, status, mfa_required, ",
+            "totp_secret_enc, totp_last_step, created_at, verified_at FROM users ",
+            $tail
+        )
+    };
+}
+
+#[derive(Clone, Debug, FromRow)]
+pub struct SessionRow {
+    pub token_hash: Vec<u8>,
+    pub user_id: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_seen_at: i64,
+}
+
+/// An API key to create; only the hash of its secret is stored.
+#[derive(Clone, Debug)]
+pub struct NewApiKey {
+    pub user_id: i64,
+    pub prefix: String,
+    pub secret_hash: Vec<u8>,
+    pub name: String,
+    /// Space-separated scopes, e.g. `inference`.
+    pub scopes: String,
+    /// Requests per minute allowed to this key; `None` uses the default.
+    pub rpm_limit: Option<i64>,
+}
+
+#[derive(Clone, Debug, FromRow)]
+pub struct ApiKeyRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub prefix: String,
+    pub secret_hash: Vec<u8>,
+    pub name: String,
+    pub scopes: String,
+    pub rpm_limit: Option<i64>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+/// `SELECT <key columns> FROM api_keys <tail>`, as a literal.
+macro_rules! select_keys {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, user_id, prefix, secret_hash, name, scopes, rpm_limit, created_at, revoked_at, last_used_at ",
+            "FROM api_keys ",
+            $tail
+        )
+    };
+}
+
+impl Store {
+    /// Create a user. Exactly one of two concurrent registrations of the same
+    /// phone or e-mail wins; the other gets [`StoreError::Conflict`].
+    pub async fn create_user(&self, user: &NewUser, now: i64) -> Result<i64, StoreError> {
+        const SQL: &str = "INSERT INTO users (phone_enc, phone_idx, phone_region, email_enc, email_idx, password_hash, \
+                           status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
+        on_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(&user.phone_enc)
+            .bind(&user.phone_idx)
+            .bind(&user.phone_region)
+            .bind(&user.email_enc)
+            .bind(&user.email_idx)
+            .bind(&user.password_hash)
+            .bind(user.status.as_str())
+            .bind(now)
+            .fetch_one(pool)
+            .await
+            .map_err(conflict("account")))
+    }
+
+    pub async fn user(&self, id: i64) -> Result<Option<UserRow>, StoreError> {
+        const SQL: &str = select_users!("WHERE id = $1");
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(id).fetch_optional(pool).await?))
+    }
+
+    pub async fn user_by_phone_idx(&self, idx: &[u8]) -> Result<Option<UserRow>, StoreError> {
+        const SQL: &str = select_users!("WHERE phone_idx = $1");
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(idx).fetch_optional(pool).await?))
+    }
+
+    pub async fn user_by_email_idx(&self, idx: &[u8]) -> Result<Option<UserRow>, StoreError> {
+        const SQL: &str = select_users!("WHERE email_idx = $1");
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(idx).fetch_optional(pool).await?))
+    }
+
+    pub async fn set_user_status(
+        &self,
+        id: i64,
+        status: UserStatus,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE users SET status = $1, \
+                           verified_at = CASE WHEN $1 = 'active' AND verified_at IS NULL THEN $2 ELSE verified_at END \
+                           WHERE id = $3";
+        let done = on_pool!(self, pool => sqlx::query(SQL).bind(status.as_str()).bind(now).bind(id).execute(pool).await?.rows_affected());
+        Ok(done == 1)
+    }
+
+    pub async fn set_password_hash(&self, id: i64, hash: &str) -> Result<(), StoreError> {
+        on_pool!(self, pool => sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2").bind(hash).bind(id).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Set or clear the (encrypted) TOTP secret; clearing also resets replay state.
+    pub async fn set_totp(&self, id: i64, secret_enc: Option<&[u8]>) -> Result<(), StoreError> {
+        const SQL: &str =
+            "UPDATE users SET totp_secret_enc = $1, totp_last_step = NULL WHERE id = $2";
+        on_pool!(self, pool => sqlx::query(SQL).bind(secret_enc).bind(id).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    pub async fn set_mfa_required(&self, id: i64, required: bool) -> Result<(), StoreError> {
+        on_pool!(self, pool => sqlx::query("UPDATE users SET mfa_required = $1 WHERE id = $2").bind(required).bind(id).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Record that TOTP step `step` was used, only if it is newer than the last
+    /// one. False means a replay (or a race with a concurrent login).
+    pub async fn advance_totp_step(&self, id: i64, step: i64) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE users SET totp_last_step = $1 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)";
+        let n = on_pool!(self, pool => sqlx::query(SQL).bind(step).bind(id).execute(pool).await?.rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Replace the user's encrypted personal fields (key rotation).
+    pub async fn reencrypt_user(
+        &self,
+        id: i64,
+        phone_enc: Option<&[u8]>,
+        email_enc: Option<&[u8]>,
+        totp_secret_enc: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        const SQL: &str =
+            "UPDATE users SET phone_enc = $1, email_enc = $2, totp_secret_enc = $3 WHERE id = $4";
+        on_pool!(self, pool => sqlx::query(SQL).bind(phone_enc).bind(email_enc).bind(totp_secret_enc).bind(id).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Users with id greater than `after`, in id order, for batch jobs.
+    pub async fn users_after(&self, after: i64, limit: i64) -> Result<Vec<UserRow>, StoreError> {
+        const SQL: &str = select_users!("WHERE id > $1 ORDER BY id LIMIT $2");
+        Ok(
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(after).bind(limit).fetch_all(pool).await?),
+        )
+    }
+
+    /// Replace all of a user's recovery codes with new hashes.
+    pub async fn replace_recovery_codes(
+        &self,
+        user_id: i64,
+        hashes: &[Vec<u8>],
+    ) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+            for hash in hashes {
+                sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
+                    .bind(user_id).bind(hash).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Spend a recovery code: true exactly once per code.
+    pub async fn use_recovery_code(
+        &self,
+        user_id: i64,
+        hash: &[u8],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL";
+        let n = on_pool!(self, pool => sqlx::query(SQL).bind(now).bind(user_id).bind(hash).execute(pool).await?.rows_affected());
+        Ok(n == 1)
+    }
+
+    pub async fn unused_recovery_codes(&self, user_id: i64) -> Result<i64, StoreError> {
+        const SQL: &str =
+            "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL";
+        Ok(on_pool!(self, pool => sqlx::query_scalar(SQL).bind(user_id).fetch_one(pool).await?))
+    }
+
+    pub async fn create_session(
+        &self,
+        token_hash: &[u8],
+        user_id: i64,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO sessions (token_hash, user_id, created_at, expires_at, last_seen_at) VALUES ($1, $2, $3, $4, $3)";
+        on_pool!(self, pool => sqlx::query(SQL).bind(token_hash).bind(user_id).bind(now).bind(expires_at).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// A session that has not expired at `now`.
+    pub async fn session(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+    ) -> Result<Option<SessionRow>, StoreError> {
+        const SQL: &str = "SELECT token_hash, user_id, created_at, expires_at, last_seen_at FROM sessions \
+                           WHERE token_hash = $1 AND expires_at > $2";
+        Ok(
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(token_hash).bind(now).fetch_optional(pool).await?),
+        )
+    }
+
+    pub async fn sessions_of(&self, user_id: i64, now: i64) -> Result<Vec<SessionRow>, StoreError> {
+        const SQL: &str = "SELECT token_hash, user_id, created_at, expires_at, last_seen_at FROM sessions \
+                           WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at";
+        Ok(
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(user_id).bind(now).fetch_all(pool).await?),
+        )
+    }
+
+    /// Delete one session of `user_id`; false when there was none.
+    pub async fn delete_session(
+        &self,
+        user_id: i64,
+        token_hash: &[u8],
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM sessions WHERE user_id = $1 AND token_hash = $2";
+        let n = on_pool!(self, pool => sqlx::query(SQL).bind(user_id).bind(token_hash).execute(pool).await?.rows_affected());
+        Ok(n == 1)
+    }
+
+    pub async fn delete_sessions_of(&self, user_id: i64) -> Result<u64, StoreError> {
+        Ok(
+            on_pool!(self, pool => sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(pool).await?.rows_affected()),
+        )
+    }
+
+    pub async fn create_api_key(&self, key: &NewApiKey, now: i64) -> Result<i64, StoreError> {
+        const SQL: &str = "INSERT INTO api_keys (user_id, prefix, secret_hash, name, scopes, rpm_limit, created_at) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+        on_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(key.user_id).bind(&key.prefix).bind(&key.secret_hash).bind(&key.name)
+            .bind(&key.scopes).bind(key.rpm_limit).bind(now)
+            .fetch_one(pool).await.map_err(conflict("api key prefix")))
+    }
+
+    pub async fn api_key_by_prefix(&self, prefix: &str) -> Result<Option<ApiKeyRow>, StoreError> {
+        const SQL: &str = select_keys!("WHERE prefix = $1");
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(prefix).fetch_optional(pool).await?))
+    }
+
+    pub async fn api_keys_of(&self, user_id: i64) -> Result<Vec<ApiKeyRow>, StoreError> {
+        const SQL: &str = select_keys!("WHERE user_id = $1 ORDER BY id");
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(user_id).fetch_all(pool).await?))
+    }
+
+    /// Every key, for the operator's CLI.
+    pub async fn all_api_keys(&self) -> Result<Vec<ApiKeyRow>, StoreError> {
+        const SQL: &str = select_keys!("ORDER BY id");
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await?))
+    }
+
+    /// Revoke a key by prefix (of `user_id`, or of anyone when `None`); false if
+    /// there was no such live key.
+    pub async fn revoke_api_key(
+        &self,
+        prefix: &str,
+        user_id: Option<i64>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE api_keys SET revoked_at = $1 WHERE prefix = $2 AND revoked_at IS NULL \
+                           AND ($3 IS NULL OR user_id = $3)";
+        let n = on_pool!(self, pool => sqlx::query(SQL).bind(now).bind(prefix).bind(user_id).execute(pool).await?.rows_affected());
+        Ok(n == 1)
+    }
+
+    pub async fn touch_api_key(&self, id: i64, now: i64) -> Result<(), StoreError> {
+        on_pool!(self, pool => sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2").bind(now).bind(id).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Store a fresh verification code for `user_id`, replacing any earlier one.
+    pub async fn put_verification_code(
+        &self,
+        user_id: i64,
+        code_hash: &[u8],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO verification_codes (user_id, code_hash, expires_at, attempts) VALUES ($1, $2, $3, 0) \
+                           ON CONFLICT (user_id) DO UPDATE SET code_hash = excluded.code_hash, \
+                           expires_at = excluded.expires_at, attempts = 0";
+        on_pool!(self, pool => sqlx::query(SQL).bind(user_id).bind(code_hash).bind(expires_at).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Count one attempt against the user's live code and return its hash and the
+    /// attempts so far (this one included); `None` when there is no live code.
+    pub async fn attempt_verification_code(
+        &self,
+        user_id: i64,
+        now: i64,
+    ) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+        const SQL: &str = "UPDATE verification_codes SET attempts = attempts + 1 WHERE user_id = $1 AND expires_at > $2 \
+                           RETURNING code_hash, attempts";
+        Ok(
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(user_id).bind(now).fetch_optional(pool).await?),
+        )
+    }
+
+    pub async fn delete_verification_code(&self, user_id: i64) -> Result<(), StoreError> {
+        on_pool!(self, pool => sqlx::query("DELETE FROM verification_codes WHERE user_id = $1").bind(user_id).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    pub async fn create_invite(
+        &self,
+        code_hash: &[u8],
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        const SQL: &str =
+            "INSERT INTO invites (code_hash, created_at, expires_at) VALUES ($1, $2, $3)";
+        on_pool!(self, pool => sqlx::query(SQL).bind(code_hash).bind(now).bind(expires_at).execute(pool).await.map(|_| ()).map_err(conflict("invite"))?);
+        Ok(())
+    }
+
+    /// Spend an invite for `user_id`: true exactly once per live invite.
+    pub async fn use_invite(
+        &self,
+        code_hash: &[u8],
+        user_id: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE invites SET used_by = $1, used_at = $2 WHERE code_hash = $3 AND used_at IS NULL AND expires_at > $2";
+        let n = on_pool!(self, pool => sqlx::query(SQL).bind(user_id).bind(now).bind(code_hash).execute(pool).await?.rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Whether a live, unused invite exists (checked before the account is made).
+    pub async fn invite_is_live(&self, code_hash: &[u8], now: i64) -> Result<bool, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM invites WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2";
+        let n: i64 = on_pool!(self, pool => sqlx::query_scalar(SQL).bind(code_hash).bind(now).fetch_one(pool).await?);
+        Ok(n == 1)
+    }
+}
