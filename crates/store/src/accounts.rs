@@ -164,12 +164,7 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(idx).fetch_optional(pool).await?))
     }
 
-    pub async fn set_user_status(
-        &self,
-        id: i64,
-        status: UserStatus,
-        now: i64,
-    ) -> Result<bool, StoreError> {
+    pub async fn set_user_status(&self, id: i64, status: UserStatus, now: i64) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE users SET status = $1, \
                            verified_at = CASE WHEN $1 = 'active' AND verified_at IS NULL THEN $2 ELSE verified_at END \
                            WHERE id = $3";
@@ -184,8 +179,7 @@ impl Store {
 
     /// Set or clear the (encrypted) TOTP secret; clearing also resets replay state.
     pub async fn set_totp(&self, id: i64, secret_enc: Option<&[u8]>) -> Result<(), StoreError> {
-        const SQL: &str =
-            "UPDATE users SET totp_secret_enc = $1, totp_last_step = NULL WHERE id = $2";
+        const SQL: &str = "UPDATE users SET totp_secret_enc = $1, totp_last_step = NULL WHERE id = $2";
         on_pool!(self, pool => sqlx::query(SQL).bind(secret_enc).bind(id).execute(pool).await.map(|_| ())?);
         Ok(())
     }
@@ -198,7 +192,8 @@ impl Store {
     /// Record that TOTP step `step` was used, only if it is newer than the last
     /// one. False means a replay (or a race with a concurrent login).
     pub async fn advance_totp_step(&self, id: i64, step: i64) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE users SET totp_last_step = $1 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)";
+        const SQL: &str =
+            "UPDATE users SET totp_last_step = $1 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)";
         let n = on_pool!(self, pool => sqlx::query(SQL).bind(step).bind(id).execute(pool).await?.rows_affected());
         Ok(n == 1)
     }
@@ -211,8 +206,7 @@ impl Store {
         email_enc: Option<&[u8]>,
         totp_secret_enc: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        const SQL: &str =
-            "UPDATE users SET phone_enc = $1, email_enc = $2, totp_secret_enc = $3 WHERE id = $4";
+        const SQL: &str = "UPDATE users SET phone_enc = $1, email_enc = $2, totp_secret_enc = $3 WHERE id = $4";
         on_pool!(self, pool => sqlx::query(SQL).bind(phone_enc).bind(email_enc).bind(totp_secret_enc).bind(id).execute(pool).await.map(|_| ())?);
         Ok(())
     }
@@ -220,17 +214,11 @@ impl Store {
     /// Users with id greater than `after`, in id order, for batch jobs.
     pub async fn users_after(&self, after: i64, limit: i64) -> Result<Vec<UserRow>, StoreError> {
         const SQL: &str = select_users!("WHERE id > $1 ORDER BY id LIMIT $2");
-        Ok(
-            on_pool!(self, pool => sqlx::query_as(SQL).bind(after).bind(limit).fetch_all(pool).await?),
-        )
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(after).bind(limit).fetch_all(pool).await?))
     }
 
     /// Replace all of a user's recovery codes with new hashes.
-    pub async fn replace_recovery_codes(
-        &self,
-        user_id: i64,
-        hashes: &[Vec<u8>],
-    ) -> Result<(), StoreError> {
+    pub async fn replace_recovery_codes(&self, user_id: i64, hashes: &[Vec<u8>]) -> Result<(), StoreError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
@@ -244,20 +232,15 @@ impl Store {
     }
 
     /// Spend a recovery code: true exactly once per code.
-    pub async fn use_recovery_code(
-        &self,
-        user_id: i64,
-        hash: &[u8],
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL";
+    pub async fn use_recovery_code(&self, user_id: i64, hash: &[u8], now: i64) -> Result<bool, StoreError> {
+        const SQL: &str =
+            "UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL";
         let n = on_pool!(self, pool => sqlx::query(SQL).bind(now).bind(user_id).bind(hash).execute(pool).await?.rows_affected());
         Ok(n == 1)
     }
 
     pub async fn unused_recovery_codes(&self, user_id: i64) -> Result<i64, StoreError> {
-        const SQL: &str =
-            "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL";
+        const SQL: &str = "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL";
         Ok(on_pool!(self, pool => sqlx::query_scalar(SQL).bind(user_id).fetch_one(pool).await?))
     }
 
@@ -274,32 +257,20 @@ impl Store {
     }
 
     /// A session that has not expired at `now`.
-    pub async fn session(
-        &self,
-        token_hash: &[u8],
-        now: i64,
-    ) -> Result<Option<SessionRow>, StoreError> {
+    pub async fn session(&self, token_hash: &[u8], now: i64) -> Result<Option<SessionRow>, StoreError> {
         const SQL: &str = "SELECT token_hash, user_id, created_at, expires_at, last_seen_at FROM sessions \
                            WHERE token_hash = $1 AND expires_at > $2";
-        Ok(
-            on_pool!(self, pool => sqlx::query_as(SQL).bind(token_hash).bind(now).fetch_optional(pool).await?),
-        )
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(token_hash).bind(now).fetch_optional(pool).await?))
     }
 
     pub async fn sessions_of(&self, user_id: i64, now: i64) -> Result<Vec<SessionRow>, StoreError> {
         const SQL: &str = "SELECT token_hash, user_id, created_at, expires_at, last_seen_at FROM sessions \
                            WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at";
-        Ok(
-            on_pool!(self, pool => sqlx::query_as(SQL).bind(user_id).bind(now).fetch_all(pool).await?),
-        )
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(user_id).bind(now).fetch_all(pool).await?))
     }
 
     /// Delete one session of `user_id`; false when there was none.
-    pub async fn delete_session(
-        &self,
-        user_id: i64,
-        token_hash: &[u8],
-    ) -> Result<bool, StoreError> {
+    pub async fn delete_session(&self, user_id: i64, token_hash: &[u8]) -> Result<bool, StoreError> {
         const SQL: &str = "DELETE FROM sessions WHERE user_id = $1 AND token_hash = $2";
         let n = on_pool!(self, pool => sqlx::query(SQL).bind(user_id).bind(token_hash).execute(pool).await?.rows_affected());
         Ok(n == 1)
@@ -338,12 +309,7 @@ impl Store {
 
     /// Revoke a key by prefix (of `user_id`, or of anyone when `None`); false if
     /// there was no such live key.
-    pub async fn revoke_api_key(
-        &self,
-        prefix: &str,
-        user_id: Option<i64>,
-        now: i64,
-    ) -> Result<bool, StoreError> {
+    pub async fn revoke_api_key(&self, prefix: &str, user_id: Option<i64>, now: i64) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE api_keys SET revoked_at = $1 WHERE prefix = $2 AND revoked_at IS NULL \
                            AND ($3 IS NULL OR user_id = $3)";
         let n = on_pool!(self, pool => sqlx::query(SQL).bind(now).bind(prefix).bind(user_id).execute(pool).await?.rows_affected());
@@ -378,9 +344,7 @@ impl Store {
     ) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
         const SQL: &str = "UPDATE verification_codes SET attempts = attempts + 1 WHERE user_id = $1 AND expires_at > $2 \
                            RETURNING code_hash, attempts";
-        Ok(
-            on_pool!(self, pool => sqlx::query_as(SQL).bind(user_id).bind(now).fetch_optional(pool).await?),
-        )
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(user_id).bind(now).fetch_optional(pool).await?))
     }
 
     pub async fn delete_verification_code(&self, user_id: i64) -> Result<(), StoreError> {
@@ -388,28 +352,33 @@ impl Store {
         Ok(())
     }
 
-    pub async fn create_invite(
-        &self,
-        code_hash: &[u8],
-        now: i64,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        const SQL: &str =
-            "INSERT INTO invites (code_hash, created_at, expires_at) VALUES ($1, $2, $3)";
+    pub async fn create_invite(&self, code_hash: &[u8], now: i64, expires_at: i64) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO invites (code_hash, created_at, expires_at) VALUES ($1, $2, $3)";
         on_pool!(self, pool => sqlx::query(SQL).bind(code_hash).bind(now).bind(expires_at).execute(pool).await.map(|_| ()).map_err(conflict("invite"))?);
         Ok(())
     }
 
-    /// Spend an invite for `user_id`: true exactly once per live invite.
-    pub async fn use_invite(
-        &self,
-        code_hash: &[u8],
-        user_id: i64,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE invites SET used_by = $1, used_at = $2 WHERE code_hash = $3 AND used_at IS NULL AND expires_at > $2";
-        let n = on_pool!(self, pool => sqlx::query(SQL).bind(user_id).bind(now).bind(code_hash).execute(pool).await?.rows_affected());
+    /// Spend a live invite: true exactly once per invite. Done before the
+    /// account is created, so two sign-ups cannot share one invite.
+    pub async fn use_invite(&self, code_hash: &[u8], now: i64) -> Result<bool, StoreError> {
+        const SQL: &str =
+            "UPDATE invites SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $1";
+        let n = on_pool!(self, pool => sqlx::query(SQL).bind(now).bind(code_hash).execute(pool).await?.rows_affected());
         Ok(n == 1)
+    }
+
+    /// Record which account a spent invite created.
+    pub async fn attach_invite(&self, code_hash: &[u8], user_id: i64) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE invites SET used_by = $1 WHERE code_hash = $2";
+        on_pool!(self, pool => sqlx::query(SQL).bind(user_id).bind(code_hash).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Give back an invite spent by a sign-up that then failed.
+    pub async fn release_invite(&self, code_hash: &[u8]) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE invites SET used_at = NULL WHERE code_hash = $1 AND used_by IS NULL";
+        on_pool!(self, pool => sqlx::query(SQL).bind(code_hash).execute(pool).await.map(|_| ())?);
+        Ok(())
     }
 
     /// Whether a live, unused invite exists (checked before the account is made).

@@ -50,15 +50,9 @@ impl Store {
     }
 
     /// The most recent events, newest first, optionally only one action prefix.
-    pub async fn recent_audit(
-        &self,
-        limit: i64,
-        action_prefix: Option<&str>,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    pub async fn recent_audit(&self, limit: i64, action_prefix: Option<&str>) -> Result<Vec<AuditRecord>, StoreError> {
         const SQL: &str = "SELECT id, at, actor, action, outcome, ip, reason, detail FROM audit_log \
                            WHERE ($1 IS NULL OR action LIKE $1 || '%') ORDER BY id DESC LIMIT $2";
-        Ok(
-            on_pool!(self, pool => sqlx::query_as(SQL).bind(action_prefix).bind(limit).fetch_all(pool).await?),
-        )
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(action_prefix).bind(limit).fetch_all(pool).await?))
     }
 }

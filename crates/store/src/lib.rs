@@ -16,9 +16,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 /// What went wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
@@ -144,18 +142,8 @@ impl Store {
     pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         const SQL: &str = "SELECT value FROM palisade_meta WHERE key = $1";
         let value = match self {
-            Store::Sqlite(pool) => {
-                sqlx::query_scalar(SQL)
-                    .bind(key)
-                    .fetch_optional(pool)
-                    .await?
-            }
-            Store::Postgres(pool) => {
-                sqlx::query_scalar(SQL)
-                    .bind(key)
-                    .fetch_optional(pool)
-                    .await?
-            }
+            Store::Sqlite(pool) => sqlx::query_scalar(SQL).bind(key).fetch_optional(pool).await?,
+            Store::Postgres(pool) => sqlx::query_scalar(SQL).bind(key).fetch_optional(pool).await?,
         };
         Ok(value)
     }
@@ -167,20 +155,10 @@ impl Store {
         let now = unix_millis();
         match self {
             Store::Sqlite(pool) => {
-                sqlx::query(SQL)
-                    .bind(key)
-                    .bind(value)
-                    .bind(now)
-                    .execute(pool)
-                    .await?;
+                sqlx::query(SQL).bind(key).bind(value).bind(now).execute(pool).await?;
             }
             Store::Postgres(pool) => {
-                sqlx::query(SQL)
-                    .bind(key)
-                    .bind(value)
-                    .bind(now)
-                    .execute(pool)
-                    .await?;
+                sqlx::query(SQL).bind(key).bind(value).bind(now).execute(pool).await?;
             }
         }
         Ok(())
@@ -196,9 +174,7 @@ impl Store {
 }
 
 pub(crate) fn unix_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A URL safe to print: any password is replaced.
@@ -221,10 +197,7 @@ mod tests {
 
     #[test]
     fn redacts_passwords_only() {
-        assert_eq!(
-            redact_url("postgres://app:s3cret@db:5432/x"),
-            "postgres://app:***@db:5432/x"
-        );
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
         assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
         assert_eq!(redact_url("sqlite://data/p.db"), "sqlite://data/p.db");
     }

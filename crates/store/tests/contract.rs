@@ -65,11 +65,7 @@ async fn migrate_is_idempotent(store: Store, _url: &str) {
     store.set_meta("k", "v").await.unwrap();
     store.migrate().await.expect("second migration");
     store.migrate().await.expect("third migration");
-    assert_eq!(
-        store.meta("k").await.unwrap().as_deref(),
-        Some("v"),
-        "migrating again keeps data"
-    );
+    assert_eq!(store.meta("k").await.unwrap().as_deref(), Some("v"), "migrating again keeps data");
 }
 
 async fn migrate_is_idempotent_on_a_reopened_database(store: Store, url: &str) {
@@ -77,10 +73,7 @@ async fn migrate_is_idempotent_on_a_reopened_database(store: Store, url: &str) {
     store.close().await;
     let reopened = Store::open(url).await.expect("reopen");
     reopened.migrate().await.expect("migration after reopen");
-    reopened
-        .migrate()
-        .await
-        .expect("second migration after reopen");
+    reopened.migrate().await.expect("second migration after reopen");
     assert_eq!(reopened.meta("k").await.unwrap().as_deref(), Some("v"));
 }
 
@@ -92,14 +85,8 @@ async fn ping_answers(store: Store, _url: &str) {
 async fn meta_roundtrips(store: Store, _url: &str) {
     store.set_meta("schema_owner", "palisade").await.unwrap();
     store.set_meta("instance_id", "7f3a").await.unwrap();
-    assert_eq!(
-        store.meta("schema_owner").await.unwrap().as_deref(),
-        Some("palisade")
-    );
-    assert_eq!(
-        store.meta("instance_id").await.unwrap().as_deref(),
-        Some("7f3a")
-    );
+    assert_eq!(store.meta("schema_owner").await.unwrap().as_deref(), Some("palisade"));
+    assert_eq!(store.meta("instance_id").await.unwrap().as_deref(), Some("7f3a"));
 }
 
 async fn set_meta_overwrites(store: Store, _url: &str) {
@@ -107,10 +94,7 @@ async fn set_meta_overwrites(store: Store, _url: &str) {
     store.set_meta("other", "untouched").await.unwrap();
     store.set_meta("k", "second").await.unwrap();
     assert_eq!(store.meta("k").await.unwrap().as_deref(), Some("second"));
-    assert_eq!(
-        store.meta("other").await.unwrap().as_deref(),
-        Some("untouched")
-    );
+    assert_eq!(store.meta("other").await.unwrap().as_deref(), Some("untouched"));
 }
 
 async fn missing_key_is_none(store: Store, _url: &str) {
@@ -118,11 +102,7 @@ async fn missing_key_is_none(store: Store, _url: &str) {
     store.set_meta("set", "v").await.unwrap();
     assert_eq!(store.meta("never-set").await.unwrap(), None);
     assert_eq!(store.meta("").await.unwrap(), None);
-    assert_eq!(
-        store.meta("SET").await.unwrap(),
-        None,
-        "keys are case-sensitive"
-    );
+    assert_eq!(store.meta("SET").await.unwrap(), None, "keys are case-sensitive");
 }
 
 async fn unusual_keys_and_values_are_stored_exactly(store: Store, _url: &str) {
@@ -144,11 +124,7 @@ async fn unusual_keys_and_values_are_stored_exactly(store: Store, _url: &str) {
         store.set_meta(key, value).await.unwrap();
     }
     for (key, value) in pairs {
-        assert_eq!(
-            store.meta(key).await.unwrap().as_deref(),
-            Some(value),
-            "key {key:?}"
-        );
+        assert_eq!(store.meta(key).await.unwrap().as_deref(), Some(value), "key {key:?}");
     }
 }
 
@@ -156,20 +132,13 @@ async fn concurrent_writes_to_distinct_keys_all_land(store: Store, _url: &str) {
     let mut writers = tokio::task::JoinSet::new();
     for i in 0..20 {
         let store = store.clone();
-        writers.spawn(async move {
-            store
-                .set_meta(&format!("key-{i}"), &format!("value-{i}"))
-                .await
-        });
+        writers.spawn(async move { store.set_meta(&format!("key-{i}"), &format!("value-{i}")).await });
     }
     while let Some(joined) = writers.join_next().await {
         joined.expect("writer task").expect("set_meta");
     }
     for i in 0..20 {
-        assert_eq!(
-            store.meta(&format!("key-{i}")).await.unwrap(),
-            Some(format!("value-{i}"))
-        );
+        assert_eq!(store.meta(&format!("key-{i}")).await.unwrap(), Some(format!("value-{i}")));
     }
 }
 
@@ -177,10 +146,7 @@ async fn data_survives_close_and_reopen(store: Store, url: &str) {
     store.set_meta("durable", "yes").await.unwrap();
     store.close().await;
     let reopened = Store::open(url).await.expect("reopen");
-    assert_eq!(
-        reopened.meta("durable").await.unwrap().as_deref(),
-        Some("yes")
-    );
+    assert_eq!(reopened.meta("durable").await.unwrap().as_deref(), Some("yes"));
 }
 
 /// Not per back-end: the URL is refused before any back-end is chosen.
@@ -189,10 +155,7 @@ async fn unsupported_url_is_refused() {
     for url in ["mysql://x", "mysql://app:s3cret@db/x", "", "sqlite"] {
         match Store::open(url).await {
             Err(StoreError::UnsupportedUrl(shown)) => {
-                assert!(
-                    !shown.contains("s3cret"),
-                    "the error must not print the password: {shown}"
-                );
+                assert!(!shown.contains("s3cret"), "the error must not print the password: {shown}");
             }
             other => panic!("{url:?}: expected UnsupportedUrl, got {other:?}"),
         }
@@ -236,62 +199,26 @@ async fn users_are_found_by_blind_index_and_verified(store: Store, _url: &str) {
     let other = store.create_user(&email_user, 100).await.unwrap();
     assert_ne!(id, other);
     let found = store.user_by_phone_idx(b"idx-1").await.unwrap().unwrap();
-    assert_eq!(
-        (found.id, found.status(), found.verified_at),
-        (id, UserStatus::Unverified, None)
-    );
+    assert_eq!((found.id, found.status(), found.verified_at), (id, UserStatus::Unverified, None));
     assert_eq!(found.phone_region.as_deref(), Some("CN"));
-    assert_eq!(
-        store
-            .user_by_email_idx(b"mail-idx")
-            .await
-            .unwrap()
-            .unwrap()
-            .id,
-        other
-    );
+    assert_eq!(store.user_by_email_idx(b"mail-idx").await.unwrap().unwrap().id, other);
     assert!(store.user_by_phone_idx(b"nobody").await.unwrap().is_none());
-    assert!(
-        store
-            .set_user_status(id, UserStatus::Active, 200)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .set_user_status(id, UserStatus::Active, 300)
-            .await
-            .unwrap()
-    );
+    assert!(store.set_user_status(id, UserStatus::Active, 200).await.unwrap());
+    assert!(store.set_user_status(id, UserStatus::Active, 300).await.unwrap());
     let user = store.user(id).await.unwrap().unwrap();
-    assert_eq!(
-        (user.status(), user.verified_at),
-        (UserStatus::Active, Some(200)),
-        "first verification time kept"
-    );
-    assert!(
-        !store
-            .set_user_status(9999, UserStatus::Active, 1)
-            .await
-            .unwrap()
-    );
+    assert_eq!((user.status(), user.verified_at), (UserStatus::Active, Some(200)), "first verification time kept");
+    assert!(!store.set_user_status(9999, UserStatus::Active, 1).await.unwrap());
     store.set_mfa_required(id, true).await.unwrap();
     assert!(store.user(id).await.unwrap().unwrap().mfa_required);
     let batch = store.users_after(0, 10).await.unwrap();
-    assert_eq!(
-        batch.iter().map(|u| u.id).collect::<Vec<_>>(),
-        vec![id, other]
-    );
+    assert_eq!(batch.iter().map(|u| u.id).collect::<Vec<_>>(), vec![id, other]);
 }
 
 async fn totp_steps_only_move_forward(store: Store, _url: &str) {
     let id = store.create_user(&new_user(b"totp"), 1).await.unwrap();
     store.set_totp(id, Some(&[7, 7])).await.unwrap();
     assert!(store.advance_totp_step(id, 10).await.unwrap());
-    assert!(
-        !store.advance_totp_step(id, 10).await.unwrap(),
-        "replayed step"
-    );
+    assert!(!store.advance_totp_step(id, 10).await.unwrap(), "replayed step");
     assert!(!store.advance_totp_step(id, 9).await.unwrap());
     assert!(store.advance_totp_step(id, 11).await.unwrap());
     store.set_totp(id, None).await.unwrap();
@@ -305,10 +232,7 @@ async fn recovery_codes_are_single_use(store: Store, _url: &str) {
     store.replace_recovery_codes(id, &codes).await.unwrap();
     assert_eq!(store.unused_recovery_codes(id).await.unwrap(), 10);
     assert!(store.use_recovery_code(id, &codes[3], 5).await.unwrap());
-    assert!(
-        !store.use_recovery_code(id, &codes[3], 6).await.unwrap(),
-        "second use"
-    );
+    assert!(!store.use_recovery_code(id, &codes[3], 6).await.unwrap(), "second use");
     assert!(!store.use_recovery_code(id, &[99; 32], 6).await.unwrap());
     assert_eq!(store.unused_recovery_codes(id).await.unwrap(), 9);
     store.replace_recovery_codes(id, &codes[..2]).await.unwrap();
@@ -317,34 +241,14 @@ async fn recovery_codes_are_single_use(store: Store, _url: &str) {
 
 async fn sessions_expire_and_can_be_revoked(store: Store, _url: &str) {
     let id = store.create_user(&new_user(b"s"), 1).await.unwrap();
-    store
-        .create_session(b"token-a", id, 100, 1_000)
-        .await
-        .unwrap();
-    store
-        .create_session(b"token-b", id, 200, 1_000)
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .session(b"token-a", 500)
-            .await
-            .unwrap()
-            .unwrap()
-            .user_id,
-        id
-    );
-    assert!(
-        store.session(b"token-a", 1_000).await.unwrap().is_none(),
-        "expired"
-    );
+    store.create_session(b"token-a", id, 100, 1_000).await.unwrap();
+    store.create_session(b"token-b", id, 200, 1_000).await.unwrap();
+    assert_eq!(store.session(b"token-a", 500).await.unwrap().unwrap().user_id, id);
+    assert!(store.session(b"token-a", 1_000).await.unwrap().is_none(), "expired");
     assert_eq!(store.sessions_of(id, 500).await.unwrap().len(), 2);
     assert!(store.delete_session(id, b"token-a").await.unwrap());
     assert!(!store.delete_session(id, b"token-a").await.unwrap());
-    assert!(
-        !store.delete_session(id + 1, b"token-b").await.unwrap(),
-        "another user's session"
-    );
+    assert!(!store.delete_session(id + 1, b"token-b").await.unwrap(), "another user's session");
     assert_eq!(store.delete_sessions_of(id).await.unwrap(), 1);
     assert!(store.session(b"token-b", 500).await.unwrap().is_none());
 }
@@ -360,110 +264,53 @@ async fn api_keys_are_found_by_prefix_and_revoked_once(store: Store, _url: &str)
         rpm_limit: Some(60),
     };
     let key_id = store.create_api_key(&key, 10).await.unwrap();
-    assert!(matches!(
-        store.create_api_key(&key, 11).await,
-        Err(StoreError::Conflict(_))
-    ));
-    let row = store
-        .api_key_by_prefix("pal_abcd1234")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (row.id, row.user_id, row.rpm_limit, row.revoked_at),
-        (key_id, id, Some(60), None)
-    );
+    assert!(matches!(store.create_api_key(&key, 11).await, Err(StoreError::Conflict(_))));
+    let row = store.api_key_by_prefix("pal_abcd1234").await.unwrap().unwrap();
+    assert_eq!((row.id, row.user_id, row.rpm_limit, row.revoked_at), (key_id, id, Some(60), None));
     store.touch_api_key(key_id, 20).await.unwrap();
-    assert_eq!(
-        store.api_keys_of(id).await.unwrap()[0].last_used_at,
-        Some(20)
-    );
-    assert!(
-        !store
-            .revoke_api_key("pal_abcd1234", Some(id + 1), 30)
-            .await
-            .unwrap(),
-        "not the owner"
-    );
-    assert!(
-        store
-            .revoke_api_key("pal_abcd1234", Some(id), 30)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .revoke_api_key("pal_abcd1234", None, 31)
-            .await
-            .unwrap(),
-        "already revoked"
-    );
+    assert_eq!(store.api_keys_of(id).await.unwrap()[0].last_used_at, Some(20));
+    assert!(!store.revoke_api_key("pal_abcd1234", Some(id + 1), 30).await.unwrap(), "not the owner");
+    assert!(store.revoke_api_key("pal_abcd1234", Some(id), 30).await.unwrap());
+    assert!(!store.revoke_api_key("pal_abcd1234", None, 31).await.unwrap(), "already revoked");
     assert_eq!(store.all_api_keys().await.unwrap()[0].revoked_at, Some(30));
 }
 
 async fn verification_codes_count_attempts_and_expire(store: Store, _url: &str) {
     let id = store.create_user(&new_user(b"v"), 1).await.unwrap();
-    assert!(
-        store
-            .attempt_verification_code(id, 10)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.attempt_verification_code(id, 10).await.unwrap().is_none());
     store.put_verification_code(id, b"h1", 100).await.unwrap();
-    assert_eq!(
-        store.attempt_verification_code(id, 10).await.unwrap(),
-        Some((b"h1".to_vec(), 1))
-    );
-    assert_eq!(
-        store.attempt_verification_code(id, 11).await.unwrap(),
-        Some((b"h1".to_vec(), 2))
-    );
+    assert_eq!(store.attempt_verification_code(id, 10).await.unwrap(), Some((b"h1".to_vec(), 1)));
+    assert_eq!(store.attempt_verification_code(id, 11).await.unwrap(), Some((b"h1".to_vec(), 2)));
     store.put_verification_code(id, b"h2", 200).await.unwrap();
     assert_eq!(
         store.attempt_verification_code(id, 12).await.unwrap(),
         Some((b"h2".to_vec(), 1)),
         "new code resets attempts"
     );
-    assert!(
-        store
-            .attempt_verification_code(id, 200)
-            .await
-            .unwrap()
-            .is_none(),
-        "expired"
-    );
+    assert!(store.attempt_verification_code(id, 200).await.unwrap().is_none(), "expired");
     store.delete_verification_code(id).await.unwrap();
-    assert!(
-        store
-            .attempt_verification_code(id, 13)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.attempt_verification_code(id, 13).await.unwrap().is_none());
 }
 
 async fn invites_are_single_use_and_expire(store: Store, _url: &str) {
     let a = store.create_user(&new_user(b"i1"), 1).await.unwrap();
-    let b = store.create_user(&new_user(b"i2"), 1).await.unwrap();
     store.create_invite(b"inv", 1, 100).await.unwrap();
-    assert!(matches!(
-        store.create_invite(b"inv", 1, 100).await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert!(matches!(store.create_invite(b"inv", 1, 100).await, Err(StoreError::Conflict(_))));
     assert!(store.invite_is_live(b"inv", 50).await.unwrap());
     assert!(!store.invite_is_live(b"inv", 100).await.unwrap());
-    assert!(store.use_invite(b"inv", a, 50).await.unwrap());
-    assert!(!store.use_invite(b"inv", b, 51).await.unwrap());
+    assert!(store.use_invite(b"inv", 50).await.unwrap());
+    assert!(!store.use_invite(b"inv", 51).await.unwrap(), "second use");
+    store.release_invite(b"inv").await.unwrap();
+    assert!(store.use_invite(b"inv", 52).await.unwrap(), "released by a failed sign-up");
+    store.attach_invite(b"inv", a).await.unwrap();
+    store.release_invite(b"inv").await.unwrap();
+    assert!(!store.use_invite(b"inv", 53).await.unwrap(), "attached invites stay spent");
     store.create_invite(b"old", 1, 10).await.unwrap();
-    assert!(!store.use_invite(b"old", b, 10).await.unwrap(), "expired");
+    assert!(!store.use_invite(b"old", 10).await.unwrap(), "expired");
 }
 
 async fn audit_entries_are_appended_and_listed_newest_first(store: Store, _url: &str) {
-    for (i, action) in ["auth.login", "auth.register", "key.create"]
-        .iter()
-        .enumerate()
-    {
+    for (i, action) in ["auth.login", "auth.register", "key.create"].iter().enumerate() {
         let entry = AuditEntry {
             actor: format!("user:{i}"),
             action: action.to_string(),

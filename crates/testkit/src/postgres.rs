@@ -67,9 +67,7 @@ pub struct TestDatabase {
 /// tests); when a server was found but refuses to create a database.
 pub async fn fresh_postgres() -> Option<TestDatabase> {
     static SERVER: OnceCell<Result<String, String>> = OnceCell::const_new();
-    let server = SERVER
-        .get_or_init(|| async { find_server(&Discovery::from_env()).await })
-        .await;
+    let server = SERVER.get_or_init(|| async { find_server(&Discovery::from_env()).await }).await;
     match server {
         Ok(admin_url) => match create_database(admin_url).await {
             Ok(db) => Some(db),
@@ -114,33 +112,24 @@ impl Drop for TestDatabase {
         let admin_url = self.admin_url.clone();
         let name = self.name.clone();
         let (done, outcome) = mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("testkit-dropdb".into())
-            .spawn(move || {
-                let result = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("cannot build a runtime: {e}"))
-                    .and_then(|rt| rt.block_on(drop_database(&admin_url, &name)));
-                let _ = done.send(result);
-            });
+        let spawned = std::thread::Builder::new().name("testkit-dropdb".into()).spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot build a runtime: {e}"))
+                .and_then(|rt| rt.block_on(drop_database(&admin_url, &name)));
+            let _ = done.send(result);
+        });
         if let Err(e) = spawned {
-            loud(&format!(
-                "testkit: test database {} left behind: cannot spawn a thread: {e}",
-                self.name
-            ));
+            loud(&format!("testkit: test database {} left behind: cannot spawn a thread: {e}", self.name));
             return;
         }
         match outcome.recv_timeout(DROP_TIMEOUT) {
             Ok(Ok(())) => {}
-            Ok(Err(why)) => loud(&format!(
-                "testkit: test database {} left behind: {why}",
-                self.name
-            )),
-            Err(_) => loud(&format!(
-                "testkit: test database {} left behind: DROP took over {DROP_TIMEOUT:?}",
-                self.name
-            )),
+            Ok(Err(why)) => loud(&format!("testkit: test database {} left behind: {why}", self.name)),
+            Err(_) => {
+                loud(&format!("testkit: test database {} left behind: DROP took over {DROP_TIMEOUT:?}", self.name))
+            }
         }
     }
 }
@@ -171,9 +160,7 @@ async fn find_server(discovery: &Discovery) -> Result<String, String> {
                 let _ = conn.close().await;
                 Ok(url.clone())
             }
-            Err(why) => Err(format!(
-                "{ENV_URL} is set but its server cannot be used: {why}"
-            )),
+            Err(why) => Err(format!("{ENV_URL} is set but its server cannot be used: {why}")),
         };
     }
     let mut reasons = Vec::new();
@@ -196,7 +183,8 @@ async fn find_server(discovery: &Discovery) -> Result<String, String> {
 }
 
 fn skip_or_fail<T>(why: &str) -> Option<T> {
-    const HOW: &str = "install PostgreSQL (`apt-get install -y postgresql`) or set PALISADE_TEST_POSTGRES_URL to an admin URL";
+    const HOW: &str =
+        "install PostgreSQL (`apt-get install -y postgresql`) or set PALISADE_TEST_POSTGRES_URL to an admin URL";
     if crate::in_ci() {
         panic!("testkit: PostgreSQL is required under CI but none is available: {why}; {HOW}");
     }
@@ -228,22 +216,16 @@ async fn create_database(admin_url: &str) -> Result<TestDatabase, String> {
         .await
         .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
     let _ = conn.close().await;
-    Ok(TestDatabase {
-        url: with_database(admin_url, &name),
-        admin_url: admin_url.to_owned(),
-        name,
-    })
+    Ok(TestDatabase { url: with_database(admin_url, &name), admin_url: admin_url.to_owned(), name })
 }
 
 async fn drop_database(admin_url: &str, name: &str) -> Result<(), String> {
     let mut conn = connect(admin_url).await?;
     // FORCE: the test's pool may still hold connections, closed lazily.
-    sqlx::query(AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-    )))
-    .execute(&mut conn)
-    .await
-    .map_err(|e| e.to_string())?;
+    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
     let _ = conn.close().await;
     Ok(())
 }
@@ -261,9 +243,7 @@ fn unique_name() -> String {
 fn with_database(url: &str, name: &str) -> String {
     let (base, query) = url.split_at(url.find('?').unwrap_or(url.len()));
     let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
+    let path = base[authority..].find('/').map_or(base.len(), |i| authority + i);
     format!("{}/{name}{query}", &base[..path])
 }
 
@@ -308,15 +288,11 @@ async fn private_cluster() -> Result<String, String> {
                 .unwrap_or_else(|e| Err(format!("start-up task failed: {e}")))
         })
         .await;
-    cluster
-        .as_ref()
-        .map(|c| c.admin_url.clone())
-        .map_err(Clone::clone)
+    cluster.as_ref().map(|c| c.admin_url.clone()).map_err(Clone::clone)
 }
 
 fn start_private_cluster() -> Result<PrivateCluster, String> {
-    let bindir = find_bindir()
-        .ok_or("no initdb found via `pg_config --bindir` or in /usr/lib/postgresql/*/bin")?;
+    let bindir = find_bindir().ok_or("no initdb found via `pg_config --bindir` or in /usr/lib/postgresql/*/bin")?;
     let mut why = String::new();
     for _ in 0..CLUSTER_START_ATTEMPTS {
         match start_cluster_once(&bindir) {
@@ -356,9 +332,7 @@ fn start_cluster_once(bindir: &std::path::Path) -> Result<PrivateCluster, String
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot run {:?}: {e}", command.get_program()))?;
+    let mut child = command.spawn().map_err(|e| format!("cannot run {:?}: {e}", command.get_program()))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut transcript = String::new();
     for line in BufReader::new(stdout).lines() {
@@ -366,10 +340,7 @@ fn start_cluster_once(bindir: &std::path::Path) -> Result<PrivateCluster, String
             Ok(line) if line == "ready" => {
                 let lifeline = child.stdin.take().expect("stdin is piped");
                 let admin_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-                return Ok(PrivateCluster {
-                    admin_url,
-                    _lifeline: lifeline,
-                });
+                return Ok(PrivateCluster { admin_url, _lifeline: lifeline });
             }
             Ok(line) => {
                 transcript.push_str(&line);
@@ -378,9 +349,7 @@ fn start_cluster_once(bindir: &std::path::Path) -> Result<PrivateCluster, String
             Err(_) => break,
         }
     }
-    let output = child
-        .wait_with_output()
-        .map_err(|e| format!("supervisor lost: {e}"))?;
+    let output = child.wait_with_output().map_err(|e| format!("supervisor lost: {e}"))?;
     transcript.push_str(&String::from_utf8_lossy(&output.stderr));
     Err(format!(
         "initdb/pg_ctl in {} on port {port} failed ({}): {}",
@@ -405,13 +374,7 @@ fn find_bindir() -> Option<PathBuf> {
         .flatten()
         .flatten()
         .filter_map(|entry| {
-            let major = entry
-                .file_name()
-                .to_str()?
-                .split('.')
-                .next()?
-                .parse()
-                .ok()?;
+            let major = entry.file_name().to_str()?.split('.').next()?.parse().ok()?;
             Some((major, entry.path().join("bin")))
         })
         .collect();
@@ -438,11 +401,7 @@ mod tests {
 
     #[tokio::test]
     async fn private_cluster_serves_fresh_databases_and_drops_them() {
-        let forced = Discovery {
-            explicit_url: None,
-            local_url: None,
-            private_cluster: true,
-        };
+        let forced = Discovery { explicit_url: None, local_url: None, private_cluster: true };
         let admin_url = match find_server(&forced).await {
             Ok(url) => url,
             Err(why) => {
@@ -450,33 +409,21 @@ mod tests {
                 return;
             }
         };
-        assert_ne!(
-            admin_url, LOCAL_URL,
-            "path (3) must not reuse the local server"
-        );
+        assert_ne!(admin_url, LOCAL_URL, "path (3) must not reuse the local server");
         // A second lookup reuses the same cluster rather than starting another.
-        assert_eq!(
-            find_server(&forced).await.as_deref(),
-            Ok(admin_url.as_str())
-        );
+        assert_eq!(find_server(&forced).await.as_deref(), Ok(admin_url.as_str()));
 
         let first = create_database(&admin_url).await.expect("first database");
         let second = create_database(&admin_url).await.expect("second database");
         assert_ne!(first.url, second.url);
 
-        let mut conn = PgConnection::connect(&first.url)
-            .await
-            .expect("connect to the test database");
-        let current: String = sqlx::query_scalar("SELECT current_database()")
+        let mut conn = PgConnection::connect(&first.url).await.expect("connect to the test database");
+        let current: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&mut conn).await.unwrap();
+        assert_eq!(current, first.name);
+        let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        assert_eq!(current, first.name);
-        let tables: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
         assert_eq!(tables, 0, "a fresh database is empty");
 
         // The connection is still open: dropping must not wait for it.
@@ -493,37 +440,22 @@ mod tests {
             local_url: Some(LOCAL_URL),
             private_cluster: true,
         };
-        let why = find_server(&discovery)
-            .await
-            .expect_err("port 1 has no PostgreSQL");
+        let why = find_server(&discovery).await.expect_err("port 1 has no PostgreSQL");
         assert!(why.contains(ENV_URL), "{why}");
     }
 
     #[tokio::test]
     async fn nothing_to_try_is_an_error() {
-        let discovery = Discovery {
-            explicit_url: None,
-            local_url: None,
-            private_cluster: false,
-        };
+        let discovery = Discovery { explicit_url: None, local_url: None, private_cluster: false };
         assert_eq!(find_server(&discovery).await, Err(String::new()));
     }
 
     #[test]
     fn with_database_replaces_only_the_path() {
-        assert_eq!(
-            with_database("postgres://u:p@h:5/postgres", "t"),
-            "postgres://u:p@h:5/t"
-        );
-        assert_eq!(
-            with_database("postgres://h/postgres?sslmode=disable", "t"),
-            "postgres://h/t?sslmode=disable"
-        );
+        assert_eq!(with_database("postgres://u:p@h:5/postgres", "t"), "postgres://u:p@h:5/t");
+        assert_eq!(with_database("postgres://h/postgres?sslmode=disable", "t"), "postgres://h/t?sslmode=disable");
         assert_eq!(with_database("postgres://h:5", "t"), "postgres://h:5/t");
-        assert_eq!(
-            with_database("postgres://h?sslmode=disable", "t"),
-            "postgres://h/t?sslmode=disable"
-        );
+        assert_eq!(with_database("postgres://h?sslmode=disable", "t"), "postgres://h/t?sslmode=disable");
     }
 
     #[test]
@@ -531,15 +463,8 @@ mod tests {
         let (a, b) = (unique_name(), unique_name());
         assert_ne!(a, b);
         for name in [a, b] {
-            assert!(
-                name.len() <= 63,
-                "{name} is longer than PostgreSQL's identifier limit"
-            );
-            assert!(
-                name.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-                "{name}"
-            );
+            assert!(name.len() <= 63, "{name} is longer than PostgreSQL's identifier limit");
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{name}");
         }
     }
 
@@ -547,13 +472,24 @@ mod tests {
     fn sqlite_urls_point_into_a_private_directory() {
         let (a, b) = (fresh_sqlite(), fresh_sqlite());
         assert_ne!(a.url, b.url);
-        assert!(
-            a.url.starts_with("sqlite:///") && a.url.ends_with("/test.db"),
-            "{}",
-            a.url
-        );
+        assert!(a.url.starts_with("sqlite:///") && a.url.ends_with("/test.db"), "{}", a.url);
         let dir = a._dir.path().to_owned();
         drop(a);
         assert!(!dir.exists());
     }
+}
+
+/// The whole database at `url` as `pg_dump` prints it (schema and data), for
+/// tests that search what is really stored.
+pub async fn pg_dump(url: &str) -> Vec<u8> {
+    let program =
+        find_bindir().map(|dir| dir.join("pg_dump")).filter(|p| p.exists()).unwrap_or_else(|| "pg_dump".into());
+    let output = tokio::process::Command::new(&program)
+        .arg("--no-owner")
+        .arg(url)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {}: {e} (apt-get install -y postgresql-client)", program.display()));
+    assert!(output.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&output.stderr));
+    output.stdout
 }
