@@ -1,0 +1,171 @@
+//! Delivery of one-time codes to a phone or an inbox.
+//!
+//! The default, [`Notifier::Outbox`], appends each message to a local JSON-lines
+//! file for development and demos: it records the user id, the channel, a masked
+//! destination and the text, never the full phone number or address.
+//! [`Notifier::Webhook`] POSTs each message to an operator's endpoint, which
+//! hands it to a real SMS or e-mail provider:
+//!
+//! ```text
+//! POST <url>
+//! content-type: application/json
+//! x-palisade-signature: sha256=<hex HMAC-SHA256 of the body under the webhook secret>
+//!
+//! {"channel":"sms","to":"+8613812345678","text":"Your Palisade code is 123456","user_id":42}
+//! ```
+//!
+//! Any 2xx answer within five seconds counts as delivered.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use sha2::Sha256;
+
+/// How a message travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Sms,
+    Email,
+}
+
+/// One message to deliver. `to` is plain personal data: it must not be logged.
+#[derive(Clone, Serialize)]
+pub struct Message {
+    pub channel: Channel,
+    pub to: String,
+    pub text: String,
+    pub user_id: i64,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("channel", &self.channel)
+            .field("to", &mask(&self.to))
+            .field("user_id", &self.user_id)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("cannot write the outbox file: {0}")]
+    Outbox(#[from] std::io::Error),
+    #[error("the notification webhook failed: {0}")]
+    Webhook(String),
+}
+
+/// Where codes go.
+pub enum Notifier {
+    Outbox { path: PathBuf },
+    Webhook { url: http::Uri, secret: Vec<u8>, client: Client<HttpConnector, Full<Bytes>> },
+}
+
+impl Notifier {
+    pub fn outbox(path: PathBuf) -> Notifier {
+        Notifier::Outbox { path }
+    }
+
+    pub fn webhook(url: &str, secret: &[u8]) -> Result<Notifier, NotifyError> {
+        let url: http::Uri = url.parse().map_err(|e| NotifyError::Webhook(format!("bad URL: {e}")))?;
+        if url.scheme_str() != Some("http") {
+            return Err(NotifyError::Webhook("only http:// webhook URLs are supported".into()));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Notifier::Webhook { url, secret: secret.to_vec(), client })
+    }
+
+    pub async fn send(&self, message: &Message) -> Result<(), NotifyError> {
+        match self {
+            Notifier::Outbox { path } => {
+                let line = serde_json::json!({
+                    "at": crate::unix_millis(),
+                    "user_id": message.user_id,
+                    "channel": message.channel,
+                    "to": mask(&message.to),
+                    "text": message.text,
+                });
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                    writeln!(file, "{line}")
+                })
+                .await
+                .map_err(|e| NotifyError::Outbox(std::io::Error::other(e)))??;
+                Ok(())
+            }
+            Notifier::Webhook { url, secret, client } => {
+                let body = serde_json::to_vec(message).map_err(|e| NotifyError::Webhook(e.to_string()))?;
+                let mut mac =
+                    Hmac::<Sha256>::new_from_slice(secret).map_err(|e| NotifyError::Webhook(e.to_string()))?;
+                mac.update(&body);
+                let signature = format!("sha256={}", hex(&mac.finalize().into_bytes()));
+                let request = http::Request::post(url.clone())
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .header("x-palisade-signature", signature)
+                    .body(Full::new(Bytes::from(body)))
+                    .map_err(|e| NotifyError::Webhook(e.to_string()))?;
+                match tokio::time::timeout(Duration::from_secs(5), client.request(request)).await {
+                    Ok(Ok(response)) if response.status().is_success() => Ok(()),
+                    Ok(Ok(response)) => Err(NotifyError::Webhook(format!("answered {}", response.status()))),
+                    Ok(Err(e)) => Err(NotifyError::Webhook(e.to_string())),
+                    Err(_) => Err(NotifyError::Webhook("no answer within 5s".into())),
+                }
+            }
+        }
+    }
+}
+
+/// `+8613812345678` → `+86*******5678`; `alice@example.com` → `a****@example.com`.
+pub fn mask(destination: &str) -> String {
+    if let Some((local, domain)) = destination.split_once('@') {
+        let first: String = local.chars().take(1).collect();
+        return format!("{first}****@{domain}");
+    }
+    let chars: Vec<char> = destination.chars().collect();
+    let keep_start = 3.min(chars.len());
+    let keep_end = 4.min(chars.len().saturating_sub(keep_start));
+    let hidden = chars.len() - keep_start - keep_end;
+    let mut out: String = chars[..keep_start].iter().collect();
+    out.extend(std::iter::repeat_n('*', hidden));
+    out.extend(&chars[chars.len() - keep_end..]);
+    out
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_hide_most_of_the_destination() {
+        assert_eq!(mask("+8613812345678"), "+86*******5678");
+        assert_eq!(mask("alice@example.com"), "a****@example.com");
+        assert_eq!(mask("12"), "12");
+        let debug = format!(
+            "{:?}",
+            Message { channel: Channel::Sms, to: "+8613812345678".into(), text: "x".into(), user_id: 1 }
+        );
+        assert!(!debug.contains("13812345678"), "{debug}");
+    }
+}

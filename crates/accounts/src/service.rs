@@ -1,0 +1,909 @@
+//! The account flows: registration, verification, login with MFA, sessions,
+//! API keys and the registration policy, over the [`Store`].
+//!
+//! Order inside each flow follows "cheap before expensive": input is parsed and
+//! bounded, the policy and throttles are consulted, and only then is a password
+//! hashed or a row written. Every outcome is audited without secrets or plain
+//! personal data.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use store::{AuditEntry, NewApiKey, NewUser, Store, StoreError, UserRow, UserStatus};
+
+use crate::crypto::PiiKeys;
+use crate::email::parse_email;
+use crate::hasher::{HashError, HashPool, HashPoolConfig};
+use crate::notify::{Channel, Message, Notifier};
+use crate::password::PasswordPolicy;
+use crate::phone::parse_phone;
+use crate::policy::RegistrationPolicy;
+use crate::throttle::{FailureThrottle, ThrottleConfig};
+use crate::{recovery, tokens, totp, unix_millis};
+
+/// Account settings (the `[accounts]` section of the configuration).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// Region assumed for phone numbers written without a country code, e.g. "CN".
+    pub default_phone_region: Option<String>,
+    pub session_ttl_s: u64,
+    pub code_ttl_s: u64,
+    /// Wrong guesses allowed per one-time code.
+    pub code_max_attempts: i64,
+    /// Threads hashing passwords (0: one per core), and logins allowed to wait for one.
+    pub hash_threads: usize,
+    pub hash_queue: usize,
+    /// Consecutive login failures per account or address before back-off starts.
+    pub login_free_failures: u32,
+    /// Issuer shown in authenticator apps.
+    pub totp_issuer: String,
+    pub invite_ttl_s: u64,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            default_phone_region: None,
+            session_ttl_s: 30 * 24 * 3600,
+            code_ttl_s: 600,
+            code_max_attempts: 5,
+            hash_threads: 0,
+            hash_queue: 64,
+            login_free_failures: 5,
+            totp_issuer: "Palisade".to_owned(),
+            invite_ttl_s: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// Why an account operation did not happen. `code()` is stable for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("{0}")]
+    WeakPassword(crate::password::PasswordRejected),
+    #[error("{0}")]
+    Refused(crate::policy::RegistrationRefused),
+    #[error("an account with this phone number or e-mail address already exists")]
+    AlreadyRegistered,
+    #[error("wrong phone number, e-mail address or password")]
+    InvalidCredentials,
+    #[error("this account needs a one-time code from its authenticator app (field `totp`) or a recovery code")]
+    MfaRequired,
+    #[error("the code is wrong or has expired")]
+    InvalidCode,
+    #[error("too many attempts; try again in {} seconds", .retry_after.as_secs().max(1))]
+    TooManyAttempts { retry_after: Duration },
+    #[error("this account is suspended")]
+    Suspended,
+    #[error("the server is busy checking other passwords; try again shortly")]
+    Busy,
+    #[error("not signed in")]
+    Unauthenticated,
+    #[error("not found")]
+    NotFound,
+    #[error("the code could not be sent: {0}")]
+    Notify(#[from] crate::notify::NotifyError),
+    #[error("storage failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("encryption failed: {0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AccountError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AccountError::Invalid { code, .. } => code,
+            AccountError::WeakPassword(rejected) => rejected.code(),
+            AccountError::Refused(refused) => refused.code(),
+            AccountError::AlreadyRegistered => "already_registered",
+            AccountError::InvalidCredentials => "invalid_credentials",
+            AccountError::MfaRequired => "mfa_required",
+            AccountError::InvalidCode => "invalid_code",
+            AccountError::TooManyAttempts { .. } => "too_many_attempts",
+            AccountError::Suspended => "account_suspended",
+            AccountError::Busy => "busy",
+            AccountError::Unauthenticated => "unauthenticated",
+            AccountError::NotFound => "not_found",
+            AccountError::Notify(_) => "notification_failed",
+            AccountError::Store(_) | AccountError::Crypto(_) | AccountError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<HashError> for AccountError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => AccountError::Busy,
+            other => AccountError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> AccountError {
+    AccountError::Invalid { code, message: message.into() }
+}
+
+/// A sign-up request, as received.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct Registration {
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub password: String,
+    pub invite: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Registered {
+    pub user_id: i64,
+    pub status: &'static str,
+    pub verification_channel: Channel,
+    pub code_expires_in_s: u64,
+}
+
+/// A login request, as received.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct Login {
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub password: String,
+    pub totp: Option<String>,
+    pub recovery_code: Option<String>,
+}
+
+/// A new session; the token is shown once (as a cookie) and stored hashed.
+#[derive(Debug)]
+pub struct NewSession {
+    pub user_id: i64,
+    pub token: String,
+    pub expires_in: Duration,
+    /// The account must enrol in MFA before it can do anything else useful.
+    pub mfa_enrollment_required: bool,
+}
+
+/// What a valid API key or session says about its holder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Principal {
+    pub user_id: i64,
+    pub status: UserStatus,
+    /// `Some(prefix)` when authenticated by API key.
+    pub key_prefix: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+/// A started TOTP enrolment: show `otpauth_uri` as a QR code, then confirm
+/// with a code and the opaque `enrollment` token.
+#[derive(Debug, Serialize)]
+pub struct TotpEnrollment {
+    pub secret: String,
+    pub otpauth_uri: String,
+    pub enrollment: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionListing {
+    pub id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub current: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyListing {
+    pub prefix: String,
+    pub name: String,
+    pub scopes: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// Longest input accepted before any parsing (bounds CPU spent on garbage).
+const MAX_IDENTIFIER: usize = 320;
+const MAX_PASSWORD_BYTES: usize = 1024;
+const POLICY_KEY: &str = "registration_policy";
+
+/// The account service; one per process, shared.
+pub struct Accounts {
+    store: Store,
+    keys: RwLock<Arc<PiiKeys>>,
+    hasher: HashPool,
+    passwords: PasswordPolicy,
+    policy: RwLock<RegistrationPolicy>,
+    notifier: Notifier,
+    key_file: std::sync::OnceLock<std::path::PathBuf>,
+    by_account: FailureThrottle,
+    by_address: FailureThrottle,
+    config: AccountsConfig,
+}
+
+impl Accounts {
+    /// Build the service, loading the persisted registration policy.
+    pub async fn new(
+        store: Store,
+        keys: PiiKeys,
+        notifier: Notifier,
+        config: AccountsConfig,
+    ) -> Result<Accounts, AccountError> {
+        let policy = match store.meta(POLICY_KEY).await? {
+            Some(json) => serde_json::from_str(&json).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "stored registration policy unreadable; registration closed until set again");
+                RegistrationPolicy::Closed { message: Some("Registration is temporarily unavailable.".into()) }
+            }),
+            None => RegistrationPolicy::Open,
+        };
+        let throttle = |free| ThrottleConfig { free_failures: free, ..ThrottleConfig::default() };
+        Ok(Accounts {
+            hasher: HashPool::new(HashPoolConfig {
+                threads: match config.hash_threads {
+                    0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    n => n,
+                },
+                queue: config.hash_queue,
+            })?,
+            by_account: FailureThrottle::new(throttle(config.login_free_failures)),
+            // An address may carry many users (NAT); allow it more failures.
+            by_address: FailureThrottle::new(throttle(config.login_free_failures * 4)),
+            store,
+            keys: RwLock::new(Arc::new(keys)),
+            passwords: PasswordPolicy::default(),
+            policy: RwLock::new(policy),
+            notifier,
+            key_file: std::sync::OnceLock::new(),
+            config,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &AccountsConfig {
+        &self.config
+    }
+
+    /// Reload keys from `path` when a blob names a key not loaded yet (another
+    /// process ran `palisade keys rotate`), so rotation needs no restart.
+    pub fn watch_key_file(&self, path: std::path::PathBuf) {
+        let _ = self.key_file.set(path);
+    }
+
+    fn decrypt(&self, field: &str, blob: &[u8]) -> Result<Vec<u8>, AccountError> {
+        match self.keys().decrypt(field, blob) {
+            Err(crate::crypto::CryptoError::UnknownKey(_)) if self.key_file.get().is_some() => {
+                let path = self.key_file.get().expect("checked");
+                let (keys, _) = PiiKeys::load_or_generate(path)?;
+                tracing::info!("personal-data keys reloaded after a rotation");
+                self.replace_keys(keys);
+                Ok(self.keys().decrypt(field, blob)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// The operator's service account, which owns keys made with `palisade keys
+    /// create`. It has no phone, e-mail or usable password, so nobody logs in as it.
+    pub async fn service_user(&self) -> Result<i64, AccountError> {
+        const KEY: &str = "service_user_id";
+        if let Some(id) = self.store.meta(KEY).await?.and_then(|v| v.parse().ok()) {
+            return Ok(id);
+        }
+        let user = NewUser {
+            phone_enc: None,
+            phone_idx: None,
+            phone_region: None,
+            email_enc: None,
+            email_idx: None,
+            password_hash: "!".to_owned(),
+            status: UserStatus::Active,
+        };
+        let id = self.store.create_user(&user, unix_millis()).await?;
+        self.store.set_meta(KEY, &id.to_string()).await?;
+        Ok(id)
+    }
+
+    pub fn hasher(&self) -> &HashPool {
+        &self.hasher
+    }
+
+    fn keys(&self) -> Arc<PiiKeys> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Swap in a newer key set (after `palisade keys rotate` wrote one).
+    pub fn replace_keys(&self, keys: PiiKeys) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+    }
+
+    pub fn policy(&self) -> RegistrationPolicy {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Change the registration policy: persisted first, then live, then audited.
+    pub async fn set_policy(&self, policy: RegistrationPolicy, actor: &str) -> Result<(), AccountError> {
+        let json = serde_json::to_string(&policy).map_err(|e| invalid("invalid_policy", e.to_string()))?;
+        self.store.set_meta(POLICY_KEY, &json).await?;
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+        self.audit(
+            actor,
+            "registration.policy",
+            "ok",
+            None,
+            None,
+            Some(serde_json::from_str(&json).unwrap_or_default()),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        outcome: &str,
+        ip: Option<&str>,
+        reason: Option<&str>,
+        detail: Option<serde_json::Value>,
+    ) {
+        let entry = AuditEntry {
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            outcome: outcome.to_owned(),
+            ip: ip.map(str::to_owned),
+            reason: reason.map(str::to_owned),
+            detail,
+        };
+        if let Err(e) = self.store.append_audit(&entry, unix_millis()).await {
+            // The request already happened; losing its record is bad but must
+            // not turn a success into a failure for the user.
+            tracing::error!(error = %e, action, "audit entry could not be written");
+        }
+    }
+
+    /// Register a new account and send its verification code.
+    pub async fn register(&self, reg: Registration, ip: Option<&str>) -> Result<Registered, AccountError> {
+        let result = self.register_inner(reg, ip).await;
+        if let Err(e) = &result {
+            self.audit("anonymous", "auth.register", "refused", ip, Some(e.code()), None).await;
+        }
+        result
+    }
+
+    async fn register_inner(&self, reg: Registration, ip: Option<&str>) -> Result<Registered, AccountError> {
+        check_len("password", &reg.password, MAX_PASSWORD_BYTES)?;
+        let phone = match reg.phone.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+            Some(raw) => {
+                check_len("phone", raw, MAX_IDENTIFIER)?;
+                Some(
+                    parse_phone(raw, self.config.default_phone_region.as_deref())
+                        .map_err(|e| invalid(e.code(), e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let email = match reg.email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+            Some(raw) => {
+                check_len("email", raw, MAX_IDENTIFIER)?;
+                Some(parse_email(raw).map_err(|e| invalid(e.code(), e.to_string()))?)
+            }
+            None => None,
+        };
+        if phone.is_none() && email.is_none() {
+            return Err(invalid("identifier_required", "give a phone number or an e-mail address"));
+        }
+        let invite = reg.invite.as_deref().map(str::trim).filter(|i| !i.is_empty());
+        self.policy()
+            .check(phone.as_ref().map(|p| p.region.as_str()), invite.is_some())
+            .map_err(AccountError::Refused)?;
+        let identifiers: Vec<&str> =
+            phone.iter().map(|p| p.e164.as_str()).chain(email.iter().map(|e| e.normalized.as_str())).collect();
+        self.passwords.check(&reg.password, &identifiers).map_err(AccountError::WeakPassword)?;
+
+        let keys = self.keys();
+        let invite_hash = invite.map(|code| keys.blind_index("invite", code).to_vec());
+        let now = unix_millis();
+        if let Some(hash) = &invite_hash {
+            if !self.store.use_invite(hash, now).await? {
+                return Err(invalid("invalid_invite", "the invite code is unknown, used or expired"));
+            }
+        }
+        let created = self.create_account(&keys, phone.as_ref(), email.as_ref(), reg.password, now).await;
+        let user_id = match created {
+            Ok(id) => id,
+            Err(e) => {
+                if let Some(hash) = &invite_hash {
+                    self.store.release_invite(hash).await?;
+                }
+                return Err(e);
+            }
+        };
+        if let Some(hash) = &invite_hash {
+            self.store.attach_invite(hash, user_id).await?;
+        }
+        let (channel, to) = match (&phone, &email) {
+            (Some(p), _) => (Channel::Sms, p.e164.clone()),
+            (None, Some(e)) => (Channel::Email, e.address.clone()),
+            (None, None) => unreachable!("checked above"),
+        };
+        self.audit(
+            &format!("user:{user_id}"),
+            "auth.register",
+            "ok",
+            ip,
+            None,
+            Some(serde_json::json!({"channel": channel, "region": phone.as_ref().map(|p| p.region.clone()), "invite": invite.is_some()})),
+        )
+        .await;
+        self.send_code(user_id, channel, to).await?;
+        Ok(Registered {
+            user_id,
+            status: "unverified",
+            verification_channel: channel,
+            code_expires_in_s: self.config.code_ttl_s,
+        })
+    }
+
+    async fn create_account(
+        &self,
+        keys: &PiiKeys,
+        phone: Option<&crate::phone::Phone>,
+        email: Option<&crate::email::Email>,
+        password: String,
+        now: i64,
+    ) -> Result<i64, AccountError> {
+        // Cheap uniqueness check first, so a taken number costs no hashing; the
+        // unique index still decides races.
+        if let Some(p) = phone {
+            if self.store.user_by_phone_idx(&keys.blind_index("phone", &p.e164)).await?.is_some() {
+                return Err(AccountError::AlreadyRegistered);
+            }
+        }
+        if let Some(e) = email {
+            if self.store.user_by_email_idx(&keys.blind_index("email", &e.normalized)).await?.is_some() {
+                return Err(AccountError::AlreadyRegistered);
+            }
+        }
+        let password_hash = self.hasher.hash(password).await?;
+        let user = NewUser {
+            phone_enc: phone.map(|p| keys.encrypt("phone", p.e164.as_bytes())),
+            phone_idx: phone.map(|p| keys.blind_index("phone", &p.e164).to_vec()),
+            phone_region: phone.map(|p| p.region.clone()),
+            email_enc: email.map(|e| keys.encrypt("email", e.address.as_bytes())),
+            email_idx: email.map(|e| keys.blind_index("email", &e.normalized).to_vec()),
+            password_hash,
+            status: UserStatus::Unverified,
+        };
+        match self.store.create_user(&user, now).await {
+            Ok(id) => Ok(id),
+            Err(StoreError::Conflict(_)) => Err(AccountError::AlreadyRegistered),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn send_code(&self, user_id: i64, channel: Channel, to: String) -> Result<(), AccountError> {
+        let code = tokens::VerificationCode::generate();
+        let code = code.as_str();
+        // Keyed (HMAC) rather than a plain hash: six digits are too few to
+        // survive a leaked database otherwise.
+        let hash = self.keys().blind_index(&format!("code:{user_id}"), code);
+        let expires = unix_millis() + (self.config.code_ttl_s * 1000) as i64;
+        self.store.put_verification_code(user_id, &hash, expires).await?;
+        let text = format!("Your Palisade code is {code}. It expires in {} minutes.", self.config.code_ttl_s / 60);
+        self.notifier.send(&Message { channel, to, text, user_id }).await?;
+        Ok(())
+    }
+
+    /// Send a fresh code to an unverified account.
+    pub async fn resend_code(&self, user_id: i64) -> Result<(), AccountError> {
+        let user = self.store.user(user_id).await?.ok_or(AccountError::NotFound)?;
+        if user.status() != UserStatus::Unverified {
+            return Err(invalid("already_verified", "this account is already verified"));
+        }
+        let (channel, to) = match (&user.phone_enc, &user.email_enc) {
+            (Some(blob), _) => (Channel::Sms, self.decrypt("phone", blob)?),
+            (None, Some(blob)) => (Channel::Email, self.decrypt("email", blob)?),
+            (None, None) => return Err(AccountError::NotFound),
+        };
+        let to = String::from_utf8(to).map_err(|_| invalid("corrupt", "stored destination unreadable"))?;
+        self.send_code(user_id, channel, to).await
+    }
+
+    /// Prove ownership of the phone or address with the code that was sent.
+    pub async fn verify(&self, user_id: i64, code: &str, ip: Option<&str>) -> Result<(), AccountError> {
+        let code = code.trim();
+        if code.len() > 16 {
+            return Err(AccountError::InvalidCode);
+        }
+        let now = unix_millis();
+        let Some((hash, attempts)) = self.store.attempt_verification_code(user_id, now).await? else {
+            return Err(AccountError::InvalidCode);
+        };
+        if attempts > self.config.code_max_attempts {
+            self.store.delete_verification_code(user_id).await?;
+            self.audit(&format!("user:{user_id}"), "auth.verify", "refused", ip, Some("too_many_attempts"), None).await;
+            return Err(AccountError::TooManyAttempts { retry_after: Duration::from_secs(1) });
+        }
+        let expected = self.keys().blind_index(&format!("code:{user_id}"), code);
+        if !tokens::constant_time_eq(&hash, &expected) {
+            self.audit(&format!("user:{user_id}"), "auth.verify", "failed", ip, Some("invalid_code"), None).await;
+            return Err(AccountError::InvalidCode);
+        }
+        self.store.delete_verification_code(user_id).await?;
+        self.store.set_user_status(user_id, UserStatus::Active, now).await?;
+        self.audit(&format!("user:{user_id}"), "auth.verify", "ok", ip, None, None).await;
+        Ok(())
+    }
+
+    /// Check credentials (and MFA) and open a session.
+    pub async fn login(&self, login: Login, ip: Option<&str>) -> Result<NewSession, AccountError> {
+        check_len("password", &login.password, MAX_PASSWORD_BYTES)?;
+        let keys = self.keys();
+        let (field, normalized) = match (login.phone.as_deref().map(str::trim), login.email.as_deref().map(str::trim)) {
+            (Some(p), _) if !p.is_empty() => {
+                check_len("phone", p, MAX_IDENTIFIER)?;
+                // An unparseable number cannot belong to an account: answer as for
+                // a wrong password, after the same work.
+                let e164 =
+                    parse_phone(p, self.config.default_phone_region.as_deref()).map(|p| p.e164).unwrap_or_default();
+                ("phone", e164)
+            }
+            (_, Some(e)) if !e.is_empty() => {
+                check_len("email", e, MAX_IDENTIFIER)?;
+                ("email", parse_email(e).map(|e| e.normalized).unwrap_or_default())
+            }
+            _ => return Err(invalid("identifier_required", "give the phone number or e-mail address of the account")),
+        };
+        let index = keys.blind_index(field, &normalized);
+        let now = unix_millis() as u64;
+        let address_key = ip.unwrap_or("unknown");
+        for throttle_result in [self.by_account.check(&index[..], now), self.by_address.check(address_key, now)] {
+            if let Err(retry_after) = throttle_result {
+                self.audit("anonymous", "auth.login", "refused", ip, Some("throttled"), None).await;
+                return Err(AccountError::TooManyAttempts { retry_after });
+            }
+        }
+
+        let user = if normalized.is_empty() {
+            None
+        } else if field == "phone" {
+            self.store.user_by_phone_idx(&index).await?
+        } else {
+            self.store.user_by_email_idx(&index).await?
+        };
+        let Some(user) = user else {
+            // Same cost as a real check, so timing does not reveal who has an account.
+            self.hasher.verify_dummy(login.password).await?;
+            self.login_failed(&index, address_key, None, ip, "unknown_account").await;
+            return Err(AccountError::InvalidCredentials);
+        };
+        if !self.hasher.verify(login.password, user.password_hash.clone()).await? {
+            self.login_failed(&index, address_key, Some(user.id), ip, "bad_password").await;
+            return Err(AccountError::InvalidCredentials);
+        }
+        if user.status() == UserStatus::Suspended {
+            self.audit(&format!("user:{}", user.id), "auth.login", "refused", ip, Some("suspended"), None).await;
+            return Err(AccountError::Suspended);
+        }
+        let mfa_enrollment_required = match &user.totp_secret_enc {
+            Some(secret) => {
+                self.check_second_factor(&user, secret, login.totp.as_deref(), login.recovery_code.as_deref(), ip)
+                    .await
+                    .inspect_err(|e| {
+                        if !matches!(e, AccountError::MfaRequired) {
+                            self.by_account.record_failure(&index[..], now);
+                            self.by_address.record_failure(address_key, now);
+                        }
+                    })?;
+                false
+            }
+            None => user.mfa_required,
+        };
+        self.by_account.record_success(&index[..]);
+        self.by_address.record_success(address_key);
+        let token = tokens::SessionToken::generate().as_str().to_owned();
+        let expires_in = Duration::from_secs(self.config.session_ttl_s);
+        let now = unix_millis();
+        self.store.create_session(&tokens::hash(&token), user.id, now, now + expires_in.as_millis() as i64).await?;
+        self.audit(&format!("user:{}", user.id), "auth.login", "ok", ip, None, None).await;
+        Ok(NewSession { user_id: user.id, token, expires_in, mfa_enrollment_required })
+    }
+
+    async fn login_failed(&self, index: &[u8], address: &str, user: Option<i64>, ip: Option<&str>, reason: &str) {
+        let now = unix_millis() as u64;
+        self.by_account.record_failure(index, now);
+        self.by_address.record_failure(address, now);
+        let actor = user.map_or_else(|| "anonymous".to_owned(), |id| format!("user:{id}"));
+        self.audit(&actor, "auth.login", "failed", ip, Some(reason), None).await;
+    }
+
+    async fn check_second_factor(
+        &self,
+        user: &UserRow,
+        secret_blob: &[u8],
+        totp_code: Option<&str>,
+        recovery_code: Option<&str>,
+        ip: Option<&str>,
+    ) -> Result<(), AccountError> {
+        let actor = format!("user:{}", user.id);
+        if let Some(code) = totp_code.map(str::trim).filter(|c| !c.is_empty()) {
+            let secret = totp_secret(&self.decrypt("totp", secret_blob)?)?;
+            let last = user.totp_last_step.and_then(|s| u64::try_from(s).ok());
+            let unix = (unix_millis() / 1000) as u64;
+            if let Some(step) = totp::verify(&secret, code, unix, last) {
+                if self.store.advance_totp_step(user.id, step as i64).await? {
+                    self.audit(&actor, "auth.mfa", "ok", ip, Some("totp"), None).await;
+                    return Ok(());
+                }
+            }
+            self.audit(&actor, "auth.mfa", "failed", ip, Some("bad_totp"), None).await;
+            return Err(AccountError::InvalidCode);
+        }
+        if let Some(code) = recovery_code.filter(|c| !c.trim().is_empty()) {
+            let hash = recovery::hash_input(code).ok_or(AccountError::InvalidCode)?;
+            if self.store.use_recovery_code(user.id, &hash, unix_millis()).await? {
+                self.audit(&actor, "auth.mfa", "ok", ip, Some("recovery_code"), None).await;
+                return Ok(());
+            }
+            self.audit(&actor, "auth.mfa", "failed", ip, Some("bad_recovery_code"), None).await;
+            return Err(AccountError::InvalidCode);
+        }
+        Err(AccountError::MfaRequired)
+    }
+
+    /// The holder of a session token, if the session is live.
+    pub async fn session_principal(&self, token: &str) -> Result<Option<Principal>, AccountError> {
+        if token.len() > 128 {
+            return Ok(None);
+        }
+        let Some(session) = self.store.session(&tokens::hash(token), unix_millis()).await? else { return Ok(None) };
+        let Some(user) = self.store.user(session.user_id).await? else { return Ok(None) };
+        if user.status() == UserStatus::Suspended {
+            return Ok(None);
+        }
+        Ok(Some(Principal {
+            user_id: user.id,
+            status: user.status(),
+            key_prefix: None,
+            scopes: vec!["inference".into(), "account".into()],
+        }))
+    }
+
+    /// The holder of an API key, if the key is valid and live.
+    pub async fn key_principal(&self, presented: &str) -> Result<Option<Principal>, AccountError> {
+        let Ok(parsed) = tokens::ApiKey::parse(presented) else { return Ok(None) };
+        let prefix = format!("pal_{}", parsed.prefix);
+        let Some(row) = self.store.api_key_by_prefix(&prefix).await? else { return Ok(None) };
+        let Ok(stored) = <[u8; 32]>::try_from(row.secret_hash.as_slice()) else { return Ok(None) };
+        if row.revoked_at.is_some() || !parsed.verify(&stored) {
+            return Ok(None);
+        }
+        let Some(user) = self.store.user(row.user_id).await? else { return Ok(None) };
+        if user.status() == UserStatus::Suspended {
+            return Ok(None);
+        }
+        Ok(Some(Principal {
+            user_id: user.id,
+            status: user.status(),
+            key_prefix: Some(row.prefix),
+            scopes: row.scopes.split_whitespace().map(str::to_owned).collect(),
+        }))
+    }
+
+    pub async fn logout(&self, token: &str, user_id: i64, ip: Option<&str>) -> Result<(), AccountError> {
+        self.store.delete_session(user_id, &tokens::hash(token)).await?;
+        self.audit(&format!("user:{user_id}"), "auth.logout", "ok", ip, None, None).await;
+        Ok(())
+    }
+
+    pub async fn sessions(
+        &self,
+        user_id: i64,
+        current_token: Option<&str>,
+    ) -> Result<Vec<SessionListing>, AccountError> {
+        let current = current_token.map(tokens::hash);
+        let rows = self.store.sessions_of(user_id, unix_millis()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|s| SessionListing {
+                id: session_id(&s.token_hash),
+                created_at: s.created_at,
+                expires_at: s.expires_at,
+                current: current.as_ref().is_some_and(|c| c[..] == s.token_hash[..]),
+            })
+            .collect())
+    }
+
+    /// Revoke one of the user's sessions by its listed id.
+    pub async fn revoke_session(&self, user_id: i64, id: &str, ip: Option<&str>) -> Result<(), AccountError> {
+        let rows = self.store.sessions_of(user_id, unix_millis()).await?;
+        let Some(row) = rows.into_iter().find(|s| session_id(&s.token_hash) == id) else {
+            return Err(AccountError::NotFound);
+        };
+        self.store.delete_session(user_id, &row.token_hash).await?;
+        self.audit(&format!("user:{user_id}"), "auth.session.revoke", "ok", ip, None, None).await;
+        Ok(())
+    }
+
+    /// Create an API key; the plain key is returned once and never stored.
+    pub async fn create_key(
+        &self,
+        user_id: i64,
+        name: &str,
+        scopes: &str,
+        actor: &str,
+    ) -> Result<(String, String), AccountError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(invalid("invalid_name", "a key name is 1 to 64 printable characters"));
+        }
+        for scope in scopes.split_whitespace() {
+            if !["inference", "account"].contains(&scope) {
+                return Err(invalid("invalid_scope", format!("unknown scope `{scope}`; known: inference, account")));
+            }
+        }
+        let key = tokens::ApiKey::generate();
+        let prefix = format!("pal_{}", key.prefix());
+        let row = NewApiKey {
+            user_id,
+            prefix: prefix.clone(),
+            secret_hash: key.secret_hash().to_vec(),
+            name: name.to_owned(),
+            scopes: if scopes.trim().is_empty() { "inference".to_owned() } else { scopes.trim().to_owned() },
+            rpm_limit: None,
+        };
+        self.store.create_api_key(&row, unix_millis()).await?;
+        self.audit(actor, "key.create", "ok", None, None, Some(serde_json::json!({"prefix": prefix, "user": user_id})))
+            .await;
+        Ok((prefix, key.as_str().to_owned()))
+    }
+
+    pub async fn keys_of(&self, user_id: i64) -> Result<Vec<KeyListing>, AccountError> {
+        Ok(self.store.api_keys_of(user_id).await?.into_iter().map(listing).collect())
+    }
+
+    pub async fn revoke_key(&self, prefix: &str, owner: Option<i64>, actor: &str) -> Result<(), AccountError> {
+        if !self.store.revoke_api_key(prefix, owner, unix_millis()).await? {
+            return Err(AccountError::NotFound);
+        }
+        self.audit(actor, "key.revoke", "ok", None, None, Some(serde_json::json!({"prefix": prefix}))).await;
+        Ok(())
+    }
+
+    /// Start TOTP enrolment. Nothing is stored until [`Accounts::confirm_totp`]:
+    /// the secret travels in `enrollment`, encrypted and bound to the user.
+    pub async fn start_totp(&self, user_id: i64) -> Result<TotpEnrollment, AccountError> {
+        let secret = totp::TotpSecret::generate();
+        let encoded = secret.to_base32();
+        let uri = totp::provisioning_uri(&secret, &self.config.totp_issuer, &format!("user {user_id}"));
+        let sealed = self.keys().encrypt(&format!("totp-enrollment:{user_id}"), secret.as_bytes());
+        Ok(TotpEnrollment { secret: encoded, otpauth_uri: uri, enrollment: tokens::b64(&sealed) })
+    }
+
+    /// Finish enrolment with a code from the app; returns ten recovery codes.
+    pub async fn confirm_totp(
+        &self,
+        user_id: i64,
+        enrollment: &str,
+        code: &str,
+        ip: Option<&str>,
+    ) -> Result<Vec<String>, AccountError> {
+        let keys = self.keys();
+        let sealed = tokens::unb64(enrollment).ok_or(AccountError::InvalidCode)?;
+        let raw =
+            keys.decrypt(&format!("totp-enrollment:{user_id}"), &sealed).map_err(|_| AccountError::InvalidCode)?;
+        let secret = totp_secret(&raw)?;
+        let unix = (unix_millis() / 1000) as u64;
+        let step = totp::verify(&secret, code.trim(), unix, None).ok_or(AccountError::InvalidCode)?;
+        self.store.set_totp(user_id, Some(&keys.encrypt("totp", secret.as_bytes()))).await?;
+        self.store.advance_totp_step(user_id, step as i64).await?;
+        let issued = recovery::generate();
+        let hashes: Vec<Vec<u8>> = issued.hashes.iter().map(|h| h.to_vec()).collect();
+        self.store.replace_recovery_codes(user_id, &hashes).await?;
+        self.audit(&format!("user:{user_id}"), "auth.mfa.enroll", "ok", ip, None, None).await;
+        Ok(issued.codes)
+    }
+
+    /// Operator action: remove a user's second factor (lost phone).
+    pub async fn reset_mfa(&self, user_id: i64, actor: &str) -> Result<(), AccountError> {
+        self.store.user(user_id).await?.ok_or(AccountError::NotFound)?;
+        self.store.set_totp(user_id, None).await?;
+        self.store.replace_recovery_codes(user_id, &[]).await?;
+        self.audit(actor, "auth.mfa.reset", "ok", None, None, Some(serde_json::json!({"user": user_id}))).await;
+        Ok(())
+    }
+
+    pub async fn require_mfa(&self, user_id: i64, required: bool, actor: &str) -> Result<(), AccountError> {
+        self.store.user(user_id).await?.ok_or(AccountError::NotFound)?;
+        self.store.set_mfa_required(user_id, required).await?;
+        self.audit(
+            actor,
+            "auth.mfa.require",
+            "ok",
+            None,
+            None,
+            Some(serde_json::json!({"user": user_id, "required": required})),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Operator action: an invite code for invite-only registration.
+    pub async fn create_invite(&self, actor: &str) -> Result<String, AccountError> {
+        let code = tokens::invite_code();
+        let now = unix_millis();
+        let hash = self.keys().blind_index("invite", &code);
+        self.store.create_invite(&hash, now, now + (self.config.invite_ttl_s * 1000) as i64).await?;
+        self.audit(actor, "registration.invite", "ok", None, None, None).await;
+        Ok(code)
+    }
+
+    /// Re-encrypt every stored personal field under the current key. Safe to run
+    /// while serving: rows are rewritten one by one, and old keys stay readable.
+    pub async fn reencrypt_all(&self) -> Result<u64, AccountError> {
+        let keys = self.keys();
+        let mut after = 0;
+        let mut rewritten = 0;
+        loop {
+            let batch = self.store.users_after(after, 200).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.id;
+            for user in batch {
+                let stale = [&user.phone_enc, &user.email_enc, &user.totp_secret_enc]
+                    .iter()
+                    .any(|b| b.as_deref().is_some_and(|b| keys.needs_rotation(b)));
+                if !stale {
+                    continue;
+                }
+                let again = |field: &str, blob: &Option<Vec<u8>>| -> Result<Option<Vec<u8>>, AccountError> {
+                    blob.as_deref().map(|b| Ok(keys.encrypt(field, &keys.decrypt(field, b)?))).transpose()
+                };
+                self.store
+                    .reencrypt_user(
+                        user.id,
+                        again("phone", &user.phone_enc)?.as_deref(),
+                        again("email", &user.email_enc)?.as_deref(),
+                        again("totp", &user.totp_secret_enc)?.as_deref(),
+                    )
+                    .await?;
+                rewritten += 1;
+            }
+        }
+        self.audit("operator", "keys.rotate", "ok", None, None, Some(serde_json::json!({"rewritten": rewritten})))
+            .await;
+        Ok(rewritten)
+    }
+}
+
+fn listing(row: store::ApiKeyRow) -> KeyListing {
+    KeyListing {
+        prefix: row.prefix,
+        name: row.name,
+        scopes: row.scopes,
+        created_at: row.created_at,
+        last_used_at: row.last_used_at,
+        revoked_at: row.revoked_at,
+    }
+}
+
+/// A session's public id: a short hash of its token hash, safe to show.
+fn session_id(token_hash: &[u8]) -> String {
+    crate::notify::hex(&token_hash[..8.min(token_hash.len())])
+}
+
+fn totp_secret(raw: &[u8]) -> Result<totp::TotpSecret, AccountError> {
+    let bytes = <[u8; totp::SECRET_LEN]>::try_from(raw)
+        .map_err(|_| AccountError::Internal("stored TOTP secret has the wrong length".into()))?;
+    Ok(totp::TotpSecret::from_bytes(bytes))
+}
+
+fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), AccountError> {
+    if value.len() > max {
+        return Err(invalid("too_long", format!("`{field}` is too long")));
+    }
+    Ok(())
+}
