@@ -144,11 +144,7 @@ impl Sim {
             Err(_) => self.wait_in_queue().await?,
         };
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        Ok(Slot {
-            _permit: permit,
-            stats: self.stats.clone(),
-            finished: false,
-        })
+        Ok(Slot { _permit: permit, stats: self.stats.clone(), finished: false })
     }
 
     async fn wait_in_queue(&self) -> Result<OwnedSemaphorePermit, Response> {
@@ -191,18 +187,12 @@ impl Sim {
                 return chunk_text(system, 4);
             }
         }
-        let n = max_tokens
-            .unwrap_or(self.cfg.default_max_tokens)
-            .clamp(1, MAX_TOKENS);
+        let n = max_tokens.unwrap_or(self.cfg.default_max_tokens).clamp(1, MAX_TOKENS);
         let mut rng = SplitMix64(self.cfg.seed ^ fnv1a(prompt.as_bytes()));
         (0..n)
             .map(|i| {
                 let word = WORDS[(rng.next() % WORDS.len() as u64) as usize];
-                if i == 0 {
-                    word.to_owned()
-                } else {
-                    format!(" {word}")
-                }
+                if i == 0 { word.to_owned() } else { format!(" {word}") }
             })
             .collect()
     }
@@ -235,9 +225,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (router, _) = router(cfg);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
 type SimState = State<Arc<Sim>>;
@@ -254,12 +242,7 @@ async fn stats_handler(State(sim): SimState) -> Json<SimSnapshot> {
 }
 
 async fn not_found() -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        "not_found",
-        "unknown endpoint",
-    )
+    error(StatusCode::NOT_FOUND, "invalid_request_error", "not_found", "unknown endpoint")
 }
 
 #[derive(Deserialize)]
@@ -311,11 +294,9 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
 fn content_text(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
+        Value::Array(parts) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("")
+        }
         _ => String::new(),
     }
 }
@@ -326,9 +307,7 @@ fn approx_tokens(text: &str) -> u32 {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 async fn chat_completions(State(sim): SimState, body: Bytes) -> Response {
@@ -336,23 +315,9 @@ async fn chat_completions(State(sim): SimState, body: Bytes) -> Response {
         Ok(req) => req,
         Err(response) => return response,
     };
-    let system = req
-        .messages
-        .iter()
-        .find(|m| m.role == "system")
-        .map(|m| content_text(&m.content));
-    let prompt: String = req
-        .messages
-        .iter()
-        .map(|m| content_text(&m.content))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let last_user = req
-        .messages
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map(|m| content_text(&m.content));
+    let system = req.messages.iter().find(|m| m.role == "system").map(|m| content_text(&m.content));
+    let prompt: String = req.messages.iter().map(|m| content_text(&m.content)).collect::<Vec<_>>().join("\n");
+    let last_user = req.messages.iter().rev().find(|m| m.role == "user").map(|m| content_text(&m.content));
     let pieces = sim.reply(
         system.as_deref(),
         last_user.as_deref().unwrap_or(&prompt),
@@ -387,11 +352,7 @@ async fn completions(State(sim): SimState, body: Bytes) -> Response {
     };
     let prompt = match &req.prompt {
         Value::String(s) => s.clone(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Value::Array(items) => items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n"),
         _ => return bad_request("`prompt` must be a string or an array of strings"),
     };
     let pieces = sim.reply(None, &prompt, req.max_tokens);
@@ -424,11 +385,9 @@ async fn embeddings(State(sim): SimState, body: Bytes) -> Response {
     };
     let inputs: Vec<String> = match &req.input {
         Value::String(s) => vec![s.clone()],
-        Value::Array(items) if items.iter().all(Value::is_string) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
+        Value::Array(items) if items.iter().all(Value::is_string) => {
+            items.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+        }
         _ => return bad_request("`input` must be a string or an array of strings"),
     };
     let slot = match sim.admit().await {
@@ -441,9 +400,7 @@ async fn embeddings(State(sim): SimState, body: Bytes) -> Response {
         .enumerate()
         .map(|(index, text)| {
             let mut rng = SplitMix64(sim.cfg.seed ^ fnv1a(text.as_bytes()));
-            let vector: Vec<f32> = (0..8)
-                .map(|_| (rng.next() % 2000) as f32 / 1000.0 - 1.0)
-                .collect();
+            let vector: Vec<f32> = (0..8).map(|_| (rng.next() % 2000) as f32 / 1000.0 - 1.0).collect();
             json!({"object": "embedding", "index": index, "embedding": vector})
         })
         .collect();
@@ -541,13 +498,7 @@ impl Reply {
             ReplyKind::Chat => 0,
             ReplyKind::Completion => 1,
         };
-        let state = StreamState {
-            reply: self,
-            slot: Some(slot),
-            next,
-            include_usage,
-            done: false,
-        };
+        let state = StreamState { reply: self, slot: Some(slot), next, include_usage, done: false };
         let events = futures_util::stream::unfold(state, |mut state| async move {
             let event = state.next_event().await?;
             Some((Ok::<Bytes, Infallible>(event), state))
@@ -580,16 +531,11 @@ impl StreamState {
         let value = match step {
             0 => self.reply.chunk(None, true, false),
             i if i <= n => {
-                let delay = if i == 1 {
-                    self.reply.ttft
-                } else {
-                    self.reply.per_token
-                };
+                let delay = if i == 1 { self.reply.ttft } else { self.reply.per_token };
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                self.reply
-                    .chunk(Some(&self.reply.pieces[i - 1]), false, false)
+                self.reply.chunk(Some(&self.reply.pieces[i - 1]), false, false)
             }
             i if i == n + 1 => self.reply.chunk(None, false, true),
             i if i == n + 2 && self.include_usage => self.reply.usage_chunk(),
@@ -611,27 +557,17 @@ fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response 
 }
 
 fn bad_request(message: &str) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        "invalid_request_error",
-        "invalid_request",
-        message,
-    )
+    error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", message)
 }
 
 /// Split text into pieces of about `size` characters, on character boundaries.
 fn chunk_text(text: &str, size: usize) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
-    chars
-        .chunks(size.max(1))
-        .map(|c| c.iter().collect())
-        .collect()
+    chars.chunks(size.max(1)).map(|c| c.iter().collect()).collect()
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// SplitMix64: tiny, seedable and stable across releases, which a reproducible
@@ -649,10 +585,9 @@ impl SplitMix64 {
 }
 
 const WORDS: &[&str] = &[
-    "the", "gateway", "keeps", "serving", "users", "while", "a", "flood", "of", "requests", "is",
-    "queued", "model", "answers", "quickly", "and", "status", "page", "reports", "healthy",
-    "tokens", "stream", "to", "clients", "with", "low", "latency", "every", "defence", "counts",
-    "cheap", "checks", "first",
+    "the", "gateway", "keeps", "serving", "users", "while", "a", "flood", "of", "requests", "is", "queued", "model",
+    "answers", "quickly", "and", "status", "page", "reports", "healthy", "tokens", "stream", "to", "clients", "with",
+    "low", "latency", "every", "defence", "counts", "cheap", "checks", "first",
 ];
 
 #[cfg(test)]
@@ -662,10 +597,7 @@ mod tests {
     #[test]
     fn replies_are_deterministic_per_seed_and_prompt() {
         let sim = |seed| Sim {
-            cfg: SimConfig {
-                seed,
-                ..SimConfig::default()
-            },
+            cfg: SimConfig { seed, ..SimConfig::default() },
             slots: Arc::new(Semaphore::new(1)),
             stats: Arc::default(),
             ids: AtomicU64::new(1),
@@ -680,10 +612,7 @@ mod tests {
     #[test]
     fn echo_mode_returns_the_system_prompt_in_pieces() {
         let sim = Sim {
-            cfg: SimConfig {
-                echo_system_prompt: true,
-                ..SimConfig::default()
-            },
+            cfg: SimConfig { echo_system_prompt: true, ..SimConfig::default() },
             slots: Arc::new(Semaphore::new(1)),
             stats: Arc::default(),
             ids: AtomicU64::new(1),
@@ -696,10 +625,7 @@ mod tests {
     #[test]
     fn content_text_reads_strings_and_parts() {
         assert_eq!(content_text(&json!("hi")), "hi");
-        assert_eq!(
-            content_text(&json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}])),
-            "ab"
-        );
+        assert_eq!(content_text(&json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}])), "ab");
         assert_eq!(content_text(&Value::Null), "");
     }
 }

@@ -20,11 +20,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            shutdown_grace_ms: 10_000,
-            header_read_timeout_ms: 10_000,
-            max_header_bytes: 64 * 1024,
-        }
+        ServerConfig { shutdown_grace_ms: 10_000, header_read_timeout_ms: 10_000, max_header_bytes: 64 * 1024 }
     }
 }
 
@@ -104,10 +100,7 @@ pub struct CircuitBreakerConfig {
 
 impl Default for CircuitBreakerConfig {
     fn default() -> Self {
-        CircuitBreakerConfig {
-            failure_threshold: 5,
-            open_ms: 10_000,
-        }
+        CircuitBreakerConfig { failure_threshold: 5, open_ms: 10_000 }
     }
 }
 
@@ -127,6 +120,17 @@ pub struct UpstreamConfig {
     pub models: Vec<String>,
 }
 
+/// Who may use the API.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Serve `/v1` to clients with neither an API key nor a session (a demo).
+    pub allow_anonymous_inference: bool,
+    /// Mark cookies `Secure`; set when clients reach Palisade over TLS
+    /// (directly or through a TLS-terminating proxy).
+    pub cookie_secure: bool,
+}
+
 /// Everything the gateway needs to run.
 #[derive(Clone, Debug, Default)]
 pub struct GatewayConfig {
@@ -134,6 +138,9 @@ pub struct GatewayConfig {
     pub server: ServerConfig,
     pub proxy: ProxyConfig,
     pub upstreams: Vec<UpstreamConfig>,
+    pub auth: AuthConfig,
+    /// SHA-256 of the admin token; `None` disables `/admin`.
+    pub admin_token_hash: Option<[u8; 32]>,
 }
 
 /// Most upstreams one pool holds (a request's tried set is a 64-bit mask).
@@ -148,25 +155,16 @@ pub struct InvalidField {
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> InvalidField {
-    InvalidField {
-        field: field.into(),
-        reason: reason.into(),
-    }
+    InvalidField { field: field.into(), reason: reason.into() }
 }
 
 impl ServerConfig {
     pub fn validate(&self, out: &mut Vec<InvalidField>) {
         if self.header_read_timeout_ms == 0 {
-            out.push(invalid(
-                "server.header_read_timeout_ms",
-                "must be greater than 0",
-            ));
+            out.push(invalid("server.header_read_timeout_ms", "must be greater than 0"));
         }
         if self.max_header_bytes < 8 * 1024 {
-            out.push(invalid(
-                "server.max_header_bytes",
-                "must be at least 8192 (browsers send large cookies)",
-            ));
+            out.push(invalid("server.max_header_bytes", "must be at least 8192 (browsers send large cookies)"));
         }
     }
 }
@@ -180,18 +178,9 @@ impl ProxyConfig {
             ("proxy.connect_timeout_ms", self.connect_timeout_ms),
             ("proxy.first_byte_timeout_ms", self.first_byte_timeout_ms),
             ("proxy.idle_timeout_ms", self.idle_timeout_ms),
-            (
-                "proxy.health_check.interval_ms",
-                self.health_check.interval_ms,
-            ),
-            (
-                "proxy.health_check.timeout_ms",
-                self.health_check.timeout_ms,
-            ),
-            (
-                "proxy.circuit_breaker.open_ms",
-                self.circuit_breaker.open_ms,
-            ),
+            ("proxy.health_check.interval_ms", self.health_check.interval_ms),
+            ("proxy.health_check.timeout_ms", self.health_check.timeout_ms),
+            ("proxy.circuit_breaker.open_ms", self.circuit_breaker.open_ms),
         ] {
             if value == 0 {
                 out.push(invalid(field, "must be greater than 0"));
@@ -204,16 +193,10 @@ impl ProxyConfig {
             out.push(invalid("proxy.health_check.path", "must start with `/`"));
         }
         if self.health_check.unhealthy_after == 0 || self.health_check.healthy_after == 0 {
-            out.push(invalid(
-                "proxy.health_check",
-                "unhealthy_after and healthy_after must be at least 1",
-            ));
+            out.push(invalid("proxy.health_check", "unhealthy_after and healthy_after must be at least 1"));
         }
         if self.circuit_breaker.failure_threshold == 0 {
-            out.push(invalid(
-                "proxy.circuit_breaker.failure_threshold",
-                "must be at least 1",
-            ));
+            out.push(invalid("proxy.circuit_breaker.failure_threshold", "must be at least 1"));
         }
     }
 }
@@ -221,20 +204,14 @@ impl ProxyConfig {
 /// Check the upstream list: unique names, parseable http URLs, at most [`MAX_UPSTREAMS`].
 pub fn validate_upstreams(upstreams: &[UpstreamConfig], out: &mut Vec<InvalidField>) {
     if upstreams.len() > MAX_UPSTREAMS {
-        out.push(invalid(
-            "upstreams",
-            format!("at most {MAX_UPSTREAMS} upstreams are supported"),
-        ));
+        out.push(invalid("upstreams", format!("at most {MAX_UPSTREAMS} upstreams are supported")));
     }
     for (i, up) in upstreams.iter().enumerate() {
         if up.name.trim().is_empty() {
             out.push(invalid(format!("upstreams[{i}].name"), "must not be empty"));
         }
         if upstreams[..i].iter().any(|other| other.name == up.name) {
-            out.push(invalid(
-                format!("upstreams[{i}].name"),
-                format!("`{}` is used twice", up.name),
-            ));
+            out.push(invalid(format!("upstreams[{i}].name"), format!("`{}` is used twice", up.name)));
         }
         if let Err(reason) = crate::upstream::BaseUrl::parse(&up.url) {
             out.push(invalid(format!("upstreams[{i}].url"), reason));

@@ -18,6 +18,7 @@ pub enum Reject {
     InvalidRequest,
     NotFound,
     MethodNotAllowed,
+    Unauthenticated,
     NoHealthyUpstream,
     UpstreamUnavailable,
     UpstreamTimeout,
@@ -25,12 +26,13 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 9] = [
+    pub const ALL: [Reject; 10] = [
         Reject::BodyTooLarge,
         Reject::InvalidJson,
         Reject::InvalidRequest,
         Reject::NotFound,
         Reject::MethodNotAllowed,
+        Reject::Unauthenticated,
         Reject::NoHealthyUpstream,
         Reject::UpstreamUnavailable,
         Reject::UpstreamTimeout,
@@ -43,6 +45,7 @@ impl Reject {
             Reject::InvalidJson | Reject::InvalidRequest => StatusCode::BAD_REQUEST,
             Reject::NotFound => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Reject::Unauthenticated => StatusCode::UNAUTHORIZED,
             Reject::NoHealthyUpstream | Reject::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -56,7 +59,8 @@ impl Reject {
             | Reject::InvalidJson
             | Reject::InvalidRequest
             | Reject::NotFound
-            | Reject::MethodNotAllowed => "invalid_request_error",
+            | Reject::MethodNotAllowed
+            | Reject::Unauthenticated => "invalid_request_error",
             Reject::NoHealthyUpstream
             | Reject::UpstreamUnavailable
             | Reject::UpstreamTimeout
@@ -72,6 +76,7 @@ impl Reject {
             Reject::InvalidRequest => "invalid_request",
             Reject::NotFound => "not_found",
             Reject::MethodNotAllowed => "method_not_allowed",
+            Reject::Unauthenticated => "invalid_api_key",
             Reject::NoHealthyUpstream => "no_healthy_upstream",
             Reject::UpstreamUnavailable => "upstream_unavailable",
             Reject::UpstreamTimeout => "upstream_timeout",
@@ -96,16 +101,10 @@ pub struct ApiError {
 impl ApiError {
     pub fn new(reject: Reject, message: impl Into<Cow<'static, str>>) -> ApiError {
         let retry_after = match reject {
-            Reject::NoHealthyUpstream | Reject::ShuttingDown | Reject::UpstreamUnavailable => {
-                Some(1)
-            }
+            Reject::NoHealthyUpstream | Reject::ShuttingDown | Reject::UpstreamUnavailable => Some(1),
             _ => None,
         };
-        ApiError {
-            reject,
-            message: message.into(),
-            retry_after,
-        }
+        ApiError { reject, message: message.into(), retry_after }
     }
 
     /// The same refusal as a small HTML page, for people using a browser.
@@ -123,10 +122,7 @@ impl ApiError {
             reason = self.reject.code(),
             retry = self
                 .retry_after
-                .map(|s| format!(
-                    "<p>Please try again in {s} second{}.</p>",
-                    if s == 1 { "" } else { "s" }
-                ))
+                .map(|s| format!("<p>Please try again in {s} second{}.</p>", if s == 1 { "" } else { "s" }))
                 .unwrap_or_default(),
         );
         let mut response = (status, Html(page)).into_response();
@@ -136,11 +132,7 @@ impl ApiError {
 
     /// HTML for a browser that asked for it, JSON otherwise.
     pub fn for_client(self, request_headers: &HeaderMap) -> Response {
-        if wants_html(request_headers) {
-            self.into_page()
-        } else {
-            self.into_response()
-        }
+        if wants_html(request_headers) { self.into_page() } else { self.into_response() }
     }
 
     fn add_retry_after(&self, headers: &mut HeaderMap) {
@@ -167,10 +159,7 @@ impl IntoResponse for ApiError {
 
 /// A browser navigation sends `Accept: text/html,...`; API clients do not.
 pub fn wants_html(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"))
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"))
 }
 
 fn escape_html(text: &str) -> String {
@@ -203,9 +192,6 @@ mod tests {
     fn pages_escape_the_message() {
         let page = ApiError::new(Reject::NotFound, "<script>x</script>").into_page();
         assert_eq!(page.status(), StatusCode::NOT_FOUND);
-        assert_eq!(
-            escape_html("<a href='x'>&"),
-            "&lt;a href=&#39;x&#39;&gt;&amp;"
-        );
+        assert_eq!(escape_html("<a href='x'>&"), "&lt;a href=&#39;x&#39;&gt;&amp;");
     }
 }

@@ -28,11 +28,7 @@ pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     let healthy = gw.pool.healthy_count();
     let total = gw.pool.upstreams().len();
     let ready = store == "ok" && healthy > 0;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "store": store,
@@ -46,14 +42,7 @@ pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     let mut out = String::with_capacity(16 * 1024);
     gw.metrics.render(&mut out);
     gw.pool.render_metrics(&mut out);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }
 
 /// Anything else: 404, as a page for browsers and JSON for the rest.

@@ -4,6 +4,8 @@
 //! [`Gateway`] holds the shared state; [`router`] builds the routes; [`serve`]
 //! runs them on a listener until shutdown.
 
+pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -15,8 +17,9 @@ mod health;
 
 use std::sync::Arc;
 
+use accounts::service::Accounts;
 use axum::Router;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post, put};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -38,18 +41,18 @@ pub struct Gateway {
     pub pool: Arc<UpstreamPool>,
     pub metrics: metrics::Metrics,
     pub store: Store,
+    pub accounts: Arc<Accounts>,
 }
 
 impl Gateway {
-    pub fn new(config: GatewayConfig, store: Store) -> Result<Arc<Gateway>, GatewayError> {
-        let pool =
-            UpstreamPool::new(&config.proxy, &config.upstreams).map_err(GatewayError::Upstream)?;
-        Ok(Arc::new(Gateway {
-            config,
-            pool: Arc::new(pool),
-            metrics: metrics::Metrics::default(),
-            store,
-        }))
+    pub fn new(config: GatewayConfig, accounts: Arc<Accounts>) -> Result<Arc<Gateway>, GatewayError> {
+        let pool = UpstreamPool::new(&config.proxy, &config.upstreams).map_err(GatewayError::Upstream)?;
+        let store = accounts.store().clone();
+        Ok(Arc::new(Gateway { config, pool: Arc::new(pool), metrics: metrics::Metrics::default(), store, accounts }))
+    }
+
+    fn accounts_session_ttl(&self) -> u64 {
+        self.accounts.config().session_ttl_s
     }
 
     /// Start the background work (health checks). Abort the handle to stop it.
@@ -68,13 +71,34 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/chat/completions", post_only())
         .route("/v1/completions", post_only())
         .route("/v1/embeddings", post_only())
-        .route(
-            "/v1/models",
-            get(proxy::forward).fallback(proxy::method_not_allowed),
-        )
+        .route("/v1/models", get(proxy::forward).fallback(proxy::method_not_allowed))
         .route("/v1/{*rest}", any(proxy::unknown_endpoint))
+        .route("/auth/csrf", get(auth::csrf))
+        .route("/auth/register", post(auth::register))
+        .route("/auth/verify", post(auth::verify))
+        .route("/auth/verify/resend", post(auth::resend))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/me", get(auth::me))
+        .route("/auth/sessions", get(auth::sessions))
+        .route("/auth/sessions/{id}", delete(auth::revoke_session))
+        .route("/auth/keys", get(auth::list_keys).post(auth::create_key))
+        .route("/auth/keys/{prefix}", delete(auth::revoke_key))
+        .route("/auth/mfa/totp", post(auth::start_totp))
+        .route("/auth/mfa/totp/confirm", post(auth::confirm_totp))
+        .nest("/admin", admin_router(gateway.clone()))
         .fallback(health::not_found)
         .with_state(gateway)
+}
+
+fn admin_router(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/registration", get(admin::get_policy).put(admin::set_policy))
+        .route("/invites", post(admin::create_invite))
+        .route("/users/{id}/mfa/reset", post(admin::reset_mfa))
+        .route("/users/{id}/mfa/required", put(admin::require_mfa))
+        .route("/audit", get(admin::audit))
+        .route_layer(axum::middleware::from_fn_with_state(gateway, admin::require_admin))
 }
 
 /// Build the router and serve it on `listener` until `shutdown` resolves,

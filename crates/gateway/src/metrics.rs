@@ -60,10 +60,8 @@ impl Route {
 }
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 16] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0,
-];
+const BUCKETS: [f64; 16] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// A latency histogram. Buckets are stored non-cumulative and summed when rendered.
 #[derive(Default)]
@@ -75,13 +73,9 @@ pub struct Histogram {
 impl Histogram {
     pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
-        let index = BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(BUCKETS.len());
+        let index = BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(BUCKETS.len());
         self.buckets[index].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
@@ -108,10 +102,7 @@ struct RouteStats {
 
 impl Default for RouteStats {
     fn default() -> Self {
-        RouteStats {
-            by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            latency: Histogram::default(),
-        }
+        RouteStats { by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(), latency: Histogram::default() }
     }
 }
 
@@ -123,10 +114,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
-            routes: Default::default(),
-            rejections: Default::default(),
-        }
+        Metrics { routes: Default::default(), rejections: Default::default() }
     }
 }
 
@@ -147,10 +135,7 @@ impl Metrics {
 
     pub fn requests(&self, route: Route, status: u16) -> u64 {
         let slot = (status as usize).wrapping_sub(FIRST_STATUS);
-        self.routes[route as usize]
-            .by_status
-            .get(slot)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
+        self.routes[route as usize].by_status.get(slot).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     pub fn rejections(&self, reason: Reject) -> u64 {
@@ -159,46 +144,29 @@ impl Metrics {
 
     /// Append this registry's series to `out`, in Prometheus text format 0.0.4.
     pub fn render(&self, out: &mut String) {
-        out.push_str(
-            "# HELP palisade_requests_total Requests answered, by route and status code.\n",
-        );
+        out.push_str("# HELP palisade_requests_total Requests answered, by route and status code.\n");
         out.push_str("# TYPE palisade_requests_total counter\n");
         for route in Route::ALL {
             for (slot, counter) in self.routes[route as usize].by_status.iter().enumerate() {
                 let n = counter.load(Ordering::Relaxed);
                 if n > 0 {
                     let status = slot + FIRST_STATUS;
-                    let _ = writeln!(
-                        out,
-                        "palisade_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                        route.label()
-                    );
+                    let _ =
+                        writeln!(out, "palisade_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", route.label());
                 }
             }
         }
-        out.push_str(
-            "# HELP palisade_request_duration_seconds Time to response headers, by route.\n",
-        );
+        out.push_str("# HELP palisade_request_duration_seconds Time to response headers, by route.\n");
         out.push_str("# TYPE palisade_request_duration_seconds histogram\n");
         for route in Route::ALL {
             let labels = format!("route=\"{}\"", route.label());
-            self.routes[route as usize].latency.render(
-                out,
-                "palisade_request_duration_seconds",
-                &labels,
-            );
+            self.routes[route as usize].latency.render(out, "palisade_request_duration_seconds", &labels);
         }
-        out.push_str(
-            "# HELP palisade_rejections_total Requests refused by the gateway, by reason.\n",
-        );
+        out.push_str("# HELP palisade_rejections_total Requests refused by the gateway, by reason.\n");
         out.push_str("# TYPE palisade_rejections_total counter\n");
         for reason in Reject::ALL {
             let n = self.rejections[reason.index()].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "palisade_rejections_total{{reason=\"{}\"}} {n}",
-                reason.code()
-            );
+            let _ = writeln!(out, "palisade_rejections_total{{reason=\"{}\"}} {n}", reason.code());
         }
     }
 }
@@ -217,27 +185,16 @@ mod tests {
         assert_eq!(m.requests(Route::ChatCompletions, 200), 2);
         let mut text = String::new();
         m.render(&mut text);
-        assert!(
-            text.contains("palisade_requests_total{route=\"chat_completions\",status=\"200\"} 2")
-        );
+        assert!(text.contains("palisade_requests_total{route=\"chat_completions\",status=\"200\"} 2"));
         assert!(text.contains("palisade_requests_total{route=\"models\",status=\"503\"} 1"));
-        assert!(text.contains(
-            "palisade_request_duration_seconds_bucket{route=\"chat_completions\",le=\"0.005\"} 1"
-        ));
-        assert!(text.contains(
-            "palisade_request_duration_seconds_bucket{route=\"chat_completions\",le=\"+Inf\"} 2"
-        ));
-        assert!(
-            text.contains("palisade_request_duration_seconds_count{route=\"chat_completions\"} 2")
-        );
+        assert!(text.contains("palisade_request_duration_seconds_bucket{route=\"chat_completions\",le=\"0.005\"} 1"));
+        assert!(text.contains("palisade_request_duration_seconds_bucket{route=\"chat_completions\",le=\"+Inf\"} 2"));
+        assert!(text.contains("palisade_request_duration_seconds_count{route=\"chat_completions\"} 2"));
     }
 
     #[test]
     fn classifies_only_known_paths() {
-        assert_eq!(
-            Route::classify("/v1/chat/completions"),
-            Route::ChatCompletions
-        );
+        assert_eq!(Route::classify("/v1/chat/completions"), Route::ChatCompletions);
         assert_eq!(Route::classify("/v1/chat/completions/x"), Route::Other);
         assert_eq!(Route::classify("/anything"), Route::Other);
     }

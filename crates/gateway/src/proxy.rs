@@ -62,44 +62,39 @@ fn is_not_forwarded(name: &HeaderName) -> bool {
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
     )
 }
 
 /// Proxy one `/v1/*` request.
 pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> Response<Body> {
     let (parts, body) = request.into_parts();
+    if !gw.config.auth.allow_anonymous_inference {
+        match gw.identify(&parts.headers).await {
+            Ok(Some(principal))
+                if principal.key_prefix.is_none() || principal.scopes.iter().any(|s| s == "inference") => {}
+            Ok(_) => {
+                return gw.refuse(ApiError::new(
+                    Reject::Unauthenticated,
+                    "a valid API key is required: send `Authorization: Bearer pal_...` (create one with `palisade keys create`)",
+                ));
+            }
+            Err(e) => return crate::auth::account_error(&e),
+        }
+    }
     let limit = gw.config.proxy.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return gw.refuse(ApiError::new(
-            Reject::BodyTooLarge,
-            too_large_message(limit),
-        ));
+        return gw.refuse(ApiError::new(Reject::BodyTooLarge, too_large_message(limit)));
     }
     let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return gw.refuse(ApiError::new(
-                Reject::BodyTooLarge,
-                too_large_message(limit),
-            ));
+            return gw.refuse(ApiError::new(Reject::BodyTooLarge, too_large_message(limit)));
         }
         Err(_) => {
-            return gw.refuse(ApiError::new(
-                Reject::InvalidRequest,
-                "the request body could not be read",
-            ));
+            return gw.refuse(ApiError::new(Reject::InvalidRequest, "the request body could not be read"));
         }
     };
 
@@ -128,10 +123,7 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
     }
     if parts.method == http::Method::POST {
         // The body was checked to be JSON; say so even if the client did not.
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
 
     let pool = &gw.pool;
@@ -145,15 +137,10 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
         };
         let upstream = in_flight.upstream.clone();
         let Ok(uri) = upstream.base.join(path_and_query) else {
-            last_error = Some(ApiError::new(
-                Reject::InvalidRequest,
-                "the request path cannot be forwarded",
-            ));
+            last_error = Some(ApiError::new(Reject::InvalidRequest, "the request path cannot be forwarded"));
             break;
         };
-        let mut builder = http::Request::builder()
-            .method(parts.method.clone())
-            .uri(uri);
+        let mut builder = http::Request::builder().method(parts.method.clone()).uri(uri);
         if let Some(h) = builder.headers_mut() {
             h.clone_from(&headers);
             if let Some(auth) = &upstream.authorization {
@@ -161,22 +148,16 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
             }
         }
         let Ok(upstream_request) = builder.body(Full::new(body.clone())) else {
-            last_error = Some(ApiError::new(
-                Reject::InvalidRequest,
-                "the request cannot be forwarded",
-            ));
+            last_error = Some(ApiError::new(Reject::InvalidRequest, "the request cannot be forwarded"));
             break;
         };
 
-        match tokio::time::timeout(first_byte_timeout, pool.client.request(upstream_request)).await
-        {
+        match tokio::time::timeout(first_byte_timeout, pool.client.request(upstream_request)).await {
             Ok(Ok(response)) => {
                 let status = response.status();
                 let overloaded = matches!(
                     status,
-                    StatusCode::BAD_GATEWAY
-                        | StatusCode::SERVICE_UNAVAILABLE
-                        | StatusCode::GATEWAY_TIMEOUT
+                    StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
                 );
                 if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
                     // A saturated model server answering 503 is working as designed;
@@ -204,10 +185,7 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
                 upstream.record_failure(FailureKind::Timeout, pool.now_ms());
                 tracing::warn!(upstream = %upstream.name, timeout_ms = first_byte_timeout.as_millis() as u64,
                     "upstream did not answer in time");
-                last_error = Some(ApiError::new(
-                    Reject::UpstreamTimeout,
-                    "the model server did not answer in time",
-                ));
+                last_error = Some(ApiError::new(Reject::UpstreamTimeout, "the model server did not answer in time"));
             }
         }
     }
@@ -215,10 +193,7 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
         return reply;
     }
     let error = last_error.unwrap_or_else(|| {
-        ApiError::new(
-            Reject::NoHealthyUpstream,
-            "no model server is available right now; try again shortly",
-        )
+        ApiError::new(Reject::NoHealthyUpstream, "no model server is available right now; try again shortly")
     });
     gw.refuse(error)
 }
@@ -237,9 +212,7 @@ fn relay(
     let (mut parts, body) = response.into_parts();
     parts.headers.retain_not(is_hop_by_hop);
     if let Some(id) = request_id {
-        parts
-            .headers
-            .insert(HeaderName::from_static("x-request-id"), id.clone());
+        parts.headers.insert(HeaderName::from_static("x-request-id"), id.clone());
     }
     let idle = Duration::from_millis(gw.config.proxy.idle_timeout_ms);
     let body = RelayBody {
@@ -290,10 +263,7 @@ impl http_body::Body for RelayBody {
     type Data = Bytes;
     type Error = RelayError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -301,17 +271,13 @@ impl http_body::Body for RelayBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.in_flight
-                    .upstream
-                    .record_failure(FailureKind::Stream, this.now_ms);
+                this.in_flight.upstream.record_failure(FailureKind::Stream, this.now_ms);
                 Poll::Ready(Some(Err(RelayError::Upstream(e))))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 if this.idle_timer.as_mut().poll(cx).is_ready() {
-                    this.in_flight
-                        .upstream
-                        .record_failure(FailureKind::Timeout, this.now_ms);
+                    this.in_flight.upstream.record_failure(FailureKind::Timeout, this.now_ms);
                     tracing::warn!(upstream = %this.in_flight.upstream.name, "upstream stream idle; cut");
                     return Poll::Ready(Some(Err(RelayError::Idle(this.idle))));
                 }
@@ -331,10 +297,7 @@ impl http_body::Body for RelayBody {
 
 /// `405` for a known endpoint called with the wrong method.
 pub async fn method_not_allowed(gw: State<Arc<Gateway>>) -> Response<Body> {
-    gw.refuse(ApiError::new(
-        Reject::MethodNotAllowed,
-        "this endpoint does not accept that HTTP method",
-    ))
+    gw.refuse(ApiError::new(Reject::MethodNotAllowed, "this endpoint does not accept that HTTP method"))
 }
 
 /// `404` for an unknown `/v1` endpoint, in the OpenAI error shape.

@@ -40,13 +40,8 @@ struct RequestIds {
 
 impl RequestIds {
     fn new() -> RequestIds {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        RequestIds {
-            prefix: nanos ^ std::process::id().rotate_left(16),
-            next: AtomicU64::new(1),
-        }
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        RequestIds { prefix: nanos ^ std::process::id().rotate_left(16), next: AtomicU64::new(1) }
     }
 
     fn next(&self) -> HeaderValue {
@@ -84,10 +79,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(cfg.header_read_timeout_ms))
         .max_buf_size(cfg.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(cfg.max_header_bytes as u32);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(cfg.max_header_bytes as u32);
     let ids = Arc::new(RequestIds::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -106,15 +98,8 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = RequestService {
-            router: router.clone(),
-            gateway: gateway.clone(),
-            ids: ids.clone(),
-            peer,
-        };
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
+        let service = RequestService { router: router.clone(), gateway: gateway.clone(), ids: ids.clone(), peer };
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -125,14 +110,8 @@ pub async fn serve(
 
     drop(listener);
     let grace = cfg.shutdown_grace();
-    tracing::info!(
-        grace_ms = grace.as_millis() as u64,
-        "shutting down: draining in-flight requests"
-    );
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("shutdown grace period over; closing the remaining connections");
     }
     Ok(())
@@ -153,8 +132,7 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 impl hyper::service::Service<Request<Incoming>> for RequestService {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future =
-        std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let started = Instant::now();

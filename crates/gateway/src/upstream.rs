@@ -34,36 +34,22 @@ pub struct BaseUrl {
 
 impl BaseUrl {
     pub fn parse(url: &str) -> Result<BaseUrl, String> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| format!("`{url}` is not a URL ({e})"))?;
-        let scheme = uri
-            .scheme()
-            .cloned()
-            .ok_or_else(|| format!("`{url}` has no scheme; write http://HOST:PORT"))?;
+        let uri: Uri = url.parse().map_err(|e| format!("`{url}` is not a URL ({e})"))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| format!("`{url}` has no scheme; write http://HOST:PORT"))?;
         if scheme == Scheme::HTTPS {
-            return Err(
-                "https upstreams are not supported yet; reach the model server over http on a \
+            return Err("https upstreams are not supported yet; reach the model server over http on a \
                         private network or through a local TLS-terminating proxy"
-                    .to_owned(),
-            );
+                .to_owned());
         }
         if scheme != Scheme::HTTP {
             return Err(format!("`{url}`: only http:// upstreams are supported"));
         }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| format!("`{url}` has no host"))?;
+        let authority = uri.authority().cloned().ok_or_else(|| format!("`{url}` has no host"))?;
         if uri.query().is_some() {
             return Err(format!("`{url}` must not have a query string"));
         }
         let prefix = uri.path().trim_end_matches('/').to_owned();
-        Ok(BaseUrl {
-            scheme,
-            authority,
-            prefix,
-        })
+        Ok(BaseUrl { scheme, authority, prefix })
     }
 
     /// The upstream URI for a client's path and query (`/v1/chat/completions?x`).
@@ -71,11 +57,7 @@ impl BaseUrl {
         let mut full = String::with_capacity(self.prefix.len() + path_and_query.len());
         full.push_str(&self.prefix);
         full.push_str(path_and_query);
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(full)
-            .build()
+        Uri::builder().scheme(self.scheme.clone()).authority(self.authority.clone()).path_and_query(full).build()
     }
 
     pub fn authority(&self) -> &Authority {
@@ -93,12 +75,8 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    const ALL: [FailureKind; 4] = [
-        FailureKind::Connect,
-        FailureKind::Timeout,
-        FailureKind::ServerError,
-        FailureKind::Stream,
-    ];
+    const ALL: [FailureKind; 4] =
+        [FailureKind::Connect, FailureKind::Timeout, FailureKind::ServerError, FailureKind::Stream];
 
     fn label(self) -> &'static str {
         match self {
@@ -132,10 +110,7 @@ impl Upstream {
         let authorization = match &cfg.api_key {
             Some(key) => {
                 let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
-                    format!(
-                        "upstream `{}`: api_key contains characters not allowed in a header",
-                        cfg.name
-                    )
+                    format!("upstream `{}`: api_key contains characters not allowed in a header", cfg.name)
                 })?;
                 value.set_sensitive(true);
                 Some(value)
@@ -155,10 +130,7 @@ impl Upstream {
             healthy: AtomicBool::new(true),
             check_failures: AtomicU32::new(0),
             check_successes: AtomicU32::new(0),
-            breaker: CircuitBreaker::new(
-                proxy.circuit_breaker.failure_threshold,
-                proxy.circuit_breaker.open_ms,
-            ),
+            breaker: CircuitBreaker::new(proxy.circuit_breaker.failure_threshold, proxy.circuit_breaker.open_ms),
         })
     }
 
@@ -257,10 +229,7 @@ impl UpstreamPool {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(1024)
             .build(connector);
-        let upstreams = upstreams
-            .iter()
-            .map(|u| Upstream::new(u, cfg).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let upstreams = upstreams.iter().map(|u| Upstream::new(u, cfg).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
         Ok(UpstreamPool {
             upstreams,
             client,
@@ -317,10 +286,7 @@ impl UpstreamPool {
 
     pub fn healthy_count(&self) -> usize {
         let now = self.now_ms();
-        self.upstreams
-            .iter()
-            .filter(|u| u.is_healthy() && u.breaker.state(now) != BreakerState::Open)
-            .count()
+        self.upstreams.iter().filter(|u| u.is_healthy() && u.breaker.state(now) != BreakerState::Open).count()
     }
 
     /// Check every upstream once, concurrently.
@@ -366,22 +332,13 @@ impl UpstreamPool {
         out.push_str("# HELP palisade_upstream_in_flight Requests outstanding at each upstream.\n");
         out.push_str("# TYPE palisade_upstream_in_flight gauge\n");
         for up in &self.upstreams {
-            let _ = writeln!(
-                out,
-                "palisade_upstream_in_flight{{upstream=\"{}\"}} {}",
-                up.name,
-                up.in_flight()
-            );
+            let _ = writeln!(out, "palisade_upstream_in_flight{{upstream=\"{}\"}} {}", up.name, up.in_flight());
         }
         out.push_str("# HELP palisade_upstream_requests_total Requests sent to each upstream.\n");
         out.push_str("# TYPE palisade_upstream_requests_total counter\n");
         for up in &self.upstreams {
             let n = up.requests.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "palisade_upstream_requests_total{{upstream=\"{}\"}} {n}",
-                up.name
-            );
+            let _ = writeln!(out, "palisade_upstream_requests_total{{upstream=\"{}\"}} {n}", up.name);
         }
         out.push_str("# HELP palisade_upstream_errors_total Failed upstream requests, by kind.\n");
         out.push_str("# TYPE palisade_upstream_errors_total counter\n");
@@ -396,16 +353,13 @@ impl UpstreamPool {
                 );
             }
         }
-        out.push_str("# HELP palisade_upstream_healthy 1 when the upstream passes health checks and its breaker is not open.\n");
+        out.push_str(
+            "# HELP palisade_upstream_healthy 1 when the upstream passes health checks and its breaker is not open.\n",
+        );
         out.push_str("# TYPE palisade_upstream_healthy gauge\n");
         for up in &self.upstreams {
             let healthy = up.is_healthy() && up.breaker.state(now) != BreakerState::Open;
-            let _ = writeln!(
-                out,
-                "palisade_upstream_healthy{{upstream=\"{}\"}} {}",
-                up.name,
-                u8::from(healthy)
-            );
+            let _ = writeln!(out, "palisade_upstream_healthy{{upstream=\"{}\"}} {}", up.name, u8::from(healthy));
         }
     }
 }
@@ -429,10 +383,7 @@ mod tests {
     #[test]
     fn joins_paths_under_a_prefix() {
         let base = BaseUrl::parse("http://h:8000/openai/").unwrap();
-        assert_eq!(
-            base.join("/v1/models?x=1").unwrap().to_string(),
-            "http://h:8000/openai/v1/models?x=1"
-        );
+        assert_eq!(base.join("/v1/models?x=1").unwrap().to_string(), "http://h:8000/openai/v1/models?x=1");
         assert!(BaseUrl::parse("https://h").unwrap_err().contains("https"));
         assert!(BaseUrl::parse("h:80").is_err());
         assert!(BaseUrl::parse("ftp://h").is_err());
@@ -445,13 +396,7 @@ mod tests {
         let (a, _ga) = p.pick(None, &mut tried).unwrap();
         let (b, _gb) = p.pick(None, &mut tried).unwrap();
         let (c, gc) = p.pick(None, &mut tried).unwrap();
-        assert_eq!(
-            [a, b, c]
-                .iter()
-                .collect::<std::collections::HashSet<_>>()
-                .len(),
-            3
-        );
+        assert_eq!([a, b, c].iter().collect::<std::collections::HashSet<_>>().len(), 3);
         assert!(p.pick(None, &mut tried).is_none(), "all tried");
         drop(gc);
         // c is now the only one with nothing outstanding.
@@ -487,12 +432,7 @@ mod tests {
                 api_key: None,
                 models: vec!["m1".into()],
             },
-            UpstreamConfig {
-                name: "b".into(),
-                url: "http://127.0.0.1:2".into(),
-                api_key: None,
-                models: vec![],
-            },
+            UpstreamConfig { name: "b".into(), url: "http://127.0.0.1:2".into(), api_key: None, models: vec![] },
         ];
         let p = UpstreamPool::new(&ProxyConfig::default(), &cfgs).unwrap();
         for _ in 0..4 {

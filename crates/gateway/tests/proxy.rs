@@ -14,22 +14,13 @@ use serde_json::{Value, json};
 async fn non_streaming_chat_passes_through_with_usage() {
     let sim = spawn_sim(instant_sim()).await;
     let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |_| {}).await;
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        client().post(format!("{}/v1/chat/completions", gw.url)).json(&chat_body(false)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("x-request-id").is_some());
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
-    assert!(
-        !body["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(!body["choices"][0]["message"]["content"].as_str().unwrap().is_empty());
     assert_eq!(body["usage"]["completion_tokens"], 5);
 }
 
@@ -58,14 +49,7 @@ async fn completions_embeddings_and_models_pass_through() {
         .await
         .unwrap();
     assert_eq!(r["data"].as_array().unwrap().len(), 2);
-    let r: Value = c
-        .get(format!("{}/v1/models", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = c.get(format!("{}/v1/models", gw.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["data"][0]["id"], "palisade-sim");
 }
 
@@ -73,12 +57,8 @@ async fn completions_embeddings_and_models_pass_through() {
 async fn streamed_reply_arrives_complete_as_server_sent_events() {
     let sim = spawn_sim(instant_sim()).await;
     let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |_| {}).await;
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&chat_body(true))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        client().post(format!("{}/v1/chat/completions", gw.url)).json(&chat_body(true)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let text = response.text().await.unwrap();
@@ -96,10 +76,7 @@ async fn streamed_reply_arrives_complete_as_server_sent_events() {
 async fn stream_chunks_are_relayed_without_buffering() {
     let mut up = scripted_upstream().await;
     let gw = spawn_gateway(vec![upstream("scripted", &up.server.url)], |_| {}).await;
-    let request = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&chat_body(true))
-        .send();
+    let request = client().post(format!("{}/v1/chat/completions", gw.url)).json(&chat_body(true)).send();
     let (response, chunks) = tokio::join!(request, up.chunks.recv());
     let chunks = chunks.unwrap();
     let mut body = response.unwrap().bytes_stream();
@@ -114,49 +91,27 @@ async fn stream_chunks_are_relayed_without_buffering() {
         assert_eq!(received, event.as_bytes());
     }
     drop(chunks);
-    assert!(
-        body.next().await.is_none(),
-        "stream ends when the upstream's ends"
-    );
+    assert!(body.next().await.is_none(), "stream ends when the upstream's ends");
 }
 
 #[tokio::test]
 async fn client_disconnect_mid_stream_frees_the_upstream_request() {
-    let sim = spawn_sim(SimConfig {
-        ttft: Duration::ZERO,
-        tokens_per_s: 20,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = spawn_sim(SimConfig { ttft: Duration::ZERO, tokens_per_s: 20, ..SimConfig::default() }).await;
     let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |_| {}).await;
     let mut body = chat_body(true);
     body["max_tokens"] = json!(1000); // 50 s of generation if nobody hangs up
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = client().post(format!("{}/v1/chat/completions", gw.url)).json(&body).send().await.unwrap();
     let mut stream = response.bytes_stream();
     stream.next().await.unwrap().unwrap();
     assert_eq!(sim.stats.snapshot().in_flight, 1);
     drop(stream);
-    eventually(
-        Duration::from_secs(10),
-        "the simulated model to see the disconnect",
-        || {
-            let s = sim.stats.snapshot();
-            s.in_flight == 0 && s.cancelled == 1
-        },
-    )
+    eventually(Duration::from_secs(10), "the simulated model to see the disconnect", || {
+        let s = sim.stats.snapshot();
+        s.in_flight == 0 && s.cancelled == 1
+    })
     .await;
     let up = &gw.gateway.pool.upstreams()[0];
-    eventually(
-        Duration::from_secs(10),
-        "the gateway to release its in-flight slot",
-        || up.in_flight() == 0,
-    )
-    .await;
+    eventually(Duration::from_secs(10), "the gateway to release its in-flight slot", || up.in_flight() == 0).await;
 }
 
 #[tokio::test]
@@ -172,12 +127,7 @@ async fn upstream_down_gives_a_clean_502_then_503_once_the_breaker_opens() {
     let c = client();
     let mut codes = Vec::new();
     for _ in 0..5 {
-        let r = c
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .json(&chat_body(false))
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(format!("{}/v1/chat/completions", gw.url)).json(&chat_body(false)).send().await.unwrap();
         let status = r.status().as_u16();
         let retry_after = r.headers().get("retry-after").is_some();
         let body: Value = r.json().await.unwrap();
@@ -189,8 +139,7 @@ async fn upstream_down_gives_a_clean_502_then_503_once_the_breaker_opens() {
     // answer is a clean JSON 502/503 and the breaker ends it with 503s.
     for (status, code) in &codes {
         assert!(
-            (*status == 502 && code == "upstream_unavailable")
-                || (*status == 503 && code == "no_healthy_upstream"),
+            (*status == 502 && code == "upstream_unavailable") || (*status == 503 && code == "no_healthy_upstream"),
             "{codes:?}"
         );
     }
@@ -201,21 +150,13 @@ async fn upstream_down_gives_a_clean_502_then_503_once_the_breaker_opens() {
 async fn fails_over_to_a_second_upstream() {
     let dead = dead_url().await;
     let sim = spawn_sim(instant_sim()).await;
-    let gw = spawn_gateway(
-        vec![upstream("dead", &dead), upstream("sim", &sim.server.url)],
-        |c| {
-            c.proxy.health_check.interval_ms = 3_600_000; // passive failover only
-        },
-    )
+    let gw = spawn_gateway(vec![upstream("dead", &dead), upstream("sim", &sim.server.url)], |c| {
+        c.proxy.health_check.interval_ms = 3_600_000; // passive failover only
+    })
     .await;
     let c = client();
     for _ in 0..10 {
-        let r = c
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .json(&chat_body(false))
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(format!("{}/v1/chat/completions", gw.url)).json(&chat_body(false)).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
     assert_eq!(sim.stats.snapshot().served, 10);
@@ -223,23 +164,14 @@ async fn fails_over_to_a_second_upstream() {
 
 #[tokio::test]
 async fn slow_upstream_times_out_with_504() {
-    let sim = spawn_sim(SimConfig {
-        ttft: Duration::from_secs(30),
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = spawn_sim(SimConfig { ttft: Duration::from_secs(30), ..SimConfig::default() }).await;
     let gw = spawn_gateway(vec![upstream("slow", &sim.server.url)], |c| {
         c.proxy.first_byte_timeout_ms = 300;
         c.proxy.max_attempts = 1;
     })
     .await;
     let started = Instant::now();
-    let r = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .unwrap();
+    let r = client().post(format!("{}/v1/chat/completions", gw.url)).json(&chat_body(false)).send().await.unwrap();
     assert_eq!(r.status(), 504);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "upstream_timeout");
@@ -250,26 +182,15 @@ async fn slow_upstream_times_out_with_504() {
 #[tokio::test]
 async fn a_stalled_stream_is_cut_after_the_idle_timeout() {
     let mut up = scripted_upstream().await;
-    let gw = spawn_gateway(vec![upstream("scripted", &up.server.url)], |c| {
-        c.proxy.idle_timeout_ms = 300
-    })
-    .await;
-    let request = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&chat_body(true))
-        .send();
+    let gw = spawn_gateway(vec![upstream("scripted", &up.server.url)], |c| c.proxy.idle_timeout_ms = 300).await;
+    let request = client().post(format!("{}/v1/chat/completions", gw.url)).json(&chat_body(true)).send();
     let (response, chunks) = tokio::join!(request, up.chunks.recv());
     let chunks = chunks.unwrap();
     let mut body = response.unwrap().bytes_stream();
-    chunks
-        .send(Bytes::from_static(b"data: {}\n\n"))
-        .await
-        .unwrap();
+    chunks.send(Bytes::from_static(b"data: {}\n\n")).await.unwrap();
     body.next().await.unwrap().unwrap();
     // The upstream stays open but silent; the proxy must end the stream.
-    let end = tokio::time::timeout(Duration::from_secs(10), body.next())
-        .await
-        .expect("stream not cut");
+    let end = tokio::time::timeout(Duration::from_secs(10), body.next()).await.expect("stream not cut");
     assert!(matches!(end, Some(Err(_)) | None), "{end:?}");
     drop(chunks);
 }
@@ -277,27 +198,16 @@ async fn a_stalled_stream_is_cut_after_the_idle_timeout() {
 #[tokio::test]
 async fn oversized_bodies_get_413_with_or_without_content_length() {
     let sim = spawn_sim(instant_sim()).await;
-    let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |c| {
-        c.proxy.max_body_bytes = 1024
-    })
-    .await;
+    let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |c| c.proxy.max_body_bytes = 1024).await;
     let big = json!({"messages": [{"role": "user", "content": "x".repeat(4096)}]}).to_string();
     let c = client();
-    let r = c
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .body(big.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{}/v1/chat/completions", gw.url)).body(big.clone()).send().await.unwrap();
     assert_eq!(r.status(), 413);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "body_too_large");
     // Chunked: no Content-Length to check up front, so the limit applies while reading.
     let chunks = futures_util::stream::iter(
-        big.into_bytes()
-            .chunks(512)
-            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
-            .collect::<Vec<_>>(),
+        big.into_bytes().chunks(512).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>(),
     );
     let r = c
         .post(format!("{}/v1/chat/completions", gw.url))
@@ -306,11 +216,7 @@ async fn oversized_bodies_get_413_with_or_without_content_length() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
-    assert_eq!(
-        sim.stats.snapshot().served,
-        0,
-        "nothing oversized reached the model"
-    );
+    assert_eq!(sim.stats.snapshot().served, 0, "nothing oversized reached the model");
 }
 
 #[tokio::test]
@@ -319,24 +225,14 @@ async fn malformed_json_gets_400_with_a_message() {
     let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |_| {}).await;
     let c = client();
     for bad in ["{\"messages\": [", "not json", "[1,2]", "", "\u{feff}{}"] {
-        let r = c
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .body(bad)
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(format!("{}/v1/chat/completions", gw.url)).body(bad).send().await.unwrap();
         assert_eq!(r.status(), 400, "{bad:?}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "invalid_json", "{bad:?}");
         assert_eq!(body["error"]["type"], "invalid_request_error");
         assert!(body["error"]["message"].as_str().unwrap().contains("JSON"));
     }
-    let r = c
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .body(vec![0xff, 0xfe, 0x7b])
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{}/v1/chat/completions", gw.url)).body(vec![0xff, 0xfe, 0x7b]).send().await.unwrap();
     assert_eq!(r.status(), 400, "invalid UTF-8");
     assert_eq!(sim.stats.snapshot().served, 0);
 }
@@ -346,70 +242,32 @@ async fn wrong_method_and_unknown_endpoints_get_json_errors() {
     let sim = spawn_sim(instant_sim()).await;
     let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |_| {}).await;
     let c = client();
-    let r = c
-        .get(format!("{}/v1/chat/completions", gw.url))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{}/v1/chat/completions", gw.url)).send().await.unwrap();
     assert_eq!(r.status(), 405);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["code"],
-        "method_not_allowed"
-    );
-    let r = c
-        .post(format!("{}/v1/audio/speech", gw.url))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "method_not_allowed");
+    let r = c.post(format!("{}/v1/audio/speech", gw.url)).body("{}").send().await.unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["code"],
-        "not_found"
-    );
-    let r = c
-        .get(format!("{}/nowhere", gw.url))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+    let r = c.get(format!("{}/nowhere", gw.url)).header("accept", "text/html").send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("<h1>Not Found</h1>"));
 }
 
 #[tokio::test]
 async fn saturated_upstream_503_reaches_the_client() {
-    let sim = spawn_sim(SimConfig {
-        capacity: 1,
-        queue: 0,
-        tokens_per_s: 20,
-        ttft: Duration::ZERO,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim =
+        spawn_sim(SimConfig { capacity: 1, queue: 0, tokens_per_s: 20, ttft: Duration::ZERO, ..SimConfig::default() })
+            .await;
     let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |_| {}).await;
     let c = client();
     let mut long = chat_body(true);
     long["max_tokens"] = json!(1000);
-    let first = c
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&long)
-        .send()
-        .await
-        .unwrap();
+    let first = c.post(format!("{}/v1/chat/completions", gw.url)).json(&long).send().await.unwrap();
     let mut first = first.bytes_stream();
     first.next().await.unwrap().unwrap();
-    let r = c
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&chat_body(false))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{}/v1/chat/completions", gw.url)).json(&chat_body(false)).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["code"],
-        "overloaded"
-    );
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "overloaded");
     // A saturated model is not a broken one: the breaker stays closed.
     assert_eq!(gw.gateway.pool.healthy_count(), 1);
 }
@@ -440,37 +298,15 @@ async fn client_credentials_stay_here_and_the_upstream_key_is_sent() {
 
 #[tokio::test]
 async fn balances_to_the_least_loaded_upstream() {
-    let slow = spawn_sim(SimConfig {
-        ttft: Duration::ZERO,
-        tokens_per_s: 20,
-        ..SimConfig::default()
-    })
-    .await;
-    let other = spawn_sim(SimConfig {
-        ttft: Duration::ZERO,
-        tokens_per_s: 20,
-        ..SimConfig::default()
-    })
-    .await;
-    let gw = spawn_gateway(
-        vec![
-            upstream("a", &slow.server.url),
-            upstream("b", &other.server.url),
-        ],
-        |_| {},
-    )
-    .await;
+    let slow = spawn_sim(SimConfig { ttft: Duration::ZERO, tokens_per_s: 20, ..SimConfig::default() }).await;
+    let other = spawn_sim(SimConfig { ttft: Duration::ZERO, tokens_per_s: 20, ..SimConfig::default() }).await;
+    let gw = spawn_gateway(vec![upstream("a", &slow.server.url), upstream("b", &other.server.url)], |_| {}).await;
     let c = client();
     let mut streams = Vec::new();
     for _ in 0..6 {
         let mut body = chat_body(true);
         body["max_tokens"] = json!(1000);
-        let r = c
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(format!("{}/v1/chat/completions", gw.url)).json(&body).send().await.unwrap();
         let mut s = r.bytes_stream();
         s.next().await.unwrap().unwrap();
         streams.push(s);
@@ -484,11 +320,7 @@ async fn readiness_follows_upstream_health() {
     let sim = spawn_sim(instant_sim()).await;
     let dead = dead_url().await;
     let healthy = spawn_gateway(vec![upstream("sim", &sim.server.url)], |_| {}).await;
-    let r = client()
-        .get(format!("{}/readyz", healthy.url))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(format!("{}/readyz", healthy.url)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let down = spawn_gateway(vec![upstream("dead", &dead)], |c| {
         c.proxy.health_check.interval_ms = 20;
@@ -496,24 +328,13 @@ async fn readiness_follows_upstream_health() {
     })
     .await;
     let pool = down.gateway.pool.clone();
-    eventually(Duration::from_secs(10), "the health check to fail", || {
-        pool.healthy_count() == 0
-    })
-    .await;
-    let r = client()
-        .get(format!("{}/readyz", down.url))
-        .send()
-        .await
-        .unwrap();
+    eventually(Duration::from_secs(10), "the health check to fail", || pool.healthy_count() == 0).await;
+    let r = client().get(format!("{}/readyz", down.url)).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], "not_ready");
     assert_eq!(body["upstreams"]["healthy"], 0);
-    let r = client()
-        .get(format!("{}/healthz", down.url))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(format!("{}/healthz", down.url)).send().await.unwrap();
     assert_eq!(r.status(), 200, "liveness does not depend on upstreams");
 }
 
@@ -523,29 +344,11 @@ async fn metrics_count_requests_rejections_and_upstreams() {
     let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |_| {}).await;
     let c = client();
     for _ in 0..3 {
-        c.post(format!("{}/v1/chat/completions", gw.url))
-            .json(&chat_body(false))
-            .send()
-            .await
-            .unwrap();
+        c.post(format!("{}/v1/chat/completions", gw.url)).json(&chat_body(false)).send().await.unwrap();
     }
-    c.post(format!("{}/v1/chat/completions", gw.url))
-        .body("nope")
-        .send()
-        .await
-        .unwrap();
-    let text = c
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        text.contains("palisade_requests_total{route=\"chat_completions\",status=\"200\"} 3"),
-        "{text}"
-    );
+    c.post(format!("{}/v1/chat/completions", gw.url)).body("nope").send().await.unwrap();
+    let text = c.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("palisade_requests_total{route=\"chat_completions\",status=\"200\"} 3"), "{text}");
     assert!(text.contains("palisade_requests_total{route=\"chat_completions\",status=\"400\"} 1"));
     assert!(text.contains("palisade_rejections_total{reason=\"invalid_json\"} 1"));
     assert!(text.contains("palisade_upstream_requests_total{upstream=\"sim\"} 3"));
@@ -555,34 +358,15 @@ async fn metrics_count_requests_rejections_and_upstreams() {
 
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_stream_finish() {
-    let sim = spawn_sim(SimConfig {
-        ttft: Duration::ZERO,
-        tokens_per_s: 50,
-        ..SimConfig::default()
-    })
-    .await;
-    let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |c| {
-        c.server.shutdown_grace_ms = 20_000
-    })
-    .await;
+    let sim = spawn_sim(SimConfig { ttft: Duration::ZERO, tokens_per_s: 50, ..SimConfig::default() }).await;
+    let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |c| c.server.shutdown_grace_ms = 20_000).await;
     let mut body = chat_body(true);
     body["max_tokens"] = json!(25); // about half a second of streaming
-    let response = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = client().post(format!("{}/v1/chat/completions", gw.url)).json(&body).send().await.unwrap();
     let url = gw.url.clone();
     let drained = tokio::spawn(gw.shutdown());
     let text = response.text().await.unwrap();
-    assert!(
-        text.ends_with("data: [DONE]\n\n"),
-        "stream cut during drain: {text}"
-    );
+    assert!(text.ends_with("data: [DONE]\n\n"), "stream cut during drain: {text}");
     drained.await.unwrap();
-    assert!(
-        client().get(format!("{url}/healthz")).send().await.is_err(),
-        "no longer accepting"
-    );
+    assert!(client().get(format!("{url}/healthz")).send().await.is_err(), "no longer accepting");
 }

@@ -6,12 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "palisade",
-    version,
-    about = "The front door for AI assistant services",
-    propagate_version = true
-)]
+#[command(name = "palisade", version, about = "The front door for AI assistant services", propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -29,6 +24,100 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigCommand,
     },
+    /// Manage API keys and the personal-data encryption key, directly in the store.
+    Keys {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+    /// Operate a running gateway through its admin API.
+    Admin {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Configuration file (TOML); the same one `serve` uses.
+    #[arg(long, short, env = "PALISADE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key (printed once). Without --user it belongs to the operator's service account.
+    Create {
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[arg(long)]
+        user: Option<i64>,
+        /// Space-separated scopes: inference, account.
+        #[arg(long, default_value = "inference")]
+        scopes: String,
+    },
+    /// List every API key (prefixes only; secrets are never stored).
+    List,
+    /// Revoke an API key by its prefix (pal_xxxxxxxx).
+    Revoke { prefix: String },
+    /// Add a new personal-data encryption key and re-encrypt every stored field under it.
+    Rotate,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminTarget {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Gateway base URL; default: http:// + the configured listen address.
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// Admin token; default: `admin.token` from the configuration, else <data_dir>/admin.token.
+    #[arg(long, global = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Show or change the registration policy, live.
+    Registration {
+        #[command(subcommand)]
+        policy: RegistrationCommand,
+    },
+    /// Create an invite code (for the invite-only policy).
+    Invite,
+    /// Remove a user's second factor (lost authenticator).
+    MfaReset { user: i64 },
+    /// Show recent audit-log entries.
+    Audit {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Only actions starting with this, e.g. `auth.`.
+        #[arg(long)]
+        action: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistrationCommand {
+    /// Print the current policy.
+    Show,
+    /// Anyone may register.
+    Open,
+    /// Only phone numbers from these regions (ISO 3166 codes, e.g. CN).
+    Regions {
+        #[arg(required = true)]
+        regions: Vec<String>,
+    },
+    /// Only with an invite code.
+    InviteOnly,
+    /// Nobody may register; existing users still log in.
+    Closed {
+        #[arg(long, default_value = "Registration is temporarily closed.")]
+        message: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,9 +126,7 @@ pub enum ConfigCommand {
     Check { file: PathBuf },
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize, Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.

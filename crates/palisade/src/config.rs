@@ -10,9 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use gateway::config::{
-    InvalidField, ProxyConfig, ServerConfig, UpstreamConfig, validate_upstreams,
-};
+use accounts::service::AccountsConfig;
+use gateway::config::{AuthConfig, InvalidField, ProxyConfig, ServerConfig, UpstreamConfig, validate_upstreams};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::LogFormat;
@@ -35,6 +34,41 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// The built-in simulated model, used only when `upstreams` is empty.
     pub simulator: SimulatorConfig,
+    pub auth: AuthConfig,
+    pub accounts: AccountsConfig,
+    pub pii: PiiConfig,
+    pub notify: NotifyConfig,
+    pub admin: AdminConfig,
+}
+
+/// Where the key that encrypts personal data at rest comes from.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PiiConfig {
+    /// Key file; default `<data_dir>/pii.key`, generated on first start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// How one-time codes reach users.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// POST each message here (see README); default: the local outbox file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// HMAC key for the webhook's `x-palisade-signature`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+/// The operator API.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The admin token; default: `<data_dir>/admin.token`, generated on first start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl Default for Config {
@@ -48,6 +82,11 @@ impl Default for Config {
             proxy: ProxyConfig::default(),
             upstreams: Vec::new(),
             simulator: SimulatorConfig::default(),
+            auth: AuthConfig::default(),
+            accounts: AccountsConfig::default(),
+            pii: PiiConfig::default(),
+            notify: NotifyConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -62,10 +101,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Pretty,
-            level: "info".to_owned(),
-        }
+        LogConfig { format: LogFormat::Pretty, level: "info".to_owned() }
     }
 }
 
@@ -79,11 +115,7 @@ pub struct SimulatorConfig {
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
-        SimulatorConfig {
-            capacity: 64,
-            ttft_ms: 50,
-            tokens_per_s: 200,
-        }
+        SimulatorConfig { capacity: 64, ttft_ms: 50, tokens_per_s: 200 }
     }
 }
 
@@ -91,10 +123,7 @@ impl Default for SimulatorConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: not valid TOML: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("environment variable {var}: {message}")]
@@ -111,21 +140,13 @@ const TEST_PREFIX: &str = "PALISADE_TEST_";
 
 impl Config {
     /// Load defaults, then `file` if given, then `PALISADE_*` variables from `env`.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
                 text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Syntax {
-                        path: path.to_owned(),
-                        message: e.to_string(),
-                    })?
+                    .map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?
             }
             None => toml::Table::new(),
         };
@@ -134,39 +155,26 @@ impl Config {
             let Some(rest) = var.strip_prefix("PALISADE_") else {
                 continue;
             };
-            if NOT_FIELDS.contains(&var.as_str()) || var.starts_with(TEST_PREFIX) || rest.is_empty()
-            {
+            if NOT_FIELDS.contains(&var.as_str()) || var.starts_with(TEST_PREFIX) || rest.is_empty() {
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-            set_path(&mut table, &path, parse_env_value(&raw)).map_err(|message| {
-                ConfigError::Env {
-                    var: var.clone(),
-                    message,
-                }
-            })?;
+            set_path(&mut table, &path, parse_env_value(&raw))
+                .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
             from_env.push((path.join("."), var));
         }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let field = e.path().to_string();
-                let origin = from_env
-                    .iter()
-                    .find(|(path, _)| {
-                        field.starts_with(path.as_str())
-                            || e.inner().to_string().contains(path.as_str())
-                    })
-                    .map(|(_, var)| format!(" (set by {var})"))
-                    .unwrap_or_default();
-                ConfigError::Field {
-                    field: if field == "." {
-                        "(top level)".to_owned()
-                    } else {
-                        field
-                    },
-                    message: format!("{}{origin}", e.into_inner()),
-                }
-            })?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let field = e.path().to_string();
+            let origin = from_env
+                .iter()
+                .find(|(path, _)| field.starts_with(path.as_str()) || e.inner().to_string().contains(path.as_str()))
+                .map(|(_, var)| format!(" (set by {var})"))
+                .unwrap_or_default();
+            ConfigError::Field {
+                field: if field == "." { "(top level)".to_owned() } else { field },
+                message: format!("{}{origin}", e.into_inner()),
+            }
+        })?;
         Ok(config)
     }
 
@@ -177,10 +185,7 @@ impl Config {
         self.proxy.validate(&mut problems);
         validate_upstreams(&self.upstreams, &mut problems);
         if let Some(url) = &self.database_url {
-            if !(url.starts_with("sqlite:")
-                || url.starts_with("postgres:")
-                || url.starts_with("postgresql:"))
-            {
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
                 problems.push(InvalidField {
                     field: "database_url".into(),
                     reason: "must start with sqlite:// or postgres://".into(),
@@ -190,23 +195,31 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             problems.push(InvalidField {
                 field: "log.level".into(),
-                reason: format!(
-                    "`{}` is not a log filter (try `info` or `info,gateway=debug`)",
-                    self.log.level
-                ),
+                reason: format!("`{}` is not a log filter (try `info` or `info,gateway=debug`)", self.log.level),
             });
+        }
+        if self.notify.webhook_url.is_some() != self.notify.webhook_secret.is_some() {
+            problems.push(InvalidField {
+                field: "notify".into(),
+                reason: "webhook_url and webhook_secret go together".into(),
+            });
+        }
+        if self.admin.token.as_ref().is_some_and(|t| t.len() < 24) {
+            problems
+                .push(InvalidField { field: "admin.token".into(), reason: "must be at least 24 characters".into() });
         }
         if self.upstreams.is_empty() && self.simulator.capacity == 0 {
-            problems.push(InvalidField {
-                field: "simulator.capacity".into(),
-                reason: "must be at least 1".into(),
-            });
+            problems.push(InvalidField { field: "simulator.capacity".into(), reason: "must be at least 1".into() });
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(problems))
-        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+
+    pub fn pii_key_file(&self) -> PathBuf {
+        self.pii.key_file.clone().unwrap_or_else(|| self.data_dir.join("pii.key"))
+    }
+
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.data_dir.join("admin.token")
     }
 
     /// The database to open: the configured URL, or SQLite inside `data_dir`.
@@ -221,9 +234,7 @@ impl Config {
 fn parse_env_value(raw: &str) -> toml::Value {
     // `v = <raw>` parses when raw is a TOML literal (number, bool, array, inline table).
     match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut table) => table
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut table) => table.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
@@ -232,12 +243,8 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     let (last, parents) = path.split_last().ok_or("empty field name")?;
     let mut current = table;
     for key in parents {
-        let entry = current
-            .entry(key.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("`{key}` is not a section"))?;
+        let entry = current.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry.as_table_mut().ok_or_else(|| format!("`{key}` is not a section"))?;
     }
     current.insert(last.clone(), value);
     Ok(())
@@ -264,18 +271,11 @@ mod tests {
     use super::*;
 
     fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let dir = std::env::temp_dir().join(format!(
-            "palisade-cfg-{}-{}",
-            std::process::id(),
-            fastrand()
-        ));
+        let dir = std::env::temp_dir().join(format!("palisade-cfg-{}-{}", std::process::id(), fastrand()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("p.toml");
         std::fs::write(&path, text).unwrap();
-        let result = Config::load(
-            Some(&path),
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-        );
+        let result = Config::load(Some(&path), env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         std::fs::remove_dir_all(&dir).unwrap();
         result
     }
@@ -303,10 +303,7 @@ mod tests {
         let text = std::fs::read_to_string(example).unwrap();
         let defaults = toml::Table::try_from(Config::default()).unwrap();
         for key in defaults.keys() {
-            assert!(
-                text.contains(&format!("{key} =")) || text.contains(&format!("[{key}")),
-                "{key} undocumented"
-            );
+            assert!(text.contains(&format!("{key} =")) || text.contains(&format!("[{key}")), "{key} undocumented");
         }
     }
 
@@ -317,10 +314,7 @@ mod tests {
             &[
                 ("PALISADE_LISTEN", "127.0.0.1:2"),
                 ("PALISADE_PROXY__MAX_BODY_BYTES", "20"),
-                (
-                    "PALISADE_UPSTREAMS",
-                    "[{name = \"a\", url = \"http://127.0.0.1:9\"}]",
-                ),
+                ("PALISADE_UPSTREAMS", "[{name = \"a\", url = \"http://127.0.0.1:9\"}]"),
                 ("PALISADE_CONFIG", "ignored.toml"),
                 ("PALISADE_TEST_POSTGRES_URL", "ignored"),
                 ("OTHER", "ignored"),
@@ -334,29 +328,16 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = load_str("[proxy]\nmax_body_bytes = \"big\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load_str("[proxy]\nmax_body_bytes = \"big\"\n", &[]).unwrap_err().to_string();
         assert!(e.starts_with("proxy.max_body_bytes: "), "{e}");
-        let e = load_str("[proxy]\nmax_bodybytes = 1\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load_str("[proxy]\nmax_bodybytes = 1\n", &[]).unwrap_err().to_string();
         assert!(e.contains("proxy") && e.contains("max_bodybytes"), "{e}");
-        let e = load_str("[[upstreams]]\nname = \"a\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load_str("[[upstreams]]\nname = \"a\"\n", &[]).unwrap_err().to_string();
         assert!(e.contains("upstreams[0]") && e.contains("url"), "{e}");
-        let e = load_str("listen = \"nowhere\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load_str("listen = \"nowhere\"\n", &[]).unwrap_err().to_string();
         assert!(e.starts_with("listen: "), "{e}");
-        let e = load_str("", &[("PALISADE_PROXY__MAX_BODY_BYTES", "-1")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("proxy.max_body_bytes") && e.contains("PALISADE_PROXY__MAX_BODY_BYTES"),
-            "{e}"
-        );
+        let e = load_str("", &[("PALISADE_PROXY__MAX_BODY_BYTES", "-1")]).unwrap_err().to_string();
+        assert!(e.contains("proxy.max_body_bytes") && e.contains("PALISADE_PROXY__MAX_BODY_BYTES"), "{e}");
         let e = load_str("listen = [", &[]).unwrap_err().to_string();
         assert!(e.contains("not valid TOML"), "{e}");
     }
@@ -369,14 +350,8 @@ mod tests {
         )
         .unwrap();
         let e = config.validate().unwrap_err().to_string();
-        assert!(
-            e.contains("proxy.max_body_bytes: must be greater than 0"),
-            "{e}"
-        );
-        assert!(
-            e.contains("upstreams[0].url: https upstreams are not supported"),
-            "{e}"
-        );
+        assert!(e.contains("proxy.max_body_bytes: must be greater than 0"), "{e}");
+        assert!(e.contains("upstreams[0].url: https upstreams are not supported"), "{e}");
         assert!(e.contains("upstreams[1].name: `a` is used twice"), "{e}");
     }
 }

@@ -1,8 +1,10 @@
 //! The `palisade` binary's library half: command line, configuration loading,
 //! and the wiring that turns a [`config::Config`] into running services.
 
+mod admin_client;
 pub mod cli;
 pub mod config;
+mod keys;
 mod logging;
 mod serve;
 
@@ -15,8 +17,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::SimUpstream(args) => serve::sim_upstream(args),
-        Command::Config {
-            action: ConfigCommand::Check { file },
-        } => Ok(config::check_command(&file)),
+        Command::Config { action: ConfigCommand::Check { file } } => Ok(config::check_command(&file)),
+        Command::Keys { config, action } => keys::run(config.config.as_deref(), action),
+        Command::Admin { target, action } => admin_client::run(target, action),
     }
 }

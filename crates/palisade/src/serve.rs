@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use accounts::crypto::PiiKeys;
+use accounts::notify::Notifier;
+use accounts::service::Accounts;
+use accounts::tokens;
 use anyhow::Context;
 use drill::sim::{self, SimConfig};
 use gateway::config::UpstreamConfig;
@@ -31,11 +35,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 async fn serve_config(mut config: Config) -> anyhow::Result<()> {
@@ -45,29 +46,13 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
-    if config.database_url.is_none() {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
-    }
-    let url = config.database_url();
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening {}", store::redact_url(&url)))?;
-    store
-        .migrate()
-        .await
-        .context("applying database migrations")?;
-    tracing::info!(database = %store::redact_url(&url), "store ready, migrations applied");
+    let accounts = open_accounts(&config).await?;
+    let store = accounts.store().clone();
+    let admin_token = admin_token(&config)?;
 
     let mut simulator = None;
     if config.upstreams.is_empty() {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the built-in simulated model")?;
+        let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the built-in simulated model")?;
         let addr = listener.local_addr()?;
         let sim_config = SimConfig {
             capacity: config.simulator.capacity,
@@ -76,11 +61,7 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
             tokens_per_s: config.simulator.tokens_per_s,
             ..SimConfig::default()
         };
-        simulator = Some(tokio::spawn(sim::serve(
-            listener,
-            sim_config,
-            wait_for(stop_rx.clone()),
-        )));
+        simulator = Some(tokio::spawn(sim::serve(listener, sim_config, wait_for(stop_rx.clone()))));
         config.upstreams.push(UpstreamConfig {
             name: "builtin-sim".to_owned(),
             url: format!("http://{addr}"),
@@ -99,14 +80,13 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
         server: config.server.clone(),
         proxy: config.proxy.clone(),
         upstreams: config.upstreams.clone(),
+        auth: config.auth.clone(),
+        admin_token_hash: Some(tokens::hash(&admin_token)),
     };
-    let gateway = Gateway::new(gateway_config, store.clone())?;
-    let listener = TcpListener::bind(config.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {} (is another server using it?)",
-            config.listen
-        )
-    })?;
+    let gateway = Gateway::new(gateway_config, accounts)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another server using it?)", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(address = %format!("http://{address}"), upstreams = config.upstreams.len(), "listening");
 
@@ -117,6 +97,64 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Open the store (creating the data directory for the embedded default),
+/// apply migrations, load or create the personal-data key, and build the
+/// account service.
+pub(crate) async fn open_accounts(config: &Config) -> anyhow::Result<Arc<Accounts>> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let url = config.database_url();
+    let store = Store::open(&url).await.with_context(|| format!("opening {}", store::redact_url(&url)))?;
+    store.migrate().await.context("applying database migrations")?;
+    tracing::info!(database = %store::redact_url(&url), "store ready, migrations applied");
+
+    let key_file = config.pii_key_file();
+    let (keys, generated) = PiiKeys::load_or_generate(&key_file)
+        .with_context(|| format!("loading the personal-data key {}", key_file.display()))?;
+    if generated {
+        tracing::warn!(
+            path = %key_file.display(),
+            "generated a new key for personal data at rest; BACK IT UP: without it stored phone numbers and e-mail addresses cannot be read"
+        );
+    }
+    let notifier = match (&config.notify.webhook_url, &config.notify.webhook_secret) {
+        (Some(url), Some(secret)) => Notifier::webhook(url, secret.as_bytes()).context("notify.webhook_url")?,
+        _ => Notifier::outbox(config.data_dir.join("outbox.jsonl")),
+    };
+    let accounts = Accounts::new(store, keys, notifier, config.accounts.clone()).await?;
+    accounts.watch_key_file(key_file);
+    Ok(Arc::new(accounts))
+}
+
+/// The admin token: configured, or kept in `<data_dir>/admin.token` (made once).
+fn admin_token(config: &Config) -> anyhow::Result<String> {
+    if let Some(token) = &config.admin.token {
+        return Ok(token.clone());
+    }
+    let path = config.admin_token_file();
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
+        _ => {
+            let token = tokens::SessionToken::generate().as_str().to_owned();
+            write_private(&path, token.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            tracing::warn!(path = %path.display(), "generated an admin token for /admin and `palisade admin`");
+            Ok(token)
+        }
+    }
+}
+
+/// Write a file only its owner can read.
+fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 pub fn sim_upstream(args: SimArgs) -> anyhow::Result<ExitCode> {

@@ -8,6 +8,9 @@ use common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+/// Serve /v1 without keys, for tests about something else.
+const ANONYMOUS: (&str, &str) = ("PALISADE_AUTH__ALLOW_ANONYMOUS_INFERENCE", "true");
+
 fn chat(stream: bool, max_tokens: u32) -> Value {
     json!({"model": "palisade-sim", "stream": stream, "max_tokens": max_tokens,
            "messages": [{"role": "user", "content": "hello"}]})
@@ -20,21 +23,24 @@ async fn serve_works_on_embedded_defaults_and_stops_on_sigterm() {
     // The quick start's promises: a SQLite database under ./palisade-data, the
     // simulated model announced loudly, and a working API.
     assert!(dir.path().join("palisade-data/palisade.db").exists());
-    let warning = palisade.wait_for_log(Duration::from_secs(5), |l| l["level"] == "WARN");
-    assert!(
-        warning["message"].as_str().unwrap().contains("SIMULATED"),
-        "{warning}"
-    );
+    let warning = palisade.wait_for_log(Duration::from_secs(5), |l| {
+        l["level"] == "WARN" && l["message"].as_str().is_some_and(|m| m.contains("SIMULATED"))
+    });
+    assert!(warning["message"].as_str().unwrap().contains("SIMULATED"), "{warning}");
 
     let c = reqwest::Client::new();
-    let r = c
-        .get(format!("{}/readyz", palisade.url))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{}/readyz", palisade.url)).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    // /v1 needs a key; `palisade keys create` makes one against the same store.
+    let r = c.post(format!("{}/v1/chat/completions", palisade.url)).json(&chat(false, 4)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let (ok, key, stderr) = run(dir.path(), &["keys", "create", "--name", "quickstart"]);
+    assert!(ok, "{stderr}");
+    let key = key.trim();
+    assert!(key.starts_with("pal_"), "{key}");
     let r: Value = c
         .post(format!("{}/v1/chat/completions", palisade.url))
+        .bearer_auth(key)
         .json(&chat(false, 4))
         .send()
         .await
@@ -42,7 +48,9 @@ async fn serve_works_on_embedded_defaults_and_stops_on_sigterm() {
         .json()
         .await
         .unwrap();
-    assert_eq!(r["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(r["choices"][0]["message"]["role"], "assistant", "{r}");
+    let (ok, listing, _) = run(dir.path(), &["keys", "list"]);
+    assert!(ok && listing.contains("quickstart") && !listing.contains(&key[13..]), "{listing}");
 
     palisade.signal("TERM");
     let status = palisade.wait_exit(Duration::from_secs(30));
@@ -53,7 +61,7 @@ async fn serve_works_on_embedded_defaults_and_stops_on_sigterm() {
 async fn sigterm_drains_an_in_flight_stream() {
     let dir = scratch_dir();
     // 100 tokens at 200 tokens/s: the stream outlives the signal by about half a second.
-    let mut palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+    let mut palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[ANONYMOUS]);
     let response = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", palisade.url))
         .json(&chat(true, 100))
@@ -67,11 +75,7 @@ async fn sigterm_drains_an_in_flight_stream() {
         text.push_str(std::str::from_utf8(&chunk.expect("stream cut during drain")).unwrap());
     }
     assert!(text.ends_with("data: [DONE]\n\n"));
-    assert_eq!(
-        text.matches("\"content\":").count(),
-        101,
-        "role chunk + 100 tokens"
-    );
+    assert_eq!(text.matches("\"content\":").count(), 101, "role chunk + 100 tokens");
     assert!(palisade.wait_exit(Duration::from_secs(30)).success());
 }
 
@@ -80,15 +84,7 @@ async fn environment_configures_listen_address_and_upstreams() {
     let dir = scratch_dir();
     let sim = Running::start(
         dir.path(),
-        &[
-            "sim-upstream",
-            "--listen",
-            "127.0.0.1:0",
-            "--ttft-ms",
-            "0",
-            "--model",
-            "env-model",
-        ],
+        &["sim-upstream", "--listen", "127.0.0.1:0", "--ttft-ms", "0", "--model", "env-model"],
         &[],
     );
     let upstreams = format!("[{{name = \"sim\", url = \"{}\"}}]", sim.url);
@@ -99,15 +95,11 @@ async fn environment_configures_listen_address_and_upstreams() {
             ("PALISADE_LISTEN", "127.0.0.1:0"),
             ("PALISADE_UPSTREAMS", &upstreams),
             ("PALISADE_DATA_DIR", "state"),
+            ANONYMOUS,
         ],
     );
     assert!(dir.path().join("state/palisade.db").exists());
-    let r: Value = reqwest::get(format!("{}/v1/models", palisade.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = reqwest::get(format!("{}/v1/models", palisade.url)).await.unwrap().json().await.unwrap();
     assert_eq!(r["data"][0]["id"], "env-model");
 }
 
@@ -123,23 +115,13 @@ fn config_check_accepts_the_example_and_names_bad_fields() {
     std::fs::write(&bad, "[proxy]\nmax_body_bytes = \"lots\"\n").unwrap();
     let (ok, _, stderr) = run(dir.path(), &["config", "check", "bad.toml"]);
     assert!(!ok);
-    assert!(
-        stderr.contains("bad.toml: proxy.max_body_bytes: invalid type"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("bad.toml: proxy.max_body_bytes: invalid type"), "{stderr}");
 
-    std::fs::write(
-        &bad,
-        "[[upstreams]]\nname = \"a\"\nurl = \"ftp://x\"\n[proxy]\nmax_attempts = 0\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, "[[upstreams]]\nname = \"a\"\nurl = \"ftp://x\"\n[proxy]\nmax_attempts = 0\n").unwrap();
     let (ok, _, stderr) = run(dir.path(), &["config", "check", "bad.toml"]);
     assert!(!ok);
     assert!(stderr.contains("upstreams[0].url:"), "{stderr}");
-    assert!(
-        stderr.contains("proxy.max_attempts: must be at least 1"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("proxy.max_attempts: must be at least 1"), "{stderr}");
 
     let (ok, _, stderr) = run(dir.path(), &["config", "check", "missing.toml"]);
     assert!(!ok);
@@ -149,11 +131,7 @@ fn config_check_accepts_the_example_and_names_bad_fields() {
 #[test]
 fn serve_refuses_a_bad_config_with_the_field_name() {
     let dir = scratch_dir();
-    std::fs::write(
-        dir.path().join("p.toml"),
-        "[server]\nmax_header_bytes = 10\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("p.toml"), "[server]\nmax_header_bytes = 10\n").unwrap();
     let (ok, _, stderr) = run(dir.path(), &["serve", "--config", "p.toml"]);
     assert!(!ok);
     assert!(stderr.contains("server.max_header_bytes"), "{stderr}");
@@ -164,16 +142,7 @@ async fn sim_upstream_serves_the_openai_api() {
     let dir = scratch_dir();
     let sim = Running::start(
         dir.path(),
-        &[
-            "sim-upstream",
-            "--listen",
-            "127.0.0.1:0",
-            "--ttft-ms",
-            "0",
-            "--tokens-per-s",
-            "0",
-            "--echo-system-prompt",
-        ],
+        &["sim-upstream", "--listen", "127.0.0.1:0", "--ttft-ms", "0", "--tokens-per-s", "0", "--echo-system-prompt"],
         &[],
     );
     let body = json!({"messages": [{"role": "system", "content": "You are a secret keeper."}, {"role": "user", "content": "hi"}]});
@@ -186,9 +155,70 @@ async fn sim_upstream_serves_the_openai_api() {
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        r["choices"][0]["message"]["content"],
-        "You are a secret keeper."
-    );
+    assert_eq!(r["choices"][0]["message"]["content"], "You are a secret keeper.");
     assert!(r["usage"]["total_tokens"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn the_operator_switches_registration_live_from_the_cli() {
+    let dir = scratch_dir();
+    let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+    assert!(dir.path().join("palisade-data/admin.token").exists());
+    let admin = |args: &[&str]| {
+        let mut all = vec!["admin", "--url", palisade.url.as_str()];
+        all.extend_from_slice(args);
+        run(dir.path(), &all)
+    };
+    let (ok, out, err) = admin(&["registration", "regions", "cn"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"CN\""), "{out}");
+    let register = |phone: &str| {
+        let body = json!({"phone": phone, "password": "correct horse battery staple"});
+        reqwest::Client::new().post(format!("{}/auth/register", palisade.url)).json(&body).send()
+    };
+    let r = register("+1 650 253 0000").await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(register("+86 138 0013 8000").await.unwrap().status(), 201);
+
+    let (ok, _, err) = admin(&["registration", "closed", "--message", "Paused during an attack."]);
+    assert!(ok, "{err}");
+    let r: Value = register("+86 139 1234 5678").await.unwrap().json().await.unwrap();
+    assert!(r["error"]["message"].as_str().unwrap().contains("Paused during an attack."), "{r}");
+    let (ok, out, _) = admin(&["audit", "--action", "registration."]);
+    assert!(ok && out.contains("registration.policy"), "{out}");
+    let (ok, out, _) = admin(&["invite"]);
+    assert!(ok && out.contains("invite"), "{out}");
+
+    let (ok, _, err) = run(
+        dir.path(),
+        &["admin", "--url", &palisade.url, "--token", "wrong-token-wrong-token!!", "registration", "show"],
+    );
+    assert!(!ok && err.contains("401"), "{err}");
+}
+
+#[tokio::test]
+async fn keys_rotate_reencrypts_while_the_gateway_keeps_serving() {
+    let dir = scratch_dir();
+    let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+    let c = reqwest::Client::new();
+    let body = json!({"phone": "+86 138 0013 8000", "password": "correct horse battery staple"});
+    let r: Value =
+        c.post(format!("{}/auth/register", palisade.url)).json(&body).send().await.unwrap().json().await.unwrap();
+    let user_id = r["user_id"].as_i64().unwrap();
+    let key_file = dir.path().join("palisade-data/pii.key");
+    let before = std::fs::read_to_string(&key_file).unwrap();
+
+    let (ok, out, err) = run(dir.path(), &["keys", "rotate"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("re-encrypted 1 account"), "{out}");
+    assert_ne!(std::fs::read_to_string(&key_file).unwrap(), before);
+
+    // The running gateway decrypts the re-encrypted number (to resend a code)
+    // without a restart.
+    let r =
+        c.post(format!("{}/auth/verify/resend", palisade.url)).json(&json!({"user_id": user_id})).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let outbox = std::fs::read_to_string(dir.path().join("palisade-data/outbox.jsonl")).unwrap();
+    assert_eq!(outbox.lines().count(), 2);
+    assert!(outbox.contains("+86*******8000"), "{outbox}");
 }

@@ -1,6 +1,6 @@
 """Drive a Palisade gateway with the official OpenAI Python SDK.
 
-Usage: python openai_client.py BASE_URL
+Usage: python openai_client.py BASE_URL API_KEY
 Prints one JSON object with what the SDK saw; the Rust test asserts on it.
 """
 import json
@@ -9,8 +9,14 @@ import sys
 import openai
 
 base_url = sys.argv[1]
-client = openai.OpenAI(base_url=base_url, api_key="palisade-test", max_retries=0, timeout=30)
-result = {"sdk_version": openai.__version__}
+client = openai.OpenAI(base_url=base_url, api_key=sys.argv[2], max_retries=0, timeout=30)
+result = {}
+try:
+    openai.OpenAI(base_url=base_url, api_key="not-a-key", max_retries=0).models.list()
+    result["bad_key"] = "accepted"
+except openai.AuthenticationError as e:
+    result["bad_key"] = {"status": e.status_code, "code": e.code}
+result["sdk_version"] = openai.__version__
 
 models = client.models.list()
 result["models"] = [m.id for m in models.data]

@@ -73,14 +73,10 @@ impl CircuitBreaker {
     }
 
     pub fn on_failure(&self, now_ms: u64) {
-        let failures = self
-            .consecutive_failures
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1);
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         let trial_failed = self.trial_started.swap(0, Ordering::AcqRel) != 0;
         if trial_failed || failures >= self.threshold {
-            self.open_until
-                .store(now_ms + self.open_ms, Ordering::Relaxed);
+            self.open_until.store(now_ms + self.open_ms, Ordering::Relaxed);
         }
     }
 }

@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use accounts::crypto::PiiKeys;
+use accounts::notify::Notifier;
+use accounts::service::{Accounts, AccountsConfig};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
@@ -42,10 +45,7 @@ async fn serve_router(router: Router) -> TestServer {
             })
             .await;
     });
-    TestServer {
-        url,
-        stop: Some(stop),
-    }
+    TestServer { url, stop: Some(stop) }
 }
 
 /// A simulated model server on an ephemeral port.
@@ -56,28 +56,16 @@ pub struct Sim {
 
 pub async fn spawn_sim(cfg: SimConfig) -> Sim {
     let (router, stats) = sim::router(cfg);
-    Sim {
-        server: serve_router(router).await,
-        stats,
-    }
+    Sim { server: serve_router(router).await, stats }
 }
 
 /// A fast simulated model: no time to first token, no delay between tokens.
 pub fn instant_sim() -> SimConfig {
-    SimConfig {
-        ttft: Duration::ZERO,
-        tokens_per_s: 0,
-        ..SimConfig::default()
-    }
+    SimConfig { ttft: Duration::ZERO, tokens_per_s: 0, ..SimConfig::default() }
 }
 
 pub fn upstream(name: &str, url: &str) -> UpstreamConfig {
-    UpstreamConfig {
-        name: name.to_owned(),
-        url: url.to_owned(),
-        api_key: None,
-        models: Vec::new(),
-    }
+    UpstreamConfig { name: name.to_owned(), url: url.to_owned(), api_key: None, models: Vec::new() }
 }
 
 /// An address where nothing listens.
@@ -91,6 +79,9 @@ pub async fn dead_url() -> String {
 pub struct TestGateway {
     pub url: String,
     pub gateway: Arc<Gateway>,
+    /// Where one-time codes are delivered (the outbox notifier's file).
+    pub outbox: std::path::PathBuf,
+    _dir: Arc<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     pub done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -115,30 +106,46 @@ impl Drop for TestGateway {
     }
 }
 
-/// The real gateway (router, listener, health checks) on an ephemeral port.
-pub async fn spawn_gateway(
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// The real gateway (router, listener, health checks) on an ephemeral port,
+/// serving `/v1` anonymously (the proxy tests are not about accounts).
+pub async fn spawn_gateway(upstreams: Vec<UpstreamConfig>, tweak: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
+    spawn_gateway_on(None, upstreams, |c| {
+        c.auth.allow_anonymous_inference = true;
+        tweak(c)
+    })
+    .await
+}
+
+/// The real gateway with accounts on `store_url` (default: a fresh SQLite file).
+pub async fn spawn_gateway_on(
+    store_url: Option<&str>,
     upstreams: Vec<UpstreamConfig>,
     tweak: impl FnOnce(&mut GatewayConfig),
 ) -> TestGateway {
-    let mut config = GatewayConfig {
-        upstreams,
-        ..GatewayConfig::default()
-    };
+    let mut config = GatewayConfig { upstreams, ..GatewayConfig::default() };
+    config.admin_token_hash = Some(accounts::tokens::hash(ADMIN_TOKEN));
     tweak(&mut config);
-    let store = Store::open("sqlite::memory:").await.unwrap();
-    let gateway = Gateway::new(config, store).unwrap();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let url = match store_url {
+        Some(url) => url.to_owned(),
+        None => format!("sqlite://{}", dir.path().join("palisade.db").display()),
+    };
+    let store = Store::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let outbox = dir.path().join("outbox.jsonl");
+    let accounts_config = AccountsConfig { hash_threads: 2, ..AccountsConfig::default() };
+    let accounts =
+        Accounts::new(store, PiiKeys::generate(), Notifier::outbox(outbox.clone()), accounts_config).await.unwrap();
+    let gateway = Gateway::new(config, Arc::new(accounts)).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(gateway::run(gateway.clone(), listener, async {
         let _ = stopped.await;
     }));
-    TestGateway {
-        url,
-        gateway,
-        stop: Some(stop),
-        done: Some(done),
-    }
+    TestGateway { url, gateway, outbox, _dir: dir, stop: Some(stop), done: Some(done) }
 }
 
 /// An upstream whose streamed replies the test writes chunk by chunk, and which
@@ -154,10 +161,7 @@ pub async fn scripted_upstream() -> ScriptedUpstream {
     let seen_headers: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();
     let seen = seen_headers.clone();
     let router = Router::new()
-        .route(
-            "/v1/models",
-            get(|| async { axum::Json(serde_json::json!({"object": "list", "data": []})) }),
-        )
+        .route("/v1/models", get(|| async { axum::Json(serde_json::json!({"object": "list", "data": []})) }))
         .route(
             "/v1/chat/completions",
             post(move |headers: HeaderMap| {
@@ -168,8 +172,7 @@ pub async fn scripted_upstream() -> ScriptedUpstream {
                     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
                     streams_tx.send(tx).await.unwrap();
                     let body = futures_util::stream::poll_fn(move |cx| {
-                        rx.poll_recv(cx)
-                            .map(|c| c.map(Ok::<Bytes, std::convert::Infallible>))
+                        rx.poll_recv(cx).map(|c| c.map(Ok::<Bytes, std::convert::Infallible>))
                     });
                     axum::response::Response::builder()
                         .header("content-type", "text/event-stream")
@@ -178,11 +181,7 @@ pub async fn scripted_upstream() -> ScriptedUpstream {
                 }
             }),
         );
-    ScriptedUpstream {
-        server: serve_router(router).await,
-        chunks: streams_rx,
-        seen_headers,
-    }
+    ScriptedUpstream { server: serve_router(router).await, chunks: streams_rx, seen_headers }
 }
 
 /// Poll `check` until it holds, failing after `limit`. For effects another task
@@ -190,10 +189,7 @@ pub async fn scripted_upstream() -> ScriptedUpstream {
 pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -208,8 +204,5 @@ pub fn chat_body(stream: bool) -> serde_json::Value {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }

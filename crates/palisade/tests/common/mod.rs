@@ -25,10 +25,7 @@ impl Running {
     /// "listening" line (the only reliable way to learn an ephemeral port).
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut command = Command::new(BIN);
-        command
-            .current_dir(dir)
-            .args(args)
-            .args(["--log-format", "json"]);
+        command.current_dir(dir).args(args).args(["--log-format", "json"]);
         for (key, value) in env {
             command.env(key, value);
         }
@@ -52,29 +49,17 @@ impl Running {
                 }
             }
         });
-        let mut running = Running {
-            child,
-            url: String::new(),
-            logs,
-            seen: Vec::new(),
-        };
+        let mut running = Running { child, url: String::new(), logs, seen: Vec::new() };
         let line = running.wait_for_log(Duration::from_secs(60), |l| {
             let message = l["message"].as_str().unwrap_or("");
             message == "listening" || message == "simulated model listening"
         });
-        running.url = line["address"]
-            .as_str()
-            .expect("address in the listening line")
-            .to_owned();
+        running.url = line["address"].as_str().expect("address in the listening line").to_owned();
         running
     }
 
     /// Wait for a log line matching `pred`, failing after `limit`.
-    pub fn wait_for_log(
-        &mut self,
-        limit: Duration,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
+    pub fn wait_for_log(&mut self, limit: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         if let Some(found) = self.seen.iter().find(|l| pred(l)) {
             return found.clone();
         }
@@ -98,10 +83,7 @@ impl Running {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 
@@ -112,10 +94,7 @@ impl Running {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "palisade did not exit within {limit:?}"
-            );
+            assert!(Instant::now() < deadline, "palisade did not exit within {limit:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -134,11 +113,7 @@ pub fn scratch_dir() -> tempfile::TempDir {
 
 /// Run `palisade ARGS` to completion, returning (success, stdout, stderr).
 pub fn run(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(BIN)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
+    let output = Command::new(BIN).current_dir(dir).args(args).output().unwrap();
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -147,8 +122,5 @@ pub fn run(dir: &Path, args: &[&str]) -> (bool, String, String) {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }

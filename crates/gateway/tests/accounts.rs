@@ -1,0 +1,448 @@
+//! Accounts over HTTP as users and operators see them: registration under each
+//! policy, verification, login with MFA, sessions, API keys, the /v1 guard.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const CN_PHONE: &str = "+86 138 0013 8000";
+const CN_PHONE_2: &str = "+86 139 1234 5678";
+const US_PHONE: &str = "+1 650 253 0000";
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Site {
+    gw: TestGateway,
+    http: reqwest::Client,
+    _sim: Sim,
+}
+
+impl Site {
+    async fn new() -> Site {
+        Site::on(None).await
+    }
+
+    async fn on(store_url: Option<&str>) -> Site {
+        let sim = spawn_sim(instant_sim()).await;
+        let gw = spawn_gateway_on(store_url, vec![upstream("sim", &sim.server.url)], |_| {}).await;
+        let http = reqwest::Client::builder().cookie_store(true).timeout(Duration::from_secs(30)).build().unwrap();
+        Site { gw, http, _sim: sim }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gw.url)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self.http.post(self.url(path)).json(&body).send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut r = client().request(method, self.url(path)).bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The last code the outbox delivered to `user_id`.
+    fn code_for(&self, user_id: i64) -> String {
+        let text = std::fs::read_to_string(&self.gw.outbox).unwrap();
+        let line = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l["user_id"] == user_id)
+            .last()
+            .expect("a message for the user");
+        line["text"].as_str().unwrap().chars().filter(char::is_ascii_digit).take(6).collect()
+    }
+
+    /// Register, verify and return the user id.
+    async fn member(&self, phone: &str) -> i64 {
+        let (status, body) = self.post("/auth/register", json!({"phone": phone, "password": PASSWORD})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let user_id = body["user_id"].as_i64().unwrap();
+        let (status, body) =
+            self.post("/auth/verify", json!({"user_id": user_id, "code": self.code_for(user_id)})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        user_id
+    }
+
+    /// Log in (cookies kept by the client) and return the CSRF token.
+    async fn login(&self, phone: &str) -> String {
+        let (status, body) = self.post("/auth/login", json!({"phone": phone, "password": PASSWORD})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["csrf_token"].as_str().unwrap().to_owned()
+    }
+}
+
+fn chat() -> Value {
+    json!({"model": "palisade-sim", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+#[tokio::test]
+async fn a_new_user_registers_verifies_logs_in_and_calls_the_api_with_a_key() {
+    let site = Site::new().await;
+    let (status, body) = site.post("/auth/register", json!({"phone": CN_PHONE, "password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "unverified");
+    assert_eq!(body["verification_channel"], "sms");
+    let user_id = body["user_id"].as_i64().unwrap();
+
+    let outbox = std::fs::read_to_string(&site.gw.outbox).unwrap();
+    assert!(!outbox.contains("13800138000"), "the outbox masks the number: {outbox}");
+    let (status, body) = site.post("/auth/verify", json!({"user_id": user_id, "code": "000000"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_code")));
+    let (status, _) = site.post("/auth/verify", json!({"user_id": user_id, "code": site.code_for(user_id)})).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let csrf = site.login(CN_PHONE).await;
+    let me: Value = site.http.get(site.url("/auth/me")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((me["user_id"].as_i64(), me["status"].as_str()), (Some(user_id), Some("active")));
+
+    // Anonymous API calls are refused in the OpenAI shape.
+    let r = client().post(site.url("/v1/chat/completions")).json(&chat()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid_api_key");
+
+    let r = site
+        .http
+        .post(site.url("/auth/keys"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"name": "laptop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Value = r.json().await.unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with(created["prefix"].as_str().unwrap()));
+
+    let r = client().post(site.url("/v1/chat/completions")).bearer_auth(&key).json(&chat()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let listed: Value = site.http.get(site.url("/auth/keys")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 1);
+    assert!(!listed.to_string().contains(&key[created["prefix"].as_str().unwrap().len()..]), "secret never listed");
+
+    let prefix = created["prefix"].as_str().unwrap();
+    let r =
+        site.http.delete(site.url(&format!("/auth/keys/{prefix}"))).header("x-csrf-token", &csrf).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = client().post(site.url("/v1/chat/completions")).bearer_auth(&key).json(&chat()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "revoked keys stop working");
+    let r = client()
+        .post(site.url("/v1/chat/completions"))
+        .bearer_auth("pal_forged00_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_registration_policy_switches_live_and_login_is_never_affected() {
+    let site = Site::new().await;
+    site.member(CN_PHONE).await;
+
+    let (status, _) = client()
+        .put(site.url("/admin/registration"))
+        .json(&json!({"mode": "closed"}))
+        .send()
+        .await
+        .map(|r| (r.status(), ()))
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "admin needs the token");
+
+    let (status, body) = site
+        .admin(reqwest::Method::PUT, "/admin/registration", Some(json!({"mode": "regions", "allow": ["CN"]})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = site.post("/auth/register", json!({"phone": US_PHONE, "password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"]["code"], "region_not_allowed");
+    assert!(body["error"]["message"].as_str().unwrap().contains("CN"), "{body}");
+    let (status, body) =
+        site.post("/auth/register", json!({"email": "newcomer@example.com", "password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "e-mail-only sign-up cannot satisfy a region rule: {body}");
+    let (status, _) = site.post("/auth/register", json!({"phone": CN_PHONE_2, "password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let message = "Sign-ups are paused while we handle an attack.";
+    site.admin(reqwest::Method::PUT, "/admin/registration", Some(json!({"mode": "closed", "message": message}))).await;
+    let (status, body) = site.post("/auth/register", json!({"phone": "+86 137 0000 0001", "password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"]["code"], "registration_closed");
+    assert!(body["error"]["message"].as_str().unwrap().contains(message));
+
+    // Existing users log in whatever the policy.
+    site.login(CN_PHONE).await;
+
+    let (_, policy) = site.admin(reqwest::Method::GET, "/admin/registration", None).await;
+    assert_eq!(policy["mode"], "closed");
+    let (_, audit) = site.admin(reqwest::Method::GET, "/admin/audit?action=registration.", None).await;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 2, "{audit}");
+    assert_eq!(audit["entries"][0]["actor"], "operator");
+}
+
+#[tokio::test]
+async fn invite_only_registration_spends_each_invite_once() {
+    let site = Site::new().await;
+    site.admin(reqwest::Method::PUT, "/admin/registration", Some(json!({"mode": "invite_only"}))).await;
+    let (status, body) = site.post("/auth/register", json!({"phone": CN_PHONE, "password": PASSWORD})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("invite_required")));
+    let (status, invite) = site.admin(reqwest::Method::POST, "/admin/invites", None).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let invite = invite["invite"].as_str().unwrap();
+    let (status, body) =
+        site.post("/auth/register", json!({"phone": CN_PHONE, "password": PASSWORD, "invite": invite})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) =
+        site.post("/auth/register", json!({"phone": CN_PHONE_2, "password": PASSWORD, "invite": invite})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_invite")));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_and_never_a_500() {
+    let site = Site::new().await;
+    let cases = [
+        (json!({"phone": "not a number", "password": PASSWORD}), "invalid_phone_characters"),
+        (json!({"phone": "+86 123", "password": PASSWORD}), "invalid_phone"),
+        (json!({"phone": "0".repeat(400), "password": PASSWORD}), "too_long"),
+        (json!({"phone": "", "email": "", "password": PASSWORD}), "identifier_required"),
+        (json!({"email": "no-at-sign", "password": PASSWORD}), "invalid_email"),
+        (json!({"email": "раураl@example.com", "password": PASSWORD}), "email_local_part_invalid"),
+        (json!({"phone": CN_PHONE, "password": "short"}), "too_short"),
+        (json!({"phone": CN_PHONE, "password": "password123"}), "too_common"),
+        (json!({"phone": CN_PHONE, "password": "x".repeat(2000)}), "too_long"),
+    ];
+    for (body, code) in cases {
+        let (status, answer) = site.post("/auth/register", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");
+        assert_eq!(answer["error"]["code"], code, "{body} -> {answer}");
+        assert!(!answer["error"]["message"].as_str().unwrap().is_empty());
+    }
+    for raw in [&b"{\"phone\": \"\xff\xfe\", \"password\": \"x\"}"[..], b"[]", b"{", b""] {
+        let r = client()
+            .post(site.url("/auth/register"))
+            .header("content-type", "application/json")
+            .body(raw.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{raw:?}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid_body");
+    }
+    let r = client().post(site.url("/auth/login")).json(&json!({"password": PASSWORD})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn two_concurrent_registrations_of_one_phone_exactly_one_wins() {
+    let site = Site::new().await;
+    let attempts = (0..6).map(|_| site.post("/auth/register", json!({"phone": CN_PHONE, "password": PASSWORD})));
+    let results = futures_util::future::join_all(attempts).await;
+    let created = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    let conflicts = results
+        .iter()
+        .filter(|(s, b)| *s == StatusCode::CONFLICT && b["error"]["code"] == "already_registered")
+        .count();
+    assert_eq!((created, conflicts), (1, 5), "{results:?}");
+}
+
+#[tokio::test]
+async fn login_does_not_reveal_accounts_and_backs_off_after_failures() {
+    let site = Site::new().await;
+    site.member(CN_PHONE).await;
+    let (unknown_status, unknown) = site.post("/auth/login", json!({"phone": US_PHONE, "password": PASSWORD})).await;
+    let (wrong_status, wrong) =
+        site.post("/auth/login", json!({"phone": CN_PHONE, "password": "wrong password here"})).await;
+    assert_eq!(unknown_status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown, wrong, "same answer for an unknown account and a wrong password");
+    assert_eq!(wrong_status, StatusCode::UNAUTHORIZED);
+
+    let mut last = (StatusCode::OK, Value::Null, None);
+    for _ in 0..6 {
+        let r = site
+            .http
+            .post(site.url("/auth/login"))
+            .json(&json!({"phone": CN_PHONE, "password": "still wrong!!"}))
+            .send()
+            .await
+            .unwrap();
+        let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+        last = (r.status(), r.json().await.unwrap(), retry);
+    }
+    assert_eq!(last.0, StatusCode::TOO_MANY_REQUESTS, "{:?}", last.1);
+    assert_eq!(last.1["error"]["code"], "too_many_attempts");
+    assert!(last.2.is_some(), "Retry-After on 429");
+    // Even the right password waits while backing off.
+    let (status, _) = site.post("/auth/login", json!({"phone": CN_PHONE, "password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn totp_mfa_enrols_guards_login_refuses_replays_and_recovers() {
+    let site = Site::new().await;
+    let user_id = site.member(CN_PHONE).await;
+    let csrf = site.login(CN_PHONE).await;
+    let r = site.http.post(site.url("/auth/mfa/totp")).header("x-csrf-token", &csrf).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let enrollment: Value = r.json().await.unwrap();
+    let uri = enrollment["otpauth_uri"].as_str().unwrap();
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    let secret = accounts::totp::TotpSecret::from_base32(enrollment["secret"].as_str().unwrap()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let code = accounts::totp::code_at(&secret, now);
+    let r = site
+        .http
+        .post(site.url("/auth/mfa/totp/confirm"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"enrollment": enrollment["enrollment"], "code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let confirmed: Value = r.json().await.unwrap();
+    let recovery: Vec<String> = serde_json::from_value(confirmed["recovery_codes"].clone()).unwrap();
+    assert_eq!(recovery.len(), 10);
+
+    let fresh = client();
+    let login = |extra: Value| {
+        let mut body = json!({"phone": CN_PHONE, "password": PASSWORD});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        fresh.post(site.url("/auth/login")).json(&body).send()
+    };
+    let r = login(json!({})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "mfa_required");
+    // The enrolment code's step is spent: the next step's code logs in, once.
+    let next = accounts::totp::code_at(&secret, now + 30);
+    assert_eq!(login(json!({"totp": next})).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(login(json!({"totp": next})).await.unwrap().status(), StatusCode::BAD_REQUEST, "replayed code");
+    assert_eq!(login(json!({"recovery_code": recovery[0]})).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        login(json!({"recovery_code": recovery[0]})).await.unwrap().status(),
+        StatusCode::BAD_REQUEST,
+        "used recovery code"
+    );
+
+    let (status, _) = site.admin(reqwest::Method::POST, &format!("/admin/users/{user_id}/mfa/reset"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(login(json!({})).await.unwrap().status(), StatusCode::OK, "MFA removed by the operator");
+}
+
+#[tokio::test]
+async fn cookie_requests_need_the_csrf_token_and_sessions_can_be_revoked() {
+    let site = Site::new().await;
+    site.member(CN_PHONE).await;
+    let csrf = site.login(CN_PHONE).await;
+    let r = site.http.post(site.url("/auth/keys")).json(&json!({"name": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "csrf_failed");
+    let r = site
+        .http
+        .post(site.url("/auth/keys"))
+        .header("x-csrf-token", "wrong")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A form post without the token is refused before it is even parsed.
+    let r = client()
+        .post(site.url("/auth/login"))
+        .form(&[("phone", CN_PHONE), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // A second session from another client; list, then revoke it.
+    let other = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    other.post(site.url("/auth/login")).json(&json!({"phone": CN_PHONE, "password": PASSWORD})).send().await.unwrap();
+    let listed: Value = site.http.get(site.url("/auth/sessions")).send().await.unwrap().json().await.unwrap();
+    let sessions = listed["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    let theirs = sessions.iter().find(|s| s["current"] == false).unwrap()["id"].as_str().unwrap();
+    let r = site
+        .http
+        .delete(site.url(&format!("/auth/sessions/{theirs}")))
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(other.get(site.url("/auth/me")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    let r = site.http.post(site.url("/auth/logout")).header("x-csrf-token", &csrf).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(site.http.get(site.url("/auth/me")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn auth_events_are_audited_without_personal_data() {
+    let site = Site::new().await;
+    site.member(CN_PHONE).await;
+    site.login(CN_PHONE).await;
+    site.post("/auth/login", json!({"phone": CN_PHONE, "password": "wrong wrong wrong"})).await;
+    let (_, audit) = site.admin(reqwest::Method::GET, "/admin/audit?limit=50", None).await;
+    let actions: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    for expected in [("auth.register", "ok"), ("auth.verify", "ok"), ("auth.login", "ok"), ("auth.login", "failed")] {
+        assert!(actions.contains(&expected), "{expected:?} missing from {actions:?}");
+    }
+    let text = audit.to_string();
+    assert!(!text.contains("13800138000") && !text.contains(PASSWORD), "{text}");
+    assert!(audit["entries"][0]["ip"].as_str().unwrap().starts_with("127."));
+}
+
+/// Search the raw database for what a user typed: it must not be there.
+async fn assert_personal_data_absent(raw: &[u8]) {
+    for needle in ["13800138000", "8613800138000", "alice.secret@example.com"] {
+        assert!(!raw.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} found in the raw database");
+    }
+}
+
+#[tokio::test]
+async fn phone_and_email_are_not_stored_in_the_clear_in_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pii.db");
+    let url = format!("sqlite://{}", db.display());
+    let site = Site::on(Some(&url)).await;
+    let (status, body) = site
+        .post("/auth/register", json!({"phone": CN_PHONE, "email": "alice.secret@example.com", "password": PASSWORD}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    site.gw.gateway.store.close().await; // checkpoint the WAL into the file
+    let mut raw = std::fs::read(&db).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        raw.extend(std::fs::read(format!("{}{suffix}", db.display())).unwrap_or_default());
+    }
+    assert!(raw.len() > 4096);
+    assert_personal_data_absent(&raw).await;
+}
+
+#[tokio::test]
+async fn phone_and_email_are_not_stored_in_the_clear_in_postgres() {
+    let Some(db) = testkit::postgres::fresh_postgres().await else { return };
+    let site = Site::on(Some(&db.url)).await;
+    let (status, body) = site
+        .post("/auth/register", json!({"phone": CN_PHONE, "email": "alice.secret@example.com", "password": PASSWORD}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let dump = testkit::postgres::pg_dump(&db.url).await;
+    assert!(dump.len() > 1000 && dump.windows(5).any(|w| w == b"users"), "a real dump");
+    assert_personal_data_absent(&dump).await;
+}

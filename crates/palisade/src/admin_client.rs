@@ -1,0 +1,86 @@
+//! `palisade admin ...`: a small HTTP client for the running gateway's admin API.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+use crate::cli::{AdminCommand, AdminTarget, RegistrationCommand};
+use crate::config::Config;
+use crate::serve::runtime;
+
+pub fn run(target: AdminTarget, action: AdminCommand) -> anyhow::Result<ExitCode> {
+    let config = Config::load(target.config.config.as_deref(), std::env::vars())?;
+    let base = target.url.unwrap_or_else(|| format!("http://{}", config.listen));
+    let token = match target.token.or(config.admin.token.clone()) {
+        Some(token) => token,
+        None => {
+            let path = config.admin_token_file();
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("no --token given and cannot read {}", path.display()))?
+                .trim()
+                .to_owned()
+        }
+    };
+    let (method, path, body) = match &action {
+        AdminCommand::Registration { policy } => match policy {
+            RegistrationCommand::Show => ("GET", "/admin/registration".to_owned(), None),
+            RegistrationCommand::Open => ("PUT", "/admin/registration".to_owned(), Some(json!({"mode": "open"}))),
+            RegistrationCommand::Regions { regions } => {
+                let allow: Vec<String> = regions.iter().map(|r| r.to_ascii_uppercase()).collect();
+                ("PUT", "/admin/registration".to_owned(), Some(json!({"mode": "regions", "allow": allow})))
+            }
+            RegistrationCommand::InviteOnly => {
+                ("PUT", "/admin/registration".to_owned(), Some(json!({"mode": "invite_only"})))
+            }
+            RegistrationCommand::Closed { message } => {
+                ("PUT", "/admin/registration".to_owned(), Some(json!({"mode": "closed", "message": message})))
+            }
+        },
+        AdminCommand::Invite => ("POST", "/admin/invites".to_owned(), None),
+        AdminCommand::MfaReset { user } => ("POST", format!("/admin/users/{user}/mfa/reset"), None),
+        AdminCommand::Audit { limit, action } => {
+            let filter = action.as_ref().map(|a| format!("&action={a}")).unwrap_or_default();
+            ("GET", format!("/admin/audit?limit={limit}{filter}"), None)
+        }
+    };
+    let (status, answer) = runtime()?.block_on(call(&base, method, &path, &token, body))?;
+    if !(200..300).contains(&status) {
+        let message = answer["error"]["message"].as_str().unwrap_or("no message");
+        bail!("{method} {path} answered {status}: {message}");
+    }
+    if !answer.is_null() {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!("ok");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn call(base: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let uri: http::Uri = format!("{}{path}", base.trim_end_matches('/')).parse().context("bad --url")?;
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(payload)))?;
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+        .await
+        .context("the gateway did not answer within 10s")?
+        .with_context(|| format!("cannot reach the gateway at {base} (is `palisade serve` running?)"))?;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    Ok((status, value))
+}
