@@ -665,12 +665,11 @@ impl Accounts {
         if user.status() == UserStatus::Suspended {
             return Ok(None);
         }
-        Ok(Some(Principal {
-            user_id: user.id,
-            status: user.status(),
-            key_prefix: None,
-            scopes: vec!["inference".into(), "account".into()],
-        }))
+        let mut scopes = vec!["account".to_owned()];
+        if !needs_mfa_enrolment(&user) {
+            scopes.push("inference".to_owned());
+        }
+        Ok(Some(Principal { user_id: user.id, status: user.status(), key_prefix: None, scopes }))
     }
 
     /// The holder of an API key, if the key is valid and live.
@@ -686,12 +685,11 @@ impl Accounts {
         if user.status() == UserStatus::Suspended {
             return Ok(None);
         }
-        Ok(Some(Principal {
-            user_id: user.id,
-            status: user.status(),
-            key_prefix: Some(row.prefix),
-            scopes: row.scopes.split_whitespace().map(str::to_owned).collect(),
-        }))
+        let mut scopes: Vec<String> = row.scopes.split_whitespace().map(str::to_owned).collect();
+        if needs_mfa_enrolment(&user) {
+            scopes.retain(|s| s != "inference");
+        }
+        Ok(Some(Principal { user_id: user.id, status: user.status(), key_prefix: Some(row.prefix), scopes }))
     }
 
     pub async fn logout(&self, token: &str, user_id: i64, ip: Option<&str>) -> Result<(), AccountError> {
@@ -893,6 +891,12 @@ fn listing(row: store::ApiKeyRow) -> KeyListing {
 /// A session's public id: a short hash of its token hash, safe to show.
 fn session_id(token_hash: &[u8]) -> String {
     crate::notify::hex(&token_hash[..8.min(token_hash.len())])
+}
+
+/// An account the operator requires MFA of, without a second factor yet: it
+/// may manage itself (to enrol) but not use the API.
+fn needs_mfa_enrolment(user: &UserRow) -> bool {
+    user.mfa_required && user.totp_secret_enc.is_none()
 }
 
 fn totp_secret(raw: &[u8]) -> Result<totp::TotpSecret, AccountError> {

@@ -42,6 +42,13 @@ pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     let mut out = String::with_capacity(16 * 1024);
     gw.metrics.render(&mut out);
     gw.pool.render_metrics(&mut out);
+    let hasher = gw.accounts.hasher();
+    out.push_str("# HELP palisade_password_hash_in_flight Password hashes running or queued on the bounded pool.\n");
+    out.push_str("# TYPE palisade_password_hash_in_flight gauge\n");
+    out.push_str(&format!("palisade_password_hash_in_flight {}\n", hasher.in_flight()));
+    out.push_str("# HELP palisade_password_hash_queued Password hashes waiting for a thread.\n");
+    out.push_str("# TYPE palisade_password_hash_queued gauge\n");
+    out.push_str(&format!("palisade_password_hash_queued {}\n", hasher.queued()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }
 

@@ -71,12 +71,12 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
     let (parts, body) = request.into_parts();
     if !gw.config.auth.allow_anonymous_inference {
         match gw.identify(&parts.headers).await {
-            Ok(Some(principal))
-                if principal.key_prefix.is_none() || principal.scopes.iter().any(|s| s == "inference") => {}
+            Ok(Some(principal)) if principal.scopes.iter().any(|s| s == "inference") => {}
             Ok(_) => {
                 return gw.refuse(ApiError::new(
                     Reject::Unauthenticated,
-                    "a valid API key is required: send `Authorization: Bearer pal_...` (create one with `palisade keys create`)",
+                    "a valid API key with the `inference` scope is required: send `Authorization: Bearer pal_...` \
+                     (create one with `palisade keys create`); an account required to use MFA must enrol first",
                 ));
             }
             Err(e) => return crate::auth::account_error(&e),

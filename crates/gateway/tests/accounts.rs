@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -445,4 +446,137 @@ async fn phone_and_email_are_not_stored_in_the_clear_in_postgres() {
     let dump = testkit::postgres::pg_dump(&db.url).await;
     assert!(dump.len() > 1000 && dump.windows(5).any(|w| w == b"users"), "a real dump");
     assert_personal_data_absent(&dump).await;
+}
+
+#[tokio::test]
+async fn an_account_required_to_use_mfa_cannot_use_the_api_until_it_enrols() {
+    let site = Site::new().await;
+    let user_id = site.member(CN_PHONE).await;
+    let (status, _) = site
+        .admin(reqwest::Method::PUT, &format!("/admin/users/{user_id}/mfa/required"), Some(json!({"required": true})))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = site.post("/auth/login", json!({"phone": CN_PHONE, "password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["mfa_enrollment_required"], true);
+    let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+    let r = site.http.post(site.url("/v1/chat/completions")).json(&chat()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "no API use before enrolment");
+
+    let enrollment: Value = site
+        .http
+        .post(site.url("/auth/mfa/totp"))
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = accounts::totp::TotpSecret::from_base32(enrollment["secret"].as_str().unwrap()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let r = site
+        .http
+        .post(site.url("/auth/mfa/totp/confirm"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"enrollment": enrollment["enrollment"], "code": accounts::totp::code_at(&secret, now)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = site.http.post(site.url("/v1/chat/completions")).json(&chat()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "enrolled: the session may use the API");
+}
+
+#[tokio::test]
+async fn codes_reach_a_real_sms_provider_through_the_signed_webhook() {
+    use axum::body::Bytes;
+    use hmac::{Hmac, KeyInit, Mac};
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(axum::http::HeaderMap, Bytes)>(4);
+    let receiver = axum::Router::new().route(
+        "/send",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                tx.send((headers, body)).await.unwrap();
+                "queued"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/send", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let secret = b"webhook-secret-for-tests";
+    let notifier = accounts::notify::Notifier::webhook(&hook, secret).unwrap();
+    let config = accounts::service::AccountsConfig { hash_threads: 1, ..Default::default() };
+    let accounts = accounts::service::Accounts::new(
+        fresh_store(&dir).await,
+        accounts::crypto::PiiKeys::generate(),
+        notifier,
+        config,
+    )
+    .await
+    .unwrap();
+    let gw = spawn_gateway_with(accounts, vec![], dir).await;
+    let r = client()
+        .post(format!("{}/auth/register", gw.url))
+        .json(&json!({"phone": CN_PHONE, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    let message: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((message["channel"].as_str(), message["to"].as_str()), (Some("sms"), Some("+8613800138000")));
+    assert!(message["text"].as_str().unwrap().chars().filter(char::is_ascii_digit).count() >= 6);
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(&body);
+    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(headers["x-palisade-signature"].to_str().unwrap(), format!("sha256={expected}"));
+}
+
+#[tokio::test]
+async fn a_login_flood_is_shed_with_503_instead_of_queueing_without_bound() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    // One hashing thread and no queue: the second concurrent login cannot wait.
+    let config = accounts::service::AccountsConfig {
+        hash_threads: 1,
+        hash_queue: 0,
+        login_free_failures: 1000,
+        ..Default::default()
+    };
+    let outbox = accounts::notify::Notifier::outbox(dir.path().join("outbox.jsonl"));
+    let accounts = accounts::service::Accounts::new(
+        fresh_store(&dir).await,
+        accounts::crypto::PiiKeys::generate(),
+        outbox,
+        config,
+    )
+    .await
+    .unwrap();
+    let gw = spawn_gateway_with(accounts, vec![], dir).await;
+    let c = client();
+    let attempts = (0..12).map(|i| {
+        c.post(format!("{}/auth/login", gw.url))
+            .json(&json!({"phone": CN_PHONE, "password": format!("guess number {i}")}))
+            .send()
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let mut shed = 0;
+    for answer in answers {
+        let r = answer.unwrap();
+        match r.status() {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(r.headers().get("retry-after").is_some());
+                assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "busy");
+                shed += 1;
+            }
+            StatusCode::UNAUTHORIZED => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(shed >= 1, "the pool admitted twelve concurrent hashes with room for one");
 }

@@ -138,6 +138,34 @@ pub async fn spawn_gateway_on(
     let accounts_config = AccountsConfig { hash_threads: 2, ..AccountsConfig::default() };
     let accounts =
         Accounts::new(store, PiiKeys::generate(), Notifier::outbox(outbox.clone()), accounts_config).await.unwrap();
+    serve_gateway(config, accounts, outbox, dir).await
+}
+
+/// A fresh SQLite store in `dir`, migrated.
+pub async fn fresh_store(dir: &tempfile::TempDir) -> Store {
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("palisade.db").display())).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// The real gateway around an account service the test built itself.
+pub async fn spawn_gateway_with(
+    accounts: Accounts,
+    upstreams: Vec<UpstreamConfig>,
+    dir: Arc<tempfile::TempDir>,
+) -> TestGateway {
+    let mut config = GatewayConfig { upstreams, ..GatewayConfig::default() };
+    config.admin_token_hash = Some(accounts::tokens::hash(ADMIN_TOKEN));
+    let outbox = dir.path().join("outbox.jsonl");
+    serve_gateway(config, accounts, outbox, dir).await
+}
+
+async fn serve_gateway(
+    config: GatewayConfig,
+    accounts: Accounts,
+    outbox: std::path::PathBuf,
+    dir: Arc<tempfile::TempDir>,
+) -> TestGateway {
     let gateway = Gateway::new(config, Arc::new(accounts)).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
