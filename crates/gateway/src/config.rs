@@ -132,7 +132,7 @@ pub struct AuthConfig {
 }
 
 /// Everything the gateway needs to run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct GatewayConfig {
     pub listen: Option<SocketAddr>,
     pub server: ServerConfig,
@@ -141,6 +141,22 @@ pub struct GatewayConfig {
     pub auth: AuthConfig,
     /// SHA-256 of the admin token; `None` disables `/admin`.
     pub admin_token_hash: Option<[u8; 32]>,
+    /// Title of the public status page.
+    pub status_page_name: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: None,
+            server: ServerConfig::default(),
+            proxy: ProxyConfig::default(),
+            upstreams: Vec::new(),
+            auth: AuthConfig::default(),
+            admin_token_hash: None,
+            status_page_name: "Service status".to_owned(),
+        }
+    }
 }
 
 /// Most upstreams one pool holds (a request's tried set is a 64-bit mask).

@@ -11,6 +11,7 @@ pub mod error;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod status_page;
 pub mod upstream;
 
 mod health;
@@ -42,13 +43,21 @@ pub struct Gateway {
     pub metrics: metrics::Metrics,
     pub store: Store,
     pub accounts: Arc<Accounts>,
+    pub status: status_page::StatusBoard,
 }
 
 impl Gateway {
     pub fn new(config: GatewayConfig, accounts: Arc<Accounts>) -> Result<Arc<Gateway>, GatewayError> {
         let pool = UpstreamPool::new(&config.proxy, &config.upstreams).map_err(GatewayError::Upstream)?;
         let store = accounts.store().clone();
-        Ok(Arc::new(Gateway { config, pool: Arc::new(pool), metrics: metrics::Metrics::default(), store, accounts }))
+        Ok(Arc::new(Gateway {
+            config,
+            pool: Arc::new(pool),
+            metrics: metrics::Metrics::default(),
+            store,
+            accounts,
+            status: Default::default(),
+        }))
     }
 
     fn accounts_session_ttl(&self) -> u64 {
@@ -73,6 +82,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/embeddings", post_only())
         .route("/v1/models", get(proxy::forward).fallback(proxy::method_not_allowed))
         .route("/v1/{*rest}", any(proxy::unknown_endpoint))
+        .route("/status", get(status_page::page))
+        .route("/status/badge.svg", get(status_page::badge))
+        .route("/status/history.atom", get(status_page::feed))
+        .route("/api/v2/{*path}", get(status_page::api))
         .route("/auth/csrf", get(auth::csrf))
         .route("/auth/register", post(auth::register))
         .route("/auth/verify", post(auth::verify))

@@ -580,3 +580,42 @@ async fn a_login_flood_is_shed_with_503_instead_of_queueing_without_bound() {
     }
     assert!(shed >= 1, "the pool admitted twelve concurrent hashes with room for one");
 }
+
+#[tokio::test]
+async fn the_public_status_page_shows_the_registration_policy() {
+    let site = Site::new().await;
+    let summary = || async {
+        client().get(site.url("/api/v2/summary.json")).send().await.unwrap().json::<Value>().await.unwrap()
+    };
+    let registration = |s: &Value| {
+        s["components"].as_array().unwrap().iter().find(|c| c["name"] == "Registration").unwrap()["status"].clone()
+    };
+    let before = summary().await;
+    assert_eq!(before["status"]["indicator"], "none", "{before}");
+    assert_eq!(registration(&before), "operational");
+
+    site.admin(reqwest::Method::PUT, "/admin/registration", Some(json!({"mode": "regions", "allow": ["CN"]}))).await;
+    let limited = summary().await;
+    assert_eq!(registration(&limited), "degraded_performance");
+    let incident = &limited["incidents"][0];
+    assert_eq!(incident["name"], "New registrations are limited");
+    let body = incident["incident_updates"][0]["body"].as_str().unwrap();
+    assert!(body.contains("phone numbers from CN") && body.contains("Existing users can sign in"), "{body}");
+    let login = limited["components"].as_array().unwrap().iter().find(|c| c["name"] == "Login").unwrap();
+    assert_eq!(login["status"], "operational", "login is untouched by the policy");
+    let unresolved: Value =
+        client().get(site.url("/api/v2/incidents/unresolved.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(unresolved["incidents"].as_array().unwrap().len(), 1);
+
+    let html = client().get(site.url("/status")).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("New registrations are limited"), "the HTML page says it too");
+    let badge = client().get(site.url("/status/badge.svg")).send().await.unwrap();
+    assert_eq!(badge.headers()["content-type"], "image/svg+xml");
+
+    site.admin(reqwest::Method::PUT, "/admin/registration", Some(json!({"mode": "open"}))).await;
+    let reopened = summary().await;
+    assert_eq!(registration(&reopened), "operational");
+    assert!(reopened["incidents"].as_array().unwrap().is_empty());
+    let r = client().get(site.url("/api/v2/nothing.json")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}

@@ -39,6 +39,21 @@ pub struct Config {
     pub pii: PiiConfig,
     pub notify: NotifyConfig,
     pub admin: AdminConfig,
+    pub status: StatusConfig,
+}
+
+/// The public status page.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusConfig {
+    /// The page's title.
+    pub name: String,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig { name: "Service status".to_owned() }
+    }
 }
 
 /// Where the key that encrypts personal data at rest comes from.
@@ -87,6 +102,7 @@ impl Default for Config {
             pii: PiiConfig::default(),
             notify: NotifyConfig::default(),
             admin: AdminConfig::default(),
+            status: StatusConfig::default(),
         }
     }
 }
