@@ -728,11 +728,13 @@ impl Accounts {
     }
 
     /// Create an API key; the plain key is returned once and never stored.
+    /// `rpm_limit` is the key's own requests-per-minute budget (`None`: the default).
     pub async fn create_key(
         &self,
         user_id: i64,
         name: &str,
         scopes: &str,
+        rpm_limit: Option<u32>,
         actor: &str,
     ) -> Result<(String, String), AccountError> {
         let name = name.trim();
@@ -752,7 +754,7 @@ impl Accounts {
             secret_hash: key.secret_hash().to_vec(),
             name: name.to_owned(),
             scopes: if scopes.trim().is_empty() { "inference".to_owned() } else { scopes.trim().to_owned() },
-            rpm_limit: None,
+            rpm_limit: rpm_limit.map(i64::from),
         };
         self.store.create_api_key(&row, unix_millis()).await?;
         self.audit(actor, "key.create", "ok", None, None, Some(serde_json::json!({"prefix": prefix, "user": user_id})))

@@ -378,6 +378,7 @@ pub struct NewKeyBody {
     name: String,
     #[serde(default)]
     scopes: String,
+    rpm_limit: Option<u32>,
 }
 
 /// `POST /auth/keys`: the key is in the answer, once.
@@ -387,7 +388,11 @@ pub async fn create_key(State(gw): State<Arc<Gateway>>, headers: HeaderMap, inpu
         Err(response) => return response,
     };
     let actor = format!("user:{}", principal.user_id);
-    match gw.accounts.create_key(principal.user_id, &input.value.name, &input.value.scopes, &actor).await {
+    match gw
+        .accounts
+        .create_key(principal.user_id, &input.value.name, &input.value.scopes, input.value.rpm_limit, &actor)
+        .await
+    {
         Ok((prefix, key)) => (StatusCode::CREATED, Json(json!({"prefix": prefix, "key": key}))).into_response(),
         Err(e) => account_error(&e),
     }

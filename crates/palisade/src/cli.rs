@@ -58,6 +58,9 @@ pub enum KeysCommand {
         /// Space-separated scopes: inference, account.
         #[arg(long, default_value = "inference")]
         scopes: String,
+        /// This key's own requests-per-minute budget.
+        #[arg(long)]
+        rpm: Option<u32>,
     },
     /// List every API key (prefixes only; secrets are never stored).
     List,

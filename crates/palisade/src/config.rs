@@ -63,6 +63,10 @@ pub struct PiiConfig {
     /// Key file; default `<data_dir>/pii.key`, generated on first start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// The key material itself (the key file's entries joined by `;`), e.g. from
+    /// the environment as PALISADE_PII__KEY; takes precedence over `key_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// How one-time codes reach users.

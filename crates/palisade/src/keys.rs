@@ -16,22 +16,26 @@ pub fn run(config_file: Option<&Path>, action: KeysCommand) -> anyhow::Result<Ex
     config.validate()?;
     runtime()?.block_on(async move {
         match action {
-            KeysCommand::Create { name, user, scopes } => {
+            KeysCommand::Create { name, user, scopes, rpm } => {
                 let accounts = open_accounts(&config).await?;
                 let user = match user {
                     Some(id) => id,
                     None => accounts.service_user().await?,
                 };
-                let (prefix, key) = accounts.create_key(user, &name, &scopes, "operator").await?;
+                let (prefix, key) = accounts.create_key(user, &name, &scopes, rpm, "operator").await?;
                 eprintln!("created API key {prefix} for user {user}; it is shown only this once:");
                 println!("{key}");
             }
             KeysCommand::List => {
                 let accounts = open_accounts(&config).await?;
-                println!("{:<14} {:>6}  {:<20} {:<18} {}", "PREFIX", "USER", "NAME", "SCOPES", "STATE");
+                println!("{:<14} {:>6}  {:<20} {:<18} {:>6}  {}", "PREFIX", "USER", "NAME", "SCOPES", "RPM", "STATE");
                 for key in accounts.store().all_api_keys().await? {
                     let state = if key.revoked_at.is_some() { "revoked" } else { "active" };
-                    println!("{:<14} {:>6}  {:<20} {:<18} {state}", key.prefix, key.user_id, key.name, key.scopes);
+                    let rpm = key.rpm_limit.map_or_else(|| "-".to_owned(), |r| r.to_string());
+                    println!(
+                        "{:<14} {:>6}  {:<20} {:<18} {rpm:>6}  {state}",
+                        key.prefix, key.user_id, key.name, key.scopes
+                    );
                 }
             }
             KeysCommand::Revoke { prefix } => {

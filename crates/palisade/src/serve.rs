@@ -112,20 +112,29 @@ pub(crate) async fn open_accounts(config: &Config) -> anyhow::Result<Arc<Account
     tracing::info!(database = %store::redact_url(&url), "store ready, migrations applied");
 
     let key_file = config.pii_key_file();
-    let (keys, generated) = PiiKeys::load_or_generate(&key_file)
-        .with_context(|| format!("loading the personal-data key {}", key_file.display()))?;
-    if generated {
-        tracing::warn!(
-            path = %key_file.display(),
-            "generated a new key for personal data at rest; BACK IT UP: without it stored phone numbers and e-mail addresses cannot be read"
-        );
-    }
+    let keys = match &config.pii.key {
+        Some(material) => PiiKeys::from_env_value(material).context("pii.key")?,
+        None => {
+            let (keys, generated) = PiiKeys::load_or_generate(&key_file)
+                .with_context(|| format!("loading the personal-data key {}", key_file.display()))?;
+            if generated {
+                tracing::warn!(
+                    path = %key_file.display(),
+                    "generated a new key for personal data at rest; BACK IT UP: without it stored phone numbers \
+                     and e-mail addresses cannot be read"
+                );
+            }
+            keys
+        }
+    };
     let notifier = match (&config.notify.webhook_url, &config.notify.webhook_secret) {
         (Some(url), Some(secret)) => Notifier::webhook(url, secret.as_bytes()).context("notify.webhook_url")?,
         _ => Notifier::outbox(config.data_dir.join("outbox.jsonl")),
     };
     let accounts = Accounts::new(store, keys, notifier, config.accounts.clone()).await?;
-    accounts.watch_key_file(key_file);
+    if config.pii.key.is_none() {
+        accounts.watch_key_file(key_file);
+    }
     Ok(Arc::new(accounts))
 }
 

@@ -222,3 +222,30 @@ async fn keys_rotate_reencrypts_while_the_gateway_keeps_serving() {
     assert_eq!(outbox.lines().count(), 2);
     assert!(outbox.contains("+86*******8000"), "{outbox}");
 }
+
+#[tokio::test]
+async fn keys_carry_their_own_rate_budget_and_the_pii_key_can_come_from_the_environment() {
+    let dir = scratch_dir();
+    let (ok, _, err) = run(dir.path(), &["keys", "create", "--name", "batch", "--rpm", "60"]);
+    assert!(ok, "{err}");
+    let (_, listing, _) = run(dir.path(), &["keys", "list"]);
+    let row = listing.lines().find(|l| l.contains("batch")).unwrap();
+    assert!(row.split_whitespace().any(|w| w == "60"), "{listing}");
+
+    // The key file made by the first run, as one environment value.
+    let material = std::fs::read_to_string(dir.path().join("palisade-data/pii.key")).unwrap();
+    let material: Vec<&str> = material.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).collect();
+    let other = scratch_dir();
+    let palisade = Running::start(
+        other.path(),
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("PALISADE_PII__KEY", &material.join(";"))],
+    );
+    let body = json!({"email": "someone@example.com", "password": "correct horse battery staple"});
+    let r = reqwest::Client::new().post(format!("{}/auth/register", palisade.url)).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(
+        !other.path().join("palisade-data/pii.key").exists(),
+        "no key file when the key comes from the environment"
+    );
+}
