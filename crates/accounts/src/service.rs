@@ -7,7 +7,7 @@
 //! personal data.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use store::{AuditEntry, NewApiKey, NewUser, Store, StoreError, UserRow, UserStatus};
@@ -19,6 +19,7 @@ use crate::notify::{Channel, Message, Notifier};
 use crate::password::PasswordPolicy;
 use crate::phone::parse_phone;
 use crate::policy::RegistrationPolicy;
+use crate::principal_cache::{Credential, PrincipalCache};
 use crate::throttle::{FailureThrottle, ThrottleConfig};
 use crate::{recovery, tokens, totp, unix_millis};
 
@@ -40,6 +41,10 @@ pub struct AccountsConfig {
     /// Issuer shown in authenticator apps.
     pub totp_issuer: String,
     pub invite_ttl_s: u64,
+    /// Seconds a node may keep answering from memory who an API key or session
+    /// belongs to (0: ask the store every request). A key revoked on another
+    /// node or from the CLI stops working here within this time.
+    pub credential_cache_s: u64,
 }
 
 impl Default for AccountsConfig {
@@ -54,6 +59,7 @@ impl Default for AccountsConfig {
             login_free_failures: 5,
             totp_issuer: "Palisade".to_owned(),
             invite_ttl_s: 7 * 24 * 3600,
+            credential_cache_s: 5,
         }
     }
 }
@@ -219,6 +225,7 @@ pub struct Accounts {
     key_file: std::sync::OnceLock<std::path::PathBuf>,
     by_account: FailureThrottle,
     by_address: FailureThrottle,
+    principals: PrincipalCache,
     config: AccountsConfig,
 }
 
@@ -255,6 +262,7 @@ impl Accounts {
             policy: RwLock::new(policy),
             notifier,
             key_file: std::sync::OnceLock::new(),
+            principals: PrincipalCache::new(Duration::from_secs(config.credential_cache_s), 65_536),
             config,
         })
     }
@@ -660,6 +668,15 @@ impl Accounts {
         if token.len() > 128 {
             return Ok(None);
         }
+        if let Some(known) = self.principals.get(Credential::Session, token, Instant::now()) {
+            return Ok(known);
+        }
+        let principal = self.session_principal_from_store(token).await?;
+        self.principals.put(Credential::Session, token, principal.clone(), Instant::now());
+        Ok(principal)
+    }
+
+    async fn session_principal_from_store(&self, token: &str) -> Result<Option<Principal>, AccountError> {
         let Some(session) = self.store.session(&tokens::hash(token), unix_millis()).await? else { return Ok(None) };
         let Some(user) = self.store.user(session.user_id).await? else { return Ok(None) };
         if user.status() == UserStatus::Suspended {
@@ -675,6 +692,15 @@ impl Accounts {
     /// The holder of an API key, if the key is valid and live.
     pub async fn key_principal(&self, presented: &str) -> Result<Option<Principal>, AccountError> {
         let Ok(parsed) = tokens::ApiKey::parse(presented) else { return Ok(None) };
+        if let Some(known) = self.principals.get(Credential::ApiKey, presented, Instant::now()) {
+            return Ok(known);
+        }
+        let principal = self.key_principal_from_store(&parsed).await?;
+        self.principals.put(Credential::ApiKey, presented, principal.clone(), Instant::now());
+        Ok(principal)
+    }
+
+    async fn key_principal_from_store(&self, parsed: &tokens::ParsedKey) -> Result<Option<Principal>, AccountError> {
         let prefix = format!("pal_{}", parsed.prefix);
         let Some(row) = self.store.api_key_by_prefix(&prefix).await? else { return Ok(None) };
         let Ok(stored) = <[u8; 32]>::try_from(row.secret_hash.as_slice()) else { return Ok(None) };
@@ -694,6 +720,7 @@ impl Accounts {
 
     pub async fn logout(&self, token: &str, user_id: i64, ip: Option<&str>) -> Result<(), AccountError> {
         self.store.delete_session(user_id, &tokens::hash(token)).await?;
+        self.principals.clear();
         self.audit(&format!("user:{user_id}"), "auth.logout", "ok", ip, None, None).await;
         Ok(())
     }
@@ -723,6 +750,7 @@ impl Accounts {
             return Err(AccountError::NotFound);
         };
         self.store.delete_session(user_id, &row.token_hash).await?;
+        self.principals.clear();
         self.audit(&format!("user:{user_id}"), "auth.session.revoke", "ok", ip, None, None).await;
         Ok(())
     }
@@ -770,6 +798,7 @@ impl Accounts {
         if !self.store.revoke_api_key(prefix, owner, unix_millis()).await? {
             return Err(AccountError::NotFound);
         }
+        self.principals.clear();
         self.audit(actor, "key.revoke", "ok", None, None, Some(serde_json::json!({"prefix": prefix}))).await;
         Ok(())
     }
@@ -800,6 +829,7 @@ impl Accounts {
         let unix = (unix_millis() / 1000) as u64;
         let step = totp::verify(&secret, code.trim(), unix, None).ok_or(AccountError::InvalidCode)?;
         self.store.set_totp(user_id, Some(&keys.encrypt("totp", secret.as_bytes()))).await?;
+        self.principals.clear();
         self.store.advance_totp_step(user_id, step as i64).await?;
         let issued = recovery::generate();
         let hashes: Vec<Vec<u8>> = issued.hashes.iter().map(|h| h.to_vec()).collect();
@@ -812,6 +842,7 @@ impl Accounts {
     pub async fn reset_mfa(&self, user_id: i64, actor: &str) -> Result<(), AccountError> {
         self.store.user(user_id).await?.ok_or(AccountError::NotFound)?;
         self.store.set_totp(user_id, None).await?;
+        self.principals.clear();
         self.store.replace_recovery_codes(user_id, &[]).await?;
         self.audit(actor, "auth.mfa.reset", "ok", None, None, Some(serde_json::json!({"user": user_id}))).await;
         Ok(())
@@ -820,6 +851,7 @@ impl Accounts {
     pub async fn require_mfa(&self, user_id: i64, required: bool, actor: &str) -> Result<(), AccountError> {
         self.store.user(user_id).await?.ok_or(AccountError::NotFound)?;
         self.store.set_mfa_required(user_id, required).await?;
+        self.principals.clear();
         self.audit(
             actor,
             "auth.mfa.require",

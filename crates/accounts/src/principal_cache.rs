@@ -1,0 +1,125 @@
+//! A short-lived, bounded memory of who a presented API key or session token is.
+//!
+//! Without it every `/v1` request costs two store reads before it reaches the
+//! upstream, which on the embedded SQLite store is most of the proxy's added
+//! latency. Entries are keyed by a SHA-256 of the presented credential (never the
+//! credential itself) and live `ttl` at most. This process forgets everything at
+//! once when anything that could change an answer happens here (a revoked key or
+//! session, an MFA change); on another node such a change is seen within `ttl`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::service::Principal;
+
+/// Which kind of credential was presented: a key and a session token with the
+/// same text must not share an entry.
+#[derive(Clone, Copy)]
+pub enum Credential {
+    ApiKey,
+    Session,
+}
+
+pub struct PrincipalCache {
+    ttl: Duration,
+    capacity: usize,
+    entries: Mutex<HashMap<[u8; 32], (Option<Principal>, Instant)>>,
+}
+
+impl PrincipalCache {
+    /// `ttl` zero turns the cache off. `capacity` bounds memory: when full, the
+    /// whole map is dropped (a cold start costs one store read per credential,
+    /// which is what every request costs without the cache).
+    pub fn new(ttl: Duration, capacity: usize) -> PrincipalCache {
+        PrincipalCache { ttl, capacity, entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn key(kind: Credential, presented: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(match kind {
+            Credential::ApiKey => b"k",
+            Credential::Session => b"s",
+        });
+        h.update(presented.as_bytes());
+        h.finalize().into()
+    }
+
+    /// The remembered answer, `Some(None)` meaning "known invalid".
+    pub fn get(&self, kind: Credential, presented: &str, now: Instant) -> Option<Option<Principal>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let key = Self::key(kind, presented);
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(&key) {
+            Some((principal, expires)) if *expires > now => Some(principal.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn put(&self, kind: Credential, presented: &str, principal: Option<Principal>, now: Instant) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let key = Self::key(kind, presented);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            entries.retain(|_, (_, expires)| *expires > now);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (principal, now + self.ttl));
+    }
+
+    /// Forget every answer: called after any change to keys, sessions or users.
+    pub fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::UserStatus;
+
+    fn principal(id: i64) -> Principal {
+        Principal { user_id: id, status: UserStatus::Active, key_prefix: None, scopes: vec![] }
+    }
+
+    #[test]
+    fn answers_until_expiry_and_separates_credential_kinds() {
+        let cache = PrincipalCache::new(Duration::from_secs(5), 10);
+        let t0 = Instant::now();
+        cache.put(Credential::ApiKey, "pal_x", Some(principal(1)), t0);
+        assert_eq!(cache.get(Credential::ApiKey, "pal_x", t0), Some(Some(principal(1))));
+        assert_eq!(cache.get(Credential::Session, "pal_x", t0), None);
+        assert_eq!(cache.get(Credential::ApiKey, "pal_x", t0 + Duration::from_secs(5)), None);
+        cache.put(Credential::Session, "bad", None, t0);
+        assert_eq!(cache.get(Credential::Session, "bad", t0), Some(None));
+        cache.clear();
+        assert_eq!(cache.get(Credential::Session, "bad", t0), None);
+    }
+
+    #[test]
+    fn never_holds_more_than_capacity() {
+        let cache = PrincipalCache::new(Duration::from_secs(5), 3);
+        let t0 = Instant::now();
+        for i in 0..10 {
+            cache.put(Credential::ApiKey, &format!("k{i}"), None, t0);
+            assert!(cache.entries.lock().unwrap().len() <= 3);
+        }
+        assert_eq!(cache.get(Credential::ApiKey, "k9", t0), Some(None));
+    }
+
+    #[test]
+    fn zero_ttl_disables() {
+        let cache = PrincipalCache::new(Duration::ZERO, 3);
+        let t0 = Instant::now();
+        cache.put(Credential::ApiKey, "k", Some(principal(1)), t0);
+        assert_eq!(cache.get(Credential::ApiKey, "k", t0), None);
+    }
+}
