@@ -394,7 +394,9 @@ async fn embeddings(State(sim): SimState, body: Bytes) -> Response {
         Ok(slot) => slot,
         Err(response) => return response,
     };
-    tokio::time::sleep(sim.cfg.ttft).await;
+    if !sim.cfg.ttft.is_zero() {
+        tokio::time::sleep(sim.cfg.ttft).await;
+    }
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
@@ -444,7 +446,11 @@ impl Reply {
 
     async fn whole(self, slot: Slot) -> Response {
         let generation = self.per_token * self.pieces.len() as u32;
-        tokio::time::sleep(self.ttft + generation).await;
+        let delay = self.ttft + generation;
+        // A zero sleep still waits for the timer's next 1 ms tick.
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let text = self.pieces.concat();
         let body = match self.kind {
             ReplyKind::Chat => json!({
