@@ -16,17 +16,41 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// Largest request head (request line and headers) accepted, in bytes.
     pub max_header_bytes: usize,
+    /// Open connections allowed in all; past it new ones get 503 and are closed.
+    pub max_connections: usize,
+    /// Open connections allowed from one client address; past it, 429 and closed.
+    pub max_connections_per_address: u32,
+    /// A request body must arrive within this time...
+    pub body_read_timeout_ms: u64,
+    /// ...and, after its first second, at no less than this average rate.
+    pub min_body_bytes_per_s: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { shutdown_grace_ms: 10_000, header_read_timeout_ms: 10_000, max_header_bytes: 64 * 1024 }
+        ServerConfig {
+            shutdown_grace_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 64 * 1024,
+            max_connections: 20_000,
+            max_connections_per_address: 256,
+            body_read_timeout_ms: 30_000,
+            min_body_bytes_per_s: 1024,
+        }
     }
 }
 
 impl ServerConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn body_pace(&self) -> crate::connections::BodyPace {
+        crate::connections::BodyPace {
+            timeout: Duration::from_millis(self.body_read_timeout_ms),
+            min_bytes_per_s: self.min_body_bytes_per_s,
+            grace: Duration::from_secs(1),
+        }
     }
 }
 
@@ -178,6 +202,15 @@ impl ServerConfig {
     pub fn validate(&self, out: &mut Vec<InvalidField>) {
         if self.header_read_timeout_ms == 0 {
             out.push(invalid("server.header_read_timeout_ms", "must be greater than 0"));
+        }
+        if self.max_connections == 0 {
+            out.push(invalid("server.max_connections", "must be greater than 0"));
+        }
+        if self.max_connections_per_address == 0 {
+            out.push(invalid("server.max_connections_per_address", "must be greater than 0"));
+        }
+        if self.body_read_timeout_ms == 0 {
+            out.push(invalid("server.body_read_timeout_ms", "must be greater than 0"));
         }
         if self.max_header_bytes < 8 * 1024 {
             out.push(invalid("server.max_header_bytes", "must be at least 8192 (browsers send large cookies)"));

@@ -14,6 +14,7 @@ use serde_json::json;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reject {
     BodyTooLarge,
+    BodyTimeout,
     InvalidJson,
     InvalidRequest,
     NotFound,
@@ -26,8 +27,9 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 10] = [
+    pub const ALL: [Reject; 11] = [
         Reject::BodyTooLarge,
+        Reject::BodyTimeout,
         Reject::InvalidJson,
         Reject::InvalidRequest,
         Reject::NotFound,
@@ -42,6 +44,7 @@ impl Reject {
     pub fn status(self) -> StatusCode {
         match self {
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reject::InvalidJson | Reject::InvalidRequest => StatusCode::BAD_REQUEST,
             Reject::NotFound => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -56,6 +59,7 @@ impl Reject {
     pub fn kind(self) -> &'static str {
         match self {
             Reject::BodyTooLarge
+            | Reject::BodyTimeout
             | Reject::InvalidJson
             | Reject::InvalidRequest
             | Reject::NotFound
@@ -72,6 +76,7 @@ impl Reject {
     pub fn code(self) -> &'static str {
         match self {
             Reject::BodyTooLarge => "body_too_large",
+            Reject::BodyTimeout => "body_timeout",
             Reject::InvalidJson => "invalid_json",
             Reject::InvalidRequest => "invalid_request",
             Reject::NotFound => "not_found",

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::Gateway;
+use crate::connections::ConnectionRefusal;
 use crate::error::{ApiError, Reject};
 
 /// The process is up and answering.
@@ -49,6 +50,19 @@ pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     out.push_str("# HELP palisade_password_hash_queued Password hashes waiting for a thread.\n");
     out.push_str("# TYPE palisade_password_hash_queued gauge\n");
     out.push_str(&format!("palisade_password_hash_queued {}\n", hasher.queued()));
+    let conns = &gw.connections;
+    out.push_str("# HELP palisade_connections_open Client connections open now.\n");
+    out.push_str("# TYPE palisade_connections_open gauge\n");
+    out.push_str(&format!("palisade_connections_open {}\n", conns.open()));
+    out.push_str("# HELP palisade_connections_refused_total Connections closed at once, by which cap they hit.\n");
+    out.push_str("# TYPE palisade_connections_refused_total counter\n");
+    for why in [ConnectionRefusal::TooManyConnections, ConnectionRefusal::TooManyFromAddress] {
+        out.push_str(&format!(
+            "palisade_connections_refused_total{{cap=\"{}\"}} {}\n",
+            why.label(),
+            conns.refused(why)
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }
 

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod metrics;
 pub mod proxy;
@@ -44,6 +45,7 @@ pub struct Gateway {
     pub store: Store,
     pub accounts: Arc<Accounts>,
     pub status: status_page::StatusBoard,
+    pub connections: Arc<connections::ConnectionGate>,
 }
 
 impl Gateway {
@@ -51,12 +53,16 @@ impl Gateway {
         let pool = UpstreamPool::new(&config.proxy, &config.upstreams).map_err(GatewayError::Upstream)?;
         let store = accounts.store().clone();
         Ok(Arc::new(Gateway {
-            config,
             pool: Arc::new(pool),
             metrics: metrics::Metrics::default(),
             store,
             accounts,
             status: Default::default(),
+            connections: Arc::new(connections::ConnectionGate::new(
+                config.server.max_connections,
+                config.server.max_connections_per_address,
+            )),
+            config,
         }))
     }
 

@@ -93,6 +93,9 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return gw.refuse(ApiError::new(Reject::BodyTooLarge, too_large_message(limit)));
         }
+        Err(e) if crate::connections::is_slow_body(&*e) => {
+            return gw.refuse(ApiError::new(Reject::BodyTimeout, "the request body arrived too slowly"));
+        }
         Err(_) => {
             return gw.refuse(ApiError::new(Reject::InvalidRequest, "the request body could not be read"));
         }

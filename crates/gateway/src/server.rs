@@ -21,6 +21,7 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use crate::Gateway;
+use crate::connections::{BodyPace, PacedBody};
 use crate::metrics::Route;
 
 /// The id of one request, echoed in `x-request-id` and in every log line about it.
@@ -81,6 +82,7 @@ pub async fn serve(
         .max_buf_size(cfg.max_header_bytes);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(cfg.max_header_bytes as u32);
     let ids = Arc::new(RequestIds::new());
+    let pace = cfg.body_pace();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -97,14 +99,24 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let slot = match gateway.connections.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                // Best effort and never waiting: a refused client gets a reason
+                // if its socket buffer has room, else just the close.
+                let _ = stream.try_write(refusal.response());
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let service = RequestService { router: router.clone(), gateway: gateway.clone(), ids: ids.clone(), peer };
+        let service = RequestService { router: router.clone(), gateway: gateway.clone(), ids: ids.clone(), peer, pace };
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
 
@@ -125,6 +137,7 @@ struct RequestService {
     gateway: Arc<Gateway>,
     ids: Arc<RequestIds>,
     peer: SocketAddr,
+    pace: BodyPace,
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -138,7 +151,8 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         let started = Instant::now();
         let id = self.ids.next();
         let route = Route::classify(request.uri().path());
-        let mut request = request.map(Body::new);
+        let pace = self.pace;
+        let mut request = request.map(|body| Body::new(PacedBody::new(Body::new(body), pace)));
         request.extensions_mut().insert(RequestId(id.clone()));
         request.extensions_mut().insert(ClientAddr(self.peer));
         let span = tracing::info_span!("request", id = ?id, route = route.label());
