@@ -23,10 +23,13 @@ pub enum Credential {
     Session,
 }
 
+/// Credential digest → (the answer, when it stops being trusted).
+type Entries = HashMap<[u8; 32], (Option<Principal>, Instant)>;
+
 pub struct PrincipalCache {
     ttl: Duration,
     capacity: usize,
-    entries: Mutex<HashMap<[u8; 32], (Option<Principal>, Instant)>>,
+    entries: Mutex<Entries>,
 }
 
 impl PrincipalCache {

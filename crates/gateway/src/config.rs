@@ -167,6 +167,9 @@ pub struct GatewayConfig {
     pub admin_token_hash: Option<[u8; 32]>,
     /// Title of the public status page.
     pub status_page_name: String,
+    /// Priority admission in front of the upstreams.
+    pub admission: admission::AdmissionConfig,
+    pub priority: crate::priority::PriorityConfig,
 }
 
 impl Default for GatewayConfig {
@@ -179,6 +182,8 @@ impl Default for GatewayConfig {
             auth: AuthConfig::default(),
             admin_token_hash: None,
             status_page_name: "Service status".to_owned(),
+            admission: admission::AdmissionConfig::default(),
+            priority: crate::priority::PriorityConfig::default(),
         }
     }
 }

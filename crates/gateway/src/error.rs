@@ -24,10 +24,16 @@ pub enum Reject {
     UpstreamUnavailable,
     UpstreamTimeout,
     ShuttingDown,
+    /// Admission: the account already has its share of requests in flight.
+    AccountBusy,
+    /// Admission: no capacity for this request's class now, and waiting would not help.
+    Overloaded,
+    /// Admission: the wait for capacity passed the request's deadline.
+    QueueTimeout,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 11] = [
+    pub const ALL: [Reject; 14] = [
         Reject::BodyTooLarge,
         Reject::BodyTimeout,
         Reject::InvalidJson,
@@ -39,6 +45,9 @@ impl Reject {
         Reject::UpstreamUnavailable,
         Reject::UpstreamTimeout,
         Reject::ShuttingDown,
+        Reject::AccountBusy,
+        Reject::Overloaded,
+        Reject::QueueTimeout,
     ];
 
     pub fn status(self) -> StatusCode {
@@ -49,7 +58,10 @@ impl Reject {
             Reject::NotFound => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Reject::NoHealthyUpstream | Reject::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::NoHealthyUpstream | Reject::ShuttingDown | Reject::Overloaded | Reject::QueueTimeout => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Reject::AccountBusy => StatusCode::TOO_MANY_REQUESTS,
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -65,10 +77,13 @@ impl Reject {
             | Reject::NotFound
             | Reject::MethodNotAllowed
             | Reject::Unauthenticated => "invalid_request_error",
+            Reject::AccountBusy => "rate_limit_error",
             Reject::NoHealthyUpstream
             | Reject::UpstreamUnavailable
             | Reject::UpstreamTimeout
-            | Reject::ShuttingDown => "server_error",
+            | Reject::ShuttingDown
+            | Reject::Overloaded
+            | Reject::QueueTimeout => "server_error",
         }
     }
 
@@ -86,6 +101,9 @@ impl Reject {
             Reject::UpstreamUnavailable => "upstream_unavailable",
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::ShuttingDown => "shutting_down",
+            Reject::AccountBusy => "too_many_concurrent_requests",
+            Reject::Overloaded => "overloaded",
+            Reject::QueueTimeout => "queue_timeout",
         }
     }
 

@@ -50,6 +50,7 @@ pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     out.push_str("# HELP palisade_password_hash_queued Password hashes waiting for a thread.\n");
     out.push_str("# TYPE palisade_password_hash_queued gauge\n");
     out.push_str(&format!("palisade_password_hash_queued {}\n", hasher.queued()));
+    render_admission(&gw.admission.snapshot(), &mut out);
     let conns = &gw.connections;
     out.push_str("# HELP palisade_connections_open Client connections open now.\n");
     out.push_str("# TYPE palisade_connections_open gauge\n");
@@ -70,4 +71,39 @@ pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
 pub async fn not_found(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     gw.metrics.reject(Reject::NotFound);
     ApiError::new(Reject::NotFound, "there is nothing at this address").for_client(&headers)
+}
+
+fn render_admission(snap: &admission::AdmissionSnapshot, out: &mut String) {
+    use std::fmt::Write;
+    let _ =
+        writeln!(out, "# HELP palisade_admission_limit Concurrent requests the upstreams are given now (adaptive).");
+    let _ = writeln!(out, "# TYPE palisade_admission_limit gauge");
+    let _ = writeln!(out, "palisade_admission_limit {}", snap.limit);
+    let gauges = [
+        ("palisade_admission_in_flight", "Requests holding an upstream slot, by priority class.", &snap.in_flight),
+        ("palisade_admission_queued", "Requests waiting for a slot, by priority class.", &snap.queued),
+    ];
+    for (name, help, values) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (class, n) in values.iter() {
+            let _ = writeln!(out, "{name}{{class=\"{class}\"}} {n}");
+        }
+    }
+    let _ = writeln!(out, "# HELP palisade_admission_admitted_total Requests given an upstream slot, by class.");
+    let _ = writeln!(out, "# TYPE palisade_admission_admitted_total counter");
+    for (class, n) in snap.admitted.iter() {
+        let _ = writeln!(out, "palisade_admission_admitted_total{{class=\"{class}\"}} {n}");
+    }
+    let _ = writeln!(out, "# HELP palisade_admission_refused_total Requests shed by admission, by class and reason.");
+    let _ = writeln!(out, "# TYPE palisade_admission_refused_total counter");
+    for (class, by_reason) in snap.refused.iter() {
+        for reason in admission::RefusalReason::ALL {
+            let n = by_reason[reason.index()];
+            let _ = writeln!(
+                out,
+                "palisade_admission_refused_total{{class=\"{class}\",reason=\"{}\"}} {n}",
+                reason.as_str()
+            );
+        }
+    }
 }

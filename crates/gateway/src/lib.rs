@@ -10,6 +10,7 @@ pub mod config;
 pub mod connections;
 pub mod error;
 pub mod metrics;
+pub mod priority;
 pub mod proxy;
 pub mod server;
 pub mod status_page;
@@ -35,6 +36,8 @@ use upstream::UpstreamPool;
 pub enum GatewayError {
     #[error("invalid upstream: {0}")]
     Upstream(String),
+    #[error("invalid admission settings: {0}")]
+    Admission(String),
 }
 
 /// The gateway's shared state, one per process.
@@ -46,12 +49,15 @@ pub struct Gateway {
     pub accounts: Arc<Accounts>,
     pub status: status_page::StatusBoard,
     pub connections: Arc<connections::ConnectionGate>,
+    pub admission: admission::Admission,
 }
 
 impl Gateway {
     pub fn new(config: GatewayConfig, accounts: Arc<Accounts>) -> Result<Arc<Gateway>, GatewayError> {
         let pool = UpstreamPool::new(&config.proxy, &config.upstreams).map_err(GatewayError::Upstream)?;
         let store = accounts.store().clone();
+        let admission =
+            admission::Admission::new(config.admission.clone()).map_err(|e| GatewayError::Admission(e.to_string()))?;
         Ok(Arc::new(Gateway {
             pool: Arc::new(pool),
             metrics: metrics::Metrics::default(),
@@ -62,6 +68,7 @@ impl Gateway {
                 config.server.max_connections,
                 config.server.max_connections_per_address,
             )),
+            admission,
             config,
         }))
     }

@@ -10,11 +10,13 @@
 //! the client: after a connect error, a first-byte timeout, or a 502/503/504.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use admission::{AdmissionRequest, Outcome, Permit, Refusal, RefusalReason};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
@@ -28,7 +30,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::Gateway;
 use crate::error::{ApiError, Reject};
-use crate::server::RequestId;
+use crate::server::{ClientAddr, RequestId};
 use crate::upstream::{FailureKind, InFlight, Tried};
 
 /// The few request fields the proxy itself needs; the rest passes through untouched.
@@ -69,18 +71,18 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Proxy one `/v1/*` request.
 pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> Response<Body> {
     let (parts, body) = request.into_parts();
-    if !gw.config.auth.allow_anonymous_inference {
-        match gw.identify(&parts.headers).await {
-            Ok(Some(principal)) if principal.scopes.iter().any(|s| s == "inference") => {}
-            Ok(_) => {
-                return gw.refuse(ApiError::new(
-                    Reject::Unauthenticated,
-                    "a valid API key with the `inference` scope is required: send `Authorization: Bearer pal_...` \
-                     (create one with `palisade keys create`); an account required to use MFA must enrol first",
-                ));
-            }
-            Err(e) => return crate::auth::account_error(&e),
-        }
+    // Identity first (answered from memory for known credentials): it decides
+    // both whether the request may go on and its priority class.
+    let principal = match gw.identify(&parts.headers).await {
+        Ok(found) => found.filter(|p| p.scopes.iter().any(|s| s == "inference")),
+        Err(e) => return crate::auth::account_error(&e),
+    };
+    if principal.is_none() && !gw.config.auth.allow_anonymous_inference {
+        return gw.refuse(ApiError::new(
+            Reject::Unauthenticated,
+            "a valid API key with the `inference` scope is required: send `Authorization: Bearer pal_...` \
+             (create one with `palisade keys create`); an account required to use MFA must enrol first",
+        ));
     }
     let limit = gw.config.proxy.max_body_bytes;
     let declared =
@@ -113,6 +115,22 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
         None
     };
 
+    // Only generation costs the model servers anything; listing models does not queue.
+    let mut permit = if parts.method == http::Method::POST {
+        let class = gw.config.priority.classify(principal.as_ref(), parts.uri.path());
+        let client = parts.extensions.get::<ClientAddr>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let request = AdmissionRequest {
+            account: Some(crate::priority::fairness_key(principal.as_ref(), client)),
+            ..AdmissionRequest::new(class)
+        };
+        match gw.admission.acquire(request).await {
+            Ok(permit) => Some(permit),
+            Err(refusal) => return gw.refuse_for(admission_refusal(&refusal), &parts.headers),
+        }
+    } else {
+        None
+    };
+
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone());
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 2);
@@ -134,6 +152,7 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
     let mut last: Option<Response<Body>> = None;
     let mut last_error = None;
     let first_byte_timeout = Duration::from_millis(gw.config.proxy.first_byte_timeout_ms);
+    let sent = std::time::Instant::now();
     for _attempt in 0..gw.config.proxy.max_attempts {
         let Some((_, in_flight)) = pool.pick(model.as_deref(), &mut tried) else {
             break;
@@ -169,12 +188,12 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
                 } else {
                     upstream.record_success();
                 }
-                let reply = relay(response, in_flight, &gw, request_id.as_ref());
                 if overloaded {
-                    last = Some(reply);
+                    last = Some(relay(response, in_flight, &gw, request_id.as_ref(), None));
                     continue;
                 }
-                return reply;
+                let held = permit.take().map(|p| (p, sent.elapsed()));
+                return relay(response, in_flight, &gw, request_id.as_ref(), held);
             }
             Ok(Err(e)) => {
                 upstream.record_failure(FailureKind::Connect, pool.now_ms());
@@ -192,6 +211,13 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
             }
         }
     }
+    if let Some(permit) = permit {
+        // Every attempt failed: tell the limiter whether the model servers are
+        // saturated (503, timeouts) or merely broken.
+        let saturated =
+            last.is_some() || last_error.as_ref().is_some_and(|e| matches!(e.reject, Reject::UpstreamTimeout));
+        permit.finish(if saturated { Outcome::Overloaded } else { Outcome::Failed });
+    }
     if let Some(reply) = last {
         return reply;
     }
@@ -199,6 +225,23 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
         ApiError::new(Reject::NoHealthyUpstream, "no model server is available right now; try again shortly")
     });
     gw.refuse(error)
+}
+
+/// An admission refusal as the client sees it.
+fn admission_refusal(refusal: &Refusal) -> ApiError {
+    let (reject, message) = match refusal.reason() {
+        RefusalReason::AccountLimit => (
+            Reject::AccountBusy,
+            "this account already has as many requests in flight as it may; wait for one to finish",
+        ),
+        RefusalReason::TimedOut => (Reject::QueueTimeout, "no model capacity became free in time; try again shortly"),
+        RefusalReason::QueueFull | RefusalReason::WouldTimeOut | RefusalReason::Displaced => {
+            (Reject::Overloaded, "the service is at capacity for requests like this one; try again shortly")
+        }
+    };
+    let mut error = ApiError::new(reject, message);
+    error.retry_after = Some(u32::try_from(refusal.retry_after_secs()).unwrap_or(u32::MAX));
+    error
 }
 
 fn too_large_message(limit: usize) -> String {
@@ -211,6 +254,7 @@ fn relay(
     in_flight: InFlight,
     gw: &Gateway,
     request_id: Option<&HeaderValue>,
+    permit: Option<(Permit, Duration)>,
 ) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     parts.headers.retain_not(is_hop_by_hop);
@@ -224,6 +268,7 @@ fn relay(
         idle_timer: Box::pin(tokio::time::sleep(idle)),
         now_ms: gw.pool.now_ms(),
         in_flight,
+        permit,
     };
     Response::from_parts(parts, Body::new(body))
 }
@@ -260,6 +305,17 @@ struct RelayBody {
     idle_timer: Pin<Box<Sleep>>,
     now_ms: u64,
     in_flight: InFlight,
+    /// The admission slot and the time to first byte, reported when the reply
+    /// is complete; dropped (the client went away) it counts as cancelled.
+    permit: Option<(Permit, Duration)>,
+}
+
+impl RelayBody {
+    fn finish(&mut self, outcome: impl FnOnce(Duration) -> Outcome) {
+        if let Some((permit, ttfb)) = self.permit.take() {
+            permit.finish(outcome(ttfb));
+        }
+    }
 }
 
 impl http_body::Body for RelayBody {
@@ -270,17 +326,27 @@ impl http_body::Body for RelayBody {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.idle_timer.as_mut().reset(Instant::now() + this.idle);
+                if this.inner.is_end_stream() {
+                    // hyper may not poll again after the last frame.
+                    this.finish(|latency| Outcome::Success { latency });
+                } else {
+                    this.idle_timer.as_mut().reset(Instant::now() + this.idle);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
                 this.in_flight.upstream.record_failure(FailureKind::Stream, this.now_ms);
+                this.finish(|_| Outcome::Failed);
                 Poll::Ready(Some(Err(RelayError::Upstream(e))))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.finish(|latency| Outcome::Success { latency });
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 if this.idle_timer.as_mut().poll(cx).is_ready() {
                     this.in_flight.upstream.record_failure(FailureKind::Timeout, this.now_ms);
+                    this.finish(|_| Outcome::Overloaded);
                     tracing::warn!(upstream = %this.in_flight.upstream.name, "upstream stream idle; cut");
                     return Poll::Ready(Some(Err(RelayError::Idle(this.idle))));
                 }
@@ -313,5 +379,11 @@ impl Gateway {
     pub fn refuse(&self, error: ApiError) -> Response<Body> {
         self.metrics.reject(error.reject);
         error.into_response()
+    }
+
+    /// Count a refusal and answer it as a page for browsers, JSON for the rest.
+    pub fn refuse_for(&self, error: ApiError, request_headers: &HeaderMap) -> Response<Body> {
+        self.metrics.reject(error.reject);
+        error.for_client(request_headers)
     }
 }

@@ -40,6 +40,10 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub admin: AdminConfig,
     pub status: StatusConfig,
+    /// Priority admission in front of the model servers.
+    pub admission: admission::AdmissionConfig,
+    /// Which priority class requests get (per key, per route).
+    pub priority: gateway::priority::PriorityConfig,
 }
 
 /// The public status page.
@@ -107,6 +111,8 @@ impl Default for Config {
             notify: NotifyConfig::default(),
             admin: AdminConfig::default(),
             status: StatusConfig::default(),
+            admission: admission::AdmissionConfig::default(),
+            priority: gateway::priority::PriorityConfig::default(),
         }
     }
 }
@@ -204,6 +210,14 @@ impl Config {
         self.server.validate(&mut problems);
         self.proxy.validate(&mut problems);
         validate_upstreams(&self.upstreams, &mut problems);
+        self.priority.validate(&mut problems);
+        if let Err(errors) = self.admission.validate() {
+            for message in errors {
+                // Each message starts with the field's path.
+                let (field, reason) = message.split_once(' ').unwrap_or(("admission", message.as_str()));
+                problems.push(InvalidField { field: field.to_owned(), reason: reason.to_owned() });
+            }
+        }
         if let Some(url) = &self.database_url {
             if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
                 problems.push(InvalidField {

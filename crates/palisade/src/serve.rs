@@ -83,6 +83,8 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
         auth: config.auth.clone(),
         admin_token_hash: Some(tokens::hash(&admin_token)),
         status_page_name: config.status.name.clone(),
+        admission: config.admission.clone(),
+        priority: config.priority.clone(),
     };
     let gateway = Gateway::new(gateway_config, accounts)?;
     let listener = TcpListener::bind(config.listen)
