@@ -3,4 +3,5 @@
 //! [`sim`] is an OpenAI-compatible upstream with a fixed capacity, used by the
 //! quick start (when no upstream is configured), the tests and the benchmarks.
 
+pub mod load;
 pub mod sim;
