@@ -1,0 +1,86 @@
+//! Palisade's AI guard: operator system prompts with per-request canaries, a streaming
+//! scanner that stops replies reciting the system prompt (verbatim, truncated, base64,
+//! rot13, reversed, spaced out), and scoring of client input for extraction and jailbreak
+//! attempts. Pure logic: no HTTP, no I/O; the gateway calls in with bytes and JSON.
+//!
+//! Wiring, in request order:
+//! 1. [`Guard::new`] once at configuration load (indexes every prompt).
+//! 2. Per request: [`score_request`] on the client body, then
+//!    [`InputConfig::decide`](crate::InputConfig::decide) for the route's action.
+//! 3. [`Guard::prompt_for`] the model; [`Canary::generate`]; [`inject_system_prompt`] with
+//!    [`inject`]`(prompt.text(), &canary)`.
+//! 4. Reply: [`SseScanner`] over the upstream bytes (`stream: true`) or
+//!    [`scan_completion`] on the body; audit every [`Leak`].
+
+mod canary;
+mod completion;
+mod config;
+mod detector;
+mod input;
+mod leak;
+mod prompt;
+mod sse;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use canary::{Canary, CanaryError, InjectError, inject, inject_system_prompt};
+pub use completion::{Completion, ScanError, scan_completion};
+pub use config::{ConfigError, GuardConfig, InputAction, InputConfig, LeakAction, LeakConfig, MAX_PROMPT_BYTES};
+pub use input::{InputScore, MAX_SCORED_BYTES, ReasonCode, score_messages, score_request, score_text};
+pub use leak::{Leak, LeakKind, LeakScanner, REDACTION_MARKER, Scan};
+pub use prompt::ProtectedPrompt;
+pub use sse::{SseError, SseOutput, SseScanner};
+
+/// The validated configuration with every operator prompt indexed, built once and shared.
+#[derive(Debug)]
+pub struct Guard {
+    config: GuardConfig,
+    prompts: BTreeMap<String, Arc<ProtectedPrompt>>,
+}
+
+impl Guard {
+    /// Validates `config` and indexes its prompts.
+    pub fn new(config: GuardConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let prompts = config
+            .system_prompts
+            .iter()
+            .map(|(model, text)| (model.clone(), Arc::new(ProtectedPrompt::new(text, &config.leak))))
+            .collect();
+        Ok(Self { config, prompts })
+    }
+
+    /// The protected prompt for `model` (its own entry, else `"*"`), or `None` when the
+    /// operator configured none: then there is nothing to inject and nothing to scan for.
+    pub fn prompt_for(&self, model: &str) -> Option<&Arc<ProtectedPrompt>> {
+        self.prompts.get(model).or_else(|| self.prompts.get("*"))
+    }
+
+    pub fn config(&self) -> &GuardConfig {
+        &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_picks_model_prompt_or_wildcard() {
+        let mut config = GuardConfig::default();
+        config.system_prompts.insert("*".into(), "You are the Acme assistant.".into());
+        config.system_prompts.insert("llama".into(), "You are Llama at Acme.".into());
+        let guard = Guard::new(config).expect("valid");
+        assert_eq!(guard.prompt_for("llama").map(|p| p.text()), Some("You are Llama at Acme."));
+        assert_eq!(guard.prompt_for("other").map(|p| p.text()), Some("You are the Acme assistant."));
+        assert!(Guard::new(GuardConfig::default()).expect("valid").prompt_for("m").is_none());
+    }
+
+    #[test]
+    fn guard_rejects_invalid_config() {
+        let mut config = GuardConfig::default();
+        config.leak.ngram = 2;
+        assert!(Guard::new(config).is_err());
+    }
+}

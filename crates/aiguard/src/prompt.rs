@@ -1,0 +1,252 @@
+//! A protected system prompt, indexed once at configuration load: the set of its character
+//! n-grams (plain, rot13 and reversed) that the leak scanner looks up for every byte of a
+//! reply.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::config::{LeakAction, LeakConfig};
+
+/// Variant bit: the n-gram occurs in the prompt as written.
+pub(crate) const PLAIN: u8 = 1;
+/// Variant bit: the n-gram occurs in the rot13 of the prompt.
+pub(crate) const ROT13: u8 = 2;
+/// Variant bit: the n-gram occurs in the prompt read backwards.
+pub(crate) const REVERSED: u8 = 4;
+pub(crate) const VARIANTS: [u8; 3] = [PLAIN, ROT13, REVERSED];
+
+/// Feeds the normalised form of `ch` to `out`: ASCII letters and digits lowercased,
+/// full-width forms folded to ASCII, other letters and digits lowercased as UTF-8 bytes,
+/// everything else (spaces, punctuation, symbols, zero-width characters) dropped.
+///
+/// Dropping separators entirely, instead of collapsing them, is what makes the scanner
+/// blind to formatting: a prompt recited as a bullet list, with different line breaks,
+/// in markdown, or spaced out letter by letter (`Y o u  a r e`) normalises to the same
+/// bytes as the prompt itself.
+#[inline]
+pub(crate) fn normalize_char(ch: char, mut out: impl FnMut(u8)) {
+    if ch.is_ascii() {
+        let b = ch as u8;
+        if b.is_ascii_alphanumeric() {
+            out(b.to_ascii_lowercase());
+        }
+        return;
+    }
+    let ch = match ch {
+        // Full-width ASCII letters and digits (U+FF10..) sit 0xFEE0 above their ASCII forms.
+        '\u{FF10}'..='\u{FF19}' | '\u{FF21}'..='\u{FF3A}' | '\u{FF41}'..='\u{FF5A}' => {
+            let b = (ch as u32 - 0xFEE0) as u8;
+            out(b.to_ascii_lowercase());
+            return;
+        }
+        c if c.is_alphanumeric() => c,
+        _ => return,
+    };
+    let mut buf = [0u8; 4];
+    for lower in ch.to_lowercase() {
+        for &b in lower.encode_utf8(&mut buf).as_bytes() {
+            out(b);
+        }
+    }
+}
+
+/// Normalises a whole string (see [`normalize_char`]).
+pub(crate) fn normalize(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    for ch in text.chars() {
+        normalize_char(ch, |b| out.push(b));
+    }
+    out
+}
+
+/// rot13 of ASCII letters; other bytes unchanged.
+pub(crate) fn rot13_byte(b: u8) -> u8 {
+    match b {
+        b'a'..=b'z' => (b - b'a' + 13) % 26 + b'a',
+        b'A'..=b'Z' => (b - b'A' + 13) % 26 + b'A',
+        _ => b,
+    }
+}
+
+/// One distinct prompt n-gram: which variants contain it and its slot in the per-request
+/// "seen" bitset.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    pub(crate) mask: u8,
+    pub(crate) id: u32,
+}
+
+/// Keys are n-grams of at most eight bytes packed into a `u64`, so the key is the n-gram
+/// itself and needs only a cheap mix (splitmix64's finaliser) to spread over buckets. The
+/// table is built from the operator's prompt, not from client input, so there is no
+/// collision flooding to defend against.
+#[derive(Default)]
+pub(crate) struct PackedKeyHasher(u64);
+
+impl Hasher for PackedKeyHasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+pub(crate) type NgramTable = HashMap<u64, Entry, BuildHasherDefault<PackedKeyHasher>>;
+
+/// An operator system prompt together with its leak-detection index and the scanner
+/// settings. Build one per configured prompt when the configuration loads and share it
+/// (`Arc`) across requests; building costs a few microseconds per prompt byte, scanning
+/// a reply then allocates only a small per-request state.
+pub struct ProtectedPrompt {
+    text: String,
+    pub(crate) settings: LeakConfig,
+    pub(crate) table: NgramTable,
+    /// Distinct n-grams per variant, and how many of them a reply must contain for the
+    /// containment rule to fire.
+    pub(crate) containment_need: [u32; 3],
+    /// Consecutive matching n-grams that make a run long enough to be a leak.
+    pub(crate) run_needed: u32,
+    /// Mask keeping the low `ngram` bytes of a packed key.
+    pub(crate) key_mask: u64,
+    /// One-hash Bloom filter over the table's keys, about 16 bits per key: most n-grams of
+    /// a reply are not in the prompt, and this answers them with one multiply and one bit
+    /// test instead of a hash-table probe.
+    filter: Vec<u64>,
+    filter_shift: u32,
+    /// False when the prompt normalises to fewer than `min_run` characters: only the
+    /// canary protects it then.
+    pub(crate) overlap_enabled: bool,
+}
+
+impl std::fmt::Debug for ProtectedPrompt {
+    // The prompt text is the secret this crate protects: keep it out of debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProtectedPrompt")
+            .field("bytes", &self.text.len())
+            .field("ngrams", &self.table.len())
+            .field("overlap_enabled", &self.overlap_enabled)
+            .finish()
+    }
+}
+
+impl ProtectedPrompt {
+    /// Indexes `text` with the given settings. Settings are assumed validated
+    /// ([`crate::GuardConfig::validate`]); out-of-range values are clamped, not trusted.
+    pub fn new(text: &str, settings: &LeakConfig) -> Self {
+        let mut settings = *settings;
+        settings.ngram = settings.ngram.clamp(4, 8);
+        settings.min_run = settings.min_run.max(settings.ngram + 1);
+        let n = settings.ngram;
+        let norm = normalize(text);
+        let rot: Vec<u8> = norm.iter().map(|&b| rot13_byte(b)).collect();
+        // `norm` is valid UTF-8 (it is built from whole chars), so reversing by char is exact.
+        let rev: Vec<u8> = String::from_utf8_lossy(&norm).chars().rev().collect::<String>().into_bytes();
+
+        let mut table = NgramTable::default();
+        let mut totals = [0u32; 3];
+        for (variant, bytes) in [(PLAIN, &norm), (ROT13, &rot), (REVERSED, &rev)] {
+            for window in bytes.windows(n) {
+                let key = window.iter().fold(0u64, |k, &b| (k << 8) | u64::from(b));
+                let next_id = table.len() as u32;
+                let entry = table.entry(key).or_insert(Entry { mask: 0, id: next_id });
+                if entry.mask & variant == 0 {
+                    entry.mask |= variant;
+                    totals[variant.trailing_zeros() as usize] += 1;
+                }
+            }
+        }
+        let containment_need = totals.map(|t| ((f64::from(t) * settings.containment).ceil() as u32).max(1));
+        let key_mask = if n >= 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 };
+        let filter_bits = (table.len() * 16).next_power_of_two().clamp(4096, 1 << 22);
+        let filter_shift = 64 - filter_bits.trailing_zeros();
+        let mut filter = vec![0u64; filter_bits / 64];
+        for &key in table.keys() {
+            let bit = filter_index(key, filter_shift);
+            filter[bit / 64] |= 1 << (bit % 64);
+        }
+        Self {
+            filter,
+            filter_shift,
+            text: text.to_owned(),
+            run_needed: (settings.min_run - n + 1) as u32,
+            overlap_enabled: norm.len() >= settings.min_run,
+            settings,
+            table,
+            containment_need,
+            key_mask,
+        }
+    }
+
+    /// The prompt as the operator wrote it (what [`crate::inject`] wraps).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// What the scanners do on a leak.
+    pub fn on_leak(&self) -> LeakAction {
+        self.settings.on_leak
+    }
+
+    /// The table entry for a packed n-gram, if the prompt has it.
+    #[inline]
+    pub(crate) fn lookup(&self, key: u64) -> Option<&Entry> {
+        let bit = filter_index(key, self.filter_shift);
+        if self.filter[bit / 64] & (1 << (bit % 64)) == 0 {
+            return None;
+        }
+        self.table.get(&key)
+    }
+
+    /// Number of distinct n-gram slots; the per-request state holds one bit per slot.
+    pub(crate) fn slots(&self) -> usize {
+        self.table.len()
+    }
+}
+
+#[inline]
+fn filter_index(key: u64, shift: u32) -> usize {
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_drops_separators_and_folds_case_and_width() {
+        assert_eq!(normalize("You are  A-C-M-E's bot!"), b"youareacmesbot");
+        assert_eq!(normalize("Y o u\ta r e"), b"youare");
+        assert_eq!(normalize("ＡＣＭＥ　ｂｏｔ"), b"acmebot");
+        assert_eq!(normalize("Grüße\u{200B}!"), "grüße".as_bytes());
+        assert_eq!(normalize("🎉—“”"), b"");
+    }
+
+    #[test]
+    fn rot13_round_trips() {
+        let s: Vec<u8> = b"Hello, World 42".iter().map(|&b| rot13_byte(rot13_byte(b))).collect();
+        assert_eq!(s, b"Hello, World 42");
+        assert_eq!(rot13_byte(b'a'), b'n');
+        assert_eq!(rot13_byte(b'N'), b'A');
+    }
+
+    #[test]
+    fn index_holds_all_variants() {
+        let p = ProtectedPrompt::new("You are the helpful assistant of Acme Bank. Be kind.", &LeakConfig::default());
+        let key = |s: &[u8]| s.iter().fold(0u64, |k, &b| (k << 8) | u64::from(b));
+        assert_eq!(p.table.get(&key(b"youareth")).map(|e| e.mask & PLAIN), Some(PLAIN));
+        assert_eq!(p.table.get(&key(b"lbhnergu")).map(|e| e.mask & ROT13), Some(ROT13));
+        assert_eq!(p.table.get(&key(b"knabemca")).map(|e| e.mask & REVERSED), Some(REVERSED));
+        assert!(p.overlap_enabled);
+        assert!(!ProtectedPrompt::new("Be terse.", &LeakConfig::default()).overlap_enabled);
+        assert!(!format!("{p:?}").contains("Acme"), "debug output must not show the prompt");
+    }
+}
