@@ -112,3 +112,41 @@ pub async fn audit(State(gw): State<Arc<Gateway>>, Query(q): Query<AuditQuery>) 
         Err(e) => account_error(&e.into()),
     }
 }
+
+/// `GET /admin/flags`: callers with strikes from the AI guard, most first.
+/// `caller` is an account id, or a subnet digest (≥ 2^63) for anonymous traffic.
+pub async fn flags(State(gw): State<Arc<Gateway>>) -> Response {
+    let list: Vec<serde_json::Value> = gw
+        .strikes()
+        .list(1000)
+        .into_iter()
+        .map(|(caller, strikes, last_s)| {
+            let standing = match gw.strikes().standing(caller) {
+                crate::guard::Standing::Good => "good",
+                crate::guard::Standing::Throttled => "throttled",
+                crate::guard::Standing::Suspended => "suspended",
+            };
+            serde_json::json!({"caller": caller.to_string(), "strikes": strikes, "last_strike_s_ago": last_s, "standing": standing})
+        })
+        .collect();
+    Json(serde_json::json!({"flags": list})).into_response()
+}
+
+/// `DELETE /admin/flags/{caller}`: forgive a caller's strikes.
+pub async fn clear_flag(State(gw): State<Arc<Gateway>>, Path(caller): Path<u64>) -> Response {
+    if gw.strikes().clear(caller) {
+        gw.accounts
+            .record(
+                "operator",
+                "guard.flag.clear",
+                "ok",
+                None,
+                None,
+                Some(serde_json::json!({"caller": caller.to_string()})),
+            )
+            .await;
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
+}

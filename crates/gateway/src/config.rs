@@ -170,6 +170,9 @@ pub struct GatewayConfig {
     /// Priority admission in front of the upstreams.
     pub admission: admission::AdmissionConfig,
     pub priority: crate::priority::PriorityConfig,
+    /// System prompts, leak scanning and prompt scoring.
+    pub guard: aiguard::GuardConfig,
+    pub abuse: crate::guard::AbusePolicy,
 }
 
 impl Default for GatewayConfig {
@@ -184,6 +187,8 @@ impl Default for GatewayConfig {
             status_page_name: "Service status".to_owned(),
             admission: admission::AdmissionConfig::default(),
             priority: crate::priority::PriorityConfig::default(),
+            guard: aiguard::GuardConfig::default(),
+            abuse: crate::guard::AbusePolicy::default(),
         }
     }
 }

@@ -30,10 +30,14 @@ pub enum Reject {
     Overloaded,
     /// Admission: the wait for capacity passed the request's deadline.
     QueueTimeout,
+    /// The AI guard refused the prompt (extraction or jailbreak attempt).
+    PromptRejected,
+    /// The caller collected too many strikes.
+    AccountFlagged,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 14] = [
+    pub const ALL: [Reject; 16] = [
         Reject::BodyTooLarge,
         Reject::BodyTimeout,
         Reject::InvalidJson,
@@ -48,6 +52,8 @@ impl Reject {
         Reject::AccountBusy,
         Reject::Overloaded,
         Reject::QueueTimeout,
+        Reject::PromptRejected,
+        Reject::AccountFlagged,
     ];
 
     pub fn status(self) -> StatusCode {
@@ -62,6 +68,7 @@ impl Reject {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Reject::AccountBusy => StatusCode::TOO_MANY_REQUESTS,
+            Reject::PromptRejected | Reject::AccountFlagged => StatusCode::FORBIDDEN,
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -78,6 +85,7 @@ impl Reject {
             | Reject::MethodNotAllowed
             | Reject::Unauthenticated => "invalid_request_error",
             Reject::AccountBusy => "rate_limit_error",
+            Reject::PromptRejected | Reject::AccountFlagged => "permission_error",
             Reject::NoHealthyUpstream
             | Reject::UpstreamUnavailable
             | Reject::UpstreamTimeout
@@ -104,6 +112,8 @@ impl Reject {
             Reject::AccountBusy => "too_many_concurrent_requests",
             Reject::Overloaded => "overloaded",
             Reject::QueueTimeout => "queue_timeout",
+            Reject::PromptRejected => "prompt_rejected",
+            Reject::AccountFlagged => "account_flagged",
         }
     }
 

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod priority;
 pub mod proxy;
@@ -38,6 +39,8 @@ pub enum GatewayError {
     Upstream(String),
     #[error("invalid admission settings: {0}")]
     Admission(String),
+    #[error("invalid guard settings: {0}")]
+    Guard(String),
 }
 
 /// The gateway's shared state, one per process.
@@ -50,6 +53,7 @@ pub struct Gateway {
     pub status: status_page::StatusBoard,
     pub connections: Arc<connections::ConnectionGate>,
     pub admission: admission::Admission,
+    pub guard: guard::GuardState,
 }
 
 impl Gateway {
@@ -69,8 +73,14 @@ impl Gateway {
                 config.server.max_connections_per_address,
             )),
             admission,
+            guard: guard::GuardState::new(config.guard.clone(), config.abuse.clone())
+                .map_err(|e| GatewayError::Guard(e.to_string()))?,
             config,
         }))
+    }
+
+    pub fn strikes(&self) -> &guard::Strikes {
+        &self.guard.strikes
     }
 
     fn accounts_session_ttl(&self) -> u64 {
@@ -124,6 +134,8 @@ fn admin_router(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/users/{id}/mfa/reset", post(admin::reset_mfa))
         .route("/users/{id}/mfa/required", put(admin::require_mfa))
         .route("/audit", get(admin::audit))
+        .route("/flags", get(admin::flags))
+        .route("/flags/{caller}", delete(admin::clear_flag))
         .route_layer(axum::middleware::from_fn_with_state(gateway, admin::require_admin))
 }
 

@@ -110,11 +110,19 @@ impl Default for RouteStats {
 pub struct Metrics {
     routes: [RouteStats; Route::ALL.len()],
     rejections: [AtomicU64; Reject::ALL.len()],
+    /// Requests whose input score reached the threshold, by action (log, flag, slow, block).
+    guard_input: [AtomicU64; 4],
+    guard_leaks: AtomicU64,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics { routes: Default::default(), rejections: Default::default() }
+        Metrics {
+            routes: Default::default(),
+            rejections: Default::default(),
+            guard_input: Default::default(),
+            guard_leaks: AtomicU64::new(0),
+        }
     }
 }
 
@@ -127,6 +135,14 @@ impl Metrics {
             counter.fetch_add(1, Ordering::Relaxed);
         }
         stats.latency.observe(elapsed);
+    }
+
+    pub fn guard_input(&self, action: aiguard::InputAction) {
+        self.guard_input[action as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn guard_leaks(&self, n: u64) {
+        self.guard_leaks.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn reject(&self, reason: Reject) {
@@ -168,6 +184,15 @@ impl Metrics {
             let n = self.rejections[reason.index()].load(Ordering::Relaxed);
             let _ = writeln!(out, "palisade_rejections_total{{reason=\"{}\"}} {n}", reason.code());
         }
+        out.push_str("# HELP palisade_guard_input_total Requests whose prompt scored as an extraction or jailbreak attempt, by action.\n");
+        out.push_str("# TYPE palisade_guard_input_total counter\n");
+        for (i, action) in ["log", "flag", "slow", "block"].iter().enumerate() {
+            let n = self.guard_input[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "palisade_guard_input_total{{action=\"{action}\"}} {n}");
+        }
+        out.push_str("# HELP palisade_guard_leaks_total System-prompt leaks stopped in replies.\n");
+        out.push_str("# TYPE palisade_guard_leaks_total counter\n");
+        let _ = writeln!(out, "palisade_guard_leaks_total {}", self.guard_leaks.load(Ordering::Relaxed));
     }
 }
 

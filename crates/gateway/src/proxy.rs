@@ -30,6 +30,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::Gateway;
 use crate::error::{ApiError, Reject};
+use crate::guard::{InputVerdict, Standing};
 use crate::server::{ClientAddr, RequestId};
 use crate::upstream::{FailureKind, InFlight, Tried};
 
@@ -115,14 +116,50 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
         None
     };
 
+    let client = parts.extensions.get::<ClientAddr>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let who = crate::priority::fairness_key(principal.as_ref(), client);
+    let standing = gw.strikes().standing(who);
+    if standing == Standing::Suspended {
+        return gw.refuse_for(
+            ApiError::new(Reject::AccountFlagged, "this caller is suspended after repeated abuse of the API"),
+            &parts.headers,
+        );
+    }
+    let path = parts.uri.path();
+    let mut body = body;
+    let mut protection = None;
+    let mut streamed = false;
+    if parts.method == http::Method::POST && matches!(path, "/v1/chat/completions" | "/v1/completions") {
+        let actor = principal.as_ref().map_or_else(|| "anonymous".to_owned(), |p| format!("user:{}", p.user_id));
+        if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) {
+            streamed = value.get("stream").and_then(serde_json::Value::as_bool) == Some(true);
+            match gw.guard.check_input(&gw, path, &value, who, &actor) {
+                InputVerdict::Pass => {}
+                InputVerdict::Slow(delay) => tokio::time::sleep(delay).await,
+                InputVerdict::Block(reasons) => {
+                    let message = format!(
+                        "this request looks like an attempt to extract instructions or bypass the model's rules ({})",
+                        reasons.join(", ")
+                    );
+                    return gw.refuse_for(ApiError::new(Reject::PromptRejected, message), &parts.headers);
+                }
+            }
+            if let Some(p) = gw.guard.protect(model.as_deref(), &mut value) {
+                if let Ok(bytes) = serde_json::to_vec(&value) {
+                    body = Bytes::from(bytes);
+                    protection = Some((p, actor));
+                }
+            }
+        }
+    }
+
     // Only generation costs the model servers anything; listing models does not queue.
     let mut permit = if parts.method == http::Method::POST {
-        let class = gw.config.priority.classify(principal.as_ref(), parts.uri.path());
-        let client = parts.extensions.get::<ClientAddr>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-        let request = AdmissionRequest {
-            account: Some(crate::priority::fairness_key(principal.as_ref(), client)),
-            ..AdmissionRequest::new(class)
-        };
+        let mut class = gw.config.priority.classify(principal.as_ref(), path);
+        if standing == Standing::Throttled {
+            class = class.max(admission::PriorityClass::Anonymous);
+        }
+        let request = AdmissionRequest { account: Some(who), ..AdmissionRequest::new(class) };
         match gw.admission.acquire(request).await {
             Ok(permit) => Some(permit),
             Err(refusal) => return gw.refuse_for(admission_refusal(&refusal), &parts.headers),
@@ -193,7 +230,11 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
                     continue;
                 }
                 let held = permit.take().map(|p| (p, sent.elapsed()));
-                return relay(response, in_flight, &gw, request_id.as_ref(), held);
+                let reply = relay(response, in_flight, &gw, request_id.as_ref(), held);
+                return match protection {
+                    Some((p, actor)) => crate::guard::scan_reply(gw.clone(), reply, p, streamed, who, actor).await,
+                    None => reply,
+                };
             }
             Ok(Err(e)) => {
                 upstream.record_failure(FailureKind::Connect, pool.now_ms());

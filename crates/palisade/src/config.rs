@@ -44,6 +44,10 @@ pub struct Config {
     pub admission: admission::AdmissionConfig,
     /// Which priority class requests get (per key, per route).
     pub priority: gateway::priority::PriorityConfig,
+    /// System prompts, leak scanning and prompt scoring on /v1.
+    pub guard: aiguard::GuardConfig,
+    /// Strikes from the guard: when callers are throttled or suspended.
+    pub abuse: gateway::guard::AbusePolicy,
 }
 
 /// The public status page.
@@ -113,6 +117,8 @@ impl Default for Config {
             status: StatusConfig::default(),
             admission: admission::AdmissionConfig::default(),
             priority: gateway::priority::PriorityConfig::default(),
+            guard: aiguard::GuardConfig::default(),
+            abuse: gateway::guard::AbusePolicy::default(),
         }
     }
 }
@@ -211,6 +217,12 @@ impl Config {
         self.proxy.validate(&mut problems);
         validate_upstreams(&self.upstreams, &mut problems);
         self.priority.validate(&mut problems);
+        if let Err(e) = self.guard.validate() {
+            for message in &e.problems {
+                let (field, reason) = message.split_once(": ").unwrap_or(("guard", message.as_str()));
+                problems.push(InvalidField { field: format!("guard.{field}"), reason: reason.to_owned() });
+            }
+        }
         if let Err(errors) = self.admission.validate() {
             for message in errors {
                 // Each message starts with the field's path.

@@ -85,6 +85,8 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
         status_page_name: config.status.name.clone(),
         admission: config.admission.clone(),
         priority: config.priority.clone(),
+        guard: config.guard.clone(),
+        abuse: config.abuse.clone(),
     };
     let gateway = Gateway::new(gateway_config, accounts)?;
     let listener = TcpListener::bind(config.listen)

@@ -1,0 +1,320 @@
+//! The AI guard on the `/v1` path: scores what clients send for prompt
+//! extraction and jailbreak attempts, injects the operator's system prompt
+//! with a per-request canary, scans replies (streamed or whole) for the prompt
+//! leaking out, and keeps the strikes that throttle or suspend abusers.
+//! The detection itself is `aiguard`'s; this module is the wiring.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use aiguard::{Canary, Completion, Guard, InputAction, ProtectedPrompt, SseScanner};
+use axum::body::Body;
+use axum::http::{Response, header};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Gateway;
+
+/// What happens to callers who collect strikes (input flagged, prompt leaked).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AbusePolicy {
+    /// Strikes after which the caller's requests drop to the `anonymous` class.
+    pub throttle_after: u32,
+    /// Strikes after which the caller's `/v1` requests are refused (403).
+    pub suspend_after: u32,
+    /// Strikes are forgotten this long after the first one.
+    pub window_s: u64,
+}
+
+impl Default for AbusePolicy {
+    fn default() -> Self {
+        AbusePolicy { throttle_after: 3, suspend_after: 10, window_s: 24 * 3600 }
+    }
+}
+
+/// Strikes per caller (an account, or the /24 or /64 of anonymous traffic).
+/// Bounded: when full, entries past their window go first, then the fewest strikes.
+pub struct Strikes {
+    policy: AbusePolicy,
+    entries: Mutex<HashMap<u64, Strike>>,
+    capacity: usize,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Strike {
+    pub count: u32,
+    #[serde(skip)]
+    first: Instant,
+    /// Seconds since the last strike.
+    #[serde(skip)]
+    last: Instant,
+}
+
+/// What the strikes say about a caller now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    Good,
+    Throttled,
+    Suspended,
+}
+
+impl Strikes {
+    pub fn new(policy: AbusePolicy, capacity: usize) -> Strikes {
+        Strikes { policy, entries: Mutex::new(HashMap::new()), capacity }
+    }
+
+    pub fn add(&self, who: u64) -> u32 {
+        let now = Instant::now();
+        let window = Duration::from_secs(self.policy.window_s);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity && !entries.contains_key(&who) {
+            entries.retain(|_, s| now.duration_since(s.first) < window);
+            if entries.len() >= self.capacity {
+                if let Some(victim) = entries.iter().min_by_key(|(_, s)| s.count).map(|(k, _)| *k) {
+                    entries.remove(&victim);
+                }
+            }
+        }
+        let strike = entries.entry(who).or_insert(Strike { count: 0, first: now, last: now });
+        if now.duration_since(strike.first) >= window {
+            *strike = Strike { count: 0, first: now, last: now };
+        }
+        strike.count += 1;
+        strike.last = now;
+        strike.count
+    }
+
+    pub fn standing(&self, who: u64) -> Standing {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let count = match entries.get(&who) {
+            Some(s) if s.first.elapsed() < Duration::from_secs(self.policy.window_s) => s.count,
+            _ => 0,
+        };
+        if count >= self.policy.suspend_after {
+            Standing::Suspended
+        } else if count >= self.policy.throttle_after {
+            Standing::Throttled
+        } else {
+            Standing::Good
+        }
+    }
+
+    /// Callers with strikes, most first (at most `limit`).
+    pub fn list(&self, limit: usize) -> Vec<(u64, u32, u64)> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<(u64, u32, u64)> =
+            entries.iter().map(|(k, s)| (*k, s.count, s.last.elapsed().as_secs())).collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(limit);
+        all
+    }
+
+    pub fn clear(&self, who: u64) -> bool {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(&who).is_some()
+    }
+}
+
+/// The guard and the strikes, one per gateway.
+pub struct GuardState {
+    pub guard: Guard,
+    pub strikes: Strikes,
+}
+
+/// What the input score decided for one request.
+pub enum InputVerdict {
+    Pass,
+    Slow(Duration),
+    Block(Vec<&'static str>),
+}
+
+/// The system prompt a request was given, for scanning its reply.
+pub struct Protection {
+    prompt: Arc<ProtectedPrompt>,
+    canary: Option<Canary>,
+}
+
+impl GuardState {
+    pub fn new(config: aiguard::GuardConfig, policy: AbusePolicy) -> Result<GuardState, aiguard::ConfigError> {
+        Ok(GuardState { guard: Guard::new(config)?, strikes: Strikes::new(policy, 100_000) })
+    }
+
+    /// Score the client's messages; audit and count a strike when they look
+    /// like an extraction or jailbreak attempt.
+    pub fn check_input(&self, gw: &Gateway, route: &str, body: &Value, who: u64, actor: &str) -> InputVerdict {
+        let score = aiguard::score_request(body);
+        let input = &self.guard.config().input;
+        let Some(action) = input.decide(route, score.score) else { return InputVerdict::Pass };
+        let reasons: Vec<&'static str> = score.reasons.iter().map(|r| r.as_str()).collect();
+        gw.metrics.guard_input(action);
+        if action != InputAction::Log {
+            self.strikes.add(who);
+        }
+        let detail = serde_json::json!({"route": route, "score": score.score, "reasons": reasons, "action": format!("{action:?}").to_lowercase()});
+        audit_later(gw, actor, "guard.input", if action == InputAction::Block { "refused" } else { "flagged" }, detail);
+        match action {
+            InputAction::Log | InputAction::Flag => InputVerdict::Pass,
+            InputAction::Slow => InputVerdict::Slow(Duration::from_millis(input.slow_ms)),
+            InputAction::Block => InputVerdict::Block(reasons),
+        }
+    }
+
+    /// Put the operator's system prompt (with a fresh canary) in front of the
+    /// client's messages. `None` when no prompt is configured for the model.
+    pub fn protect(&self, model: Option<&str>, body: &mut Value) -> Option<Protection> {
+        let prompt = self.guard.prompt_for(model.unwrap_or(""))?.clone();
+        let canary = if self.guard.config().leak.canary { Canary::generate().ok() } else { None };
+        let text = match &canary {
+            Some(c) => aiguard::inject(prompt.text(), c),
+            None => prompt.text().to_owned(),
+        };
+        aiguard::inject_system_prompt(body, &text).ok()?;
+        Some(Protection { prompt, canary })
+    }
+}
+
+/// Write an audit entry without making the request wait for the store.
+fn audit_later(gw: &Gateway, actor: &str, action: &'static str, outcome: &'static str, detail: Value) {
+    let accounts = gw.accounts.clone();
+    let actor = actor.to_owned();
+    tokio::spawn(async move {
+        accounts.record(&actor, action, outcome, None, None, Some(detail)).await;
+    });
+}
+
+/// The upstream's reply, scanned for the protected prompt.
+pub async fn scan_reply(
+    gw: Arc<Gateway>,
+    response: Response<Body>,
+    protection: Protection,
+    streamed: bool,
+    who: u64,
+    actor: String,
+) -> Response<Body> {
+    if !response.status().is_success() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if streamed {
+        let scanner = SseScanner::new(protection.prompt.clone(), protection.canary.as_ref());
+        let body = ScannedStream { inner: body, scanner, done: false, gw, who, actor };
+        return Response::from_parts(parts, Body::new(body));
+    }
+    // A whole reply is small next to what the body limit already allows in.
+    let collected = match http_body_util::Limited::new(body, 16 << 20).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => return Response::from_parts(parts, Body::empty()),
+    };
+    match aiguard::scan_completion(&protection.prompt, protection.canary.as_ref(), &collected) {
+        Ok(Completion::Unchanged) | Err(_) => Response::from_parts(parts, Body::from(collected)),
+        Ok(Completion::Rewritten { body, leaks }) => {
+            report_leaks(&gw, who, &actor, &leaks);
+            Response::from_parts(parts, Body::from(body))
+        }
+    }
+}
+
+fn report_leaks(gw: &Gateway, who: u64, actor: &str, leaks: &[aiguard::Leak]) {
+    if leaks.is_empty() {
+        return;
+    }
+    gw.strikes().add(who);
+    let kinds: Vec<String> = leaks.iter().map(|l| format!("{:?}", l.kind).to_lowercase()).collect();
+    gw.metrics.guard_leaks(leaks.len() as u64);
+    tracing::warn!(leaks = leaks.len(), kinds = ?kinds, "system prompt leak stopped");
+    audit_later(gw, actor, "guard.leak", "stopped", serde_json::json!({"kinds": kinds}));
+}
+
+/// A streamed reply passed through the SSE leak scanner.
+struct ScannedStream {
+    inner: Body,
+    scanner: SseScanner,
+    done: bool,
+    gw: Arc<Gateway>,
+    who: u64,
+    actor: String,
+}
+
+impl http_body::Body for ScannedStream {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let output = match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => this.scanner.push(&data),
+                    Err(_) => continue, // trailers: nothing to scan or forward
+                },
+                Poll::Ready(None) => {
+                    this.done = true;
+                    this.scanner.finish()
+                }
+            };
+            let output = match output {
+                Ok(output) => output,
+                Err(e) => {
+                    tracing::warn!(error = %e, "streamed reply could not be scanned; ended");
+                    this.done = true;
+                    let tail = this.scanner.abort();
+                    return Poll::Ready(if tail.is_empty() { None } else { Some(Ok(Frame::data(tail))) });
+                }
+            };
+            report_leaks(&this.gw, this.who, &this.actor, &output.leaks);
+            if output.terminated {
+                // Dropping the upstream body (with its admission slot) stops generation.
+                this.done = true;
+                this.inner = Body::empty();
+            }
+            if !output.forward.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(output.forward))));
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strikes_throttle_then_suspend_and_can_be_cleared() {
+        let strikes = Strikes::new(AbusePolicy { throttle_after: 2, suspend_after: 3, window_s: 3600 }, 10);
+        assert_eq!(strikes.standing(1), Standing::Good);
+        strikes.add(1);
+        assert_eq!(strikes.standing(1), Standing::Good);
+        strikes.add(1);
+        assert_eq!(strikes.standing(1), Standing::Throttled);
+        strikes.add(1);
+        assert_eq!(strikes.standing(1), Standing::Suspended);
+        assert_eq!(strikes.list(10), vec![(1, 3, 0)]);
+        assert!(strikes.clear(1));
+        assert_eq!(strikes.standing(1), Standing::Good);
+    }
+
+    #[test]
+    fn strikes_stay_bounded() {
+        let strikes = Strikes::new(AbusePolicy::default(), 4);
+        for who in 0..100 {
+            strikes.add(who);
+        }
+        assert!(strikes.list(1000).len() <= 4);
+    }
+}
