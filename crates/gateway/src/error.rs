@@ -23,10 +23,12 @@ pub enum Reject {
     UpstreamUnavailable,
     UpstreamTimeout,
     ShuttingDown,
+    /// A client went over a per-client request budget (e.g. the status page's).
+    RateLimited,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 10] = [
+    pub const ALL: [Reject; 11] = [
         Reject::BodyTooLarge,
         Reject::InvalidJson,
         Reject::InvalidRequest,
@@ -37,6 +39,7 @@ impl Reject {
         Reject::UpstreamUnavailable,
         Reject::UpstreamTimeout,
         Reject::ShuttingDown,
+        Reject::RateLimited,
     ];
 
     pub fn status(self) -> StatusCode {
@@ -49,6 +52,7 @@ impl Reject {
             Reject::NoHealthyUpstream | Reject::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Reject::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -65,6 +69,7 @@ impl Reject {
             | Reject::UpstreamUnavailable
             | Reject::UpstreamTimeout
             | Reject::ShuttingDown => "server_error",
+            Reject::RateLimited => "rate_limit_error",
         }
     }
 
@@ -81,6 +86,7 @@ impl Reject {
             Reject::UpstreamUnavailable => "upstream_unavailable",
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::ShuttingDown => "shutting_down",
+            Reject::RateLimited => "rate_limited",
         }
     }
 
