@@ -729,10 +729,14 @@ pub struct StatusRecorder {
 
 impl StatusRecorder {
     /// Configure the board, render the page once (so it is there before the
-    /// first request), then tick every `status.tick_ms` until stopped.
+    /// first request; a store that does not answer within a few seconds does
+    /// not hold up serving, the page then answers 503 until the first tick),
+    /// then tick every `status.tick_ms` until stopped.
     pub async fn start(gw: &Arc<Gateway>) -> StatusRecorder {
         let _ = gw.status.limiter.set(ClientLimiter::new(&gw.config.status.rate_limit));
-        gw.status.refresh(gw).await;
+        if tokio::time::timeout(Duration::from_secs(3), gw.status.refresh(gw)).await.is_err() {
+            tracing::warn!("status page: the first render is waiting for the store; serving meanwhile");
+        }
         let (stop, mut stopped) = oneshot::channel::<()>();
         let gw = Arc::clone(gw);
         let period = Duration::from_millis(gw.config.status.tick_ms.max(1));
