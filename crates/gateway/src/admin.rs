@@ -1,5 +1,9 @@
 //! `/admin/*`: the operator's API, behind the admin token
 //! (`Authorization: Bearer <token>`, compared in constant time).
+//!
+//! Every change is audited with the actor `operator`. Status-page changes
+//! (incidents, component overrides, maintenances) are re-rendered before the
+//! answer, so the public page shows them as soon as the operator sees success.
 
 use std::sync::Arc;
 
@@ -11,10 +15,16 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use status::{ComponentStatus, Impact, IncidentStatus};
+use store::{IncidentChange, IncidentRecord, NewIncident, NewMaintenance, StoreError};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::Gateway;
 use crate::auth::account_error;
+use crate::status_page::recorder::audit as audit_status;
 
 /// Refuse any admin request without the right token.
 pub async fn require_admin(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
@@ -50,7 +60,11 @@ pub async fn set_policy(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes)
         }
     };
     match gw.accounts.set_policy(policy, "operator").await {
-        Ok(()) => Json(gw.accounts.policy()).into_response(),
+        Ok(()) => {
+            // The status page states the policy; show the change at once.
+            gw.status.refresh(&gw).await;
+            Json(gw.accounts.policy()).into_response()
+        }
         Err(e) => account_error(&e),
     }
 }
@@ -149,4 +163,293 @@ pub async fn clear_flag(State(gw): State<Arc<Gateway>>, Path(caller): Path<u64>)
     } else {
         StatusCode::NOT_FOUND.into_response()
     }
+}
+
+/// A refused admin request, answered in the usual error shape.
+pub struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let kind = if self.status.is_client_error() { "invalid_request_error" } else { "server_error" };
+        let body = json!({"error": {"message": self.message, "type": kind, "param": null, "code": self.code}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn refusal(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal { status, code, message: message.into() }
+}
+
+fn invalid(message: impl Into<String>) -> Refusal {
+    refusal(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+fn store_error(e: StoreError) -> Refusal {
+    match e {
+        StoreError::Conflict(what) => refusal(StatusCode::CONFLICT, "conflict", format!("refused: {what} exists")),
+        e => {
+            tracing::error!(error = %e, "status page change failed in the store");
+            refusal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store did not accept the change")
+        }
+    }
+}
+
+/// A JSON body, or a 400 naming what is wrong with it. An empty body reads as `{}`.
+fn parse<T: DeserializeOwned>(body: &axum::body::Bytes) -> Result<T, Refusal> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    serde_json::from_slice(body).map_err(|e| invalid(format!("invalid request body: {e}")))
+}
+
+fn text(field: &str, value: &str, max_chars: usize) -> Result<String, Refusal> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(invalid(format!("{field} must not be empty")));
+    }
+    if value.chars().count() > max_chars {
+        return Err(invalid(format!("{field} is longer than {max_chars} characters")));
+    }
+    Ok(value.to_owned())
+}
+
+fn incident_status(value: &str) -> Result<IncidentStatus, Refusal> {
+    value.parse().map_err(|e: status::ParseEnumError| invalid(e.to_string()))
+}
+
+fn incident_impact(value: &str) -> Result<Impact, Refusal> {
+    match value.parse() {
+        Ok(Impact::Maintenance) | Err(_) => {
+            Err(invalid(format!("unknown impact {value:?}; expected one of: none minor major critical")))
+        }
+        Ok(impact) => Ok(impact),
+    }
+}
+
+fn known_components(gw: &Gateway, ids: &[String]) -> Result<Vec<String>, Refusal> {
+    let known = gw.status_components();
+    let mut out: Vec<String> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !known.iter().any(|c| &c.id == id) {
+            let names: Vec<&str> = known.iter().map(|c| c.id.as_str()).collect();
+            return Err(invalid(format!("unknown component {id:?}; the page has: {}", names.join(" "))));
+        }
+        if !out.contains(id) {
+            out.push(id.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn rfc3339(ms: i64) -> Value {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .map_or(Value::Null, Value::String)
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn incident_json(record: &IncidentRecord) -> Value {
+    let i = &record.incident;
+    json!({
+        "id": i.id,
+        "name": i.name,
+        "status": i.status,
+        "impact": i.impact,
+        "component_ids": i.component_ids,
+        "automatic": i.auto_key.is_some(),
+        "created_at": rfc3339(i.created_at),
+        "updated_at": rfc3339(i.updated_at),
+        "resolved_at": i.resolved_at.map_or(Value::Null, rfc3339),
+        "updates": record.updates.iter().map(|u| json!({"status": u.status, "body": u.body, "at": rfc3339(u.at)})).collect::<Vec<_>>(),
+    })
+}
+
+/// Re-render the page and answer with the incident as stored.
+async fn answer_incident(gw: &Gateway, id: i64, status: StatusCode) -> Response {
+    gw.status.refresh(gw).await;
+    match gw.store.incident(id).await {
+        Ok(Some(record)) => (status, Json(incident_json(&record))).into_response(),
+        Ok(None) => refusal(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}")).into_response(),
+        Err(e) => store_error(e).into_response(),
+    }
+}
+
+/// `GET /admin/incidents`: unresolved ones and those of the last 90 days, newest first.
+pub async fn list_incidents(State(gw): State<Arc<Gateway>>) -> Response {
+    match gw.store.incidents_since(now_ms() - 90 * 86_400_000, 100, 100).await {
+        Ok(records) => {
+            Json(json!({"incidents": records.iter().map(incident_json).collect::<Vec<_>>()})).into_response()
+        }
+        Err(e) => store_error(e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenIncident {
+    name: String,
+    body: String,
+    status: Option<String>,
+    impact: Option<String>,
+    #[serde(default)]
+    component_ids: Vec<String>,
+}
+
+/// `POST /admin/incidents` `{name, body, status?, impact?, component_ids?}`
+pub async fn open_incident(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> Result<Response, Refusal> {
+    let req: OpenIncident = parse(&body)?;
+    let incident = NewIncident {
+        name: text("name", &req.name, 200)?,
+        status: incident_status(req.status.as_deref().unwrap_or("investigating"))?.as_str().to_owned(),
+        impact: incident_impact(req.impact.as_deref().unwrap_or("minor"))?.as_str().to_owned(),
+        body: text("body", &req.body, 10_000)?,
+        component_ids: known_components(&gw, &req.component_ids)?,
+        auto_key: None,
+    };
+    let id = gw.store.open_incident(&incident, now_ms()).await.map_err(store_error)?;
+    let detail = json!({"id": id, "name": incident.name, "status": incident.status, "impact": incident.impact,
+                        "component_ids": incident.component_ids});
+    audit_status(&gw.store, "operator", "status.incident.open", detail).await;
+    Ok(answer_incident(&gw, id, StatusCode::CREATED).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateIncident {
+    status: String,
+    body: String,
+    name: Option<String>,
+    impact: Option<String>,
+    component_ids: Option<Vec<String>>,
+}
+
+/// `POST /admin/incidents/{id}/updates` `{status, body, name?, impact?, component_ids?}`
+pub async fn update_incident(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let req: UpdateIncident = parse(&body)?;
+    let change = IncidentChange {
+        status: incident_status(&req.status)?.as_str().to_owned(),
+        body: text("body", &req.body, 10_000)?,
+        name: req.name.as_deref().map(|n| text("name", n, 200)).transpose()?,
+        impact: req.impact.as_deref().map(incident_impact).transpose()?.map(|i| i.as_str().to_owned()),
+        component_ids: req.component_ids.as_deref().map(|ids| known_components(&gw, ids)).transpose()?,
+    };
+    post_update(&gw, id, change, "status.incident.update").await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveIncident {
+    body: Option<String>,
+}
+
+/// `POST /admin/incidents/{id}/resolve` `{body?}`
+pub async fn resolve_incident(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let req: ResolveIncident = parse(&body)?;
+    let body = match req.body {
+        Some(b) => text("body", &b, 10_000)?,
+        None => "This incident has been resolved.".to_owned(),
+    };
+    let change = IncidentChange { status: IncidentStatus::Resolved.as_str().to_owned(), body, ..Default::default() };
+    post_update(&gw, id, change, "status.incident.resolve").await
+}
+
+async fn post_update(gw: &Gateway, id: i64, change: IncidentChange, action: &str) -> Result<Response, Refusal> {
+    if !gw.store.update_incident(id, &change, now_ms()).await.map_err(store_error)? {
+        return Err(refusal(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}")));
+    }
+    let detail = json!({"id": id, "status": change.status, "name": change.name, "impact": change.impact,
+                        "component_ids": change.component_ids});
+    audit_status(&gw.store, "operator", action, detail).await;
+    Ok(answer_incident(gw, id, StatusCode::OK).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetComponent {
+    /// A component status, or `null` to clear the override.
+    status: Option<String>,
+}
+
+/// `PUT /admin/components/{id}` `{status: "major_outage" | null}`: force a
+/// component's status until cleared.
+pub async fn set_component(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let req: SetComponent = parse(&body)?;
+    if !gw.status_components().iter().any(|c| c.id == id) {
+        return Err(refusal(StatusCode::NOT_FOUND, "unknown_component", format!("the page has no component {id:?}")));
+    }
+    let status =
+        req.status.as_deref().map(|s| s.parse::<ComponentStatus>().map_err(|e| invalid(e.to_string()))).transpose()?;
+    gw.store.set_component_override(&id, status.map(ComponentStatus::as_str), now_ms()).await.map_err(store_error)?;
+    let action = if status.is_some() { "status.component.override" } else { "status.component.clear" };
+    audit_status(
+        &gw.store,
+        "operator",
+        action,
+        json!({"component": id, "status": status.map(ComponentStatus::as_str)}),
+    )
+    .await;
+    gw.status.refresh(&gw).await;
+    Ok(Json(json!({"id": id, "override": status.map(ComponentStatus::as_str)})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleMaintenance {
+    name: String,
+    body: String,
+    #[serde(default)]
+    component_ids: Vec<String>,
+    /// RFC 3339, e.g. `2025-06-01T02:00:00Z`.
+    scheduled_for: String,
+    scheduled_until: String,
+}
+
+/// `POST /admin/maintenances` `{name, body, component_ids, scheduled_for, scheduled_until}`
+pub async fn schedule_maintenance(
+    State(gw): State<Arc<Gateway>>,
+    body: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let req: ScheduleMaintenance = parse(&body)?;
+    let time = |field: &str, value: &str| {
+        OffsetDateTime::parse(value, &Rfc3339)
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+            .map_err(|e| invalid(format!("{field}: not an RFC 3339 time ({e}), e.g. 2025-06-01T02:00:00Z")))
+    };
+    let maintenance = NewMaintenance {
+        name: text("name", &req.name, 200)?,
+        body: text("body", &req.body, 10_000)?,
+        component_ids: known_components(&gw, &req.component_ids)?,
+        scheduled_for: time("scheduled_for", &req.scheduled_for)?,
+        scheduled_until: time("scheduled_until", &req.scheduled_until)?,
+    };
+    if maintenance.scheduled_until <= maintenance.scheduled_for {
+        return Err(invalid("scheduled_until must be after scheduled_for"));
+    }
+    let id = gw.store.create_maintenance(&maintenance, now_ms()).await.map_err(store_error)?;
+    let detail = json!({"id": id, "name": maintenance.name, "component_ids": maintenance.component_ids,
+                        "scheduled_for": req.scheduled_for, "scheduled_until": req.scheduled_until});
+    audit_status(&gw.store, "operator", "status.maintenance.schedule", detail).await;
+    gw.status.refresh(&gw).await;
+    let answer = json!({"id": id, "name": maintenance.name, "component_ids": maintenance.component_ids,
+                        "scheduled_for": rfc3339(maintenance.scheduled_for),
+                        "scheduled_until": rfc3339(maintenance.scheduled_until)});
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }

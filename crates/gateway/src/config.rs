@@ -156,7 +156,7 @@ pub struct AuthConfig {
 }
 
 /// Everything the gateway needs to run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct GatewayConfig {
     pub listen: Option<SocketAddr>,
     pub server: ServerConfig,
@@ -165,8 +165,7 @@ pub struct GatewayConfig {
     pub auth: AuthConfig,
     /// SHA-256 of the admin token; `None` disables `/admin`.
     pub admin_token_hash: Option<[u8; 32]>,
-    /// Title of the public status page.
-    pub status_page_name: String,
+    pub status: StatusConfig,
     /// Priority admission in front of the upstreams.
     pub admission: admission::AdmissionConfig,
     pub priority: crate::priority::PriorityConfig,
@@ -175,20 +174,143 @@ pub struct GatewayConfig {
     pub abuse: crate::guard::AbusePolicy,
 }
 
-impl Default for GatewayConfig {
+/// The public status page and the recorder that keeps it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusConfig {
+    /// The page's title.
+    pub name: String,
+    /// The components shown, in this order: any of `web`, `api`, `login`,
+    /// `registration`, and `models` (one component per upstream).
+    pub components: Vec<String>,
+    /// How often the recorder samples the live signals and re-renders the page.
+    pub tick_ms: u64,
+    /// Consecutive worse samples before a component's measured status worsens.
+    pub degrade_after: u32,
+    /// Consecutive better samples before it recovers.
+    pub recover_after: u32,
+    /// A component measured as not operational for this long gets an incident
+    /// opened automatically (resolved automatically when it recovers).
+    pub auto_incident_after_s: u64,
+    pub signals: StatusSignals,
+    pub rate_limit: StatusRateLimit,
+}
+
+impl Default for StatusConfig {
     fn default() -> Self {
-        GatewayConfig {
-            listen: None,
-            server: ServerConfig::default(),
-            proxy: ProxyConfig::default(),
-            upstreams: Vec::new(),
-            auth: AuthConfig::default(),
-            admin_token_hash: None,
-            status_page_name: "Service status".to_owned(),
-            admission: admission::AdmissionConfig::default(),
-            priority: crate::priority::PriorityConfig::default(),
-            guard: aiguard::GuardConfig::default(),
-            abuse: crate::guard::AbusePolicy::default(),
+        StatusConfig {
+            name: "Service status".to_owned(),
+            components: STATUS_COMPONENTS.iter().map(|c| (*c).to_owned()).collect(),
+            tick_ms: 1_000,
+            degrade_after: 3,
+            recover_after: 5,
+            auto_incident_after_s: 300,
+            signals: StatusSignals::default(),
+            rate_limit: StatusRateLimit::default(),
+        }
+    }
+}
+
+/// The built-in components, in their default order.
+pub const STATUS_COMPONENTS: [&str; 5] = ["web", "api", "login", "registration", "models"];
+
+/// When a measured signal makes a component degraded or worse. Rates are judged
+/// per sample (one tick), and only over at least `min_requests` requests.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusSignals {
+    pub min_requests: u64,
+    /// Share of 5xx answers that makes a component degraded_performance...
+    pub error_rate_degraded: f64,
+    /// ...and partial_outage.
+    pub error_rate_partial: f64,
+    /// Share of requests shed for overload (503 refusals other than "no healthy
+    /// upstream") that makes the API degraded_performance...
+    pub shed_rate_degraded: f64,
+    /// ...and partial_outage.
+    pub shed_rate_partial: f64,
+    /// 95th-percentile time to response headers above which the API is degraded.
+    pub api_p95_ms: u64,
+    /// The same for everything else (web pages, sign-in, the status page).
+    pub web_p95_ms: u64,
+}
+
+impl Default for StatusSignals {
+    fn default() -> Self {
+        StatusSignals {
+            min_requests: 20,
+            error_rate_degraded: 0.05,
+            error_rate_partial: 0.25,
+            shed_rate_degraded: 0.05,
+            shed_rate_partial: 0.5,
+            api_p95_ms: 30_000,
+            web_p95_ms: 2_000,
+        }
+    }
+}
+
+/// The status page's own per-client limit (`/status*`, `/api/v2/*`): a token
+/// bucket per IPv4 address or IPv6 /64.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusRateLimit {
+    /// Requests per second refilled per client; 0 turns the limit off.
+    pub per_s: f64,
+    /// Requests a client may make at once.
+    pub burst: u32,
+    /// Clients tracked; past this (after forgetting idle ones) new clients are
+    /// served unlimited, since every answer is a copy of pre-rendered bytes.
+    pub max_clients: usize,
+}
+
+impl Default for StatusRateLimit {
+    fn default() -> Self {
+        StatusRateLimit { per_s: 5.0, burst: 30, max_clients: 10_000 }
+    }
+}
+
+impl StatusConfig {
+    pub fn validate(&self, out: &mut Vec<InvalidField>) {
+        for (i, c) in self.components.iter().enumerate() {
+            if !STATUS_COMPONENTS.contains(&c.as_str()) {
+                out.push(invalid(
+                    format!("status.components[{i}]"),
+                    format!("`{c}` is not one of {STATUS_COMPONENTS:?}"),
+                ));
+            }
+            if self.components[..i].contains(c) {
+                out.push(invalid(format!("status.components[{i}]"), format!("`{c}` is listed twice")));
+            }
+        }
+        if self.tick_ms == 0 {
+            out.push(invalid("status.tick_ms", "must be greater than 0"));
+        }
+        if self.degrade_after == 0 || self.recover_after == 0 {
+            out.push(invalid("status", "degrade_after and recover_after must be at least 1"));
+        }
+        let s = &self.signals;
+        for (field, value) in [
+            ("status.signals.error_rate_degraded", s.error_rate_degraded),
+            ("status.signals.error_rate_partial", s.error_rate_partial),
+            ("status.signals.shed_rate_degraded", s.shed_rate_degraded),
+            ("status.signals.shed_rate_partial", s.shed_rate_partial),
+        ] {
+            if !(value > 0.0 && value <= 1.0) {
+                out.push(invalid(field, "must be a share in (0, 1]"));
+            }
+        }
+        if s.error_rate_partial < s.error_rate_degraded || s.shed_rate_partial < s.shed_rate_degraded {
+            out.push(invalid("status.signals", "a *_partial rate must not be below its *_degraded rate"));
+        }
+        let r = &self.rate_limit;
+        if !(r.per_s >= 0.0 && r.per_s.is_finite()) {
+            out.push(invalid("status.rate_limit.per_s", "must be 0 (off) or a positive number"));
+        }
+        if r.burst == 0 {
+            out.push(invalid("status.rate_limit.burst", "must be at least 1"));
+        }
+        if r.max_clients == 0 {
+            out.push(invalid("status.rate_limit.max_clients", "must be at least 1"));
         }
     }
 }

@@ -34,10 +34,12 @@ pub enum Reject {
     PromptRejected,
     /// The caller collected too many strikes.
     AccountFlagged,
+    /// A client went over a per-client request budget (e.g. the status page's).
+    RateLimited,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 16] = [
+    pub const ALL: [Reject; 17] = [
         Reject::BodyTooLarge,
         Reject::BodyTimeout,
         Reject::InvalidJson,
@@ -54,6 +56,7 @@ impl Reject {
         Reject::QueueTimeout,
         Reject::PromptRejected,
         Reject::AccountFlagged,
+        Reject::RateLimited,
     ];
 
     pub fn status(self) -> StatusCode {
@@ -71,6 +74,7 @@ impl Reject {
             Reject::PromptRejected | Reject::AccountFlagged => StatusCode::FORBIDDEN,
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Reject::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -92,6 +96,7 @@ impl Reject {
             | Reject::ShuttingDown
             | Reject::Overloaded
             | Reject::QueueTimeout => "server_error",
+            Reject::RateLimited => "rate_limit_error",
         }
     }
 
@@ -114,6 +119,7 @@ impl Reject {
             Reject::QueueTimeout => "queue_timeout",
             Reject::PromptRejected => "prompt_rejected",
             Reject::AccountFlagged => "account_flagged",
+            Reject::RateLimited => "rate_limited",
         }
     }
 

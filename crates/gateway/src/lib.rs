@@ -20,6 +20,7 @@ pub mod upstream;
 mod health;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use accounts::service::Accounts;
 use axum::Router;
@@ -48,6 +49,9 @@ pub struct Gateway {
     pub config: GatewayConfig,
     pub pool: Arc<UpstreamPool>,
     pub metrics: metrics::Metrics,
+    /// Under-attack mode, set by the edge's attack detector (see
+    /// [`Gateway::set_under_attack`]); the status page reports it.
+    pub under_attack: AtomicBool,
     pub store: Store,
     pub accounts: Arc<Accounts>,
     pub status: status_page::StatusBoard,
@@ -65,6 +69,7 @@ impl Gateway {
         Ok(Arc::new(Gateway {
             pool: Arc::new(pool),
             metrics: metrics::Metrics::default(),
+            under_attack: AtomicBool::new(false),
             store,
             accounts,
             status: Default::default(),
@@ -105,10 +110,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/embeddings", post_only())
         .route("/v1/models", get(proxy::forward).fallback(proxy::method_not_allowed))
         .route("/v1/{*rest}", any(proxy::unknown_endpoint))
-        .route("/status", get(status_page::page))
-        .route("/status/badge.svg", get(status_page::badge))
-        .route("/status/history.atom", get(status_page::feed))
-        .route("/api/v2/{*path}", get(status_page::api))
+        .merge(status_page::router(gateway.clone()))
         .route("/auth/csrf", get(auth::csrf))
         .route("/auth/register", post(auth::register))
         .route("/auth/verify", post(auth::verify))
@@ -136,18 +138,25 @@ fn admin_router(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/audit", get(admin::audit))
         .route("/flags", get(admin::flags))
         .route("/flags/{caller}", delete(admin::clear_flag))
+        .route("/incidents", get(admin::list_incidents).post(admin::open_incident))
+        .route("/incidents/{id}/updates", post(admin::update_incident))
+        .route("/incidents/{id}/resolve", post(admin::resolve_incident))
+        .route("/components/{id}", put(admin::set_component))
+        .route("/maintenances", post(admin::schedule_maintenance))
         .route_layer(axum::middleware::from_fn_with_state(gateway, admin::require_admin))
 }
 
 /// Build the router and serve it on `listener` until `shutdown` resolves,
-/// with health checks running meanwhile.
+/// with health checks and the status recorder running meanwhile.
 pub async fn run(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let checks = gateway.start_background();
+    let recorder = status_page::StatusRecorder::start(&gateway).await;
     let result = serve(gateway.clone(), listener, router(gateway), shutdown).await;
+    recorder.stop().await;
     checks.abort();
     result
 }

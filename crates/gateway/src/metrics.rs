@@ -60,7 +60,7 @@ impl Route {
 }
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 16] =
+pub const BUCKETS: [f64; 16] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// A latency histogram. Buckets are stored non-cumulative and summed when rendered.
@@ -90,6 +90,15 @@ impl Histogram {
         let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
         let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
     }
+}
+
+/// Cumulative request counts of one route: answers, 5xx answers, and answers
+/// per latency bucket (`latency[i]` for [`BUCKETS`]`[i]`, the last past all of them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteCounts {
+    pub requests: u64,
+    pub server_errors: u64,
+    pub latency: [u64; BUCKETS.len() + 1],
 }
 
 const FIRST_STATUS: usize = 100;
@@ -154,6 +163,24 @@ impl Metrics {
         self.routes[route as usize].by_status.get(slot).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
+    /// Cumulative counts for `route`, for rates and quantiles over an interval
+    /// (subtract two readings).
+    pub fn route_counts(&self, route: Route) -> RouteCounts {
+        let stats = &self.routes[route as usize];
+        let mut counts = RouteCounts::default();
+        for (slot, counter) in stats.by_status.iter().enumerate() {
+            let n = counter.load(Ordering::Relaxed);
+            counts.requests += n;
+            if (500..600).contains(&(slot + FIRST_STATUS)) {
+                counts.server_errors += n;
+            }
+        }
+        for (bucket, counter) in counts.latency.iter_mut().zip(&stats.latency.buckets) {
+            *bucket = counter.load(Ordering::Relaxed);
+        }
+        counts
+    }
+
     pub fn rejections(&self, reason: Reject) -> u64 {
         self.rejections[reason.index()].load(Ordering::Relaxed)
     }
@@ -208,6 +235,9 @@ mod tests {
         m.observe(Route::Models, 503, Duration::from_micros(10));
         m.observe(Route::Other, 42, Duration::ZERO); // out of range: ignored, not a panic
         assert_eq!(m.requests(Route::ChatCompletions, 200), 2);
+        let counts = m.route_counts(Route::Models);
+        assert_eq!((counts.requests, counts.server_errors, counts.latency[0]), (1, 1, 1));
+        assert_eq!(m.route_counts(Route::ChatCompletions).latency.iter().sum::<u64>(), 2);
         let mut text = String::new();
         m.render(&mut text);
         assert!(text.contains("palisade_requests_total{route=\"chat_completions\",status=\"200\"} 2"));

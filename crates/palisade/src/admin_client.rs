@@ -9,7 +9,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use crate::cli::{AdminCommand, AdminTarget, RegistrationCommand};
+use crate::cli::{
+    AdminCommand, AdminTarget, ComponentCommand, IncidentCommand, MaintenanceCommand, RegistrationCommand,
+};
 use crate::config::Config;
 use crate::serve::runtime;
 
@@ -43,6 +45,41 @@ pub fn run(target: AdminTarget, action: AdminCommand) -> anyhow::Result<ExitCode
         },
         AdminCommand::Invite => ("POST", "/admin/invites".to_owned(), None),
         AdminCommand::MfaReset { user } => ("POST", format!("/admin/users/{user}/mfa/reset"), None),
+        AdminCommand::Incident { action } => match action {
+            IncidentCommand::List => ("GET", "/admin/incidents".to_owned(), None),
+            IncidentCommand::Open { name, impact, status, components, message } => {
+                let body = json!({"name": name, "impact": impact, "status": status, "component_ids": components,
+                                  "body": message});
+                ("POST", "/admin/incidents".to_owned(), Some(body))
+            }
+            IncidentCommand::Update { id, status, message, name, impact, components } => {
+                let mut body = json!({"status": status, "body": message});
+                if let Some(name) = name {
+                    body["name"] = json!(name);
+                }
+                if let Some(impact) = impact {
+                    body["impact"] = json!(impact);
+                }
+                if !components.is_empty() {
+                    body["component_ids"] = json!(components);
+                }
+                ("POST", format!("/admin/incidents/{id}/updates"), Some(body))
+            }
+            IncidentCommand::Resolve { id, message } => {
+                ("POST", format!("/admin/incidents/{id}/resolve"), Some(json!({"body": message})))
+            }
+        },
+        AdminCommand::Component { action: ComponentCommand::Set { id, status, clear } } => {
+            let status = if *clear { None } else { status.clone() };
+            ("PUT", format!("/admin/components/{id}"), Some(json!({"status": status})))
+        }
+        AdminCommand::Maintenance {
+            action: MaintenanceCommand::Schedule { name, from, until, components, message },
+        } => {
+            let body = json!({"name": name, "body": message, "component_ids": components,
+                              "scheduled_for": from, "scheduled_until": until});
+            ("POST", "/admin/maintenances".to_owned(), Some(body))
+        }
         AdminCommand::Audit { limit, action } => {
             let filter = action.as_ref().map(|a| format!("&action={a}")).unwrap_or_default();
             ("GET", format!("/admin/audit?limit={limit}{filter}"), None)

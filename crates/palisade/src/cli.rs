@@ -93,6 +93,21 @@ pub enum AdminCommand {
     Invite,
     /// Remove a user's second factor (lost authenticator).
     MfaReset { user: i64 },
+    /// Open, update, resolve or list incidents on the public status page.
+    Incident {
+        #[command(subcommand)]
+        action: IncidentCommand,
+    },
+    /// Force a status-page component's status, or clear the override.
+    Component {
+        #[command(subcommand)]
+        action: ComponentCommand,
+    },
+    /// Announce planned maintenance on the status page.
+    Maintenance {
+        #[command(subcommand)]
+        action: MaintenanceCommand,
+    },
     /// Show recent audit-log entries.
     Audit {
         #[arg(long, default_value_t = 20)]
@@ -100,6 +115,84 @@ pub enum AdminCommand {
         /// Only actions starting with this, e.g. `auth.`.
         #[arg(long)]
         action: Option<String>,
+    },
+}
+
+const INCIDENT_STATUSES: [&str; 5] = ["investigating", "identified", "monitoring", "resolved", "postmortem"];
+const IMPACTS: [&str; 4] = ["none", "minor", "major", "critical"];
+const COMPONENT_STATUSES: [&str; 5] =
+    ["operational", "degraded_performance", "partial_outage", "major_outage", "under_maintenance"];
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentCommand {
+    /// Unresolved incidents and those of the last 90 days, newest first.
+    List,
+    /// Open an incident; it shows on the page at once.
+    Open {
+        /// Its title, e.g. "Slow chat replies".
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "minor", value_parser = IMPACTS)]
+        impact: String,
+        #[arg(long, default_value = "investigating", value_parser = INCIDENT_STATUSES)]
+        status: String,
+        /// An affected component id (web, api, login, registration, model-<upstream>); repeatable.
+        #[arg(long = "component")]
+        components: Vec<String>,
+        /// The first update, as users will read it.
+        #[arg(long)]
+        message: String,
+    },
+    /// Post an update (and optionally rename it, change its impact or components).
+    Update {
+        id: i64,
+        #[arg(long, value_parser = INCIDENT_STATUSES)]
+        status: String,
+        #[arg(long)]
+        message: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_parser = IMPACTS)]
+        impact: Option<String>,
+        /// Replace the affected components; repeatable.
+        #[arg(long = "component")]
+        components: Vec<String>,
+    },
+    /// Resolve an incident.
+    Resolve {
+        id: i64,
+        #[arg(long, default_value = "This incident has been resolved.")]
+        message: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ComponentCommand {
+    /// Force component ID to STATUS until cleared, or `--clear` the override.
+    Set {
+        id: String,
+        #[arg(required_unless_present = "clear", conflicts_with = "clear", value_parser = COMPONENT_STATUSES)]
+        status: Option<String>,
+        #[arg(long)]
+        clear: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// Announce a maintenance window (times in RFC 3339, e.g. 2025-06-01T02:00:00Z).
+    Schedule {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        until: String,
+        /// An affected component id; repeatable.
+        #[arg(long = "component")]
+        components: Vec<String>,
+        #[arg(long)]
+        message: String,
     },
 }
 

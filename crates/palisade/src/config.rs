@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use accounts::service::AccountsConfig;
-use gateway::config::{AuthConfig, InvalidField, ProxyConfig, ServerConfig, UpstreamConfig, validate_upstreams};
+use gateway::config::{
+    AuthConfig, InvalidField, ProxyConfig, ServerConfig, StatusConfig, UpstreamConfig, validate_upstreams,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::LogFormat;
@@ -48,20 +50,6 @@ pub struct Config {
     pub guard: aiguard::GuardConfig,
     /// Strikes from the guard: when callers are throttled or suspended.
     pub abuse: gateway::guard::AbusePolicy,
-}
-
-/// The public status page.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct StatusConfig {
-    /// The page's title.
-    pub name: String,
-}
-
-impl Default for StatusConfig {
-    fn default() -> Self {
-        StatusConfig { name: "Service status".to_owned() }
-    }
 }
 
 /// Where the key that encrypts personal data at rest comes from.
@@ -215,6 +203,7 @@ impl Config {
         let mut problems = Vec::new();
         self.server.validate(&mut problems);
         self.proxy.validate(&mut problems);
+        self.status.validate(&mut problems);
         validate_upstreams(&self.upstreams, &mut problems);
         self.priority.validate(&mut problems);
         if let Err(e) = self.guard.validate() {

@@ -82,11 +82,11 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
         upstreams: config.upstreams.clone(),
         auth: config.auth.clone(),
         admin_token_hash: Some(tokens::hash(&admin_token)),
-        status_page_name: config.status.name.clone(),
         admission: config.admission.clone(),
         priority: config.priority.clone(),
         guard: config.guard.clone(),
         abuse: config.abuse.clone(),
+        status: config.status.clone(),
     };
     let gateway = Gateway::new(gateway_config, accounts)?;
     let listener = TcpListener::bind(config.listen)

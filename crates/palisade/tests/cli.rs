@@ -197,6 +197,62 @@ async fn the_operator_switches_registration_live_from_the_cli() {
 }
 
 #[tokio::test]
+async fn the_operator_runs_the_status_page_from_the_cli() {
+    let dir = scratch_dir();
+    let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+    let admin = |args: &[&str]| {
+        let mut all = vec!["admin", "--url", palisade.url.as_str()];
+        all.extend_from_slice(args);
+        run(dir.path(), &all)
+    };
+    let summary = || async {
+        let url = format!("{}/api/v2/summary.json", palisade.url);
+        reqwest::Client::new().get(url).send().await.unwrap().json::<Value>().await.unwrap()
+    };
+
+    let (ok, out, err) = admin(&[
+        "incident",
+        "open",
+        "--name",
+        "Slow chat replies",
+        "--impact",
+        "major",
+        "--component",
+        "api",
+        "--message",
+        "We are looking into it.",
+    ]);
+    assert!(ok, "{err}");
+    let id = serde_json::from_str::<Value>(&out).unwrap()["id"].as_i64().unwrap();
+    assert_eq!(summary().await["incidents"][0]["name"], "Slow chat replies");
+
+    let (ok, _, err) =
+        admin(&["incident", "update", &id.to_string(), "--status", "monitoring", "--message", "Fixed; watching."]);
+    assert!(ok, "{err}");
+    assert_eq!(summary().await["incidents"][0]["status"], "monitoring");
+    let (ok, _, err) = admin(&["incident", "resolve", &id.to_string(), "--message", "All good."]);
+    assert!(ok, "{err}");
+    assert!(summary().await["incidents"].as_array().unwrap().is_empty());
+    let (ok, out, _) = admin(&["incident", "list"]);
+    assert!(ok && out.contains("All good.") && out.contains("Fixed; watching."), "{out}");
+
+    let (ok, _, err) = admin(&["component", "set", "login", "major_outage"]);
+    assert!(ok, "{err}");
+    let login = |s: &Value| s["components"].as_array().unwrap().iter().find(|c| c["id"] == "login").unwrap().clone();
+    assert_eq!(login(&summary().await)["status"], "major_outage");
+    let (ok, _, err) = admin(&["component", "set", "login", "--clear"]);
+    assert!(ok, "{err}");
+    assert_eq!(login(&summary().await)["status"], "operational");
+
+    let (ok, _, err) = admin(&["component", "set", "login", "broken"]);
+    assert!(!ok && err.contains("possible values"), "clap names the statuses: {err}");
+    let (ok, _, err) = admin(&["incident", "resolve", "999"]);
+    assert!(!ok && err.contains("404"), "{err}");
+    let (ok, out, _) = admin(&["audit", "--action", "status."]);
+    assert!(ok && out.contains("status.incident.open") && out.contains("status.component.clear"), "{out}");
+}
+
+#[tokio::test]
 async fn keys_rotate_reencrypts_while_the_gateway_keeps_serving() {
     let dir = scratch_dir();
     let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);

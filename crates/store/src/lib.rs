@@ -8,9 +8,14 @@
 
 mod accounts;
 mod audit;
+mod status;
 
 pub use accounts::{ApiKeyRow, NewApiKey, NewUser, SessionRow, UserRow, UserStatus};
 pub use audit::{AuditEntry, AuditRecord};
+pub use status::{
+    IncidentChange, IncidentRecord, IncidentRow, IncidentUpdateRow, MaintenanceRow, NewIncident, NewMaintenance,
+    StatusChangeRow,
+};
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -3,7 +3,10 @@
 //! empty database (and its URL, for the cases that reopen it), and `contract!`
 //! runs it against SQLite (`sqlite::<case>`) and PostgreSQL (`postgres::<case>`).
 
-use store::{AuditEntry, NewApiKey, NewUser, Store, StoreError, UserStatus};
+use store::{
+    AuditEntry, IncidentChange, NewApiKey, NewIncident, NewMaintenance, NewUser, StatusChangeRow, Store, StoreError,
+    UserStatus,
+};
 
 /// Generates one test per case and back-end. Tests run on a multi-threaded
 /// runtime so the concurrency case really overlaps its writes.
@@ -53,6 +56,15 @@ contract!(
     verification_codes_count_attempts_and_expire,
     invites_are_single_use_and_expire,
     audit_entries_are_appended_and_listed_newest_first,
+    status_changes_carry_the_last_state_into_the_window,
+    status_change_reads_keep_the_newest_when_bounded,
+    incidents_keep_their_updates_in_order_and_close_on_resolve,
+    one_unresolved_automatic_incident_per_cause,
+    incident_reads_are_bounded_and_keep_unresolved_ones,
+    updating_a_missing_incident_changes_nothing,
+    component_overrides_are_set_replaced_and_cleared,
+    maintenances_are_listed_by_window,
+    incidents_and_history_survive_close_and_reopen,
 );
 
 async fn open_migrated(url: &str) -> Store {
@@ -330,4 +342,234 @@ async fn audit_entries_are_appended_and_listed_newest_first(store: Store, _url: 
     let auth = store.recent_audit(10, Some("auth.")).await.unwrap();
     assert_eq!(auth.len(), 2);
     assert_eq!(store.recent_audit(1, None).await.unwrap().len(), 1);
+}
+
+fn change(component: &str, status: &str, at: i64) -> StatusChangeRow {
+    StatusChangeRow { component_id: component.into(), status: status.into(), at }
+}
+
+async fn status_changes_carry_the_last_state_into_the_window(store: Store, _url: &str) {
+    for (component, status, at) in [
+        ("api", "operational", 100),
+        ("api", "major_outage", 200),
+        ("web", "operational", 150),
+        ("api", "operational", 1_000),
+        ("web", "degraded_performance", 1_100),
+        ("login", "operational", 1_200),
+    ] {
+        store.record_status_change(component, status, at).await.unwrap();
+    }
+    let changes = store.status_changes_since(500, 100).await.unwrap();
+    assert_eq!(
+        changes,
+        [
+            change("web", "operational", 150),
+            change("api", "major_outage", 200),
+            change("api", "operational", 1_000),
+            change("web", "degraded_performance", 1_100),
+            change("login", "operational", 1_200),
+        ],
+        "the last change before the window, per component, then the window oldest first"
+    );
+    let latest = store.last_status_changes(i64::MAX).await.unwrap();
+    assert_eq!(
+        latest,
+        [
+            change("api", "operational", 1_000),
+            change("web", "degraded_performance", 1_100),
+            change("login", "operational", 1_200)
+        ]
+    );
+    // Of two changes at the same instant, the one recorded last is the state.
+    store.record_status_change("login", "major_outage", 1_200).await.unwrap();
+    assert_eq!(store.last_status_changes(i64::MAX).await.unwrap()[2], change("login", "major_outage", 1_200));
+    assert!(store.status_changes_since(5_000, 100).await.unwrap().iter().all(|c| c.at < 5_000));
+}
+
+async fn status_change_reads_keep_the_newest_when_bounded(store: Store, _url: &str) {
+    for at in 0..30 {
+        let status = if at % 2 == 0 { "operational" } else { "major_outage" };
+        store.record_status_change("api", status, 1_000 + at).await.unwrap();
+    }
+    let changes = store.status_changes_since(1_000, 10).await.unwrap();
+    assert_eq!(changes.len(), 10);
+    assert_eq!(changes.iter().map(|c| c.at).collect::<Vec<_>>(), (1_020..1_030).collect::<Vec<_>>());
+}
+
+fn new_incident(name: &str, auto_key: Option<&str>) -> NewIncident {
+    NewIncident {
+        name: name.into(),
+        status: "investigating".into(),
+        impact: "major".into(),
+        body: format!("{name}: looking into it"),
+        component_ids: vec!["api".into(), "model-a".into()],
+        auto_key: auto_key.map(str::to_owned),
+    }
+}
+
+fn update(status: &str, body: &str) -> IncidentChange {
+    IncidentChange { status: status.into(), body: body.into(), ..IncidentChange::default() }
+}
+
+async fn incidents_keep_their_updates_in_order_and_close_on_resolve(store: Store, _url: &str) {
+    let id = store.open_incident(&new_incident("Slow API", None), 1_000).await.unwrap();
+    let record = store.incident(id).await.unwrap().unwrap();
+    assert_eq!(
+        (record.incident.status.as_str(), record.incident.impact.as_str(), record.incident.created_at),
+        ("investigating", "major", 1_000)
+    );
+    assert_eq!(record.incident.component_ids, ["api", "model-a"]);
+    assert_eq!((record.incident.auto_key, record.incident.resolved_at), (None, None));
+    assert_eq!(record.updates.len(), 1);
+
+    let edit = IncidentChange {
+        status: "identified".into(),
+        body: "A model server is overloaded.\nAdding capacity.".into(),
+        name: Some("Slow API replies".into()),
+        impact: Some("minor".into()),
+        component_ids: Some(vec!["api".into()]),
+    };
+    assert!(store.update_incident(id, &edit, 2_000).await.unwrap());
+    assert!(store.update_incident(id, &update("monitoring", "Capacity added."), 3_000).await.unwrap());
+    assert!(store.update_incident(id, &update("monitoring", "Still watching."), 3_500).await.unwrap());
+    assert!(store.update_incident(id, &update("resolved", "Back to normal."), 4_000).await.unwrap());
+    assert!(store.update_incident(id, &update("postmortem", "What happened."), 5_000).await.unwrap());
+
+    let record = store.incident(id).await.unwrap().unwrap();
+    let i = &record.incident;
+    assert_eq!((i.name.as_str(), i.impact.as_str(), i.status.as_str()), ("Slow API replies", "minor", "postmortem"));
+    assert_eq!(i.component_ids, ["api"]);
+    assert_eq!((i.updated_at, i.monitoring_at, i.resolved_at), (5_000, Some(3_000), Some(4_000)));
+    assert_eq!(
+        record.updates.iter().map(|u| (u.status.as_str(), u.at)).collect::<Vec<_>>(),
+        [
+            ("investigating", 1_000),
+            ("identified", 2_000),
+            ("monitoring", 3_000),
+            ("monitoring", 3_500),
+            ("resolved", 4_000),
+            ("postmortem", 5_000)
+        ]
+    );
+    assert_eq!(record.updates[1].body, "A model server is overloaded.\nAdding capacity.");
+
+    // Reopening clears the resolution time.
+    assert!(store.update_incident(id, &update("investigating", "It is back."), 6_000).await.unwrap());
+    assert_eq!(store.incident(id).await.unwrap().unwrap().incident.resolved_at, None);
+}
+
+async fn one_unresolved_automatic_incident_per_cause(store: Store, _url: &str) {
+    let attempts: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.open_incident(&new_incident("API down", Some("component:api")), i).await })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(id) => won.push(id),
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one node opens the incident");
+    let open = store.open_incident_for("component:api").await.unwrap().unwrap();
+    assert_eq!((open.id, open.auto_key.as_deref()), (won[0], Some("component:api")));
+    assert!(store.open_incident_for("component:web").await.unwrap().is_none());
+    // Operator incidents (no key) never conflict.
+    store.open_incident(&new_incident("Manual one", None), 10).await.unwrap();
+    store.open_incident(&new_incident("Manual two", None), 11).await.unwrap();
+
+    store.update_incident(won[0], &update("resolved", "Recovered."), 20).await.unwrap();
+    assert!(store.open_incident_for("component:api").await.unwrap().is_none());
+    let again = store.open_incident(&new_incident("API down again", Some("component:api")), 30).await.unwrap();
+    assert_ne!(again, won[0], "a resolved cause may open a new incident");
+    // Reopening the old one while the new one is open would make two.
+    assert!(matches!(
+        store.update_incident(won[0], &update("investigating", "Reopen"), 40).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.incident(won[0]).await.unwrap().unwrap().updates.len(), 2, "refused update left no trace");
+}
+
+async fn incident_reads_are_bounded_and_keep_unresolved_ones(store: Store, _url: &str) {
+    let old_open = store.open_incident(&new_incident("Old but open", None), 10).await.unwrap();
+    let old_closed = store.open_incident(&new_incident("Old and closed", None), 20).await.unwrap();
+    store.update_incident(old_closed, &update("resolved", "Done."), 30).await.unwrap();
+    let mut recent = Vec::new();
+    for i in 0..5 {
+        let id = store.open_incident(&new_incident(&format!("Recent {i}"), None), 1_000 + i).await.unwrap();
+        for n in 0..4 {
+            store.update_incident(id, &update("identified", &format!("note {n}")), 1_100 + n).await.unwrap();
+        }
+        store.update_incident(id, &update("resolved", "Done."), 1_200).await.unwrap();
+        recent.push(id);
+    }
+
+    let all = store.incidents_since(500, 100, 100).await.unwrap();
+    let ids: Vec<i64> = all.iter().map(|r| r.incident.id).collect();
+    let mut expected = vec![old_open];
+    expected.extend(recent.iter().rev());
+    assert_eq!(ids, expected, "unresolved first, then newest first; old resolved ones left out");
+    assert_eq!(all[1].updates.len(), 6);
+
+    let bounded = store.incidents_since(500, 3, 2).await.unwrap();
+    assert_eq!(bounded.iter().map(|r| r.incident.id).collect::<Vec<_>>(), expected[..3]);
+    let kept: Vec<&str> = bounded[1].updates.iter().map(|u| u.body.as_str()).collect();
+    assert_eq!(kept, ["note 3", "Done."], "the newest updates, oldest first");
+    assert!(store.incidents_since(i64::MAX, 10, 10).await.unwrap().iter().all(|r| r.incident.resolved_at.is_none()));
+}
+
+async fn updating_a_missing_incident_changes_nothing(store: Store, _url: &str) {
+    assert!(!store.update_incident(404, &update("resolved", "no"), 1).await.unwrap());
+    assert!(store.incident(404).await.unwrap().is_none());
+    assert!(store.incidents_since(0, 10, 10).await.unwrap().is_empty());
+}
+
+async fn component_overrides_are_set_replaced_and_cleared(store: Store, _url: &str) {
+    assert!(store.component_overrides().await.unwrap().is_empty());
+    store.set_component_override("web", Some("major_outage"), 1).await.unwrap();
+    store.set_component_override("api", Some("under_maintenance"), 2).await.unwrap();
+    store.set_component_override("web", Some("partial_outage"), 3).await.unwrap();
+    assert_eq!(
+        store.component_overrides().await.unwrap(),
+        [("api".to_owned(), "under_maintenance".to_owned()), ("web".to_owned(), "partial_outage".to_owned())]
+    );
+    store.set_component_override("web", None, 4).await.unwrap();
+    store.set_component_override("never-set", None, 5).await.unwrap();
+    assert_eq!(store.component_overrides().await.unwrap(), [("api".to_owned(), "under_maintenance".to_owned())]);
+}
+
+async fn maintenances_are_listed_by_window(store: Store, _url: &str) {
+    let maintenance = |name: &str, from: i64, until: i64| NewMaintenance {
+        name: name.into(),
+        body: format!("{name} body"),
+        component_ids: vec!["api".into()],
+        scheduled_for: from,
+        scheduled_until: until,
+    };
+    store.create_maintenance(&maintenance("past", 100, 200), 50).await.unwrap();
+    let now = store.create_maintenance(&maintenance("now", 900, 1_100), 60).await.unwrap();
+    store.create_maintenance(&maintenance("later", 2_000, 3_000), 70).await.unwrap();
+    let listed = store.maintenances_since(1_000, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["later", "now"]);
+    assert_eq!(listed[1].id, now);
+    assert_eq!((listed[1].scheduled_for, listed[1].scheduled_until, listed[1].created_at), (900, 1_100, 60));
+    assert_eq!(listed[1].component_ids, ["api"]);
+    assert_eq!(store.maintenances_since(0, 1).await.unwrap().len(), 1);
+}
+
+async fn incidents_and_history_survive_close_and_reopen(store: Store, url: &str) {
+    let id = store.open_incident(&new_incident("Durable", Some("under_attack")), 10).await.unwrap();
+    store.update_incident(id, &update("monitoring", "Watching."), 20).await.unwrap();
+    store.record_status_change("api", "degraded_performance", 15).await.unwrap();
+    store.set_component_override("web", Some("major_outage"), 16).await.unwrap();
+    store.close().await;
+    let reopened = Store::open(url).await.expect("reopen");
+    let record = reopened.incident(id).await.unwrap().unwrap();
+    assert_eq!((record.incident.status.as_str(), record.updates.len()), ("monitoring", 2));
+    assert_eq!(reopened.open_incident_for("under_attack").await.unwrap().map(|i| i.id), Some(id));
+    assert_eq!(reopened.status_changes_since(0, 10).await.unwrap(), [change("api", "degraded_performance", 15)]);
+    assert_eq!(reopened.component_overrides().await.unwrap().len(), 1);
 }

@@ -34,7 +34,7 @@ impl Drop for TestServer {
     }
 }
 
-async fn serve_router(router: Router) -> TestServer {
+pub async fn serve_router(router: Router) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
