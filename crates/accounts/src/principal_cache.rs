@@ -87,7 +87,7 @@ mod tests {
     use crate::service::UserStatus;
 
     fn principal(id: i64) -> Principal {
-        Principal { user_id: id, status: UserStatus::Active, key_prefix: None, scopes: vec![] }
+        Principal { user_id: id, status: UserStatus::Active, key_prefix: None, scopes: vec![], rpm_limit: None }
     }
 
     #[test]

@@ -167,6 +167,11 @@ pub struct GatewayConfig {
     pub admin_token_hash: Option<[u8; 32]>,
     /// Title of the public status page.
     pub status_page_name: String,
+    /// The edge guard (`[shield]`).
+    pub edge: crate::edge::EdgeConfig,
+    /// The key that signs challenges, clearances and waiting-room tickets; `None`: a
+    /// random key per process (tokens do not survive a restart or work across nodes).
+    pub edge_key: Option<[u8; 32]>,
 }
 
 impl Default for GatewayConfig {
@@ -179,6 +184,8 @@ impl Default for GatewayConfig {
             auth: AuthConfig::default(),
             admin_token_hash: None,
             status_page_name: "Service status".to_owned(),
+            edge: crate::edge::EdgeConfig::default(),
+            edge_key: None,
         }
     }
 }

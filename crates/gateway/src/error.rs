@@ -24,10 +24,24 @@ pub enum Reject {
     UpstreamUnavailable,
     UpstreamTimeout,
     ShuttingDown,
+    /// The client's address is on the block list, or its bot score says block.
+    Blocked,
+    /// Over a rate limit (address, subnet, account, API key or route).
+    RateLimited,
+    /// A proof-of-work clearance is needed first (see `GET /challenge`).
+    ChallengeRequired,
+    /// A submitted proof-of-work answer was forged, expired, replayed or wrong.
+    ChallengeFailed,
+    /// The registration waiting room has no room left.
+    WaitingRoomFull,
+    /// A waiting-room ticket or admission pass that is forged or not this client's.
+    TicketInvalid,
+    /// A waiting-room ticket that was abandoned or outlived the room: join again.
+    TicketExpired,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 11] = [
+    pub const ALL: [Reject; 18] = [
         Reject::BodyTooLarge,
         Reject::BodyTimeout,
         Reject::InvalidJson,
@@ -39,6 +53,13 @@ impl Reject {
         Reject::UpstreamUnavailable,
         Reject::UpstreamTimeout,
         Reject::ShuttingDown,
+        Reject::Blocked,
+        Reject::RateLimited,
+        Reject::ChallengeRequired,
+        Reject::ChallengeFailed,
+        Reject::WaitingRoomFull,
+        Reject::TicketInvalid,
+        Reject::TicketExpired,
     ];
 
     pub fn status(self) -> StatusCode {
@@ -52,6 +73,13 @@ impl Reject {
             Reject::NoHealthyUpstream | Reject::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            // A challenge is a refusal until solved, never a 200 (see DESIGN.md).
+            Reject::Blocked | Reject::ChallengeRequired | Reject::ChallengeFailed | Reject::TicketInvalid => {
+                StatusCode::FORBIDDEN
+            }
+            Reject::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Reject::WaitingRoomFull => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::TicketExpired => StatusCode::GONE,
         }
     }
 
@@ -68,7 +96,13 @@ impl Reject {
             Reject::NoHealthyUpstream
             | Reject::UpstreamUnavailable
             | Reject::UpstreamTimeout
-            | Reject::ShuttingDown => "server_error",
+            | Reject::ShuttingDown
+            | Reject::WaitingRoomFull => "server_error",
+            Reject::Blocked | Reject::ChallengeRequired | Reject::ChallengeFailed | Reject::TicketInvalid => {
+                "permission_error"
+            }
+            Reject::RateLimited => "rate_limit_error",
+            Reject::TicketExpired => "invalid_request_error",
         }
     }
 
@@ -86,6 +120,13 @@ impl Reject {
             Reject::UpstreamUnavailable => "upstream_unavailable",
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::ShuttingDown => "shutting_down",
+            Reject::Blocked => "blocked",
+            Reject::RateLimited => "rate_limited",
+            Reject::ChallengeRequired => "challenge_required",
+            Reject::ChallengeFailed => "challenge_failed",
+            Reject::WaitingRoomFull => "waiting_room_full",
+            Reject::TicketInvalid => "ticket_invalid",
+            Reject::TicketExpired => "ticket_expired",
         }
     }
 

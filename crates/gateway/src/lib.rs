@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod connections;
+pub mod edge;
 pub mod error;
 pub mod metrics;
 pub mod proxy;
@@ -35,6 +36,8 @@ use upstream::UpstreamPool;
 pub enum GatewayError {
     #[error("invalid upstream: {0}")]
     Upstream(String),
+    #[error("invalid shield configuration: shield.{0}")]
+    Edge(shield::ConfigError),
 }
 
 /// The gateway's shared state, one per process.
@@ -46,13 +49,19 @@ pub struct Gateway {
     pub accounts: Arc<Accounts>,
     pub status: status_page::StatusBoard,
     pub connections: Arc<connections::ConnectionGate>,
+    pub edge: edge::Edge,
 }
 
 impl Gateway {
     pub fn new(config: GatewayConfig, accounts: Arc<Accounts>) -> Result<Arc<Gateway>, GatewayError> {
         let pool = UpstreamPool::new(&config.proxy, &config.upstreams).map_err(GatewayError::Upstream)?;
         let store = accounts.store().clone();
+        let key = config
+            .edge_key
+            .unwrap_or_else(|| accounts::tokens::hash(accounts::tokens::SessionToken::generate().as_str()));
+        let edge = edge::Edge::new(&config.edge, key).map_err(GatewayError::Edge)?;
         Ok(Arc::new(Gateway {
+            edge,
             pool: Arc::new(pool),
             metrics: metrics::Metrics::default(),
             store,
@@ -70,9 +79,19 @@ impl Gateway {
         self.accounts.config().session_ttl_s
     }
 
-    /// Start the background work (health checks). Abort the handle to stop it.
-    pub fn start_background(&self) -> JoinHandle<()> {
-        tokio::spawn(self.pool.clone().run_health_checks())
+    /// True while the edge is in attack mode (automatic or forced by the operator).
+    pub fn under_attack(&self) -> bool {
+        self.edge.under_attack()
+    }
+
+    /// Start the background work (health checks, the attack detector). Abort the handle
+    /// to stop it all.
+    pub fn start_background(self: &Arc<Self>) -> JoinHandle<()> {
+        let checks = self.pool.clone().run_health_checks();
+        let detector = edge::run_detector(self.clone());
+        tokio::spawn(async move {
+            tokio::join!(checks, detector);
+        })
     }
 }
 
@@ -105,8 +124,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/auth/keys/{prefix}", delete(auth::revoke_key))
         .route("/auth/mfa/totp", post(auth::start_totp))
         .route("/auth/mfa/totp/confirm", post(auth::confirm_totp))
+        .route("/auth/register/ticket", get(edge::waiting::poll))
+        .route("/challenge", get(edge::challenge::get).post(edge::challenge::post))
         .nest("/admin", admin_router(gateway.clone()))
         .fallback(health::not_found)
+        .layer(axum::middleware::from_fn_with_state(gateway.clone(), edge::guard))
         .with_state(gateway)
 }
 
@@ -117,6 +139,8 @@ fn admin_router(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/users/{id}/mfa/reset", post(admin::reset_mfa))
         .route("/users/{id}/mfa/required", put(admin::require_mfa))
         .route("/audit", get(admin::audit))
+        .route("/blocklist", get(edge::admin::list).post(edge::admin::add).delete(edge::admin::remove))
+        .route("/attack-mode", get(edge::admin::get_attack).put(edge::admin::set_attack))
         .route_layer(axum::middleware::from_fn_with_state(gateway, admin::require_admin))
 }
 

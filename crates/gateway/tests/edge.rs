@@ -69,7 +69,7 @@ async fn a_body_that_trickles_in_gets_408_without_reaching_the_model() {
     })
     .await;
     let mut stream = TcpStream::connect(addr(&gw.url)).await.unwrap();
-    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nuser-agent: palisade-tests/1\r\ncontent-type: application/json\r\n\
                 content-length: 1000\r\n\r\n{\"model\":";
     stream.write_all(head.as_bytes()).await.unwrap();
     // ...and nothing more: the gateway must give up at the deadline, not wait forever.

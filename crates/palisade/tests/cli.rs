@@ -28,7 +28,7 @@ async fn serve_works_on_embedded_defaults_and_stops_on_sigterm() {
     });
     assert!(warning["message"].as_str().unwrap().contains("SIMULATED"), "{warning}");
 
-    let c = reqwest::Client::new();
+    let c = http();
     let r = c.get(format!("{}/readyz", palisade.url)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     // /v1 needs a key; `palisade keys create` makes one against the same store.
@@ -62,12 +62,8 @@ async fn sigterm_drains_an_in_flight_stream() {
     let dir = scratch_dir();
     // 100 tokens at 200 tokens/s: the stream outlives the signal by about half a second.
     let mut palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[ANONYMOUS]);
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", palisade.url))
-        .json(&chat(true, 100))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        http().post(format!("{}/v1/chat/completions", palisade.url)).json(&chat(true, 100)).send().await.unwrap();
     let mut body = response.bytes_stream();
     let mut text = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
     palisade.signal("TERM");
@@ -99,7 +95,7 @@ async fn environment_configures_listen_address_and_upstreams() {
         ],
     );
     assert!(dir.path().join("state/palisade.db").exists());
-    let r: Value = reqwest::get(format!("{}/v1/models", palisade.url)).await.unwrap().json().await.unwrap();
+    let r: Value = http().get(format!("{}/v1/models", palisade.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["data"][0]["id"], "env-model");
 }
 
@@ -146,15 +142,8 @@ async fn sim_upstream_serves_the_openai_api() {
         &[],
     );
     let body = json!({"messages": [{"role": "system", "content": "You are a secret keeper."}, {"role": "user", "content": "hi"}]});
-    let r: Value = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", sim.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value =
+        http().post(format!("{}/v1/chat/completions", sim.url)).json(&body).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["choices"][0]["message"]["content"], "You are a secret keeper.");
     assert!(r["usage"]["total_tokens"].as_u64().unwrap() > 0);
 }
@@ -174,7 +163,7 @@ async fn the_operator_switches_registration_live_from_the_cli() {
     assert!(out.contains("\"CN\""), "{out}");
     let register = |phone: &str| {
         let body = json!({"phone": phone, "password": "correct horse battery staple"});
-        reqwest::Client::new().post(format!("{}/auth/register", palisade.url)).json(&body).send()
+        http().post(format!("{}/auth/register", palisade.url)).json(&body).send()
     };
     let r = register("+1 650 253 0000").await.unwrap();
     assert_eq!(r.status(), 403);
@@ -200,7 +189,7 @@ async fn the_operator_switches_registration_live_from_the_cli() {
 async fn keys_rotate_reencrypts_while_the_gateway_keeps_serving() {
     let dir = scratch_dir();
     let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
-    let c = reqwest::Client::new();
+    let c = http();
     let body = json!({"phone": "+86 138 0013 8000", "password": "correct horse battery staple"});
     let r: Value =
         c.post(format!("{}/auth/register", palisade.url)).json(&body).send().await.unwrap().json().await.unwrap();
@@ -242,7 +231,7 @@ async fn keys_carry_their_own_rate_budget_and_the_pii_key_can_come_from_the_envi
         &[("PALISADE_PII__KEY", &material.join(";"))],
     );
     let body = json!({"email": "someone@example.com", "password": "correct horse battery staple"});
-    let r = reqwest::Client::new().post(format!("{}/auth/register", palisade.url)).json(&body).send().await.unwrap();
+    let r = http().post(format!("{}/auth/register", palisade.url)).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 201);
     assert!(
         !other.path().join("palisade-data/pii.key").exists(),
