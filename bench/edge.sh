@@ -19,7 +19,9 @@ if [ "$(nproc)" -lt 2 ]; then echo "needs two CPUs (wrk on 0, server on 1)" >&2;
 
 TARGET=${CARGO_TARGET_DIR:-target}
 echo "building (release)…" >&2
-cargo build --quiet --release -p palisade -p gateway --example minimal_hyper
+# (--example restricts a build to that target, so the binary is built on its own.)
+cargo build --quiet --release -p palisade
+cargo build --quiet --release -p gateway --example minimal_hyper
 cargo build --quiet --release -p shield --example pow_table
 BIN=$(realpath "$TARGET/release/palisade")
 CEILING_BIN=$(realpath "$TARGET/release/examples/minimal_hyper")
