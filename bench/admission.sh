@@ -21,7 +21,8 @@ mkdir -p "$OUT"
 cd "$ROOT"
 if [[ ${NO_BUILD:-} != 1 ]]; then
     echo "[admission.sh] cargo build --release (palisade, the flood example)" >&2
-    cargo build --release -p palisade -p drill --example priority_flood >"$OUT/admission-build.log" 2>&1 ||
+    { cargo build --release -p palisade && cargo build --release -p drill --example priority_flood; } \
+        >"$OUT/admission-build.log" 2>&1 ||
         { tail -n 30 "$OUT/admission-build.log" >&2; exit 1; }
 fi
 {

@@ -87,10 +87,10 @@ impl PrincipalCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::UserStatus;
+    use store::UserStatus;
 
     fn principal(id: i64) -> Principal {
-        Principal { user_id: id, status: UserStatus::Active, key_prefix: None, scopes: vec![] }
+        Principal { user_id: id, status: UserStatus::Active, key_prefix: None, scopes: vec![], rpm_limit: None }
     }
 
     #[test]

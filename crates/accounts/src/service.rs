@@ -180,6 +180,8 @@ pub struct Principal {
     /// `Some(prefix)` when authenticated by API key.
     pub key_prefix: Option<String>,
     pub scopes: Vec<String>,
+    /// The API key's own requests-per-minute budget, if it has one.
+    pub rpm_limit: Option<u32>,
 }
 
 /// A started TOTP enrolment: show `otpauth_uri` as a QR code, then confirm
@@ -700,7 +702,7 @@ impl Accounts {
         if !needs_mfa_enrolment(&user) {
             scopes.push("inference".to_owned());
         }
-        Ok(Some(Principal { user_id: user.id, status: user.status(), key_prefix: None, scopes }))
+        Ok(Some(Principal { user_id: user.id, status: user.status(), key_prefix: None, scopes, rpm_limit: None }))
     }
 
     /// The holder of an API key, if the key is valid and live.
@@ -729,7 +731,8 @@ impl Accounts {
         if needs_mfa_enrolment(&user) {
             scopes.retain(|s| s != "inference");
         }
-        Ok(Some(Principal { user_id: user.id, status: user.status(), key_prefix: Some(row.prefix), scopes }))
+        let rpm_limit = row.rpm_limit.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0);
+        Ok(Some(Principal { user_id: user.id, status: user.status(), key_prefix: Some(row.prefix), scopes, rpm_limit }))
     }
 
     pub async fn logout(&self, token: &str, user_id: i64, ip: Option<&str>) -> Result<(), AccountError> {

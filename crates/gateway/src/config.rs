@@ -172,6 +172,11 @@ pub struct GatewayConfig {
     /// System prompts, leak scanning and prompt scoring.
     pub guard: aiguard::GuardConfig,
     pub abuse: crate::guard::AbusePolicy,
+    /// The edge guard (`[shield]`).
+    pub edge: crate::edge::EdgeConfig,
+    /// The key that signs challenges, clearances and waiting-room tickets; `None`: a
+    /// random key per process (tokens do not survive a restart or work across nodes).
+    pub edge_key: Option<[u8; 32]>,
 }
 
 /// The public status page and the recorder that keeps it.

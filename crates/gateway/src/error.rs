@@ -34,12 +34,24 @@ pub enum Reject {
     PromptRejected,
     /// The caller collected too many strikes.
     AccountFlagged,
-    /// A client went over a per-client request budget (e.g. the status page's).
+    /// The client's address is on the block list, or its bot score says block.
+    Blocked,
+    /// Over a rate limit (address, subnet, account, API key or route).
     RateLimited,
+    /// A proof-of-work clearance is needed first (see `GET /challenge`).
+    ChallengeRequired,
+    /// A submitted proof-of-work answer was forged, expired, replayed or wrong.
+    ChallengeFailed,
+    /// The registration waiting room has no room left.
+    WaitingRoomFull,
+    /// A waiting-room ticket or admission pass that is forged or not this client's.
+    TicketInvalid,
+    /// A waiting-room ticket that was abandoned or outlived the room: join again.
+    TicketExpired,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 17] = [
+    pub const ALL: [Reject; 23] = [
         Reject::BodyTooLarge,
         Reject::BodyTimeout,
         Reject::InvalidJson,
@@ -56,7 +68,13 @@ impl Reject {
         Reject::QueueTimeout,
         Reject::PromptRejected,
         Reject::AccountFlagged,
+        Reject::Blocked,
         Reject::RateLimited,
+        Reject::ChallengeRequired,
+        Reject::ChallengeFailed,
+        Reject::WaitingRoomFull,
+        Reject::TicketInvalid,
+        Reject::TicketExpired,
     ];
 
     pub fn status(self) -> StatusCode {
@@ -74,7 +92,13 @@ impl Reject {
             Reject::PromptRejected | Reject::AccountFlagged => StatusCode::FORBIDDEN,
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            // A challenge is a refusal until solved, never a 200 (see DESIGN.md).
+            Reject::Blocked | Reject::ChallengeRequired | Reject::ChallengeFailed | Reject::TicketInvalid => {
+                StatusCode::FORBIDDEN
+            }
             Reject::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Reject::WaitingRoomFull => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::TicketExpired => StatusCode::GONE,
         }
     }
 
@@ -95,8 +119,13 @@ impl Reject {
             | Reject::UpstreamTimeout
             | Reject::ShuttingDown
             | Reject::Overloaded
-            | Reject::QueueTimeout => "server_error",
+            | Reject::QueueTimeout
+            | Reject::WaitingRoomFull => "server_error",
+            Reject::Blocked | Reject::ChallengeRequired | Reject::ChallengeFailed | Reject::TicketInvalid => {
+                "permission_error"
+            }
             Reject::RateLimited => "rate_limit_error",
+            Reject::TicketExpired => "invalid_request_error",
         }
     }
 
@@ -119,7 +148,13 @@ impl Reject {
             Reject::QueueTimeout => "queue_timeout",
             Reject::PromptRejected => "prompt_rejected",
             Reject::AccountFlagged => "account_flagged",
+            Reject::Blocked => "blocked",
             Reject::RateLimited => "rate_limited",
+            Reject::ChallengeRequired => "challenge_required",
+            Reject::ChallengeFailed => "challenge_failed",
+            Reject::WaitingRoomFull => "waiting_room_full",
+            Reject::TicketInvalid => "ticket_invalid",
+            Reject::TicketExpired => "ticket_expired",
         }
     }
 

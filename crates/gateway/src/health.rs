@@ -64,6 +64,7 @@ pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
             conns.refused(why)
         ));
     }
+    gw.edge.render_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }
 

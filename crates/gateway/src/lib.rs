@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod connections;
+pub mod edge;
 pub mod error;
 pub mod guard;
 pub mod metrics;
@@ -42,6 +43,8 @@ pub enum GatewayError {
     Admission(String),
     #[error("invalid guard settings: {0}")]
     Guard(String),
+    #[error("invalid shield configuration: shield.{0}")]
+    Edge(shield::ConfigError),
 }
 
 /// The gateway's shared state, one per process.
@@ -58,6 +61,7 @@ pub struct Gateway {
     pub connections: Arc<connections::ConnectionGate>,
     pub admission: admission::Admission,
     pub guard: guard::GuardState,
+    pub edge: edge::Edge,
 }
 
 impl Gateway {
@@ -66,7 +70,12 @@ impl Gateway {
         let store = accounts.store().clone();
         let admission =
             admission::Admission::new(config.admission.clone()).map_err(|e| GatewayError::Admission(e.to_string()))?;
+        let key = config
+            .edge_key
+            .unwrap_or_else(|| accounts::tokens::hash(accounts::tokens::SessionToken::generate().as_str()));
+        let edge = edge::Edge::new(&config.edge, key).map_err(GatewayError::Edge)?;
         Ok(Arc::new(Gateway {
+            edge,
             pool: Arc::new(pool),
             metrics: metrics::Metrics::default(),
             under_attack: AtomicBool::new(false),
@@ -92,9 +101,19 @@ impl Gateway {
         self.accounts.config().session_ttl_s
     }
 
-    /// Start the background work (health checks). Abort the handle to stop it.
-    pub fn start_background(&self) -> JoinHandle<()> {
-        tokio::spawn(self.pool.clone().run_health_checks())
+    /// True while the edge is in attack mode (automatic or forced by the operator).
+    pub fn under_attack(&self) -> bool {
+        self.edge.under_attack()
+    }
+
+    /// Start the background work (health checks, the attack detector). Abort the handle
+    /// to stop it all.
+    pub fn start_background(self: &Arc<Self>) -> JoinHandle<()> {
+        let checks = self.pool.clone().run_health_checks();
+        let detector = edge::run_detector(self.clone());
+        tokio::spawn(async move {
+            tokio::join!(checks, detector);
+        })
     }
 }
 
@@ -124,8 +143,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/auth/keys/{prefix}", delete(auth::revoke_key))
         .route("/auth/mfa/totp", post(auth::start_totp))
         .route("/auth/mfa/totp/confirm", post(auth::confirm_totp))
+        .route("/auth/register/ticket", get(edge::waiting::poll))
+        .route("/challenge", get(edge::challenge::get).post(edge::challenge::post))
         .nest("/admin", admin_router(gateway.clone()))
         .fallback(health::not_found)
+        .layer(axum::middleware::from_fn_with_state(gateway.clone(), edge::guard))
         .with_state(gateway)
 }
 
@@ -143,6 +165,8 @@ fn admin_router(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/incidents/{id}/resolve", post(admin::resolve_incident))
         .route("/components/{id}", put(admin::set_component))
         .route("/maintenances", post(admin::schedule_maintenance))
+        .route("/blocklist", get(edge::admin::list).post(edge::admin::add).delete(edge::admin::remove))
+        .route("/attack-mode", get(edge::admin::get_attack).put(edge::admin::set_attack))
         .route_layer(axum::middleware::from_fn_with_state(gateway, admin::require_admin))
 }
 

@@ -181,6 +181,23 @@ impl Metrics {
         counts
     }
 
+    /// Requests answered so far, and how many of them were shed (429 or 503), over all
+    /// routes: the attack detector's request and shed rates are deltas of these.
+    pub fn totals(&self) -> (u64, u64) {
+        let mut all = 0;
+        let mut shed = 0;
+        for stats in &self.routes {
+            for (slot, counter) in stats.by_status.iter().enumerate() {
+                let n = counter.load(Ordering::Relaxed);
+                all += n;
+                if matches!(slot + FIRST_STATUS, 429 | 503) {
+                    shed += n;
+                }
+            }
+        }
+        (all, shed)
+    }
+
     pub fn rejections(&self, reason: Reject) -> u64 {
         self.rejections[reason.index()].load(Ordering::Relaxed)
     }

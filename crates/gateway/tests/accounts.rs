@@ -28,8 +28,13 @@ impl Site {
 
     async fn on(store_url: Option<&str>) -> Site {
         let sim = spawn_sim(instant_sim()).await;
-        let gw = spawn_gateway_on(store_url, vec![upstream("sim", &sim.server.url)], |_| {}).await;
-        let http = reqwest::Client::builder().cookie_store(true).timeout(Duration::from_secs(30)).build().unwrap();
+        let gw = spawn_gateway_on(store_url, vec![upstream("sim", &sim.server.url)], without_route_limits).await;
+        let http = reqwest::Client::builder()
+            .user_agent(TEST_AGENT)
+            .cookie_store(true)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
         Site { gw, http, _sim: sim }
     }
 
@@ -367,7 +372,7 @@ async fn cookie_requests_need_the_csrf_token_and_sessions_can_be_revoked() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 
     // A second session from another client; list, then revoke it.
-    let other = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let other = reqwest::Client::builder().user_agent(TEST_AGENT).cookie_store(true).build().unwrap();
     other.post(site.url("/auth/login")).json(&json!({"phone": CN_PHONE, "password": PASSWORD})).send().await.unwrap();
     let listed: Value = site.http.get(site.url("/auth/sessions")).send().await.unwrap().json().await.unwrap();
     let sessions = listed["sessions"].as_array().unwrap();

@@ -10,7 +10,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 use crate::cli::{
-    AdminCommand, AdminTarget, ComponentCommand, IncidentCommand, MaintenanceCommand, RegistrationCommand,
+    AdminCommand, AdminTarget, AttackArg, ComponentCommand, IncidentCommand, ListCommand, MaintenanceCommand,
+    RegistrationCommand,
 };
 use crate::config::Config;
 use crate::serve::runtime;
@@ -80,6 +81,14 @@ pub fn run(target: AdminTarget, action: AdminCommand) -> anyhow::Result<ExitCode
                               "scheduled_for": from, "scheduled_until": until});
             ("POST", "/admin/maintenances".to_owned(), Some(body))
         }
+        AdminCommand::Block { action } => list_request("block", action),
+        AdminCommand::Allow { action } => list_request("allow", action),
+        AdminCommand::Attack { mode } => match mode {
+            AttackArg::Show => ("GET", "/admin/attack-mode".to_owned(), None),
+            AttackArg::On => ("PUT", "/admin/attack-mode".to_owned(), Some(json!({"mode": "on"}))),
+            AttackArg::Off => ("PUT", "/admin/attack-mode".to_owned(), Some(json!({"mode": "off"}))),
+            AttackArg::Auto => ("PUT", "/admin/attack-mode".to_owned(), Some(json!({"mode": "auto"}))),
+        },
         AdminCommand::Audit { limit, action } => {
             let filter = action.as_ref().map(|a| format!("&action={a}")).unwrap_or_default();
             ("GET", format!("/admin/audit?limit={limit}{filter}"), None)
@@ -90,12 +99,37 @@ pub fn run(target: AdminTarget, action: AdminCommand) -> anyhow::Result<ExitCode
         let message = answer["error"]["message"].as_str().unwrap_or("no message");
         bail!("{method} {path} answered {status}: {message}");
     }
-    if !answer.is_null() {
+    if let AdminCommand::Block { action: ListCommand::List } | AdminCommand::Allow { action: ListCommand::List } =
+        &action
+    {
+        let kind = if matches!(action, AdminCommand::Block { .. }) { "block" } else { "allow" };
+        print_entries(&answer, kind);
+    } else if !answer.is_null() {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
         println!("ok");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn list_request(kind: &str, action: &ListCommand) -> (&'static str, String, Option<Value>) {
+    let path = "/admin/blocklist".to_owned();
+    match action {
+        ListCommand::Add { cidr, ttl, note } => {
+            ("POST", path, Some(json!({"kind": kind, "cidr": cidr, "ttl_s": ttl, "note": note})))
+        }
+        ListCommand::Remove { cidr } => ("DELETE", path, Some(json!({"kind": kind, "cidr": cidr}))),
+        ListCommand::List => ("GET", path, None),
+    }
+}
+
+/// One line per entry: network, expiry (Unix seconds or `never`), note.
+fn print_entries(answer: &Value, kind: &str) {
+    let entries = answer["entries"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for e in entries.iter().filter(|e| e["kind"] == kind) {
+        let expires = e["expires_at"].as_u64().map_or("never".to_owned(), |t| t.to_string());
+        println!("{:<43} {:<12} {}", e["cidr"].as_str().unwrap_or("?"), expires, e["note"].as_str().unwrap_or(""));
+    }
 }
 
 async fn call(base: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {

@@ -31,6 +31,11 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Proof-of-work challenges, from the client's side.
+    Pow {
+        #[command(subcommand)]
+        action: PowCommand,
+    },
     /// Operate a running gateway through its admin API.
     Admin {
         #[command(flatten)]
@@ -107,6 +112,21 @@ pub enum AdminCommand {
     Maintenance {
         #[command(subcommand)]
         action: MaintenanceCommand,
+    },
+    /// The block list: refuse addresses or networks with 403, live.
+    Block {
+        #[command(subcommand)]
+        action: ListCommand,
+    },
+    /// The allow list: addresses or networks exempt from the block list and challenges.
+    Allow {
+        #[command(subcommand)]
+        action: ListCommand,
+    },
+    /// Force attack mode on or off, or hand it back to the detector.
+    Attack {
+        #[arg(value_enum)]
+        mode: AttackArg,
     },
     /// Show recent audit-log entries.
     Audit {
@@ -194,6 +214,67 @@ pub enum MaintenanceCommand {
         #[arg(long)]
         message: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PowCommand {
+    /// Fetch a challenge from a gateway, solve it, and print the clearance token. Send it
+    /// back as `X-Palisade-Clearance` with the same User-Agent, from the same network.
+    Solve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Gateway base URL; default: http:// + the configured listen address.
+        #[arg(long)]
+        url: Option<String>,
+        /// The User-Agent the clearance is bound to.
+        #[arg(long, default_value = concat!("palisade-cli/", env!("CARGO_PKG_VERSION")))]
+        user_agent: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ListCommand {
+    /// Add (or replace) an entry: an address or a CIDR network, IPv4 or IPv6.
+    Add {
+        cidr: String,
+        /// Lifetime, e.g. 90s, 30m, 1h, 7d; default: until removed.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<u64>,
+        /// Why (kept with the entry, at most 256 bytes).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Remove exactly this entry.
+    Remove { cidr: String },
+    /// Print the live entries.
+    List,
+}
+
+/// `90`, `90s`, `30m`, `1h`, `7d` → seconds.
+pub fn parse_ttl(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a duration like 90s, 30m, 1h or 7d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use s, m, h or d)")),
+    };
+    n.checked_mul(scale).filter(|s| *s > 0).ok_or_else(|| format!("`{text}` must be between 1s and a few centuries"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AttackArg {
+    /// Force attack mode on.
+    On,
+    /// Force it off.
+    Off,
+    /// Let the detector decide.
+    Auto,
+    /// Print the mode, the switch and the detector's rates.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,6 +14,7 @@ use accounts::service::AccountsConfig;
 use gateway::config::{
     AuthConfig, InvalidField, ProxyConfig, ServerConfig, StatusConfig, UpstreamConfig, validate_upstreams,
 };
+use gateway::edge::EdgeConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::LogFormat;
@@ -50,6 +51,8 @@ pub struct Config {
     pub guard: aiguard::GuardConfig,
     /// Strikes from the guard: when callers are throttled or suspended.
     pub abuse: gateway::guard::AbusePolicy,
+    /// Edge defence: block lists, rate limits, proof-of-work, bot score, attack mode.
+    pub shield: EdgeConfig,
 }
 
 /// Where the key that encrypts personal data at rest comes from.
@@ -107,6 +110,7 @@ impl Default for Config {
             priority: gateway::priority::PriorityConfig::default(),
             guard: aiguard::GuardConfig::default(),
             abuse: gateway::guard::AbusePolicy::default(),
+            shield: EdgeConfig::default(),
         }
     }
 }
@@ -219,6 +223,7 @@ impl Config {
                 problems.push(InvalidField { field: field.to_owned(), reason: reason.to_owned() });
             }
         }
+        self.shield.validate(&mut problems);
         if let Some(url) = &self.database_url {
             if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
                 problems.push(InvalidField {
@@ -251,6 +256,11 @@ impl Config {
 
     pub fn pii_key_file(&self) -> PathBuf {
         self.pii.key_file.clone().unwrap_or_else(|| self.data_dir.join("pii.key"))
+    }
+
+    /// Where the shield's signing key is kept when not given inline.
+    pub fn shield_key_file(&self) -> PathBuf {
+        self.shield.secret_file.clone().unwrap_or_else(|| self.data_dir.join("shield.key"))
     }
 
     pub fn admin_token_file(&self) -> PathBuf {
@@ -388,5 +398,20 @@ mod tests {
         assert!(e.contains("proxy.max_body_bytes: must be greater than 0"), "{e}");
         assert!(e.contains("upstreams[0].url: https upstreams are not supported"), "{e}");
         assert!(e.contains("upstreams[1].name: `a` is used twice"), "{e}");
+    }
+
+    #[test]
+    fn shield_fields_are_checked_and_the_secret_comes_from_the_environment() {
+        let config = load_str(
+            "[shield]\ntrusted_proxies = [\"10.0.0.1/8\"]\n[shield.limits.per_ip]\ncount = 0\nperiod_ms = 1000\nburst = 1\n",
+            &[("PALISADE_SHIELD__SECRET", &"ab".repeat(32))],
+        )
+        .unwrap();
+        assert_eq!(config.shield.secret.as_deref(), Some("ab".repeat(32).as_str()));
+        let e = config.validate().unwrap_err().to_string();
+        assert!(e.contains("shield.limits.per_ip.count"), "{e}");
+        assert!(e.contains("shield.trusted_proxies[0]"), "{e}");
+        let e = load_str("[shield]\ntrusted_proxy = []\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("shield") && e.contains("trusted_proxy"), "{e}");
     }
 }

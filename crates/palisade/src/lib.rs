@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 mod keys;
 mod logging;
+mod pow;
 mod serve;
 
 use std::process::ExitCode;
@@ -20,5 +21,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config { action: ConfigCommand::Check { file } } => Ok(config::check_command(&file)),
         Command::Keys { config, action } => keys::run(config.config.as_deref(), action),
         Command::Admin { target, action } => admin_client::run(target, action),
+        Command::Pow { action } => pow::run(action),
     }
 }

@@ -87,6 +87,8 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
         guard: config.guard.clone(),
         abuse: config.abuse.clone(),
         status: config.status.clone(),
+        edge: config.shield.clone(),
+        edge_key: Some(shield_key(&config)?),
     };
     let gateway = Gateway::new(gateway_config, accounts)?;
     let listener = TcpListener::bind(config.listen)
@@ -156,6 +158,28 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
             tracing::warn!(path = %path.display(), "generated an admin token for /admin and `palisade admin`");
             Ok(token)
         }
+    }
+}
+
+/// The key that signs proof-of-work challenges, clearances and waiting-room tickets:
+/// `shield.secret`, else the key file (`<data_dir>/shield.key` unless configured),
+/// generated on first start.
+fn shield_key(config: &Config) -> anyhow::Result<[u8; 32]> {
+    use gateway::edge::config::{format_secret, parse_secret};
+    if let Some(secret) = &config.shield.secret {
+        return parse_secret(secret).context("shield.secret: must be 64 hex characters");
+    }
+    let path = config.shield_key_file();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_secret(&text).with_context(|| format!("{}: expected 64 hex characters", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = tokens::hash(tokens::SessionToken::generate().as_str());
+            write_private(&path, format_secret(&key).as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            tracing::warn!(path = %path.display(), "generated the shield's signing key; give every gateway node the same one");
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 

@@ -28,7 +28,7 @@ async fn serve_works_on_embedded_defaults_and_stops_on_sigterm() {
     });
     assert!(warning["message"].as_str().unwrap().contains("SIMULATED"), "{warning}");
 
-    let c = reqwest::Client::new();
+    let c = http();
     let r = c.get(format!("{}/readyz", palisade.url)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     // /v1 needs a key; `palisade keys create` makes one against the same store.
@@ -62,12 +62,8 @@ async fn sigterm_drains_an_in_flight_stream() {
     let dir = scratch_dir();
     // 100 tokens at 200 tokens/s: the stream outlives the signal by about half a second.
     let mut palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[ANONYMOUS]);
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", palisade.url))
-        .json(&chat(true, 100))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        http().post(format!("{}/v1/chat/completions", palisade.url)).json(&chat(true, 100)).send().await.unwrap();
     let mut body = response.bytes_stream();
     let mut text = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
     palisade.signal("TERM");
@@ -99,7 +95,7 @@ async fn environment_configures_listen_address_and_upstreams() {
         ],
     );
     assert!(dir.path().join("state/palisade.db").exists());
-    let r: Value = reqwest::get(format!("{}/v1/models", palisade.url)).await.unwrap().json().await.unwrap();
+    let r: Value = http().get(format!("{}/v1/models", palisade.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["data"][0]["id"], "env-model");
 }
 
@@ -146,15 +142,8 @@ async fn sim_upstream_serves_the_openai_api() {
         &[],
     );
     let body = json!({"messages": [{"role": "system", "content": "You are a secret keeper."}, {"role": "user", "content": "hi"}]});
-    let r: Value = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", sim.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value =
+        http().post(format!("{}/v1/chat/completions", sim.url)).json(&body).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["choices"][0]["message"]["content"], "You are a secret keeper.");
     assert!(r["usage"]["total_tokens"].as_u64().unwrap() > 0);
 }
@@ -174,7 +163,7 @@ async fn the_operator_switches_registration_live_from_the_cli() {
     assert!(out.contains("\"CN\""), "{out}");
     let register = |phone: &str| {
         let body = json!({"phone": phone, "password": "correct horse battery staple"});
-        reqwest::Client::new().post(format!("{}/auth/register", palisade.url)).json(&body).send()
+        http().post(format!("{}/auth/register", palisade.url)).json(&body).send()
     };
     let r = register("+1 650 253 0000").await.unwrap();
     assert_eq!(r.status(), 403);
@@ -256,7 +245,7 @@ async fn the_operator_runs_the_status_page_from_the_cli() {
 async fn keys_rotate_reencrypts_while_the_gateway_keeps_serving() {
     let dir = scratch_dir();
     let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
-    let c = reqwest::Client::new();
+    let c = http();
     let body = json!({"phone": "+86 138 0013 8000", "password": "correct horse battery staple"});
     let r: Value =
         c.post(format!("{}/auth/register", palisade.url)).json(&body).send().await.unwrap().json().await.unwrap();
@@ -298,10 +287,91 @@ async fn keys_carry_their_own_rate_budget_and_the_pii_key_can_come_from_the_envi
         &[("PALISADE_PII__KEY", &material.join(";"))],
     );
     let body = json!({"email": "someone@example.com", "password": "correct horse battery staple"});
-    let r = reqwest::Client::new().post(format!("{}/auth/register", palisade.url)).json(&body).send().await.unwrap();
+    let r = http().post(format!("{}/auth/register", palisade.url)).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 201);
     assert!(
         !other.path().join("palisade-data/pii.key").exists(),
         "no key file when the key comes from the environment"
     );
+}
+
+#[tokio::test]
+async fn the_operator_blocks_addresses_and_switches_attack_mode_from_the_cli() {
+    let dir = scratch_dir();
+    let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+    assert!(dir.path().join("palisade-data/shield.key").exists(), "signing key generated on first start");
+    let admin = |args: &[&str]| {
+        let mut all = vec!["admin", "--url", palisade.url.as_str()];
+        all.extend_from_slice(args);
+        run(dir.path(), &all)
+    };
+    let from = |source: &str| {
+        reqwest::Client::builder()
+            .local_address(source.parse::<std::net::IpAddr>().unwrap())
+            .user_agent("palisade-tests/1")
+            .build()
+            .unwrap()
+    };
+    let models = format!("{}/v1/models", palisade.url);
+    let (ok, _, err) = admin(&["block", "add", "127.0.0.2", "--ttl", "1h", "--note", "scraper"]);
+    assert!(ok, "{err}");
+    let (ok, listing, _) = admin(&["block", "list"]);
+    assert!(ok && listing.contains("127.0.0.2/32") && listing.contains("scraper"), "{listing}");
+    let r = from("127.0.0.2").get(&models).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "blocked");
+    assert_eq!(from("127.0.0.3").get(&models).send().await.unwrap().status(), 401, "others reach the API");
+    let (ok, _, err) = admin(&["allow", "add", "127.0.0.2"]);
+    assert!(ok, "{err}");
+    assert_eq!(from("127.0.0.2").get(&models).send().await.unwrap().status(), 401, "allow wins");
+    let (ok, _, err) = admin(&["allow", "remove", "127.0.0.2"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = admin(&["block", "remove", "127.0.0.2/32"]);
+    assert!(ok, "{err}");
+    assert_eq!(from("127.0.0.2").get(&models).send().await.unwrap().status(), 401);
+    let (ok, _, err) = admin(&["block", "add", "10.0.0.1/8"]);
+    assert!(!ok && err.contains("host bits"), "{err}");
+    let (ok, _, err) = admin(&["block", "add", "10.0.0.0/8", "--ttl", "soon"]);
+    assert!(!ok && err.contains("soon"), "{err}");
+
+    let (ok, out, err) = admin(&["attack", "on"]);
+    assert!(ok && out.contains("\"under_attack\""), "{out}{err}");
+    let (ok, out, _) = admin(&["attack", "show"]);
+    assert!(ok && out.contains("\"switch\": \"on\""), "{out}");
+    let (ok, out, _) = admin(&["attack", "off"]);
+    assert!(ok && out.contains("\"normal\""), "{out}");
+    let (ok, out, _) = admin(&["attack", "auto"]);
+    assert!(ok && out.contains("\"switch\": \"auto\""), "{out}");
+    let (ok, out, _) = admin(&["audit", "--action", "shield."]);
+    assert!(ok && out.contains("shield.blocklist.add") && out.contains("shield.attack_mode"), "{out}");
+}
+
+#[tokio::test]
+async fn pow_solve_prints_a_clearance_that_passes_the_challenge() {
+    let dir = scratch_dir();
+    let palisade = Running::start(
+        dir.path(),
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("PALISADE_SHIELD__POW__BASE_DIFFICULTY", "10"), ("PALISADE_SHIELD__POW__SCORE_POINTS_PER_BIT", "0")],
+    );
+    let agent = "python-requests/2.32";
+    let csrf = format!("{}/auth/csrf", palisade.url);
+    let c = reqwest::Client::builder().user_agent(agent).build().unwrap();
+    let r = c.get(&csrf).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["challenge"]["difficulty"], 10, "{body}");
+
+    let (ok, out, err) = run(dir.path(), &["pow", "solve", "--url", &palisade.url, "--user-agent", agent]);
+    assert!(ok, "{err}");
+    assert!(err.contains("solved difficulty 10"), "{err}");
+    let clearance = out.trim();
+    let r = c.get(&csrf).header("x-palisade-clearance", clearance).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // Bound to the agent it was solved for.
+    let other = http().get(&csrf).header("user-agent", "curl/8.5").header("x-palisade-clearance", clearance);
+    assert_eq!(other.send().await.unwrap().status(), 403);
+
+    let (ok, _, err) = run(dir.path(), &["pow", "solve", "--url", "http://127.0.0.1:1"]);
+    assert!(!ok && err.contains("cannot reach"), "{err}");
 }

@@ -148,7 +148,14 @@ pub async fn fresh_store(dir: &tempfile::TempDir) -> Store {
     store
 }
 
-/// The real gateway around an account service the test built itself.
+/// For tests about accounts rather than the edge: no per-route limits (the defaults allow
+/// ten registrations and ten logins a minute, fewer than such a test makes).
+pub fn without_route_limits(config: &mut GatewayConfig) {
+    config.edge.limits.routes.clear();
+}
+
+/// The real gateway around an account service the test built itself (without route
+/// limits, see [`without_route_limits`]).
 pub async fn spawn_gateway_with(
     accounts: Accounts,
     upstreams: Vec<UpstreamConfig>,
@@ -156,6 +163,7 @@ pub async fn spawn_gateway_with(
 ) -> TestGateway {
     let mut config = GatewayConfig { upstreams, ..GatewayConfig::default() };
     config.admin_token_hash = Some(accounts::tokens::hash(ADMIN_TOKEN));
+    without_route_limits(&mut config);
     let outbox = dir.path().join("outbox.jsonl");
     serve_gateway(config, accounts, outbox, dir).await
 }
@@ -231,6 +239,10 @@ pub fn chat_body(stream: bool) -> serde_json::Value {
     })
 }
 
+/// The user agent test clients send: a named client, so the edge's bot score (which
+/// challenges requests without one) leaves tests about something else alone.
+pub const TEST_AGENT: &str = "palisade-tests/1";
+
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder().user_agent(TEST_AGENT).timeout(Duration::from_secs(30)).build().unwrap()
 }

@@ -124,3 +124,9 @@ pub fn run(dir: &Path, args: &[&str]) -> (bool, String, String) {
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
+
+/// An HTTP client with a named user agent: the edge challenges anonymous requests that send
+/// none, and most tests are about something else.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().user_agent("palisade-tests/1").build().unwrap()
+}

@@ -1,0 +1,543 @@
+//! The edge guard: the first thing a request to `/v1/*`, `/auth/*` or `/challenge` meets
+//! after the listener. It wires the pure logic of the `shield` crate to HTTP, cheapest
+//! check first:
+//!
+//! 1. the client address (the peer, or `X-Forwarded-For` from a trusted proxy),
+//! 2. block and allow lists (403 `blocked`),
+//! 3. per-address and per-subnet limits (429 `rate_limited`, with `RateLimit-*` and
+//!    `Retry-After`); under attack, anonymous requests cost double,
+//! 4. identity, once, left in the request as [`Identity`] for later stages,
+//! 5. per-API-key and per-account limits for identified requests (never challenged),
+//! 6. for anonymous requests: the bot score and, when it says so (or for registration
+//!    under attack), a proof-of-work clearance (403 `challenge_required` until solved),
+//! 7. per-route limits; a refused registration gets a waiting-room ticket (202).
+//!
+//! [`Edge`] holds the state (fixed-size tables, the block list, the attack detector and
+//! the waiting room); `guard` is the middleware; `challenge`, `waiting` and `admin` are
+//! the endpoints; [`run_detector`] is the once-a-second attack-mode task.
+
+// A refusal is the response itself, built only on the refusing path; boxing it would
+// cost every caller for nothing.
+#![allow(clippy::result_large_err)]
+
+pub mod admin;
+pub mod challenge;
+pub mod client_ip;
+pub mod config;
+mod guard;
+pub mod metrics;
+pub mod proxy_protocol;
+pub mod waiting;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use accounts::service::Principal;
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use shield::{
+    AttackDetector, BlockEntry, BlockList, BlockListError, BoundedTable, Challenge, Cidr, ClearanceError,
+    ClearanceLedger, ClientBinding, Counters, DecayingCount, EdgeLimits, Gcra, Key, LimiterTable, ListKind, Mode,
+    PowError, PowIssuer, ReplayGuard, RouteId, TimingTracker, Transition, Verdict, WaitingRoom,
+};
+
+pub use client_ip::TrustedProxies;
+pub use config::EdgeConfig;
+pub use guard::guard;
+use metrics::EdgeMetrics;
+
+use crate::Gateway;
+
+/// Who sent the request, as the edge guard found it: `Some` for a valid API key or
+/// session. Inserted into the request's extensions so later stages need not look again.
+#[derive(Clone, Debug)]
+pub struct Identity(pub Option<Principal>);
+
+/// The client's address after trusted-proxy resolution (the peer otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+pub const CLEARANCE_COOKIE: &str = "palisade_clearance";
+pub const CLEARANCE_HEADER: &str = "x-palisade-clearance";
+pub const PASS_HEADER: &str = "x-palisade-pass";
+
+/// How long a failed challenge counts against an address in the bot score.
+const FAILURE_HALF_LIFE: Duration = Duration::from_secs(600);
+/// Sign-ups per subnet are counted with this half-life, read as "per hour".
+const SIGNUP_HALF_LIFE: Duration = Duration::from_secs(3600);
+
+/// The wall clock as the shield wants it: time since the Unix epoch.
+pub fn now() -> Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+}
+
+/// The operator's attack-mode switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttackSwitch {
+    /// The detector decides.
+    Auto,
+    On,
+    Off,
+}
+
+/// The route names that `limits.routes[].route` may use.
+pub const ROUTE_NAMES: [&str; 6] = ["inference", "auth", "register", "login", "ticket", "challenge"];
+
+/// The edge's shared state. All methods take `&self`.
+pub struct Edge {
+    pub config: EdgeConfig,
+    trusted: TrustedProxies,
+    blocklist: RwLock<BlockList>,
+    pub limits: EdgeLimits,
+    /// Per-API-key limits for keys with their own `rpm_limit`.
+    key_limits: LimiterTable,
+    issuer: PowIssuer,
+    /// Redeemed challenges and admission passes.
+    replay: ReplayGuard,
+    ledger: ClearanceLedger,
+    timing: BoundedTable<TimingTracker>,
+    failures: BoundedTable<DecayingCount>,
+    signup_meter: BoundedTable<DecayingCount>,
+    /// At most one audit entry per address per minute for per-request events …
+    audit_per_ip: LimiterTable,
+    /// … and a few per second in all, so a flood cannot flood the audit log.
+    audit_total: Mutex<u64>,
+    room: Mutex<WaitingRoom>,
+    detector: Mutex<AttackDetector>,
+    under_attack: AtomicBool,
+    routes: [Vec<RouteId>; ROUTE_NAMES.len()],
+    signups: AtomicU64,
+    login_failures: AtomicU64,
+    pub metrics: EdgeMetrics,
+}
+
+impl Edge {
+    /// Builds every table (all memory is allocated here). `key` signs challenges,
+    /// clearances, tickets and passes; every node must share it.
+    pub fn new(config: &EdgeConfig, key: [u8; 32]) -> Result<Edge, shield::ConfigError> {
+        let shield = config.shield();
+        shield.validate()?;
+        let limits = EdgeLimits::new(&shield.limits)?;
+        let routes = ROUTE_NAMES.map(|name| limits.route_ids(name));
+        let pow = &shield.pow;
+        Ok(Edge {
+            trusted: TrustedProxies::new(config.trusted()),
+            blocklist: RwLock::new(BlockList::new(shield.blocklist.max_entries)),
+            key_limits: LimiterTable::new(shield.limits.api_key_entries),
+            issuer: PowIssuer::new(key).with_challenge_ttl(Duration::from_millis(pow.challenge_ttl_ms)),
+            replay: ReplayGuard::new(pow.replay_capacity),
+            ledger: ClearanceLedger::new(pow.clearance_entries),
+            timing: BoundedTable::new(shield.limits.ip_entries),
+            failures: BoundedTable::new(shield.limits.ip_entries),
+            signup_meter: BoundedTable::new(shield.limits.subnet_entries),
+            audit_per_ip: LimiterTable::new(4096),
+            audit_total: Mutex::new(0),
+            room: Mutex::new(WaitingRoom::new(shield.waiting_room.clone(), key)),
+            detector: Mutex::new(AttackDetector::new(shield.attack.clone())),
+            under_attack: AtomicBool::new(false),
+            routes,
+            signups: AtomicU64::new(0),
+            login_failures: AtomicU64::new(0),
+            metrics: EdgeMetrics::default(),
+            limits,
+            config: config.clone(),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    /// True while the gateway is in attack mode (automatic or forced).
+    pub fn under_attack(&self) -> bool {
+        self.under_attack.load(Ordering::Relaxed)
+    }
+
+    /// True when `peer` may state the client's address (and send a PROXY header).
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        self.trusted.contains(peer)
+    }
+
+    /// The client's address for a request from `peer`.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
+        if self.trusted.is_empty() {
+            return peer;
+        }
+        let values = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+        let lines: Vec<&str> = values.collect();
+        self.trusted.client_ip(peer, lines.into_iter())
+    }
+
+    /// What a challenge, clearance or ticket is bound to: the client's subnet and agent.
+    pub fn binding(&self, ip: IpAddr, headers: &HeaderMap) -> ClientBinding {
+        let ua = headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let l = &self.config.limits;
+        ClientBinding::for_client(ip, ua, l.v4_subnet_prefix, l.v6_subnet_prefix)
+    }
+
+    fn read_list(&self) -> std::sync::RwLockReadGuard<'_, BlockList> {
+        self.blocklist.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_list(&self) -> std::sync::RwLockWriteGuard<'_, BlockList> {
+        self.blocklist.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn lookup(&self, ip: IpAddr, now: Duration) -> Verdict {
+        self.read_list().lookup(ip, now)
+    }
+
+    /// Adds or replaces a block or allow entry, live.
+    pub fn insert_rule(
+        &self,
+        list: ListKind,
+        cidr: Cidr,
+        ttl: Option<Duration>,
+        note: &str,
+        now: Duration,
+    ) -> Result<(), BlockListError> {
+        let expires_at = ttl.map(|t| now.saturating_add(t));
+        self.write_list().insert(list, cidr, expires_at, note, now)
+    }
+
+    pub fn remove_rule(&self, list: ListKind, cidr: Cidr) -> bool {
+        self.write_list().remove(list, cidr)
+    }
+
+    /// Live entries of both lists.
+    pub fn rules(&self, now: Duration) -> Vec<BlockEntry> {
+        let list = self.read_list();
+        let mut out = list.list(ListKind::Allow, now);
+        out.extend(list.list(ListKind::Block, now));
+        out
+    }
+
+    /// Current proof-of-work difficulty for a client with this bot score.
+    pub fn difficulty(&self, bot_score: u8) -> u8 {
+        self.config.pow.difficulty(self.under_attack(), bot_score)
+    }
+
+    pub fn challenge(&self, binding: &ClientBinding, bot_score: u8, now: Duration) -> Challenge {
+        self.issuer.challenge(binding, self.difficulty(bot_score), now)
+    }
+
+    /// Checks a solution (once) and returns a fresh clearance token.
+    pub fn redeem(
+        &self,
+        token: &str,
+        nonce: &str,
+        binding: &ClientBinding,
+        ip: IpAddr,
+        now: Duration,
+    ) -> Result<String, PowError> {
+        match self.issuer.redeem(token, nonce, binding, &self.replay, now) {
+            Ok(_) => {
+                let p = &self.config.pow;
+                Ok(self.issuer.issue_clearance(
+                    binding,
+                    Duration::from_millis(p.clearance_ttl_ms),
+                    p.clearance_budget,
+                    now,
+                ))
+            }
+            Err(e) => {
+                self.failed_challenge(ip, now);
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks a clearance and spends one request of its budget; returns what remains.
+    pub fn spend_clearance(
+        &self,
+        token: &str,
+        binding: &ClientBinding,
+        ip: IpAddr,
+        now: Duration,
+    ) -> Result<u32, ClearanceError> {
+        let result = self.issuer.check_clearance(token, binding, now).and_then(|c| self.ledger.spend(&c, now));
+        if matches!(result, Err(ClearanceError::Forged | ClearanceError::Malformed | ClearanceError::WrongClient)) {
+            self.failed_challenge(ip, now);
+        }
+        result
+    }
+
+    fn failed_challenge(&self, ip: IpAddr, now: Duration) {
+        self.failures.update(Key::ip(ip), now, |c| c.add(1.0, now, FAILURE_HALF_LIFE));
+    }
+
+    /// Claims an admission pass id so a pass lets one registration through.
+    pub fn claim_pass(&self, id: &[u8; 16], expires_at: Duration, now: Duration) -> Result<(), shield::ReplayError> {
+        self.replay.claim(id, expires_at, now)
+    }
+
+    pub(crate) fn room(&self) -> std::sync::MutexGuard<'_, WaitingRoom> {
+        self.room.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn detector(&self) -> std::sync::MutexGuard<'_, AttackDetector> {
+        self.detector.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The mode, the operator's override if any, and when the mode began.
+    pub fn attack_state(&self) -> (Mode, Option<bool>, Duration, [shield::MetricState; 4]) {
+        let d = self.detector();
+        (d.mode(), d.forced(), d.since(), d.metrics())
+    }
+
+    /// The operator's switch; returns the transition it caused, if any.
+    pub fn force(&self, switch: AttackSwitch, now: Duration) -> Option<Transition> {
+        let force = match switch {
+            AttackSwitch::Auto => None,
+            AttackSwitch::On => Some(true),
+            AttackSwitch::Off => Some(false),
+        };
+        let mut d = self.detector();
+        let t = d.force(force, now);
+        self.under_attack.store(d.mode() == Mode::UnderAttack, Ordering::Relaxed);
+        t
+    }
+
+    /// One detector tick with the events counted since the last.
+    pub fn observe(&self, counts: Counters, now: Duration) -> Option<Transition> {
+        let mut d = self.detector();
+        let t = d.observe(counts, now);
+        self.under_attack.store(d.mode() == Mode::UnderAttack, Ordering::Relaxed);
+        t
+    }
+
+    fn route_ids(&self, route: &str) -> &[RouteId] {
+        ROUTE_NAMES.iter().position(|r| *r == route).map_or(&[], |i| &self.routes[i])
+    }
+
+    /// Every configured limit for `route`; the tightest decision.
+    pub fn check_route(&self, route: &str, ip: IpAddr, account: Option<u64>, now: Duration) -> shield::Decision {
+        let mut decision = shield::Decision::unlimited();
+        for id in self.route_ids(route) {
+            decision = decision.tightest(self.limits.check_route(*id, ip, account, now));
+            if !decision.allowed {
+                break;
+            }
+        }
+        decision
+    }
+
+    /// The per-key limit: the key's own `rpm_limit` when it has one, else `limits.per_api_key`.
+    pub fn check_key(&self, prefix: &str, rpm_limit: Option<u32>, now: Duration) -> shield::Decision {
+        let key = Key::api_key_prefix(prefix.strip_prefix("pal_").unwrap_or(prefix));
+        match rpm_limit.and_then(|n| Gcra::per_period(n, Duration::from_secs(60), n).ok()) {
+            Some(own) => self.key_limits.check(key, &own, now, 1),
+            None => self.limits.check_api_key(key, now),
+        }
+    }
+
+    /// True when an event about `ip` may go to the audit log now.
+    fn audit_allowed(&self, ip: IpAddr, now: Duration) -> bool {
+        // Both limits are constants that `Gcra::new` accepts.
+        let (Ok(per_ip), Ok(total)) =
+            (Gcra::new(Duration::from_secs(60), 1), Gcra::new(Duration::from_millis(100), 50))
+        else {
+            return false;
+        };
+        if !self.audit_per_ip.check(Key::ip(ip), &per_ip, now, 1).allowed {
+            return false;
+        }
+        let mut tat = self.audit_total.lock().unwrap_or_else(PoisonError::into_inner);
+        total.check(&mut tat, now, 1).allowed
+    }
+
+    fn timing_of(&self, ip: IpAddr, now: Duration) -> shield::TimingStats {
+        self.timing.update(Key::ip(ip), now, |t| {
+            t.observe(now);
+            t.stats()
+        })
+    }
+
+    fn failures_of(&self, ip: IpAddr, now: Duration) -> u32 {
+        self.failures.get(Key::ip(ip)).map_or(0, |c| c.value(now, FAILURE_HALF_LIFE).round() as u32)
+    }
+
+    fn signups_of(&self, ip: IpAddr, now: Duration) -> f32 {
+        self.signup_meter.get(self.limits.subnet_of(ip)).map_or(0.0, |c| c.value(now, SIGNUP_HALF_LIFE))
+    }
+
+    fn count_signup(&self, ip: IpAddr, now: Duration) {
+        self.signups.fetch_add(1, Ordering::Relaxed);
+        self.signup_meter.update(self.limits.subnet_of(ip), now, |c| c.add(1.0, now, SIGNUP_HALF_LIFE));
+    }
+
+    fn count_login_failure(&self) {
+        self.login_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends the edge's gauges and counters in Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        self.metrics.render(out);
+        out.push_str("# HELP palisade_edge_under_attack 1 while the gateway is in attack mode.\n");
+        out.push_str("# TYPE palisade_edge_under_attack gauge\n");
+        let _ = writeln!(out, "palisade_edge_under_attack {}", u8::from(self.under_attack()));
+        {
+            let list = self.read_list();
+            out.push_str(
+                "# HELP palisade_edge_list_entries Block and allow list entries (expired ones until purged).\n",
+            );
+            out.push_str("# TYPE palisade_edge_list_entries gauge\n");
+            for kind in [ListKind::Allow, ListKind::Block] {
+                let _ = writeln!(out, "palisade_edge_list_entries{{list=\"{kind}\"}} {}", list.len(kind));
+            }
+        }
+        out.push_str("# HELP palisade_edge_waiting Registration waiting-room tickets ahead of admission.\n");
+        out.push_str("# TYPE palisade_edge_waiting gauge\n");
+        let _ = writeln!(out, "palisade_edge_waiting {}", self.room().waiting());
+        out.push_str("# HELP palisade_edge_limiter_entries Entries held per limiter table (fixed capacity).\n");
+        out.push_str("# TYPE palisade_edge_limiter_entries gauge\n");
+        out.push_str("# HELP palisade_edge_limiter_evictions_total Entries evicted while still in debt.\n");
+        out.push_str("# TYPE palisade_edge_limiter_evictions_total counter\n");
+        for s in self.limits.stats() {
+            let _ = writeln!(out, "palisade_edge_limiter_entries{{table=\"{}\"}} {}", s.name, s.entries);
+            let _ = writeln!(out, "palisade_edge_limiter_evictions_total{{table=\"{}\"}} {}", s.name, s.evictions);
+        }
+        let (_, _, _, rates) = self.attack_state();
+        out.push_str("# HELP palisade_edge_attack_rate Recent rate per second the attack detector watches.\n");
+        out.push_str("# TYPE palisade_edge_attack_rate gauge\n");
+        out.push_str("# HELP palisade_edge_attack_baseline Normal rate per second (slow average).\n");
+        out.push_str("# TYPE palisade_edge_attack_baseline gauge\n");
+        for m in rates {
+            let _ = writeln!(out, "palisade_edge_attack_rate{{metric=\"{}\"}} {:.3}", m.metric.code(), m.rate);
+            let _ = writeln!(out, "palisade_edge_attack_baseline{{metric=\"{}\"}} {:.3}", m.metric.code(), m.baseline);
+        }
+    }
+}
+
+/// Writes an audit entry without making the request wait for the store.
+pub(crate) fn audit_later(
+    gw: &Gateway,
+    action: &'static str,
+    outcome: &'static str,
+    ip: Option<IpAddr>,
+    reason: String,
+    detail: Option<serde_json::Value>,
+) {
+    let accounts = gw.accounts.clone();
+    tokio::spawn(async move {
+        let ip = ip.map(|i| i.to_string());
+        accounts.record("edge", action, outcome, ip.as_deref(), Some(&reason), detail).await;
+    });
+}
+
+/// Logs, counts and audits a change of attack mode.
+pub(crate) async fn announce(gw: &Gateway, t: Transition, actor: &str) {
+    let (to, index) = match t.to {
+        Mode::UnderAttack => ("under_attack", 0),
+        Mode::Normal => ("normal", 1),
+    };
+    gw.edge.metrics.transitions[index].fetch_add(1, Ordering::Relaxed);
+    let detail = match t.cause {
+        shield::Cause::RateExceeded { metric, rate, threshold } => {
+            serde_json::json!({"metric": metric.code(), "rate_per_s": rate, "threshold_per_s": threshold})
+        }
+        shield::Cause::Calm { held } => serde_json::json!({"calm_for_s": held.as_secs()}),
+        shield::Cause::Operator => serde_json::json!({}),
+    };
+    tracing::warn!(mode = to, cause = t.cause.code(), %detail, "attack mode changed");
+    gw.accounts.record(actor, "shield.attack_mode", to, None, Some(t.cause.code()), Some(detail)).await;
+}
+
+/// The attack detector's clock: once a second, feed it the request, sign-up,
+/// login-failure and shed counts since the last tick; purge expired list entries once a
+/// minute. Runs until aborted (see `Gateway::start_background`).
+pub async fn run_detector(gw: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let totals = |gw: &Gateway| {
+        let (requests, shed) = gw.metrics.totals();
+        Counters {
+            requests,
+            signups: gw.edge.signups.load(Ordering::Relaxed),
+            login_failures: gw.edge.login_failures.load(Ordering::Relaxed),
+            shed,
+        }
+    };
+    let mut last = totals(&gw);
+    let mut ticks: u64 = 0;
+    loop {
+        tick.tick().await;
+        ticks += 1;
+        let current = totals(&gw);
+        let delta = Counters {
+            requests: current.requests.saturating_sub(last.requests),
+            signups: current.signups.saturating_sub(last.signups),
+            login_failures: current.login_failures.saturating_sub(last.login_failures),
+            shed: current.shed.saturating_sub(last.shed),
+        };
+        last = current;
+        let now = now();
+        if let Some(t) = gw.edge.observe(delta, now) {
+            announce(&gw, t, "detector").await;
+        }
+        if ticks.is_multiple_of(60) {
+            gw.edge.write_list().purge_expired(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(tweak: impl FnOnce(&mut EdgeConfig)) -> Edge {
+        let mut c = EdgeConfig::default();
+        tweak(&mut c);
+        Edge::new(&c, [7; 32]).expect("valid")
+    }
+
+    #[test]
+    fn forced_mode_raises_difficulty_and_auto_hands_back() {
+        let e = edge(|_| {});
+        let base = e.difficulty(0);
+        let t = e.force(AttackSwitch::On, Duration::from_secs(10)).expect("a transition");
+        assert_eq!(t.to, Mode::UnderAttack);
+        assert!(e.under_attack());
+        assert!(e.difficulty(0) > base);
+        assert!(e.force(AttackSwitch::Auto, Duration::from_secs(11)).is_none());
+        assert!(e.under_attack(), "auto keeps the mode until the detector sees calm");
+        assert!(e.force(AttackSwitch::Off, Duration::from_secs(12)).is_some());
+        assert!(!e.under_attack());
+    }
+
+    #[test]
+    fn keys_with_their_own_rpm_are_limited_apart() {
+        let e = edge(|_| {});
+        let now = Duration::from_secs(100);
+        assert!(e.check_key("pal_aaaa", Some(1), now).allowed);
+        assert!(!e.check_key("pal_aaaa", Some(1), now).allowed);
+        assert!(e.check_key("pal_bbbb", Some(1), now).allowed);
+        assert!(e.check_key("pal_cccc", None, now).allowed);
+    }
+
+    #[test]
+    fn a_solved_challenge_buys_a_budgeted_clearance_once() {
+        let e = edge(|c| {
+            c.pow.base_difficulty = 4;
+            c.pow.clearance_budget = 2;
+        });
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("user-agent", "test".parse().unwrap());
+        let binding = e.binding(ip, &headers);
+        let now = Duration::from_secs(1_000);
+        let c = e.challenge(&binding, 0, now);
+        let nonce = shield::solve(&c.seed, c.difficulty).unwrap().to_string();
+        let clearance = e.redeem(&c.token, &nonce, &binding, ip, now).expect("solved");
+        assert_eq!(e.redeem(&c.token, &nonce, &binding, ip, now), Err(PowError::Replayed));
+        assert_eq!(e.spend_clearance(&clearance, &binding, ip, now), Ok(1));
+        assert_eq!(e.spend_clearance(&clearance, &binding, ip, now), Ok(0));
+        assert_eq!(e.spend_clearance(&clearance, &binding, ip, now), Err(ClearanceError::BudgetSpent));
+        assert!(e.failures_of(ip, now) >= 1, "the replay counted as a failure");
+    }
+}
