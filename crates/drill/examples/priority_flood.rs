@@ -153,7 +153,8 @@ async fn run_mode(bin: &Path, admission: bool, capacity: u64) -> Vec<Phase> {
     let mut member_clients = Vec::new();
     let mut cookies = Vec::new();
     for i in 0..members {
-        let source = IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8));
+        // One /24 per user, as real users have: sign-up limits are per subnet.
+        let source = IpAddr::V4(Ipv4Addr::new(127, 1 + (i / 250) as u8, (i % 250) as u8, 1));
         cookies.push(Some(("cookie".to_owned(), member(&base, &outbox, i, source).await)));
         member_clients.push(load::client_from(Some(source), Duration::from_secs(60)));
     }
@@ -225,7 +226,7 @@ async fn main() {
     let capacity = knob("CAPACITY", 8);
     let modes = std::env::var("MODES").unwrap_or_else(|_| "on off".into());
     let mut lines = vec![
-        "| admission | phase | traffic | requests | success | p50 ms | p99 ms | goodput req/s | refused (429/503) | errors |"
+        "| admission | phase | traffic | requests | success | p50 ms | p99 ms | goodput req/s | refused (429/503) | other (403, errors, not sent) |"
             .to_owned(),
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|".to_owned(),
     ];

@@ -62,7 +62,22 @@ pub struct Summary {
 /// A client bound to `source` (an address on 127.0.0.0/8 lets one machine
 /// stand in for many), keeping its connections alive.
 pub fn client_from(source: Option<IpAddr>, timeout: Duration) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(64).no_proxy();
+    // What a browser sends: the edge's bot score would challenge a bare client.
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in [
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+        ),
+        ("accept-language", "en-US,en;q=0.9"),
+        ("accept-encoding", "identity"),
+    ] {
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    let mut builder =
+        reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(64).no_proxy().default_headers(headers);
     if let Some(source) = source {
         builder = builder.local_address(source);
     }

@@ -86,7 +86,13 @@ mod tests {
     use super::*;
 
     fn principal(status: UserStatus, key: Option<&str>) -> Principal {
-        Principal { user_id: 7, status, key_prefix: key.map(str::to_owned), scopes: vec!["inference".into()], rpm_limit: None }
+        Principal {
+            user_id: 7,
+            status,
+            key_prefix: key.map(str::to_owned),
+            scopes: vec!["inference".into()],
+            rpm_limit: None,
+        }
     }
 
     #[test]
