@@ -76,7 +76,9 @@ impl ConnectionGate {
         }
     }
 
-    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<ConnectionSlot, ConnectionRefusal> {
+    /// Count a new connection from `address`; `per_address: false` exempts it
+    /// from the per-address cap (a trusted proxy speaking for many clients).
+    pub fn admit(self: &Arc<Self>, address: IpAddr, per_address: bool) -> Result<ConnectionSlot, ConnectionRefusal> {
         let address = canonical(address);
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
@@ -85,7 +87,7 @@ impl ConnectionGate {
         }
         let mut per = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
         let count = per.entry(address).or_insert(0);
-        if *count >= self.max_per_address {
+        if per_address && *count >= self.max_per_address {
             drop(per);
             self.total.fetch_sub(1, Ordering::AcqRel);
             self.refused[1].fetch_add(1, Ordering::Relaxed);
@@ -225,15 +227,15 @@ mod tests {
         let gate = Arc::new(ConnectionGate::new(3, 2));
         let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
         let b = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
-        let a1 = gate.admit(a).unwrap();
-        let _a2 = gate.admit(a).unwrap();
-        assert_eq!(gate.admit(a).err(), Some(ConnectionRefusal::TooManyFromAddress));
-        let _b1 = gate.admit(b).unwrap();
-        assert_eq!(gate.admit(b).err(), Some(ConnectionRefusal::TooManyConnections));
+        let a1 = gate.admit(a, true).unwrap();
+        let _a2 = gate.admit(a, true).unwrap();
+        assert_eq!(gate.admit(a, true).err(), Some(ConnectionRefusal::TooManyFromAddress));
+        let _b1 = gate.admit(b, true).unwrap();
+        assert_eq!(gate.admit(b, true).err(), Some(ConnectionRefusal::TooManyConnections));
         assert_eq!(gate.open(), 3);
         drop(a1);
         assert_eq!(gate.open(), 2);
-        assert!(gate.admit(b).is_ok());
+        assert!(gate.admit(b, true).is_ok());
         assert_eq!(gate.refused(ConnectionRefusal::TooManyFromAddress), 1);
         assert_eq!(gate.refused(ConnectionRefusal::TooManyConnections), 1);
     }
@@ -241,9 +243,9 @@ mod tests {
     #[test]
     fn mapped_ipv4_counts_as_ipv4() {
         let gate = Arc::new(ConnectionGate::new(10, 1));
-        let _v4 = gate.admit(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))).unwrap();
+        let _v4 = gate.admit(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), true).unwrap();
         let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
-        assert_eq!(gate.admit(mapped).err(), Some(ConnectionRefusal::TooManyFromAddress));
+        assert_eq!(gate.admit(mapped, true).err(), Some(ConnectionRefusal::TooManyFromAddress));
     }
 
     #[test]

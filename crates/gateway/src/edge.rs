@@ -24,7 +24,7 @@ pub mod admin;
 pub mod challenge;
 pub mod client_ip;
 pub mod config;
-mod guard;
+pub(crate) mod guard;
 pub mod metrics;
 pub mod proxy_protocol;
 pub mod waiting;

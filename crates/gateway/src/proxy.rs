@@ -153,6 +153,22 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
         }
     }
 
+    // The account's inference budget in tokens: the prompt's size (about four
+    // bytes a token) plus what it asks to generate, charged up front. Anonymous
+    // traffic is held by the edge's per-address limits and by admission instead.
+    if let (Some(p), true) = (&principal, parts.method == http::Method::POST && gw.edge.enabled()) {
+        let estimate = token_estimate(&body);
+        let decision = gw.edge.limits.check_tokens(p.user_id as u64, estimate, crate::edge::now());
+        if !decision.allowed {
+            return crate::edge::guard::rate_limited(
+                &gw,
+                &decision,
+                &parts.headers,
+                "this account has used its inference budget for now (tokens per minute); retry later",
+            );
+        }
+    }
+
     // Only generation costs the model servers anything; listing models does not queue.
     let mut permit = if parts.method == http::Method::POST {
         let mut class = gw.config.priority.classify(principal.as_ref(), path);
@@ -266,6 +282,19 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
         ApiError::new(Reject::NoHealthyUpstream, "no model server is available right now; try again shortly")
     });
     gw.refuse(error)
+}
+
+/// Tokens a request may cost: its body's bytes / 4 (the prompt) plus the
+/// completion it asks for (`max_tokens`, or 256 when unset).
+fn token_estimate(body: &[u8]) -> u32 {
+    #[derive(Deserialize)]
+    struct Ask {
+        max_tokens: Option<u32>,
+        max_completion_tokens: Option<u32>,
+    }
+    let ask = serde_json::from_slice::<Ask>(body).ok();
+    let completion = ask.and_then(|a| a.max_completion_tokens.or(a.max_tokens)).unwrap_or(256);
+    u32::try_from(body.len() / 4).unwrap_or(u32::MAX).saturating_add(completion.min(1 << 20))
 }
 
 /// An admission refusal as the client sees it.

@@ -74,6 +74,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let cfg = &gateway.config.server;
+    let header_timeout = Duration::from_millis(cfg.header_read_timeout_ms);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -81,6 +82,7 @@ pub async fn serve(
         .header_read_timeout(Duration::from_millis(cfg.header_read_timeout_ms))
         .max_buf_size(cfg.max_header_bytes);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(cfg.max_header_bytes as u32);
+    let builder = Arc::new(builder);
     let ids = Arc::new(RequestIds::new());
     let pace = cfg.body_pace();
     let graceful = GracefulShutdown::new();
@@ -99,7 +101,10 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let slot = match gateway.connections.admit(peer.ip()) {
+        // A trusted proxy (a load balancer) carries many clients on its
+        // connections: it is exempt from the per-address cap, not the total.
+        let trusted = gateway.edge.is_trusted_proxy(peer.ip());
+        let slot = match gateway.connections.admit(peer.ip(), !trusted) {
             Ok(slot) => slot,
             Err(refusal) => {
                 // Best effort and never waiting: a refused client gets a reason
@@ -109,11 +114,25 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = RequestService { router: router.clone(), gateway: gateway.clone(), ids: ids.clone(), peer, pace };
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let connection = graceful.watch(connection);
+        let proxy_header = trusted && gateway.edge.config.proxy_protocol;
+        let (builder, watcher, router, gateway, ids) =
+            (builder.clone(), graceful.watcher(), router.clone(), gateway.clone(), ids.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let (mut stream, mut peer) = (stream, peer);
+            if proxy_header {
+                // The client's address comes first on the connection, before any HTTP.
+                match crate::edge::proxy_protocol::read_header(&mut stream, header_timeout).await {
+                    Ok(Some(client)) => peer = client,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "bad or missing PROXY header; connection closed");
+                        return;
+                    }
+                }
+            }
+            let service = RequestService { router, gateway, ids, peer, pace };
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(slot);

@@ -500,3 +500,73 @@ async fn forced_attack_mode_raises_difficulty_and_puts_registration_behind_a_cha
     let (status, _) = admin(&gw, reqwest::Method::PUT, "/admin/attack-mode", Some(json!({"mode": "maybe"}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn an_account_past_its_token_budget_gets_429_with_rate_limit_headers() {
+    let sim = spawn_sim(instant_sim()).await;
+    let gw = spawn_gateway_on(None, vec![upstream("sim", &sim.server.url)], |c| {
+        // 300 tokens a minute: one request asking for 200 fits, a second does not.
+        c.edge.limits.account_tokens = shield::RateConfig::new(300, 60_000, 300);
+    })
+    .await;
+    let accounts = &gw.gateway.accounts;
+    let user = accounts.service_user().await.unwrap();
+    let (_, key) = accounts.create_key(user, "budget", "inference", None, "test").await.unwrap();
+    let body = json!({"model": "palisade-sim", "max_tokens": 200, "messages": [{"role": "user", "content": "hi"}]});
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let first = client().post(&url).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = client().post(&url).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(second.headers().contains_key("retry-after"));
+    assert!(second.headers().contains_key("ratelimit-remaining"), "{:?}", second.headers());
+    let error: Value = second.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "rate_limited");
+    assert!(error["error"]["message"].as_str().unwrap().contains("tokens per minute"));
+}
+
+#[tokio::test]
+async fn a_trusted_load_balancer_names_the_client_with_the_proxy_protocol() {
+    let sim = spawn_sim(instant_sim()).await;
+    let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |c| {
+        // The balancer is 127.0.0.2; the test's own admin calls come from 127.0.0.1.
+        c.edge.trusted_proxies = vec!["127.0.0.2/32".into()];
+        c.edge.proxy_protocol = true;
+    })
+    .await;
+    // Block the client the load balancer speaks for, not the balancer itself.
+    let r = client()
+        .post(format!("{}/admin/blocklist", gw.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"kind": "block", "cidr": "203.0.113.7/32"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+
+    let request = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                   user-agent: palisade-tests/1\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+    let balancer = || async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        socket.connect(addr(&gw.url).parse().unwrap()).await.unwrap()
+    };
+    let mut blocked = balancer().await;
+    blocked.write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n").await.unwrap();
+    blocked.write_all(request.as_bytes()).await.unwrap();
+    let reply = read_all(&mut blocked).await;
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    assert!(reply.contains("\"code\":\"blocked\""), "{reply}");
+
+    let mut other = balancer().await;
+    other.write_all(b"PROXY TCP4 198.51.100.9 127.0.0.1 40000 80\r\n").await.unwrap();
+    other.write_all(request.as_bytes()).await.unwrap();
+    let reply = read_all(&mut other).await;
+    assert!(!reply.contains("\"code\":\"blocked\""), "{reply}");
+    assert!(reply.starts_with("HTTP/1.1 "), "{reply}");
+
+    // Without the header the balancer's connection is not HTTP to us: closed.
+    let mut bare = balancer().await;
+    bare.write_all(request.as_bytes()).await.unwrap();
+    assert_eq!(read_all(&mut bare).await, "");
+}

@@ -21,8 +21,8 @@ pub struct EdgeConfig {
     /// Peers (CIDRs) allowed to state the client's address in `X-Forwarded-For` or a
     /// PROXY protocol header. From anyone else those are ignored.
     pub trusted_proxies: Vec<String>,
-    /// Expect a PROXY protocol v1/v2 header on connections from `trusted_proxies` (refused
-    /// by `validate` until the listener reads it; see `edge::proxy_protocol::read_header`).
+    /// Expect a PROXY protocol v1/v2 header on connections from `trusted_proxies`: the
+    /// address it names is the client's. A connection from them without one is closed.
     pub proxy_protocol: bool,
     /// File holding the 32-byte key that signs challenges, clearances and tickets (64 hex
     /// characters); default `<data_dir>/shield.key`, generated on first start. Every
@@ -133,14 +133,6 @@ impl EdgeConfig {
             if let Err(e) = text.parse::<Cidr>() {
                 out.push(InvalidField { field: format!("shield.trusted_proxies[{i}]"), reason: e.to_string() });
             }
-        }
-        if self.proxy_protocol {
-            // FIXME: the parser (`edge::proxy_protocol`) is ready, but the accept loop in
-            // server.rs does not call it yet; refuse rather than silently ignore the setting.
-            out.push(InvalidField {
-                field: "shield.proxy_protocol".into(),
-                reason: "not supported by the listener yet; use X-Forwarded-For from trusted_proxies".into(),
-            });
         }
         if let Some(secret) = &self.secret
             && parse_secret(secret).is_none()
