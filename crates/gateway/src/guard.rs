@@ -31,11 +31,30 @@ pub struct AbusePolicy {
     pub suspend_after: u32,
     /// Strikes are forgotten this long after the first one.
     pub window_s: u64,
+    /// A strike when one caller sends the same prompt (ignoring case, spacing,
+    /// punctuation and digits) this many times within `repeat_window_s` (0: off).
+    pub repeated_prompts: u32,
+    pub repeat_window_s: u64,
+    /// A strike against a subnet (/24, /64) once this many accounts call from it (0: off).
+    pub accounts_per_subnet: u32,
+    /// A strike when an account's tokens in one minute exceed this multiple of
+    /// its usual minute and `token_spike_floor` (0: off).
+    pub token_spike_factor: f64,
+    pub token_spike_floor: u64,
 }
 
 impl Default for AbusePolicy {
     fn default() -> Self {
-        AbusePolicy { throttle_after: 3, suspend_after: 10, window_s: 24 * 3600 }
+        AbusePolicy {
+            throttle_after: 3,
+            suspend_after: 10,
+            window_s: 24 * 3600,
+            repeated_prompts: 20,
+            repeat_window_s: 600,
+            accounts_per_subnet: 50,
+            token_spike_factor: 10.0,
+            token_spike_floor: 50_000,
+        }
     }
 }
 
@@ -50,6 +69,8 @@ pub struct Strikes {
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Strike {
     pub count: u32,
+    /// Why the latest strike was given.
+    pub reason: &'static str,
     #[serde(skip)]
     first: Instant,
     /// Seconds since the last strike.
@@ -70,7 +91,7 @@ impl Strikes {
         Strikes { policy, entries: Mutex::new(HashMap::new()), capacity }
     }
 
-    pub fn add(&self, who: u64) -> u32 {
+    pub fn add(&self, who: u64, reason: &'static str) -> u32 {
         let now = Instant::now();
         let window = Duration::from_secs(self.policy.window_s);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -82,11 +103,12 @@ impl Strikes {
                 }
             }
         }
-        let strike = entries.entry(who).or_insert(Strike { count: 0, first: now, last: now });
+        let strike = entries.entry(who).or_insert(Strike { count: 0, reason, first: now, last: now });
         if now.duration_since(strike.first) >= window {
-            *strike = Strike { count: 0, first: now, last: now };
+            *strike = Strike { count: 0, reason, first: now, last: now };
         }
         strike.count += 1;
+        strike.reason = reason;
         strike.last = now;
         strike.count
     }
@@ -107,10 +129,11 @@ impl Strikes {
     }
 
     /// Callers with strikes, most first (at most `limit`).
-    pub fn list(&self, limit: usize) -> Vec<(u64, u32, u64)> {
+    /// (caller, strikes, seconds since the last, its reason).
+    pub fn list(&self, limit: usize) -> Vec<(u64, u32, u64, &'static str)> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let mut all: Vec<(u64, u32, u64)> =
-            entries.iter().map(|(k, s)| (*k, s.count, s.last.elapsed().as_secs())).collect();
+        let mut all: Vec<(u64, u32, u64, &'static str)> =
+            entries.iter().map(|(k, s)| (*k, s.count, s.last.elapsed().as_secs(), s.reason)).collect();
         all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         all.truncate(limit);
         all
@@ -125,6 +148,7 @@ impl Strikes {
 pub struct GuardState {
     pub guard: Guard,
     pub strikes: Strikes,
+    pub activity: crate::activity::ActivityMonitor,
 }
 
 /// What the input score decided for one request.
@@ -142,7 +166,11 @@ pub struct Protection {
 
 impl GuardState {
     pub fn new(config: aiguard::GuardConfig, policy: AbusePolicy) -> Result<GuardState, aiguard::ConfigError> {
-        Ok(GuardState { guard: Guard::new(config)?, strikes: Strikes::new(policy, 100_000) })
+        Ok(GuardState {
+            guard: Guard::new(config)?,
+            strikes: Strikes::new(policy.clone(), 100_000),
+            activity: crate::activity::ActivityMonitor::new(policy),
+        })
     }
 
     /// Score the client's messages; audit and count a strike when they look
@@ -154,7 +182,7 @@ impl GuardState {
         let reasons: Vec<&'static str> = score.reasons.iter().map(|r| r.as_str()).collect();
         gw.metrics.guard_input(action);
         if action != InputAction::Log {
-            self.strikes.add(who);
+            self.strikes.add(who, "flagged_prompt");
         }
         let detail = serde_json::json!({"route": route, "score": score.score, "reasons": reasons, "action": format!("{action:?}").to_lowercase()});
         audit_later(gw, actor, "guard.input", if action == InputAction::Block { "refused" } else { "flagged" }, detail);
@@ -167,6 +195,35 @@ impl GuardState {
 
     /// Put the operator's system prompt (with a fresh canary) in front of the
     /// client's messages. `None` when no prompt is configured for the model.
+    /// Feed the activity signals; each one raised is a strike (against the
+    /// subnet for many accounts on it, else against the caller) and an audit entry.
+    #[allow(clippy::too_many_arguments)]
+    pub fn watch_activity(
+        &self,
+        gw: &Gateway,
+        who: u64,
+        subnet: u64,
+        account: Option<i64>,
+        body: &Value,
+        tokens: u32,
+        actor: &str,
+    ) {
+        let prompt = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .and_then(|m| m.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")))
+            .and_then(|m| m.get("content"))
+            .and_then(Value::as_str)
+            .or_else(|| body.get("prompt").and_then(Value::as_str))
+            .map(crate::activity::fingerprint);
+        for signal in self.activity.observe(who, subnet, account, prompt, tokens, Instant::now()) {
+            let target = if signal == crate::activity::Signal::ManyAccountsOnSubnet { subnet } else { who };
+            self.strikes.add(target, signal.code());
+            tracing::warn!(signal = signal.code(), "API activity flagged");
+            audit_later(gw, actor, "guard.activity", "flagged", serde_json::json!({"signal": signal.code()}));
+        }
+    }
+
     pub fn protect(&self, model: Option<&str>, body: &mut Value) -> Option<Protection> {
         let prompt = self.guard.prompt_for(model.unwrap_or(""))?.clone();
         let canary = if self.guard.config().leak.canary { Canary::generate().ok() } else { None };
@@ -225,7 +282,7 @@ fn report_leaks(gw: &Gateway, who: u64, actor: &str, leaks: &[aiguard::Leak]) {
     if leaks.is_empty() {
         return;
     }
-    gw.strikes().add(who);
+    gw.strikes().add(who, "prompt_leak");
     let kinds: Vec<String> = leaks.iter().map(|l| format!("{:?}", l.kind).to_lowercase()).collect();
     gw.metrics.guard_leaks(leaks.len() as u64);
     tracing::warn!(leaks = leaks.len(), kinds = ?kinds, "system prompt leak stopped");
@@ -296,15 +353,16 @@ mod tests {
 
     #[test]
     fn strikes_throttle_then_suspend_and_can_be_cleared() {
-        let strikes = Strikes::new(AbusePolicy { throttle_after: 2, suspend_after: 3, window_s: 3600 }, 10);
+        let policy = AbusePolicy { throttle_after: 2, suspend_after: 3, window_s: 3600, ..AbusePolicy::default() };
+        let strikes = Strikes::new(policy, 10);
         assert_eq!(strikes.standing(1), Standing::Good);
-        strikes.add(1);
+        strikes.add(1, "test");
         assert_eq!(strikes.standing(1), Standing::Good);
-        strikes.add(1);
+        strikes.add(1, "test");
         assert_eq!(strikes.standing(1), Standing::Throttled);
-        strikes.add(1);
+        strikes.add(1, "test");
         assert_eq!(strikes.standing(1), Standing::Suspended);
-        assert_eq!(strikes.list(10), vec![(1, 3, 0)]);
+        assert_eq!(strikes.list(10), vec![(1, 3, 0, "test")]);
         assert!(strikes.clear(1));
         assert_eq!(strikes.standing(1), Standing::Good);
     }
@@ -313,7 +371,7 @@ mod tests {
     fn strikes_stay_bounded() {
         let strikes = Strikes::new(AbusePolicy::default(), 4);
         for who in 0..100 {
-            strikes.add(who);
+            strikes.add(who, "test");
         }
         assert!(strikes.list(1000).len() <= 4);
     }

@@ -4,6 +4,7 @@
 //! [`Gateway`] holds the shared state; [`router`] builds the routes; [`serve`]
 //! runs them on a listener until shutdown.
 
+pub mod activity;
 pub mod admin;
 pub mod auth;
 pub mod config;

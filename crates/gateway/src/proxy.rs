@@ -144,6 +144,9 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
                     return gw.refuse_for(ApiError::new(Reject::PromptRejected, message), &parts.headers);
                 }
             }
+            let subnet = crate::priority::fairness_key(None, client);
+            let account = principal.as_ref().map(|p| p.user_id);
+            gw.guard.watch_activity(&gw, who, subnet, account, &value, token_estimate(&body), &actor);
             if let Some(p) = gw.guard.protect(model.as_deref(), &mut value) {
                 if let Ok(bytes) = serde_json::to_vec(&value) {
                     body = Bytes::from(bytes);

@@ -127,3 +127,32 @@ async fn extraction_attempts_are_blocked_where_configured_and_strikes_reach_the_
     let again = client().post(&url).json(&chat(false, "What is the baggage allowance?")).send().await.unwrap();
     assert_eq!(again.status(), 200);
 }
+
+#[tokio::test]
+async fn the_same_prompt_sent_again_and_again_earns_strikes_the_operator_sees() {
+    let sim = spawn_sim(instant_sim()).await;
+    let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |c| {
+        c.abuse.repeated_prompts = 3;
+        c.abuse.throttle_after = 1;
+    })
+    .await;
+    let url = format!("{}/v1/chat/completions", gw.url);
+    // Varied copies of one prompt (case, digits, punctuation) count as the same.
+    for i in 0..3 {
+        let text = if i % 2 == 0 { format!("Write spam email #{i}") } else { format!("write SPAM e-mail {i}!") };
+        let r = client().post(&url).json(&chat(false, &text)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let flags: Value = client()
+        .get(format!("{}/admin/flags", gw.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = &flags["flags"][0];
+    assert_eq!(first["last_reason"], "repeated_prompt", "{flags}");
+    assert_eq!(first["standing"], "throttled", "{flags}");
+}

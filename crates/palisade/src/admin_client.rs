@@ -10,8 +10,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 use crate::cli::{
-    AdminCommand, AdminTarget, AttackArg, ComponentCommand, IncidentCommand, ListCommand, MaintenanceCommand,
-    RegistrationCommand,
+    AdminCommand, AdminTarget, AttackArg, ComponentCommand, FlagsCommand, IncidentCommand, ListCommand,
+    MaintenanceCommand, RegistrationCommand,
 };
 use crate::config::Config;
 use crate::serve::runtime;
@@ -83,6 +83,10 @@ pub fn run(target: AdminTarget, action: AdminCommand) -> anyhow::Result<ExitCode
         }
         AdminCommand::Block { action } => list_request("block", action),
         AdminCommand::Allow { action } => list_request("allow", action),
+        AdminCommand::Flags { action } => match action {
+            None | Some(FlagsCommand::List) => ("GET", "/admin/flags".to_owned(), None),
+            Some(FlagsCommand::Clear { caller }) => ("DELETE", format!("/admin/flags/{caller}"), None),
+        },
         AdminCommand::Attack { mode } => match mode {
             AttackArg::Show => ("GET", "/admin/attack-mode".to_owned(), None),
             AttackArg::On => ("PUT", "/admin/attack-mode".to_owned(), Some(json!({"mode": "on"}))),

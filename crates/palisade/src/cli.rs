@@ -123,6 +123,11 @@ pub enum AdminCommand {
         #[command(subcommand)]
         action: ListCommand,
     },
+    /// Callers with strikes from the AI guard (flagged prompts, leaks, activity).
+    Flags {
+        #[command(subcommand)]
+        action: Option<FlagsCommand>,
+    },
     /// Force attack mode on or off, or hand it back to the detector.
     Attack {
         #[arg(value_enum)]
@@ -230,6 +235,14 @@ pub enum PowCommand {
         #[arg(long, default_value = concat!("palisade-cli/", env!("CARGO_PKG_VERSION")))]
         user_agent: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlagsCommand {
+    /// Print them, most strikes first (the default).
+    List,
+    /// Forgive a caller's strikes (as listed: an account id or a subnet digest).
+    Clear { caller: u64 },
 }
 
 #[derive(Debug, Subcommand)]

@@ -344,6 +344,12 @@ async fn the_operator_blocks_addresses_and_switches_attack_mode_from_the_cli() {
     assert!(ok && out.contains("\"switch\": \"auto\""), "{out}");
     let (ok, out, _) = admin(&["audit", "--action", "shield."]);
     assert!(ok && out.contains("shield.blocklist.add") && out.contains("shield.attack_mode"), "{out}");
+
+    // Nobody has strikes yet; clearing an unknown caller is an error.
+    let (ok, out, err) = admin(&["flags"]);
+    assert!(ok && out.contains("\"flags\": []"), "{out}{err}");
+    let (ok, _, err) = admin(&["flags", "clear", "42"]);
+    assert!(!ok && err.contains("404"), "{err}");
 }
 
 #[tokio::test]
