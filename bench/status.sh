@@ -14,7 +14,8 @@
 #
 # The target: /status p99 under 5 ms while the API is flooded. The status
 # page's per-client limit is raised for the probe (all probes come from
-# 127.0.0.1); its cost is still paid on every request.
+# 127.0.0.1); its cost is still paid on every request. So is the per-address
+# connection cap: the flood's 256 connections all come from 127.0.0.1 too.
 #
 # Environment knobs (defaults in brackets):
 #   FLOOD_S      seconds of flood, at most 20 [20]
@@ -22,6 +23,9 @@
 #   PROBE_S      seconds per probe run, at most 8 [8]
 #   PROBE_CONNS  probe connections, 1..4 [2]
 #   PORT         port on 127.0.0.1 [18480]
+#   LANE=1       serve the status page on its own listener and thread
+#                (`status.listen`, port PORT+1) and probe that one [1];
+#                LANE=0 probes the main listener, shared with the flood
 #   NO_BUILD=1   use the release binary as it is
 #   BIN          the binary to run [target/release/palisade]
 #
@@ -37,6 +41,9 @@ PROBE_S=${PROBE_S:-8}
 PROBE_CONNS=${PROBE_CONNS:-2}
 PORT=${PORT:-18480}
 BASE=http://127.0.0.1:$PORT
+LANE=${LANE:-1}
+PROBE_BASE=$BASE
+if [[ $LANE == 1 ]]; then PROBE_BASE=http://127.0.0.1:$((PORT + 1)); fi
 PROBES=(/status /api/v2/summary.json)
 
 ((FLOOD_S >= 1 && FLOOD_S <= 20)) || { echo "FLOOD_S must be 1..20" >&2; exit 2; }
@@ -100,20 +107,24 @@ fi
 [[ -x $PALISADE ]] || die "no binary at $PALISADE"
 (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && die "port $PORT is busy (set PORT)"
 
-log "starting palisade on $BASE (built-in simulated model)"
+LANE_ENV=
+if [[ $LANE == 1 ]]; then LANE_ENV="PALISADE_STATUS__LISTEN=127.0.0.1:$((PORT + 1))"; fi
+log "starting palisade on $BASE (built-in simulated model; status probes on $PROBE_BASE)"
 start palisade env -C "$DATA" \
     PALISADE_LISTEN="127.0.0.1:$PORT" \
     PALISADE_LOG__LEVEL=warn \
     PALISADE_AUTH__ALLOW_ANONYMOUS_INFERENCE=true \
     PALISADE_STATUS__RATE_LIMIT__PER_S=1000000 \
     PALISADE_STATUS__RATE_LIMIT__BURST=1000000 \
+    PALISADE_SERVER__MAX_CONNECTIONS_PER_ADDRESS=4096 \
+    ${LANE_ENV:+"$LANE_ENV"} \
     "$PALISADE" serve
 for ((i = 0; i < 300; i++)); do
-    curl -fs -o /dev/null "$BASE/status" && break
+    curl -fs -o /dev/null "$PROBE_BASE/status" && break
     kill -0 "${PGID[palisade]}" 2>/dev/null || die "palisade exited; see $OUT/status-palisade.log"
     sleep 0.1
 done
-curl -fs -o /dev/null "$BASE/status" || die "palisade did not answer within 30 s"
+curl -fs -o /dev/null "$PROBE_BASE/status" || die "palisade did not answer within 30 s"
 
 cat >"$OUT/status-flood.lua" <<'LUA'
 wrk.method = "POST"
@@ -124,7 +135,7 @@ LUA
 # probe LABEL PATH — one latency run against PATH.
 probe() {
     local label=$1 path=$2
-    wrk -t1 -c"$PROBE_CONNS" -d"${PROBE_S}s" --timeout 5s --latency "$BASE$path" \
+    wrk -t1 -c"$PROBE_CONNS" -d"${PROBE_S}s" --timeout 5s --latency "$PROBE_BASE$path" \
         >"$OUT/status-$label-${path//\//_}.txt" 2>&1
 }
 

@@ -199,6 +199,10 @@ pub struct StatusConfig {
     pub auto_incident_after_s: u64,
     pub signals: StatusSignals,
     pub rate_limit: StatusRateLimit,
+    /// A second listener serving only the status page (and /healthz) from its
+    /// own thread and runtime, so a flood on the main listener cannot delay it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for StatusConfig {
@@ -212,6 +216,7 @@ impl Default for StatusConfig {
             auto_incident_after_s: 300,
             signals: StatusSignals::default(),
             rate_limit: StatusRateLimit::default(),
+            listen: None,
         }
     }
 }

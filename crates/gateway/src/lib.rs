@@ -180,8 +180,60 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let checks = gateway.start_background();
     let recorder = status_page::StatusRecorder::start(&gateway).await;
+    let lane = match gateway.config.status.listen {
+        Some(address) => Some(StatusLane::start(gateway.clone(), address)?),
+        None => None,
+    };
     let result = serve(gateway.clone(), listener, router(gateway), shutdown).await;
+    if let Some(lane) = lane {
+        lane.stop();
+    }
     recorder.stop().await;
     checks.abort();
     result
+}
+
+/// The status page's own listener on its own OS thread and single-threaded
+/// runtime: the kernel schedules it apart from the main runtime, so its answers
+/// (copies of pre-rendered bytes) do not queue behind a flood's connections.
+struct StatusLane {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl StatusLane {
+    fn start(gateway: Arc<Gateway>, address: std::net::SocketAddr) -> std::io::Result<StatusLane> {
+        let listener = std::net::TcpListener::bind(address)?;
+        listener.set_nonblocking(true)?;
+        tracing::info!(address = %format!("http://{}", listener.local_addr()?), "status page lane listening");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name("status-lane".into()).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => return tracing::error!(error = %e, "status lane runtime could not start"),
+            };
+            runtime.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(e) => return tracing::error!(error = %e, "status lane listener unusable"),
+                };
+                let routes = status_page::router(gateway.clone())
+                    .route("/healthz", get(health::healthz))
+                    .fallback(health::not_found)
+                    .with_state(gateway.clone());
+                let stopped = async {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = serve(gateway, listener, routes, stopped).await {
+                    tracing::error!(error = %e, "status lane stopped");
+                }
+            });
+        })?;
+        Ok(StatusLane { stop, thread })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }

@@ -475,3 +475,34 @@ async fn chromium_renders_the_page_on_a_phone_and_a_desktop() {
         println!("status page screenshot ({label}, {width}x{height}): {}", shot.display());
     }
 }
+
+#[tokio::test]
+async fn the_status_lane_serves_the_page_on_its_own_listener_and_nothing_else() {
+    let sim = spawn_sim(instant_sim()).await;
+    // A free port for the lane (the lane binds it itself).
+    let lane = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |c| c.status.listen = Some(lane)).await;
+    let base = format!("http://{lane}");
+    let c = client();
+    let mut ready = false;
+    for _ in 0..200 {
+        if c.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "the status lane never answered");
+    let page = c.get(format!("{base}/status")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<html"));
+    let summary: serde_json::Value =
+        c.get(format!("{base}/api/v2/summary.json")).send().await.unwrap().json().await.unwrap();
+    assert!(summary["components"].is_array(), "{summary}");
+    // The lane is the status page only: no API, no admin.
+    assert_eq!(c.get(format!("{base}/v1/models")).send().await.unwrap().status(), 404);
+    assert_eq!(c.get(format!("{base}/admin/flags")).send().await.unwrap().status(), 404);
+    // The main listener still serves the page too.
+    assert_eq!(c.get(format!("{}/status", gw.url)).send().await.unwrap().status(), 200);
+    gw.shutdown().await;
+}
