@@ -364,10 +364,11 @@ start_target() {
             PALISADE_SHIELD__LIMITS__PER_IP="$unlimited" PALISADE_SHIELD__LIMITS__PER_SUBNET="$unlimited"
             PALISADE_SHIELD__LIMITS__PER_ACCOUNT="$unlimited" PALISADE_SHIELD__LIMITS__PER_API_KEY="$unlimited"
             PALISADE_ADMISSION__PER_ACCOUNT_MAX_IN_FLIGHT=100000 PALISADE_ADMISSION__ACCOUNT_SHARE=1.0
-            PALISADE_ADMISSION__LIMIT__INITIAL=256 PALISADE_ADMISSION__LIMIT__MIN=256)
+            PALISADE_ADMISSION__LIMIT__INITIAL=256 PALISADE_ADMISSION__LIMIT__MIN=256
+            PALISADE_SHIELD__LIMITS__ACCOUNT_TOKENS="$unlimited" PALISADE_ABUSE__TOKEN_SPIKE_FACTOR=0)
         # /v1 wants an API key (or a session): make one in the fresh store.
         BEARER[palisade]=$(env "${env[@]}" "$PALISADE" keys create --name bench 2>>"$OUT/palisade.log" |
-            grep -Eo '^pal_[A-Za-z0-9_]+' || true)
+            grep -Eo '^pal_[A-Za-z0-9_-]+' || true)
         [[ -n ${BEARER[palisade]} ]] || { log "palisade keys create printed no key; see $OUT/palisade.log"; return 1; }
         start palisade "$PROXY_CPU" env TOKIO_WORKER_THREADS=1 "${env[@]}" \
             "$PALISADE" serve --listen "127.0.0.1:$PALISADE_PORT" --log-format json

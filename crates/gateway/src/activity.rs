@@ -14,8 +14,9 @@ use crate::guard::AbusePolicy;
 
 const MAX_CALLERS: usize = 100_000;
 const MAX_SUBNETS: usize = 10_000;
-/// Prompt fingerprints remembered per caller.
-const RECENT_PROMPTS: usize = 16;
+/// Prompt fingerprints remembered per caller; `repeated_prompts` above this
+/// could never be reached, so validation caps it here.
+pub const RECENT_PROMPTS: usize = 64;
 /// Accounts remembered per subnet (enough to pass any sane threshold).
 const SUBNET_ACCOUNTS: usize = 256;
 

@@ -43,6 +43,23 @@ pub struct AbusePolicy {
     pub token_spike_floor: u64,
 }
 
+impl AbusePolicy {
+    pub fn validate(&self, out: &mut Vec<crate::config::InvalidField>) {
+        let mut bad = |field: &str, reason: String| {
+            out.push(crate::config::InvalidField { field: format!("abuse.{field}"), reason })
+        };
+        if self.throttle_after == 0 || self.suspend_after == 0 {
+            bad("throttle_after", "throttle_after and suspend_after must be at least 1".into());
+        }
+        if self.repeated_prompts as usize > crate::activity::RECENT_PROMPTS {
+            bad("repeated_prompts", format!("at most {} (0 turns it off)", crate::activity::RECENT_PROMPTS));
+        }
+        if !(self.token_spike_factor >= 0.0 && self.token_spike_factor.is_finite()) {
+            bad("token_spike_factor", "must be 0 (off) or a positive number".into());
+        }
+    }
+}
+
 impl Default for AbusePolicy {
     fn default() -> Self {
         AbusePolicy {

@@ -210,6 +210,7 @@ impl Config {
         self.status.validate(&mut problems);
         validate_upstreams(&self.upstreams, &mut problems);
         self.priority.validate(&mut problems);
+        self.abuse.validate(&mut problems);
         if let Err(e) = self.guard.validate() {
             for message in &e.problems {
                 let (field, reason) = message.split_once(": ").unwrap_or(("guard", message.as_str()));
