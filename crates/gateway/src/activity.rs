@@ -193,6 +193,15 @@ mod tests {
     }
 
     #[test]
+    fn the_default_repeat_threshold_is_reachable() {
+        let m = ActivityMonitor::new(AbusePolicy::default());
+        let t = Instant::now();
+        let fp = Some(fingerprint("same thing"));
+        let fired: usize = (0..100).map(|_| m.observe(1, 9, None, fp, 10, t).len()).sum();
+        assert_eq!(fired, 1);
+    }
+
+    #[test]
     fn many_accounts_behind_one_subnet_flag_the_subnet_once() {
         let m = monitor();
         let t = Instant::now();
