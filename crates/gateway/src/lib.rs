@@ -22,7 +22,6 @@ pub mod upstream;
 mod health;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use accounts::service::Accounts;
 use axum::Router;
@@ -53,9 +52,6 @@ pub struct Gateway {
     pub config: GatewayConfig,
     pub pool: Arc<UpstreamPool>,
     pub metrics: metrics::Metrics,
-    /// Under-attack mode, set by the edge's attack detector (see
-    /// [`Gateway::set_under_attack`]); the status page reports it.
-    pub under_attack: AtomicBool,
     pub store: Store,
     pub accounts: Arc<Accounts>,
     pub status: status_page::StatusBoard,
@@ -79,7 +75,6 @@ impl Gateway {
             edge,
             pool: Arc::new(pool),
             metrics: metrics::Metrics::default(),
-            under_attack: AtomicBool::new(false),
             store,
             accounts,
             status: Default::default(),

@@ -18,7 +18,6 @@ pub mod limiter;
 pub mod recorder;
 pub mod signals;
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -90,13 +89,14 @@ impl StatusBoard {
 }
 
 impl Gateway {
-    /// Switch under-attack mode (the edge's attack detector calls this). While
-    /// it is on, Web and API show degraded performance and an incident tells
-    /// users what is going on; leaving it resolves the incident.
+    /// Force under-attack mode on or off (the edge's switch, as `palisade admin
+    /// attack` sets it) and re-render the page now. While it is on, Web and API
+    /// show degraded performance and an incident tells users what is going on;
+    /// leaving it resolves the incident.
     pub fn set_under_attack(&self, on: bool) {
-        if self.under_attack.swap(on, Ordering::Relaxed) != on {
-            self.status.wake();
-        }
+        let switch = if on { crate::edge::AttackSwitch::On } else { crate::edge::AttackSwitch::Off };
+        self.edge.force(switch, crate::edge::now());
+        self.status.wake();
     }
 }
 

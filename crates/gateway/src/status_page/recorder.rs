@@ -19,7 +19,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use accounts::policy::RegistrationPolicy;
@@ -328,7 +327,7 @@ impl Recorder {
     /// Each component's status as shown: the override if any, else the worst of
     /// the measured status and what the switches impose.
     fn statuses(&self, gw: &Gateway, defs: &[ComponentDef], now_ms: i64) -> Vec<ComponentStatus> {
-        let attack = gw.under_attack.load(Ordering::Relaxed) || gw.edge.under_attack();
+        let attack = gw.under_attack();
         let policy = gw.accounts.policy();
         let in_maintenance: HashSet<&str> = self
             .maintenances
@@ -502,7 +501,7 @@ impl Recorder {
 
     /// Open the attack notice when under-attack mode comes on, resolve it when it goes off.
     async fn attack_incident(&mut self, gw: &Gateway, now_ms: i64) -> bool {
-        let attack = gw.under_attack.load(Ordering::Relaxed) || gw.edge.under_attack();
+        let attack = gw.under_attack();
         let open = self.open_incident(ATTACK_KEY).map(|r| r.incident.id);
         let (done, changed) = match (attack, open) {
             (true, None) if self.last_attack != Some(true) => {
