@@ -34,11 +34,32 @@ use crate::guard::{InputVerdict, Standing};
 use crate::server::{ClientAddr, RequestId};
 use crate::upstream::{FailureKind, InFlight, Tried};
 
-/// The few request fields the proxy itself needs; the rest passes through untouched.
+/// The few request fields the proxy itself needs, read in one pass; the rest
+/// passes through untouched.
 #[derive(Deserialize)]
 struct RequestMeta<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
+    // Read leniently: a value of the wrong type is the upstream's to refuse.
+    #[serde(default)]
+    stream: Option<serde_json::Value>,
+    #[serde(default)]
+    max_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_completion_tokens: Option<serde_json::Value>,
+}
+
+impl RequestMeta<'_> {
+    fn streamed(&self) -> bool {
+        self.stream.as_ref().and_then(serde_json::Value::as_bool) == Some(true)
+    }
+
+    /// Tokens the completion may cost: what it asks for, or 256 when unset.
+    fn completion_tokens(&self) -> u32 {
+        let asked = |v: &Option<serde_json::Value>| v.as_ref().and_then(serde_json::Value::as_u64);
+        let asked = asked(&self.max_completion_tokens).or_else(|| asked(&self.max_tokens));
+        asked.map_or(256, |n| n.min(1 << 20) as u32)
+    }
 }
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus the
@@ -104,16 +125,16 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
         }
     };
 
-    let model = if parts.method == http::Method::POST {
+    let (model, streamed, completion_tokens) = if parts.method == http::Method::POST {
         match serde_json::from_slice::<RequestMeta>(&body) {
-            Ok(meta) => meta.model.map(Cow::into_owned),
+            Ok(meta) => (meta.model.clone().map(Cow::into_owned), meta.streamed(), meta.completion_tokens()),
             Err(e) => {
                 let message = format!("the request body is not a valid JSON object: {e}");
                 return gw.refuse(ApiError::new(Reject::InvalidJson, message));
             }
         }
     } else {
-        None
+        (None, false, 0)
     };
 
     let client = parts.extensions.get::<ClientAddr>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
@@ -128,11 +149,9 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
     let path = parts.uri.path();
     let mut body = body;
     let mut protection = None;
-    let mut streamed = false;
     if parts.method == http::Method::POST && matches!(path, "/v1/chat/completions" | "/v1/completions") {
         let actor = principal.as_ref().map_or_else(|| "anonymous".to_owned(), |p| format!("user:{}", p.user_id));
         if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) {
-            streamed = value.get("stream").and_then(serde_json::Value::as_bool) == Some(true);
             match gw.guard.check_input(&gw, path, &value, who, &actor) {
                 InputVerdict::Pass => {}
                 InputVerdict::Slow(delay) => tokio::time::sleep(delay).await,
@@ -146,7 +165,8 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
             }
             let subnet = crate::priority::fairness_key(None, client);
             let account = principal.as_ref().map(|p| p.user_id);
-            gw.guard.watch_activity(&gw, who, subnet, account, &value, token_estimate(&body), &actor);
+            let estimate = token_estimate(body.len(), completion_tokens);
+            gw.guard.watch_activity(&gw, who, subnet, account, &value, estimate, &actor);
             if let Some(p) = gw.guard.protect(model.as_deref(), &mut value) {
                 if let Ok(bytes) = serde_json::to_vec(&value) {
                     body = Bytes::from(bytes);
@@ -160,7 +180,7 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
     // bytes a token) plus what it asks to generate, charged up front. Anonymous
     // traffic is held by the edge's per-address limits and by admission instead.
     if let (Some(p), true) = (&principal, parts.method == http::Method::POST && gw.edge.enabled()) {
-        let estimate = token_estimate(&body);
+        let estimate = token_estimate(body.len(), completion_tokens);
         let decision = gw.edge.limits.check_tokens(p.user_id as u64, estimate, crate::edge::now());
         if !decision.allowed {
             return crate::edge::guard::rate_limited(
@@ -287,17 +307,10 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
     gw.refuse(error)
 }
 
-/// Tokens a request may cost: its body's bytes / 4 (the prompt) plus the
-/// completion it asks for (`max_tokens`, or 256 when unset).
-fn token_estimate(body: &[u8]) -> u32 {
-    #[derive(Deserialize)]
-    struct Ask {
-        max_tokens: Option<u32>,
-        max_completion_tokens: Option<u32>,
-    }
-    let ask = serde_json::from_slice::<Ask>(body).ok();
-    let completion = ask.and_then(|a| a.max_completion_tokens.or(a.max_tokens)).unwrap_or(256);
-    u32::try_from(body.len() / 4).unwrap_or(u32::MAX).saturating_add(completion.min(1 << 20))
+/// Tokens a request may cost: its body's bytes / 4 (about four bytes a
+/// token of prompt) plus the completion it asks for.
+fn token_estimate(body_len: usize, completion_tokens: u32) -> u32 {
+    u32::try_from(body_len / 4).unwrap_or(u32::MAX).saturating_add(completion_tokens)
 }
 
 /// An admission refusal as the client sees it.
