@@ -134,14 +134,15 @@ pub async fn flags(State(gw): State<Arc<Gateway>>) -> Response {
         .strikes()
         .list(1000)
         .into_iter()
-        .map(|(caller, strikes, last_s, reason)| {
-            let standing = match gw.strikes().standing(caller) {
+        .map(|flag| {
+            let standing = match flag.standing {
                 crate::guard::Standing::Good => "good",
                 crate::guard::Standing::Throttled => "throttled",
                 crate::guard::Standing::Suspended => "suspended",
             };
-            serde_json::json!({"caller": caller.to_string(), "strikes": strikes, "last_strike_s_ago": last_s,
-                               "last_reason": reason, "standing": standing})
+            serde_json::json!({"caller": flag.caller.to_string(), "strikes": flag.strikes,
+                               "last_strike_s_ago": flag.last_strike_s_ago, "last_reason": flag.last_reason,
+                               "standing": standing})
         })
         .collect();
     Json(serde_json::json!({"flags": list})).into_response()

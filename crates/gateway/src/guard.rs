@@ -83,16 +83,24 @@ pub struct Strikes {
     capacity: usize,
 }
 
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct Strike {
-    pub count: u32,
+#[derive(Clone, Copy, Debug)]
+struct Strike {
+    count: u32,
     /// Why the latest strike was given.
-    pub reason: &'static str,
-    #[serde(skip)]
+    reason: &'static str,
     first: Instant,
-    /// Seconds since the last strike.
-    #[serde(skip)]
     last: Instant,
+}
+
+/// One caller with strikes, as the operator sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Flag {
+    /// An account id, or a subnet digest (≥ 2^63) for anonymous traffic.
+    pub caller: u64,
+    pub strikes: u32,
+    pub last_strike_s_ago: u64,
+    pub last_reason: &'static str,
+    pub standing: Standing,
 }
 
 /// What the strikes say about a caller now.
@@ -132,7 +140,11 @@ impl Strikes {
 
     pub fn standing(&self, who: u64) -> Standing {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let count = match entries.get(&who) {
+        self.standing_of(entries.get(&who))
+    }
+
+    fn standing_of(&self, strike: Option<&Strike>) -> Standing {
+        let count = match strike {
             Some(s) if s.first.elapsed() < Duration::from_secs(self.policy.window_s) => s.count,
             _ => 0,
         };
@@ -146,12 +158,19 @@ impl Strikes {
     }
 
     /// Callers with strikes, most first (at most `limit`).
-    /// (caller, strikes, seconds since the last, its reason).
-    pub fn list(&self, limit: usize) -> Vec<(u64, u32, u64, &'static str)> {
+    pub fn list(&self, limit: usize) -> Vec<Flag> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let mut all: Vec<(u64, u32, u64, &'static str)> =
-            entries.iter().map(|(k, s)| (*k, s.count, s.last.elapsed().as_secs(), s.reason)).collect();
-        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut all: Vec<Flag> = entries
+            .iter()
+            .map(|(caller, s)| Flag {
+                caller: *caller,
+                strikes: s.count,
+                last_strike_s_ago: s.last.elapsed().as_secs(),
+                last_reason: s.reason,
+                standing: self.standing_of(Some(s)),
+            })
+            .collect();
+        all.sort_by(|a, b| b.strikes.cmp(&a.strikes).then(a.caller.cmp(&b.caller)));
         all.truncate(limit);
         all
     }
@@ -379,7 +398,12 @@ mod tests {
         assert_eq!(strikes.standing(1), Standing::Throttled);
         strikes.add(1, "test");
         assert_eq!(strikes.standing(1), Standing::Suspended);
-        assert_eq!(strikes.list(10), vec![(1, 3, 0, "test")]);
+        let flags = strikes.list(10);
+        assert_eq!(
+            (flags[0].caller, flags[0].strikes, flags[0].last_reason, flags[0].standing),
+            (1, 3, "test", Standing::Suspended)
+        );
+        assert_eq!(flags.len(), 1);
         assert!(strikes.clear(1));
         assert_eq!(strikes.standing(1), Standing::Good);
     }
