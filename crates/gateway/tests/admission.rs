@@ -89,8 +89,10 @@ async fn members_are_served_promptly_while_an_anonymous_flood_waits() {
     assert!(metrics.contains("palisade_admission_refused_total{class=\"anonymous\",reason=\"would_time_out\"}"));
 }
 
-#[tokio::test]
-async fn one_client_over_its_concurrency_cap_gets_429_with_retry_after() {
+/// A gateway whose clients may have one request in flight each, with one
+/// anonymous request already admitted and waiting on the slow model.
+async fn one_request_in_flight_with_a_cap_of_one()
+-> (Sim, TestGateway, String, tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>) {
     let sim = spawn_sim(slow_sim()).await;
     let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |c| {
         fixed_limit(c);
@@ -103,6 +105,12 @@ async fn one_client_over_its_concurrency_cap_gets_429_with_retry_after() {
         gw.gateway.admission.snapshot().in_flight[PriorityClass::Anonymous] == 1
     })
     .await;
+    (sim, gw, url, first)
+}
+
+#[tokio::test]
+async fn one_client_over_its_concurrency_cap_gets_429_with_retry_after() {
+    let (_sim, _gw, url, first) = one_request_in_flight_with_a_cap_of_one().await;
     let second = client().post(&url).json(&chat_body(false)).send().await.unwrap();
     assert_eq!(second.status(), 429);
     assert!(second.headers().get("retry-after").is_some());
@@ -114,18 +122,7 @@ async fn one_client_over_its_concurrency_cap_gets_429_with_retry_after() {
 
 #[tokio::test]
 async fn a_browser_refused_by_admission_gets_a_readable_page() {
-    let sim = spawn_sim(slow_sim()).await;
-    let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |c| {
-        fixed_limit(c);
-        c.admission.per_account_max_in_flight = 1;
-    })
-    .await;
-    let url = format!("{}/v1/chat/completions", gw.url);
-    let first = tokio::spawn(client().post(&url).json(&chat_body(false)).send());
-    eventually(Duration::from_secs(10), "the first request is admitted", || {
-        gw.gateway.admission.snapshot().in_flight[PriorityClass::Anonymous] == 1
-    })
-    .await;
+    let (_sim, _gw, url, first) = one_request_in_flight_with_a_cap_of_one().await;
     let page = client().post(&url).header("accept", "text/html").json(&chat_body(false)).send().await.unwrap();
     assert_eq!(page.status(), 429);
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));

@@ -31,6 +31,12 @@ async fn sse_text(response: reqwest::Response) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// What the operator sees at `GET /admin/flags`.
+async fn admin_flags(gw: &TestGateway) -> Value {
+    let r = client().get(format!("{}/admin/flags", gw.url)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    r.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_model_reciting_its_system_prompt_is_cut_off_streamed_and_whole() {
     let sim = spawn_sim(SimConfig { echo_system_prompt: true, tokens_per_s: 0, ..instant_sim() }).await;
@@ -109,15 +115,7 @@ async fn extraction_attempts_are_blocked_where_configured_and_strikes_reach_the_
     assert_eq!(suspended.status(), 403);
     assert_eq!(suspended.json::<Value>().await.unwrap()["error"]["code"], "account_flagged");
 
-    let flags: Value = client()
-        .get(format!("{}/admin/flags", gw.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let flags = admin_flags(&gw).await;
     let first = &flags["flags"][0];
     assert_eq!((first["strikes"].as_u64(), first["standing"].as_str()), (Some(2), Some("suspended")), "{flags}");
     let caller = first["caller"].as_str().unwrap();
@@ -143,15 +141,7 @@ async fn the_same_prompt_sent_again_and_again_earns_strikes_the_operator_sees() 
         let r = client().post(&url).json(&chat(false, &text)).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
-    let flags: Value = client()
-        .get(format!("{}/admin/flags", gw.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let flags = admin_flags(&gw).await;
     let first = &flags["flags"][0];
     assert_eq!(first["last_reason"], "repeated_prompt", "{flags}");
     assert_eq!(first["standing"], "throttled", "{flags}");
