@@ -81,28 +81,13 @@ log() { printf '[proxy.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # ---------------------------------------------------------------- processes
-# Every process we start runs in its own session (setsid), so it and its
-# children can be stopped by process-group id, and only those.
-declare -A PGID=()
-stop_group() {
-    local name=$1 pg=${PGID[$1]:-}
-    [[ -n $pg ]] || return 0
-    kill -TERM -- "-$pg" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 50; i++)); do
-        kill -0 -- "-$pg" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL -- "-$pg" 2>/dev/null || true
-    wait "$pg" 2>/dev/null || true
-    unset "PGID[$name]"
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    local name
-    for name in "${!PGID[@]}"; do stop_group "$name"; done
+    stop_all
     exit "$rc"
 }
 trap cleanup EXIT

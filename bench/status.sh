@@ -63,28 +63,13 @@ command -v curl >/dev/null || die "curl is missing (apt-get install -y curl)"
 mkdir -p "$OUT"
 DATA=$(mktemp -d)
 
-# Everything started runs in its own session, so it can be stopped by its
-# process-group id, and only it.
-declare -A PGID=()
-stop_group() {
-    local name=$1 pg=${PGID[$1]:-}
-    [[ -n $pg ]] || return 0
-    kill -TERM -- "-$pg" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 50; i++)); do
-        kill -0 -- "-$pg" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL -- "-$pg" 2>/dev/null || true
-    wait "$pg" 2>/dev/null || true
-    unset "PGID[$name]"
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    local name
-    for name in "${!PGID[@]}"; do stop_group "$name"; done
+    stop_all
     rm -rf "$DATA"
     exit "$rc"
 }
