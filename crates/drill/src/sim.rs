@@ -11,9 +11,10 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
@@ -77,7 +78,25 @@ pub struct SimStats {
     served: AtomicU64,
     rejected: AtomicU64,
     cancelled: AtomicU64,
+    /// Generation time by the request's `user` field: the drill labels each traffic
+    /// class there to learn who got the model's capacity.
+    usage: Mutex<BTreeMap<String, Usage>>,
 }
+
+/// What one `user` label got from the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Requests that held a generation slot (finished or cancelled).
+    pub requests: u64,
+    /// Seconds of generation slots held: capacity × time is what there is to share.
+    pub slot_seconds: f64,
+}
+
+/// Distinct `user` labels tallied; later ones count under [`OTHER_USERS`], so a client
+/// cannot grow the map.
+const MAX_USAGE_LABELS: usize = 64;
+/// The label for requests without a `user` field, or past [`MAX_USAGE_LABELS`].
+pub const OTHER_USERS: &str = "(other)";
 
 /// A copy of [`SimStats`] at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +123,19 @@ impl SimStats {
             cancelled: self.cancelled.load(Ordering::Relaxed),
         }
     }
+
+    /// Generation time so far, by `user` label.
+    pub fn usage(&self) -> BTreeMap<String, Usage> {
+        self.usage.lock().map(|u| u.clone()).unwrap_or_default()
+    }
+
+    fn charge(&self, user: Option<&str>, held: Duration) {
+        let Ok(mut usage) = self.usage.lock() else { return };
+        let known = user.filter(|u| usage.contains_key(*u) || usage.len() < MAX_USAGE_LABELS);
+        let entry = usage.entry(known.unwrap_or(OTHER_USERS).to_owned()).or_default();
+        entry.requests += 1;
+        entry.slot_seconds += held.as_secs_f64();
+    }
 }
 
 struct Sim {
@@ -119,6 +151,8 @@ struct Slot {
     _permit: OwnedSemaphorePermit,
     stats: Arc<SimStats>,
     finished: bool,
+    user: Option<String>,
+    since: Instant,
 }
 
 impl Slot {
@@ -131,6 +165,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.stats.charge(self.user.as_deref(), self.since.elapsed());
         if !self.finished {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
         }
@@ -138,13 +173,13 @@ impl Drop for Slot {
 }
 
 impl Sim {
-    async fn admit(&self) -> Result<Slot, Response> {
+    async fn admit(&self, user: Option<String>) -> Result<Slot, Response> {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => self.wait_in_queue().await?,
         };
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        Ok(Slot { _permit: permit, stats: self.stats.clone(), finished: false })
+        Ok(Slot { _permit: permit, stats: self.stats.clone(), finished: false, user, since: Instant::now() })
     }
 
     async fn wait_in_queue(&self) -> Result<OwnedSemaphorePermit, Response> {
@@ -248,6 +283,8 @@ async fn not_found() -> Response {
 #[derive(Deserialize)]
 struct ChatRequest {
     model: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
     messages: Vec<ChatMessage>,
     #[serde(default)]
     stream: bool,
@@ -272,6 +309,8 @@ struct StreamOptions {
 #[derive(Deserialize)]
 struct CompletionRequest {
     model: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
     prompt: Value,
     #[serde(default)]
     stream: bool,
@@ -282,6 +321,8 @@ struct CompletionRequest {
 #[derive(Deserialize)]
 struct EmbeddingRequest {
     model: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
     input: Value,
 }
 
@@ -323,7 +364,7 @@ async fn chat_completions(State(sim): SimState, body: Bytes) -> Response {
         last_user.as_deref().unwrap_or(&prompt),
         req.max_completion_tokens.or(req.max_tokens),
     );
-    let slot = match sim.admit().await {
+    let slot = match sim.admit(req.user.clone()).await {
         Ok(slot) => slot,
         Err(response) => return response,
     };
@@ -356,7 +397,7 @@ async fn completions(State(sim): SimState, body: Bytes) -> Response {
         _ => return bad_request("`prompt` must be a string or an array of strings"),
     };
     let pieces = sim.reply(None, &prompt, req.max_tokens);
-    let slot = match sim.admit().await {
+    let slot = match sim.admit(req.user.clone()).await {
         Ok(slot) => slot,
         Err(response) => return response,
     };
@@ -390,7 +431,7 @@ async fn embeddings(State(sim): SimState, body: Bytes) -> Response {
         }
         _ => return bad_request("`input` must be a string or an array of strings"),
     };
-    let slot = match sim.admit().await {
+    let slot = match sim.admit(req.user.clone()).await {
         Ok(slot) => slot,
         Err(response) => return response,
     };
