@@ -1,0 +1,618 @@
+//! From a run's raw events and metric samples to what an operator reads: a table per
+//! traffic class and phase, what the defences did, attack-mode transitions, who got
+//! the model's capacity, the verdict on each target, and the baselines side by side.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::chart::{ChartInput, Series, Span};
+use crate::run::{Metrics, RunData, TargetKind};
+use crate::scenario::Scenario;
+use crate::sim::Usage;
+use crate::traffic::{Event, Outcome};
+
+/// One class in one phase (or over the whole drill).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClassSummary {
+    pub class: String,
+    pub phase: String,
+    pub requests: usize,
+    pub ok: usize,
+    /// 429/503: limited, queued out, shed.
+    pub refused: usize,
+    /// Other 4xx: blocked, challenged, unauthorised, cut off.
+    pub denied: usize,
+    pub errors: usize,
+    /// Not sent: in-flight cap or request budget.
+    pub dropped: usize,
+    pub success_pct: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Successful attempts per second of the phase.
+    pub goodput: f64,
+}
+
+/// Summarises `events` over `seconds`.
+pub fn summarize(class: &str, phase: &str, events: &[&Event], seconds: f64) -> ClassSummary {
+    let mut ok: Vec<f64> = events.iter().filter(|e| e.outcome == Outcome::Ok).map(|e| e.latency).collect();
+    ok.sort_by(f64::total_cmp);
+    let count = |o: Outcome| events.iter().filter(|e| e.outcome == o).count();
+    let pct = |q: f64| -> f64 {
+        if ok.is_empty() {
+            return 0.0;
+        }
+        let index = ((ok.len() as f64 * q).ceil() as usize).clamp(1, ok.len()) - 1;
+        ok[index] * 1e3
+    };
+    ClassSummary {
+        class: class.to_owned(),
+        phase: phase.to_owned(),
+        requests: events.len(),
+        ok: ok.len(),
+        refused: count(Outcome::Refused),
+        denied: count(Outcome::Denied),
+        errors: count(Outcome::Error),
+        dropped: count(Outcome::Dropped),
+        success_pct: if events.is_empty() { 0.0 } else { 100.0 * ok.len() as f64 / events.len() as f64 },
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        goodput: if seconds > 0.0 { ok.len() as f64 / seconds } else { 0.0 },
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DefenceRow {
+    /// blocked, limited, challenged, queued, shed, refused connection, refusal.
+    pub action: String,
+    pub reason: String,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Transition {
+    pub at_s: f64,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct UsageRow {
+    pub user: String,
+    pub requests: u64,
+    pub slot_seconds: f64,
+    /// Share of the model's capacity (slots × seconds) in attack phases, percent.
+    pub attack_capacity_pct: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub target: TargetKind,
+    pub label: String,
+    pub setup_s: f64,
+    pub summaries: Vec<ClassSummary>,
+    pub defences: Vec<DefenceRow>,
+    pub transitions: Vec<Transition>,
+    /// None when the drill does not own the upstream (`--target`).
+    pub upstream: Option<Vec<UsageRow>>,
+    pub bot_capacity_pct: Option<f64>,
+    pub solved_challenges: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    pub target: String,
+    pub measured: String,
+    pub pass: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub target: String,
+    pub member_success_pct: f64,
+    pub member_p99_ms: f64,
+    pub member_goodput: f64,
+    /// Palisade's logged-in goodput over this one's.
+    pub palisade_ratio: f64,
+    pub newcomers_admitted_pct: Option<f64>,
+    pub bot_capacity_pct: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub description: String,
+    pub phases: Vec<(String, f64, f64)>,
+    pub runs: Vec<RunReport>,
+    /// Baselines that could not run, and why.
+    pub skipped: Vec<(String, String)>,
+    pub comparison: Vec<Comparison>,
+    pub verdicts: Vec<Verdict>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.verdicts.iter().all(|v| v.pass)
+    }
+}
+
+/// The attack phases, as (start, end) windows.
+fn attack_windows(s: &Scenario) -> Vec<(f64, f64)> {
+    (0..s.phases.len()).filter(|&i| s.phases[i].attack).map(|i| s.window(i)).collect()
+}
+
+fn in_windows(t: f64, windows: &[(f64, f64)]) -> bool {
+    windows.iter().any(|w| w.0 <= t && t < w.1)
+}
+
+/// The sample nearest to `t`.
+fn nearest<T>(samples: &[(f64, T)], t: f64) -> Option<&T> {
+    samples.iter().min_by(|a, b| (a.0 - t).abs().total_cmp(&(b.0 - t).abs())).map(|s| &s.1)
+}
+
+fn defences(first: &Metrics, last: &Metrics) -> Vec<DefenceRow> {
+    let mut rows = Vec::new();
+    for (key, value) in last {
+        let delta = (value - first.get(key).copied().unwrap_or(0.0)).max(0.0) as u64;
+        if delta == 0 {
+            continue;
+        }
+        let Some((family, labels)) = key.split_once('{') else { continue };
+        let labels: BTreeMap<&str, &str> = labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        let label = |k: &str| labels.get(k).copied().unwrap_or("").to_owned();
+        let (action, reason) = match family {
+            "palisade_edge_decisions_total" => {
+                let action = match labels.get("action").copied() {
+                    Some("allow") | None => continue,
+                    Some("block") => "blocked",
+                    Some("limit") => "limited",
+                    Some("challenge") => "challenged",
+                    Some("queue") => "queued",
+                    Some(other) => other,
+                };
+                (action.to_owned(), label("reason"))
+            }
+            "palisade_admission_refused_total" => ("shed".to_owned(), format!("{} ({})", label("reason"), label("class"))),
+            "palisade_admission_admitted_total" => ("admitted".to_owned(), label("class")),
+            "palisade_connections_refused_total" => ("connection refused".to_owned(), label("cap")),
+            "palisade_rejections_total" => ("refused with code".to_owned(), label("reason")),
+            "palisade_edge_attack_transitions_total" => ("attack mode".to_owned(), format!("to {}", label("to"))),
+            _ => continue,
+        };
+        rows.push(DefenceRow { action, reason, count: delta });
+    }
+    let order = |a: &str| {
+        ["blocked", "limited", "challenged", "queued", "shed", "connection refused", "refused with code", "admitted", "attack mode"]
+            .iter()
+            .position(|x| *x == a)
+            .unwrap_or(99)
+    };
+    rows.sort_by(|a, b| order(&a.action).cmp(&order(&b.action)).then(b.count.cmp(&a.count)));
+    rows
+}
+
+fn transitions(metrics: &[(f64, Metrics)]) -> Vec<Transition> {
+    let mut out = Vec::new();
+    let mut state = 0.0;
+    for (t, m) in metrics {
+        let now = m.get("palisade_edge_under_attack").copied().unwrap_or(0.0);
+        if now != state {
+            out.push(Transition { at_s: *t, to: if now > 0.0 { "under attack".into() } else { "normal".into() } });
+            state = now;
+        }
+    }
+    out
+}
+
+/// Bots are every `user` label but the members' and newcomers'.
+fn is_bot_label(user: &str) -> bool {
+    !matches!(user, "drill-members" | "drill-newcomers")
+}
+
+fn usage_rows(s: &Scenario, usage: &[(f64, BTreeMap<String, Usage>)]) -> (Vec<UsageRow>, f64) {
+    let windows = attack_windows(s);
+    let capacity_s: f64 = windows.iter().map(|w| (w.1 - w.0) * s.upstream.capacity as f64).sum();
+    let mut in_attack: BTreeMap<String, f64> = BTreeMap::new();
+    for w in &windows {
+        let empty = BTreeMap::new();
+        let start = nearest(usage, w.0).unwrap_or(&empty);
+        let end = nearest(usage, w.1).unwrap_or(&empty);
+        for (user, u) in end {
+            let before = start.get(user).map_or(0.0, |b| b.slot_seconds);
+            *in_attack.entry(user.clone()).or_default() += (u.slot_seconds - before).max(0.0);
+        }
+    }
+    let total = usage.last().map(|u| u.1.clone()).unwrap_or_default();
+    let rows: Vec<UsageRow> = total
+        .iter()
+        .map(|(user, u)| UsageRow {
+            user: user.clone(),
+            requests: u.requests,
+            slot_seconds: u.slot_seconds,
+            attack_capacity_pct: if capacity_s > 0.0 {
+                100.0 * in_attack.get(user).copied().unwrap_or(0.0) / capacity_s
+            } else {
+                0.0
+            },
+        })
+        .collect();
+    let bots = rows.iter().filter(|r| is_bot_label(&r.user)).map(|r| r.attack_capacity_pct).sum::<f64>().max(0.0);
+    (rows, bots)
+}
+
+/// The chart's lines: each user class, and every bot kind that sends requests as one
+/// "bots" line (slowloris holds connections, it has no requests to count).
+fn chart_line(class: &str) -> Option<&str> {
+    match class {
+        "logged-in users" | "member logins" | "newcomers" => Some(class),
+        "slowloris" => None,
+        _ => Some("bots (all kinds)"),
+    }
+}
+
+/// One point per second per line: successes finishing in it, and their p99.
+fn series(classes: &[String], events: &[Event], total: f64) -> Vec<Series> {
+    let buckets = total.ceil().max(1.0) as usize;
+    let mut lines: Vec<(String, Vec<Vec<f64>>)> = Vec::new();
+    for (c, name) in classes.iter().enumerate() {
+        let Some(line) = chart_line(name) else { continue };
+        let index = lines.iter().position(|l| l.0 == line).unwrap_or_else(|| {
+            lines.push((line.to_owned(), vec![Vec::new(); buckets]));
+            lines.len() - 1
+        });
+        for e in events.iter().filter(|e| e.class == c && e.outcome == Outcome::Ok) {
+            let done = e.at + e.latency;
+            if done >= 0.0 && (done as usize) < buckets {
+                lines[index].1[done as usize].push(e.latency * 1e3);
+            }
+        }
+    }
+    lines
+        .into_iter()
+        .map(|(class, per)| {
+            let points = per
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut l)| {
+                    l.sort_by(f64::total_cmp);
+                    let p99 = (!l.is_empty()).then(|| l[((l.len() as f64 * 0.99).ceil() as usize).clamp(1, l.len()) - 1]);
+                    (i as f64 + 0.5, l.len() as f64, p99)
+                })
+                .collect();
+            Series { class, points }
+        })
+        .collect()
+}
+
+/// Everything about one run.
+pub fn run_report(s: &Scenario, data: &RunData) -> RunReport {
+    let mut summaries = Vec::new();
+    let attack = attack_windows(s);
+    for (c, class) in data.classes.iter().enumerate() {
+        let mine: Vec<&Event> = data.events.iter().filter(|e| e.class == c).collect();
+        for (i, phase) in s.phases.iter().enumerate() {
+            let (a, b) = s.window(i);
+            let in_phase: Vec<&Event> = mine.iter().copied().filter(|e| a <= e.at && e.at < b).collect();
+            if !in_phase.is_empty() {
+                summaries.push(summarize(class, &phase.name, &in_phase, b - a));
+            }
+        }
+        if !mine.is_empty() {
+            summaries.push(summarize(class, "all", &mine, s.total_seconds()));
+        }
+    }
+    let (defences, transitions) = match (data.metrics.first(), data.metrics.last()) {
+        (Some(first), Some(last)) => (defences(&first.1, &last.1), transitions(&data.metrics)),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let (upstream, bots) = if data.owns_upstream {
+        let (rows, bots) = usage_rows(s, &data.usage);
+        (Some(rows), (!attack.is_empty()).then_some(bots))
+    } else {
+        (None, None)
+    };
+    RunReport {
+        target: data.kind,
+        label: data.kind.label().to_owned(),
+        setup_s: data.setup_s,
+        summaries,
+        defences,
+        transitions,
+        upstream,
+        bot_capacity_pct: bots,
+        solved_challenges: data.solved_challenges,
+    }
+}
+
+/// The chart of one run: goodput and p99 per class over time, attack phases shaded,
+/// attack-mode transitions marked.
+pub fn chart_input(s: &Scenario, data: &RunData, report: &RunReport) -> ChartInput {
+    ChartInput {
+        title: format!("{} — {}", s.name, data.kind.label()),
+        series: series(&data.classes, &data.events, s.total_seconds()),
+        phases: s
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (start_s, end_s) = s.window(i);
+                let label = if p.attack { "attack".to_owned() } else { p.name.clone() };
+                Span { label, start_s, end_s }
+            })
+            .collect(),
+        markers: report.transitions.iter().map(|t| (t.at_s, t.to.clone())).collect(),
+    }
+}
+
+/// Logged-in users over the attack phases (the first phase when there is none).
+fn member_attack(s: &Scenario, data: &RunData) -> (ClassSummary, ClassSummary) {
+    let windows = attack_windows(s);
+    let members: Vec<&Event> = data.events.iter().filter(|e| e.class == 0).collect();
+    let (a, b) = s.window(0);
+    let quiet: Vec<&Event> = members.iter().copied().filter(|e| a <= e.at && e.at < b).collect();
+    let seconds: f64 = windows.iter().map(|w| w.1 - w.0).sum();
+    let attacked: Vec<&Event> = members.iter().copied().filter(|e| in_windows(e.at, &windows)).collect();
+    (summarize("logged-in users", "quiet", &quiet, b - a), summarize("logged-in users", "attack", &attacked, seconds))
+}
+
+fn newcomers_pct(data: &RunData) -> Option<f64> {
+    let i = data.classes.iter().position(|c| c == "newcomers")?;
+    let all: Vec<&Event> = data.events.iter().filter(|e| e.class == i).collect();
+    Some(summarize("newcomers", "all", &all, 1.0).success_pct)
+}
+
+/// The whole report: every run, the verdicts (on the Palisade or external run), and the
+/// baselines side by side.
+pub fn build(s: &Scenario, runs: &[RunData], skipped: Vec<(String, String)>) -> Report {
+    let reports: Vec<RunReport> = runs.iter().map(|d| run_report(s, d)).collect();
+    let main = runs.iter().position(|d| matches!(d.kind, TargetKind::Palisade | TargetKind::External));
+    let t = &s.targets;
+    let mut verdicts = Vec::new();
+    if let Some(m) = main {
+        let (quiet, attack) = member_attack(s, &runs[m]);
+        if !attack_windows(s).is_empty() && s.members.count > 0 {
+            verdicts.push(Verdict {
+                target: format!("logged-in users' success in attack phases ≥ {}%", t.member_success_pct),
+                measured: format!("{:.2}% ({} of {})", attack.success_pct, attack.ok, attack.requests),
+                pass: attack.success_pct >= t.member_success_pct,
+            });
+            let ratio = attack.p99_ms / quiet.p99_ms.max(1e-9);
+            verdicts.push(Verdict {
+                target: format!("logged-in users' p99 in attack phases ≤ {}× the first phase's", t.member_p99_ratio),
+                measured: format!("{:.0} ms vs {:.0} ms = {ratio:.2}×", attack.p99_ms, quiet.p99_ms),
+                pass: ratio <= t.member_p99_ratio,
+            });
+        }
+        if let Some(pct) = newcomers_pct(&runs[m]) {
+            verdicts.push(Verdict {
+                target: format!("newcomers through to their first answer ≥ {}%", t.newcomers_admitted_pct),
+                measured: format!("{pct:.2}%"),
+                pass: pct >= t.newcomers_admitted_pct,
+            });
+        }
+        if let (Some(bots), false) = (reports[m].bot_capacity_pct, s.bots.is_empty()) {
+            verdicts.push(Verdict {
+                target: format!("bots' share of the model's capacity in attack phases < {}%", t.bot_capacity_pct),
+                measured: format!("{bots:.3}%"),
+                pass: bots < t.bot_capacity_pct,
+            });
+        }
+    }
+    let main_goodput = main.map(|m| member_attack(s, &runs[m]).1.goodput).unwrap_or(0.0);
+    let comparison = runs
+        .iter()
+        .zip(&reports)
+        .map(|(d, r)| {
+            let (_, attack) = member_attack(s, d);
+            Comparison {
+                target: d.kind.label().to_owned(),
+                member_success_pct: attack.success_pct,
+                member_p99_ms: attack.p99_ms,
+                member_goodput: attack.goodput,
+                palisade_ratio: main_goodput / attack.goodput.max(1e-9),
+                newcomers_admitted_pct: newcomers_pct(d),
+                bot_capacity_pct: r.bot_capacity_pct,
+            }
+        })
+        .collect();
+    Report {
+        scenario: s.name.clone(),
+        description: s.description.clone(),
+        phases: (0..s.phases.len()).map(|i| (s.phases[i].name.clone(), s.window(i).0, s.window(i).1)).collect(),
+        runs: reports,
+        skipped,
+        comparison,
+        verdicts,
+    }
+}
+
+/// The report as Markdown: readable in a terminal, pasteable into RESULTS.md.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Drill: {}\n\n{}\n", report.scenario, report.description);
+    let phases: Vec<String> =
+        report.phases.iter().map(|(n, a, b)| format!("{n} {a:.0}–{b:.0} s")).collect();
+    let _ = writeln!(out, "Phases: {}\n", phases.join(", "));
+    for run in &report.runs {
+        let _ = writeln!(out, "## {}\n", run.label);
+        let _ = writeln!(out, "Members signed up and logged in before the clock started, in {:.1} s.\n", run.setup_s);
+        let _ = writeln!(
+            out,
+            "| class | phase | requests | success | p50 ms | p99 ms | goodput/s | refused 429/503 | denied 4xx | errors | not sent |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for c in run.summaries.iter().filter(|c| c.phase != "all") {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.2}% | {:.0} | {:.0} | {:.1} | {} | {} | {} | {} |",
+                c.class, c.phase, c.requests, c.success_pct, c.p50_ms, c.p99_ms, c.goodput, c.refused, c.denied,
+                c.errors, c.dropped
+            );
+        }
+        if !run.defences.is_empty() {
+            let _ = writeln!(out, "\nWhat the defences did (from the gateway's /metrics, whole drill):\n");
+            let _ = writeln!(out, "| action | reason | count |\n|---|---|---:|");
+            for d in &run.defences {
+                let _ = writeln!(out, "| {} | {} | {} |", d.action, d.reason, d.count);
+            }
+        }
+        if !run.transitions.is_empty() {
+            let t: Vec<String> = run.transitions.iter().map(|t| format!("{} at {:.0} s", t.to, t.at_s)).collect();
+            let _ = writeln!(out, "\nAttack mode: {}.", t.join(", "));
+        } else if run.target == TargetKind::Palisade {
+            let _ = writeln!(out, "\nAttack mode: never entered.");
+        }
+        if run.solved_challenges > 0 {
+            let _ = writeln!(out, "\nProof-of-work challenges solved by the drill's clients: {}.", run.solved_challenges);
+        }
+        match &run.upstream {
+            Some(rows) => {
+                let _ = writeln!(out, "\nWho got the model (slot-seconds; share of capacity during attack phases):\n");
+                let _ = writeln!(out, "| user label | requests | slot-seconds | attack-phase capacity |\n|---|---:|---:|---:|");
+                for r in rows {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {:.1} | {:.2}% |",
+                        r.user, r.requests, r.slot_seconds, r.attack_capacity_pct
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(out, "\nModel usage: not known (the drill does not own this gateway's upstream).");
+            }
+        }
+        let _ = writeln!(out);
+    }
+    if report.comparison.len() > 1 || !report.skipped.is_empty() {
+        let _ = writeln!(out, "## Logged-in users during the attack, side by side\n");
+        let _ = writeln!(
+            out,
+            "| target | success | p99 ms | goodput/s | palisade's goodput vs this | newcomers through | bots' capacity share |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        for c in &report.comparison {
+            let _ = writeln!(
+                out,
+                "| {} | {:.2}% | {:.0} | {:.1} | {:.2}× | {} | {} |",
+                c.target,
+                c.member_success_pct,
+                c.member_p99_ms,
+                c.member_goodput,
+                c.palisade_ratio,
+                c.newcomers_admitted_pct.map_or("–".into(), |p| format!("{p:.1}%")),
+                c.bot_capacity_pct.map_or("–".into(), |p| format!("{p:.2}%")),
+            );
+        }
+        for (target, why) in &report.skipped {
+            let _ = writeln!(out, "| {target} | skipped: {why} | | | | | |");
+        }
+        let _ = writeln!(out);
+    }
+    if !report.verdicts.is_empty() {
+        let _ = writeln!(out, "## Targets\n");
+        for v in &report.verdicts {
+            let _ = writeln!(out, "- {}: {} — **{}**", v.target, v.measured, if v.pass { "PASS" } else { "FAIL" });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(class: usize, at: f64, latency: f64, outcome: Outcome) -> Event {
+        Event { class, at, latency, status: 200, outcome }
+    }
+
+    #[test]
+    fn summaries_count_outcomes_and_percentiles_of_successes() {
+        let mut events: Vec<Event> = (1..=100).map(|i| event(0, 0.0, i as f64 / 1000.0, Outcome::Ok)).collect();
+        events.push(event(0, 0.0, 5.0, Outcome::Refused));
+        events.push(event(0, 0.0, 0.0, Outcome::Dropped));
+        let refs: Vec<&Event> = events.iter().collect();
+        let s = summarize("x", "p", &refs, 10.0);
+        assert_eq!((s.requests, s.ok, s.refused, s.dropped), (102, 100, 1, 1));
+        assert_eq!(s.p50_ms, 50.0);
+        assert_eq!(s.p99_ms, 99.0);
+        assert_eq!(s.goodput, 10.0);
+    }
+
+    #[test]
+    fn defences_are_deltas_by_action_and_allow_is_left_out() {
+        let first = crate::run::parse_metrics(
+            "palisade_edge_decisions_total{action=\"block\",reason=\"bot_score\"} 5\n\
+             palisade_edge_decisions_total{action=\"allow\",reason=\"passed\"} 100\n",
+        );
+        let last = crate::run::parse_metrics(
+            "# HELP x y\npalisade_edge_decisions_total{action=\"block\",reason=\"bot_score\"} 12\n\
+             palisade_edge_decisions_total{action=\"allow\",reason=\"passed\"} 900\n\
+             palisade_admission_refused_total{class=\"anonymous\",reason=\"queue_full\"} 3\n\
+             palisade_requests_total{route=\"x\"} 7\n",
+        );
+        let rows = defences(&first, &last);
+        let got: Vec<(String, String, u64)> = rows.into_iter().map(|r| (r.action, r.reason, r.count)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("blocked".into(), "bot_score".into(), 7),
+                ("shed".into(), "queue_full (anonymous)".into(), 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_chart_merges_bot_kinds_and_leaves_out_slowloris() {
+        let classes: Vec<String> =
+            ["logged-in users", "sign-up flood", "inference flood", "slowloris"].iter().map(|c| c.to_string()).collect();
+        let events = vec![
+            event(0, 0.1, 0.2, Outcome::Ok),
+            event(1, 1.0, 0.1, Outcome::Ok),
+            event(2, 1.2, 0.3, Outcome::Ok),
+            event(2, 1.2, 0.3, Outcome::Denied),
+            event(3, 0.0, 1.5, Outcome::Ok),
+        ];
+        let lines = series(&classes, &events, 3.0);
+        let names: Vec<&str> = lines.iter().map(|l| l.class.as_str()).collect();
+        assert_eq!(names, ["logged-in users", "bots (all kinds)"]);
+        assert_eq!(lines[0].points[0].1, 1.0);
+        assert_eq!(lines[1].points[1].1, 2.0, "both bot successes finish in second 1");
+        assert_eq!(lines[1].points[1].2, Some(300.0));
+        assert_eq!(lines[1].points[0], (0.5, 0.0, None));
+    }
+
+    #[test]
+    fn transitions_follow_the_gauge() {
+        let m = |v: f64| -> Metrics { [("palisade_edge_under_attack".to_owned(), v)].into_iter().collect() };
+        let t = transitions(&[(1.0, m(0.0)), (2.0, m(1.0)), (3.0, m(1.0)), (4.0, m(0.0))]);
+        let got: Vec<(f64, &str)> = t.iter().map(|t| (t.at_s, t.to.as_str())).collect();
+        assert_eq!(got, vec![(2.0, "under attack"), (4.0, "normal")]);
+    }
+
+    #[test]
+    fn bots_capacity_share_counts_only_attack_phases_and_bot_labels() {
+        let s = Scenario::parse(
+            "[upstream]\ncapacity = 2\n[[phase]]\nname = \"q\"\nseconds = 10\n[[phase]]\nname = \"a\"\nseconds = 10\nattack = true\n",
+            "t",
+        )
+        .expect("scenario");
+        let u = |m: f64, b: f64| -> BTreeMap<String, Usage> {
+            [
+                ("drill-members".to_owned(), Usage { requests: 1, slot_seconds: m }),
+                ("drill-bots".to_owned(), Usage { requests: 1, slot_seconds: b }),
+            ]
+            .into_iter()
+            .collect()
+        };
+        // Bots held 5 slot-seconds before the attack and 0.2 during it, of 2 × 10.
+        let (rows, bots) = usage_rows(&s, &[(0.0, u(0.0, 0.0)), (10.0, u(3.0, 5.0)), (20.0, u(9.0, 5.2))]);
+        assert!((bots - 1.0).abs() < 1e-9, "{bots}");
+        let members = rows.iter().find(|r| r.user == "drill-members").expect("members row");
+        assert!((members.attack_capacity_pct - 30.0).abs() < 1e-9);
+    }
+}

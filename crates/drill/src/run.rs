@@ -1,0 +1,662 @@
+//! Running a scenario against one target: start what it needs (the simulated model in
+//! this process, the gateway as a child process, nginx for the baseline), sign the
+//! members up, play the phases, sample the gateway's metrics once a second, and hand
+//! back everything the report is made of. Every child process is killed when its
+//! handle drops, so nothing outlives the drill.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::scenario::{BotKind, Scenario};
+use crate::sim::{SimConfig, SimStats, Usage};
+use crate::traffic::{self, Browser, Outbox, Outcome, Recorder, Solver};
+
+/// What the traffic is sent to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetKind {
+    /// Palisade with the scenario's settings: every defence on.
+    Palisade,
+    /// Palisade as a plain proxy: edge guard and admission off.
+    DefencesOff,
+    /// nginx `limit_req`/`limit_conn` in front of the plain proxy.
+    Nginx,
+    /// A gateway someone else started (`--target`).
+    External,
+}
+
+impl TargetKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            TargetKind::Palisade => "palisade",
+            TargetKind::DefencesOff => "palisade, defences off",
+            TargetKind::Nginx => "nginx limit_req + limit_conn",
+            TargetKind::External => "external gateway",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start {what}: {source}")]
+    Spawn { what: String, source: std::io::Error },
+    #[error("{what} did not become ready within {secs} s{}", .log.as_ref().map(|l| format!("; its log: {l}")).unwrap_or_default())]
+    NotReady { what: String, secs: u64, log: Option<String> },
+    #[error("setting up member {index} failed: {message}")]
+    Member { index: usize, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("nginx is not available: {0}")]
+    NoNginx(String),
+}
+
+/// How to reach or start the gateway.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The `palisade` binary (the drill starts `palisade serve` from it).
+    pub palisade: PathBuf,
+    /// Where logs and data of started processes go.
+    pub work_dir: PathBuf,
+    /// `--target`: send traffic here instead of starting a gateway.
+    pub external: Option<(String, PathBuf)>,
+    /// Show a live progress bar.
+    pub progress: bool,
+}
+
+/// One gauge/counter sample from `/metrics`.
+pub type Metrics = BTreeMap<String, f64>;
+
+/// Everything one run produced.
+pub struct RunData {
+    pub kind: TargetKind,
+    pub classes: Vec<String>,
+    pub events: Vec<traffic::Event>,
+    /// (seconds since the first phase, metrics) about once a second; empty for nginx-only data.
+    pub metrics: Vec<(f64, Metrics)>,
+    /// (seconds, model usage by `user` label) about once a second.
+    pub usage: Vec<(f64, BTreeMap<String, Usage>)>,
+    /// Seconds the member sign-ups took before the first phase.
+    pub setup_s: f64,
+    /// Whether the drill owns the upstream (so model usage is known).
+    pub owns_upstream: bool,
+    pub solved_challenges: usize,
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Thousands of bot connections need more descriptors than a shell's default 1024;
+/// raise the soft limit to the hard one (children inherit it). The new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    rlimit::increase_nofile_limit(1 << 20).unwrap_or(1024)
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_ready(url: &str, what: &str, proc: Option<&mut Proc>, log: Option<&Path>) -> Result<(), RunError> {
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut proc = proc;
+    while Instant::now() < deadline {
+        if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        if let Some(p) = proc.as_mut() {
+            if let Ok(Some(status)) = p.0.try_wait() {
+                let log = log.and_then(|l| std::fs::read_to_string(l).ok()).map(|t| tail(&t, 800));
+                return Err(RunError::NotReady { what: format!("{what} (exited: {status})"), secs: 0, log });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = log.and_then(|l| std::fs::read_to_string(l).ok()).map(|t| tail(&t, 800));
+    Err(RunError::NotReady { what: what.to_owned(), secs: 30, log })
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let start = text.len().saturating_sub(n);
+    let start = (start..text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
+    text[start..].trim().to_owned()
+}
+
+/// Parses Prometheus text into `name{labels}` → value.
+pub fn parse_metrics(text: &str) -> Metrics {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn start_gateway(
+    opts: &Options,
+    scenario: &Scenario,
+    kind: TargetKind,
+    sim: SocketAddr,
+    dir: &Path,
+) -> Result<(Proc, u16, PathBuf), RunError> {
+    let port = free_port()?;
+    let log = dir.join("palisade.log");
+    let data = dir.join("data");
+    let mut command = Command::new(&opts.palisade);
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+        .env("PALISADE_UPSTREAMS", format!("[{{name=\"sim\", url=\"http://{sim}\"}}]"))
+        .env("PALISADE_DATA_DIR", &data)
+        .env("PALISADE_LOG__LEVEL", "warn")
+        // The drill's members and bots are not the kind of clients an unknown
+        // environment's proxies should handle.
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy");
+    for (k, v) in &scenario.gateway.env {
+        command.env(k, v);
+    }
+    match kind {
+        TargetKind::DefencesOff | TargetKind::Nginx => {
+            command
+                .env("PALISADE_SHIELD__ENABLED", "false")
+                .env("PALISADE_ADMISSION__ENABLED", "false")
+                .env("PALISADE_SERVER__MAX_CONNECTIONS_PER_ADDRESS", "1000000")
+                .env("PALISADE_SERVER__MAX_CONNECTIONS", "1000000");
+            if kind == TargetKind::Nginx {
+                command.env("PALISADE_SHIELD__TRUSTED_PROXIES", "[\"127.0.0.1/32\"]");
+            }
+        }
+        TargetKind::Palisade | TargetKind::External => {}
+    }
+    let file = std::fs::File::create(&log)?;
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .map_err(|source| RunError::Spawn { what: format!("{}", opts.palisade.display()), source })?;
+    Ok((Proc(child), port, log))
+}
+
+/// nginx from PATH or /usr/sbin; installed with apt-get when missing and allowed.
+pub fn find_nginx(install: bool) -> Result<PathBuf, RunError> {
+    let found = || {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .chain([PathBuf::from("/usr/sbin")])
+            .map(|d| d.join("nginx"))
+            .find(|p| p.is_file())
+    };
+    if let Some(path) = found() {
+        return Ok(path);
+    }
+    if !install {
+        return Err(RunError::NoNginx("not installed (apt-get install -y nginx-light)".into()));
+    }
+    eprintln!("nginx is missing; installing it with `apt-get install -y nginx-light` for the baseline");
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-q", "nginx-light"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => found().ok_or_else(|| RunError::NoNginx("apt-get installed no nginx binary".into())),
+        Ok(s) => Err(RunError::NoNginx(format!("apt-get install -y nginx-light failed ({s})"))),
+        Err(e) => Err(RunError::NoNginx(format!("cannot run apt-get: {e}"))),
+    }
+}
+
+fn nginx_conf(scenario: &Scenario, dir: &Path, port: u16, app: u16) -> String {
+    let b = &scenario.baselines;
+    let d = dir.display();
+    // What an operator would put in front of an app: per-address request rate and
+    // connection caps, short header and body timeouts against slowloris.
+    format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
+         events {{ worker_connections 16384; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n  proxy_temp_path {d}/nginx-proxy;\n\
+         fastcgi_temp_path {d}/nginx-fcgi;\n  uwsgi_temp_path {d}/nginx-uwsgi;\n  scgi_temp_path {d}/nginx-scgi;\n\
+         client_header_timeout 10s;\n  client_body_timeout 10s;\n  keepalive_requests 100000;\n\
+         limit_req_zone $binary_remote_addr zone=perip:16m rate={rate}r/s;\n\
+         limit_conn_zone $binary_remote_addr zone=conns:16m;\n  limit_req_status 429;\n  limit_conn_status 429;\n\
+         upstream app {{ server 127.0.0.1:{app}; keepalive 256; }}\n\
+         server {{\n    listen 127.0.0.1:{port} backlog=4096;\n    location / {{\n\
+         limit_req zone=perip burst={burst} nodelay;\n      limit_conn conns {conns};\n\
+         proxy_pass http://app;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
+         proxy_set_header X-Forwarded-For $remote_addr;\n      proxy_buffering off;\n      proxy_read_timeout 60s;\n\
+         }}\n  }}\n}}\n",
+        rate = b.nginx_rate_per_s.max(1),
+        burst = b.nginx_burst,
+        conns = b.nginx_conn_per_ip.max(1),
+    )
+}
+
+/// Runs the scenario against one kind of target.
+pub async fn run(scenario: &Scenario, kind: TargetKind, opts: &Options) -> Result<RunData, RunError> {
+    let dir = opts.work_dir.join(kind.label().replace([' ', ',', '+'], "-").replace("--", "-"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+
+    // The model, in this process so its usage by `user` label can be read.
+    let u = &scenario.upstream;
+    let sim_cfg = SimConfig {
+        capacity: u.capacity,
+        queue: u.queue,
+        queue_timeout: Duration::from_secs(30),
+        ttft: Duration::from_millis(u.ttft_ms),
+        tokens_per_s: u.tokens_per_s,
+        ..SimConfig::default()
+    };
+    let (sim_router, sim_stats) = crate::sim::router(sim_cfg);
+    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim_addr = sim_listener.local_addr()?;
+    let (sim_stop, sim_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sim_task = tokio::spawn(async move {
+        let _ = axum::serve(sim_listener, sim_router)
+            .with_graceful_shutdown(async {
+                let _ = sim_stopped.await;
+            })
+            .await;
+    });
+
+    let mut procs = Vec::new();
+    let (base, metrics_url, outbox) = match (&opts.external, kind) {
+        (Some((url, outbox)), _) => (url.trim_end_matches('/').to_owned(), None, outbox.clone()),
+        (None, kind) => {
+            let (mut gw, port, log) = start_gateway(opts, scenario, kind, sim_addr, &dir)?;
+            let url = format!("http://127.0.0.1:{port}");
+            wait_ready(&format!("{url}/readyz"), "palisade serve", Some(&mut gw), Some(&log)).await?;
+            procs.push(gw);
+            let outbox = dir.join("data").join("outbox.jsonl");
+            if kind == TargetKind::Nginx {
+                let nginx = find_nginx(true)?;
+                let front = free_port()?;
+                let conf = dir.join("nginx.conf");
+                std::fs::write(&conf, nginx_conf(scenario, &dir, front, port))?;
+                let child = Command::new(&nginx)
+                    .arg("-p")
+                    .arg(&dir)
+                    .arg("-c")
+                    .arg(&conf)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .map_err(|source| RunError::Spawn { what: "nginx".into(), source })?;
+                let mut p = Proc(child);
+                let front_url = format!("http://127.0.0.1:{front}");
+                wait_ready(&format!("{front_url}/healthz"), "nginx", Some(&mut p), Some(&dir.join("nginx-error.log")))
+                    .await?;
+                procs.push(p);
+                (front_url, Some(format!("{url}/metrics")), outbox)
+            } else {
+                (url.clone(), Some(format!("{url}/metrics")), outbox)
+            }
+        }
+    };
+
+    let data = play(scenario, kind, &base, metrics_url, Outbox::new(outbox), &sim_stats, opts).await;
+    drop(procs);
+    let _ = sim_stop.send(());
+    let _ = sim_task.await;
+    let mut data = data?;
+    data.owns_upstream = opts.external.is_none();
+    Ok(data)
+}
+
+/// The classes of a scenario, in report order, and the index of each bot spec's class.
+pub fn classes(scenario: &Scenario) -> (Vec<String>, Vec<usize>) {
+    let mut classes = vec!["logged-in users".to_owned(), "member logins".to_owned()];
+    if scenario.newcomers.is_some() {
+        classes.push("newcomers".to_owned());
+    }
+    let mut bot_class = Vec::new();
+    for bot in &scenario.bots {
+        let label = bot.kind.label().to_owned();
+        let i = classes.iter().position(|c| *c == label).unwrap_or_else(|| {
+            classes.push(label);
+            classes.len() - 1
+        });
+        bot_class.push(i);
+    }
+    (classes, bot_class)
+}
+
+const MEMBERS: usize = 0;
+const LOGINS: usize = 1;
+const NEWCOMERS: usize = 2;
+
+async fn play(
+    scenario: &Scenario,
+    kind: TargetKind,
+    base: &str,
+    metrics_url: Option<String>,
+    outbox: Outbox,
+    sim: &Arc<SimStats>,
+    opts: &Options,
+) -> Result<RunData, RunError> {
+    let timeout = Duration::from_secs_f64(scenario.limits.request_timeout_s);
+    let total = scenario.total_seconds();
+    let outbox = Arc::new(outbox);
+    // Browsers solve challenges on their users' machines; here they share ours, so
+    // one solver thread keeps the gateway's CPU its own.
+    let solver = Arc::new(Solver::new(1));
+
+    // Members: one /24 each (127.1.x.1, 127.2.x.1, ...), signed up before the clock starts.
+    let setup_started = Instant::now();
+    let setup_deadline = setup_started + Duration::from_secs(120);
+    let members: Vec<Arc<Browser>> = (0..scenario.members.count)
+        .map(|i| {
+            let source = IpAddr::V4(Ipv4Addr::new(127, 1 + (i / 250) as u8, (i % 250) as u8, 1));
+            Arc::new(Browser::new(source, base, timeout))
+        })
+        .collect();
+    let results: Vec<(usize, Result<String, String>)> = futures_util::stream::iter(members.iter().cloned().enumerate())
+        .map(|(i, b)| {
+            let (solver, outbox) = (solver.clone(), outbox.clone());
+            async move {
+                let email = traffic::member_email(i);
+                let password = traffic::member_password(i);
+                (i, b.sign_up(&solver, &outbox, &email, &password, setup_deadline).await)
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    for (index, result) in results {
+        if let Err(message) = result {
+            return Err(RunError::Member { index, message });
+        }
+    }
+    let setup_s = setup_started.elapsed().as_secs_f64();
+
+    let (class_names, bot_class) = classes(scenario);
+    let epoch = Instant::now();
+    let recorder = Arc::new(Recorder::new(class_names.clone(), epoch, scenario.limits.max_requests));
+    let max_in_flight = scenario.limits.max_in_flight;
+    let all = vec![(0.0, total)];
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // Logged-in users chat; now and then one logs in again.
+    let chat_rate = scenario.members.chat_load * scenario.upstream.capacity_rps();
+    if !members.is_empty() {
+        let (r, m) = (recorder.clone(), members.clone());
+        let body = traffic::chat_body("drill-members", scenario.upstream.max_tokens, "What is a good name for a cat?");
+        tasks.spawn(traffic::schedule(recorder.clone(), MEMBERS, chat_rate, all.clone(), max_in_flight, move |n| {
+            let (r, b, body) = (r.clone(), m[n % m.len()].clone(), body.clone());
+            async move {
+                let at = r.now();
+                let status = b.chat(&body).await;
+                r.record(MEMBERS, at, status, Outcome::of_status(status));
+            }
+        }));
+        let (r, s, base) = (recorder.clone(), solver.clone(), base.to_owned());
+        let count = members.len();
+        let rate = scenario.members.logins_per_s;
+        tasks.spawn(traffic::schedule(recorder.clone(), LOGINS, rate, all.clone(), max_in_flight, move |n| {
+            let (r, s, base) = (r.clone(), s.clone(), base.clone());
+            let i = n % count;
+            async move {
+                let at = r.now();
+                // A second device: same network, fresh browser.
+                let source = IpAddr::V4(Ipv4Addr::new(127, 1 + (i / 250) as u8, (i % 250) as u8, 2));
+                let device = Browser::new(source, &base, timeout);
+                let deadline = Instant::now() + timeout;
+                let result = device.log_in(&s, &traffic::member_email(i), &traffic::member_password(i), deadline).await;
+                let (status, outcome) = match result {
+                    Ok(_) => (200, Outcome::Ok),
+                    Err(e) => {
+                        let status = answered_status(&e);
+                        (status, if status == 0 { Outcome::Error } else { Outcome::of_status(status) })
+                    }
+                };
+                r.record(LOGINS, at, status, outcome);
+            }
+        }));
+    }
+
+    // Newcomers: arrive evenly over their phase, each one a whole journey.
+    if let Some(n) = &scenario.newcomers {
+        let phase = scenario.phase(&n.arrive_in).unwrap_or(0);
+        let window = scenario.window(phase);
+        let rate = n.count as f64 / (window.1 - window.0);
+        let journey_end = epoch + Duration::from_secs_f64(total + scenario.limits.drain_s);
+        let (r, s, o) = (recorder.clone(), solver.clone(), outbox.clone());
+        let subnets = n.subnets;
+        let base = base.to_owned();
+        let body = traffic::chat_body("drill-newcomers", scenario.upstream.max_tokens, "Hello! What can you do?");
+        let count = n.count;
+        tasks.spawn(traffic::schedule(recorder.clone(), NEWCOMERS, rate, vec![window], count.max(1), move |j| {
+            let (r, s, o, body) = (r.clone(), s.clone(), o.clone(), body.clone());
+            let browser = Browser::new(traffic::address(60, subnets, j), &base, timeout);
+            async move {
+                if j >= count {
+                    return;
+                }
+                let at = r.now();
+                let email = format!("newcomer{j}@drill.example");
+                let password = traffic::member_password(100_000 + j);
+                let status = match browser.sign_up(&s, &o, &email, &password, journey_end).await {
+                    Ok(_) => {
+                        // The first question; a busy model is retried as a person would.
+                        let mut status = browser.chat(&body).await;
+                        while matches!(status, 429 | 503) && Instant::now() + Duration::from_secs(1) < journey_end {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            status = browser.chat(&body).await;
+                        }
+                        status
+                    }
+                    Err(e) => answered_status(&e),
+                };
+                r.record(NEWCOMERS, at, status, Outcome::of_status(status));
+            }
+        }));
+    }
+
+    // Bots.
+    let noise = Arc::new(traffic::Noise::new(0x5eed));
+    for (b, bot) in scenario.bots.iter().enumerate() {
+        let class = bot_class[b];
+        let windows: Vec<(f64, f64)> = scenario.bot_phases(bot).into_iter().map(|p| scenario.window(p)).collect();
+        let second = 100 + 20 * b as u8;
+        let sources: Vec<IpAddr> = (0..bot.sources).map(|i| traffic::address(second, bot.subnets, i)).collect();
+        let r = recorder.clone();
+        match bot.kind {
+            BotKind::Slowloris => {
+                let Ok(target) = base.trim_start_matches("http://").parse::<SocketAddr>() else { continue };
+                let ends: Vec<(f64, f64)> = windows.clone();
+                tasks.spawn(traffic::schedule(recorder.clone(), class, bot.rate, windows, max_in_flight, move |n| {
+                    let r = r.clone();
+                    let source = sources[n % sources.len()];
+                    let at = r.now();
+                    let end = ends.iter().find(|w| w.0 <= at && at < w.1).map_or(at, |w| w.1);
+                    let until = r.epoch() + Duration::from_secs_f64(end);
+                    async move {
+                        let (status, outcome) = traffic::slowloris(source, target, Duration::from_secs(1), until).await;
+                        r.record(class, at, status, outcome);
+                    }
+                }));
+            }
+            kind => {
+                let clients: Vec<reqwest::Client> = sources
+                    .iter()
+                    .map(|&s| {
+                        if bot.browser_like {
+                            crate::load::client_from(Some(s), timeout)
+                        } else {
+                            traffic::script_client(s, timeout)
+                        }
+                    })
+                    .collect();
+                let browsers: Vec<Arc<Browser>> = if kind == BotKind::PowSolvers {
+                    sources.iter().map(|&s| Arc::new(Browser::new(s, base, timeout))).collect()
+                } else {
+                    Vec::new()
+                };
+                let (noise, solver, base) = (noise.clone(), solver.clone(), base.to_owned());
+                let members = scenario.members.count.max(1);
+                let fake_keys = bot.fake_keys;
+                let body = traffic::chat_body("drill-bots", scenario.upstream.max_tokens, "Write me a long essay");
+                tasks.spawn(traffic::schedule(recorder.clone(), class, bot.rate, windows, max_in_flight, move |n| {
+                    let r = r.clone();
+                    let x = noise.next();
+                    let client = clients[n % clients.len()].clone();
+                    let browser = browsers.get(n % browsers.len().max(1)).cloned();
+                    let (solver, base, body) = (solver.clone(), base.clone(), body.clone());
+                    async move {
+                        let at = r.now();
+                        let status = match kind {
+                            BotKind::SignupFlood => {
+                                let body = json!({"email": format!("u{x:x}@mail.example"), "password": format!("Pw-{x:x}-{x:o}")});
+                                send(client.post(format!("{base}/auth/register")).json(&body)).await
+                            }
+                            BotKind::CredentialStuffing => {
+                                // Mostly the members' real addresses, with passwords from a breach list.
+                                let email = if x % 5 == 0 {
+                                    format!("u{x:x}@mail.example")
+                                } else {
+                                    traffic::member_email((x % members as u64) as usize)
+                                };
+                                let body = json!({"email": email, "password": format!("Summer{}!", 2000 + x % 30)});
+                                send(client.post(format!("{base}/auth/login")).json(&body)).await
+                            }
+                            BotKind::InferenceFlood => {
+                                let mut rq = client
+                                    .post(format!("{base}/v1/chat/completions"))
+                                    .header("content-type", "application/json")
+                                    .body(body);
+                                if fake_keys {
+                                    rq = rq.bearer_auth(format!("sk-{x:016x}{:016x}", x.rotate_left(17)));
+                                }
+                                send(rq).await
+                            }
+                            BotKind::PowSolvers => match browser {
+                                Some(b) => {
+                                    let body = json!({"email": format!("p{x:x}@mail.example"), "password": format!("Pw-{x:x}-{x:o}")});
+                                    // Pays for challenges; does not wait in line.
+                                    let deadline = Instant::now() + timeout;
+                                    b.call_once_cleared(&solver, "/auth/register", &body, deadline).await
+                                }
+                                None => 0,
+                            },
+                            BotKind::Slowloris => 0,
+                        };
+                        r.record(class, at, status, Outcome::of_status(status));
+                    }
+                }));
+            }
+        }
+    }
+
+    // Metrics, model usage and the progress line, once a second until the traffic ends.
+    let done = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+    let sampler = {
+        let (done, samples, sim, recorder) = (done.clone(), samples.clone(), sim.clone(), recorder.clone());
+        let bar = progress_bar(opts.progress, kind, total);
+        let scenario = scenario.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().unwrap_or_default();
+            let mut ticker = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                ticker.tick().await;
+                let t = recorder.now();
+                let metrics = match &metrics_url {
+                    Some(url) => match http.get(url).send().await {
+                        Ok(r) => r.text().await.ok().map(|t| parse_metrics(&t)),
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+                let attack = metrics.as_ref().and_then(|m| m.get("palisade_edge_under_attack").copied()).unwrap_or(0.0);
+                if let Ok(mut s) = samples.lock() {
+                    if let Some(m) = metrics {
+                        s.0.push((t, m));
+                    }
+                    s.1.push((t, sim.usage()));
+                }
+                if let Some(bar) = &bar {
+                    bar.set_position(t.min(total) as u64);
+                    let phase = (0..scenario.phases.len())
+                        .find(|&i| t < scenario.window(i).1)
+                        .map_or("draining", |i| scenario.phases[i].name.as_str());
+                    let (sent, ok) = recorder.counts(MEMBERS);
+                    let bots: u64 = (0..recorder.classes.len())
+                        .filter(|&c| c != MEMBERS && c != LOGINS && !(c == NEWCOMERS && scenario.newcomers.is_some()))
+                        .map(|c| recorder.counts(c).0)
+                        .sum();
+                    bar.set_message(format!(
+                        "{phase:<9} users {ok}/{sent} ok · bot requests {bots}{}",
+                        if attack > 0.0 { " · UNDER ATTACK" } else { "" }
+                    ));
+                }
+                if done.load(Ordering::Relaxed) {
+                    if let Some(bar) = &bar {
+                        bar.finish_and_clear();
+                    }
+                    return;
+                }
+            }
+        })
+    };
+
+    let drain = Duration::from_secs_f64(total + scenario.limits.drain_s + scenario.limits.request_timeout_s + 5.0);
+    let _ = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+    tasks.abort_all();
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.await;
+    let (metrics, usage) = samples.lock().map(|mut s| (std::mem::take(&mut s.0), std::mem::take(&mut s.1))).unwrap_or_default();
+    Ok(RunData {
+        kind,
+        classes: class_names,
+        events: recorder.take(),
+        metrics,
+        usage,
+        setup_s,
+        owns_upstream: true,
+        solved_challenges: solver.solved.load(Ordering::Relaxed),
+    })
+}
+
+/// The status in a flow's "<step> answered <status>: …" error; 0 for a transport error.
+fn answered_status(error: &str) -> u16 {
+    error.split_whitespace().nth(2).and_then(|s| s.trim_end_matches(':').parse().ok()).unwrap_or(0)
+}
+
+async fn send(request: reqwest::RequestBuilder) -> u16 {
+    match request.send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let _ = r.bytes().await;
+            status
+        }
+        Err(_) => 0,
+    }
+}
+
+fn progress_bar(enabled: bool, kind: TargetKind, total: f64) -> Option<indicatif::ProgressBar> {
+    if !enabled {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total.ceil() as u64);
+    let style = indicatif::ProgressStyle::with_template("{prefix:>30} [{bar:30}] {pos:>3}/{len}s {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(kind.label());
+    Some(bar)
+}
