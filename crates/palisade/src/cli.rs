@@ -36,6 +36,10 @@ pub enum Command {
         #[command(subcommand)]
         action: PowCommand,
     },
+    /// Run an attack drill on loopback and report what users and bots got: a table per
+    /// traffic class, the defences' actions, a chart (PNG and SVG) and JSON, with the
+    /// same traffic against Palisade with defences off and nginx rate limits.
+    Drill(DrillArgs),
     /// Operate a running gateway through its admin API.
     Admin {
         #[command(flatten)]
@@ -43,6 +47,42 @@ pub enum Command {
         #[command(subcommand)]
         action: AdminCommand,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// A scenario file (see bench/scenarios/), or the name of a built-in one: `attack`
+    /// (the default) or `flash-crowd`.
+    #[arg(default_value = "attack")]
+    pub scenario: String,
+    /// Where to write report.md, report.json and the charts.
+    #[arg(long, default_value = "drill-report")]
+    pub out: PathBuf,
+    /// Which baselines to run besides Palisade (overrides the scenario's [baselines]).
+    #[arg(long, value_enum)]
+    pub baselines: Option<BaselineChoice>,
+    /// Drill a gateway that is already running (its URL, on loopback) instead of
+    /// starting one; needs --outbox to read verification codes. No baselines.
+    #[arg(long, requires = "outbox")]
+    pub target: Option<String>,
+    /// The running gateway's outbox file (`<data_dir>/outbox.jsonl`).
+    #[arg(long)]
+    pub outbox: Option<PathBuf>,
+    /// Print the scenario with every default filled in, and exit.
+    #[arg(long)]
+    pub show: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BaselineChoice {
+    /// Palisade only.
+    None,
+    /// Palisade with defences off.
+    Off,
+    /// nginx limit_req/limit_conn.
+    Nginx,
+    /// Both.
+    All,
 }
 
 #[derive(Debug, Args)]

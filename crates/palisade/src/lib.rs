@@ -4,6 +4,7 @@
 mod admin_client;
 pub mod cli;
 pub mod config;
+mod drill;
 mod keys;
 mod logging;
 mod pow;
@@ -22,5 +23,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys { config, action } => keys::run(config.config.as_deref(), action),
         Command::Admin { target, action } => admin_client::run(target, action),
         Command::Pow { action } => pow::run(action),
+        Command::Drill(args) => drill::run(args),
     }
 }
