@@ -161,7 +161,9 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Body,
         pace: BodyPace,
-        started: Instant,
+        // Set when the handler first reads: time the request spent queued behind
+        // other work in this process is ours, not a slow sender's.
+        started: Option<Instant>,
         received: u64,
         deadline: Option<Pin<Box<Sleep>>>,
     }
@@ -169,7 +171,7 @@ pin_project_lite::pin_project! {
 
 impl PacedBody {
     pub fn new(inner: Body, pace: BodyPace) -> PacedBody {
-        PacedBody { inner, pace, started: Instant::now(), received: 0, deadline: None }
+        PacedBody { inner, pace, started: None, received: 0, deadline: None }
     }
 }
 
@@ -179,11 +181,12 @@ impl http_body::Body for PacedBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
+        let started = *this.started.get_or_insert_with(Instant::now);
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     *this.received += data.len() as u64;
-                    let elapsed = this.started.elapsed();
+                    let elapsed = started.elapsed();
                     if elapsed > this.pace.grace
                         && (*this.received as f64) < this.pace.min_bytes_per_s as f64 * elapsed.as_secs_f64()
                     {
@@ -199,7 +202,7 @@ impl http_body::Body for PacedBody {
                 // most bodies arrive with their headers and never need it.
                 let deadline = this
                     .deadline
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*this.started + this.pace.timeout)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(started + this.pace.timeout)));
                 if deadline.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Some(Err(Box::new(SlowBody))));
                 }
@@ -291,6 +294,17 @@ mod tests {
         let err = body.collect().await.err().expect("must fail");
         assert!(is_slow_body(&*err));
         sender.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_read_late_by_a_busy_server_is_not_the_senders_fault() {
+        use http_body_util::BodyExt;
+        let pace = BodyPace { timeout: Duration::from_secs(5), min_bytes_per_s: 1024, grace: Duration::from_secs(1) };
+        let body = PacedBody::new(Body::from("{\"small\": true}"), pace);
+        // The request waited behind other work before its handler read the body.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let bytes = body.collect().await.expect("a body that was all there must be read").to_bytes();
+        assert_eq!(&bytes[..], b"{\"small\": true}");
     }
 
     async fn tx_send(tx: &mut tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>, data: &'static [u8]) {
