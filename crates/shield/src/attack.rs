@@ -159,14 +159,17 @@ impl AttackConfig {
 struct Averages {
     fast: f64,
     slow: f64,
-    /// Total weight the slow average has accumulated (1 − e^(−t/τ)); dividing by it removes
-    /// the bias toward the zero start, so the baseline is the mean so far while young.
+    /// Total weight the slow average has accumulated (1 − e^(−t/τ)).
     slow_weight: f64,
 }
 
 impl Averages {
-    fn baseline(&self) -> f64 {
-        if self.slow_weight > 0.0 { self.slow / self.slow_weight } else { 0.0 }
+    /// The slow average as if it had started at `prior` rather than at zero. A young
+    /// detector must not take the mean of its first minutes as normal: a gateway
+    /// started (or restarted) into an attack would learn the attack as its baseline
+    /// within seconds. The prior fades as real history accumulates.
+    fn baseline(&self, prior: f64) -> f64 {
+        self.slow + (1.0 - self.slow_weight).max(0.0) * prior
     }
 }
 
@@ -231,9 +234,16 @@ impl AttackDetector {
         self.since
     }
 
+    /// The baseline assumed before there is history: the rate at which the enter
+    /// threshold is exactly the floor.
+    fn prior(&self, m: Metric) -> f64 {
+        let c = self.config.metric(m);
+        if c.enter_factor > 0.0 { c.floor_per_sec / c.enter_factor } else { 0.0 }
+    }
+
     fn thresholds(&self, m: Metric, a: &Averages) -> (f64, f64) {
         let c = self.config.metric(m);
-        let enter = (c.enter_factor * a.baseline()).max(c.floor_per_sec);
+        let enter = (c.enter_factor * a.baseline(self.prior(m))).max(c.floor_per_sec);
         (enter, enter * self.config.exit_ratio)
     }
 
@@ -245,7 +255,7 @@ impl AttackDetector {
             MetricState {
                 metric: m,
                 rate: a.fast,
-                baseline: a.baseline(),
+                baseline: a.baseline(self.prior(m)),
                 enter_threshold: enter,
                 exit_threshold: exit,
             }
@@ -358,7 +368,8 @@ mod tests {
         let mut t = Duration::from_secs(1_000);
         assert!(run(&mut d, &mut t, 1_800, |_| 100).is_empty(), "steady traffic is normal");
         let base = d.metrics()[0].baseline;
-        assert!((base - 100.0).abs() < 1.0, "baseline {base}");
+        // Two slow windows in, the prior (floor / factor = 50) still weighs e^-2.
+        assert!((base - 100.0).abs() < 10.0, "baseline {base}");
 
         let start = t;
         let enter = run(&mut d, &mut t, 600, |_| 3_000);
@@ -376,6 +387,19 @@ mod tests {
         assert_eq!(leave[0].to, Mode::Normal);
         let took = leave[0].at - calm_start;
         assert!(took >= Duration::from_secs(120) && took < Duration::from_secs(180), "{took:?}");
+    }
+
+    #[test]
+    fn a_detector_started_into_an_attack_does_not_learn_it_as_normal() {
+        // A gateway up for 15 s with 22 requests/s, then 800/s: the drill's first run
+        // showed a baseline made of the mean so far rose with the attack and never let
+        // it cross the threshold.
+        let mut d = AttackDetector::new(AttackConfig::default());
+        let mut t = Duration::from_secs(0);
+        assert!(run(&mut d, &mut t, 15, |_| 22).is_empty());
+        let enter = run(&mut d, &mut t, 30, |_| 800);
+        assert_eq!(enter.len(), 1, "{enter:?}");
+        assert!(enter[0].at <= Duration::from_secs(15 + 5), "entered at {:?}", enter[0].at);
     }
 
     #[test]
