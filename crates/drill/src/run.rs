@@ -353,8 +353,10 @@ async fn play(
     let total = scenario.total_seconds();
     let outbox = Arc::new(outbox);
     // Browsers solve challenges on their users' machines; here they share ours, so
-    // one solver thread keeps the gateway's CPU its own.
+    // one solver thread for people and one for bots keep most of the CPU the
+    // gateway's, and bots' backlog never delays people.
     let solver = Arc::new(Solver::new(1));
+    let bot_solver = Arc::new(Solver::new(1));
 
     // Members: one /24 each (127.1.x.1, 127.2.x.1, ...), signed up before the clock starts.
     let setup_started = Instant::now();
@@ -383,6 +385,9 @@ async fn play(
         }
     }
     let setup_s = setup_started.elapsed().as_secs_f64();
+    if !opts.progress {
+        eprintln!("  {} members signed up and logged in in {setup_s:.1} s", members.len());
+    }
 
     let (class_names, bot_class) = classes(scenario);
     let epoch = Instant::now();
@@ -507,7 +512,7 @@ async fn play(
                 } else {
                     Vec::new()
                 };
-                let (noise, solver, base) = (noise.clone(), solver.clone(), base.to_owned());
+                let (noise, solver, base) = (noise.clone(), bot_solver.clone(), base.to_owned());
                 let members = scenario.members.count.max(1);
                 let fake_keys = bot.fake_keys;
                 let body = traffic::chat_body("drill-bots", scenario.upstream.max_tokens, "Write me a long essay");
@@ -572,6 +577,7 @@ async fn play(
         tokio::spawn(async move {
             let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().unwrap_or_default();
             let mut ticker = tokio::time::interval(Duration::from_secs(1));
+            let mut last_phase = Some(usize::MAX);
             loop {
                 ticker.tick().await;
                 let t = recorder.now();
@@ -589,21 +595,27 @@ async fn play(
                     }
                     s.1.push((t, sim.usage()));
                 }
-                if let Some(bar) = &bar {
-                    bar.set_position(t.min(total) as u64);
-                    let phase = (0..scenario.phases.len())
-                        .find(|&i| t < scenario.window(i).1)
-                        .map_or("draining", |i| scenario.phases[i].name.as_str());
-                    let (sent, ok) = recorder.counts(MEMBERS);
-                    let bots: u64 = (0..recorder.classes.len())
-                        .filter(|&c| c != MEMBERS && c != LOGINS && !(c == NEWCOMERS && scenario.newcomers.is_some()))
-                        .map(|c| recorder.counts(c).0)
-                        .sum();
-                    bar.set_message(format!(
-                        "{phase:<9} users {ok}/{sent} ok · bot requests {bots}{}",
-                        if attack > 0.0 { " · UNDER ATTACK" } else { "" }
-                    ));
+                let phase_index = (0..scenario.phases.len()).find(|&i| t < scenario.window(i).1);
+                let phase = phase_index.map_or("draining", |i| scenario.phases[i].name.as_str());
+                let (sent, ok) = recorder.counts(MEMBERS);
+                let bots: u64 = (0..recorder.classes.len())
+                    .filter(|&c| c != MEMBERS && c != LOGINS && !(c == NEWCOMERS && scenario.newcomers.is_some()))
+                    .map(|c| recorder.counts(c).0)
+                    .sum();
+                let line = format!(
+                    "{phase:<9} users {ok}/{sent} ok · bot requests {bots}{}",
+                    if attack > 0.0 { " · UNDER ATTACK" } else { "" }
+                );
+                match &bar {
+                    Some(bar) => {
+                        bar.set_position(t.min(total) as u64);
+                        bar.set_message(line);
+                    }
+                    // Without a terminal: one line per phase, so a log shows progress.
+                    None if phase_index != last_phase => eprintln!("  {:.0} s: {line}", t.max(0.0)),
+                    None => {}
                 }
+                last_phase = phase_index;
                 if done.load(Ordering::Relaxed) {
                     if let Some(bar) = &bar {
                         bar.finish_and_clear();
@@ -628,7 +640,7 @@ async fn play(
         usage,
         setup_s,
         owns_upstream: true,
-        solved_challenges: solver.solved.load(Ordering::Relaxed),
+        solved_challenges: solver.solved.load(Ordering::Relaxed) + bot_solver.solved.load(Ordering::Relaxed),
     })
 }
 

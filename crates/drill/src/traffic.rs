@@ -251,8 +251,9 @@ impl Solver {
         Solver { gate: Semaphore::new(threads.max(1)), solved: AtomicUsize::new(0) }
     }
 
-    async fn solve(&self, seed: String, difficulty: u8) -> Option<u64> {
-        let _permit = self.gate.acquire().await.ok()?;
+    /// A nonce, or None when no solver thread is free before `deadline`.
+    async fn solve(&self, seed: String, difficulty: u8, deadline: Instant) -> Option<u64> {
+        let _permit = tokio::time::timeout_at(deadline.into(), self.gate.acquire()).await.ok()?.ok()?;
         let nonce =
             tokio::task::spawn_blocking(move || shield::pow::solve_range(&seed, difficulty, 0, u64::MAX / 2)).await.ok()?;
         self.solved.fetch_add(1, Ordering::Relaxed);
@@ -266,6 +267,9 @@ pub struct Browser {
     pub base: String,
     clearance: Mutex<Option<String>>,
     session: Mutex<Option<String>>,
+    /// One challenge solved at a time per browser: requests that meet a challenge
+    /// while another is being solved wait for that clearance instead of solving again.
+    clearing: tokio::sync::Mutex<()>,
 }
 
 /// What [`Browser::call`] ends with.
@@ -282,6 +286,7 @@ impl Browser {
             base: base.to_owned(),
             clearance: Mutex::new(None),
             session: Mutex::new(None),
+            clearing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -300,8 +305,9 @@ impl Browser {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            if let Some(c) = self.clearance.lock().ok().and_then(|c| c.clone()) {
-                request = request.header("x-palisade-clearance", c);
+            let sent = self.clearance();
+            if let Some(c) = &sent {
+                request = request.header("x-palisade-clearance", c.as_str());
             }
             if let Some(s) = self.session() {
                 request = request.header("cookie", s);
@@ -335,7 +341,7 @@ impl Browser {
             let challenge = &body["challenge"];
             if status == 403 && challenge.is_object() && solves < 3 {
                 solves += 1;
-                if self.clear(solver, challenge).await {
+                if self.clear(solver, challenge, sent.as_deref(), deadline).await {
                     continue;
                 }
             } else if status == 202 && body["status"] == "waiting" {
@@ -359,8 +365,9 @@ impl Browser {
     pub async fn call_once_cleared(&self, solver: &Solver, path: &str, body: &Value, deadline: Instant) -> u16 {
         for _ in 0..2 {
             let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
-            if let Some(c) = self.clearance.lock().ok().and_then(|c| c.clone()) {
-                request = request.header("x-palisade-clearance", c);
+            let sent = self.clearance();
+            if let Some(c) = &sent {
+                request = request.header("x-palisade-clearance", c.as_str());
             }
             let Ok(response) = request.send().await else { return 0 };
             let status = response.status().as_u16();
@@ -368,20 +375,34 @@ impl Browser {
             if status != 403 || !answer["challenge"].is_object() || Instant::now() >= deadline {
                 return status;
             }
-            if !self.clear(solver, &answer["challenge"]).await {
+            if !self.clear(solver, &answer["challenge"], sent.as_deref(), deadline).await {
                 return status;
             }
         }
         403
     }
 
-    async fn clear(&self, solver: &Solver, challenge: &Value) -> bool {
+    fn clearance(&self) -> Option<String> {
+        self.clearance.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// Solves `challenge` unless another request of this browser got a clearance other
+    /// than the `sent` one meanwhile. True when there is a new clearance to try.
+    async fn clear(&self, solver: &Solver, challenge: &Value, sent: Option<&str>, deadline: Instant) -> bool {
+        let Ok(_one_at_a_time) = tokio::time::timeout_at(deadline.into(), self.clearing.lock()).await else {
+            return false;
+        };
+        if self.clearance().is_some_and(|c| Some(c.as_str()) != sent) {
+            return true;
+        }
         let (Some(token), Some(seed), Some(difficulty)) =
             (challenge["token"].as_str(), challenge["seed"].as_str(), challenge["difficulty"].as_u64())
         else {
             return false;
         };
-        let Some(nonce) = solver.solve(seed.to_owned(), difficulty.min(32) as u8).await else { return false };
+        let Some(nonce) = solver.solve(seed.to_owned(), difficulty.min(32) as u8, deadline).await else {
+            return false;
+        };
         let answer = self
             .http
             .post(format!("{}/challenge", self.base))
