@@ -92,13 +92,19 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Proxy one `/v1/*` request.
 pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> Response<Body> {
-    let (parts, body) = request.into_parts();
-    // Identity first (answered from memory for known credentials): it decides
-    // both whether the request may go on and its priority class.
-    let principal = match gw.identify(&parts.headers).await {
-        Ok(found) => found.filter(|p| p.scopes.iter().any(|s| s == "inference")),
-        Err(e) => return crate::auth::account_error(&e),
+    let (mut parts, body) = request.into_parts();
+    // Identity first: it decides both whether the request may go on and its
+    // priority class. The edge guard already found a valid caller, so take its
+    // answer rather than hash the credential again; without one (edge off, no
+    // or bad credentials, a store error there) ask here, so errors still surface.
+    let found = match parts.extensions.remove::<crate::edge::Identity>() {
+        Some(crate::edge::Identity(Some(principal))) => Some(principal),
+        _ => match gw.identify(&parts.headers).await {
+            Ok(found) => found,
+            Err(e) => return crate::auth::account_error(&e),
+        },
     };
+    let principal = found.filter(|p| p.scopes.iter().any(|s| s == "inference"));
     if principal.is_none() && !gw.config.auth.allow_anonymous_inference {
         return gw.refuse(ApiError::new(
             Reject::Unauthenticated,
