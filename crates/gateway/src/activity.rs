@@ -98,8 +98,10 @@ impl ActivityMonitor {
                 state.prompts.clear();
             }
             let recent = state.prompts.entry(caller).or_default();
-            let window = Duration::from_secs(p.repeat_window_s);
-            recent.retain(|(_, at)| now.duration_since(*at) < window);
+            // One subtraction instead of a `duration_since` per entry: this runs
+            // on every generation request over up to RECENT_PROMPTS entries.
+            let cutoff = now.checked_sub(Duration::from_secs(p.repeat_window_s));
+            recent.retain(|(_, at)| cutoff.is_none_or(|cutoff| *at > cutoff));
             if recent.len() == RECENT_PROMPTS {
                 recent.pop_front();
             }

@@ -2,6 +2,7 @@
 //! health checks, and a circuit breaker per upstream.
 
 mod breaker;
+pub mod conn;
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -17,11 +18,16 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 pub use breaker::{BreakerState, CircuitBreaker};
+pub use conn::{Conn, ConnError, ConnPool};
 
 use crate::config::{HealthCheckConfig, ProxyConfig, UpstreamConfig};
 
 /// The HTTP client shared by the proxy and the health checks.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// How long an unused connection to an upstream is kept, and how many are kept.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_IDLE_CONNECTIONS: usize = 1024;
 
 /// An upstream's base URL, split once at start so each request only joins paths.
 #[derive(Clone, Debug)]
@@ -50,6 +56,30 @@ impl BaseUrl {
         }
         let prefix = uri.path().trim_end_matches('/').to_owned();
         Ok(BaseUrl { scheme, authority, prefix })
+    }
+
+    /// The request target (origin form) for a client's path and query, as sent
+    /// on a connection of our own to the upstream.
+    pub fn target(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        let mut full = String::with_capacity(self.prefix.len() + path_and_query.len());
+        full.push_str(&self.prefix);
+        full.push_str(path_and_query);
+        Uri::builder().path_and_query(full).build()
+    }
+
+    /// The `Host` header for requests to this upstream: the host, and the port
+    /// unless it is http's default.
+    pub fn host_header(&self) -> Option<HeaderValue> {
+        let host = match self.authority.port_u16() {
+            Some(port) if port != 80 => format!("{}:{port}", self.authority.host()),
+            _ => self.authority.host().to_owned(),
+        };
+        HeaderValue::try_from(host).ok()
+    }
+
+    /// Where to connect: `host:port`.
+    fn address(&self) -> String {
+        format!("{}:{}", self.authority.host(), self.authority.port_u16().unwrap_or(80))
     }
 
     /// The upstream URI for a client's path and query (`/v1/chat/completions?x`).
@@ -95,6 +125,10 @@ pub struct Upstream {
     pub base: BaseUrl,
     /// Pre-built `Authorization` header for the upstream's own API key.
     pub authorization: Option<HeaderValue>,
+    /// Pre-built `Host` header.
+    pub host: HeaderValue,
+    /// Connections for proxied requests (health checks use the pool's client).
+    pub conns: ConnPool,
     models: Vec<String>,
     in_flight: AtomicU32,
     requests: AtomicU64,
@@ -117,10 +151,20 @@ impl Upstream {
             }
             None => None,
         };
+        let base = BaseUrl::parse(&cfg.url)?;
+        let host = base.host_header().ok_or_else(|| format!("upstream `{}`: the host is not a valid header", cfg.name))?;
+        let conns = ConnPool::new(
+            base.address(),
+            Duration::from_millis(proxy.connect_timeout_ms),
+            IDLE_CONNECTION_TIMEOUT,
+            MAX_IDLE_CONNECTIONS,
+        );
         Ok(Upstream {
             name: cfg.name.clone(),
-            base: BaseUrl::parse(&cfg.url)?,
+            base,
             authorization,
+            host,
+            conns,
             models: cfg.models.clone(),
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
@@ -226,8 +270,8 @@ impl UpstreamPool {
         connector.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
         connector.enforce_http(true);
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
+            .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
+            .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS)
             .build(connector);
         let upstreams = upstreams.iter().map(|u| Upstream::new(u, cfg).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
         Ok(UpstreamPool {

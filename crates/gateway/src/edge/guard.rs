@@ -91,7 +91,6 @@ pub async fn guard(State(gw): State<Arc<Gateway>>, mut request: Request, next: N
     // 3. Identity, once.
     let principal =
         if has_credentials(request.headers()) { gw.identify(request.headers()).await.ok().flatten() } else { None };
-    request.extensions_mut().insert(Identity(principal.clone()));
 
     let mut verdict_reason = if allow_listed { "allow_listed" } else { "passed" };
     if let Some(p) = &principal {
@@ -142,6 +141,8 @@ pub async fn guard(State(gw): State<Arc<Gateway>>, mut request: Request, next: N
     edge.metrics.record(EdgeAction::Allow, verdict_reason);
 
     let is_post = request.method() == Method::POST;
+    // Handed on only now, so the checks above borrow it instead of a copy.
+    request.extensions_mut().insert(Identity(principal));
     let response = next.run(request).await;
     // 7. Signals for the attack detector and the bot score.
     match (zone, response.status()) {
