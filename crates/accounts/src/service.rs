@@ -20,7 +20,7 @@ use crate::password::PasswordPolicy;
 use crate::phone::parse_phone;
 use crate::policy::RegistrationPolicy;
 use crate::principal_cache::{Credential, PrincipalCache};
-use crate::throttle::{FailureThrottle, ThrottleConfig};
+use crate::throttle::{FailureThrottle, KnownNetworks, ThrottleConfig};
 use crate::{recovery, tokens, totp, unix_millis};
 
 /// Account settings (the `[accounts]` section of the configuration).
@@ -227,6 +227,9 @@ pub struct Accounts {
     key_file: std::sync::OnceLock<std::path::PathBuf>,
     by_account: FailureThrottle,
     by_address: FailureThrottle,
+    /// Failures of one account from one network it is known on (see [`KnownNetworks`]).
+    by_account_network: FailureThrottle,
+    known_networks: KnownNetworks,
     principals: PrincipalCache,
     config: AccountsConfig,
 }
@@ -258,6 +261,8 @@ impl Accounts {
             by_account: FailureThrottle::new(throttle(config.login_free_failures)),
             // An address may carry many users (NAT); allow it more failures.
             by_address: FailureThrottle::new(throttle(config.login_free_failures * 4)),
+            by_account_network: FailureThrottle::new(throttle(config.login_free_failures)),
+            known_networks: KnownNetworks::new(KNOWN_NETWORK_MEMORY, 200_000),
             store,
             keys: RwLock::new(Arc::new(keys)),
             passwords: PasswordPolicy::default(),
@@ -563,7 +568,9 @@ impl Accounts {
         Ok(())
     }
 
-    /// Check credentials (and MFA) and open a session.
+    /// Check credentials (and MFA) and open a session. Failures back off per account
+    /// and per address; a network the account has signed in from lately has its own
+    /// count, so stuffing from elsewhere cannot lock the owner out.
     pub async fn login(&self, login: Login, ip: Option<&str>) -> Result<NewSession, AccountError> {
         check_len("password", &login.password, MAX_PASSWORD_BYTES)?;
         let keys = self.keys();
@@ -585,7 +592,12 @@ impl Accounts {
         let index = keys.blind_index(field, &normalized);
         let now = unix_millis() as u64;
         let address_key = ip.unwrap_or("unknown");
-        for throttle_result in [self.by_account.check(&index[..], now), self.by_address.check(address_key, now)] {
+        let pair = (&index[..], network_of(ip));
+        let known = self.known_networks.knows(&pair, now);
+        // From a network the owner signs in from, stuffing elsewhere does not count.
+        let account_check =
+            if known { self.by_account_network.check(&pair, now) } else { self.by_account.check(&index[..], now) };
+        for throttle_result in [account_check, self.by_address.check(address_key, now)] {
             if let Err(retry_after) = throttle_result {
                 self.audit("anonymous", "auth.login", "refused", ip, Some("throttled"), None).await;
                 return Err(AccountError::TooManyAttempts { retry_after });
@@ -620,6 +632,7 @@ impl Accounts {
                     .inspect_err(|e| {
                         if !matches!(e, AccountError::MfaRequired) {
                             self.by_account.record_failure(&index[..], now);
+                            self.by_account_network.record_failure(&pair, now);
                             self.by_address.record_failure(address_key, now);
                         }
                     })?;
@@ -627,7 +640,13 @@ impl Accounts {
             }
             None => user.mfa_required,
         };
-        self.by_account.record_success(&index[..]);
+        // A success from a known network clears only that network's count: the
+        // account-wide back-off keeps holding off an attack from elsewhere.
+        if !known {
+            self.by_account.record_success(&index[..]);
+        }
+        self.by_account_network.record_success(&pair);
+        self.known_networks.remember(&pair, now);
         self.by_address.record_success(address_key);
         let token = tokens::SessionToken::generate().as_str().to_owned();
         let expires_in = Duration::from_secs(self.config.session_ttl_s);
@@ -640,6 +659,7 @@ impl Accounts {
     async fn login_failed(&self, index: &[u8], address: &str, user: Option<i64>, ip: Option<&str>, reason: &str) {
         let now = unix_millis() as u64;
         self.by_account.record_failure(index, now);
+        self.by_account_network.record_failure(&(index, network_of(ip)), now);
         self.by_address.record_failure(address, now);
         let actor = user.map_or_else(|| "anonymous".to_owned(), |id| format!("user:{id}"));
         self.audit(&actor, "auth.login", "failed", ip, Some(reason), None).await;
@@ -962,3 +982,21 @@ fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), Account
     }
     Ok(())
 }
+/// How long a network stays known for an account after a successful login there.
+const KNOWN_NETWORK_MEMORY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The client's network for login purposes: its /24 (IPv4) or /64 (IPv6), as text.
+fn network_of(ip: Option<&str>) -> String {
+    match ip.and_then(|ip| ip.parse::<std::net::IpAddr>().ok()).map(|ip| ip.to_canonical()) {
+        Some(std::net::IpAddr::V4(v4)) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        Some(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        None => "unknown".to_owned(),
+    }
+}
+

@@ -131,6 +131,57 @@ impl FailureThrottle {
     }
 }
 
+/// Where each account has logged in successfully lately: (account, network) pairs,
+/// bounded like [`FailureThrottle`]. Credential stuffing against an account trips
+/// its account-wide back-off, which would lock its owner out too; a network the
+/// owner has signed in from is held instead to its own per-(account, network)
+/// back-off, which attackers elsewhere cannot move. (Networks rather than device
+/// cookies: a second device at home or at work is known the first time.)
+pub struct KnownNetworks {
+    remember_ms: u64,
+    capacity: usize,
+    hasher: RandomState,
+    shards: [Mutex<HashMap<u64, u64>>; SHARDS],
+}
+
+impl KnownNetworks {
+    pub fn new(remember: Duration, capacity: usize) -> KnownNetworks {
+        KnownNetworks {
+            remember_ms: remember.as_millis() as u64,
+            capacity,
+            hasher: RandomState::new(),
+            shards: Default::default(),
+        }
+    }
+
+    fn locate<K: Hash + ?Sized>(&self, key: &K) -> (usize, u64) {
+        let h = self.hasher.hash_one(key);
+        ((h as usize) % SHARDS, h)
+    }
+
+    fn shard(&self, index: usize) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `key` (account and network) had a success within the memory.
+    pub fn knows<K: Hash + ?Sized>(&self, key: &K, now_ms: u64) -> bool {
+        let (index, h) = self.locate(key);
+        self.shard(index).get(&h).is_some_and(|&at| now_ms.saturating_sub(at) <= self.remember_ms)
+    }
+
+    /// Remember a success; a full shard forgets its oldest entry.
+    pub fn remember<K: Hash + ?Sized>(&self, key: &K, now_ms: u64) {
+        let (index, h) = self.locate(key);
+        let mut shard = self.shard(index);
+        if !shard.contains_key(&h) && shard.len() >= (self.capacity / SHARDS).max(1) {
+            if let Some(oldest) = shard.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k) {
+                shard.remove(&oldest);
+            }
+        }
+        shard.insert(h, now_ms);
+    }
+}
+
 /// `base * 2^exponent`, capped at `max`.
 fn backoff(base: Duration, max: Duration, exponent: u32) -> Duration {
     let factor = 1u32.checked_shl(exponent.min(31)).unwrap_or(u32::MAX);
@@ -152,6 +203,22 @@ fn make_room(shard: &mut HashMap<u64, Entry>, now_ms: u64, forget_ms: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_networks_expire_and_stay_bounded() {
+        let k = KnownNetworks::new(Duration::from_secs(10), SHARDS);
+        k.remember("a", 1_000);
+        assert!(k.knows("a", 11_000));
+        assert!(!k.knows("a", 11_001), "forgotten after the memory");
+        assert!(!k.knows("b", 1_000));
+        // One entry per shard: remembering many keeps at most SHARDS.
+        for i in 0..1_000u32 {
+            k.remember(&i, 2_000 + u64::from(i));
+        }
+        let total: usize = (0..SHARDS).map(|i| k.shard(i).len()).sum();
+        assert!(total <= SHARDS, "{total}");
+        assert!(k.knows(&999u32, 3_000), "the newest is kept");
+    }
     use proptest::prelude::*;
 
     fn throttle(free: u32) -> FailureThrottle {

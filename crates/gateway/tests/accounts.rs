@@ -294,6 +294,47 @@ async fn login_does_not_reveal_accounts_and_backs_off_after_failures() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 }
 
+/// A client whose connections come from `source` (any 127.0.0.0/8 address).
+fn client_from(source: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(TEST_AGENT)
+        .local_address(std::net::IpAddr::from(source))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn credential_stuffing_from_elsewhere_does_not_lock_the_owner_out_of_a_known_network() {
+    let site = Site::new().await;
+    site.member(CN_PHONE).await;
+    let login = |source: [u8; 4], password: &'static str| {
+        let url = site.url("/auth/login");
+        async move {
+            let r = client_from(source).post(url).json(&json!({"phone": CN_PHONE, "password": password})).send();
+            r.await.unwrap().status()
+        }
+    };
+    // The owner signs in from home (127.77.1.0/24).
+    assert_eq!(login([127, 77, 1, 10], PASSWORD).await, StatusCode::OK);
+    // A botnet guesses from 12 other networks until the account backs off.
+    let mut statuses = Vec::new();
+    for net in 0..12u8 {
+        statuses.push(login([127, 78, net, 1], "Summer2024!").await);
+    }
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    // The right password from a network the account does not know still waits...
+    assert_eq!(login([127, 79, 0, 1], PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
+    // ...but the owner, on another device at home, gets in.
+    assert_eq!(login([127, 77, 1, 20], PASSWORD).await, StatusCode::OK);
+    // And the known network has its own back-off: guessing from there is held too.
+    let mut home = Vec::new();
+    for _ in 0..7 {
+        home.push(login([127, 77, 1, 30], "Winter2024!").await);
+    }
+    assert_eq!(home.last(), Some(&StatusCode::TOO_MANY_REQUESTS), "{home:?}");
+}
+
 #[tokio::test]
 async fn totp_mfa_enrols_guards_login_refuses_replays_and_recovers() {
     let site = Site::new().await;
