@@ -25,12 +25,14 @@ pub struct Span {
     pub label: String,
     pub start_s: f64,
     pub end_s: f64,
+    /// Shaded red (an attack, or any phase the scenario marks as one).
+    pub attack: bool,
 }
 
 pub struct ChartInput {
     pub title: String,
     pub series: Vec<Series>,
-    /// Phases drawn as light bands with their label; the one named "attack" is shaded red-ish, others very light/none.
+    /// Phases drawn as light bands with their label; those marked `attack` are shaded red.
     pub phases: Vec<Span>,
     /// Extra markers: times when the gateway entered/left attack mode (vertical dashed lines with a small label).
     pub markers: Vec<(f64, String)>,
@@ -81,7 +83,6 @@ const FONT_PATHS: &[&str] = &[
 /// Every piece of text asks for this family, so the one registered font serves all.
 const FONT: &str = "sans-serif";
 
-const ATTACK_PHASE: &str = "attack";
 
 /// Okabe–Ito colours, which stay distinct for colour-blind readers; yellow is left
 /// out because it vanishes on white.
@@ -233,7 +234,7 @@ fn draw_phases<DB: DrawingBackend, Y: Ranged<ValueType = f64>>(
     with_labels: bool,
 ) -> AreaResult<DB> {
     for phase in phases.iter().filter(|p| p.start_s.is_finite() && p.end_s.is_finite()) {
-        let attack = phase.label == ATTACK_PHASE;
+        let attack = phase.attack;
         let (fill, text) = if attack {
             (ATTACK_RED.mix(0.13), ATTACK_RED.to_rgba())
         } else {
@@ -422,9 +423,9 @@ mod tests {
             title: "Attack drill: goodput and latency by class".into(),
             series,
             phases: vec![
-                Span { label: "warm-up".into(), start_s: 0.0, end_s: 20.0 },
-                Span { label: "attack".into(), start_s: 20.0, end_s: 40.0 },
-                Span { label: "recovery".into(), start_s: 40.0, end_s: 60.0 },
+                Span { label: "warm-up".into(), start_s: 0.0, end_s: 20.0, attack: false },
+                Span { label: "attack".into(), start_s: 20.0, end_s: 40.0, attack: true },
+                Span { label: "recovery".into(), start_s: 40.0, end_s: 60.0, attack: false },
             ],
             markers: vec![(21.5, "attack mode on".into()), (44.0, "attack mode off".into())],
         }
@@ -486,7 +487,7 @@ mod tests {
                         points: vec![point(f64::NAN, Some(0.0)), (0.0, f64::INFINITY, Some(-1.0))],
                     },
                 ],
-                phases: vec![Span { label: "attack".into(), start_s: 0.0, end_s: 0.0 }],
+                phases: vec![Span { label: "attack".into(), start_s: 0.0, end_s: 0.0, attack: true }],
                 markers: vec![(0.0, "attack mode on".into())],
             },
         ];

@@ -347,8 +347,7 @@ pub fn chart_input(s: &Scenario, data: &RunData, report: &RunReport) -> ChartInp
             .enumerate()
             .map(|(i, p)| {
                 let (start_s, end_s) = s.window(i);
-                let label = if p.attack { "attack".to_owned() } else { p.name.clone() };
-                Span { label, start_s, end_s }
+                Span { label: p.name.clone(), start_s, end_s, attack: p.attack }
             })
             .collect(),
         markers: report.transitions.iter().map(|t| (t.at_s, t.to.clone())).collect(),
