@@ -2,17 +2,18 @@
 //! them, newcomers get a signed ticket with a first-come-first-served position and an ETA,
 //! poll it, and receive a signed admission pass when their turn comes.
 //!
-//! State is two counters and a ring of `capacity` slots (16 bytes each): ticket number
-//! `seq` lives in slot `seq % capacity`, so a full room is a hard bound, never a growing
-//! queue. Tickets are admitted strictly in order, at `admit_per_sec` (a token bucket holding
+//! State is two counters and a ring of `2 × capacity` slots (16 bytes each): ticket
+//! number `seq` lives in slot `seq % (2 × capacity)`, so a full room is a hard bound, never
+//! a growing queue. Tickets are admitted strictly in order, at `admit_per_sec` (a token bucket holding
 //! at most `admit_burst`) plus whatever [`WaitingRoom::admit`] adds. A ticket not polled for
 //! `poll_ttl_ms` is abandoned: admission skips it without spending a slot, and a later poll
 //! answers [`Status::Expired`] (join again, at the back). Positions count abandoned tickets
 //! still ahead, so a reported position and ETA are upper bounds.
 //!
-//! An admitted ticket's pass can be fetched until `capacity` later tickets have been issued
-//! (its slot is then reused), which cannot happen within `poll_ttl_ms` unless admission runs
-//! faster than `capacity / poll_ttl`.
+//! An admitted ticket's pass can be fetched until its slot is reused, which takes
+//! `capacity` more admissions (or skips) after it: at most `capacity` tickets wait, so the
+//! ring's other half holds the recently admitted. With a ring of only `capacity`, a ticket
+//! admitted by the clock and reused by the next join lost its pass before it could poll.
 //!
 //! The room is per process: with several gateway nodes each runs its own queue (fair within
 //! a node), and a ticket from another node or an earlier run reads as expired.
@@ -164,7 +165,7 @@ impl WaitingRoom {
     pub fn with_signer(config: WaitingRoomConfig, signer: Signer, epoch: u64) -> Self {
         let cap = config.capacity.max(1);
         Self {
-            slots: vec![Slot::default(); cap].into_boxed_slice(),
+            slots: vec![Slot::default(); 2 * cap].into_boxed_slice(),
             signer,
             epoch,
             next_seq: 1,
@@ -256,7 +257,7 @@ impl WaitingRoom {
     /// Takes a place at the back of the queue for `binding`.
     pub fn join(&mut self, binding: &ClientBinding, now: Duration) -> Result<Ticket, WaitingRoomError> {
         self.advance(now);
-        if self.waiting() >= self.slots.len() as u64 {
+        if self.waiting() >= self.config.capacity.max(1) as u64 {
             let per = if self.config.admit_per_sec > 0.0 { 1.0 / self.config.admit_per_sec } else { 0.0 };
             let retry_after = Duration::from_secs_f64(per.clamp(1.0, 3600.0)).max(self.poll_after());
             return Err(WaitingRoomError::Full { retry_after });
@@ -440,7 +441,7 @@ mod tests {
         }
         assert_eq!(r.join(&who(9), T0), Err(WaitingRoomError::Full { retry_after: SEC * 5 }));
         assert!(r.join(&who(9), T0 + SEC * 2).is_ok(), "one admitted after 2 s frees a place");
-        assert_eq!(r.memory_bytes() - size_of::<WaitingRoom>(), 3 * 16);
+        assert_eq!(r.memory_bytes() - size_of::<WaitingRoom>(), 2 * 3 * 16);
     }
 
     #[test]
