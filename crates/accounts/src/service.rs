@@ -999,4 +999,3 @@ fn network_of(ip: Option<&str>) -> String {
         None => "unknown".to_owned(),
     }
 }
-

@@ -83,7 +83,6 @@ const FONT_PATHS: &[&str] = &[
 /// Every piece of text asks for this family, so the one registered font serves all.
 const FONT: &str = "sans-serif";
 
-
 /// Okabe–Ito colours, which stay distinct for colour-blind readers; yellow is left
 /// out because it vanishes on white.
 const PALETTE: [RGBColor; 7] = [

@@ -177,7 +177,9 @@ fn defences(first: &Metrics, last: &Metrics) -> Vec<DefenceRow> {
                 };
                 (action.to_owned(), label("reason"))
             }
-            "palisade_admission_refused_total" => ("shed".to_owned(), format!("{} ({})", label("reason"), label("class"))),
+            "palisade_admission_refused_total" => {
+                ("shed".to_owned(), format!("{} ({})", label("reason"), label("class")))
+            }
             "palisade_admission_admitted_total" => ("admitted".to_owned(), label("class")),
             "palisade_connections_refused_total" => ("connection refused".to_owned(), label("cap")),
             "palisade_rejections_total" => ("refused with code".to_owned(), label("reason")),
@@ -187,10 +189,20 @@ fn defences(first: &Metrics, last: &Metrics) -> Vec<DefenceRow> {
         rows.push(DefenceRow { action, reason, count: delta });
     }
     let order = |a: &str| {
-        ["blocked", "limited", "challenged", "queued", "shed", "connection refused", "refused with code", "admitted", "attack mode"]
-            .iter()
-            .position(|x| *x == a)
-            .unwrap_or(99)
+        [
+            "blocked",
+            "limited",
+            "challenged",
+            "queued",
+            "shed",
+            "connection refused",
+            "refused with code",
+            "admitted",
+            "attack mode",
+        ]
+        .iter()
+        .position(|x| *x == a)
+        .unwrap_or(99)
     };
     rows.sort_by(|a, b| order(&a.action).cmp(&order(&b.action)).then(b.count.cmp(&a.count)));
     rows
@@ -280,7 +292,8 @@ fn series(classes: &[String], events: &[Event], total: f64) -> Vec<Series> {
                 .enumerate()
                 .map(|(i, mut l)| {
                     l.sort_by(f64::total_cmp);
-                    let p99 = (!l.is_empty()).then(|| l[((l.len() as f64 * 0.99).ceil() as usize).clamp(1, l.len()) - 1]);
+                    let p99 =
+                        (!l.is_empty()).then(|| l[((l.len() as f64 * 0.99).ceil() as usize).clamp(1, l.len()) - 1]);
                     (i as f64 + 0.5, l.len() as f64, p99)
                 })
                 .collect();
@@ -440,8 +453,7 @@ pub fn build(s: &Scenario, runs: &[RunData], skipped: Vec<(String, String)>) -> 
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Drill: {}\n\n{}\n", report.scenario, report.description);
-    let phases: Vec<String> =
-        report.phases.iter().map(|(n, a, b)| format!("{n} {a:.0}–{b:.0} s")).collect();
+    let phases: Vec<String> = report.phases.iter().map(|(n, a, b)| format!("{n} {a:.0}–{b:.0} s")).collect();
     let _ = writeln!(out, "Phases: {}\n", phases.join(", "));
     for run in &report.runs {
         let _ = writeln!(out, "## {}\n", run.label);
@@ -455,8 +467,17 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {:.2}% | {:.0} | {:.0} | {:.1} | {} | {} | {} | {} |",
-                c.class, c.phase, c.requests, c.success_pct, c.p50_ms, c.p99_ms, c.goodput, c.refused, c.denied,
-                c.errors, c.dropped
+                c.class,
+                c.phase,
+                c.requests,
+                c.success_pct,
+                c.p50_ms,
+                c.p99_ms,
+                c.goodput,
+                c.refused,
+                c.denied,
+                c.errors,
+                c.dropped
             );
         }
         if !run.defences.is_empty() {
@@ -473,12 +494,16 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(out, "\nAttack mode: never entered.");
         }
         if run.solved_challenges > 0 {
-            let _ = writeln!(out, "\nProof-of-work challenges solved by the drill's clients: {}.", run.solved_challenges);
+            let _ =
+                writeln!(out, "\nProof-of-work challenges solved by the drill's clients: {}.", run.solved_challenges);
         }
         match &run.upstream {
             Some(rows) => {
                 let _ = writeln!(out, "\nWho got the model (slot-seconds; share of capacity during attack phases):\n");
-                let _ = writeln!(out, "| user label | requests | slot-seconds | attack-phase capacity |\n|---|---:|---:|---:|");
+                let _ = writeln!(
+                    out,
+                    "| user label | requests | slot-seconds | attack-phase capacity |\n|---|---:|---:|---:|"
+                );
                 for r in rows {
                     let _ = writeln!(
                         out,
@@ -564,17 +589,16 @@ mod tests {
         let got: Vec<(String, String, u64)> = rows.into_iter().map(|r| (r.action, r.reason, r.count)).collect();
         assert_eq!(
             got,
-            vec![
-                ("blocked".into(), "bot_score".into(), 7),
-                ("shed".into(), "queue_full (anonymous)".into(), 3)
-            ]
+            vec![("blocked".into(), "bot_score".into(), 7), ("shed".into(), "queue_full (anonymous)".into(), 3)]
         );
     }
 
     #[test]
     fn the_chart_merges_bot_kinds_and_leaves_out_slowloris() {
-        let classes: Vec<String> =
-            ["logged-in users", "sign-up flood", "inference flood", "slowloris"].iter().map(|c| c.to_string()).collect();
+        let classes: Vec<String> = ["logged-in users", "sign-up flood", "inference flood", "slowloris"]
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
         let events = vec![
             event(0, 0.1, 0.2, Outcome::Ok),
             event(1, 1.0, 0.1, Outcome::Ok),

@@ -575,7 +575,8 @@ async fn play(
         let bar = progress_bar(opts.progress, kind, total);
         let scenario = scenario.clone();
         tokio::spawn(async move {
-            let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().unwrap_or_default();
+            let http =
+                reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().unwrap_or_default();
             let mut ticker = tokio::time::interval(Duration::from_secs(1));
             let mut last_phase = Some(usize::MAX);
             loop {
@@ -631,7 +632,8 @@ async fn play(
     tasks.abort_all();
     done.store(true, Ordering::Relaxed);
     let _ = sampler.await;
-    let (metrics, usage) = samples.lock().map(|mut s| (std::mem::take(&mut s.0), std::mem::take(&mut s.1))).unwrap_or_default();
+    let (metrics, usage) =
+        samples.lock().map(|mut s| (std::mem::take(&mut s.0), std::mem::take(&mut s.1))).unwrap_or_default();
     Ok(RunData {
         kind,
         classes: class_names,

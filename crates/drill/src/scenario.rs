@@ -286,14 +286,10 @@ impl Scenario {
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
-        let scenario: Scenario = toml::from_str(text)
-            .map_err(|e| ScenarioError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let scenario: Scenario =
+            toml::from_str(text).map_err(|e| ScenarioError::Parse { path: path.to_owned(), message: e.to_string() })?;
         let problems = scenario.problems();
-        if problems.is_empty() {
-            Ok(scenario)
-        } else {
-            Err(ScenarioError::Invalid { path: path.to_owned(), problems })
-        }
+        if problems.is_empty() { Ok(scenario) } else { Err(ScenarioError::Invalid { path: path.to_owned(), problems }) }
     }
 
     /// Every problem at once, each naming its field.
@@ -335,7 +331,10 @@ impl Scenario {
         let l = &self.limits;
         check(l.max_requests >= 1 && l.max_requests <= MAX_REQUESTS_CEILING, "limits.max_requests out of range".into());
         check(l.max_in_flight >= 1 && l.max_in_flight <= 20_000, "limits.max_in_flight must be 1..=20000".into());
-        check(l.request_timeout_s > 0.0 && l.request_timeout_s <= 300.0, "limits.request_timeout_s must be (0, 300]".into());
+        check(
+            l.request_timeout_s > 0.0 && l.request_timeout_s <= 300.0,
+            "limits.request_timeout_s must be (0, 300]".into(),
+        );
         check(l.drain_s >= 0.0 && l.drain_s <= 300.0, "limits.drain_s must be [0, 300]".into());
         out
     }

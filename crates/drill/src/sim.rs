@@ -9,9 +9,9 @@
 //! With `echo_system_prompt` the model "leaks": its reply is the system prompt,
 //! split across many stream chunks, which is what the leak guard is tested on.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -254,8 +254,9 @@ impl Solver {
     /// A nonce, or None when no solver thread is free before `deadline`.
     async fn solve(&self, seed: String, difficulty: u8, deadline: Instant) -> Option<u64> {
         let _permit = tokio::time::timeout_at(deadline.into(), self.gate.acquire()).await.ok()?.ok()?;
-        let nonce =
-            tokio::task::spawn_blocking(move || shield::pow::solve_range(&seed, difficulty, 0, u64::MAX / 2)).await.ok()?;
+        let nonce = tokio::task::spawn_blocking(move || shield::pow::solve_range(&seed, difficulty, 0, u64::MAX / 2))
+            .await
+            .ok()?;
         self.solved.fetch_add(1, Ordering::Relaxed);
         nonce
     }
@@ -296,7 +297,14 @@ impl Browser {
 
     /// `method path` with a JSON body, getting past challenges, waiting-room tickets and
     /// `Retry-After` until `deadline`; the last answer.
-    pub async fn call(&self, solver: &Solver, method: &str, path: &str, body: Option<&Value>, deadline: Instant) -> Answer {
+    pub async fn call(
+        &self,
+        solver: &Solver,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        deadline: Instant,
+    ) -> Answer {
         let mut pass: Option<String> = None;
         let mut solves = 0;
         loop {
@@ -319,11 +327,8 @@ impl Browser {
                 return Answer { status: 0, body: Value::Null, session: None };
             };
             let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
+            let retry_after =
+                response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
             let session = response
                 .headers()
                 .get_all("set-cookie")
@@ -462,7 +467,13 @@ impl Browser {
         self.log_in(solver, email, password, deadline).await
     }
 
-    pub async fn log_in(&self, solver: &Solver, email: &str, password: &str, deadline: Instant) -> Result<String, String> {
+    pub async fn log_in(
+        &self,
+        solver: &Solver,
+        email: &str,
+        password: &str,
+        deadline: Instant,
+    ) -> Result<String, String> {
         let login = json!({"email": email, "password": password});
         let r = self.call(solver, "POST", "/auth/login", Some(&login), deadline).await;
         match r.session {

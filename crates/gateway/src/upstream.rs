@@ -152,7 +152,8 @@ impl Upstream {
             None => None,
         };
         let base = BaseUrl::parse(&cfg.url)?;
-        let host = base.host_header().ok_or_else(|| format!("upstream `{}`: the host is not a valid header", cfg.name))?;
+        let host =
+            base.host_header().ok_or_else(|| format!("upstream `{}`: the host is not a valid header", cfg.name))?;
         let conns = ConnPool::new(
             base.address(),
             Duration::from_millis(proxy.connect_timeout_ms),
