@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use drill::load::{self, Summary, Traffic};
-use serde_json::{Value, json};
+use drill::traffic::{Browser, Outbox, Solver};
+use serde_json::json;
 
 const TTFT_MS: u64 = 100;
 const TOKENS_PER_S: u32 = 100;
@@ -55,46 +56,11 @@ async fn wait_ready(url: &str) {
 
 /// Register, verify (reading the code from the outbox, as the operator's SMS
 /// provider would deliver it) and log in one user; returns the session cookie.
-async fn member(base: &str, outbox: &Path, i: usize, source: IpAddr) -> String {
-    let http = load::client_from(Some(source), Duration::from_secs(30));
+async fn member(base: &str, outbox: &Outbox, i: usize, source: IpAddr) -> String {
+    let browser = Browser::new(source, base, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(60);
     let email = format!("member{i}@example.test");
-    let r: Value = http
-        .post(format!("{base}/auth/register"))
-        .json(&json!({"email": email, "password": PASSWORD}))
-        .send()
-        .await
-        .expect("register")
-        .json()
-        .await
-        .expect("register reply");
-    let user = r["user_id"].as_i64().unwrap_or_else(|| panic!("registration refused: {r}"));
-    let text = std::fs::read_to_string(outbox).expect("outbox");
-    let code: String = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["user_id"] == user)
-        .last()
-        .and_then(|l| l["text"].as_str().map(|t| t.chars().filter(char::is_ascii_digit).take(6).collect()))
-        .expect("a code in the outbox");
-    let r = http.post(format!("{base}/auth/verify")).json(&json!({"user_id": user, "code": code})).send().await;
-    assert!(r.expect("verify").status().is_success());
-    let r = http
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"email": email, "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login");
-    assert!(r.status().is_success(), "login failed: {}", r.status());
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("palisade_session="))
-        .and_then(|v| v.split(';').next())
-        .expect("a session cookie")
-        .to_owned();
-    cookie
+    browser.sign_up(&Solver::new(1), outbox, &email, PASSWORD, deadline).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn chat_body() -> Bytes {
@@ -149,7 +115,7 @@ async fn run_mode(bin: &Path, admission: bool, capacity: u64) -> Vec<Phase> {
     wait_ready(&format!("http://127.0.0.1:{sim_port}/v1/models")).await;
     wait_ready(&format!("{base}/readyz")).await;
 
-    let outbox: PathBuf = data.join("outbox.jsonl");
+    let outbox = Outbox::new(data.join("outbox.jsonl"));
     let mut member_clients = Vec::new();
     let mut cookies = Vec::new();
     for i in 0..members {

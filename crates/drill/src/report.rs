@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::chart::{ChartInput, Series, Span};
-use crate::run::{Metrics, RunData, TargetKind};
+use crate::run::{
+    MEMBERS_CLASS, MEMBERS_LABEL, Metrics, NEWCOMERS_CLASS, NEWCOMERS_LABEL, RunData, TargetKind, is_bot_class,
+};
 use crate::scenario::Scenario;
 use crate::sim::Usage;
 use crate::traffic::{Event, Outcome};
@@ -223,7 +225,7 @@ fn transitions(metrics: &[(f64, Metrics)]) -> Vec<Transition> {
 
 /// Bots are every `user` label but the members' and newcomers'.
 fn is_bot_label(user: &str) -> bool {
-    !matches!(user, "drill-members" | "drill-newcomers")
+    !matches!(user, MEMBERS_LABEL | NEWCOMERS_LABEL)
 }
 
 fn usage_rows(s: &Scenario, usage: &[(f64, BTreeMap<String, Usage>)]) -> (Vec<UsageRow>, f64) {
@@ -260,10 +262,12 @@ fn usage_rows(s: &Scenario, usage: &[(f64, BTreeMap<String, Usage>)]) -> (Vec<Us
 /// The chart's lines: each user class, and every bot kind that sends requests as one
 /// "bots" line (slowloris holds connections, it has no requests to count).
 fn chart_line(class: &str) -> Option<&str> {
-    match class {
-        "logged-in users" | "member logins" | "newcomers" => Some(class),
-        "slowloris" => None,
-        _ => Some("bots (all kinds)"),
+    if class == crate::scenario::BotKind::Slowloris.label() {
+        None
+    } else if is_bot_class(class) {
+        Some("bots (all kinds)")
+    } else {
+        Some(class)
     }
 }
 
@@ -375,24 +379,25 @@ fn member_attack(s: &Scenario, data: &RunData) -> (ClassSummary, ClassSummary) {
     let quiet: Vec<&Event> = members.iter().copied().filter(|e| a <= e.at && e.at < b).collect();
     let seconds: f64 = windows.iter().map(|w| w.1 - w.0).sum();
     let attacked: Vec<&Event> = members.iter().copied().filter(|e| in_windows(e.at, &windows)).collect();
-    (summarize("logged-in users", "quiet", &quiet, b - a), summarize("logged-in users", "attack", &attacked, seconds))
+    (summarize(MEMBERS_CLASS, "quiet", &quiet, b - a), summarize(MEMBERS_CLASS, "attack", &attacked, seconds))
 }
 
 fn newcomers_pct(data: &RunData) -> Option<f64> {
-    let i = data.classes.iter().position(|c| c == "newcomers")?;
+    let i = data.classes.iter().position(|c| c == NEWCOMERS_CLASS)?;
     let all: Vec<&Event> = data.events.iter().filter(|e| e.class == i).collect();
-    Some(summarize("newcomers", "all", &all, 1.0).success_pct)
+    Some(summarize(NEWCOMERS_CLASS, "all", &all, 1.0).success_pct)
 }
 
 /// The whole report: every run, the verdicts (on the Palisade or external run), and the
 /// baselines side by side.
 pub fn build(s: &Scenario, runs: &[RunData], skipped: Vec<(String, String)>) -> Report {
     let reports: Vec<RunReport> = runs.iter().map(|d| run_report(s, d)).collect();
+    let members: Vec<(ClassSummary, ClassSummary)> = runs.iter().map(|d| member_attack(s, d)).collect();
     let main = runs.iter().position(|d| matches!(d.kind, TargetKind::Palisade | TargetKind::External));
     let t = &s.targets;
     let mut verdicts = Vec::new();
     if let Some(m) = main {
-        let (quiet, attack) = member_attack(s, &runs[m]);
+        let (quiet, attack) = &members[m];
         if !attack_windows(s).is_empty() && s.members.count > 0 {
             verdicts.push(Verdict {
                 target: format!("logged-in users' success in attack phases ≥ {}%", t.member_success_pct),
@@ -421,21 +426,19 @@ pub fn build(s: &Scenario, runs: &[RunData], skipped: Vec<(String, String)>) -> 
             });
         }
     }
-    let main_goodput = main.map(|m| member_attack(s, &runs[m]).1.goodput).unwrap_or(0.0);
+    let main_goodput = main.map_or(0.0, |m| members[m].1.goodput);
     let comparison = runs
         .iter()
         .zip(&reports)
-        .map(|(d, r)| {
-            let (_, attack) = member_attack(s, d);
-            Comparison {
-                target: d.kind.label().to_owned(),
-                member_success_pct: attack.success_pct,
-                member_p99_ms: attack.p99_ms,
-                member_goodput: attack.goodput,
-                palisade_ratio: main_goodput / attack.goodput.max(1e-9),
-                newcomers_admitted_pct: newcomers_pct(d),
-                bot_capacity_pct: r.bot_capacity_pct,
-            }
+        .zip(&members)
+        .map(|((d, r), (_, attack))| Comparison {
+            target: d.kind.label().to_owned(),
+            member_success_pct: attack.success_pct,
+            member_p99_ms: attack.p99_ms,
+            member_goodput: attack.goodput,
+            palisade_ratio: main_goodput / attack.goodput.max(1e-9),
+            newcomers_admitted_pct: newcomers_pct(d),
+            bot_capacity_pct: r.bot_capacity_pct,
         })
         .collect();
     Report {

@@ -162,11 +162,7 @@ fn start_gateway(
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
         .env("PALISADE_UPSTREAMS", format!("[{{name=\"sim\", url=\"http://{sim}\"}}]"))
         .env("PALISADE_DATA_DIR", &data)
-        .env("PALISADE_LOG__LEVEL", "warn")
-        // The drill's members and bots are not the kind of clients an unknown
-        // environment's proxies should handle.
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy");
+        .env("PALISADE_LOG__LEVEL", "warn");
     for (k, v) in &scenario.gateway.env {
         command.env(k, v);
     }
@@ -318,11 +314,23 @@ pub async fn run(scenario: &Scenario, kind: TargetKind, opts: &Options) -> Resul
     Ok(data)
 }
 
+/// The people's classes; every other class is a kind of bot.
+pub const MEMBERS_CLASS: &str = "logged-in users";
+pub const LOGINS_CLASS: &str = "member logins";
+pub const NEWCOMERS_CLASS: &str = "newcomers";
+/// The `user` labels people's chat requests carry; every other label is a bot's.
+pub const MEMBERS_LABEL: &str = "drill-members";
+pub const NEWCOMERS_LABEL: &str = "drill-newcomers";
+
+pub fn is_bot_class(class: &str) -> bool {
+    !matches!(class, MEMBERS_CLASS | LOGINS_CLASS | NEWCOMERS_CLASS)
+}
+
 /// The classes of a scenario, in report order, and the index of each bot spec's class.
 pub fn classes(scenario: &Scenario) -> (Vec<String>, Vec<usize>) {
-    let mut classes = vec!["logged-in users".to_owned(), "member logins".to_owned()];
+    let mut classes = vec![MEMBERS_CLASS.to_owned(), LOGINS_CLASS.to_owned()];
     if scenario.newcomers.is_some() {
-        classes.push("newcomers".to_owned());
+        classes.push(NEWCOMERS_CLASS.to_owned());
     }
     let mut bot_class = Vec::new();
     for bot in &scenario.bots {
@@ -367,7 +375,7 @@ async fn play(
             Arc::new(Browser::new(source, base, timeout))
         })
         .collect();
-    let results: Vec<(usize, Result<String, String>)> = futures_util::stream::iter(members.iter().cloned().enumerate())
+    let results: Vec<(usize, Result<String, traffic::StepFailed>)> = futures_util::stream::iter(members.iter().cloned().enumerate())
         .map(|(i, b)| {
             let (solver, outbox) = (solver.clone(), outbox.clone());
             async move {
@@ -381,7 +389,7 @@ async fn play(
         .await;
     for (index, result) in results {
         if let Err(message) = result {
-            return Err(RunError::Member { index, message });
+            return Err(RunError::Member { index, message: message.to_string() });
         }
     }
     let setup_s = setup_started.elapsed().as_secs_f64();
@@ -400,7 +408,7 @@ async fn play(
     let chat_rate = scenario.members.chat_load * scenario.upstream.capacity_rps();
     if !members.is_empty() {
         let (r, m) = (recorder.clone(), members.clone());
-        let body = traffic::chat_body("drill-members", scenario.upstream.max_tokens, "What is a good name for a cat?");
+        let body = traffic::chat_body(MEMBERS_LABEL, scenario.upstream.max_tokens, "What is a good name for a cat?");
         tasks.spawn(traffic::schedule(recorder.clone(), MEMBERS, chat_rate, all.clone(), max_in_flight, move |n| {
             let (r, b, body) = (r.clone(), m[n % m.len()].clone(), body.clone());
             async move {
@@ -422,14 +430,8 @@ async fn play(
                 let device = Browser::new(source, &base, timeout);
                 let deadline = Instant::now() + timeout;
                 let result = device.log_in(&s, &traffic::member_email(i), &traffic::member_password(i), deadline).await;
-                let (status, outcome) = match result {
-                    Ok(_) => (200, Outcome::Ok),
-                    Err(e) => {
-                        let status = answered_status(&e);
-                        (status, if status == 0 { Outcome::Error } else { Outcome::of_status(status) })
-                    }
-                };
-                r.record(LOGINS, at, status, outcome);
+                let status = result.map_or_else(|e| e.status, |_| 200);
+                r.record(LOGINS, at, status, Outcome::of_status(status));
             }
         }));
     }
@@ -443,7 +445,7 @@ async fn play(
         let (r, s, o) = (recorder.clone(), solver.clone(), outbox.clone());
         let subnets = n.subnets;
         let base = base.to_owned();
-        let body = traffic::chat_body("drill-newcomers", scenario.upstream.max_tokens, "Hello! What can you do?");
+        let body = traffic::chat_body(NEWCOMERS_LABEL, scenario.upstream.max_tokens, "Hello! What can you do?");
         let count = n.count;
         tasks.spawn(traffic::schedule(recorder.clone(), NEWCOMERS, rate, vec![window], count.max(1), move |j| {
             let (r, s, o, body) = (r.clone(), s.clone(), o.clone(), body.clone());
@@ -465,7 +467,7 @@ async fn play(
                         }
                         status
                     }
-                    Err(e) => answered_status(&e),
+                    Err(e) => e.status,
                 };
                 r.record(NEWCOMERS, at, status, Outcome::of_status(status));
             }
@@ -600,7 +602,7 @@ async fn play(
                 let phase = phase_index.map_or("draining", |i| scenario.phases[i].name.as_str());
                 let (sent, ok) = recorder.counts(MEMBERS);
                 let bots: u64 = (0..recorder.classes.len())
-                    .filter(|&c| c != MEMBERS && c != LOGINS && !(c == NEWCOMERS && scenario.newcomers.is_some()))
+                    .filter(|&c| is_bot_class(&recorder.classes[c]))
                     .map(|c| recorder.counts(c).0)
                     .sum();
                 let line = format!(
@@ -644,11 +646,6 @@ async fn play(
         owns_upstream: true,
         solved_challenges: solver.solved.load(Ordering::Relaxed) + bot_solver.solved.load(Ordering::Relaxed),
     })
-}
-
-/// The status in a flow's "<step> answered <status>: …" error; 0 for a transport error.
-fn answered_status(error: &str) -> u16 {
-    error.split_whitespace().nth(2).and_then(|s| s.trim_end_matches(':').parse().ok()).unwrap_or(0)
 }
 
 async fn send(request: reqwest::RequestBuilder) -> u16 {

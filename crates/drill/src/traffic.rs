@@ -273,6 +273,22 @@ pub struct Browser {
     clearing: tokio::sync::Mutex<()>,
 }
 
+/// A step of a user's journey that did not succeed: its last status (0 when there
+/// was no answer) and what was said.
+#[derive(Debug, thiserror::Error)]
+#[error("{step} answered {status}: {detail}")]
+pub struct StepFailed {
+    pub step: &'static str,
+    pub status: u16,
+    pub detail: String,
+}
+
+impl StepFailed {
+    fn of(step: &'static str, answer: &Answer) -> StepFailed {
+        StepFailed { step, status: answer.status, detail: answer.body.to_string() }
+    }
+}
+
 /// What [`Browser::call`] ends with.
 pub struct Answer {
     pub status: u16,
@@ -454,15 +470,19 @@ impl Browser {
         email: &str,
         password: &str,
         deadline: Instant,
-    ) -> Result<String, String> {
+    ) -> Result<String, StepFailed> {
         let register = json!({"email": email, "password": password});
         let r = self.call(solver, "POST", "/auth/register", Some(&register), deadline).await;
-        let user = r.body["user_id"].as_i64().ok_or_else(|| format!("register answered {}: {}", r.status, r.body))?;
-        let code = outbox.code(user).await.ok_or("no verification code in the outbox")?;
+        let user = r.body["user_id"].as_i64().ok_or_else(|| StepFailed::of("register", &r))?;
+        let code = outbox.code(user).await.ok_or(StepFailed {
+            step: "verify",
+            status: 0,
+            detail: "no verification code in the outbox".into(),
+        })?;
         let verify = json!({"user_id": user, "code": code});
         let r = self.call(solver, "POST", "/auth/verify", Some(&verify), deadline).await;
         if !(200..300).contains(&r.status) {
-            return Err(format!("verify answered {}: {}", r.status, r.body));
+            return Err(StepFailed::of("verify", &r));
         }
         self.log_in(solver, email, password, deadline).await
     }
@@ -473,12 +493,12 @@ impl Browser {
         email: &str,
         password: &str,
         deadline: Instant,
-    ) -> Result<String, String> {
+    ) -> Result<String, StepFailed> {
         let login = json!({"email": email, "password": password});
         let r = self.call(solver, "POST", "/auth/login", Some(&login), deadline).await;
-        match r.session {
-            Some(s) if (200..300).contains(&r.status) => Ok(s),
-            _ => Err(format!("login answered {}: {}", r.status, r.body)),
+        match &r.session {
+            Some(s) if (200..300).contains(&r.status) => Ok(s.clone()),
+            _ => Err(StepFailed::of("login", &r)),
         }
     }
 
