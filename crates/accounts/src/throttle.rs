@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// How strict the throttle is.
@@ -54,33 +54,49 @@ struct Entry {
 
 const SHARDS: usize = 16;
 
+/// Keys hashed with a per-process seed into `SHARDS` locked maps.
+struct Shards<V> {
+    hasher: RandomState,
+    maps: [Mutex<HashMap<u64, V>>; SHARDS],
+}
+
+impl<V> Shards<V> {
+    fn new() -> Shards<V> {
+        Shards { hasher: RandomState::new(), maps: std::array::from_fn(|_| Mutex::new(HashMap::new())) }
+    }
+
+    /// The shard holding `key`, locked, and the key's hash within it.
+    fn lock<K: Hash + ?Sized>(&self, key: &K) -> (MutexGuard<'_, HashMap<u64, V>>, u64) {
+        let h = self.hasher.hash_one(key);
+        (self.at((h as usize) % SHARDS), h)
+    }
+
+    fn at(&self, index: usize) -> MutexGuard<'_, HashMap<u64, V>> {
+        // A panic while holding the lock cannot leave an entry half-written, so
+        // a poisoned shard is still consistent.
+        self.maps[index].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn len(&self) -> usize {
+        (0..SHARDS).map(|i| self.at(i).len()).sum()
+    }
+}
+
 /// Failure counts for a set of keys (accounts, addresses).
 pub struct FailureThrottle {
     config: ThrottleConfig,
-    hasher: RandomState,
-    shards: [Mutex<HashMap<u64, Entry>>; SHARDS],
+    shards: Shards<Entry>,
 }
 
 impl FailureThrottle {
     pub fn new(config: ThrottleConfig) -> FailureThrottle {
-        FailureThrottle { config, hasher: RandomState::new(), shards: Default::default() }
-    }
-
-    fn locate<K: Hash + ?Sized>(&self, key: &K) -> (usize, u64) {
-        let h = self.hasher.hash_one(key);
-        ((h as usize) % SHARDS, h)
-    }
-
-    fn shard(&self, index: usize) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
-        // A panic while holding the lock cannot leave an entry half-written, so
-        // a poisoned shard is still consistent.
-        self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
+        FailureThrottle { config, shards: Shards::new() }
     }
 
     /// `Err(wait)` when `key` must wait before its next attempt.
     pub fn check<K: Hash + ?Sized>(&self, key: &K, now_ms: u64) -> Result<(), Duration> {
-        let (index, h) = self.locate(key);
-        match self.shard(index).get(&h) {
+        let (shard, h) = self.shards.lock(key);
+        match shard.get(&h) {
             Some(e) if e.wait_until_ms > now_ms => Err(Duration::from_millis(e.wait_until_ms - now_ms)),
             _ => Ok(()),
         }
@@ -88,9 +104,8 @@ impl FailureThrottle {
 
     /// Count a failure; returns the wait now imposed, if any.
     pub fn record_failure<K: Hash + ?Sized>(&self, key: &K, now_ms: u64) -> Option<Duration> {
-        let (index, h) = self.locate(key);
         let forget_ms = self.config.forget_after.as_millis() as u64;
-        let mut shard = self.shard(index);
+        let (mut shard, h) = self.shards.lock(key);
         if !shard.contains_key(&h) && shard.len() >= (self.config.capacity / SHARDS).max(1) {
             make_room(&mut shard, now_ms, forget_ms);
         }
@@ -111,19 +126,19 @@ impl FailureThrottle {
 
     /// A success clears the key.
     pub fn record_success<K: Hash + ?Sized>(&self, key: &K) {
-        let (index, h) = self.locate(key);
-        self.shard(index).remove(&h);
+        let (mut shard, h) = self.shards.lock(key);
+        shard.remove(&h);
     }
 
     /// Consecutive failures currently counted for `key`.
     pub fn failures<K: Hash + ?Sized>(&self, key: &K) -> u32 {
-        let (index, h) = self.locate(key);
-        self.shard(index).get(&h).map_or(0, |e| e.failures)
+        let (shard, h) = self.shards.lock(key);
+        shard.get(&h).map_or(0, |e| e.failures)
     }
 
     /// Keys remembered now (for metrics).
     pub fn len(&self) -> usize {
-        (0..SHARDS).map(|i| self.shard(i).len()).sum()
+        self.shards.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -140,39 +155,24 @@ impl FailureThrottle {
 pub struct KnownNetworks {
     remember_ms: u64,
     capacity: usize,
-    hasher: RandomState,
-    shards: [Mutex<HashMap<u64, u64>>; SHARDS],
+    /// Last success, in ms, by key.
+    shards: Shards<u64>,
 }
 
 impl KnownNetworks {
     pub fn new(remember: Duration, capacity: usize) -> KnownNetworks {
-        KnownNetworks {
-            remember_ms: remember.as_millis() as u64,
-            capacity,
-            hasher: RandomState::new(),
-            shards: Default::default(),
-        }
-    }
-
-    fn locate<K: Hash + ?Sized>(&self, key: &K) -> (usize, u64) {
-        let h = self.hasher.hash_one(key);
-        ((h as usize) % SHARDS, h)
-    }
-
-    fn shard(&self, index: usize) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
-        self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
+        KnownNetworks { remember_ms: remember.as_millis() as u64, capacity, shards: Shards::new() }
     }
 
     /// Whether `key` (account and network) had a success within the memory.
     pub fn knows<K: Hash + ?Sized>(&self, key: &K, now_ms: u64) -> bool {
-        let (index, h) = self.locate(key);
-        self.shard(index).get(&h).is_some_and(|&at| now_ms.saturating_sub(at) <= self.remember_ms)
+        let (shard, h) = self.shards.lock(key);
+        shard.get(&h).is_some_and(|&at| now_ms.saturating_sub(at) <= self.remember_ms)
     }
 
     /// Remember a success; a full shard forgets its oldest entry.
     pub fn remember<K: Hash + ?Sized>(&self, key: &K, now_ms: u64) {
-        let (index, h) = self.locate(key);
-        let mut shard = self.shard(index);
+        let (mut shard, h) = self.shards.lock(key);
         if !shard.contains_key(&h) && shard.len() >= (self.capacity / SHARDS).max(1) {
             if let Some(oldest) = shard.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k) {
                 shard.remove(&oldest);
@@ -215,7 +215,7 @@ mod tests {
         for i in 0..1_000u32 {
             k.remember(&i, 2_000 + u64::from(i));
         }
-        let total: usize = (0..SHARDS).map(|i| k.shard(i).len()).sum();
+        let total = k.shards.len();
         assert!(total <= SHARDS, "{total}");
         assert!(k.knows(&999u32, 3_000), "the newest is kept");
     }

@@ -375,18 +375,19 @@ async fn play(
             Arc::new(Browser::new(source, base, timeout))
         })
         .collect();
-    let results: Vec<(usize, Result<String, traffic::StepFailed>)> = futures_util::stream::iter(members.iter().cloned().enumerate())
-        .map(|(i, b)| {
-            let (solver, outbox) = (solver.clone(), outbox.clone());
-            async move {
-                let email = traffic::member_email(i);
-                let password = traffic::member_password(i);
-                (i, b.sign_up(&solver, &outbox, &email, &password, setup_deadline).await)
-            }
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
+    let results: Vec<(usize, Result<String, traffic::StepFailed>)> =
+        futures_util::stream::iter(members.iter().cloned().enumerate())
+            .map(|(i, b)| {
+                let (solver, outbox) = (solver.clone(), outbox.clone());
+                async move {
+                    let email = traffic::member_email(i);
+                    let password = traffic::member_password(i);
+                    (i, b.sign_up(&solver, &outbox, &email, &password, setup_deadline).await)
+                }
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
     for (index, result) in results {
         if let Err(message) = result {
             return Err(RunError::Member { index, message: message.to_string() });

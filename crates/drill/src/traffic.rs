@@ -324,18 +324,7 @@ impl Browser {
         let mut pass: Option<String> = None;
         let mut solves = 0;
         loop {
-            let url = format!("{}{path}", self.base);
-            let mut request = if method == "GET" { self.http.get(&url) } else { self.http.post(&url) };
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let sent = self.clearance();
-            if let Some(c) = &sent {
-                request = request.header("x-palisade-clearance", c.as_str());
-            }
-            if let Some(s) = self.session() {
-                request = request.header("cookie", s);
-            }
+            let (mut request, sent) = self.request(method, path, body);
             if let Some(p) = pass.take() {
                 request = request.header("x-palisade-pass", p);
             }
@@ -381,15 +370,28 @@ impl Browser {
         }
     }
 
+    /// `method path` with this browser's clearance and session, and the clearance sent.
+    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (reqwest::RequestBuilder, Option<String>) {
+        let url = format!("{}{path}", self.base);
+        let mut request = if method == "GET" { self.http.get(&url) } else { self.http.post(&url) };
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let sent = self.clearance();
+        if let Some(c) = &sent {
+            request = request.header("x-palisade-clearance", c.as_str());
+        }
+        if let Some(s) = self.session() {
+            request = request.header("cookie", s);
+        }
+        (request, sent)
+    }
+
     /// A bot's way: one POST, paying a challenge when asked (the clearance is kept for
     /// the next ones), but never waiting in line. The status.
     pub async fn call_once_cleared(&self, solver: &Solver, path: &str, body: &Value, deadline: Instant) -> u16 {
         for _ in 0..2 {
-            let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
-            let sent = self.clearance();
-            if let Some(c) = &sent {
-                request = request.header("x-palisade-clearance", c.as_str());
-            }
+            let (request, sent) = self.request("POST", path, Some(body));
             let Ok(response) = request.send().await else { return 0 };
             let status = response.status().as_u16();
             let answer: Value = response.json().await.unwrap_or(Value::Null);
