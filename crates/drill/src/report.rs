@@ -323,16 +323,10 @@ pub fn run_report(s: &Scenario, data: &RunData) -> RunReport {
             summaries.push(summarize(class, "all", &mine, s.total_seconds()));
         }
     }
-    let (mut defences, mut transitions) = match (data.metrics.first(), data.metrics.last()) {
+    let (defences, transitions) = match (data.metrics.first(), data.metrics.last()) {
         (Some(first), Some(last)) => (defences(&first.1, &last.1), transitions(&data.metrics)),
         _ => (Vec::new(), Vec::new()),
     };
-    if matches!(data.kind, TargetKind::DefencesOff | TargetKind::Nginx) {
-        // The plain proxy's detector still counts, but with the edge off its mode
-        // changes nothing: reporting it would credit the baseline with a defence.
-        transitions.clear();
-        defences.retain(|d| d.action != "attack mode");
-    }
     let (upstream, bots) = if data.owns_upstream {
         let (rows, bots) = usage_rows(s, &data.usage);
         (Some(rows), (!attack.is_empty()).then_some(bots))

@@ -304,6 +304,11 @@ impl Edge {
 
     /// One detector tick with the events counted since the last.
     pub fn observe(&self, counts: Counters, now: Duration) -> Option<Transition> {
+        // With the edge off nothing acts on attack mode, so the detector must not
+        // announce one (the status page would tell users of a defence that is off).
+        if !self.enabled() {
+            return None;
+        }
         let mut d = self.detector();
         let t = d.observe(counts, now);
         self.under_attack.store(d.mode() == Mode::UnderAttack, Ordering::Relaxed);
@@ -494,6 +499,16 @@ mod tests {
         let mut c = EdgeConfig::default();
         tweak(&mut c);
         Edge::new(&c, [7; 32]).expect("valid")
+    }
+
+    #[test]
+    fn only_an_enabled_edge_detects_attacks() {
+        let flood = Counters { requests: 5_000, ..Counters::default() };
+        for enabled in [true, false] {
+            let e = edge(|c| c.enabled = enabled);
+            let entered = (1..=10u64).filter_map(|s| e.observe(flood, Duration::from_secs(s))).count();
+            assert_eq!((entered, e.under_attack()), if enabled { (1, true) } else { (0, false) }, "enabled: {enabled}");
+        }
     }
 
     #[test]
