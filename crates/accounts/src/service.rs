@@ -356,21 +356,9 @@ impl Accounts {
         Ok(())
     }
 
-    /// Append an audit entry for an event outside the account flows (the AI
-    /// guard, the edge). `detail` must hold no secrets and no personal data.
-    pub async fn record(
-        &self,
-        actor: &str,
-        action: &str,
-        outcome: &str,
-        ip: Option<&str>,
-        reason: Option<&str>,
-        detail: Option<serde_json::Value>,
-    ) {
-        self.audit(actor, action, outcome, ip, reason, detail).await;
-    }
-
-    async fn audit(
+    /// Append an audit entry; outside the account flows too (the AI guard, the
+    /// edge). `detail` must hold no secrets and no personal data.
+    pub async fn audit(
         &self,
         actor: &str,
         action: &str,

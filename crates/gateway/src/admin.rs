@@ -152,7 +152,7 @@ pub async fn flags(State(gw): State<Arc<Gateway>>) -> Response {
 pub async fn clear_flag(State(gw): State<Arc<Gateway>>, Path(caller): Path<u64>) -> Response {
     if gw.strikes().clear(caller) {
         gw.accounts
-            .record(
+            .audit(
                 "operator",
                 "guard.flag.clear",
                 "ok",

@@ -431,7 +431,7 @@ pub(crate) fn audit_later(
     let accounts = gw.accounts.clone();
     tokio::spawn(async move {
         let ip = ip.map(|i| i.to_string());
-        accounts.record("edge", action, outcome, ip.as_deref(), Some(&reason), detail).await;
+        accounts.audit("edge", action, outcome, ip.as_deref(), Some(&reason), detail).await;
     });
 }
 
@@ -450,7 +450,7 @@ pub(crate) async fn announce(gw: &Gateway, t: Transition, actor: &str) {
         shield::Cause::Operator => serde_json::json!({}),
     };
     tracing::warn!(mode = to, cause = t.cause.code(), %detail, "attack mode changed");
-    gw.accounts.record(actor, "shield.attack_mode", to, None, Some(t.cause.code()), Some(detail)).await;
+    gw.accounts.audit(actor, "shield.attack_mode", to, None, Some(t.cause.code()), Some(detail)).await;
 }
 
 /// The attack detector's clock: once a second, feed it the request, sign-up,

@@ -277,7 +277,7 @@ fn audit_later(gw: &Gateway, actor: &str, action: &'static str, outcome: &'stati
     let accounts = gw.accounts.clone();
     let actor = actor.to_owned();
     tokio::spawn(async move {
-        accounts.record(&actor, action, outcome, None, None, Some(detail)).await;
+        accounts.audit(&actor, action, outcome, None, None, Some(detail)).await;
     });
 }
 

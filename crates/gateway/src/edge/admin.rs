@@ -88,7 +88,7 @@ pub async fn add(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
         ListKind::Block => "shield.blocklist.add",
         ListKind::Allow => "shield.allowlist.add",
     };
-    gw.accounts.record("operator", action, "ok", None, None, Some(detail.clone())).await;
+    gw.accounts.audit("operator", action, "ok", None, None, Some(detail.clone())).await;
     (StatusCode::CREATED, Json(detail)).into_response()
 }
 
@@ -112,7 +112,7 @@ pub async fn remove(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
         ListKind::Allow => "shield.allowlist.remove",
     };
     let detail = json!({"kind": rule.kind, "cidr": net});
-    gw.accounts.record("operator", action, "ok", None, None, Some(detail)).await;
+    gw.accounts.audit("operator", action, "ok", None, None, Some(detail)).await;
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -148,7 +148,7 @@ pub async fn set_attack(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response
         Some(t) => announce(&gw, t, "operator").await,
         None => {
             let switch = json!({"switch": body.mode});
-            gw.accounts.record("operator", "shield.attack_switch", "ok", None, None, Some(switch)).await;
+            gw.accounts.audit("operator", "shield.attack_switch", "ok", None, None, Some(switch)).await;
         }
     }
     Json(attack_state(&gw)).into_response()
