@@ -15,8 +15,10 @@ use std::sync::LazyLock;
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::request::{Messages, RequestText};
 
 /// Text scored per request; beyond this the rest is ignored (keeps the cost bounded; the
 /// gateway's body limit is the real cap).
@@ -108,30 +110,19 @@ pub struct InputScore {
 /// Scores a chat or completions request body: every `messages[].content` (string or text
 /// parts; all roles, since a client can forge assistant turns too), or `prompt`.
 pub fn score_request(body: &Value) -> InputScore {
-    if let Some(messages) = body.get("messages").and_then(Value::as_array) {
-        return score_messages(messages);
-    }
-    let mut acc = Accumulator::default();
-    match body.get("prompt") {
-        Some(Value::String(s)) => acc.add_text(s),
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(|s| acc.add_text(s)),
-        _ => {}
-    }
-    acc.finish()
+    RequestText::deserialize(body).map_or_else(|_| InputScore::default(), |text| score_texts(&text))
 }
 
-/// Scores OpenAI chat messages; each message is scored alone (patterns do not span two
-/// messages) and the strongest evidence per reason is kept.
-pub fn score_messages(messages: &[Value]) -> InputScore {
+/// [`score_request`] on texts already read from the body; each message is scored alone
+/// (patterns do not span two messages) and the strongest evidence per reason is kept.
+pub fn score_texts(text: &RequestText) -> InputScore {
     let mut acc = Accumulator::default();
-    for message in messages {
-        match message.get("content") {
-            Some(Value::String(s)) => acc.add_text(s),
-            Some(Value::Array(parts)) => {
-                parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).for_each(|s| acc.add_text(s))
-            }
-            _ => {}
+    match (&text.messages, &text.prompt) {
+        (Some(Messages(Some(messages))), _) => {
+            messages.iter().flat_map(|m| &m.content).for_each(|s| acc.add_text(s));
         }
+        (_, Some(prompt)) => prompt.0.iter().for_each(|s| acc.add_text(s)),
+        _ => {}
     }
     acc.finish()
 }

@@ -5,7 +5,7 @@
 //!
 //! Wiring, in request order:
 //! 1. [`Guard::new`] once at configuration load (indexes every prompt).
-//! 2. Per request: [`score_request`] on the client body, then
+//! 2. Per request: [`score_texts`] on the client body's [`RequestText`], then
 //!    [`InputConfig::decide`](crate::InputConfig::decide) for the route's action.
 //! 3. [`Guard::prompt_for`] the model; [`Canary::generate`]; [`inject_system_prompt`] with
 //!    [`inject`]`(prompt.text(), &canary)`.
@@ -19,6 +19,7 @@ mod detector;
 mod input;
 mod leak;
 mod prompt;
+mod request;
 mod sse;
 
 use std::collections::BTreeMap;
@@ -27,9 +28,10 @@ use std::sync::Arc;
 pub use canary::{Canary, CanaryError, InjectError, inject, inject_system_prompt};
 pub use completion::{Completion, ScanError, scan_completion};
 pub use config::{ConfigError, GuardConfig, InputAction, InputConfig, LeakAction, LeakConfig, MAX_PROMPT_BYTES};
-pub use input::{InputScore, MAX_SCORED_BYTES, ReasonCode, score_messages, score_request, score_text};
+pub use input::{InputScore, MAX_SCORED_BYTES, ReasonCode, score_request, score_text, score_texts};
 pub use leak::{Leak, LeakKind, LeakScanner, REDACTION_MARKER, Scan};
 pub use prompt::ProtectedPrompt;
+pub use request::{Message, Messages, Prompt, RequestText};
 pub use sse::{SseError, SseOutput, SseScanner};
 
 /// The validated configuration with every operator prompt indexed, built once and shared.

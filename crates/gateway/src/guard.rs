@@ -187,6 +187,20 @@ pub struct GuardState {
     pub activity: crate::activity::ActivityMonitor,
 }
 
+/// Who a request's audit entries name: its account, or "anonymous". Kept as
+/// the id and spelled out only when an entry is written, which is rare.
+#[derive(Clone, Copy, Debug)]
+pub struct Actor(pub Option<i64>);
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(user_id) => write!(f, "user:{user_id}"),
+            None => f.write_str("anonymous"),
+        }
+    }
+}
+
 /// What the input score decided for one request.
 pub enum InputVerdict {
     Pass,
@@ -211,8 +225,15 @@ impl GuardState {
 
     /// Score the client's messages; audit and count a strike when they look
     /// like an extraction or jailbreak attempt.
-    pub fn check_input(&self, gw: &Gateway, route: &str, body: &Value, who: u64, actor: &str) -> InputVerdict {
-        let score = aiguard::score_request(body);
+    pub fn check_input(
+        &self,
+        gw: &Gateway,
+        route: &str,
+        text: &aiguard::RequestText,
+        who: u64,
+        actor: Actor,
+    ) -> InputVerdict {
+        let score = aiguard::score_texts(text);
         let input = &self.guard.config().input;
         let Some(action) = input.decide(route, score.score) else { return InputVerdict::Pass };
         let reasons: Vec<&'static str> = score.reasons.iter().map(|r| r.as_str()).collect();
@@ -229,8 +250,6 @@ impl GuardState {
         }
     }
 
-    /// Put the operator's system prompt (with a fresh canary) in front of the
-    /// client's messages. `None` when no prompt is configured for the model.
     /// Feed the activity signals; each one raised is a strike (against the
     /// subnet for many accounts on it, else against the caller) and an audit entry.
     #[allow(clippy::too_many_arguments)]
@@ -240,18 +259,11 @@ impl GuardState {
         who: u64,
         subnet: u64,
         account: Option<i64>,
-        body: &Value,
+        text: &aiguard::RequestText,
         tokens: u32,
-        actor: &str,
+        actor: Actor,
     ) {
-        let prompt = body
-            .get("messages")
-            .and_then(Value::as_array)
-            .and_then(|m| m.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")))
-            .and_then(|m| m.get("content"))
-            .and_then(Value::as_str)
-            .or_else(|| body.get("prompt").and_then(Value::as_str))
-            .map(crate::activity::fingerprint);
+        let prompt = text.last_user_text().map(crate::activity::fingerprint);
         for signal in self.activity.observe(who, subnet, account, prompt, tokens, Instant::now()) {
             let target = if signal == crate::activity::Signal::ManyAccountsOnSubnet { subnet } else { who };
             self.strikes.add(target, signal.code());
@@ -260,6 +272,14 @@ impl GuardState {
         }
     }
 
+    /// Whether requests for `model` get a system prompt (and so need their
+    /// body rewritten and their reply scanned).
+    pub fn protects(&self, model: Option<&str>) -> bool {
+        self.guard.prompt_for(model.unwrap_or("")).is_some()
+    }
+
+    /// Put the operator's system prompt (with a fresh canary) in front of the
+    /// client's messages. `None` when no prompt is configured for the model.
     pub fn protect(&self, model: Option<&str>, body: &mut Value) -> Option<Protection> {
         let prompt = self.guard.prompt_for(model.unwrap_or(""))?.clone();
         let canary = if self.guard.config().leak.canary { Canary::generate().ok() } else { None };
@@ -273,9 +293,9 @@ impl GuardState {
 }
 
 /// Write an audit entry without making the request wait for the store.
-fn audit_later(gw: &Gateway, actor: &str, action: &'static str, outcome: &'static str, detail: Value) {
+fn audit_later(gw: &Gateway, actor: Actor, action: &'static str, outcome: &'static str, detail: Value) {
     let accounts = gw.accounts.clone();
-    let actor = actor.to_owned();
+    let actor = actor.to_string();
     tokio::spawn(async move {
         accounts.audit(&actor, action, outcome, None, None, Some(detail)).await;
     });
@@ -288,7 +308,7 @@ pub async fn scan_reply(
     protection: Protection,
     streamed: bool,
     who: u64,
-    actor: String,
+    actor: Actor,
 ) -> Response<Body> {
     if !response.status().is_success() {
         return response;
@@ -308,13 +328,13 @@ pub async fn scan_reply(
     match aiguard::scan_completion(&protection.prompt, protection.canary.as_ref(), &collected) {
         Ok(Completion::Unchanged) | Err(_) => Response::from_parts(parts, Body::from(collected)),
         Ok(Completion::Rewritten { body, leaks }) => {
-            report_leaks(&gw, who, &actor, &leaks);
+            report_leaks(&gw, who, actor, &leaks);
             Response::from_parts(parts, Body::from(body))
         }
     }
 }
 
-fn report_leaks(gw: &Gateway, who: u64, actor: &str, leaks: &[aiguard::Leak]) {
+fn report_leaks(gw: &Gateway, who: u64, actor: Actor, leaks: &[aiguard::Leak]) {
     if leaks.is_empty() {
         return;
     }
@@ -332,7 +352,7 @@ struct ScannedStream {
     done: bool,
     gw: Arc<Gateway>,
     who: u64,
-    actor: String,
+    actor: Actor,
 }
 
 impl http_body::Body for ScannedStream {
@@ -366,7 +386,7 @@ impl http_body::Body for ScannedStream {
                     return Poll::Ready(if tail.is_empty() { None } else { Some(Ok(Frame::data(tail))) });
                 }
             };
-            report_leaks(&this.gw, this.who, &this.actor, &output.leaks);
+            report_leaks(&this.gw, this.who, this.actor, &output.leaks);
             if output.terminated {
                 // Dropping the upstream body (with its admission slot) stops generation.
                 this.done = true;

@@ -30,16 +30,20 @@ use tokio::time::{Instant, Sleep};
 
 use crate::Gateway;
 use crate::error::{ApiError, Reject};
-use crate::guard::{InputVerdict, Standing};
+use crate::guard::{Actor, InputVerdict, Standing};
 use crate::server::{ClientAddr, RequestId};
 use crate::upstream::{Conn, FailureKind, InFlight, Tried};
 
-/// The few request fields the proxy itself needs, read in one pass; the rest
-/// passes through untouched.
+/// The few request fields the proxy and the guard need, read in one pass
+/// borrowing from the body; the rest passes through untouched.
 #[derive(Deserialize)]
 struct RequestMeta<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    messages: Option<aiguard::Messages<'a>>,
+    #[serde(borrow, default)]
+    prompt: Option<aiguard::Prompt<'a>>,
     // Read leniently: a value of the wrong type is the upstream's to refuse.
     #[serde(default)]
     stream: Option<serde_json::Value>,
@@ -131,17 +135,20 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
         }
     };
 
-    let (model, streamed, completion_tokens) = if parts.method == http::Method::POST {
+    let meta = if parts.method == http::Method::POST {
         match serde_json::from_slice::<RequestMeta>(&body) {
-            Ok(meta) => (meta.model.clone().map(Cow::into_owned), meta.streamed(), meta.completion_tokens()),
+            Ok(meta) => Some(meta),
             Err(e) => {
                 let message = format!("the request body is not a valid JSON object: {e}");
                 return gw.refuse(ApiError::new(Reject::InvalidJson, message));
             }
         }
     } else {
-        (None, false, 0)
+        None
     };
+    let model = meta.as_ref().and_then(|m| m.model.as_deref().map(str::to_owned));
+    let streamed = meta.as_ref().is_some_and(RequestMeta::streamed);
+    let completion_tokens = meta.as_ref().map_or(0, RequestMeta::completion_tokens);
 
     let client = parts.extensions.get::<ClientAddr>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
     let who = crate::priority::fairness_key(principal.as_ref(), client);
@@ -153,30 +160,36 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
         );
     }
     let path = parts.uri.path();
+    let actor = Actor(principal.as_ref().map(|p| p.user_id));
+    let generates = matches!(path, "/v1/chat/completions" | "/v1/completions");
+    if let (Some(meta), true) = (meta, generates) {
+        let text = aiguard::RequestText { messages: meta.messages, prompt: meta.prompt };
+        match gw.guard.check_input(&gw, path, &text, who, actor) {
+            InputVerdict::Pass => {}
+            InputVerdict::Slow(delay) => tokio::time::sleep(delay).await,
+            InputVerdict::Block(reasons) => {
+                let message = format!(
+                    "this request looks like an attempt to extract instructions or bypass the model's rules ({})",
+                    reasons.join(", ")
+                );
+                return gw.refuse_for(ApiError::new(Reject::PromptRejected, message), &parts.headers);
+            }
+        }
+        let subnet = crate::priority::fairness_key(None, client);
+        let account = principal.as_ref().map(|p| p.user_id);
+        let estimate = token_estimate(body.len(), completion_tokens);
+        gw.guard.watch_activity(&gw, who, subnet, account, &text, estimate, actor);
+    }
+    // Only a request that gets the operator's system prompt needs its body as
+    // a tree, to be rewritten; every other one is forwarded byte for byte.
     let mut body = body;
     let mut protection = None;
-    if parts.method == http::Method::POST && matches!(path, "/v1/chat/completions" | "/v1/completions") {
-        let actor = principal.as_ref().map_or_else(|| "anonymous".to_owned(), |p| format!("user:{}", p.user_id));
+    if parts.method == http::Method::POST && generates && gw.guard.protects(model.as_deref()) {
         if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) {
-            match gw.guard.check_input(&gw, path, &value, who, &actor) {
-                InputVerdict::Pass => {}
-                InputVerdict::Slow(delay) => tokio::time::sleep(delay).await,
-                InputVerdict::Block(reasons) => {
-                    let message = format!(
-                        "this request looks like an attempt to extract instructions or bypass the model's rules ({})",
-                        reasons.join(", ")
-                    );
-                    return gw.refuse_for(ApiError::new(Reject::PromptRejected, message), &parts.headers);
-                }
-            }
-            let subnet = crate::priority::fairness_key(None, client);
-            let account = principal.as_ref().map(|p| p.user_id);
-            let estimate = token_estimate(body.len(), completion_tokens);
-            gw.guard.watch_activity(&gw, who, subnet, account, &value, estimate, &actor);
             if let Some(p) = gw.guard.protect(model.as_deref(), &mut value) {
                 if let Ok(bytes) = serde_json::to_vec(&value) {
                     body = Bytes::from(bytes);
-                    protection = Some((p, actor));
+                    protection = Some(p);
                 }
             }
         }
@@ -278,7 +291,7 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
                 let held = permit.take().map(|p| (p, sent.elapsed()));
                 let reply = relay(response, conn, in_flight, &gw, request_id.as_ref(), held);
                 return match protection {
-                    Some((p, actor)) => crate::guard::scan_reply(gw.clone(), reply, p, streamed, who, actor).await,
+                    Some(p) => crate::guard::scan_reply(gw.clone(), reply, p, streamed, who, actor).await,
                     None => reply,
                 };
             }
