@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use aiguard::{Canary, LeakConfig, LeakScanner, ProtectedPrompt, SseScanner, score_text};
+use aiguard::{Canary, LeakConfig, LeakScanner, ProtectedPrompt, RequestText, SseScanner, score_text};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const CASES: &str = include_str!("../eval/leak_cases.json");
@@ -133,6 +133,39 @@ fn input_scoring(c: &mut Criterion) {
     group.finish();
 }
 
+/// Reading a request body before scoring it: a chat of 12 turns (about 3 KB,
+/// the shape a chat client sends) as a `serde_json::Value` tree, the anchor, and
+/// as the borrowed `RequestText` the gateway uses. Scoring the texts afterwards
+/// costs the same either way and is left out.
+fn request_reading(c: &mut Criterion) {
+    let turn = "Could you explain how the waiting room decides who goes next when sign-ups are closed, \
+        and what I should tell users who see the challenge page? ";
+    let mut messages = vec![serde_json::json!({"role": "system", "content": "You are a helpful assistant."})];
+    for i in 0..11 {
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        messages.push(serde_json::json!({"role": role, "content": turn.repeat(2)}));
+    }
+    let body = serde_json::to_vec(&serde_json::json!({
+        "model": "palisade-sim", "stream": true, "max_tokens": 512, "temperature": 0.7, "messages": messages,
+    }))
+    .expect("serializes");
+    let mut group = c.benchmark_group("read_chat_body_3KB");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("value_tree_anchor", |b| {
+        b.iter(|| {
+            let value: serde_json::Value = serde_json::from_slice(black_box(&body)).expect("parses");
+            value["messages"].as_array().map_or(0, Vec::len)
+        })
+    });
+    group.bench_function("borrowed_request_text", |b| {
+        b.iter(|| {
+            let text: RequestText = serde_json::from_slice(black_box(&body)).expect("parses");
+            text.messages.and_then(|m| m.0).map_or(0, |m| m.len())
+        })
+    });
+    group.finish();
+}
+
 fn prompt_index(c: &mut Criterion) {
     let (prompt, _) = fixture();
     let text = prompt.text().to_owned();
@@ -141,5 +174,5 @@ fn prompt_index(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, leak_scanner, sse_scanner, input_scoring, prompt_index);
+criterion_group!(benches, leak_scanner, sse_scanner, input_scoring, request_reading, prompt_index);
 criterion_main!(benches);
