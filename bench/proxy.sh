@@ -7,12 +7,15 @@
 #
 #   direct    wrk -> sim
 #   palisade  wrk -> palisade serve -> sim
+#   hyper     wrk -> a bare relay on hyper (crates/gateway/examples/hyper_proxy.rs)
+#             -> sim: Palisade's HTTP libraries doing nothing else, the floor of
+#             what Palisade can cost (run it with TARGETS, it is not a default)
 #   nginx     wrk -> nginx (proxy_pass, upstream keepalive, 1 worker) -> sim
 #   litellm   wrk -> LiteLLM proxy (1 uvicorn worker) -> sim
 #
 # Pinning, the same for every target: the sim and wrk on CPU 0, the proxy under
 # test on CPU 1. Every proxy gets one thread of work: nginx `worker_processes 1`,
-# Palisade TOKIO_WORKER_THREADS=1 (checked from /proc at run time), LiteLLM one
+# Palisade and the hyper relay TOKIO_WORKER_THREADS=1 (checked from /proc at run time), LiteLLM one
 # uvicorn worker (Python: one event loop).
 #
 # For each target: a warm-up, then for each reply mode throughput at $CONNS
@@ -34,7 +37,7 @@
 #   OTHER_PCT  a run is disturbed when others used more than this % of a CPU [20]
 #   NICE       niceness of everything measured; -20 (needs root) lets it run
 #              before other processes' CPU work on a shared machine [-20]
-#   BASE_PORT  first of four consecutive ports on 127.0.0.1 [18400]
+#   BASE_PORT  first of five consecutive ports on 127.0.0.1 [18400]
 #   NO_BUILD=1 use target/release/palisade as it is
 #
 # Exit status: 0 when every target started and answered its runs with 2xx only;
@@ -61,6 +64,8 @@ SIM_PORT=$BASE_PORT
 PALISADE_PORT=$((BASE_PORT + 1))
 NGINX_PORT=$((BASE_PORT + 2))
 LITELLM_PORT=$((BASE_PORT + 3))
+HYPER_PORT=$((BASE_PORT + 4))
+HYPER_PROXY=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/hyper_proxy
 LOAD_CPU=0  # the sim and wrk
 PROXY_CPU=1 # the proxy under test
 BODY='{"model":"palisade-sim","max_tokens":8,"messages":[{"role":"user","content":"hello"}]}'
@@ -361,6 +366,10 @@ start_target() {
         PALISADE_WORKERS=$(tokio_workers "${PGID[palisade]}")
         log "palisade: $PALISADE_WORKERS tokio worker thread(s), $(ls /proc/"${PGID[palisade]}"/task | wc -l) threads in all"
         ;;
+    hyper)
+        start hyper "$PROXY_CPU" env TOKIO_WORKER_THREADS=1 "$HYPER_PROXY" "127.0.0.1:$HYPER_PORT" "127.0.0.1:$SIM_PORT"
+        wait_ready hyper 15 "http://127.0.0.1:$HYPER_PORT/v1/models" || return 1
+        ;;
     nginx)
         mkdir -p "$OUT/nginx"
         sed -e "s|@OUT@|$OUT|g" -e "s|@SIM_PORT@|$SIM_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
@@ -396,6 +405,7 @@ target_url() {
     direct) echo "http://127.0.0.1:$SIM_PORT" ;;
     palisade) echo "http://127.0.0.1:$PALISADE_PORT" ;;
     nginx) echo "http://127.0.0.1:$NGINX_PORT" ;;
+    hyper) echo "http://127.0.0.1:$HYPER_PORT" ;;
     litellm) echo "http://127.0.0.1:$LITELLM_PORT" ;;
     esac
 }
@@ -411,11 +421,16 @@ install_tools
 if [[ ${NO_BUILD:-} != 1 ]]; then
     log "cargo build --release -p palisade"
     cargo build --release -p palisade >"$OUT/build.log" 2>&1 || { tail -n 30 "$OUT/build.log" >&2; die "build failed"; }
+    if [[ " $TARGETS " == *" hyper "* ]]; then
+        cargo build --release -p gateway --example hyper_proxy >>"$OUT/build.log" 2>&1 ||
+            { tail -n 30 "$OUT/build.log" >&2; die "build failed"; }
+    fi
 fi
 [[ -x $PALISADE ]] || die "$PALISADE missing"
+[[ " $TARGETS " != *" hyper "* || -x $HYPER_PROXY ]] || die "$HYPER_PROXY missing"
 T_SETUP=$((SECONDS - T0))
 
-for port in "$SIM_PORT" "$PALISADE_PORT" "$NGINX_PORT" "$LITELLM_PORT"; do
+for port in "$SIM_PORT" "$PALISADE_PORT" "$NGINX_PORT" "$LITELLM_PORT" "$HYPER_PORT"; do
     ! port_busy "$port" || die "127.0.0.1:$port is in use; set BASE_PORT"
 done
 rm -f "$OUT"/*-c*.txt "$OUT"/*-warmup.txt "$OUT"/table.md "$OUT"/results.tsv "$OUT"/chat*.lua

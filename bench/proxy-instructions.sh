@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# bench/proxy-instructions.sh — instructions per proxied request, counted.
+#
+# Wall-clock figures on a shared 2-vCPU VM move by ±20% between runs; counted
+# instructions do not. This runs each target under valgrind's callgrind (which
+# counts every instruction the process executes) while wrk sends the plain chat
+# request of bench/proxy.sh through it to the simulated model, and prints
+# instructions per request, so a change to the request path can be judged by
+# a figure that repeats.
+#
+#   hyper     crates/gateway/examples/hyper_proxy.rs: hyper server + client and
+#             nothing else (the floor; the anchor of the ratio)
+#   palisade  palisade serve with every stage on, budgets raised as in proxy.sh;
+#             its figure counts the connection tasks only (accept loop, request
+#             path, upstream connection), not the background tasks (status page
+#             recorder, health checks), which run on timers
+#
+# Caveat: valgrind does not emulate the CPU's SHA extensions, so the SHA-256 in
+# Palisade's credential cache is counted as the software fallback (about 7,000
+# instructions a request; a few hundred cycles on the real CPU).
+#
+# Environment: TARGETS ["hyper palisade"], DURATION seconds per count [10],
+# CONNS [4], BASE_PORT [18450], NO_BUILD=1 to use the release binaries as they are.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT=$ROOT/bench/out/instructions
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+TARGETS=${TARGETS:-"hyper palisade"}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-4}
+BASE_PORT=${BASE_PORT:-18450}
+SIM_PORT=$BASE_PORT
+PROXY_PORT=$((BASE_PORT + 1))
+BODY='{"model":"palisade-sim","max_tokens":8,"messages":[{"role":"user","content":"hello"}]}'
+
+log() { printf '[proxy-instructions.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+trap 'stop_all' EXIT
+trap 'exit 130' INT
+
+start() { # NAME CPU CMD...
+    local name=$1 cpu=$2
+    shift 2
+    setsid taskset -c "$cpu" "$@" >"$OUT/$name.log" 2>&1 </dev/null &
+    PGID[$name]=$!
+}
+
+ready() { # NAME URL — up to 60 s (valgrind starts slowly)
+    local i
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "${PGID[$1]}" 2>/dev/null || { tail -n 20 "$OUT/$1.log" >&2; return 1; }
+        curl -fsS --noproxy '*' -m 2 -o /dev/null "$2" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    tail -n 20 "$OUT/$1.log" >&2
+    return 1
+}
+
+mkdir -p "$OUT"
+missing=()
+command -v valgrind >/dev/null || missing+=(valgrind)
+command -v wrk >/dev/null || missing+=(wrk)
+if ((${#missing[@]})); then
+    log "apt-get install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >"$OUT/apt.log" 2>&1 ||
+        die "apt-get install ${missing[*]} failed; see $OUT/apt.log"
+fi
+if [[ ${NO_BUILD:-} != 1 ]]; then
+    log "cargo build --release -p palisade; --example hyper_proxy"
+    { cargo build --release -p palisade && cargo build --release -p gateway --example hyper_proxy; } \
+        >"$OUT/build.log" 2>&1 || { tail -n 30 "$OUT/build.log" >&2; die "build failed"; }
+fi
+
+start sim 0 env TOKIO_WORKER_THREADS=1 "$BIN/palisade" sim-upstream --listen "127.0.0.1:$SIM_PORT" \
+    --capacity 4096 --ttft-ms 0 --tokens-per-s 0 --max-tokens 8
+ready sim "http://127.0.0.1:$SIM_PORT/v1/models" || die "the simulated model did not start"
+
+declare -A RESULT=()
+for target in $TARGETS; do
+    bearer=none
+    file=$OUT/callgrind.$target
+    rm -f "$file"*
+    case $target in
+    hyper)
+        start "$target" 1 env TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$file" \
+            "$BIN/examples/hyper_proxy" "127.0.0.1:$PROXY_PORT" "127.0.0.1:$SIM_PORT"
+        ;;
+    palisade)
+        unlimited='{ count = 100000000, period_ms = 1000, burst = 100000000 }'
+        env=(PALISADE_UPSTREAMS="[{name=\"sim\", url=\"http://127.0.0.1:$SIM_PORT\"}]"
+            PALISADE_DATA_DIR="$OUT/palisade-data" PALISADE_LOG__LEVEL=warn
+            PALISADE_SHIELD__LIMITS__PER_IP="$unlimited" PALISADE_SHIELD__LIMITS__PER_SUBNET="$unlimited"
+            PALISADE_SHIELD__LIMITS__PER_ACCOUNT="$unlimited" PALISADE_SHIELD__LIMITS__PER_API_KEY="$unlimited"
+            PALISADE_ADMISSION__PER_ACCOUNT_MAX_IN_FLIGHT=100000 PALISADE_ADMISSION__ACCOUNT_SHARE=1.0
+            PALISADE_ADMISSION__LIMIT__INITIAL=256 PALISADE_ADMISSION__LIMIT__MIN=256
+            PALISADE_SHIELD__LIMITS__ACCOUNT_TOKENS="$unlimited" PALISADE_ABUSE__TOKEN_SPIKE_FACTOR=0)
+        rm -rf "$OUT/palisade-data"
+        bearer=$(env "${env[@]}" "$BIN/palisade" keys create --name bench 2>>"$OUT/keys.log" |
+            grep -Eo '^pal_[A-Za-z0-9_-]+') || die "palisade keys create printed no key; see $OUT/keys.log"
+        start "$target" 1 env TOKIO_WORKER_THREADS=1 "${env[@]}" valgrind --tool=callgrind \
+            --callgrind-out-file="$file" "$BIN/palisade" serve --listen "127.0.0.1:$PROXY_PORT" --log-format json
+        ;;
+    *) die "unknown target $target (hyper, palisade)" ;;
+    esac
+    probe=/v1/models
+    [[ $target == palisade ]] && probe=/readyz # its /v1 wants the key
+    ready "$target" "http://127.0.0.1:$PROXY_PORT$probe" || die "$target did not start; see $OUT/$target.log"
+    cat >"$OUT/chat.lua" <<EOF
+wrk.method = "POST"
+wrk.body = '$BODY'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $bearer"
+EOF
+    url="http://127.0.0.1:$PROXY_PORT/v1/chat/completions"
+    taskset -c 0 wrk -t1 -c"$CONNS" -d3s -s "$OUT/chat.lua" "$url" >/dev/null # warm-up
+    callgrind_control -z "${PGID[$target]}" >/dev/null
+    taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$OUT/chat.lua" "$url" >"$OUT/wrk.$target"
+    callgrind_control -d "${PGID[$target]}" >/dev/null
+    stop_group "$target"
+    ! grep -q "Non-2xx" "$OUT/wrk.$target" || die "$target answered with errors; see $OUT/wrk.$target"
+    requests=$(awk '/requests in/ { print $1 }' "$OUT/wrk.$target")
+    dump=$(ls "$file".* | head -n 1)
+    if [[ $target == palisade ]]; then
+        pattern='gateway::server::serve::{{closure}}::{{closure}} ['
+    else
+        pattern='PROGRAM TOTALS'
+    fi
+    callgrind_annotate --inclusive=yes "$dump" >"$OUT/annotate.$target" 2>/dev/null
+    counted=$(awk -v pattern="$pattern" 'index($0, pattern) { gsub(",", "", $1); print $1; exit }' "$OUT/annotate.$target")
+    [[ -n $counted && $requests -gt 0 ]] || die "no count for $target in $dump"
+    RESULT[$target]=$((counted / requests))
+    log "$target: $requests requests, ${RESULT[$target]} instructions each"
+done
+
+echo
+echo "| target | instructions per request | vs hyper |"
+echo "|---|---:|---:|"
+for target in $TARGETS; do
+    ratio=-
+    [[ -n ${RESULT[hyper]:-} ]] && ratio=$(awk -v a="${RESULT[$target]}" -v b="${RESULT[hyper]}" 'BEGIN { printf "%.2f×", a / b }')
+    echo "| $target | ${RESULT[$target]} | $ratio |"
+done
