@@ -133,7 +133,7 @@ fn input_scoring(c: &mut Criterion) {
     group.finish();
 }
 
-/// Reading a request body before scoring it: a chat of 12 turns (about 3 KB,
+/// Reading a request body before scoring it: a chat of 12 turns (3.6 KB,
 /// the shape a chat client sends) as a `serde_json::Value` tree, the anchor, and
 /// as the borrowed `RequestText` the gateway uses. Scoring the texts afterwards
 /// costs the same either way and is left out.
@@ -149,7 +149,7 @@ fn request_reading(c: &mut Criterion) {
         "model": "palisade-sim", "stream": true, "max_tokens": 512, "temperature": 0.7, "messages": messages,
     }))
     .expect("serializes");
-    let mut group = c.benchmark_group("read_chat_body_3KB");
+    let mut group = c.benchmark_group("read_chat_body_12_turns");
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("value_tree_anchor", |b| {
         b.iter(|| {
