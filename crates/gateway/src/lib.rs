@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use config::GatewayConfig;
-pub use server::serve;
+pub use server::{Lane, serve};
 use store::Store;
 use upstream::UpstreamPool;
 
@@ -179,7 +179,7 @@ pub async fn run(
         Some(address) => Some(StatusLane::start(gateway.clone(), address)?),
         None => None,
     };
-    let result = serve(gateway.clone(), listener, router(gateway), shutdown).await;
+    let result = serve(gateway.clone(), listener, router(gateway), Lane::Main, shutdown).await;
     if let Some(lane) = lane {
         lane.stop();
     }
@@ -219,7 +219,7 @@ impl StatusLane {
                 let stopped = async {
                     let _ = stopped.await;
                 };
-                if let Err(e) = serve(gateway, listener, routes, stopped).await {
+                if let Err(e) = serve(gateway, listener, routes, Lane::Status, stopped).await {
                     tracing::error!(error = %e, "status lane stopped");
                 }
             });

@@ -501,6 +501,8 @@ async fn the_status_lane_serves_the_page_on_its_own_listener_and_nothing_else() 
     assert!(summary["components"].is_array(), "{summary}");
     // The lane is the status page only: no API, no admin.
     assert_eq!(c.get(format!("{base}/v1/models")).send().await.unwrap().status(), 404);
+    let chat = c.post(format!("{base}/v1/chat/completions")).body(r#"{"messages":[]}"#).send().await.unwrap();
+    assert_eq!(chat.status(), 404);
     assert_eq!(c.get(format!("{base}/admin/flags")).send().await.unwrap().status(), 404);
     // The main listener still serves the page too.
     assert_eq!(c.get(format!("{}/status", gw.url)).send().await.unwrap().status(), 200);

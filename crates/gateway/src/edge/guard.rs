@@ -55,13 +55,24 @@ impl Zone {
 
 /// The edge guard. Applied to the whole router; passes through everything outside
 /// `/v1/*`, `/auth/*` and `/challenge` untouched.
-pub async fn guard(State(gw): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
+pub async fn guard(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    screened(&gw, request, |request| next.run(request)).await
+}
+
+/// The edge's checks around `handler`: the middleware above, and the server's
+/// direct path to the inference proxy (`server::direct`), which skips the
+/// router but not this.
+pub(crate) async fn screened<F, Fut>(gw: &Arc<Gateway>, mut request: Request, handler: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let edge = &gw.edge;
     let Some(zone) = Zone::of(request.uri().path()).filter(|_| edge.enabled()) else {
-        return next.run(request).await;
+        return handler(request).await;
     };
     let Some(peer) = request.extensions().get::<ClientAddr>().map(|a| a.0.ip()) else {
-        return next.run(request).await;
+        return handler(request).await;
     };
     let now = now();
     let ip = edge.client_ip(peer, request.headers());
@@ -143,7 +154,7 @@ pub async fn guard(State(gw): State<Arc<Gateway>>, mut request: Request, next: N
     let is_post = request.method() == Method::POST;
     // Handed on only now, so the checks above borrow it instead of a copy.
     request.extensions_mut().insert(Identity(principal));
-    let response = next.run(request).await;
+    let response = handler(request).await;
     // 7. Signals for the attack detector and the bot score.
     match (zone, response.status()) {
         (Zone::Register, StatusCode::CREATED) if is_post => edge.count_signup(ip, now),
