@@ -26,3 +26,19 @@ stop_all() {
     local name
     for name in "${!PGID[@]}"; do stop_group "$name"; done
 }
+
+# palisade_proxy_env SIM_PORT DATA_DIR — set PALISADE_ENV to the environment the
+# proxy benchmarks run `palisade serve` under: the sim as its only upstream and
+# every stage on (edge checks, identity, admission, guard scoring), with only the
+# budgets raised past what one benchmark client sends, so what is measured is
+# the cost of the checks, not their refusals.
+palisade_proxy_env() {
+    local unlimited='{ count = 100000000, period_ms = 1000, burst = 100000000 }'
+    PALISADE_ENV=(PALISADE_UPSTREAMS="[{name=\"sim\", url=\"http://127.0.0.1:$1\"}]"
+        PALISADE_DATA_DIR="$2" PALISADE_LOG__LEVEL=warn
+        PALISADE_SHIELD__LIMITS__PER_IP="$unlimited" PALISADE_SHIELD__LIMITS__PER_SUBNET="$unlimited"
+        PALISADE_SHIELD__LIMITS__PER_ACCOUNT="$unlimited" PALISADE_SHIELD__LIMITS__PER_API_KEY="$unlimited"
+        PALISADE_ADMISSION__PER_ACCOUNT_MAX_IN_FLIGHT=100000 PALISADE_ADMISSION__ACCOUNT_SHARE=1.0
+        PALISADE_ADMISSION__LIMIT__INITIAL=256 PALISADE_ADMISSION__LIMIT__MIN=256
+        PALISADE_SHIELD__LIMITS__ACCOUNT_TOKENS="$unlimited" PALISADE_ABUSE__TOKEN_SPIKE_FACTOR=0)
+}

@@ -10,7 +10,8 @@
 #
 #   hyper     crates/gateway/examples/hyper_proxy.rs: hyper server + client and
 #             nothing else (the floor; the anchor of the ratio)
-#   palisade  palisade serve with every stage on, budgets raised as in proxy.sh;
+#   palisade  palisade serve with every stage on, budgets raised as in proxy.sh
+#             (bench/lib.sh palisade_proxy_env);
 #             its figure counts the connection tasks only (accept loop, request
 #             path, upstream connection), not the background tasks (status page
 #             recorder, health checks), which run on timers
@@ -90,14 +91,8 @@ for target in $TARGETS; do
             "$BIN/examples/hyper_proxy" "127.0.0.1:$PROXY_PORT" "127.0.0.1:$SIM_PORT"
         ;;
     palisade)
-        unlimited='{ count = 100000000, period_ms = 1000, burst = 100000000 }'
-        env=(PALISADE_UPSTREAMS="[{name=\"sim\", url=\"http://127.0.0.1:$SIM_PORT\"}]"
-            PALISADE_DATA_DIR="$OUT/palisade-data" PALISADE_LOG__LEVEL=warn
-            PALISADE_SHIELD__LIMITS__PER_IP="$unlimited" PALISADE_SHIELD__LIMITS__PER_SUBNET="$unlimited"
-            PALISADE_SHIELD__LIMITS__PER_ACCOUNT="$unlimited" PALISADE_SHIELD__LIMITS__PER_API_KEY="$unlimited"
-            PALISADE_ADMISSION__PER_ACCOUNT_MAX_IN_FLIGHT=100000 PALISADE_ADMISSION__ACCOUNT_SHARE=1.0
-            PALISADE_ADMISSION__LIMIT__INITIAL=256 PALISADE_ADMISSION__LIMIT__MIN=256
-            PALISADE_SHIELD__LIMITS__ACCOUNT_TOKENS="$unlimited" PALISADE_ABUSE__TOKEN_SPIKE_FACTOR=0)
+        palisade_proxy_env "$SIM_PORT" "$OUT/palisade-data"
+        env=("${PALISADE_ENV[@]}")
         rm -rf "$OUT/palisade-data"
         bearer=$(env "${env[@]}" "$BIN/palisade" keys create --name bench 2>>"$OUT/keys.log" |
             grep -Eo '^pal_[A-Za-z0-9_-]+') || die "palisade keys create printed no key; see $OUT/keys.log"

@@ -345,17 +345,8 @@ start_target() {
     direct) ;;
     palisade)
         rm -rf "$OUT/palisade-data"
-        # Every stage stays on (edge checks, identity, admission, guard scoring);
-        # only the budgets are raised past what one benchmark client sends, so
-        # what is measured is the cost of the checks, not their refusals.
-        local unlimited='{ count = 100000000, period_ms = 1000, burst = 100000000 }'
-        local -a env=(PALISADE_UPSTREAMS="[{name=\"sim\", url=\"http://127.0.0.1:$SIM_PORT\"}]"
-            PALISADE_DATA_DIR="$OUT/palisade-data" PALISADE_LOG__LEVEL=warn
-            PALISADE_SHIELD__LIMITS__PER_IP="$unlimited" PALISADE_SHIELD__LIMITS__PER_SUBNET="$unlimited"
-            PALISADE_SHIELD__LIMITS__PER_ACCOUNT="$unlimited" PALISADE_SHIELD__LIMITS__PER_API_KEY="$unlimited"
-            PALISADE_ADMISSION__PER_ACCOUNT_MAX_IN_FLIGHT=100000 PALISADE_ADMISSION__ACCOUNT_SHARE=1.0
-            PALISADE_ADMISSION__LIMIT__INITIAL=256 PALISADE_ADMISSION__LIMIT__MIN=256
-            PALISADE_SHIELD__LIMITS__ACCOUNT_TOKENS="$unlimited" PALISADE_ABUSE__TOKEN_SPIKE_FACTOR=0)
+        palisade_proxy_env "$SIM_PORT" "$OUT/palisade-data"
+        local -a env=("${PALISADE_ENV[@]}")
         # /v1 wants an API key (or a session): make one in the fresh store.
         BEARER[palisade]=$(env "${env[@]}" "$PALISADE" keys create --name bench 2>>"$OUT/palisade.log" |
             grep -Eo '^pal_[A-Za-z0-9_-]+' || true)
