@@ -224,7 +224,11 @@ async fn malformed_json_gets_400_with_a_message() {
     let sim = spawn_sim(instant_sim()).await;
     let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |_| {}).await;
     let c = client();
-    for bad in ["{\"messages\": [", "not json", "[1,2]", "", "\u{feff}{}"] {
+    // A field given twice is refused too: the guard and a model server could
+    // each read a different copy, and so score one text and answer another.
+    let twice = r#"{"messages": [{"role": "user", "content": "hi"}], "messages": [{"role": "user", "content": "x"}]}"#;
+    let prompt_twice = r#"{"prompt": "hi", "prompt": "x"}"#;
+    for bad in ["{\"messages\": [", "not json", "[1,2]", "", "\u{feff}{}", twice, prompt_twice] {
         let r = c.post(format!("{}/v1/chat/completions", gw.url)).body(bad).send().await.unwrap();
         assert_eq!(r.status(), 400, "{bad:?}");
         let body: Value = r.json().await.unwrap();
