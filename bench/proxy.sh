@@ -473,17 +473,18 @@ stop_group sim
 # ---------------------------------------------------------------- tables
 # results.tsv: one row per target and mode, the numbers behind the tables.
 {
-    printf 'mode\ttarget\trps_c%s\trps_c1\tp50_us_c1\tp99_us_c1\tproxy_cpu_pct\tload_cpu_busy_pct\tother_pct_max\tstatus\n' "$CONNS"
+    printf 'mode\ttarget\trps_c%s\trps_c1\tp50_us_c1\tp99_us_c1\tproxy_cpu_pct\tload_cpu_busy_pct\tother_pct_max\tproxy_cpu_pct_c1\tstatus\n' "$CONNS"
     for mode in $MODES; do
         for target in $TARGETS; do
             fc=$OUT/$target-$mode-c$CONNS.txt f1=$OUT/$target-$mode-c1.txt
             status=${STATUS[$target]:-not run}
             if [[ -f $fc && -f $f1 ]]; then
                 other=$(printf '%s\n%s\n' "$(field "$fc" other)" "$(field "$f1" other)" | sort -n | tail -n 1)
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$target" "$(field "$fc" rps)" "$(field "$f1" rps)" \
-                    "$(field "$f1" p50_us)" "$(field "$f1" p99_us)" "$(field "$fc" proxy)" "$(field "$fc" load_cpu_busy)" "$other" "$status"
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$target" "$(field "$fc" rps)" "$(field "$f1" rps)" \
+                    "$(field "$f1" p50_us)" "$(field "$f1" p99_us)" "$(field "$fc" proxy)" "$(field "$fc" load_cpu_busy)" "$other" \
+                    "$(field "$f1" proxy)" "$status"
             else
-                printf '%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\n' "$mode" "$target" "$status"
+                printf '%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n' "$mode" "$target" "$status"
             fi
         done
     done
@@ -497,23 +498,24 @@ for mode in $MODES; do
     echo
     awk -F'\t' -v mode="$mode" -v conns="$CONNS" -v other_pct="$OTHER_PCT" '
         NR == 1 || $1 != mode { next }
-        { k = $2; t[++n] = k; rps[k] = $3; p50[k] = $5; p99[k] = $6; pcpu[k] = $7; lcpu[k] = $8; oth[k] = $9; st[k] = $10 }
+        { k = $2; t[++n] = k; rps[k] = $3; rps1[k] = $4; p50[k] = $5; p99[k] = $6; pcpu[k] = $7; lcpu[k] = $8; oth[k] = $9; pcpu1[k] = $10; st[k] = $11 }
         function num(x) { return x == "-" || x == "" ? "-" : sprintf("%.0f", x) }
         function have(x) { return x != "-" && x != "" }
         END {
-            printf "| target | req/s @%d conns | p50 @1 conn (µs) | p99 @1 conn (µs) | throughput vs nginx | added p50 vs direct (µs) | proxy CPU @%d | proxy CPU µs/req | CPU 0 (wrk+sim) busy | CPU used by others | status |\n", conns, conns
-            printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+            printf "| target | req/s @%d conns | p50 @1 conn (µs) | p99 @1 conn (µs) | throughput vs nginx | added p50 vs direct (µs) | proxy CPU @%d | proxy CPU µs/req | proxy CPU µs/req @1 conn | CPU 0 (wrk+sim) busy | CPU used by others | status |\n", conns, conns
+            printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
             for (i = 1; i <= n; i++) {
                 k = t[i]
                 ratio = have(rps[k]) && have(rps["nginx"]) ? sprintf("%.2f×", rps[k] / rps["nginx"]) : "-"
                 added = k == "direct" ? "0" : have(p50[k]) && have(p50["direct"]) ? sprintf("%+.0f", p50[k] - p50["direct"]) : "-"
                 pc = k != "direct" && have(pcpu[k]) ? pcpu[k] "%" : "-"
                 per = k != "direct" && have(pcpu[k]) && have(rps[k]) ? sprintf("%.0f", pcpu[k] * 1e4 / rps[k]) : "-"
+                per1 = k != "direct" && have(pcpu1[k]) && have(rps1[k]) ? sprintf("%.0f", pcpu1[k] * 1e4 / rps1[k]) : "-"
                 lc = have(lcpu[k]) ? lcpu[k] "%" : "-"
                 oc = have(oth[k]) ? oth[k] "%" : "-"
                 s = st[k]
                 if (s == "ok" && have(oth[k]) && oth[k] + 0 > other_pct) s = "ok, but disturbed by other processes"
-                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k, num(rps[k]), num(p50[k]), num(p99[k]), ratio, added, pc, per, lc, oc, s
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k, num(rps[k]), num(p50[k]), num(p99[k]), ratio, added, pc, per, per1, lc, oc, s
             }
         }' "$OUT/results.tsv"
     echo
