@@ -193,15 +193,23 @@ mod tests {
 
     /// A server answering each request on a connection with `reply`, counting
     /// connections; closes a connection after `per_conn` replies.
-    async fn server(reply: &'static [u8], per_conn: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    /// A server answering `per_conn` requests a connection with `reply`, then
+    /// closing it: its address, the connections it accepted, and a permit per
+    /// connection it closed.
+    async fn server(
+        reply: &'static [u8],
+        per_conn: usize,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>, std::sync::Arc<tokio::sync::Semaphore>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = accepted.clone();
+        let closed = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let (count, closes) = (accepted.clone(), closed.clone());
         tokio::spawn(async move {
             loop {
                 let (mut socket, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let closes = closes.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 4096];
                     for _ in 0..per_conn {
@@ -215,10 +223,12 @@ mod tests {
                         }
                         socket.write_all(reply).await.unwrap();
                     }
+                    drop(socket);
+                    closes.add_permits(1);
                 });
             }
         });
-        (address, accepted)
+        (address, accepted, closed)
     }
 
     fn request(address: &str) -> Request<Full<Bytes>> {
@@ -254,7 +264,7 @@ mod tests {
 
     #[tokio::test]
     async fn reuses_a_connection_whose_reply_was_read() {
-        let (address, accepted) = server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", 100).await;
+        let (address, accepted, _) = server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", 100).await;
         let pool = ConnPool::new(address.clone(), Duration::from_secs(1), Duration::from_secs(60), 8);
         for _ in 0..3 {
             let (response, mut conn) = pool.send(request(&address)).await.unwrap();
@@ -268,21 +278,22 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_replaced() {
         // One reply per connection, then the server closes it.
-        let (address, accepted) = server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", 1).await;
+        let (address, accepted, closed) = server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", 1).await;
         let pool = ConnPool::new(address.clone(), Duration::from_secs(1), Duration::from_secs(60), 8);
         for _ in 0..3 {
             let (response, mut conn) = pool.send(request(&address)).await.unwrap();
             assert_eq!(body_of(response, &mut conn).await, "ok");
             pool.put(conn);
-            // Let the close arrive before the next request takes the connection.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // The server has closed it before the next request takes the
+            // connection (on loopback its FIN is queued by the time close returns).
+            closed.acquire().await.unwrap().forget();
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
     async fn idle_connections_expire_and_are_bounded() {
-        let (address, _) = server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", 100).await;
+        let (address, _, _) = server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", 100).await;
         let pool = ConnPool::new(address.clone(), Duration::from_secs(1), Duration::from_millis(1), 1);
         let mut conns = Vec::new();
         for _ in 0..2 {
