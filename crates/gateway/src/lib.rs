@@ -114,16 +114,20 @@ impl Gateway {
 }
 
 /// All routes, in the order a request meets them.
+/// The generation endpoints: `POST` only, forwarded by the proxy. The router
+/// and the server's direct path (`server::direct`) both read them from here.
+pub(crate) const GENERATION_ROUTES: [&str; 3] = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
+/// The model list: `GET`, forwarded by the proxy.
+pub(crate) const MODELS_ROUTE: &str = "/v1/models";
+
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let post_only = || post(proxy::forward).fallback(proxy::method_not_allowed);
-    Router::new()
+    let generation = GENERATION_ROUTES.iter().fold(Router::new(), |r, path| r.route(path, post_only()));
+    generation
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/v1/chat/completions", post_only())
-        .route("/v1/completions", post_only())
-        .route("/v1/embeddings", post_only())
-        .route("/v1/models", get(proxy::forward).fallback(proxy::method_not_allowed))
+        .route(MODELS_ROUTE, get(proxy::forward).fallback(proxy::method_not_allowed))
         .route("/v1/{*rest}", any(proxy::unknown_endpoint))
         .merge(status_page::router(gateway.clone()))
         .route("/auth/csrf", get(auth::csrf))

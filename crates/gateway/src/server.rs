@@ -218,13 +218,14 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
 /// Whether a request goes straight to the inference proxy, behind the edge
 /// guard but not through the router: the routes a flood and a busy API hit,
 /// where the router's matching, boxing and per-request clones are about a
-/// sixth of the instructions a request costs. Exactly the methods and paths
-/// `crate::router` sends to `proxy::forward`; anything else (a wrong method, a
+/// tenth of the instructions a request costs. The same methods and paths
+/// `crate::router` sends to `proxy::forward` (both read `GENERATION_ROUTES`
+/// and `MODELS_ROUTE`); anything else (a wrong method, a
 /// trailing slash, an unknown `/v1` path) takes the router for its answer.
 fn direct(method: &Method, path: &str) -> bool {
     match *method {
-        Method::POST => matches!(path, "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings"),
-        Method::GET => path == "/v1/models",
+        Method::POST => crate::GENERATION_ROUTES.contains(&path),
+        Method::GET => path == crate::MODELS_ROUTE,
         _ => false,
     }
 }
