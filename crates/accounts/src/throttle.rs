@@ -173,10 +173,11 @@ impl KnownNetworks {
     /// Remember a success; a full shard forgets its oldest entry.
     pub fn remember<K: Hash + ?Sized>(&self, key: &K, now_ms: u64) {
         let (mut shard, h) = self.shards.lock(key);
-        if !shard.contains_key(&h) && shard.len() >= (self.capacity / SHARDS).max(1) {
-            if let Some(oldest) = shard.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k) {
-                shard.remove(&oldest);
-            }
+        if !shard.contains_key(&h)
+            && shard.len() >= (self.capacity / SHARDS).max(1)
+            && let Some(oldest) = shard.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k)
+        {
+            shard.remove(&oldest);
         }
         shard.insert(h, now_ms);
     }

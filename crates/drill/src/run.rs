@@ -118,11 +118,11 @@ async fn wait_ready(url: &str, what: &str, proc: Option<&mut Proc>, log: Option<
         if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
             return Ok(());
         }
-        if let Some(p) = proc.as_mut() {
-            if let Ok(Some(status)) = p.0.try_wait() {
-                let log = log.and_then(|l| std::fs::read_to_string(l).ok()).map(|t| tail(&t, 800));
-                return Err(RunError::NotReady { what: format!("{what} (exited: {status})"), secs: 0, log });
-            }
+        if let Some(p) = proc.as_mut()
+            && let Ok(Some(status)) = p.0.try_wait()
+        {
+            let log = log.and_then(|l| std::fs::read_to_string(l).ok()).map(|t| tail(&t, 800));
+            return Err(RunError::NotReady { what: format!("{what} (exited: {status})"), secs: 0, log });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -342,10 +342,10 @@ impl Browser {
                 .find(|v| v.starts_with("palisade_session="))
                 .and_then(|v| v.split(';').next())
                 .map(str::to_owned);
-            if let Some(s) = &session {
-                if let Ok(mut mine) = self.session.lock() {
-                    *mine = Some(s.clone());
-                }
+            if let Some(s) = &session
+                && let Ok(mut mine) = self.session.lock()
+            {
+                *mine = Some(s.clone());
             }
             let body: Value = response.json().await.unwrap_or(Value::Null);
             let challenge = &body["challenge"];

@@ -184,15 +184,15 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> 
     // a tree, to be rewritten; every other one is forwarded byte for byte.
     let mut body = body;
     let mut protection = None;
-    if parts.method == http::Method::POST && generates && gw.guard.protects(model.as_deref()) {
-        if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) {
-            if let Some(p) = gw.guard.protect(model.as_deref(), &mut value) {
-                if let Ok(bytes) = serde_json::to_vec(&value) {
-                    body = Bytes::from(bytes);
-                    protection = Some(p);
-                }
-            }
-        }
+    if parts.method == http::Method::POST
+        && generates
+        && gw.guard.protects(model.as_deref())
+        && let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body)
+        && let Some(p) = gw.guard.protect(model.as_deref(), &mut value)
+        && let Ok(bytes) = serde_json::to_vec(&value)
+    {
+        body = Bytes::from(bytes);
+        protection = Some(p);
     }
 
     // The account's inference budget in tokens: the prompt's size (about four

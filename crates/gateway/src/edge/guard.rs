@@ -83,10 +83,10 @@ where
         Verdict::Blocked { rule, .. } => {
             edge.metrics.record(EdgeAction::Block, "blocklist");
             if edge.audit_allowed(ip, now) {
-                audit_later(&gw, "shield.block", "refused", Some(ip), "blocklist".into(), Some(rule_detail(rule)));
+                audit_later(gw, "shield.block", "refused", Some(ip), "blocklist".into(), Some(rule_detail(rule)));
             }
             let error = ApiError::new(Reject::Blocked, "requests from your network are blocked");
-            return refuse(&gw, error, request.headers());
+            return refuse(gw, error, request.headers());
         }
         Verdict::Allowed { .. } => true,
         Verdict::Unlisted => false,
@@ -96,7 +96,7 @@ where
     let source = edge.limits.check_source(ip, now);
     if !source.allowed {
         edge.metrics.record(EdgeAction::Limit, "source_limit");
-        return rate_limited(&gw, &source, request.headers(), "too many requests from your address or network");
+        return rate_limited(gw, &source, request.headers(), "too many requests from your address or network");
     }
 
     // 3. Identity, once.
@@ -110,13 +110,13 @@ where
             let d = edge.check_key(prefix, p.rpm_limit, now);
             if !d.allowed {
                 edge.metrics.record(EdgeAction::Limit, "api_key_limit");
-                return rate_limited(&gw, &d, request.headers(), "this API key is over its request rate");
+                return rate_limited(gw, &d, request.headers(), "this API key is over its request rate");
             }
         }
         let d = edge.limits.check_account(p.user_id as u64, now);
         if !d.allowed {
             edge.metrics.record(EdgeAction::Limit, "account_limit");
-            return rate_limited(&gw, &d, request.headers(), "this account is over its request rate");
+            return rate_limited(gw, &d, request.headers(), "this account is over its request rate");
         }
         verdict_reason = "identified";
     } else if !allow_listed {
@@ -125,10 +125,10 @@ where
             let d = edge.limits.check_source(ip, now);
             if !d.allowed {
                 edge.metrics.record(EdgeAction::Limit, "under_attack");
-                return rate_limited(&gw, &d, request.headers(), "too many requests while the service is under attack");
+                return rate_limited(gw, &d, request.headers(), "too many requests while the service is under attack");
             }
         }
-        match bot_check(&gw, zone, ip, request.headers(), now) {
+        match bot_check(gw, zone, ip, request.headers(), now) {
             Ok(true) => verdict_reason = "cleared",
             Ok(false) => {}
             Err(refusal) => return refusal,
@@ -138,7 +138,7 @@ where
     // 6. Route limits; registration may go to the waiting room.
     let account = principal.as_ref().map(|p| p.user_id as u64);
     if zone == Zone::Register && request.method() == Method::POST {
-        match super::waiting::admit_registration(&gw, ip, request.headers(), now) {
+        match super::waiting::admit_registration(gw, ip, request.headers(), now) {
             Ok(reason) => verdict_reason = reason,
             Err(response) => return response,
         }
@@ -146,7 +146,7 @@ where
         let d = edge.check_route(zone.route(), ip, account, now);
         if !d.allowed {
             edge.metrics.record(EdgeAction::Limit, "route_limit");
-            return rate_limited(&gw, &d, request.headers(), "too many requests to this endpoint");
+            return rate_limited(gw, &d, request.headers(), "too many requests to this endpoint");
         }
     }
     edge.metrics.record(EdgeAction::Allow, verdict_reason);
