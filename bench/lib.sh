@@ -42,3 +42,34 @@ palisade_proxy_env() {
         PALISADE_ADMISSION__LIMIT__INITIAL=256 PALISADE_ADMISSION__LIMIT__MIN=256
         PALISADE_SHIELD__LIMITS__ACCOUNT_TOKENS="$unlimited" PALISADE_ABUSE__TOKEN_SPIKE_FACTOR=0)
 }
+
+# start NAME CPU CMD... — run CMD pinned to CPU (at niceness $NICE, 0 when
+# unset), output to $OUT/NAME.log.
+start() {
+    local name=$1 cpu=$2
+    shift 2
+    setsid taskset -c "$cpu" nice -n "${NICE:-0}" "$@" >"$OUT/$name.log" 2>&1 </dev/null &
+    PGID[$name]=$!
+}
+
+# wait_ready NAME SECONDS CURL-ARGS... — poll until curl succeeds; fail early
+# if the process died. Uses the caller's `log`.
+wait_ready() {
+    local name=$1 secs=$2
+    shift 2
+    local deadline=$((SECONDS + secs))
+    while ((SECONDS < deadline)); do
+        if ! kill -0 "${PGID[$name]}" 2>/dev/null; then
+            log "$name exited during start-up; last lines of $OUT/$name.log:"
+            tail -n 20 "$OUT/$name.log" >&2 || true
+            return 1
+        fi
+        if curl -fsS --noproxy '*' -m 2 -o /dev/null "$@" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    log "$name not ready after ${secs}s; last lines of $OUT/$name.log:"
+    tail -n 20 "$OUT/$name.log" >&2 || true
+    return 1
+}

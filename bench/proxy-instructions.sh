@@ -43,24 +43,6 @@ source "$ROOT/bench/lib.sh"
 trap 'stop_all' EXIT
 trap 'exit 130' INT
 
-start() { # NAME CPU CMD...
-    local name=$1 cpu=$2
-    shift 2
-    setsid taskset -c "$cpu" "$@" >"$OUT/$name.log" 2>&1 </dev/null &
-    PGID[$name]=$!
-}
-
-ready() { # NAME URL — up to 60 s (valgrind starts slowly)
-    local i
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "${PGID[$1]}" 2>/dev/null || { tail -n 20 "$OUT/$1.log" >&2; return 1; }
-        curl -fsS --noproxy '*' -m 2 -o /dev/null "$2" 2>/dev/null && return 0
-        sleep 0.2
-    done
-    tail -n 20 "$OUT/$1.log" >&2
-    return 1
-}
-
 mkdir -p "$OUT"
 missing=()
 command -v valgrind >/dev/null || missing+=(valgrind)
@@ -78,7 +60,7 @@ fi
 
 start sim 0 env TOKIO_WORKER_THREADS=1 "$BIN/palisade" sim-upstream --listen "127.0.0.1:$SIM_PORT" \
     --capacity 4096 --ttft-ms 0 --tokens-per-s 0 --max-tokens 8
-ready sim "http://127.0.0.1:$SIM_PORT/v1/models" || die "the simulated model did not start"
+wait_ready sim 20 "http://127.0.0.1:$SIM_PORT/v1/models" || die "the simulated model did not start"
 
 declare -A RESULT=()
 for target in $TARGETS; do
@@ -103,7 +85,8 @@ for target in $TARGETS; do
     esac
     probe=/v1/models
     [[ $target == palisade ]] && probe=/readyz # its /v1 wants the key
-    ready "$target" "http://127.0.0.1:$PROXY_PORT$probe" || die "$target did not start; see $OUT/$target.log"
+    # valgrind starts slowly.
+    wait_ready "$target" 60 "http://127.0.0.1:$PROXY_PORT$probe" || die "$target did not start; see $OUT/$target.log"
     cat >"$OUT/chat.lua" <<EOF
 wrk.method = "POST"
 wrk.body = '$BODY'

@@ -99,37 +99,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# start NAME CPU CMD... — run CMD pinned to CPU, output to $OUT/NAME.log.
-start() {
-    local name=$1 cpu=$2
-    shift 2
-    setsid taskset -c "$cpu" nice -n "$NICE" "$@" >"$OUT/$name.log" 2>&1 </dev/null &
-    PGID[$name]=$!
-}
-
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# wait_ready NAME SECONDS CURL-ARGS... — poll until curl succeeds; fail early
-# if the process died.
-wait_ready() {
-    local name=$1 secs=$2
-    shift 2
-    local deadline=$((SECONDS + secs))
-    while ((SECONDS < deadline)); do
-        if ! kill -0 "${PGID[$name]}" 2>/dev/null; then
-            log "$name exited during start-up; last lines of $OUT/$name.log:"
-            tail -n 20 "$OUT/$name.log" >&2 || true
-            return 1
-        fi
-        if curl -fsS --noproxy '*' -m 2 -o /dev/null "$@" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.2
-    done
-    log "$name not ready after ${secs}s; last lines of $OUT/$name.log:"
-    tail -n 20 "$OUT/$name.log" >&2 || true
-    return 1
-}
 
 # chat_ok TARGET — one plain and one streamed request, checked for a 200 with
 # an OpenAI-shaped body.
