@@ -13,6 +13,7 @@ pub mod notify;
 pub mod password;
 pub mod phone;
 pub mod policy;
+pub mod principal;
 pub mod principal_cache;
 pub mod recovery;
 pub mod service;

@@ -8,12 +8,12 @@
 //! session, an MFA change); on another node such a change is seen within `ttl`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::service::Principal;
+use crate::principal::Principal;
 
 /// Which kind of credential was presented: a key and a session token with the
 /// same text must not share an entry.
@@ -24,7 +24,7 @@ pub enum Credential {
 }
 
 /// Credential digest → (the answer, when it stops being trusted).
-type Entries = HashMap<[u8; 32], (Option<Principal>, Instant)>;
+type Entries = HashMap<[u8; 32], (Option<Arc<Principal>>, Instant)>;
 
 pub struct PrincipalCache {
     ttl: Duration,
@@ -51,7 +51,7 @@ impl PrincipalCache {
     }
 
     /// The remembered answer, `Some(None)` meaning "known invalid".
-    pub fn get(&self, kind: Credential, presented: &str, now: Instant) -> Option<Option<Principal>> {
+    pub fn get(&self, kind: Credential, presented: &str, now: Instant) -> Option<Option<Arc<Principal>>> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -63,7 +63,7 @@ impl PrincipalCache {
         }
     }
 
-    pub fn put(&self, kind: Credential, presented: &str, principal: Option<Principal>, now: Instant) {
+    pub fn put(&self, kind: Credential, presented: &str, principal: Option<Arc<Principal>>, now: Instant) {
         if self.ttl.is_zero() {
             return;
         }
@@ -89,8 +89,14 @@ mod tests {
     use super::*;
     use store::UserStatus;
 
-    fn principal(id: i64) -> Principal {
-        Principal { user_id: id, status: UserStatus::Active, key_prefix: None, scopes: vec![], rpm_limit: None }
+    fn principal(id: i64) -> Arc<Principal> {
+        Arc::new(Principal {
+            user_id: id,
+            status: UserStatus::Active,
+            key_prefix: None,
+            scopes: vec![],
+            rpm_limit: None,
+        })
     }
 
     #[test]

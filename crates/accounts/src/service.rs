@@ -6,10 +6,12 @@
 //! hashed or a row written. Every outcome is audited without secrets or plain
 //! personal data.
 
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use shield::{Cidr, Client};
 use store::{AuditEntry, NewApiKey, NewUser, Store, StoreError, UserRow, UserStatus};
 
 use crate::crypto::PiiKeys;
@@ -19,6 +21,7 @@ use crate::notify::{Channel, Message, Notifier};
 use crate::password::PasswordPolicy;
 use crate::phone::parse_phone;
 use crate::policy::RegistrationPolicy;
+pub use crate::principal::Principal;
 use crate::principal_cache::{Credential, PrincipalCache};
 use crate::throttle::{FailureThrottle, KnownNetworks, ThrottleConfig};
 use crate::{recovery, tokens, totp, unix_millis};
@@ -170,18 +173,6 @@ pub struct NewSession {
     pub expires_in: Duration,
     /// The account must enrol in MFA before it can do anything else useful.
     pub mfa_enrollment_required: bool,
-}
-
-/// What a valid API key or session says about its holder.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Principal {
-    pub user_id: i64,
-    pub status: UserStatus,
-    /// `Some(prefix)` when authenticated by API key.
-    pub key_prefix: Option<String>,
-    pub scopes: Vec<String>,
-    /// The API key's own requests-per-minute budget, if it has one.
-    pub rpm_limit: Option<u32>,
 }
 
 /// A started TOTP enrolment: show `otpauth_uri` as a QR code, then confirm
@@ -363,7 +354,7 @@ impl Accounts {
         actor: &str,
         action: &str,
         outcome: &str,
-        ip: Option<&str>,
+        ip: Option<IpAddr>,
         reason: Option<&str>,
         detail: Option<serde_json::Value>,
     ) {
@@ -371,7 +362,7 @@ impl Accounts {
             actor: actor.to_owned(),
             action: action.to_owned(),
             outcome: outcome.to_owned(),
-            ip: ip.map(str::to_owned),
+            ip: ip.map(|ip| ip.to_string()),
             reason: reason.map(str::to_owned),
             detail,
         };
@@ -383,7 +374,8 @@ impl Accounts {
     }
 
     /// Register a new account and send its verification code.
-    pub async fn register(&self, reg: Registration, ip: Option<&str>) -> Result<Registered, AccountError> {
+    pub async fn register(&self, reg: Registration, client: Option<&Client>) -> Result<Registered, AccountError> {
+        let ip = client.map(Client::ip);
         let result = self.register_inner(reg, ip).await;
         if let Err(e) = &result {
             self.audit("anonymous", "auth.register", "refused", ip, Some(e.code()), None).await;
@@ -391,7 +383,7 @@ impl Accounts {
         result
     }
 
-    async fn register_inner(&self, reg: Registration, ip: Option<&str>) -> Result<Registered, AccountError> {
+    async fn register_inner(&self, reg: Registration, ip: Option<IpAddr>) -> Result<Registered, AccountError> {
         check_len("password", &reg.password, MAX_PASSWORD_BYTES)?;
         let phone = match reg.phone.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
             Some(raw) => {
@@ -424,10 +416,10 @@ impl Accounts {
         let keys = self.keys();
         let invite_hash = invite.map(|code| keys.blind_index("invite", code).to_vec());
         let now = unix_millis();
-        if let Some(hash) = &invite_hash {
-            if !self.store.use_invite(hash, now).await? {
-                return Err(invalid("invalid_invite", "the invite code is unknown, used or expired"));
-            }
+        if let Some(hash) = &invite_hash
+            && !self.store.use_invite(hash, now).await?
+        {
+            return Err(invalid("invalid_invite", "the invite code is unknown, used or expired"));
         }
         let created = self.create_account(&keys, phone.as_ref(), email.as_ref(), reg.password, now).await;
         let user_id = match created {
@@ -475,15 +467,15 @@ impl Accounts {
     ) -> Result<i64, AccountError> {
         // Cheap uniqueness check first, so a taken number costs no hashing; the
         // unique index still decides races.
-        if let Some(p) = phone {
-            if self.store.user_by_phone_idx(&keys.blind_index("phone", &p.e164)).await?.is_some() {
-                return Err(AccountError::AlreadyRegistered);
-            }
+        if let Some(p) = phone
+            && self.store.user_by_phone_idx(&keys.blind_index("phone", &p.e164)).await?.is_some()
+        {
+            return Err(AccountError::AlreadyRegistered);
         }
-        if let Some(e) = email {
-            if self.store.user_by_email_idx(&keys.blind_index("email", &e.normalized)).await?.is_some() {
-                return Err(AccountError::AlreadyRegistered);
-            }
+        if let Some(e) = email
+            && self.store.user_by_email_idx(&keys.blind_index("email", &e.normalized)).await?.is_some()
+        {
+            return Err(AccountError::AlreadyRegistered);
         }
         let password_hash = self.hasher.hash(password).await?;
         let user = NewUser {
@@ -531,7 +523,8 @@ impl Accounts {
     }
 
     /// Prove ownership of the phone or address with the code that was sent.
-    pub async fn verify(&self, user_id: i64, code: &str, ip: Option<&str>) -> Result<(), AccountError> {
+    pub async fn verify(&self, user_id: i64, code: &str, client: Option<&Client>) -> Result<(), AccountError> {
+        let ip = client.map(Client::ip);
         let code = code.trim();
         if code.len() > 16 {
             return Err(AccountError::InvalidCode);
@@ -559,7 +552,9 @@ impl Accounts {
     /// Check credentials (and MFA) and open a session. Failures back off per account
     /// and per address; a network the account has signed in from lately has its own
     /// count, so stuffing from elsewhere cannot lock the owner out.
-    pub async fn login(&self, login: Login, ip: Option<&str>) -> Result<NewSession, AccountError> {
+    pub async fn login(&self, login: Login, client: Option<&Client>) -> Result<NewSession, AccountError> {
+        let ip = client.map(Client::ip);
+        let network = client.map(Client::subnet);
         check_len("password", &login.password, MAX_PASSWORD_BYTES)?;
         let keys = self.keys();
         let (field, normalized) = match (login.phone.as_deref().map(str::trim), login.email.as_deref().map(str::trim)) {
@@ -579,13 +574,14 @@ impl Accounts {
         };
         let index = keys.blind_index(field, &normalized);
         let now = unix_millis() as u64;
-        let address_key = ip.unwrap_or("unknown");
-        let pair = (&index[..], network_of(ip));
+        // Without a client (never on the gateway's path) every such login shares one count.
+        let address_key = ip;
+        let pair = (&index[..], network);
         let known = self.known_networks.knows(&pair, now);
         // From a network the owner signs in from, stuffing elsewhere does not count.
         let account_check =
             if known { self.by_account_network.check(&pair, now) } else { self.by_account.check(&index[..], now) };
-        for throttle_result in [account_check, self.by_address.check(address_key, now)] {
+        for throttle_result in [account_check, self.by_address.check(&address_key, now)] {
             if let Err(retry_after) = throttle_result {
                 self.audit("anonymous", "auth.login", "refused", ip, Some("throttled"), None).await;
                 return Err(AccountError::TooManyAttempts { retry_after });
@@ -602,11 +598,11 @@ impl Accounts {
         let Some(user) = user else {
             // Same cost as a real check, so timing does not reveal who has an account.
             self.hasher.verify_dummy(login.password).await?;
-            self.login_failed(&index, address_key, None, ip, "unknown_account").await;
+            self.login_failed(&index, network, None, ip, "unknown_account").await;
             return Err(AccountError::InvalidCredentials);
         };
         if !self.hasher.verify(login.password, user.password_hash.clone()).await? {
-            self.login_failed(&index, address_key, Some(user.id), ip, "bad_password").await;
+            self.login_failed(&index, network, Some(user.id), ip, "bad_password").await;
             return Err(AccountError::InvalidCredentials);
         }
         if user.status() == UserStatus::Suspended {
@@ -621,7 +617,7 @@ impl Accounts {
                         if !matches!(e, AccountError::MfaRequired) {
                             self.by_account.record_failure(&index[..], now);
                             self.by_account_network.record_failure(&pair, now);
-                            self.by_address.record_failure(address_key, now);
+                            self.by_address.record_failure(&address_key, now);
                         }
                     })?;
                 false
@@ -635,7 +631,7 @@ impl Accounts {
         }
         self.by_account_network.record_success(&pair);
         self.known_networks.remember(&pair, now);
-        self.by_address.record_success(address_key);
+        self.by_address.record_success(&address_key);
         let token = tokens::SessionToken::generate().as_str().to_owned();
         let expires_in = Duration::from_secs(self.config.session_ttl_s);
         let now = unix_millis();
@@ -644,11 +640,18 @@ impl Accounts {
         Ok(NewSession { user_id: user.id, token, expires_in, mfa_enrollment_required })
     }
 
-    async fn login_failed(&self, index: &[u8], address: &str, user: Option<i64>, ip: Option<&str>, reason: &str) {
+    async fn login_failed(
+        &self,
+        index: &[u8],
+        network: Option<Cidr>,
+        user: Option<i64>,
+        ip: Option<IpAddr>,
+        reason: &str,
+    ) {
         let now = unix_millis() as u64;
         self.by_account.record_failure(index, now);
-        self.by_account_network.record_failure(&(index, network_of(ip)), now);
-        self.by_address.record_failure(address, now);
+        self.by_account_network.record_failure(&(index, network), now);
+        self.by_address.record_failure(&ip, now);
         let actor = user.map_or_else(|| "anonymous".to_owned(), |id| format!("user:{id}"));
         self.audit(&actor, "auth.login", "failed", ip, Some(reason), None).await;
     }
@@ -659,18 +662,18 @@ impl Accounts {
         secret_blob: &[u8],
         totp_code: Option<&str>,
         recovery_code: Option<&str>,
-        ip: Option<&str>,
+        ip: Option<IpAddr>,
     ) -> Result<(), AccountError> {
         let actor = format!("user:{}", user.id);
         if let Some(code) = totp_code.map(str::trim).filter(|c| !c.is_empty()) {
             let secret = totp_secret(&self.decrypt("totp", secret_blob)?)?;
             let last = user.totp_last_step.and_then(|s| u64::try_from(s).ok());
             let unix = (unix_millis() / 1000) as u64;
-            if let Some(step) = totp::verify(&secret, code, unix, last) {
-                if self.store.advance_totp_step(user.id, step as i64).await? {
-                    self.audit(&actor, "auth.mfa", "ok", ip, Some("totp"), None).await;
-                    return Ok(());
-                }
+            if let Some(step) = totp::verify(&secret, code, unix, last)
+                && self.store.advance_totp_step(user.id, step as i64).await?
+            {
+                self.audit(&actor, "auth.mfa", "ok", ip, Some("totp"), None).await;
+                return Ok(());
             }
             self.audit(&actor, "auth.mfa", "failed", ip, Some("bad_totp"), None).await;
             return Err(AccountError::InvalidCode);
@@ -688,14 +691,14 @@ impl Accounts {
     }
 
     /// The holder of a session token, if the session is live.
-    pub async fn session_principal(&self, token: &str) -> Result<Option<Principal>, AccountError> {
+    pub async fn session_principal(&self, token: &str) -> Result<Option<Arc<Principal>>, AccountError> {
         if token.len() > 128 {
             return Ok(None);
         }
         if let Some(known) = self.principals.get(Credential::Session, token, Instant::now()) {
             return Ok(known);
         }
-        let principal = self.session_principal_from_store(token).await?;
+        let principal = self.session_principal_from_store(token).await?.map(Arc::new);
         self.principals.put(Credential::Session, token, principal.clone(), Instant::now());
         Ok(principal)
     }
@@ -714,7 +717,7 @@ impl Accounts {
     }
 
     /// The holder of an API key, if the key is valid and live.
-    pub async fn key_principal(&self, presented: &str) -> Result<Option<Principal>, AccountError> {
+    pub async fn key_principal(&self, presented: &str) -> Result<Option<Arc<Principal>>, AccountError> {
         // The cache first: it only holds keys that parsed, and a hit is every
         // request of a busy key, so parsing (and copying) it again is waste.
         // The length check keeps oversized junk from being hashed for the lookup.
@@ -725,7 +728,7 @@ impl Accounts {
             return Ok(known);
         }
         let Ok(parsed) = tokens::ApiKey::parse(presented) else { return Ok(None) };
-        let principal = self.key_principal_from_store(&parsed).await?;
+        let principal = self.key_principal_from_store(&parsed).await?.map(Arc::new);
         self.principals.put(Credential::ApiKey, presented, principal.clone(), Instant::now());
         Ok(principal)
     }
@@ -749,7 +752,8 @@ impl Accounts {
         Ok(Some(Principal { user_id: user.id, status: user.status(), key_prefix: Some(row.prefix), scopes, rpm_limit }))
     }
 
-    pub async fn logout(&self, token: &str, user_id: i64, ip: Option<&str>) -> Result<(), AccountError> {
+    pub async fn logout(&self, token: &str, user_id: i64, client: Option<&Client>) -> Result<(), AccountError> {
+        let ip = client.map(Client::ip);
         self.store.delete_session(user_id, &tokens::hash(token)).await?;
         self.principals.clear();
         self.audit(&format!("user:{user_id}"), "auth.logout", "ok", ip, None, None).await;
@@ -775,7 +779,8 @@ impl Accounts {
     }
 
     /// Revoke one of the user's sessions by its listed id.
-    pub async fn revoke_session(&self, user_id: i64, id: &str, ip: Option<&str>) -> Result<(), AccountError> {
+    pub async fn revoke_session(&self, user_id: i64, id: &str, client: Option<&Client>) -> Result<(), AccountError> {
+        let ip = client.map(Client::ip);
         let rows = self.store.sessions_of(user_id, unix_millis()).await?;
         let Some(row) = rows.into_iter().find(|s| session_id(&s.token_hash) == id) else {
             return Err(AccountError::NotFound);
@@ -850,8 +855,9 @@ impl Accounts {
         user_id: i64,
         enrollment: &str,
         code: &str,
-        ip: Option<&str>,
+        client: Option<&Client>,
     ) -> Result<Vec<String>, AccountError> {
+        let ip = client.map(Client::ip);
         let keys = self.keys();
         let sealed = tokens::unb64(enrollment).ok_or(AccountError::InvalidCode)?;
         let raw =
@@ -978,18 +984,3 @@ fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), Account
 }
 /// How long a network stays known for an account after a successful login there.
 const KNOWN_NETWORK_MEMORY: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// The client's network for login purposes: its /24 (IPv4) or /64 (IPv6), as text.
-fn network_of(ip: Option<&str>) -> String {
-    match ip.and_then(|ip| ip.parse::<std::net::IpAddr>().ok()).map(|ip| ip.to_canonical()) {
-        Some(std::net::IpAddr::V4(v4)) => {
-            let [a, b, c, _] = v4.octets();
-            format!("{a}.{b}.{c}.0/24")
-        }
-        Some(std::net::IpAddr::V6(v6)) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        None => "unknown".to_owned(),
-    }
-}

@@ -211,6 +211,35 @@ fn is_secret(text: &str) -> bool {
     text.len() == SECRET_CHARS && URL_SAFE_NO_PAD.decode(text).is_ok_and(|b| b.len() == 32)
 }
 
+/// SHA-256 of a presented token (session cookie, admin token) as the store keeps
+/// it. Never fails: a malformed token simply matches nothing.
+pub fn hash(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// Equality in time independent of where the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// An invite code: 16 symbols of Crockford base32 (80 bits), easy to read out.
+pub fn invite_code() -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+    crate::random_bytes::<16>().iter().map(|b| char::from(ALPHABET[usize::from(b & 31)])).collect()
+}
+
+/// base64url without padding, for opaque tokens handed to clients.
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn unb64(text: &str) -> Option<Vec<u8>> {
+    if text.len() > 4096 {
+        return None;
+    }
+    URL_SAFE_NO_PAD.decode(text).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,33 +349,4 @@ mod tests {
             prop_assert!(parsed.verify(&key.secret_hash()));
         }
     }
-}
-
-/// SHA-256 of a presented token (session cookie, admin token) as the store keeps
-/// it. Never fails: a malformed token simply matches nothing.
-pub fn hash(text: &str) -> [u8; 32] {
-    Sha256::digest(text.as_bytes()).into()
-}
-
-/// Equality in time independent of where the inputs differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && bool::from(a.ct_eq(b))
-}
-
-/// An invite code: 16 symbols of Crockford base32 (80 bits), easy to read out.
-pub fn invite_code() -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
-    crate::random_bytes::<16>().iter().map(|b| char::from(ALPHABET[usize::from(b & 31)])).collect()
-}
-
-/// base64url without padding, for opaque tokens handed to clients.
-pub fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-pub fn unb64(text: &str) -> Option<Vec<u8>> {
-    if text.len() > 4096 {
-        return None;
-    }
-    URL_SAFE_NO_PAD.decode(text).ok()
 }

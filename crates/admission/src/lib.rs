@@ -31,10 +31,12 @@ mod class;
 mod config;
 mod limit;
 mod refusal;
+mod report;
 mod scheduler;
 
-pub use admission::{Admission, AdmissionRequest, AdmissionSnapshot, InvalidConfig, Outcome, Permit};
+pub use admission::{Admission, AdmissionRequest, InvalidConfig, Permit};
 pub use class::{ParseClassError, PerClass, PriorityClass};
 pub use config::{AdmissionConfig, LimitConfig};
 pub use limit::{AdaptiveLimit, Load};
 pub use refusal::{Refusal, RefusalReason};
+pub use report::{AdmissionSnapshot, Outcome};

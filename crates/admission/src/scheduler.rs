@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::admission::{AdmissionSnapshot, Outcome};
 use crate::class::{PerClass, PriorityClass};
 use crate::config::AdmissionConfig;
 use crate::limit::{AdaptiveLimit, Average, Load};
 use crate::refusal::{Refusal, RefusalReason};
+use crate::report::{AdmissionSnapshot, Outcome};
 
 /// Identifies one waiter; increasing, so the largest is the newest.
 pub(crate) type WaiterId = u64;

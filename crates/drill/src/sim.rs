@@ -217,10 +217,10 @@ impl Sim {
 
     /// The reply's pieces (one per token) for this prompt.
     fn reply(&self, system: Option<&str>, prompt: &str, max_tokens: Option<u32>) -> Vec<String> {
-        if self.cfg.echo_system_prompt {
-            if let Some(system) = system {
-                return chunk_text(system, 4);
-            }
+        if self.cfg.echo_system_prompt
+            && let Some(system) = system
+        {
+            return chunk_text(system, 4);
         }
         let n = max_tokens.unwrap_or(self.cfg.default_max_tokens).clamp(1, MAX_TOKENS);
         let mut rng = SplitMix64(self.cfg.seed ^ fnv1a(prompt.as_bytes()));

@@ -6,8 +6,10 @@
 //! answer, so the public page shows them as soon as the operator sees success.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use accounts::policy::RegistrationPolicy;
+use accounts::service::Accounts;
 use accounts::tokens;
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
@@ -18,71 +20,77 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use status::{ComponentStatus, Impact, IncidentStatus};
-use store::{IncidentChange, IncidentRecord, NewIncident, NewMaintenance, StoreError};
+use store::{IncidentChange, IncidentRecord, NewIncident, NewMaintenance, Store, StoreError};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::Gateway;
-use crate::auth::account_error;
+use crate::abuse::{Standing, Strikes};
+use crate::error::{ApiError, Reject};
+use crate::status_page::StatusBoard;
 use crate::status_page::recorder::audit as audit_status;
 
+/// The admin token, as its SHA-256; `None` closes `/admin`.
+#[derive(Clone, Copy)]
+pub struct AdminToken(pub Option<[u8; 32]>);
+
+/// What the operator's API changes: accounts and the registration switch, the
+/// status page, and the AI guard's strikes.
+#[derive(Clone)]
+pub struct Operator {
+    pub accounts: Arc<Accounts>,
+    pub status: Arc<StatusBoard>,
+    pub strikes: Arc<Strikes>,
+}
+
+impl Operator {
+    fn store(&self) -> &Store {
+        self.status.store()
+    }
+}
+
 /// Refuse any admin request without the right token.
-pub async fn require_admin(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+pub async fn require_admin(State(token): State<AdminToken>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| tokens::hash(t.trim()));
-    let allowed = match (&gw.config.admin_token_hash, presented) {
+    let allowed = match (&token.0, presented) {
         (Some(expected), Some(presented)) => tokens::constant_time_eq(expected, &presented),
         _ => false,
     };
     if !allowed {
-        let body = json!({"error": {"message": "admin token required", "type": "authentication_error", "param": null, "code": "admin_unauthorized"}});
-        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+        return ApiError::new(Reject::AdminUnauthorized, "admin token required").into_response();
     }
     next.run(request).await
 }
 
 /// `GET /admin/registration`
-pub async fn get_policy(State(gw): State<Arc<Gateway>>) -> Response {
-    Json(gw.accounts.policy()).into_response()
+pub async fn get_policy(State(op): State<Operator>) -> Response {
+    Json(op.accounts.policy()).into_response()
 }
 
 /// `PUT /admin/registration`: switch the policy live.
-pub async fn set_policy(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> Response {
-    let policy: RegistrationPolicy = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => {
-            let body = json!({"error": {"message": format!("invalid policy: {e}"), "type": "invalid_request_error", "param": null, "code": "invalid_policy"}});
-            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
-        }
-    };
-    match gw.accounts.set_policy(policy, "operator").await {
-        Ok(()) => {
-            // The status page states the policy; show the change at once.
-            gw.status.refresh(&gw).await;
-            Json(gw.accounts.policy()).into_response()
-        }
-        Err(e) => account_error(&e),
-    }
+pub async fn set_policy(State(op): State<Operator>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let policy: RegistrationPolicy = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(Reject::InvalidInput, format!("invalid policy: {e}")).detail("invalid_policy"))?;
+    op.accounts.set_policy(policy, "operator").await?;
+    // The status page states the policy; show the change at once.
+    op.status.refresh().await;
+    Ok(Json(op.accounts.policy()).into_response())
 }
 
 /// `POST /admin/invites`
-pub async fn create_invite(State(gw): State<Arc<Gateway>>) -> Response {
-    match gw.accounts.create_invite("operator").await {
-        Ok(code) => (StatusCode::CREATED, Json(json!({"invite": code}))).into_response(),
-        Err(e) => account_error(&e),
-    }
+pub async fn create_invite(State(op): State<Operator>) -> Result<Response, ApiError> {
+    let code = op.accounts.create_invite("operator").await?;
+    Ok((StatusCode::CREATED, Json(json!({"invite": code}))).into_response())
 }
 
 /// `POST /admin/users/{id}/mfa/reset`
-pub async fn reset_mfa(State(gw): State<Arc<Gateway>>, Path(id): Path<i64>) -> Response {
-    match gw.accounts.reset_mfa(id, "operator").await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => account_error(&e),
-    }
+pub async fn reset_mfa(State(op): State<Operator>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    op.accounts.reset_mfa(id, "operator").await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]
@@ -92,14 +100,13 @@ pub struct RequireMfa {
 
 /// `PUT /admin/users/{id}/mfa/required`
 pub async fn require_mfa(
-    State(gw): State<Arc<Gateway>>,
+    State(op): State<Operator>,
     Path(id): Path<i64>,
-    Json(body): Json<RequireMfa>,
-) -> Response {
-    match gw.accounts.require_mfa(id, body.required, "operator").await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => account_error(&e),
-    }
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: RequireMfa = parse(&body)?;
+    op.accounts.require_mfa(id, body.required, "operator").await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]
@@ -109,36 +116,32 @@ pub struct AuditQuery {
 }
 
 /// `GET /admin/audit?limit=&action=`: newest first.
-pub async fn audit(State(gw): State<Arc<Gateway>>, Query(q): Query<AuditQuery>) -> Response {
+pub async fn audit(State(op): State<Operator>, Query(q): Query<AuditQuery>) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    match gw.store.recent_audit(limit, q.action.as_deref()).await {
-        Ok(rows) => {
-            let entries: Vec<_> = rows
-                .into_iter()
-                .map(|r| {
-                    json!({"id": r.id, "at": r.at, "actor": r.actor, "action": r.action, "outcome": r.outcome,
-                           "ip": r.ip, "reason": r.reason,
-                           "detail": r.detail.and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())})
-                })
-                .collect();
-            Json(json!({"entries": entries})).into_response()
-        }
-        Err(e) => account_error(&e.into()),
-    }
+    let rows = op.store().recent_audit(limit, q.action.as_deref()).await.map_err(store_error)?;
+    let entries: Vec<_> = rows
+        .into_iter()
+        .map(|r| {
+            json!({"id": r.id, "at": r.at, "actor": r.actor, "action": r.action, "outcome": r.outcome,
+                   "ip": r.ip, "reason": r.reason,
+                   "detail": r.detail.and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())})
+        })
+        .collect();
+    Ok(Json(json!({"entries": entries})).into_response())
 }
 
 /// `GET /admin/flags`: callers with strikes from the AI guard, most first.
 /// `caller` is an account id, or a subnet digest (≥ 2^63) for anonymous traffic.
-pub async fn flags(State(gw): State<Arc<Gateway>>) -> Response {
-    let list: Vec<serde_json::Value> = gw
-        .strikes()
-        .list(1000)
+pub async fn flags(State(op): State<Operator>) -> Response {
+    let list: Vec<serde_json::Value> = op
+        .strikes
+        .list(1000, Instant::now())
         .into_iter()
         .map(|flag| {
             let standing = match flag.standing {
-                crate::guard::Standing::Good => "good",
-                crate::guard::Standing::Throttled => "throttled",
-                crate::guard::Standing::Suspended => "suspended",
+                Standing::Good => "good",
+                Standing::Throttled => "throttled",
+                Standing::Suspended => "suspended",
             };
             serde_json::json!({"caller": flag.caller.to_string(), "strikes": flag.strikes,
                                "last_strike_s_ago": flag.last_strike_s_ago, "last_reason": flag.last_reason,
@@ -149,64 +152,36 @@ pub async fn flags(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 /// `DELETE /admin/flags/{caller}`: forgive a caller's strikes.
-pub async fn clear_flag(State(gw): State<Arc<Gateway>>, Path(caller): Path<u64>) -> Response {
-    if gw.strikes().clear(caller) {
-        gw.accounts
-            .audit(
-                "operator",
-                "guard.flag.clear",
-                "ok",
-                None,
-                None,
-                Some(serde_json::json!({"caller": caller.to_string()})),
-            )
-            .await;
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        StatusCode::NOT_FOUND.into_response()
+pub async fn clear_flag(State(op): State<Operator>, Path(caller): Path<u64>) -> Result<Response, ApiError> {
+    if !op.strikes.clear(caller) {
+        return Err(ApiError::new(Reject::NotFound, format!("caller {caller} has no strikes")));
     }
+    let detail = serde_json::json!({"caller": caller.to_string()});
+    op.accounts.audit("operator", "guard.flag.clear", "ok", None, None, Some(detail)).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// A refused admin request, answered in the usual error shape.
-pub struct Refusal {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+fn invalid(message: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
+    ApiError::new(Reject::InvalidRequest, message)
 }
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let kind = if self.status.is_client_error() { "invalid_request_error" } else { "server_error" };
-        let body = json!({"error": {"message": self.message, "type": kind, "param": null, "code": self.code}});
-        (self.status, Json(body)).into_response()
-    }
-}
-
-fn refusal(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal { status, code, message: message.into() }
-}
-
-fn invalid(message: impl Into<String>) -> Refusal {
-    refusal(StatusCode::BAD_REQUEST, "invalid_request", message)
-}
-
-fn store_error(e: StoreError) -> Refusal {
+fn store_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::Conflict(what) => refusal(StatusCode::CONFLICT, "conflict", format!("refused: {what} exists")),
+        StoreError::Conflict(what) => ApiError::new(Reject::Conflict, format!("refused: {what} exists")),
         e => {
             tracing::error!(error = %e, "status page change failed in the store");
-            refusal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store did not accept the change")
+            ApiError::new(Reject::StoreUnavailable, "the store did not accept the change")
         }
     }
 }
 
 /// A JSON body, or a 400 naming what is wrong with it. An empty body reads as `{}`.
-fn parse<T: DeserializeOwned>(body: &axum::body::Bytes) -> Result<T, Refusal> {
+fn parse<T: DeserializeOwned>(body: &axum::body::Bytes) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
     serde_json::from_slice(body).map_err(|e| invalid(format!("invalid request body: {e}")))
 }
 
-fn text(field: &str, value: &str, max_chars: usize) -> Result<String, Refusal> {
+fn text(field: &str, value: &str, max_chars: usize) -> Result<String, ApiError> {
     let value = value.trim();
     if value.is_empty() {
         return Err(invalid(format!("{field} must not be empty")));
@@ -217,11 +192,11 @@ fn text(field: &str, value: &str, max_chars: usize) -> Result<String, Refusal> {
     Ok(value.to_owned())
 }
 
-fn incident_status(value: &str) -> Result<IncidentStatus, Refusal> {
+fn incident_status(value: &str) -> Result<IncidentStatus, ApiError> {
     value.parse().map_err(|e: status::ParseEnumError| invalid(e.to_string()))
 }
 
-fn incident_impact(value: &str) -> Result<Impact, Refusal> {
+fn incident_impact(value: &str) -> Result<Impact, ApiError> {
     match value.parse() {
         Ok(Impact::Maintenance) | Err(_) => {
             Err(invalid(format!("unknown impact {value:?}; expected one of: none minor major critical")))
@@ -230,8 +205,8 @@ fn incident_impact(value: &str) -> Result<Impact, Refusal> {
     }
 }
 
-fn known_components(gw: &Gateway, ids: &[String]) -> Result<Vec<String>, Refusal> {
-    let known = gw.status_components();
+fn known_components(op: &Operator, ids: &[String]) -> Result<Vec<String>, ApiError> {
+    let known = op.status.components();
     let mut out: Vec<String> = Vec::with_capacity(ids.len());
     for id in ids {
         if !known.iter().any(|c| &c.id == id) {
@@ -273,23 +248,18 @@ fn incident_json(record: &IncidentRecord) -> Value {
 }
 
 /// Re-render the page and answer with the incident as stored.
-async fn answer_incident(gw: &Gateway, id: i64, status: StatusCode) -> Response {
-    gw.status.refresh(gw).await;
-    match gw.store.incident(id).await {
-        Ok(Some(record)) => (status, Json(incident_json(&record))).into_response(),
-        Ok(None) => refusal(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}")).into_response(),
-        Err(e) => store_error(e).into_response(),
+async fn answer_incident(op: &Operator, id: i64, status: StatusCode) -> Result<Response, ApiError> {
+    op.status.refresh().await;
+    match op.store().incident(id).await.map_err(store_error)? {
+        Some(record) => Ok((status, Json(incident_json(&record))).into_response()),
+        None => Err(ApiError::new(Reject::NotFound, format!("no incident {id}"))),
     }
 }
 
 /// `GET /admin/incidents`: unresolved ones and those of the last 90 days, newest first.
-pub async fn list_incidents(State(gw): State<Arc<Gateway>>) -> Response {
-    match gw.store.incidents_since(now_ms() - 90 * 86_400_000, 100, 100).await {
-        Ok(records) => {
-            Json(json!({"incidents": records.iter().map(incident_json).collect::<Vec<_>>()})).into_response()
-        }
-        Err(e) => store_error(e).into_response(),
-    }
+pub async fn list_incidents(State(op): State<Operator>) -> Result<Response, ApiError> {
+    let records = op.store().incidents_since(now_ms() - 90 * 86_400_000, 100, 100).await.map_err(store_error)?;
+    Ok(Json(json!({"incidents": records.iter().map(incident_json).collect::<Vec<_>>()})).into_response())
 }
 
 #[derive(Deserialize)]
@@ -304,21 +274,21 @@ pub struct OpenIncident {
 }
 
 /// `POST /admin/incidents` `{name, body, status?, impact?, component_ids?}`
-pub async fn open_incident(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> Result<Response, Refusal> {
+pub async fn open_incident(State(op): State<Operator>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let req: OpenIncident = parse(&body)?;
     let incident = NewIncident {
         name: text("name", &req.name, 200)?,
         status: incident_status(req.status.as_deref().unwrap_or("investigating"))?.as_str().to_owned(),
         impact: incident_impact(req.impact.as_deref().unwrap_or("minor"))?.as_str().to_owned(),
         body: text("body", &req.body, 10_000)?,
-        component_ids: known_components(&gw, &req.component_ids)?,
+        component_ids: known_components(&op, &req.component_ids)?,
         auto_key: None,
     };
-    let id = gw.store.open_incident(&incident, now_ms()).await.map_err(store_error)?;
+    let id = op.store().open_incident(&incident, now_ms()).await.map_err(store_error)?;
     let detail = json!({"id": id, "name": incident.name, "status": incident.status, "impact": incident.impact,
                         "component_ids": incident.component_ids});
-    audit_status(&gw.store, "operator", "status.incident.open", detail).await;
-    Ok(answer_incident(&gw, id, StatusCode::CREATED).await)
+    audit_status(op.store(), "operator", "status.incident.open", detail).await;
+    answer_incident(&op, id, StatusCode::CREATED).await
 }
 
 #[derive(Deserialize)]
@@ -333,19 +303,19 @@ pub struct UpdateIncident {
 
 /// `POST /admin/incidents/{id}/updates` `{status, body, name?, impact?, component_ids?}`
 pub async fn update_incident(
-    State(gw): State<Arc<Gateway>>,
+    State(op): State<Operator>,
     Path(id): Path<i64>,
     body: axum::body::Bytes,
-) -> Result<Response, Refusal> {
+) -> Result<Response, ApiError> {
     let req: UpdateIncident = parse(&body)?;
     let change = IncidentChange {
         status: incident_status(&req.status)?.as_str().to_owned(),
         body: text("body", &req.body, 10_000)?,
         name: req.name.as_deref().map(|n| text("name", n, 200)).transpose()?,
         impact: req.impact.as_deref().map(incident_impact).transpose()?.map(|i| i.as_str().to_owned()),
-        component_ids: req.component_ids.as_deref().map(|ids| known_components(&gw, ids)).transpose()?,
+        component_ids: req.component_ids.as_deref().map(|ids| known_components(&op, ids)).transpose()?,
     };
-    post_update(&gw, id, change, "status.incident.update").await
+    post_update(&op, id, change, "status.incident.update").await
 }
 
 #[derive(Deserialize, Default)]
@@ -356,27 +326,27 @@ pub struct ResolveIncident {
 
 /// `POST /admin/incidents/{id}/resolve` `{body?}`
 pub async fn resolve_incident(
-    State(gw): State<Arc<Gateway>>,
+    State(op): State<Operator>,
     Path(id): Path<i64>,
     body: axum::body::Bytes,
-) -> Result<Response, Refusal> {
+) -> Result<Response, ApiError> {
     let req: ResolveIncident = parse(&body)?;
     let body = match req.body {
         Some(b) => text("body", &b, 10_000)?,
         None => "This incident has been resolved.".to_owned(),
     };
     let change = IncidentChange { status: IncidentStatus::Resolved.as_str().to_owned(), body, ..Default::default() };
-    post_update(&gw, id, change, "status.incident.resolve").await
+    post_update(&op, id, change, "status.incident.resolve").await
 }
 
-async fn post_update(gw: &Gateway, id: i64, change: IncidentChange, action: &str) -> Result<Response, Refusal> {
-    if !gw.store.update_incident(id, &change, now_ms()).await.map_err(store_error)? {
-        return Err(refusal(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}")));
+async fn post_update(op: &Operator, id: i64, change: IncidentChange, action: &str) -> Result<Response, ApiError> {
+    if !op.store().update_incident(id, &change, now_ms()).await.map_err(store_error)? {
+        return Err(ApiError::new(Reject::NotFound, format!("no incident {id}")));
     }
     let detail = json!({"id": id, "status": change.status, "name": change.name, "impact": change.impact,
                         "component_ids": change.component_ids});
-    audit_status(&gw.store, "operator", action, detail).await;
-    Ok(answer_incident(gw, id, StatusCode::OK).await)
+    audit_status(op.store(), "operator", action, detail).await;
+    answer_incident(op, id, StatusCode::OK).await
 }
 
 #[derive(Deserialize)]
@@ -389,26 +359,27 @@ pub struct SetComponent {
 /// `PUT /admin/components/{id}` `{status: "major_outage" | null}`: force a
 /// component's status until cleared.
 pub async fn set_component(
-    State(gw): State<Arc<Gateway>>,
+    State(op): State<Operator>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Response, Refusal> {
+) -> Result<Response, ApiError> {
     let req: SetComponent = parse(&body)?;
-    if !gw.status_components().iter().any(|c| c.id == id) {
-        return Err(refusal(StatusCode::NOT_FOUND, "unknown_component", format!("the page has no component {id:?}")));
+    if !op.status.components().iter().any(|c| c.id == id) {
+        let message = format!("the page has no component {id:?}");
+        return Err(ApiError::new(Reject::NotFound, message).detail("unknown_component"));
     }
     let status =
         req.status.as_deref().map(|s| s.parse::<ComponentStatus>().map_err(|e| invalid(e.to_string()))).transpose()?;
-    gw.store.set_component_override(&id, status.map(ComponentStatus::as_str), now_ms()).await.map_err(store_error)?;
+    op.store().set_component_override(&id, status.map(ComponentStatus::as_str), now_ms()).await.map_err(store_error)?;
     let action = if status.is_some() { "status.component.override" } else { "status.component.clear" };
     audit_status(
-        &gw.store,
+        op.store(),
         "operator",
         action,
         json!({"component": id, "status": status.map(ComponentStatus::as_str)}),
     )
     .await;
-    gw.status.refresh(&gw).await;
+    op.status.refresh().await;
     Ok(Json(json!({"id": id, "override": status.map(ComponentStatus::as_str)})).into_response())
 }
 
@@ -425,10 +396,7 @@ pub struct ScheduleMaintenance {
 }
 
 /// `POST /admin/maintenances` `{name, body, component_ids, scheduled_for, scheduled_until}`
-pub async fn schedule_maintenance(
-    State(gw): State<Arc<Gateway>>,
-    body: axum::body::Bytes,
-) -> Result<Response, Refusal> {
+pub async fn schedule_maintenance(State(op): State<Operator>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let req: ScheduleMaintenance = parse(&body)?;
     let time = |field: &str, value: &str| {
         OffsetDateTime::parse(value, &Rfc3339)
@@ -438,18 +406,18 @@ pub async fn schedule_maintenance(
     let maintenance = NewMaintenance {
         name: text("name", &req.name, 200)?,
         body: text("body", &req.body, 10_000)?,
-        component_ids: known_components(&gw, &req.component_ids)?,
+        component_ids: known_components(&op, &req.component_ids)?,
         scheduled_for: time("scheduled_for", &req.scheduled_for)?,
         scheduled_until: time("scheduled_until", &req.scheduled_until)?,
     };
     if maintenance.scheduled_until <= maintenance.scheduled_for {
         return Err(invalid("scheduled_until must be after scheduled_for"));
     }
-    let id = gw.store.create_maintenance(&maintenance, now_ms()).await.map_err(store_error)?;
+    let id = op.store().create_maintenance(&maintenance, now_ms()).await.map_err(store_error)?;
     let detail = json!({"id": id, "name": maintenance.name, "component_ids": maintenance.component_ids,
                         "scheduled_for": req.scheduled_for, "scheduled_until": req.scheduled_until});
-    audit_status(&gw.store, "operator", "status.maintenance.schedule", detail).await;
-    gw.status.refresh(&gw).await;
+    audit_status(op.store(), "operator", "status.maintenance.schedule", detail).await;
+    op.status.refresh().await;
     let answer = json!({"id": id, "name": maintenance.name, "component_ids": maintenance.component_ids,
                         "scheduled_for": rfc3339(maintenance.scheduled_for),
                         "scheduled_until": rfc3339(maintenance.scheduled_until)});

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::validation::{InvalidField, invalid};
+
 /// Listener settings.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -171,12 +173,12 @@ pub struct GatewayConfig {
     pub priority: crate::priority::PriorityConfig,
     /// System prompts, leak scanning and prompt scoring.
     pub guard: aiguard::GuardConfig,
-    pub abuse: crate::guard::AbusePolicy,
-    /// The edge guard (`[shield]`).
-    pub edge: crate::edge::EdgeConfig,
+    pub abuse: crate::abuse::AbusePolicy,
+    /// The edge defence (`[shield]`).
+    pub shield: crate::edge::ShieldConfig,
     /// The key that signs challenges, clearances and waiting-room tickets; `None`: a
     /// random key per process (tokens do not survive a restart or work across nodes).
-    pub edge_key: Option<[u8; 32]>,
+    pub shield_key: Option<[u8; 32]>,
 }
 
 /// The public status page and the recorder that keeps it.
@@ -328,18 +330,6 @@ impl StatusConfig {
 /// Most upstreams one pool holds (a request's tried set is a 64-bit mask).
 pub const MAX_UPSTREAMS: usize = 64;
 
-/// A field that failed validation, named by its path in the TOML file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct InvalidField {
-    pub field: String,
-    pub reason: String,
-}
-
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> InvalidField {
-    InvalidField { field: field.into(), reason: reason.into() }
-}
-
 impl ServerConfig {
     pub fn validate(&self, out: &mut Vec<InvalidField>) {
         if self.header_read_timeout_ms == 0 {
@@ -388,24 +378,6 @@ impl ProxyConfig {
         }
         if self.circuit_breaker.failure_threshold == 0 {
             out.push(invalid("proxy.circuit_breaker.failure_threshold", "must be at least 1"));
-        }
-    }
-}
-
-/// Check the upstream list: unique names, parseable http URLs, at most [`MAX_UPSTREAMS`].
-pub fn validate_upstreams(upstreams: &[UpstreamConfig], out: &mut Vec<InvalidField>) {
-    if upstreams.len() > MAX_UPSTREAMS {
-        out.push(invalid("upstreams", format!("at most {MAX_UPSTREAMS} upstreams are supported")));
-    }
-    for (i, up) in upstreams.iter().enumerate() {
-        if up.name.trim().is_empty() {
-            out.push(invalid(format!("upstreams[{i}].name"), "must not be empty"));
-        }
-        if upstreams[..i].iter().any(|other| other.name == up.name) {
-            out.push(invalid(format!("upstreams[{i}].name"), format!("`{}` is used twice", up.name)));
-        }
-        if let Err(reason) = crate::upstream::BaseUrl::parse(&up.url) {
-            out.push(invalid(format!("upstreams[{i}].url"), reason));
         }
     }
 }

@@ -272,7 +272,7 @@ mod tests {
         let body = PacedBody::new(Body::new(stream), pace);
         tx_send(&mut tx, b"partial").await;
         let started = Instant::now();
-        let err = body.collect().await.err().expect("must fail");
+        let err = body.collect().await.expect_err("must fail");
         assert!(is_slow_body(&*err));
         assert_eq!(started.elapsed(), Duration::from_secs(5));
         drop(tx);
@@ -291,7 +291,7 @@ mod tests {
                 tx_send(&mut tx, b"x").await;
             }
         });
-        let err = body.collect().await.err().expect("must fail");
+        let err = body.collect().await.expect_err("must fail");
         assert!(is_slow_body(&*err));
         sender.abort();
     }

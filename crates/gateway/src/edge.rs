@@ -1,65 +1,42 @@
-//! The edge guard: the first thing a request to `/v1/*`, `/auth/*` or `/challenge` meets
-//! after the listener. It wires the pure logic of the `shield` crate to HTTP, cheapest
-//! check first:
-//!
-//! 1. the client address (the peer, or `X-Forwarded-For` from a trusted proxy),
-//! 2. block and allow lists (403 `blocked`),
-//! 3. per-address and per-subnet limits (429 `rate_limited`, with `RateLimit-*` and
-//!    `Retry-After`); under attack, anonymous requests cost double,
-//! 4. identity, once, left in the request as [`Identity`] for later stages,
-//! 5. per-API-key and per-account limits for identified requests (never challenged),
-//! 6. for anonymous requests: the bot score and, when it says so (or for registration
-//!    under attack), a proof-of-work clearance (403 `challenge_required` until solved),
-//! 7. per-route limits; a refused registration gets a waiting-room ticket (202).
+//! The edge: the first thing a request to `/v1/*`, `/auth/*` or `/challenge` meets
+//! after the listener has resolved its client. It wires the pure logic of the `shield`
+//! crate to HTTP, cheapest check first (see [`screen`] for the order): lists, address
+//! and subnet limits, identity, per-key and per-account limits, the bot score and
+//! proof-of-work clearance for anonymous requests, route limits and the waiting room.
 //!
 //! [`Edge`] holds the state (fixed-size tables, the block list, the attack detector and
-//! the waiting room); `guard` is the middleware; `challenge`, `waiting` and `admin` are
-//! the endpoints; [`run_detector`] is the once-a-second attack-mode task.
-
-// A refusal is the response itself, built only on the refusing path; boxing it would
-// cost every caller for nothing.
-#![allow(clippy::result_large_err)]
+//! the waiting room); [`screen`] is the middleware; `challenge`, `waiting` and `admin`
+//! are the endpoints; [`run_detector`] is the once-a-second attack-mode task.
 
 pub mod admin;
 pub mod challenge;
-pub mod client_ip;
 pub mod config;
-pub(crate) mod guard;
 pub mod metrics;
-pub mod proxy_protocol;
+pub mod screen;
 pub mod waiting;
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use accounts::service::Principal;
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use shield::{
     AttackDetector, BlockEntry, BlockList, BlockListError, BoundedTable, Challenge, Cidr, ClearanceError,
-    ClearanceLedger, ClientBinding, Counters, DecayingCount, EdgeLimits, Gcra, Key, LimiterTable, ListKind, Mode,
-    PowError, PowIssuer, ReplayGuard, RouteId, TimingTracker, Transition, Verdict, WaitingRoom,
+    ClearanceLedger, Client, ClientBinding, Counters, DecayingCount, EdgeLimits, Gcra, Key, LimiterTable, ListKind,
+    Mode, PowError, PowIssuer, ReplayGuard, RouteId, TimingTracker, Transition, Verdict, WaitingRoom,
 };
 
-pub use client_ip::TrustedProxies;
-pub use config::EdgeConfig;
-pub use guard::guard;
+pub use config::ShieldConfig;
 use metrics::EdgeMetrics;
 
-use crate::Gateway;
+use crate::audit::{AuditLog, Event};
+use crate::clock::now;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::request::Zone;
 
-/// Who sent the request, as the edge guard found it: `Some` for a valid API key or
-/// session. Inserted into the request's extensions so later stages need not look again.
-#[derive(Clone, Debug)]
-pub struct Identity(pub Option<Principal>);
-
-/// The client's address after trusted-proxy resolution (the peer otherwise).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
-
-pub const CLEARANCE_COOKIE: &str = "palisade_clearance";
 pub const CLEARANCE_HEADER: &str = "x-palisade-clearance";
 pub const PASS_HEADER: &str = "x-palisade-pass";
 
@@ -67,11 +44,6 @@ pub const PASS_HEADER: &str = "x-palisade-pass";
 const FAILURE_HALF_LIFE: Duration = Duration::from_secs(600);
 /// Sign-ups per subnet are counted with this half-life, read as "per hour".
 const SIGNUP_HALF_LIFE: Duration = Duration::from_secs(3600);
-
-/// The wall clock as the shield wants it: time since the Unix epoch.
-pub fn now() -> Duration {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
-}
 
 /// The operator's attack-mode switch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,13 +55,12 @@ pub enum AttackSwitch {
     Off,
 }
 
-/// The route names that `limits.routes[].route` may use.
-pub const ROUTE_NAMES: [&str; 6] = ["inference", "auth", "register", "login", "ticket", "challenge"];
-
 /// The edge's shared state. All methods take `&self`.
 pub struct Edge {
-    pub config: EdgeConfig,
-    trusted: TrustedProxies,
+    pub config: ShieldConfig,
+    /// Clients reach the gateway over TLS (`auth.cookie_secure`): a bot-score signal,
+    /// and the clearance cookie is `Secure`.
+    https: bool,
     blocklist: RwLock<BlockList>,
     pub limits: EdgeLimits,
     /// Per-API-key limits for keys with their own `rpm_limit`.
@@ -101,14 +72,12 @@ pub struct Edge {
     timing: BoundedTable<TimingTracker>,
     failures: BoundedTable<DecayingCount>,
     signup_meter: BoundedTable<DecayingCount>,
-    /// At most one audit entry per address per minute for per-request events …
-    audit_per_ip: LimiterTable,
-    /// … and a few per second in all, so a flood cannot flood the audit log.
-    audit_total: Mutex<u64>,
+    /// Per-request events are sampled into it; operator changes recorded.
+    audit: Arc<AuditLog>,
     room: Mutex<WaitingRoom>,
     detector: Mutex<AttackDetector>,
     under_attack: AtomicBool,
-    routes: [Vec<RouteId>; ROUTE_NAMES.len()],
+    routes: [Vec<RouteId>; Zone::ALL.len()],
     signups: AtomicU64,
     login_failures: AtomicU64,
     pub metrics: EdgeMetrics,
@@ -117,14 +86,19 @@ pub struct Edge {
 impl Edge {
     /// Builds every table (all memory is allocated here). `key` signs challenges,
     /// clearances, tickets and passes; every node must share it.
-    pub fn new(config: &EdgeConfig, key: [u8; 32]) -> Result<Edge, shield::ConfigError> {
-        let shield = config.shield();
+    pub fn new(
+        config: &ShieldConfig,
+        key: [u8; 32],
+        https: bool,
+        audit: Arc<AuditLog>,
+    ) -> Result<Edge, shield::ConfigError> {
+        let shield = config.rules();
         shield.validate()?;
         let limits = EdgeLimits::new(&shield.limits)?;
-        let routes = ROUTE_NAMES.map(|name| limits.route_ids(name));
+        let routes = Zone::ALL.map(|zone| limits.route_ids(zone.name()));
         let pow = &shield.pow;
         Ok(Edge {
-            trusted: TrustedProxies::new(config.trusted()),
+            https,
             blocklist: RwLock::new(BlockList::new(shield.blocklist.max_entries)),
             key_limits: LimiterTable::new(shield.limits.api_key_entries),
             issuer: PowIssuer::new(key).with_challenge_ttl(Duration::from_millis(pow.challenge_ttl_ms)),
@@ -133,8 +107,7 @@ impl Edge {
             timing: BoundedTable::new(shield.limits.ip_entries),
             failures: BoundedTable::new(shield.limits.ip_entries),
             signup_meter: BoundedTable::new(shield.limits.subnet_entries),
-            audit_per_ip: LimiterTable::new(4096),
-            audit_total: Mutex::new(0),
+            audit,
             room: Mutex::new(WaitingRoom::new(shield.waiting_room.clone(), key)),
             detector: Mutex::new(AttackDetector::new(shield.attack.clone())),
             under_attack: AtomicBool::new(false),
@@ -156,27 +129,15 @@ impl Edge {
         self.under_attack.load(Ordering::Relaxed)
     }
 
-    /// True when `peer` may state the client's address (and send a PROXY header).
-    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
-        self.trusted.contains(peer)
-    }
-
-    /// The client's address for a request from `peer`.
-    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let peer = peer.to_canonical();
-        if self.trusted.is_empty() {
-            return peer;
-        }
-        let values = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
-        let lines: Vec<&str> = values.collect();
-        self.trusted.client_ip(peer, lines.into_iter())
+    /// Whether the clearance cookie is marked `Secure`.
+    pub fn https(&self) -> bool {
+        self.https
     }
 
     /// What a challenge, clearance or ticket is bound to: the client's subnet and agent.
-    pub fn binding(&self, ip: IpAddr, headers: &HeaderMap) -> ClientBinding {
+    pub fn binding(&self, client: &Client, headers: &HeaderMap) -> ClientBinding {
         let ua = headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let l = &self.config.limits;
-        ClientBinding::for_client(ip, ua, l.v4_subnet_prefix, l.v6_subnet_prefix)
+        ClientBinding::for_client(client, ua)
     }
 
     fn read_list(&self) -> std::sync::RwLockReadGuard<'_, BlockList> {
@@ -187,8 +148,8 @@ impl Edge {
         self.blocklist.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn lookup(&self, ip: IpAddr, now: Duration) -> Verdict {
-        self.read_list().lookup(ip, now)
+    pub fn lookup(&self, client: &Client, now: Duration) -> Verdict {
+        self.read_list().lookup(client.ip(), now)
     }
 
     /// Adds or replaces a block or allow entry, live.
@@ -231,7 +192,7 @@ impl Edge {
         token: &str,
         nonce: &str,
         binding: &ClientBinding,
-        ip: IpAddr,
+        client: &Client,
         now: Duration,
     ) -> Result<String, PowError> {
         match self.issuer.redeem(token, nonce, binding, &self.replay, now) {
@@ -245,7 +206,7 @@ impl Edge {
                 ))
             }
             Err(e) => {
-                self.failed_challenge(ip, now);
+                self.failed_challenge(client, now);
                 Err(e)
             }
         }
@@ -256,18 +217,18 @@ impl Edge {
         &self,
         token: &str,
         binding: &ClientBinding,
-        ip: IpAddr,
+        client: &Client,
         now: Duration,
     ) -> Result<u32, ClearanceError> {
         let result = self.issuer.check_clearance(token, binding, now).and_then(|c| self.ledger.spend(&c, now));
         if matches!(result, Err(ClearanceError::Forged | ClearanceError::Malformed | ClearanceError::WrongClient)) {
-            self.failed_challenge(ip, now);
+            self.failed_challenge(client, now);
         }
         result
     }
 
-    fn failed_challenge(&self, ip: IpAddr, now: Duration) {
-        self.failures.update(Key::ip(ip), now, |c| c.add(1.0, now, FAILURE_HALF_LIFE));
+    fn failed_challenge(&self, client: &Client, now: Duration) {
+        self.failures.update(Key::ip(client.ip()), now, |c| c.add(1.0, now, FAILURE_HALF_LIFE));
     }
 
     /// Claims an admission pass id so a pass lets one registration through.
@@ -315,15 +276,11 @@ impl Edge {
         t
     }
 
-    fn route_ids(&self, route: &str) -> &[RouteId] {
-        ROUTE_NAMES.iter().position(|r| *r == route).map_or(&[], |i| &self.routes[i])
-    }
-
-    /// Every configured limit for `route`; the tightest decision.
-    pub fn check_route(&self, route: &str, ip: IpAddr, account: Option<u64>, now: Duration) -> shield::Decision {
+    /// Every configured limit for `zone`; the tightest decision.
+    pub fn check_route(&self, zone: Zone, client: &Client, account: Option<u64>, now: Duration) -> shield::Decision {
         let mut decision = shield::Decision::unlimited();
-        for id in self.route_ids(route) {
-            decision = decision.tightest(self.limits.check_route(*id, ip, account, now));
+        for id in &self.routes[zone as usize] {
+            decision = decision.tightest(self.limits.check_route(*id, client, account, now));
             if !decision.allowed {
                 break;
             }
@@ -340,39 +297,30 @@ impl Edge {
         }
     }
 
-    /// True when an event about `ip` may go to the audit log now.
-    fn audit_allowed(&self, ip: IpAddr, now: Duration) -> bool {
-        // Both limits are constants that `Gcra::new` accepts.
-        let (Ok(per_ip), Ok(total)) =
-            (Gcra::new(Duration::from_secs(60), 1), Gcra::new(Duration::from_millis(100), 50))
-        else {
-            return false;
-        };
-        if !self.audit_per_ip.check(Key::ip(ip), &per_ip, now, 1).allowed {
-            return false;
-        }
-        let mut tat = self.audit_total.lock().unwrap_or_else(PoisonError::into_inner);
-        total.check(&mut tat, now, 1).allowed
+    /// Writes a per-request event about `client` to the audit log, sampled: at most
+    /// one per address a minute and a few a second in all.
+    fn audit_sampled(&self, client: &Client, now: Duration, make: impl FnOnce() -> Event) {
+        self.audit.sample(Key::ip(client.ip()), now, || make().ip(client.ip()));
     }
 
-    fn timing_of(&self, ip: IpAddr, now: Duration) -> shield::TimingStats {
-        self.timing.update(Key::ip(ip), now, |t| {
+    fn timing_of(&self, client: &Client, now: Duration) -> shield::TimingStats {
+        self.timing.update(Key::ip(client.ip()), now, |t| {
             t.observe(now);
             t.stats()
         })
     }
 
-    fn failures_of(&self, ip: IpAddr, now: Duration) -> u32 {
-        self.failures.get(Key::ip(ip)).map_or(0, |c| c.value(now, FAILURE_HALF_LIFE).round() as u32)
+    fn failures_of(&self, client: &Client, now: Duration) -> u32 {
+        self.failures.get(Key::ip(client.ip())).map_or(0, |c| c.value(now, FAILURE_HALF_LIFE).round() as u32)
     }
 
-    fn signups_of(&self, ip: IpAddr, now: Duration) -> f32 {
-        self.signup_meter.get(self.limits.subnet_of(ip)).map_or(0.0, |c| c.value(now, SIGNUP_HALF_LIFE))
+    fn signups_of(&self, client: &Client, now: Duration) -> f32 {
+        self.signup_meter.get(Key::subnet(client.subnet())).map_or(0.0, |c| c.value(now, SIGNUP_HALF_LIFE))
     }
 
-    fn count_signup(&self, ip: IpAddr, now: Duration) {
+    fn count_signup(&self, client: &Client, now: Duration) {
         self.signups.fetch_add(1, Ordering::Relaxed);
-        self.signup_meter.update(self.limits.subnet_of(ip), now, |c| c.add(1.0, now, SIGNUP_HALF_LIFE));
+        self.signup_meter.update(Key::subnet(client.subnet()), now, |c| c.add(1.0, now, SIGNUP_HALF_LIFE));
     }
 
     fn count_login_failure(&self) {
@@ -419,61 +367,85 @@ impl Edge {
     }
 }
 
-/// Writes an audit entry without making the request wait for the store.
-pub(crate) fn audit_later(
-    gw: &Gateway,
-    action: &'static str,
-    outcome: &'static str,
-    ip: Option<IpAddr>,
-    reason: String,
-    detail: Option<serde_json::Value>,
-) {
-    let accounts = gw.accounts.clone();
-    tokio::spawn(async move {
-        let ip = ip.map(|i| i.to_string());
-        accounts.audit("edge", action, outcome, ip.as_deref(), Some(&reason), detail).await;
-    });
+impl Edge {
+    /// Logs, counts and audits a change of attack mode.
+    pub async fn announce(&self, t: Transition, actor: &str) {
+        let (to, index) = match t.to {
+            Mode::UnderAttack => ("under_attack", 0),
+            Mode::Normal => ("normal", 1),
+        };
+        self.metrics.transitions[index].fetch_add(1, Ordering::Relaxed);
+        let detail = match t.cause {
+            shield::Cause::RateExceeded { metric, rate, threshold } => {
+                serde_json::json!({"metric": metric.code(), "rate_per_s": rate, "threshold_per_s": threshold})
+            }
+            shield::Cause::Calm { held } => serde_json::json!({"calm_for_s": held.as_secs()}),
+            shield::Cause::Operator => serde_json::json!({}),
+        };
+        tracing::warn!(mode = to, cause = t.cause.code(), %detail, "attack mode changed");
+        self.audit.record(Event::new(actor, "shield.attack_mode", to).reason(t.cause.code()).detail(detail)).await;
+    }
+
+    /// The bot score for this request (the per-source meters are updated).
+    pub fn bot_verdict(&self, client: &Client, headers: &HeaderMap, now: Duration) -> shield::BotVerdict {
+        let pairs = headers.iter().map(|(name, value)| (name.as_str(), value.to_str().unwrap_or("")));
+        let mut signals = shield::RequestSignals::from_headers(pairs, self.https);
+        signals.timing = Some(self.timing_of(client, now));
+        signals.failed_challenges = self.failures_of(client, now);
+        signals.subnet_signups_per_hour = self.signups_of(client, now);
+        shield::score(&signals, &self.config.bot)
+    }
+
+    /// The audit log, for the operator's switches.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
 }
 
-/// Logs, counts and audits a change of attack mode.
-pub(crate) async fn announce(gw: &Gateway, t: Transition, actor: &str) {
-    let (to, index) = match t.to {
-        Mode::UnderAttack => ("under_attack", 0),
-        Mode::Normal => ("normal", 1),
-    };
-    gw.edge.metrics.transitions[index].fetch_add(1, Ordering::Relaxed);
-    let detail = match t.cause {
-        shield::Cause::RateExceeded { metric, rate, threshold } => {
-            serde_json::json!({"metric": metric.code(), "rate_per_s": rate, "threshold_per_s": threshold})
+/// Why the edge did not hand a request on: a refusal, or an answer of its own (a
+/// waiting-room ticket).
+pub enum Stop {
+    Refused(ApiError),
+    Answered(Box<axum::response::Response>),
+}
+
+impl From<ApiError> for Stop {
+    fn from(error: ApiError) -> Stop {
+        Stop::Refused(error)
+    }
+}
+
+impl IntoResponse for Stop {
+    fn into_response(self) -> axum::response::Response {
+        match self {
+            Stop::Refused(error) => error.into_response(),
+            Stop::Answered(response) => *response,
         }
-        shield::Cause::Calm { held } => serde_json::json!({"calm_for_s": held.as_secs()}),
-        shield::Cause::Operator => serde_json::json!({}),
-    };
-    tracing::warn!(mode = to, cause = t.cause.code(), %detail, "attack mode changed");
-    gw.accounts.audit(actor, "shield.attack_mode", to, None, Some(t.cause.code()), Some(detail)).await;
+    }
 }
 
 /// The attack detector's clock: once a second, feed it the request, sign-up,
 /// login-failure and shed counts since the last tick; purge expired list entries once a
-/// minute. Runs until aborted (see `Gateway::start_background`).
-pub async fn run_detector(gw: Arc<Gateway>) {
+/// minute. `on_change` hears every transition (the status page re-renders). Runs until
+/// aborted.
+pub async fn run_detector(edge: Arc<Edge>, metrics: Arc<Metrics>, on_change: impl Fn()) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let totals = |gw: &Gateway| {
-        let (requests, shed) = gw.metrics.totals();
+    let totals = || {
+        let (requests, shed) = metrics.totals();
         Counters {
             requests,
-            signups: gw.edge.signups.load(Ordering::Relaxed),
-            login_failures: gw.edge.login_failures.load(Ordering::Relaxed),
+            signups: edge.signups.load(Ordering::Relaxed),
+            login_failures: edge.login_failures.load(Ordering::Relaxed),
             shed,
         }
     };
-    let mut last = totals(&gw);
+    let mut last = totals();
     let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
         ticks += 1;
-        let current = totals(&gw);
+        let current = totals();
         let delta = Counters {
             requests: current.requests.saturating_sub(last.requests),
             signups: current.signups.saturating_sub(last.signups),
@@ -482,11 +454,12 @@ pub async fn run_detector(gw: Arc<Gateway>) {
         };
         last = current;
         let now = now();
-        if let Some(t) = gw.edge.observe(delta, now) {
-            announce(&gw, t, "detector").await;
+        if let Some(t) = edge.observe(delta, now) {
+            edge.announce(t, "detector").await;
+            on_change();
         }
         if ticks.is_multiple_of(60) {
-            gw.edge.write_list().purge_expired(now);
+            edge.write_list().purge_expired(now);
         }
     }
 }
@@ -495,10 +468,10 @@ pub async fn run_detector(gw: Arc<Gateway>) {
 mod tests {
     use super::*;
 
-    fn edge(tweak: impl FnOnce(&mut EdgeConfig)) -> Edge {
-        let mut c = EdgeConfig::default();
+    fn edge(tweak: impl FnOnce(&mut ShieldConfig)) -> Edge {
+        let mut c = ShieldConfig::default();
         tweak(&mut c);
-        Edge::new(&c, [7; 32]).expect("valid")
+        Edge::new(&c, [7; 32], false, crate::audit::tests::log()).expect("valid")
     }
 
     #[test]
@@ -541,18 +514,18 @@ mod tests {
             c.pow.base_difficulty = 4;
             c.pow.clearance_budget = 2;
         });
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let ip = Client::new("192.0.2.1".parse().unwrap(), shield::SubnetPrefixes::default());
         let mut headers = HeaderMap::new();
         headers.insert("user-agent", "test".parse().unwrap());
-        let binding = e.binding(ip, &headers);
+        let binding = e.binding(&ip, &headers);
         let now = Duration::from_secs(1_000);
         let c = e.challenge(&binding, 0, now);
         let nonce = shield::solve(&c.seed, c.difficulty).unwrap().to_string();
-        let clearance = e.redeem(&c.token, &nonce, &binding, ip, now).expect("solved");
-        assert_eq!(e.redeem(&c.token, &nonce, &binding, ip, now), Err(PowError::Replayed));
-        assert_eq!(e.spend_clearance(&clearance, &binding, ip, now), Ok(1));
-        assert_eq!(e.spend_clearance(&clearance, &binding, ip, now), Ok(0));
-        assert_eq!(e.spend_clearance(&clearance, &binding, ip, now), Err(ClearanceError::BudgetSpent));
-        assert!(e.failures_of(ip, now) >= 1, "the replay counted as a failure");
+        let clearance = e.redeem(&c.token, &nonce, &binding, &ip, now).expect("solved");
+        assert_eq!(e.redeem(&c.token, &nonce, &binding, &ip, now), Err(PowError::Replayed));
+        assert_eq!(e.spend_clearance(&clearance, &binding, &ip, now), Ok(1));
+        assert_eq!(e.spend_clearance(&clearance, &binding, &ip, now), Ok(0));
+        assert_eq!(e.spend_clearance(&clearance, &binding, &ip, now), Err(ClearanceError::BudgetSpent));
+        assert!(e.failures_of(&ip, now) >= 1, "the replay counted as a failure");
     }
 }

@@ -1,16 +1,27 @@
 //! Every refusal a client can get, in one stable shape:
 //! `{"error":{"message","type","param","code"}}` as the OpenAI API uses it, with
-//! the right status code, and `Retry-After` where retrying makes sense.
-//! Browsers asking for HTML get the same facts as a small readable page.
+//! the right status code, and `Retry-After` where retrying makes sense. Browsers
+//! asking for HTML get the same facts as a small readable page.
+//!
+//! A handler or stage refuses by returning an [`ApiError`]. Turning it into a
+//! response only marks the response; the listener renders it (JSON or page, as the
+//! request asked) and counts it in `palisade_rejections_total`, in one place
+//! (`server::finish`), so no refusal can skip the count or pick its own shape.
 
 use std::borrow::Cow;
 
-use axum::Json;
+use accounts::service::AccountError;
+use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use shield::{Challenge, Decision};
 
-/// Why a request was refused; also the `reason` label of `palisade_rejections_total`.
+use crate::pages;
+
+/// Why a request was refused. Its [`code`](Reject::code) is the `reason` label of
+/// `palisade_rejections_total` and, unless an [`ApiError`] names a finer one, the
+/// JSON `code`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reject {
     BodyTooLarge,
@@ -19,6 +30,7 @@ pub enum Reject {
     InvalidRequest,
     NotFound,
     MethodNotAllowed,
+    /// `/v1` without a usable API key or session.
     Unauthenticated,
     NoHealthyUpstream,
     UpstreamUnavailable,
@@ -48,10 +60,40 @@ pub enum Reject {
     TicketInvalid,
     /// A waiting-room ticket that was abandoned or outlived the room: join again.
     TicketExpired,
+    /// A state-changing request without the CSRF token.
+    CsrfFailed,
+    /// `/admin` without the admin token.
+    AdminUnauthorized,
+    /// An API key without the scope the endpoint needs.
+    InsufficientScope,
+    /// A body that is not the JSON (or form) the endpoint expects.
+    InvalidBody,
+    /// A field the account flows refused (the JSON `code` names which rule).
+    InvalidInput,
+    /// A password the policy refuses (the JSON `code` names why).
+    WeakPassword,
+    /// The registration policy refused the sign-up (the JSON `code` names the rule).
+    RegistrationRefused,
+    AlreadyRegistered,
+    InvalidCredentials,
+    MfaRequired,
+    InvalidCode,
+    TooManyAttempts,
+    AccountSuspended,
+    /// The password-hashing pool is full.
+    Busy,
+    /// A session was needed (`/auth/*`).
+    SignInRequired,
+    NotificationFailed,
+    /// The change clashes with what is stored.
+    Conflict,
+    /// The store did not answer or accept the change.
+    StoreUnavailable,
+    Internal,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 23] = [
+    pub const ALL: [Reject; 42] = [
         Reject::BodyTooLarge,
         Reject::BodyTimeout,
         Reject::InvalidJson,
@@ -75,57 +117,79 @@ impl Reject {
         Reject::WaitingRoomFull,
         Reject::TicketInvalid,
         Reject::TicketExpired,
+        Reject::CsrfFailed,
+        Reject::AdminUnauthorized,
+        Reject::InsufficientScope,
+        Reject::InvalidBody,
+        Reject::InvalidInput,
+        Reject::WeakPassword,
+        Reject::RegistrationRefused,
+        Reject::AlreadyRegistered,
+        Reject::InvalidCredentials,
+        Reject::MfaRequired,
+        Reject::InvalidCode,
+        Reject::TooManyAttempts,
+        Reject::AccountSuspended,
+        Reject::Busy,
+        Reject::SignInRequired,
+        Reject::NotificationFailed,
+        Reject::Conflict,
+        Reject::StoreUnavailable,
+        Reject::Internal,
     ];
 
     pub fn status(self) -> StatusCode {
         match self {
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Reject::InvalidJson | Reject::InvalidRequest => StatusCode::BAD_REQUEST,
+            Reject::InvalidJson
+            | Reject::InvalidRequest
+            | Reject::InvalidBody
+            | Reject::InvalidInput
+            | Reject::WeakPassword
+            | Reject::InvalidCode => StatusCode::BAD_REQUEST,
             Reject::NotFound => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Reject::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Reject::NoHealthyUpstream | Reject::ShuttingDown | Reject::Overloaded | Reject::QueueTimeout => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Reject::AccountBusy => StatusCode::TOO_MANY_REQUESTS,
-            Reject::PromptRejected | Reject::AccountFlagged => StatusCode::FORBIDDEN,
-            Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Reject::Unauthenticated
+            | Reject::AdminUnauthorized
+            | Reject::InvalidCredentials
+            | Reject::MfaRequired
+            | Reject::SignInRequired => StatusCode::UNAUTHORIZED,
+            Reject::NoHealthyUpstream
+            | Reject::ShuttingDown
+            | Reject::Overloaded
+            | Reject::QueueTimeout
+            | Reject::WaitingRoomFull
+            | Reject::Busy
+            | Reject::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::AccountBusy | Reject::RateLimited | Reject::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            Reject::UpstreamUnavailable | Reject::NotificationFailed => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             // A challenge is a refusal until solved, never a 200 (see DESIGN.md).
-            Reject::Blocked | Reject::ChallengeRequired | Reject::ChallengeFailed | Reject::TicketInvalid => {
-                StatusCode::FORBIDDEN
-            }
-            Reject::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Reject::WaitingRoomFull => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::PromptRejected
+            | Reject::AccountFlagged
+            | Reject::Blocked
+            | Reject::ChallengeRequired
+            | Reject::ChallengeFailed
+            | Reject::TicketInvalid
+            | Reject::CsrfFailed
+            | Reject::InsufficientScope
+            | Reject::RegistrationRefused
+            | Reject::AccountSuspended => StatusCode::FORBIDDEN,
+            Reject::AlreadyRegistered | Reject::Conflict => StatusCode::CONFLICT,
             Reject::TicketExpired => StatusCode::GONE,
+            Reject::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The OpenAI error `type`.
     pub fn kind(self) -> &'static str {
-        match self {
-            Reject::BodyTooLarge
-            | Reject::BodyTimeout
-            | Reject::InvalidJson
-            | Reject::InvalidRequest
-            | Reject::NotFound
-            | Reject::MethodNotAllowed
-            | Reject::Unauthenticated => "invalid_request_error",
-            Reject::AccountBusy => "rate_limit_error",
-            Reject::PromptRejected | Reject::AccountFlagged => "permission_error",
-            Reject::NoHealthyUpstream
-            | Reject::UpstreamUnavailable
-            | Reject::UpstreamTimeout
-            | Reject::ShuttingDown
-            | Reject::Overloaded
-            | Reject::QueueTimeout
-            | Reject::WaitingRoomFull => "server_error",
-            Reject::Blocked | Reject::ChallengeRequired | Reject::ChallengeFailed | Reject::TicketInvalid => {
-                "permission_error"
-            }
-            Reject::RateLimited => "rate_limit_error",
-            Reject::TicketExpired => "invalid_request_error",
+        match self.status() {
+            StatusCode::UNAUTHORIZED if self != Reject::Unauthenticated => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            s if s.is_server_error() => "server_error",
+            _ => "invalid_request_error",
         }
     }
 
@@ -155,6 +219,25 @@ impl Reject {
             Reject::WaitingRoomFull => "waiting_room_full",
             Reject::TicketInvalid => "ticket_invalid",
             Reject::TicketExpired => "ticket_expired",
+            Reject::CsrfFailed => "csrf_failed",
+            Reject::AdminUnauthorized => "admin_unauthorized",
+            Reject::InsufficientScope => "insufficient_scope",
+            Reject::InvalidBody => "invalid_body",
+            Reject::InvalidInput => "invalid_input",
+            Reject::WeakPassword => "weak_password",
+            Reject::RegistrationRefused => "registration_refused",
+            Reject::AlreadyRegistered => "already_registered",
+            Reject::InvalidCredentials => "invalid_credentials",
+            Reject::MfaRequired => "mfa_required",
+            Reject::InvalidCode => "invalid_code",
+            Reject::TooManyAttempts => "too_many_attempts",
+            Reject::AccountSuspended => "account_suspended",
+            Reject::Busy => "busy",
+            Reject::SignInRequired => "unauthenticated",
+            Reject::NotificationFailed => "notification_failed",
+            Reject::Conflict => "conflict",
+            Reject::StoreUnavailable => "store_unavailable",
+            Reject::Internal => "internal_error",
         }
     }
 
@@ -163,71 +246,186 @@ impl Reject {
     }
 }
 
-/// A refusal with its message, ready to become a response.
+/// A refusal with its message, ready to be rendered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
     pub reject: Reject,
+    /// A finer JSON `code` than the reject's own (which rule refused a password, say).
+    pub detail: Option<&'static str>,
     pub message: Cow<'static, str>,
     /// Seconds after which a retry may succeed.
     pub retry_after: Option<u32>,
+    /// The limit that refused, for the `RateLimit-*` headers.
+    pub limit: Option<LimitHeaders>,
+    /// A fresh proof-of-work challenge, inside the JSON or as the solver page.
+    pub challenge: Option<Box<Challenge>>,
 }
 
 impl ApiError {
     pub fn new(reject: Reject, message: impl Into<Cow<'static, str>>) -> ApiError {
         let retry_after = match reject {
-            Reject::NoHealthyUpstream | Reject::ShuttingDown | Reject::UpstreamUnavailable => Some(1),
+            Reject::NoHealthyUpstream
+            | Reject::ShuttingDown
+            | Reject::UpstreamUnavailable
+            | Reject::Busy
+            | Reject::StoreUnavailable => Some(1),
             _ => None,
         };
-        ApiError { reject, message: message.into(), retry_after }
+        ApiError { reject, detail: None, message: message.into(), retry_after, limit: None, challenge: None }
     }
 
-    /// The same refusal as a small HTML page, for people using a browser.
-    pub fn into_page(self) -> Response {
+    pub fn retry_after(mut self, seconds: Option<u32>) -> ApiError {
+        self.retry_after = seconds;
+        self
+    }
+
+    pub fn detail(mut self, code: &'static str) -> ApiError {
+        self.detail = Some(code);
+        self
+    }
+
+    /// A 429 from a limiter: its `RateLimit-*` headers and its `Retry-After`.
+    pub fn limited(message: impl Into<Cow<'static, str>>, decision: &Decision) -> ApiError {
+        let mut error = ApiError::new(Reject::RateLimited, message);
+        error.limit = LimitHeaders::of(decision);
+        error.retry_after = decision.retry_after_secs().map(|s| u32::try_from(s).unwrap_or(u32::MAX));
+        error
+    }
+
+    /// A 403 `challenge_required` carrying the challenge to solve.
+    pub fn challenge(message: impl Into<Cow<'static, str>>, challenge: Challenge) -> ApiError {
+        let mut error = ApiError::new(Reject::ChallengeRequired, message);
+        error.challenge = Some(Box::new(challenge));
+        error
+    }
+
+    /// The JSON `code`.
+    pub fn code(&self) -> &'static str {
+        self.detail.unwrap_or(self.reject.code())
+    }
+
+    /// The response, as a page for a browser (`html`) or as JSON.
+    pub fn render(self, html: bool) -> Response {
         let status = self.reject.status();
-        let title = status.canonical_reason().unwrap_or("Error");
-        let page = format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{code} {title}</title>\
-             <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
-             code{{background:#f3f3f3;padding:0 .3em}}</style></head><body><h1>{title}</h1><p>{message}</p>\
-             <p>Error code: <code>{reason}</code></p>{retry}</body></html>",
-            code = status.as_u16(),
-            message = escape_html(&self.message),
-            reason = self.reject.code(),
-            retry = self
-                .retry_after
-                .map(|s| format!("<p>Please try again in {s} second{}.</p>", if s == 1 { "" } else { "s" }))
-                .unwrap_or_default(),
-        );
-        let mut response = (status, Html(page)).into_response();
-        self.add_retry_after(response.headers_mut());
-        response
-    }
-
-    /// HTML for a browser that asked for it, JSON otherwise.
-    pub fn for_client(self, request_headers: &HeaderMap) -> Response {
-        if wants_html(request_headers) { self.into_page() } else { self.into_response() }
-    }
-
-    fn add_retry_after(&self, headers: &mut HeaderMap) {
+        let mut response = match (&self.challenge, html) {
+            (Some(challenge), true) => pages::challenge(challenge, None),
+            (_, true) => pages::refusal(status, &self.message, self.code(), self.retry_after),
+            (challenge, false) => {
+                let mut body = json!({"error": {
+                    "message": self.message,
+                    "type": self.reject.kind(),
+                    "param": null,
+                    "code": self.code(),
+                }});
+                if let Some(c) = challenge {
+                    body["challenge"] = pages::challenge_json(c);
+                }
+                json_response(&body)
+            }
+        };
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        if let Some(l) = &self.limit {
+            l.write(headers);
+        }
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.challenge.is_some() {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        response
+    }
+}
+
+/// The `RateLimit-*` values of the limit that refused (draft-ietf-httpapi-ratelimit-headers),
+/// in whole seconds: kept small, since every 429 carries them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitHeaders {
+    limit: u32,
+    remaining: u32,
+    reset_s: u32,
+    window_s: u32,
+}
+
+impl LimitHeaders {
+    /// `None` for a decision without a limit.
+    pub fn of(d: &Decision) -> Option<LimitHeaders> {
+        let secs =
+            |t: std::time::Duration| u32::try_from(t.as_secs() + u64::from(t.subsec_nanos() > 0)).unwrap_or(u32::MAX);
+        (d.limit != u32::MAX).then(|| LimitHeaders {
+            limit: d.limit,
+            remaining: d.remaining,
+            reset_s: secs(d.reset_after),
+            window_s: secs(d.window).max(1),
+        })
+    }
+
+    fn write(&self, headers: &mut HeaderMap) {
+        headers.insert("ratelimit-limit", HeaderValue::from(self.limit));
+        headers.insert("ratelimit-remaining", HeaderValue::from(self.remaining));
+        headers.insert("ratelimit-reset", HeaderValue::from(self.reset_s));
+        if let Ok(policy) = HeaderValue::try_from(format!("{};w={}", self.limit, self.window_s)) {
+            headers.insert("ratelimit-policy", policy);
         }
     }
 }
 
+fn json_response(body: &serde_json::Value) -> Response {
+    let mut response = Response::new(Body::from(body.to_string()));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// An [`ApiError`] waiting in a response's extensions for the listener to render.
+#[derive(Clone, Debug)]
+pub struct Unrendered(pub Box<ApiError>);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {
-            "message": self.message,
-            "type": self.reject.kind(),
-            "param": null,
-            "code": self.reject.code(),
-        }});
-        let mut response = (self.reject.status(), Json(body)).into_response();
-        self.add_retry_after(response.headers_mut());
-        response.extensions_mut().insert(self.reject);
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = self.reject.status();
+        response.extensions_mut().insert(Unrendered(Box::new(self)));
         response
+    }
+}
+
+impl From<&AccountError> for ApiError {
+    fn from(e: &AccountError) -> ApiError {
+        let (reject, detail) = match e {
+            AccountError::Invalid { code, .. } => (Reject::InvalidInput, Some(*code)),
+            AccountError::WeakPassword(why) => (Reject::WeakPassword, Some(why.code())),
+            AccountError::Refused(why) => (Reject::RegistrationRefused, Some(why.code())),
+            AccountError::AlreadyRegistered => (Reject::AlreadyRegistered, None),
+            AccountError::InvalidCredentials => (Reject::InvalidCredentials, None),
+            AccountError::MfaRequired => (Reject::MfaRequired, None),
+            AccountError::InvalidCode => (Reject::InvalidCode, None),
+            AccountError::TooManyAttempts { .. } => (Reject::TooManyAttempts, None),
+            AccountError::Suspended => (Reject::AccountSuspended, None),
+            AccountError::Busy => (Reject::Busy, None),
+            AccountError::Unauthenticated => (Reject::SignInRequired, None),
+            AccountError::NotFound => (Reject::NotFound, None),
+            AccountError::Notify(_) => (Reject::NotificationFailed, None),
+            AccountError::Store(_) | AccountError::Crypto(_) | AccountError::Internal(_) => (Reject::Internal, None),
+        };
+        let message = if reject == Reject::Internal {
+            tracing::error!(error = %e, "account operation failed");
+            Cow::Borrowed("internal error; the operator has the details in the log")
+        } else {
+            Cow::Owned(e.to_string())
+        };
+        let mut error = ApiError::new(reject, message);
+        error.detail = detail;
+        if let AccountError::TooManyAttempts { retry_after } = e {
+            error.retry_after = Some(u32::try_from(retry_after.as_secs().max(1)).unwrap_or(u32::MAX));
+        }
+        error
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> ApiError {
+        ApiError::from(&e)
     }
 }
 
@@ -236,36 +434,39 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"))
 }
 
-fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn reject_indices_match_all() {
+    fn reject_indices_match_all_and_codes_are_distinct() {
+        let mut codes = std::collections::HashSet::new();
         for (i, reject) in Reject::ALL.iter().enumerate() {
             assert_eq!(reject.index(), i);
+            assert!(codes.insert(reject.code()), "{} twice", reject.code());
         }
     }
 
     #[test]
-    fn pages_escape_the_message() {
-        let page = ApiError::new(Reject::NotFound, "<script>x</script>").into_page();
+    fn deferred_until_rendered_then_json_or_a_page() {
+        let response = ApiError::new(Reject::NotFound, "<script>x</script>").into_response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let Unrendered(error) = response.extensions().get::<Unrendered>().cloned().expect("marked");
+        let page = error.clone().render(true);
         assert_eq!(page.status(), StatusCode::NOT_FOUND);
-        assert_eq!(escape_html("<a href='x'>&"), "&lt;a href=&#39;x&#39;&gt;&amp;");
+        assert!(page.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+        let json = error.render(false);
+        assert_eq!(json.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn account_errors_keep_their_codes_and_statuses() {
+        let weak = ApiError::from(&AccountError::Invalid { code: "too_long", message: "x".into() });
+        assert_eq!((weak.reject.status(), weak.code()), (StatusCode::BAD_REQUEST, "too_long"));
+        let throttled = ApiError::from(&AccountError::TooManyAttempts { retry_after: std::time::Duration::ZERO });
+        assert_eq!((throttled.code(), throttled.retry_after), ("too_many_attempts", Some(1)));
+        assert_eq!(ApiError::from(&AccountError::Unauthenticated).code(), "unauthenticated");
+        assert_eq!(Reject::InvalidCredentials.kind(), "authentication_error");
+        assert_eq!(Reject::Unauthenticated.kind(), "invalid_request_error");
     }
 }

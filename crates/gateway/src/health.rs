@@ -4,15 +4,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use accounts::service::Accounts;
+use admission::Admission;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use store::Store;
 
-use crate::Gateway;
-use crate::connections::ConnectionRefusal;
+use crate::connections::{ConnectionGate, ConnectionRefusal};
+use crate::edge::Edge;
 use crate::error::{ApiError, Reject};
+use crate::metrics::Metrics;
+use crate::upstream::UpstreamPool;
+
+/// What readiness and the metrics page read.
+#[derive(Clone)]
+pub struct Telemetry {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub pool: Arc<UpstreamPool>,
+    pub accounts: Arc<Accounts>,
+    pub admission: Arc<Admission>,
+    pub connections: Arc<ConnectionGate>,
+    pub edge: Arc<Edge>,
+}
 
 /// The process is up and answering.
 pub async fn healthz() -> Response {
@@ -20,14 +37,14 @@ pub async fn healthz() -> Response {
 }
 
 /// Ready for traffic: the store answers and at least one upstream is healthy.
-pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    let store = match tokio::time::timeout(Duration::from_secs(2), gw.store.ping()).await {
+pub async fn readyz(State(t): State<Telemetry>) -> Response {
+    let store = match tokio::time::timeout(Duration::from_secs(2), t.store.ping()).await {
         Ok(Ok(())) => "ok".to_owned(),
         Ok(Err(e)) => format!("error: {e}"),
         Err(_) => "error: no answer within 2s".to_owned(),
     };
-    let healthy = gw.pool.healthy_count();
-    let total = gw.pool.upstreams().len();
+    let healthy = t.pool.healthy_count();
+    let total = t.pool.upstreams().len();
     let ready = store == "ok" && healthy > 0;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
@@ -39,19 +56,19 @@ pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 /// Prometheus text exposition.
-pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+pub async fn metrics(State(t): State<Telemetry>) -> Response {
     let mut out = String::with_capacity(16 * 1024);
-    gw.metrics.render(&mut out);
-    gw.pool.render_metrics(&mut out);
-    let hasher = gw.accounts.hasher();
+    t.metrics.render(&mut out);
+    t.pool.render_metrics(&mut out);
+    let hasher = t.accounts.hasher();
     out.push_str("# HELP palisade_password_hash_in_flight Password hashes running or queued on the bounded pool.\n");
     out.push_str("# TYPE palisade_password_hash_in_flight gauge\n");
     out.push_str(&format!("palisade_password_hash_in_flight {}\n", hasher.in_flight()));
     out.push_str("# HELP palisade_password_hash_queued Password hashes waiting for a thread.\n");
     out.push_str("# TYPE palisade_password_hash_queued gauge\n");
     out.push_str(&format!("palisade_password_hash_queued {}\n", hasher.queued()));
-    render_admission(&gw.admission.snapshot(), &mut out);
-    let conns = &gw.connections;
+    render_admission(&t.admission.snapshot(), &mut out);
+    let conns = &t.connections;
     out.push_str("# HELP palisade_connections_open Client connections open now.\n");
     out.push_str("# TYPE palisade_connections_open gauge\n");
     out.push_str(&format!("palisade_connections_open {}\n", conns.open()));
@@ -64,14 +81,13 @@ pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
             conns.refused(why)
         ));
     }
-    gw.edge.render_metrics(&mut out);
+    t.edge.render_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }
 
 /// Anything else: 404, as a page for browsers and JSON for the rest.
-pub async fn not_found(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    gw.metrics.reject(Reject::NotFound);
-    ApiError::new(Reject::NotFound, "there is nothing at this address").for_client(&headers)
+pub async fn not_found() -> ApiError {
+    ApiError::new(Reject::NotFound, "there is nothing at this address")
 }
 
 fn render_admission(snap: &admission::AdmissionSnapshot, out: &mut String) {

@@ -5,59 +5,10 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::error::Reject;
+use std::sync::Mutex;
 
-/// What a request was for, as a bounded label (never the raw path).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    ChatCompletions,
-    Completions,
-    Embeddings,
-    Models,
-    Healthz,
-    Readyz,
-    Metrics,
-    Other,
-}
-
-impl Route {
-    pub const ALL: [Route; 8] = [
-        Route::ChatCompletions,
-        Route::Completions,
-        Route::Embeddings,
-        Route::Models,
-        Route::Healthz,
-        Route::Readyz,
-        Route::Metrics,
-        Route::Other,
-    ];
-
-    pub fn classify(path: &str) -> Route {
-        match path {
-            "/v1/chat/completions" => Route::ChatCompletions,
-            "/v1/completions" => Route::Completions,
-            "/v1/embeddings" => Route::Embeddings,
-            "/v1/models" => Route::Models,
-            "/healthz" => Route::Healthz,
-            "/readyz" => Route::Readyz,
-            "/metrics" => Route::Metrics,
-            _ => Route::Other,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Route::ChatCompletions => "chat_completions",
-            Route::Completions => "completions",
-            Route::Embeddings => "embeddings",
-            Route::Models => "models",
-            Route::Healthz => "healthz",
-            Route::Readyz => "readyz",
-            Route::Metrics => "metrics",
-            Route::Other => "other",
-        }
-    }
-}
+use crate::error::{ApiError, Reject};
+use crate::request::Route;
 
 /// Upper bounds of the latency buckets, in seconds.
 pub const BUCKETS: [f64; 16] =
@@ -102,6 +53,8 @@ pub struct RouteCounts {
 }
 
 const FIRST_STATUS: usize = 100;
+/// Distinct fine-grained refusal codes counted apart (far more than the program has).
+const MAX_DETAIL_CODES: usize = 64;
 const STATUS_SLOTS: usize = 500;
 
 struct RouteStats {
@@ -119,6 +72,9 @@ impl Default for RouteStats {
 pub struct Metrics {
     routes: [RouteStats; Route::ALL.len()],
     rejections: [AtomicU64; Reject::ALL.len()],
+    /// Refusals whose JSON code is finer than their reject's (which password rule, say):
+    /// static codes, so the set is bounded by the program; capped all the same.
+    details: Mutex<Vec<(&'static str, u64)>>,
     /// Requests whose input score reached the threshold, by action (log, flag, slow, block).
     guard_input: [AtomicU64; 4],
     guard_leaks: AtomicU64,
@@ -128,7 +84,8 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             routes: Default::default(),
-            rejections: Default::default(),
+            rejections: std::array::from_fn(|_| AtomicU64::new(0)),
+            details: Mutex::new(Vec::new()),
             guard_input: Default::default(),
             guard_leaks: AtomicU64::new(0),
         }
@@ -154,8 +111,24 @@ impl Metrics {
         self.guard_leaks.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn reject(&self, reason: Reject) {
-        self.rejections[reason.index()].fetch_add(1, Ordering::Relaxed);
+    /// Count a refusal by its code. The listener calls this for every rendered
+    /// [`ApiError`]; nothing else should.
+    pub fn refused(&self, error: &ApiError) {
+        match error.detail {
+            Some(code) if code != error.reject.code() => {
+                let mut details = self.details.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((_, n)) = details.iter_mut().find(|(c, _)| *c == code) {
+                    *n += 1;
+                } else if details.len() < MAX_DETAIL_CODES {
+                    details.push((code, 1));
+                } else {
+                    self.rejections[error.reject.index()].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ => {
+                self.rejections[error.reject.index()].fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     pub fn requests(&self, route: Route, status: u16) -> u64 {
@@ -198,8 +171,19 @@ impl Metrics {
         (all, shed)
     }
 
-    pub fn rejections(&self, reason: Reject) -> u64 {
+    /// Refusals counted under this reject's own code (not those with a finer one).
+    pub fn rejected(&self, reason: Reject) -> u64 {
         self.rejections[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Refusals counted under `code` so far.
+    pub fn rejections(&self, code: &str) -> u64 {
+        let coarse = Reject::ALL
+            .iter()
+            .find(|r| r.code() == code)
+            .map_or(0, |r| self.rejections[r.index()].load(Ordering::Relaxed));
+        let details = self.details.lock().unwrap_or_else(|e| e.into_inner());
+        coarse + details.iter().find(|(c, _)| *c == code).map_or(0, |(_, n)| *n)
     }
 
     /// Append this registry's series to `out`, in Prometheus text format 0.0.4.
@@ -227,6 +211,9 @@ impl Metrics {
         for reason in Reject::ALL {
             let n = self.rejections[reason.index()].load(Ordering::Relaxed);
             let _ = writeln!(out, "palisade_rejections_total{{reason=\"{}\"}} {n}", reason.code());
+        }
+        for (code, n) in self.details.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "palisade_rejections_total{{reason=\"{code}\"}} {n}");
         }
         out.push_str("# HELP palisade_guard_input_total Requests whose prompt scored as an extraction or jailbreak attempt, by action.\n");
         out.push_str("# TYPE palisade_guard_input_total counter\n");
@@ -265,9 +252,16 @@ mod tests {
     }
 
     #[test]
-    fn classifies_only_known_paths() {
-        assert_eq!(Route::classify("/v1/chat/completions"), Route::ChatCompletions);
-        assert_eq!(Route::classify("/v1/chat/completions/x"), Route::Other);
-        assert_eq!(Route::classify("/anything"), Route::Other);
+    fn refusals_are_counted_by_their_code() {
+        let m = Metrics::default();
+        m.refused(&ApiError::new(Reject::CsrfFailed, "x"));
+        m.refused(&ApiError::new(Reject::WeakPassword, "x").detail("too_short"));
+        m.refused(&ApiError::new(Reject::WeakPassword, "x").detail("too_short"));
+        assert_eq!(m.rejections("csrf_failed"), 1);
+        assert_eq!(m.rejections("too_short"), 2);
+        let mut text = String::new();
+        m.render(&mut text);
+        assert!(text.contains("palisade_rejections_total{reason=\"too_short\"} 2"), "{text}");
+        assert!(text.contains("palisade_rejections_total{reason=\"csrf_failed\"} 1"));
     }
 }

@@ -6,12 +6,14 @@
 //! (say, batch embeddings never above `newcomer`).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use accounts::service::Principal;
 use admission::PriorityClass;
 use serde::{Deserialize, Serialize};
+use shield::Client;
 use store::UserStatus;
+
+use crate::validation::InvalidField;
 
 /// The `[priority]` section.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -24,10 +26,10 @@ pub struct PriorityConfig {
 }
 
 impl PriorityConfig {
-    pub fn validate(&self, out: &mut Vec<crate::config::InvalidField>) {
+    pub fn validate(&self, out: &mut Vec<InvalidField>) {
         for prefix in self.keys.keys() {
             if !prefix.starts_with("pal_") {
-                out.push(crate::config::InvalidField {
+                out.push(InvalidField {
                     field: format!("priority.keys.{prefix}"),
                     reason: "a key is named by its prefix, e.g. `pal_ab12cd34`".to_owned(),
                 });
@@ -35,7 +37,7 @@ impl PriorityConfig {
         }
         for path in self.routes.keys() {
             if !path.starts_with('/') {
-                out.push(crate::config::InvalidField {
+                out.push(InvalidField {
                     field: format!("priority.routes.{path}"),
                     reason: "a route is a path starting with `/`".to_owned(),
                 });
@@ -61,23 +63,13 @@ impl PriorityConfig {
     }
 }
 
-/// Whose share a request counts against for fairness inside its class: the
-/// account, or for anonymous traffic the client's /24 (IPv4) or /64 (IPv6),
-/// so one subnet cannot take the whole anonymous allowance.
-pub fn fairness_key(who: Option<&Principal>, client: IpAddr) -> u64 {
+/// Whose share a request counts against for fairness inside its class: the account,
+/// or for anonymous traffic the client's subnet, so one network cannot take the whole
+/// anonymous allowance.
+pub fn fairness_key(who: Option<&Principal>, client: &Client) -> u64 {
     match who {
         Some(p) => p.user_id as u64,
-        None => {
-            let subnet: u128 = match client {
-                IpAddr::V4(v4) => (u32::from(v4) >> 8) as u128 | 1 << 100,
-                IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                    Some(v4) => (u32::from(v4) >> 8) as u128 | 1 << 100,
-                    None => u128::from(v6) >> 64,
-                },
-            };
-            // Folded into the upper half so it never equals a small account id.
-            (subnet as u64 ^ (subnet >> 64) as u64) | 1 << 63
-        }
+        None => client.subnet_digest(),
     }
 }
 
@@ -112,16 +104,13 @@ mod tests {
 
     #[test]
     fn anonymous_fairness_is_per_subnet_and_never_an_account_id() {
-        let a: IpAddr = "10.1.2.3".parse().unwrap();
-        let b: IpAddr = "10.1.2.200".parse().unwrap();
-        let c: IpAddr = "10.1.3.3".parse().unwrap();
-        assert_eq!(fairness_key(None, a), fairness_key(None, b));
-        assert_ne!(fairness_key(None, a), fairness_key(None, c));
-        assert!(fairness_key(None, a) >= 1 << 63);
-        let v6a: IpAddr = "2001:db8::1".parse().unwrap();
-        let v6b: IpAddr = "2001:db8::ffff:1".parse().unwrap();
-        assert_eq!(fairness_key(None, v6a), fairness_key(None, v6b));
+        let client = |ip: &str| Client::new(ip.parse().unwrap(), shield::SubnetPrefixes::default());
+        let (a, b, c) = (client("10.1.2.3"), client("10.1.2.200"), client("10.1.3.3"));
+        assert_eq!(fairness_key(None, &a), fairness_key(None, &b));
+        assert_ne!(fairness_key(None, &a), fairness_key(None, &c));
+        assert!(fairness_key(None, &a) >= 1 << 63);
+        assert_eq!(fairness_key(None, &client("2001:db8::1")), fairness_key(None, &client("2001:db8::ffff:1")));
         let member = principal(UserStatus::Active, None);
-        assert_eq!(fairness_key(Some(&member), a), 7);
+        assert_eq!(fairness_key(Some(&member), &a), 7);
     }
 }

@@ -1,6 +1,8 @@
-//! The listener: accepts connections, speaks HTTP/1.1 and HTTP/2 (h2c), tags each
-//! request with an id and the client's address, records its metrics, and on
-//! shutdown stops accepting and drains what is in flight within a deadline.
+//! The listener: accepts connections, speaks HTTP/1.1 and HTTP/2 (h2c), resolves
+//! each request's context once (id, client, route), hands it to the lane's
+//! [`Dispatch`], renders and counts refusals (one place for all of them), records
+//! the request metrics, and on shutdown stops accepting and drains what is in
+//! flight within a deadline.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,28 +11,38 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, Method, Request, Response};
+use axum::http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tower_service::Service;
 use tracing::Instrument;
 
-use crate::Gateway;
-use crate::connections::{BodyPace, PacedBody};
-use crate::metrics::Route;
+use crate::client::ClientResolver;
+use crate::config::ServerConfig;
+use crate::connections::{BodyPace, ConnectionGate, PacedBody};
+use crate::error::{Unrendered, wants_html};
+use crate::metrics::Metrics;
+use crate::request::{Identity, RequestContext, RequestId, Route};
 
-/// The id of one request, echoed in `x-request-id` and in every log line about it.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub HeaderValue);
+/// Where the listener hands each request, with its [`RequestContext`] in its
+/// extensions, and gets the response back.
+pub trait Dispatch: Clone + Send + Sync + 'static {
+    fn dispatch(&self, request: Request<Body>) -> impl Future<Output = Response<Body>> + Send;
+}
 
-/// The address of the peer that sent the request.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub SocketAddr);
+/// The listener's own parts: its settings, the connection caps, who may speak for a
+/// client, and the request metrics it records for every answer.
+pub struct Listener {
+    pub config: ServerConfig,
+    pub connections: Arc<ConnectionGate>,
+    pub metrics: Arc<Metrics>,
+    pub clients: ClientResolver,
+    /// Expect a PROXY protocol header from trusted proxies.
+    pub proxy_protocol: bool,
+}
 
 /// Makes request ids: a per-process random prefix and a counter, so ids are
 /// unique across restarts without a random draw per request.
@@ -65,26 +77,15 @@ fn hex_id(buf: &mut [u8; 25], prefix: u32, n: u64) -> &str {
     std::str::from_utf8(buf).unwrap_or("")
 }
 
-/// Which listener a connection came in on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lane {
-    /// The gateway's own: `crate::router`, with the inference routes taken
-    /// straight to the proxy (see [`direct`]).
-    Main,
-    /// The status page's lane: its router and nothing else.
-    Status,
-}
-
-/// Serve `router` on `listener` until `shutdown` resolves, then drain for at
+/// Serve `dispatch` on `socket` until `shutdown` resolves, then drain for at
 /// most the configured grace period.
-pub async fn serve(
-    gateway: Arc<Gateway>,
-    listener: TcpListener,
-    router: Router,
-    lane: Lane,
+pub async fn serve<D: Dispatch>(
+    parts: Arc<Listener>,
+    socket: TcpListener,
+    dispatch: D,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let cfg = &gateway.config.server;
+    let cfg = &parts.config;
     let header_timeout = Duration::from_millis(cfg.header_read_timeout_ms);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -101,7 +102,7 @@ pub async fn serve(
 
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = socket.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors or similar: back off instead of spinning.
@@ -114,8 +115,8 @@ pub async fn serve(
         };
         // A trusted proxy (a load balancer) carries many clients on its
         // connections: it is exempt from the per-address cap, not the total.
-        let trusted = gateway.edge.is_trusted_proxy(peer.ip());
-        let slot = match gateway.connections.admit(peer.ip(), !trusted) {
+        let trusted = parts.clients.is_trusted(peer.ip());
+        let slot = match parts.connections.admit(peer.ip(), !trusted) {
             Ok(slot) => slot,
             Err(refusal) => {
                 // Best effort and never waiting: a refused client gets a reason
@@ -125,14 +126,14 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let proxy_header = trusted && gateway.edge.config.proxy_protocol;
-        let (builder, watcher, router, gateway, ids) =
-            (builder.clone(), graceful.watcher(), router.clone(), gateway.clone(), ids.clone());
+        let proxy_header = trusted && parts.proxy_protocol;
+        let (builder, watcher, dispatch, parts, ids) =
+            (builder.clone(), graceful.watcher(), dispatch.clone(), parts.clone(), ids.clone());
         tokio::spawn(async move {
             let (mut stream, mut peer) = (stream, peer);
             if proxy_header {
                 // The client's address comes first on the connection, before any HTTP.
-                match crate::edge::proxy_protocol::read_header(&mut stream, header_timeout).await {
+                match crate::proxy_protocol::read_header(&mut stream, header_timeout).await {
                     Ok(Some(client)) => peer = client,
                     Ok(None) => {}
                     Err(e) => {
@@ -141,7 +142,7 @@ pub async fn serve(
                     }
                 }
             }
-            let service = RequestService { router, gateway, ids, peer, pace, lane };
+            let service = RequestService { dispatch, parts, ids, peer, pace };
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -150,7 +151,7 @@ pub async fn serve(
         });
     }
 
-    drop(listener);
+    drop(socket);
     let grace = cfg.shutdown_grace();
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
@@ -159,21 +160,20 @@ pub async fn serve(
     Ok(())
 }
 
-/// The per-connection service: wraps the router with the request id, the
-/// client address, a tracing span and the request metrics.
+/// The per-connection service: the request's context, a tracing span, the lane's
+/// dispatch, then the refusal rendering and the request metrics.
 #[derive(Clone)]
-struct RequestService {
-    router: Router,
-    gateway: Arc<Gateway>,
+struct RequestService<D> {
+    dispatch: D,
+    parts: Arc<Listener>,
     ids: Arc<RequestIds>,
     peer: SocketAddr,
     pace: BodyPace,
-    lane: Lane,
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-impl hyper::service::Service<Request<Incoming>> for RequestService {
+impl<D: Dispatch> hyper::service::Service<Request<Incoming>> for RequestService<D> {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
@@ -181,32 +181,23 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let started = Instant::now();
         let id = self.ids.next();
-        let route = Route::classify(request.uri().path());
+        let route = Route::of(request.uri().path());
+        let client = self.parts.clients.resolve(self.peer.ip(), request.headers());
+        let html = wants_html(request.headers());
         let pace = self.pace;
         let mut request = request.map(|body| Body::new(PacedBody::new(Body::new(body), pace)));
-        request.extensions_mut().insert(RequestId(id.clone()));
-        request.extensions_mut().insert(ClientAddr(self.peer));
+        let ctx = RequestContext { id: RequestId(id.clone()), client, route, identity: Identity::Anonymous };
+        request.extensions_mut().insert(ctx);
         let span = tracing::info_span!("request", id = ?id, route = route.label());
-        let direct = self.lane == Lane::Main && direct(request.method(), request.uri().path());
-        let mut router = self.router.clone();
-        let gateway = self.gateway.clone();
+        let dispatch = self.dispatch.clone();
+        let parts = self.parts.clone();
         Box::pin(
             async move {
-                let mut response = if direct {
-                    let gw = gateway.clone();
-                    crate::edge::guard::screened(&gateway, request, |request| {
-                        crate::proxy::forward(axum::extract::State(gw), request)
-                    })
-                    .await
-                } else {
-                    match router.call(request).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    }
-                };
+                let response = dispatch.dispatch(request).await;
+                let mut response = finish(response, html, &parts.metrics);
                 response.headers_mut().insert(X_REQUEST_ID.clone(), id);
                 let status = response.status().as_u16();
-                gateway.metrics.observe(route, status, started.elapsed());
+                parts.metrics.observe(route, status, started.elapsed());
                 tracing::debug!(status, "answered");
                 Ok(response)
             }
@@ -215,18 +206,15 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
     }
 }
 
-/// Whether a request goes straight to the inference proxy, behind the edge
-/// guard but not through the router: the routes a flood and a busy API hit,
-/// where the router's matching, boxing and per-request clones are about a
-/// tenth of the instructions a request costs. The same methods and paths
-/// `crate::router` sends to `proxy::forward` (both read `GENERATION_ROUTES`
-/// and `MODELS_ROUTE`); anything else (a wrong method, a
-/// trailing slash, an unknown `/v1` path) takes the router for its answer.
-fn direct(method: &Method, path: &str) -> bool {
-    match *method {
-        Method::POST => crate::GENERATION_ROUTES.contains(&path),
-        Method::GET => path == crate::MODELS_ROUTE,
-        _ => false,
+/// The one place a refusal becomes what the client reads: a page for a browser
+/// that asked for HTML, JSON for everyone else; and the one place it is counted.
+fn finish(mut response: Response<Body>, html: bool, metrics: &Metrics) -> Response<Body> {
+    match response.extensions_mut().remove::<Unrendered>() {
+        Some(Unrendered(error)) => {
+            metrics.refused(&error);
+            error.render(html)
+        }
+        None => response,
     }
 }
 
@@ -243,19 +231,5 @@ mod tests {
         assert_eq!(a.len(), 25);
         let mut buf = [0u8; 25];
         assert_eq!(hex_id(&mut buf, 0xdeadbeef, 1), "deadbeef-0000000000000001");
-    }
-
-    #[test]
-    fn only_the_proxy_routes_go_direct() {
-        for path in ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"] {
-            assert!(direct(&Method::POST, path), "{path}");
-            assert!(!direct(&Method::GET, path), "GET {path} gets the router's 405");
-        }
-        assert!(direct(&Method::GET, "/v1/models"));
-        assert!(!direct(&Method::HEAD, "/v1/models"));
-        assert!(!direct(&Method::POST, "/v1/models"));
-        for path in ["/v1/chat/completions/", "/v1/unknown", "/auth/login", "/healthz", "/"] {
-            assert!(!direct(&Method::POST, path), "{path}");
-        }
     }
 }

@@ -20,7 +20,8 @@ use hyper_util::rt::TokioExecutor;
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use conn::{Conn, ConnError, ConnPool};
 
-use crate::config::{HealthCheckConfig, ProxyConfig, UpstreamConfig};
+use crate::config::{HealthCheckConfig, MAX_UPSTREAMS, ProxyConfig, UpstreamConfig};
+use crate::validation::{InvalidField, invalid};
 
 /// The HTTP client shared by the proxy and the health checks.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -405,6 +406,24 @@ impl UpstreamPool {
         for up in &self.upstreams {
             let healthy = up.is_healthy() && up.breaker.state(now) != BreakerState::Open;
             let _ = writeln!(out, "palisade_upstream_healthy{{upstream=\"{}\"}} {}", up.name, u8::from(healthy));
+        }
+    }
+}
+
+/// Check the upstream list: unique names, parseable http URLs, at most [`MAX_UPSTREAMS`].
+pub fn validate_upstreams(upstreams: &[UpstreamConfig], out: &mut Vec<InvalidField>) {
+    if upstreams.len() > MAX_UPSTREAMS {
+        out.push(invalid("upstreams", format!("at most {MAX_UPSTREAMS} upstreams are supported")));
+    }
+    for (i, up) in upstreams.iter().enumerate() {
+        if up.name.trim().is_empty() {
+            out.push(invalid(format!("upstreams[{i}].name"), "must not be empty"));
+        }
+        if upstreams[..i].iter().any(|other| other.name == up.name) {
+            out.push(invalid(format!("upstreams[{i}].name"), format!("`{}` is used twice", up.name)));
+        }
+        if let Err(reason) = BaseUrl::parse(&up.url) {
+            out.push(invalid(format!("upstreams[{i}].url"), reason));
         }
     }
 }

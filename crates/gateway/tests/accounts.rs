@@ -472,7 +472,7 @@ async fn phone_and_email_are_not_stored_in_the_clear_in_sqlite() {
         .post("/auth/register", json!({"phone": CN_PHONE, "email": "alice.secret@example.com", "password": PASSWORD}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    site.gw.gateway.store.close().await; // checkpoint the WAL into the file
+    site.gw.gateway.store().close().await; // checkpoint the WAL into the file
     let mut raw = std::fs::read(&db).unwrap();
     for suffix in ["-wal", "-shm"] {
         raw.extend(std::fs::read(format!("{}{suffix}", db.display())).unwrap_or_default());

@@ -37,7 +37,7 @@ fn fixed_limit(c: &mut GatewayConfig) {
 async fn members_are_served_promptly_while_an_anonymous_flood_waits() {
     let sim = spawn_sim(slow_sim()).await;
     let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], fixed_limit).await;
-    let accounts = &gw.gateway.accounts;
+    let accounts = &gw.gateway.accounts();
     let user = accounts.service_user().await.unwrap();
     let (_, key) = accounts.create_key(user, "member", "inference", None, "test").await.unwrap();
 
@@ -49,7 +49,7 @@ async fn members_are_served_promptly_while_an_anonymous_flood_waits() {
         })
         .collect();
     eventually(Duration::from_secs(10), "the flood queues", || {
-        gw.gateway.admission.snapshot().queued[PriorityClass::Anonymous] > 0
+        gw.gateway.admission().snapshot().queued[PriorityClass::Anonymous] > 0
     })
     .await;
 
@@ -70,7 +70,7 @@ async fn members_are_served_promptly_while_an_anonymous_flood_waits() {
         // would take 40 × 300 ms. The bound is generous for slow CI machines.
         assert!(started.elapsed() < Duration::from_secs(3), "member waited {:?}", started.elapsed());
     }
-    let snapshot = gw.gateway.admission.snapshot();
+    let snapshot = gw.gateway.admission().snapshot();
     assert!(snapshot.admitted[PriorityClass::Member] >= 4);
     assert!(snapshot.in_flight[PriorityClass::Anonymous] <= 1, "anonymous holds at most half of 2");
 
@@ -102,7 +102,7 @@ async fn one_request_in_flight_with_a_cap_of_one()
     let url = format!("{}/v1/chat/completions", gw.url);
     let first = tokio::spawn(client().post(&url).json(&chat_body(false)).send());
     eventually(Duration::from_secs(10), "the first request is admitted", || {
-        gw.gateway.admission.snapshot().in_flight[PriorityClass::Anonymous] == 1
+        gw.gateway.admission().snapshot().in_flight[PriorityClass::Anonymous] == 1
     })
     .await;
     (sim, gw, url, first)

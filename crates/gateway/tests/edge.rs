@@ -28,7 +28,7 @@ async fn connections_past_the_per_address_cap_get_429_and_are_closed() {
     .await;
     let _a = TcpStream::connect(addr(&gw.url)).await.unwrap();
     let _b = TcpStream::connect(addr(&gw.url)).await.unwrap();
-    eventually(Duration::from_secs(5), "two connections counted", || gw.gateway.connections.open() == 2).await;
+    eventually(Duration::from_secs(5), "two connections counted", || gw.gateway.connections().open() == 2).await;
     let mut third = TcpStream::connect(addr(&gw.url)).await.unwrap();
     let reply = read_all(&mut third).await;
     assert!(reply.starts_with("HTTP/1.1 429"), "{reply}");
@@ -37,7 +37,7 @@ async fn connections_past_the_per_address_cap_get_429_and_are_closed() {
 
     // Closing one frees its place: a normal request succeeds again.
     drop(_a);
-    eventually(Duration::from_secs(5), "place freed", || gw.gateway.connections.open() == 1).await;
+    eventually(Duration::from_secs(5), "place freed", || gw.gateway.connections().open() == 1).await;
     // One client, one connection: a second would be the address's third.
     let c = client();
     let status = c.get(format!("{}/healthz", gw.url)).send().await.unwrap().status();
@@ -54,7 +54,7 @@ async fn connections_past_the_total_cap_get_503() {
     })
     .await;
     let _held = TcpStream::connect(addr(&gw.url)).await.unwrap();
-    eventually(Duration::from_secs(5), "one connection counted", || gw.gateway.connections.open() == 1).await;
+    eventually(Duration::from_secs(5), "one connection counted", || gw.gateway.connections().open() == 1).await;
     let mut next = TcpStream::connect(addr(&gw.url)).await.unwrap();
     let reply = read_all(&mut next).await;
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
@@ -198,7 +198,7 @@ async fn a_blocked_address_gets_403_until_its_entry_expires_and_allow_entries_ov
 #[tokio::test]
 async fn over_the_per_address_limit_answers_429_with_rate_limit_headers() {
     let (gw, _sim) = edge_gateway(|c| {
-        c.edge.limits.per_ip = shield::RateConfig::new(1, 60_000, 2);
+        c.shield.limits.per_ip = shield::RateConfig::new(1, 60_000, 2);
     })
     .await;
     let models = format!("{}/v1/models", gw.url);
@@ -228,7 +228,7 @@ async fn over_the_per_address_limit_answers_429_with_rate_limit_headers() {
 async fn a_key_over_its_own_rpm_is_limited_while_another_key_is_served() {
     let sim = spawn_sim(instant_sim()).await;
     let gw = spawn_gateway_on(None, vec![upstream("sim", &sim.server.url)], |_| {}).await;
-    let accounts = &gw.gateway.accounts;
+    let accounts = &gw.gateway.accounts();
     let user = accounts.service_user().await.unwrap();
     let (_, slow) = accounts.create_key(user, "slow", "inference", Some(2), "test").await.unwrap();
     let (_, fast) = accounts.create_key(user, "fast", "inference", None, "test").await.unwrap();
@@ -248,7 +248,7 @@ async fn a_key_over_its_own_rpm_is_limited_while_another_key_is_served() {
 
 #[tokio::test]
 async fn x_forwarded_for_is_honoured_only_from_a_trusted_peer() {
-    let (gw, _sim) = edge_gateway(|c| c.edge.trusted_proxies = vec!["127.0.0.1/32".into()]).await;
+    let (gw, _sim) = edge_gateway(|c| c.shield.trusted_proxies = vec!["127.0.0.1/32".into()]).await;
     let (status, _) =
         admin(&gw, reqwest::Method::POST, "/admin/blocklist", Some(json!({"cidr": "198.51.100.0/24"}))).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -285,16 +285,16 @@ async fn submit(c: &reqwest::Client, gw: &TestGateway, token: &str, nonce: &str)
 }
 
 fn low_difficulty(c: &mut GatewayConfig) {
-    c.edge.pow.base_difficulty = 6;
-    c.edge.pow.under_attack_difficulty = 10;
-    c.edge.pow.score_points_per_bit = 0;
+    c.shield.pow.base_difficulty = 6;
+    c.shield.pow.under_attack_difficulty = 10;
+    c.shield.pow.score_points_per_bit = 0;
 }
 
 #[tokio::test]
 async fn a_scripted_client_must_solve_a_challenge_and_its_clearance_is_bound_and_single_use() {
     let (gw, _sim) = edge_gateway(|c| {
         low_difficulty(c);
-        c.edge.pow.clearance_budget = 3;
+        c.shield.pow.clearance_budget = 3;
     })
     .await;
     let csrf = format!("{}/auth/csrf", gw.url);
@@ -366,8 +366,8 @@ async fn a_scripted_client_must_solve_a_challenge_and_its_clearance_is_bound_and
 async fn expired_challenges_and_clearances_are_refused() {
     let (gw, _sim) = edge_gateway(|c| {
         low_difficulty(c);
-        c.edge.pow.challenge_ttl_ms = 1_000;
-        c.edge.pow.clearance_ttl_ms = 1_000;
+        c.shield.pow.challenge_ttl_ms = 1_000;
+        c.shield.pow.clearance_ttl_ms = 1_000;
     })
     .await;
     let csrf = format!("{}/auth/csrf", gw.url);
@@ -394,10 +394,10 @@ fn registration(n: u32) -> Value {
 #[tokio::test]
 async fn registrations_past_the_limit_wait_in_line_and_the_pass_admits_once() {
     let (gw, _sim) = edge_gateway(|c| {
-        c.edge.limits.routes[0].rate = shield::RateConfig::new(1, 3_600_000, 1);
-        c.edge.waiting_room.admit_per_sec = 1.0;
-        c.edge.waiting_room.admit_burst = 1;
-        c.edge.waiting_room.poll_interval_ms = 100;
+        c.shield.limits.routes[0].rate = shield::RateConfig::new(1, 3_600_000, 1);
+        c.shield.waiting_room.admit_per_sec = 1.0;
+        c.shield.waiting_room.admit_burst = 1;
+        c.shield.waiting_room.poll_interval_ms = 100;
     })
     .await;
     let c = from("127.0.0.20");
@@ -506,10 +506,10 @@ async fn an_account_past_its_token_budget_gets_429_with_rate_limit_headers() {
     let sim = spawn_sim(instant_sim()).await;
     let gw = spawn_gateway_on(None, vec![upstream("sim", &sim.server.url)], |c| {
         // 300 tokens a minute: one request asking for 200 fits, a second does not.
-        c.edge.limits.account_tokens = shield::RateConfig::new(300, 60_000, 300);
+        c.shield.limits.account_tokens = shield::RateConfig::new(300, 60_000, 300);
     })
     .await;
-    let accounts = &gw.gateway.accounts;
+    let accounts = &gw.gateway.accounts();
     let user = accounts.service_user().await.unwrap();
     let (_, key) = accounts.create_key(user, "budget", "inference", None, "test").await.unwrap();
     let body = json!({"model": "palisade-sim", "max_tokens": 200, "messages": [{"role": "user", "content": "hi"}]});
@@ -530,8 +530,8 @@ async fn a_trusted_load_balancer_names_the_client_with_the_proxy_protocol() {
     let sim = spawn_sim(instant_sim()).await;
     let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |c| {
         // The balancer is 127.0.0.2; the test's own admin calls come from 127.0.0.1.
-        c.edge.trusted_proxies = vec!["127.0.0.2/32".into()];
-        c.edge.proxy_protocol = true;
+        c.shield.trusted_proxies = vec!["127.0.0.2/32".into()];
+        c.shield.proxy_protocol = true;
     })
     .await;
     // Block the client the load balancer speaks for, not the balancer itself.

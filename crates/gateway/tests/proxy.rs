@@ -110,7 +110,7 @@ async fn client_disconnect_mid_stream_frees_the_upstream_request() {
         s.in_flight == 0 && s.cancelled == 1
     })
     .await;
-    let up = &gw.gateway.pool.upstreams()[0];
+    let up = &gw.gateway.pool().upstreams()[0];
     eventually(Duration::from_secs(10), "the gateway to release its in-flight slot", || up.in_flight() == 0).await;
 }
 
@@ -273,7 +273,7 @@ async fn saturated_upstream_503_reaches_the_client() {
     assert_eq!(r.status(), 503);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "overloaded");
     // A saturated model is not a broken one: the breaker stays closed.
-    assert_eq!(gw.gateway.pool.healthy_count(), 1);
+    assert_eq!(gw.gateway.pool().healthy_count(), 1);
 }
 
 #[tokio::test]
@@ -336,7 +336,7 @@ async fn readiness_follows_upstream_health() {
         c.proxy.health_check.unhealthy_after = 1;
     })
     .await;
-    let pool = down.gateway.pool.clone();
+    let pool = down.gateway.pool().clone();
     eventually(Duration::from_secs(10), "the health check to fail", || pool.healthy_count() == 0).await;
     let r = client().get(format!("{}/readyz", down.url)).send().await.unwrap();
     assert_eq!(r.status(), 503);

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use accounts::service::AccountsConfig;
-use gateway::config::{
-    AuthConfig, InvalidField, ProxyConfig, ServerConfig, StatusConfig, UpstreamConfig, validate_upstreams,
-};
-use gateway::edge::EdgeConfig;
+use gateway::config::{AuthConfig, ProxyConfig, ServerConfig, StatusConfig, UpstreamConfig};
+use gateway::edge::ShieldConfig;
+use gateway::upstream::validate_upstreams;
+use gateway::validation::InvalidField;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::LogFormat;
@@ -50,9 +50,9 @@ pub struct Config {
     /// System prompts, leak scanning and prompt scoring on /v1.
     pub guard: aiguard::GuardConfig,
     /// Strikes from the guard: when callers are throttled or suspended.
-    pub abuse: gateway::guard::AbusePolicy,
+    pub abuse: gateway::abuse::AbusePolicy,
     /// Edge defence: block lists, rate limits, proof-of-work, bot score, attack mode.
-    pub shield: EdgeConfig,
+    pub shield: ShieldConfig,
 }
 
 /// Where the key that encrypts personal data at rest comes from.
@@ -109,8 +109,8 @@ impl Default for Config {
             admission: admission::AdmissionConfig::default(),
             priority: gateway::priority::PriorityConfig::default(),
             guard: aiguard::GuardConfig::default(),
-            abuse: gateway::guard::AbusePolicy::default(),
-            shield: EdgeConfig::default(),
+            abuse: gateway::abuse::AbusePolicy::default(),
+            shield: ShieldConfig::default(),
         }
     }
 }
@@ -225,13 +225,13 @@ impl Config {
             }
         }
         self.shield.validate(&mut problems);
-        if let Some(url) = &self.database_url {
-            if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
-                problems.push(InvalidField {
-                    field: "database_url".into(),
-                    reason: "must start with sqlite:// or postgres://".into(),
-                });
-            }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:"))
+        {
+            problems.push(InvalidField {
+                field: "database_url".into(),
+                reason: "must start with sqlite:// or postgres://".into(),
+            });
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             problems.push(InvalidField {

@@ -28,7 +28,7 @@ pub fn run(config_file: Option<&Path>, action: KeysCommand) -> anyhow::Result<Ex
             }
             KeysCommand::List => {
                 let accounts = open_accounts(&config).await?;
-                println!("{:<14} {:>6}  {:<20} {:<18} {:>6}  {}", "PREFIX", "USER", "NAME", "SCOPES", "RPM", "STATE");
+                println!("{:<14} {:>6}  {:<20} {:<18} {:>6}  STATE", "PREFIX", "USER", "NAME", "SCOPES", "RPM");
                 for key in accounts.store().all_api_keys().await? {
                     let state = if key.revoked_at.is_some() { "revoked" } else { "active" };
                     let rpm = key.rpm_limit.map_or_else(|| "-".to_owned(), |r| r.to_string());

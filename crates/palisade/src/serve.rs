@@ -87,8 +87,8 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
         guard: config.guard.clone(),
         abuse: config.abuse.clone(),
         status: config.status.clone(),
-        edge: config.shield.clone(),
-        edge_key: Some(shield_key(&config)?),
+        shield: config.shield.clone(),
+        shield_key: Some(shield_key(&config)?),
     };
     let gateway = Gateway::new(gateway_config, accounts)?;
     let listener = TcpListener::bind(config.listen)

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shield::{
-    BlockList, BotScoreConfig, EdgeLimits, Gcra, Key, LimiterTable, LimitsConfig, ListKind, RequestSignals, score,
+    BlockList, BotScoreConfig, Client, EdgeLimits, Gcra, Key, LimiterTable, LimitsConfig, ListKind, RequestSignals,
+    SubnetPrefixes, score,
 };
 
 const NOW: Duration = Duration::from_secs(1_700_000_000);
@@ -38,7 +39,9 @@ fn limiter(c: &mut Criterion) {
     g.bench_function("edge_check_source_ip_and_subnet", |b| {
         b.iter(|| {
             j = j.wrapping_add(1);
-            edge.check_source(black_box(v4(j)), NOW)
+            // Resolving the client is part of the edge's cost per request.
+            let client = Client::new(black_box(v4(j)), SubnetPrefixes::default());
+            edge.check_source(&client, NOW)
         })
     });
     g.finish();

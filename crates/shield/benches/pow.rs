@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use shield::pow::{solve_range, work_hash};
-use shield::{ClientBinding, PowIssuer, ReplayGuard};
+use shield::{Client, ClientBinding, PowIssuer, ReplayGuard, SubnetPrefixes};
 
 const NOW: Duration = Duration::from_secs(1_700_000_000);
 
@@ -19,7 +19,10 @@ fn seed_text(i: u64) -> String {
 
 fn verify(c: &mut Criterion) {
     let issuer = PowIssuer::new([7; 32]);
-    let binding = ClientBinding::for_client("203.0.113.9".parse().expect("ip"), "Mozilla/5.0 (bench)", 24, 64);
+    let binding = ClientBinding::for_client(
+        &Client::new("203.0.113.9".parse().expect("ip"), SubnetPrefixes::default()),
+        "Mozilla/5.0 (bench)",
+    );
     let challenge = issuer.challenge(&binding, 16, NOW);
     let nonce = shield::solve(&challenge.seed, 16).expect("solvable").to_string();
     let mut g = c.benchmark_group("pow_verify");

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use shield::{Gcra, Key, LimiterTable, LimitsConfig, subnet_key};
+use shield::{Gcra, Key, LimiterTable, LimitsConfig, SubnetPrefixes};
 
 struct Counting;
 
@@ -73,7 +73,7 @@ fn scenario(title: &str, config: &LimitsConfig, spacing: Duration) {
     for i in 0..SOURCES {
         let t = now + spacing * i;
         ips.check(Key::ip(source(i)), &per_ip, t, 1);
-        subnets.check(subnet_key(source(i), 24, 64), &per_subnet, t, 1);
+        subnets.check(Key::subnet(SubnetPrefixes::default().subnet_of(source(i))), &per_subnet, t, 1);
     }
     let elapsed = start.elapsed();
     let after = LIVE.load(Ordering::Relaxed) - before;

@@ -5,13 +5,16 @@
 use std::time::{Duration, Instant};
 
 use shield::pow::solve_range;
-use shield::{ClientBinding, PowIssuer};
+use shield::{Client, ClientBinding, PowIssuer, SubnetPrefixes};
 
 const NOW: Duration = Duration::from_secs(1_700_000_000);
 
 fn main() {
     let issuer = PowIssuer::new([7; 32]);
-    let binding = ClientBinding::for_client("203.0.113.9".parse().expect("ip"), "Mozilla/5.0 (bench)", 24, 64);
+    let binding = ClientBinding::for_client(
+        &Client::new("203.0.113.9".parse().expect("ip"), SubnetPrefixes::default()),
+        "Mozilla/5.0 (bench)",
+    );
     let challenge = issuer.challenge(&binding, 16, NOW);
     let nonce = shield::solve(&challenge.seed, 16).expect("solvable").to_string();
     let rounds = 200_000u32;

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use crate::pow::{ClientBinding, PowIssuer, millis};
+use crate::gcra::millis;
+use crate::pow::{ClientBinding, PowIssuer};
 use crate::signer::{Purpose, SealError, random_bytes};
 use crate::table::{BoundedTable, Key, Slot};
 
@@ -156,7 +157,7 @@ mod tests {
     const NOW: Duration = Duration::from_secs(1_700_000_000);
 
     fn binding(ua: &str) -> ClientBinding {
-        ClientBinding::for_client("2001:db8:1:2::9".parse().expect("ip"), ua, 24, 64)
+        ClientBinding::for_client(&crate::Client::new("2001:db8:1:2::9".parse().expect("ip"), Default::default()), ua)
     }
 
     #[test]

@@ -101,6 +101,13 @@ pub struct LimitsConfig {
     pub in_flight_entries: usize,
 }
 
+impl LimitsConfig {
+    /// The subnet prefixes as one value, for [`crate::Client::new`].
+    pub fn prefixes(&self) -> crate::client::SubnetPrefixes {
+        crate::client::SubnetPrefixes { v4: self.v4_subnet_prefix, v6: self.v6_subnet_prefix }
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {

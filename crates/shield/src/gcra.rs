@@ -28,6 +28,11 @@ const MAX_INTERVAL_NS: u64 = 365 * 24 * 3600 * 1_000_000_000;
 const MAX_TAU_NS: u128 = 100 * 365 * 24 * 3600 * 1_000_000_000;
 
 /// Nanoseconds of `d`, saturating (u64 nanoseconds last 584 years).
+/// A time as whole milliseconds, saturating (what signed tokens carry).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -9,6 +9,7 @@ pub mod blocklist;
 pub mod botscore;
 pub mod cidr;
 pub mod clearance;
+pub mod client;
 pub mod concurrency;
 pub mod config;
 pub mod gcra;
@@ -26,6 +27,7 @@ pub use blocklist::{BlockList, BlockListError, Entry as BlockEntry, ListKind, Ve
 pub use botscore::{Action, BotScoreConfig, BotVerdict, Reasons, RequestSignals, score};
 pub use cidr::{Cidr, CidrError, Family};
 pub use clearance::{Clearance, ClearanceError, ClearanceLedger};
+pub use client::{Client, SubnetPrefixes};
 pub use concurrency::{ConcurrencyPermit, ConcurrencyTable};
 pub use config::{
     BlockListConfig, ConfigError, LimitsConfig, PowConfig, RateConfig, RouteLimit, ShieldConfig, Subject,
@@ -36,7 +38,7 @@ pub use meter::{DecayingCount, TimingStats, TimingTracker};
 pub use pow::{Challenge, ClientBinding, PowError, PowIssuer, Solved, solve};
 pub use replay::{ReplayError, ReplayGuard};
 pub use signer::Signer;
-pub use table::{BoundedTable, Key, LimiterTable, subnet_key};
+pub use table::{BoundedTable, Key, LimiterTable};
 pub use waiting_room::{
     AdmissionPass, Status as WaitingStatus, Ticket, WaitingRoom, WaitingRoomConfig, WaitingRoomError,
 };

@@ -5,14 +5,14 @@
 //! construction (16 MiB with the defaults: six 16-byte-entry tables of 2^18 or 2^16 entries
 //! and the in-flight table).
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::{Client, SubnetPrefixes};
 use crate::concurrency::{ConcurrencyPermit, ConcurrencyTable, InFlight, acquire};
 use crate::config::{ConfigError, LimitsConfig, Subject};
 use crate::gcra::{Decision, Gcra};
-use crate::table::{BoundedTable, Key, LimiterTable, Tat, subnet_key};
+use crate::table::{BoundedTable, Key, LimiterTable, Tat};
 
 /// Index of a configured route limit, looked up once with [`EdgeLimits::route_id`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,8 +39,7 @@ struct Route {
 /// `Arc` across the server.
 #[derive(Debug)]
 pub struct EdgeLimits {
-    v4_prefix: u8,
-    v6_prefix: u8,
+    prefixes: SubnetPrefixes,
     per_ip: Gcra,
     per_subnet: Gcra,
     per_account: Gcra,
@@ -73,8 +72,7 @@ impl EdgeLimits {
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
         Ok(Self {
-            v4_prefix: config.v4_subnet_prefix,
-            v6_prefix: config.v6_subnet_prefix,
+            prefixes: config.prefixes(),
             per_ip: g("per_ip", &config.per_ip)?,
             per_subnet: g("per_subnet", &config.per_subnet)?,
             per_account: g("per_account", &config.per_account)?,
@@ -92,21 +90,21 @@ impl EdgeLimits {
         })
     }
 
-    /// The subnet key of `ip` under the configured prefixes.
-    pub fn subnet_of(&self, ip: IpAddr) -> Key {
-        subnet_key(ip, self.v4_prefix, self.v6_prefix)
+    /// The prefixes clients are grouped by.
+    pub fn prefixes(&self) -> SubnetPrefixes {
+        self.prefixes
     }
 
     /// The edge check for every request: the address's limit and its subnet's. A request the
     /// subnet refuses is given back to the address, so one busy neighbour does not drain a
     /// client's own budget.
-    pub fn check_source(&self, ip: IpAddr, now: Duration) -> Decision {
-        let key = Key::ip(ip);
+    pub fn check_source(&self, client: &Client, now: Duration) -> Decision {
+        let key = Key::ip(client.ip());
         let by_ip = self.ips.check(key, &self.per_ip, now, 1);
         if !by_ip.allowed {
             return by_ip;
         }
-        let by_subnet = self.subnets.check(self.subnet_of(ip), &self.per_subnet, now, 1);
+        let by_subnet = self.subnets.check(Key::subnet(client.subnet()), &self.per_subnet, now, 1);
         if !by_subnet.allowed {
             self.ips.refund(key, &self.per_ip, now, 1);
         }
@@ -136,13 +134,13 @@ impl EdgeLimits {
 
     /// A per-route limit for this client (anonymous clients fall back to their address for
     /// `per = "account"`). Unknown ids allow.
-    pub fn check_route(&self, route: RouteId, ip: IpAddr, account: Option<u64>, now: Duration) -> Decision {
+    pub fn check_route(&self, route: RouteId, client: &Client, account: Option<u64>, now: Duration) -> Decision {
         let Some(r) = self.routes.get(usize::from(route.0)) else {
             return Decision::unlimited();
         };
         let subject = match (r.per, account) {
-            (Subject::Ip, _) | (Subject::Account, None) => Key::ip(ip),
-            (Subject::Subnet, _) => self.subnet_of(ip),
+            (Subject::Ip, _) | (Subject::Account, None) => Key::ip(client.ip()),
+            (Subject::Subnet, _) => Key::subnet(client.subnet()),
             (Subject::Account, Some(id)) => Key::account(id),
         };
         self.route_table.check(Key::route(route.0, subject), &r.limit, now, 1)
@@ -207,8 +205,8 @@ mod tests {
 
     const NOW: Duration = Duration::from_secs(1_000);
 
-    fn ip(text: &str) -> IpAddr {
-        text.parse().expect("ip")
+    fn ip(text: &str) -> Client {
+        Client::new(text.parse().expect("ip"), SubnetPrefixes::default())
     }
 
     fn small() -> LimitsConfig {
@@ -228,11 +226,11 @@ mod tests {
     #[test]
     fn a_botnet_in_one_subnet_is_stopped_by_the_subnet_limit() {
         let l = EdgeLimits::new(&small()).expect("valid");
-        let allowed = (1..=50).filter(|i| l.check_source(ip(&format!("203.0.113.{i}")), NOW).allowed).count();
+        let allowed = (1..=50).filter(|i| l.check_source(&ip(&format!("203.0.113.{i}")), NOW).allowed).count();
         assert_eq!(allowed, 5, "each address is under its own limit; the /24 is not");
-        assert!(l.check_source(ip("198.51.100.1"), NOW).allowed, "other subnets unaffected");
+        assert!(l.check_source(&ip("198.51.100.1"), NOW).allowed, "other subnets unaffected");
         // Refused by the subnet, so the address got its token back.
-        let d = l.check_source(ip("203.0.113.1"), NOW);
+        let d = l.check_source(&ip("203.0.113.1"), NOW);
         assert!(!d.allowed);
         assert!(d.retry_after.is_some());
     }
@@ -242,10 +240,10 @@ mod tests {
         let l = EdgeLimits::new(&LimitsConfig::default()).expect("valid");
         let register = l.route_id("register").expect("default route");
         let client = ip("2001:db8::1");
-        let allowed = (0..20).filter(|_| l.check_route(register, client, None, NOW).allowed).count();
+        let allowed = (0..20).filter(|_| l.check_route(register, &client, None, NOW).allowed).count();
         assert_eq!(allowed, 10);
-        assert!(!l.check_route(register, ip("2001:db8::2"), None, NOW).allowed, "same /64");
-        assert!(l.check_route(RouteId(999), client, None, NOW).allowed);
+        assert!(!l.check_route(register, &ip("2001:db8::2"), None, NOW).allowed, "same /64");
+        assert!(l.check_route(RouteId(999), &client, None, NOW).allowed);
         assert_eq!(l.route_ids("login").len(), 1);
 
         assert!(l.check_tokens(7, 50_000, NOW).allowed);

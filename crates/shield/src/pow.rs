@@ -22,13 +22,14 @@
 //! short, bound, budgeted [`crate::clearance::Clearance`], and the client stays subject to
 //! every rate limit.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::cidr::Cidr;
+use crate::client::Client;
+use crate::gcra::millis;
 use crate::replay::{ReplayError, ReplayGuard};
 use crate::signer::{Purpose, SealError, Signer, random_bytes};
 
@@ -75,10 +76,10 @@ impl ClientBinding {
         Self { digest }
     }
 
-    /// The binding of a client at `ip` with `user_agent`, grouped by its `/v4_prefix` or
-    /// `/v6_prefix` subnet (24 and 64 are the usual choice).
-    pub fn for_client(ip: IpAddr, user_agent: &str, v4_prefix: u8, v6_prefix: u8) -> Self {
-        Self::new(Cidr::subnet_of(ip, v4_prefix, v6_prefix), user_agent)
+    /// The binding of `client` with `user_agent`: its subnet, so a client that moves within
+    /// its network keeps what it solved.
+    pub fn for_client(client: &Client, user_agent: &str) -> Self {
+        Self::new(client.subnet(), user_agent)
     }
 
     pub(crate) fn bytes(&self) -> &[u8; 16] {
@@ -164,10 +165,6 @@ impl From<ReplayError> for PowError {
             ReplayError::Full { retry_after } => Self::Busy { retry_after },
         }
     }
-}
-
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Issues and verifies challenges (and clearances, see [`crate::clearance`]).
@@ -353,13 +350,14 @@ pub fn solve(seed: &str, difficulty: u8) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::SubnetPrefixes;
     use proptest::prelude::*;
 
     const NOW: Duration = Duration::from_secs(1_700_000_000);
     const KEY: [u8; 32] = [42; 32];
 
     fn binding(ip: &str, ua: &str) -> ClientBinding {
-        ClientBinding::for_client(ip.parse().expect("ip"), ua, 24, 64)
+        ClientBinding::for_client(&Client::new(ip.parse().expect("ip"), SubnetPrefixes::default()), ua)
     }
 
     fn solved_challenge(d: u8) -> (PowIssuer, Challenge, String, ClientBinding) {

@@ -18,7 +18,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::pow::millis;
+use crate::gcra::millis;
 
 const WAYS: usize = 8;
 

@@ -71,7 +71,7 @@ impl Key {
         Self { domain: KIND_IP | family_flag(family), id: bits }
     }
 
-    /// A network, e.g. from [`subnet_key`] or [`Cidr::subnet_of`].
+    /// A network, e.g. a [`crate::Client`]'s subnet.
     pub fn subnet(net: Cidr) -> Self {
         let domain = KIND_SUBNET | (u32::from(net.prefix_len()) << 8) | family_flag(net.family());
         Self { domain, id: net.aligned_bits() }
@@ -115,9 +115,6 @@ impl Key {
 
 /// The per-subnet key of a client: its `/v4_prefix` (IPv4) or `/v6_prefix` (IPv6) network.
 /// The usual choice is 24 and 64: one household or small office, one IPv6 customer LAN.
-pub fn subnet_key(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> Key {
-    Key::subnet(Cidr::subnet_of(ip, v4_prefix, v6_prefix))
-}
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry<V> {
@@ -384,9 +381,10 @@ mod tests {
             }
         }
         assert_eq!(Key::ip(ip("::ffff:1.2.3.4")), Key::ip(ip("1.2.3.4")));
-        assert_eq!(subnet_key(ip("1.2.3.4"), 24, 64), subnet_key(ip("1.2.3.200"), 24, 64));
-        assert_ne!(subnet_key(ip("1.2.3.4"), 24, 64), subnet_key(ip("1.2.4.4"), 24, 64));
-        assert_eq!(subnet_key(ip("2001:db8::1"), 24, 64), subnet_key(ip("2001:db8::ffff:1"), 24, 64));
+        let subnet = |text: &str| Key::subnet(crate::SubnetPrefixes::default().subnet_of(ip(text)));
+        assert_eq!(subnet("1.2.3.4"), subnet("1.2.3.200"));
+        assert_ne!(subnet("1.2.3.4"), subnet("1.2.4.4"));
+        assert_eq!(subnet("2001:db8::1"), subnet("2001:db8::ffff:1"));
     }
 
     #[test]

@@ -23,7 +23,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::pow::{ClientBinding, millis};
+use crate::gcra::millis;
+use crate::pow::ClientBinding;
 use crate::signer::{Purpose, SealError, Signer, random_bytes};
 
 const VERSION: u8 = 1;
@@ -372,7 +373,10 @@ mod tests {
     }
 
     fn who(n: u8) -> ClientBinding {
-        ClientBinding::for_client(std::net::IpAddr::from([198, 51, n, 1]), "Mozilla/5.0", 24, 64)
+        ClientBinding::for_client(
+            &crate::Client::new(std::net::IpAddr::from([198, 51, n, 1]), Default::default()),
+            "Mozilla/5.0",
+        )
     }
 
     #[test]

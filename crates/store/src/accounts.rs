@@ -6,7 +6,7 @@
 
 use sqlx::FromRow;
 
-use crate::{Store, StoreError, conflict, on_pool};
+use crate::pool::{Store, StoreError, conflict, on_pool};
 
 /// Where an account stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

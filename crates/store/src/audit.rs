@@ -5,7 +5,7 @@
 use serde_json::Value;
 use sqlx::FromRow;
 
-use crate::{Store, StoreError, on_pool};
+use crate::pool::{Store, StoreError, on_pool};
 
 /// An event to record.
 #[derive(Clone, Debug, PartialEq)]

@@ -10,7 +10,7 @@
 
 use sqlx::FromRow;
 
-use crate::{Store, StoreError, conflict, on_pool};
+use crate::pool::{Store, StoreError, conflict, on_pool};
 
 /// A component entered `status` at `at`.
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]

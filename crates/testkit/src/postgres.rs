@@ -385,6 +385,21 @@ fn find_bindir() -> Option<PathBuf> {
         .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
 }
 
+/// The whole database at `url` as `pg_dump` prints it (schema and data), for
+/// tests that search what is really stored.
+pub async fn pg_dump(url: &str) -> Vec<u8> {
+    let program =
+        find_bindir().map(|dir| dir.join("pg_dump")).filter(|p| p.exists()).unwrap_or_else(|| "pg_dump".into());
+    let output = tokio::process::Command::new(&program)
+        .arg("--no-owner")
+        .arg(url)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {}: {e} (apt-get install -y postgresql-client)", program.display()));
+    assert!(output.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&output.stderr));
+    output.stdout
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,19 +492,4 @@ mod tests {
         drop(a);
         assert!(!dir.exists());
     }
-}
-
-/// The whole database at `url` as `pg_dump` prints it (schema and data), for
-/// tests that search what is really stored.
-pub async fn pg_dump(url: &str) -> Vec<u8> {
-    let program =
-        find_bindir().map(|dir| dir.join("pg_dump")).filter(|p| p.exists()).unwrap_or_else(|| "pg_dump".into());
-    let output = tokio::process::Command::new(&program)
-        .arg("--no-owner")
-        .arg(url)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {}: {e} (apt-get install -y postgresql-client)", program.display()));
-    assert!(output.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&output.stderr));
-    output.stdout
 }

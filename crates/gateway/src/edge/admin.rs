@@ -14,17 +14,22 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use shield::{Cidr, ListKind, Mode};
 
-use super::{AttackSwitch, announce, now};
-use crate::Gateway;
+use super::{AttackSwitch, Edge};
+use crate::audit::Event;
+use crate::clock::now;
+use crate::error::{ApiError, Reject};
+use crate::status_page::StatusBoard;
 
-fn bad_request(code: &str, message: String) -> Response {
-    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}});
-    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+/// What the edge's switches touch: the edge, and the status page that reports attack mode.
+#[derive(Clone)]
+pub struct EdgeSwitches {
+    pub edge: Arc<Edge>,
+    pub status: Arc<StatusBoard>,
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
-        .map_err(|e| bad_request("invalid_body", format!("the body is not the expected JSON: {e}")))
+        .map_err(|e| ApiError::new(Reject::InvalidBody, format!("the body is not the expected JSON: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -52,13 +57,14 @@ pub struct OldRule {
     cidr: String,
 }
 
-fn cidr(text: &str) -> Result<Cidr, Response> {
-    text.parse().map_err(|e: shield::CidrError| bad_request("invalid_cidr", e.to_string()))
+fn cidr(text: &str) -> Result<Cidr, ApiError> {
+    text.parse()
+        .map_err(|e: shield::CidrError| ApiError::new(Reject::InvalidInput, e.to_string()).detail("invalid_cidr"))
 }
 
 /// `GET /admin/blocklist`: live allow and block entries.
-pub async fn list(State(gw): State<Arc<Gateway>>) -> Response {
-    let entries: Vec<_> = gw
+pub async fn list(State(s): State<EdgeSwitches>) -> Response {
+    let entries: Vec<_> = s
         .edge
         .rules(now())
         .into_iter()
@@ -68,19 +74,13 @@ pub async fn list(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 /// `POST /admin/blocklist` `{"kind": "block"|"allow", "cidr", "ttl_s", "note"}`.
-pub async fn add(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
-    let rule: NewRule = match parse(&body) {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
-    let net = match cidr(&rule.cidr) {
-        Ok(c) => c,
-        Err(response) => return response,
-    };
+pub async fn add(State(s): State<EdgeSwitches>, body: Bytes) -> Result<Response, ApiError> {
+    let rule: NewRule = parse(&body)?;
+    let net = cidr(&rule.cidr)?;
     let now = now();
     let ttl = rule.ttl_s.filter(|s| *s > 0).map(Duration::from_secs);
-    if let Err(e) = gw.edge.insert_rule(rule.kind, net, ttl, &rule.note, now) {
-        return bad_request("blocklist_refused", e.to_string());
+    if let Err(e) = s.edge.insert_rule(rule.kind, net, ttl, &rule.note, now) {
+        return Err(ApiError::new(Reject::InvalidInput, e.to_string()).detail("blocklist_refused"));
     }
     let expires_at = ttl.map(|t| (now + t).as_secs());
     let detail = json!({"kind": rule.kind, "cidr": net, "expires_at": expires_at, "note": rule.note});
@@ -88,48 +88,40 @@ pub async fn add(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
         ListKind::Block => "shield.blocklist.add",
         ListKind::Allow => "shield.allowlist.add",
     };
-    gw.accounts.audit("operator", action, "ok", None, None, Some(detail.clone())).await;
-    (StatusCode::CREATED, Json(detail)).into_response()
+    s.edge.audit().record(Event::new("operator", action, "ok").detail(detail.clone())).await;
+    Ok((StatusCode::CREATED, Json(detail)).into_response())
 }
 
 /// `DELETE /admin/blocklist` `{"kind", "cidr"}`: 204, or 404 when no such entry.
-pub async fn remove(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
-    let rule: OldRule = match parse(&body) {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
-    let net = match cidr(&rule.cidr) {
-        Ok(c) => c,
-        Err(response) => return response,
-    };
-    if !gw.edge.remove_rule(rule.kind, net) {
-        let body = json!({"error": {"message": format!("no {} entry for {net}", rule.kind),
-                          "type": "invalid_request_error", "param": null, "code": "not_found"}});
-        return (StatusCode::NOT_FOUND, Json(body)).into_response();
+pub async fn remove(State(s): State<EdgeSwitches>, body: Bytes) -> Result<Response, ApiError> {
+    let rule: OldRule = parse(&body)?;
+    let net = cidr(&rule.cidr)?;
+    if !s.edge.remove_rule(rule.kind, net) {
+        return Err(ApiError::new(Reject::NotFound, format!("no {} entry for {net}", rule.kind)));
     }
     let action = match rule.kind {
         ListKind::Block => "shield.blocklist.remove",
         ListKind::Allow => "shield.allowlist.remove",
     };
     let detail = json!({"kind": rule.kind, "cidr": net});
-    gw.accounts.audit("operator", action, "ok", None, None, Some(detail)).await;
-    StatusCode::NO_CONTENT.into_response()
+    s.edge.audit().record(Event::new("operator", action, "ok").detail(detail)).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn attack_state(gw: &Gateway) -> serde_json::Value {
-    let (mode, forced, since, metrics) = gw.edge.attack_state();
+fn attack_state(edge: &Edge) -> serde_json::Value {
+    let (mode, forced, since, metrics) = edge.attack_state();
     json!({
         "mode": match mode { Mode::UnderAttack => "under_attack", Mode::Normal => "normal" },
         "switch": match forced { None => "auto", Some(true) => "on", Some(false) => "off" },
         "since": since.as_secs(),
-        "difficulty": gw.edge.difficulty(0),
+        "difficulty": edge.difficulty(0),
         "metrics": metrics,
     })
 }
 
 /// `GET /admin/attack-mode`
-pub async fn get_attack(State(gw): State<Arc<Gateway>>) -> Response {
-    Json(attack_state(&gw)).into_response()
+pub async fn get_attack(State(s): State<EdgeSwitches>) -> Response {
+    Json(attack_state(&s.edge)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -139,17 +131,18 @@ pub struct AttackBody {
 }
 
 /// `PUT /admin/attack-mode` `{"mode": "auto"|"on"|"off"}`.
-pub async fn set_attack(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
-    let body: AttackBody = match parse(&body) {
-        Ok(b) => b,
-        Err(response) => return response,
-    };
-    match gw.edge.force(body.mode, now()) {
-        Some(t) => announce(&gw, t, "operator").await,
+pub async fn set_attack(State(s): State<EdgeSwitches>, body: Bytes) -> Result<Response, ApiError> {
+    let body: AttackBody = parse(&body)?;
+    match s.edge.force(body.mode, now()) {
+        Some(t) => {
+            s.edge.announce(t, "operator").await;
+            // The page states attack mode; show the change now, not at the next tick.
+            s.status.wake();
+        }
         None => {
             let switch = json!({"switch": body.mode});
-            gw.accounts.audit("operator", "shield.attack_switch", "ok", None, None, Some(switch)).await;
+            s.edge.audit().record(Event::new("operator", "shield.attack_switch", "ok").detail(switch)).await;
         }
     }
-    Json(attack_state(&gw)).into_response()
+    Ok(Json(attack_state(&s.edge)).into_response())
 }

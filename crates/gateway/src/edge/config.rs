@@ -5,16 +5,16 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use shield::{
-    AttackConfig, BlockListConfig, BotScoreConfig, Cidr, LimitsConfig, PowConfig, ShieldConfig, WaitingRoomConfig,
-};
+use shield::{AttackConfig, BlockListConfig, BotScoreConfig, Cidr, LimitsConfig, PowConfig, WaitingRoomConfig};
 
-use crate::config::InvalidField;
+use crate::request::Zone;
+use crate::validation::InvalidField;
 
-/// Everything the edge guard reads. Every default makes `palisade serve` work alone.
+/// The `[shield]` section: everything the edge reads. Every default makes `palisade
+/// serve` work alone.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct EdgeConfig {
+pub struct ShieldConfig {
     /// Master switch. Off: no block list, limits, challenges or waiting room (for
     /// benchmarks and for deployments with another edge in front).
     pub enabled: bool,
@@ -43,10 +43,10 @@ pub struct EdgeConfig {
     pub waiting_room: WaitingRoomConfig,
 }
 
-impl Default for EdgeConfig {
+impl Default for ShieldConfig {
     fn default() -> Self {
-        let shield = ShieldConfig::default();
-        EdgeConfig {
+        let shield = shield::ShieldConfig::default();
+        ShieldConfig {
             enabled: true,
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
@@ -98,10 +98,10 @@ impl Default for RegistrationGuard {
     }
 }
 
-impl EdgeConfig {
-    /// The shield crate's view of this section.
-    pub fn shield(&self) -> ShieldConfig {
-        ShieldConfig {
+impl ShieldConfig {
+    /// The shield crate's part of this section: its rules without the HTTP settings.
+    pub fn rules(&self) -> shield::ShieldConfig {
+        shield::ShieldConfig {
             blocklist: self.blocklist.clone(),
             limits: self.limits.clone(),
             pow: self.pow.clone(),
@@ -118,14 +118,15 @@ impl EdgeConfig {
 
     /// Reports every bad field, named from the top of the file (`shield.…`).
     pub fn validate(&self, out: &mut Vec<InvalidField>) {
-        if let Err(e) = self.shield().validate() {
+        if let Err(e) = self.rules().validate() {
             out.push(InvalidField { field: format!("shield.{}", e.field), reason: e.problem });
         }
         for (i, r) in self.limits.routes.iter().enumerate() {
-            if !super::ROUTE_NAMES.contains(&r.route.as_str()) {
+            if !Zone::ALL.iter().any(|z| z.name() == r.route) {
+                let names: Vec<_> = Zone::ALL.iter().map(|z| z.name()).collect();
                 out.push(InvalidField {
                     field: format!("shield.limits.routes[{i}].route"),
-                    reason: format!("`{}` is not one of {}", r.route, super::ROUTE_NAMES.join(", ")),
+                    reason: format!("`{}` is not one of {}", r.route, names.join(", ")),
                 });
             }
         }
@@ -172,12 +173,12 @@ mod tests {
     #[test]
     fn defaults_validate_and_errors_name_the_field() {
         let mut out = Vec::new();
-        EdgeConfig::default().validate(&mut out);
+        ShieldConfig::default().validate(&mut out);
         assert!(out.is_empty(), "{out:?}");
-        let mut bad = EdgeConfig {
+        let mut bad = ShieldConfig {
             trusted_proxies: vec!["10.0.0.0/8".into(), "10.0.0.1/8".into()],
             secret: Some("abc".into()),
-            ..EdgeConfig::default()
+            ..ShieldConfig::default()
         };
         bad.limits.per_ip.burst = 0;
         bad.validate(&mut out);

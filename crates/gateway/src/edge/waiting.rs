@@ -8,7 +8,6 @@
 //! `X-Palisade-Pass: <pass>`, which skips the route limit once. An abandoned ticket answers
 //! 410 `ticket_expired` (join again); a forged or foreign one 403 `ticket_invalid`.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,20 +17,20 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use shield::{WaitingRoomError, WaitingStatus};
+use shield::{Client, WaitingRoomError, WaitingStatus};
 
-use super::guard::rate_limited;
 use super::metrics::EdgeAction;
-use super::{ClientIp, PASS_HEADER, now};
-use crate::Gateway;
+use super::{Edge, PASS_HEADER, Stop};
+use crate::clock::now;
 use crate::error::{ApiError, Reject};
+use crate::request::{RequestContext, Zone};
 
 fn secs_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-fn room_error(gw: &Gateway, e: WaitingRoomError) -> Response {
-    gw.edge.metrics.record(EdgeAction::Block, e.code());
+fn room_error(edge: &Edge, e: WaitingRoomError) -> ApiError {
+    edge.metrics.record(EdgeAction::Block, e.code());
     let (reject, message, retry) = match e {
         WaitingRoomError::Full { retry_after } => {
             (Reject::WaitingRoomFull, "the waiting room is full; try again later".to_owned(), Some(retry_after))
@@ -41,46 +40,41 @@ fn room_error(gw: &Gateway, e: WaitingRoomError) -> Response {
         }
         other => (Reject::TicketInvalid, format!("{other} ({})", other.code()), None),
     };
-    gw.metrics.reject(reject);
-    let mut error = ApiError::new(reject, message);
-    error.retry_after = retry.map(|r| secs_up(r).clamp(1, 3600) as u32);
-    error.into_response()
+    ApiError::new(reject, message).retry_after(retry.map(|r| secs_up(r).clamp(1, 3600) as u32))
 }
 
-/// Stage 7 for `POST /auth/register`: the reason to record when the sign-up may go on,
-/// or the answer (a ticket, a refusal).
+/// The route-limit stage for `POST /auth/register`: the reason to record when the
+/// sign-up may go on, or the answer (a ticket, a refusal).
 pub(crate) fn admit_registration(
-    gw: &Gateway,
-    ip: IpAddr,
+    edge: &Edge,
+    client: &Client,
     headers: &HeaderMap,
     now: Duration,
-) -> Result<&'static str, Response> {
-    let edge = &gw.edge;
-    let binding = edge.binding(ip, headers);
+) -> Result<&'static str, Stop> {
+    let binding = edge.binding(client, headers);
     if let Some(pass) = headers.get(PASS_HEADER).and_then(|v| v.to_str().ok()) {
         let checked = edge.room().check_pass(pass, &binding, now);
-        let pass = checked.map_err(|e| room_error(gw, e))?;
+        let pass = checked.map_err(|e| room_error(edge, e))?;
         if edge.claim_pass(&pass.id, pass.expires_at, now).is_err() {
             edge.metrics.record(EdgeAction::Block, "pass_replayed");
-            gw.metrics.reject(Reject::TicketInvalid);
             let message = "this admission pass was already used; join the waiting room again";
-            return Err(ApiError::new(Reject::TicketInvalid, message).into_response());
+            return Err(ApiError::new(Reject::TicketInvalid, message).into());
         }
         return Ok("admission_pass");
     }
     let someone_waits = !edge.room().is_empty(now);
     if !someone_waits {
-        let d = edge.check_route("register", ip, None, now);
+        let d = edge.check_route(Zone::Register, client, None, now);
         if d.allowed {
             return Ok("passed");
         }
         if !edge.config.registration.waiting_room {
             edge.metrics.record(EdgeAction::Limit, "route_limit");
-            return Err(rate_limited(gw, &d, headers, "too many registrations; try again later"));
+            return Err(ApiError::limited("too many registrations; try again later", &d).into());
         }
     }
     let joined = edge.room().join(&binding, now);
-    let ticket = joined.map_err(|e| room_error(gw, e))?;
+    let ticket = joined.map_err(|e| room_error(edge, e))?;
     edge.metrics.record(EdgeAction::Queue, "waiting_room_joined");
     let body = json!({
         "status": "waiting",
@@ -92,7 +86,7 @@ pub(crate) fn admit_registration(
     });
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs_up(ticket.poll_after).max(1)));
-    Err(response)
+    Err(Stop::Answered(Box::new(response)))
 }
 
 #[derive(Deserialize)]
@@ -102,37 +96,34 @@ pub struct TicketQuery {
 
 /// `GET /auth/register/ticket?ticket=…`: where the ticket stands.
 pub async fn poll(
-    State(gw): State<Arc<Gateway>>,
-    ip: Option<axum::Extension<ClientIp>>,
+    State(edge): State<Arc<Edge>>,
+    ctx: RequestContext,
     headers: HeaderMap,
     Query(q): Query<TicketQuery>,
-) -> Response {
-    let (Some(ip), Some(ticket)) = (ip.map(|i| i.0.0), q.ticket) else {
-        gw.metrics.reject(Reject::InvalidRequest);
-        return ApiError::new(Reject::InvalidRequest, "pass the ticket as ?ticket=…").into_response();
+) -> Result<Response, ApiError> {
+    let Some(ticket) = q.ticket else {
+        return Err(ApiError::new(Reject::InvalidRequest, "pass the ticket as ?ticket=…"));
     };
     let now = now();
-    let binding = gw.edge.binding(ip, &headers);
-    let status = gw.edge.room().poll(&ticket, &binding, now);
+    let binding = edge.binding(&ctx.client, &headers);
+    let status = edge.room().poll(&ticket, &binding, now);
     match status {
         Ok(WaitingStatus::Waiting { position, eta, poll_after }) => {
-            gw.edge.metrics.record(EdgeAction::Queue, "ticket_waiting");
+            edge.metrics.record(EdgeAction::Queue, "ticket_waiting");
             let body = json!({"status": "waiting", "position": position, "eta_s": eta.map(secs_up),
                               "poll_after_s": secs_up(poll_after)});
             let mut response = Json(body).into_response();
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs_up(poll_after).max(1)));
-            response
+            Ok(response)
         }
         Ok(WaitingStatus::Admitted { pass }) => {
-            gw.edge.metrics.record(EdgeAction::Allow, "ticket_admitted");
-            Json(json!({"status": "admitted", "pass": pass, "header": PASS_HEADER})).into_response()
+            edge.metrics.record(EdgeAction::Allow, "ticket_admitted");
+            Ok(Json(json!({"status": "admitted", "pass": pass, "header": PASS_HEADER})).into_response())
         }
         Ok(WaitingStatus::Expired) => {
-            gw.edge.metrics.record(EdgeAction::Block, "ticket_expired");
-            gw.metrics.reject(Reject::TicketExpired);
-            ApiError::new(Reject::TicketExpired, "this ticket has expired; register again to rejoin the queue")
-                .into_response()
+            edge.metrics.record(EdgeAction::Block, "ticket_expired");
+            Err(ApiError::new(Reject::TicketExpired, "this ticket has expired; register again to rejoin the queue"))
         }
-        Err(e) => room_error(&gw, e),
+        Err(e) => Err(room_error(&edge, e)),
     }
 }

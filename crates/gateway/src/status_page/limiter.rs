@@ -13,6 +13,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use shield::{Cidr, SubnetPrefixes};
+
 use crate::config::StatusRateLimit;
 
 const SHARDS: usize = 16;
@@ -35,7 +37,7 @@ struct Bucket {
 
 #[derive(Default)]
 struct Shard {
-    buckets: HashMap<u128, Bucket>,
+    buckets: HashMap<Cidr, Bucket>,
     last_sweep: Option<Instant>,
 }
 
@@ -47,17 +49,9 @@ pub struct ClientLimiter {
     per_shard: usize,
 }
 
-/// The client a request counts against: the address, or its /64 for IPv6
-/// (one host usually holds a whole /64).
-fn client_key(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => u128::from(u32::from(v4)),
-            None => (u128::from(v6) >> 64 << 64) | (1 << 32),
-        },
-    }
-}
+/// The client a request counts against: the address, or its /64 for IPv6 (one host
+/// usually holds a whole /64).
+const PER_CLIENT: SubnetPrefixes = SubnetPrefixes { v4: 32, v6: 64 };
 
 impl ClientLimiter {
     pub fn new(config: &StatusRateLimit) -> ClientLimiter {
@@ -79,9 +73,11 @@ impl ClientLimiter {
         if self.per_s <= 0.0 {
             return Verdict::Allow;
         }
-        let key = client_key(ip);
+        let key = PER_CLIENT.subnet_of(ip);
         // Spread keys over shards by their low and high bits alike.
-        let shard_index = ((key ^ (key >> 64) ^ (key >> 29)) as usize) % SHARDS;
+        let bits = key.aligned_bits();
+        let folded = (bits ^ (bits >> 64)) as u64;
+        let shard_index = ((folded ^ (folded >> 32) ^ (folded >> 47)) as usize) % SHARDS;
         let mut shard = self.shards[shard_index].lock().unwrap_or_else(|p| p.into_inner());
         if !shard.buckets.contains_key(&key) && shard.buckets.len() >= self.per_shard {
             self.sweep(&mut shard, now);

@@ -31,15 +31,40 @@ use store::{
     AuditEntry, IncidentChange, IncidentRecord, MaintenanceRow, NewIncident, StatusChangeRow, Store, StoreError,
 };
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use super::hysteresis::{Hysteresis, Thresholds};
-use super::limiter::ClientLimiter;
 use super::signals::{self, SignalReader};
-use super::{Rendered, StatusBoard};
-use crate::Gateway;
-use crate::upstream::{BreakerState, Upstream};
+use crate::config::StatusConfig;
+use crate::edge::Edge;
+use crate::metrics::Metrics;
+use crate::upstream::{BreakerState, Upstream, UpstreamPool};
+
+/// Everything the page reports on, read each tick.
+pub struct StatusSources {
+    pub config: StatusConfig,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub pool: Arc<UpstreamPool>,
+    pub accounts: Arc<accounts::service::Accounts>,
+    pub edge: Arc<Edge>,
+}
+
+/// Every document of the page, rendered once per tick.
+#[derive(Debug)]
+pub struct Rendered {
+    pub html: Bytes,
+    pub badge: Bytes,
+    pub feed: Bytes,
+    /// One per [`Endpoint`], in [`Endpoint::ALL`] order.
+    pub json: Vec<Bytes>,
+}
+
+impl Rendered {
+    pub fn json(&self, endpoint: Endpoint) -> Bytes {
+        let index = Endpoint::ALL.iter().position(|e| *e == endpoint).unwrap_or(0);
+        self.json.get(index).cloned().unwrap_or_default()
+    }
+}
 
 /// How far back the store is read: the 90 days of the uptime bars, and a day more.
 const HISTORY_MS: i64 = (status::HISTORY_DAYS as i64 + 1) * DAY_MS;
@@ -95,9 +120,9 @@ fn model_id(name: &str) -> String {
     format!("model-{slug}")
 }
 
-impl Gateway {
+impl StatusSources {
     /// The page's components, in display order, as `status.components` picks them.
-    pub fn status_components(&self) -> Vec<ComponentDef> {
+    pub fn components(&self) -> Vec<ComponentDef> {
         let mut defs = Vec::new();
         let simple = |id: &str, name: &str, description: &'static str, kind| ComponentDef {
             id: id.to_owned(),
@@ -105,7 +130,7 @@ impl Gateway {
             description,
             kind,
         };
-        for choice in &self.config.status.components {
+        for choice in &self.config.components {
             match choice.as_str() {
                 "web" => defs.push(simple("web", "Web", "The web chat", Kind::Web)),
                 "api" => defs.push(simple("api", "API", "The OpenAI-compatible API", Kind::Api)),
@@ -209,28 +234,27 @@ pub struct Recorder {
 
 impl Recorder {
     /// One round; `sample` takes a sample of the live signals first.
-    pub(crate) async fn tick(&mut self, gw: &Gateway, board: &StatusBoard, sample: bool) {
+    pub(crate) async fn tick(&mut self, src: &StatusSources, sample: bool) -> Rendered {
         let now = OffsetDateTime::now_utc();
         let now_ms = millis(now);
-        let defs = gw.status_components();
+        let defs = src.components();
         if !self.loaded {
-            self.load(&gw.store, now_ms).await;
+            self.load(&src.store, now_ms).await;
         }
         self.prune(now);
         if sample {
-            self.measure(gw, &defs);
+            self.measure(src, &defs);
         }
-        self.read_store(&gw.store, now_ms).await;
-        let statuses = self.statuses(gw, &defs, now_ms);
-        self.record(&gw.store, &defs, &statuses, now_ms).await;
-        let mut changed =
-            self.component_incidents(&gw.store, gw.config.status.auto_incident_after_s, &defs, now_ms).await;
-        changed |= self.registration_incident(gw, now_ms).await;
-        changed |= self.attack_incident(gw, now_ms).await;
+        self.read_store(&src.store, now_ms).await;
+        let statuses = self.statuses(src, &defs, now_ms);
+        self.record(&src.store, &defs, &statuses, now_ms).await;
+        let mut changed = self.component_incidents(&src.store, src.config.auto_incident_after_s, &defs, now_ms).await;
+        changed |= self.registration_incident(src, now_ms).await;
+        changed |= self.attack_incident(src, now_ms).await;
         if changed {
-            self.read_store(&gw.store, now_ms).await;
+            self.read_store(&src.store, now_ms).await;
         }
-        board.publish(self.render(gw, &defs, &statuses, now));
+        self.render(src, &defs, &statuses, now)
     }
 
     fn warn(&mut self, what: &str, error: &StoreError) {
@@ -276,14 +300,14 @@ impl Recorder {
         self.history = carried;
     }
 
-    fn measure(&mut self, gw: &Gateway, defs: &[ComponentDef]) {
-        let mut sample = self.reader.read(&gw.metrics);
-        let upstreams = gw.pool.upstreams();
-        let pool_now = gw.pool.now_ms();
+    fn measure(&mut self, src: &StatusSources, defs: &[ComponentDef]) {
+        let mut sample = self.reader.read(&src.metrics);
+        let upstreams = src.pool.upstreams();
+        let pool_now = src.pool.now_ms();
         sample.upstreams_total = upstreams.len();
         sample.upstreams_healthy = upstreams.iter().filter(|u| upstream_ok(u, pool_now)).count();
-        sample.hashing_queued = gw.accounts.hasher().queued();
-        let cfg = &gw.config.status;
+        sample.hashing_queued = src.accounts.hasher().queued();
+        let cfg = &src.config;
         let thresholds = Thresholds { degrade_after: cfg.degrade_after, recover_after: cfg.recover_after };
         for def in defs {
             let raw = match def.kind {
@@ -326,9 +350,9 @@ impl Recorder {
 
     /// Each component's status as shown: the override if any, else the worst of
     /// the measured status and what the switches impose.
-    fn statuses(&self, gw: &Gateway, defs: &[ComponentDef], now_ms: i64) -> Vec<ComponentStatus> {
-        let attack = gw.under_attack();
-        let policy = gw.accounts.policy();
+    fn statuses(&self, src: &StatusSources, defs: &[ComponentDef], now_ms: i64) -> Vec<ComponentStatus> {
+        let attack = src.edge.under_attack();
+        let policy = src.accounts.policy();
         let in_maintenance: HashSet<&str> = self
             .maintenances
             .iter()
@@ -449,8 +473,8 @@ impl Recorder {
     }
 
     /// Keep the registration notice in step with the policy.
-    async fn registration_incident(&mut self, gw: &Gateway, now_ms: i64) -> bool {
-        let policy = gw.accounts.policy();
+    async fn registration_incident(&mut self, src: &StatusSources, now_ms: i64) -> bool {
+        let policy = src.accounts.policy();
         let first_look = self.last_policy.is_none();
         let policy_changed = self.last_policy.as_ref() != Some(&policy);
         let open = self.open_incident(REGISTRATION_KEY).cloned();
@@ -463,7 +487,7 @@ impl Recorder {
                     ..IncidentChange::default()
                 };
                 let ok =
-                    self.post(&gw.store, record.incident.id, &change, now_ms, "status.incident.auto_resolve").await;
+                    self.post(&src.store, record.incident.id, &change, now_ms, "status.incident.auto_resolve").await;
                 (ok, ok)
             }
             (Some((name, body)), None) if first_look || policy_changed => {
@@ -475,7 +499,7 @@ impl Recorder {
                     component_ids: vec!["registration".to_owned()],
                     auto_key: Some(REGISTRATION_KEY.to_owned()),
                 };
-                let ok = self.open(&gw.store, &incident, now_ms).await;
+                let ok = self.open(&src.store, &incident, now_ms).await;
                 (ok, ok)
             }
             (Some((name, body)), Some(record))
@@ -488,7 +512,8 @@ impl Recorder {
                     name: Some(name.to_owned()),
                     ..IncidentChange::default()
                 };
-                let ok = self.post(&gw.store, record.incident.id, &change, now_ms, "status.incident.auto_update").await;
+                let ok =
+                    self.post(&src.store, record.incident.id, &change, now_ms, "status.incident.auto_update").await;
                 (ok, ok)
             }
             _ => (true, false),
@@ -500,8 +525,8 @@ impl Recorder {
     }
 
     /// Open the attack notice when under-attack mode comes on, resolve it when it goes off.
-    async fn attack_incident(&mut self, gw: &Gateway, now_ms: i64) -> bool {
-        let attack = gw.under_attack();
+    async fn attack_incident(&mut self, src: &StatusSources, now_ms: i64) -> bool {
+        let attack = src.edge.under_attack();
         let open = self.open_incident(ATTACK_KEY).map(|r| r.incident.id);
         let (done, changed) = match (attack, open) {
             (true, None) if self.last_attack != Some(true) => {
@@ -513,7 +538,7 @@ impl Recorder {
                     component_ids: vec!["web".to_owned(), "api".to_owned()],
                     auto_key: Some(ATTACK_KEY.to_owned()),
                 };
-                let ok = self.open(&gw.store, &incident, now_ms).await;
+                let ok = self.open(&src.store, &incident, now_ms).await;
                 (ok, ok)
             }
             (false, Some(id)) => {
@@ -522,7 +547,7 @@ impl Recorder {
                     body: ATTACK_OVER.to_owned(),
                     ..IncidentChange::default()
                 };
-                let ok = self.post(&gw.store, id, &change, now_ms, "status.incident.auto_resolve").await;
+                let ok = self.post(&src.store, id, &change, now_ms, "status.incident.auto_resolve").await;
                 (ok, ok)
             }
             _ => (true, false),
@@ -568,7 +593,7 @@ impl Recorder {
 
     fn render(
         &self,
-        gw: &Gateway,
+        src: &StatusSources,
         defs: &[ComponentDef],
         statuses: &[ComponentStatus],
         now: OffsetDateTime,
@@ -606,7 +631,7 @@ impl Recorder {
         let snapshot = Snapshot {
             page: Page {
                 id: "palisade".to_owned(),
-                name: gw.config.status.name.clone(),
+                name: src.config.name.clone(),
                 url: "/status".to_owned(),
                 time_zone: "Etc/UTC".to_owned(),
                 updated_at: now,
@@ -717,63 +742,6 @@ pub(crate) async fn audit(store: &Store, actor: &str, action: &str, detail: serd
     };
     if let Err(e) = store.append_audit(&entry, millis(OffsetDateTime::now_utc())).await {
         tracing::error!(error = %e, action, "audit entry could not be written");
-    }
-}
-
-/// The running recorder. [`StatusRecorder::stop`] ends it; dropping it aborts it.
-pub struct StatusRecorder {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl StatusRecorder {
-    /// Configure the board, render the page once (so it is there before the
-    /// first request; a store that does not answer within a few seconds does
-    /// not hold up serving, the page then answers 503 until the first tick),
-    /// then tick every `status.tick_ms` until stopped.
-    pub async fn start(gw: &Arc<Gateway>) -> StatusRecorder {
-        let _ = gw.status.limiter.set(ClientLimiter::new(&gw.config.status.rate_limit));
-        if tokio::time::timeout(Duration::from_secs(3), gw.status.refresh(gw)).await.is_err() {
-            tracing::warn!("status page: the first render is waiting for the store; serving meanwhile");
-        }
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let gw = Arc::clone(gw);
-        let period = Duration::from_millis(gw.config.status.tick_ms.max(1));
-        let task = tokio::spawn(async move {
-            let mut interval = tokio::time::interval(period);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    _ = interval.tick() => {
-                        let mut recorder = gw.status.recorder.lock().await;
-                        recorder.tick(&gw, &gw.status, true).await;
-                    }
-                    () = gw.status.wake.notified() => gw.status.refresh(&gw).await,
-                }
-            }
-        });
-        StatusRecorder { stop: Some(stop), task: Some(task) }
-    }
-
-    /// Stop ticking; waits for a tick in progress (at most a few seconds).
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err()
-        {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for StatusRecorder {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 

@@ -13,10 +13,21 @@ use status::ComponentStatus;
 
 use crate::config::StatusSignals;
 use crate::error::Reject;
-use crate::metrics::{BUCKETS, Metrics, Route, RouteCounts};
+use crate::metrics::{BUCKETS, Metrics, RouteCounts};
+use crate::request::Route;
 
-const API_ROUTES: [Route; 4] = [Route::ChatCompletions, Route::Completions, Route::Embeddings, Route::Models];
-const WEB_ROUTES: [Route; 1] = [Route::Other];
+const API_ROUTES: [Route; 5] =
+    [Route::ChatCompletions, Route::Completions, Route::Embeddings, Route::Models, Route::ApiOther];
+const WEB_ROUTES: [Route; 8] = [
+    Route::Register,
+    Route::Login,
+    Route::Ticket,
+    Route::Auth,
+    Route::Challenge,
+    Route::Status,
+    Route::Admin,
+    Route::Other,
+];
 
 /// Requests answered over one interval.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -100,7 +111,7 @@ impl SignalReader {
             web: sum(metrics, &WEB_ROUTES),
             api: sum(metrics, &API_ROUTES),
             all_requests: sum(metrics, &Route::ALL).requests,
-            shed: Reject::ALL.into_iter().filter(|r| is_shed(*r)).map(|r| metrics.rejections(r)).sum(),
+            shed: Reject::ALL.into_iter().filter(|r| is_shed(*r)).map(|r| metrics.rejected(r)).sum(),
         };
         let before = self.last.replace(now).unwrap_or(now);
         Sample {

@@ -151,7 +151,7 @@ pub async fn fresh_store(dir: &tempfile::TempDir) -> Store {
 /// For tests about accounts rather than the edge: no per-route limits (the defaults allow
 /// ten registrations and ten logins a minute, fewer than such a test makes).
 pub fn without_route_limits(config: &mut GatewayConfig) {
-    config.edge.limits.routes.clear();
+    config.shield.limits.routes.clear();
 }
 
 /// The real gateway around an account service the test built itself (without route

@@ -1,7 +1,7 @@
 //! API abuse signals beyond a single request: the same prompt sent again and
 //! again, many accounts behind one subnet, and an account's token volume
 //! jumping far above its own habit. Each signal becomes a strike (see
-//! `guard::Strikes`), so it throttles, then suspends, per `[abuse]`.
+//! `super::Strikes`), so it throttles, then suspends, per `[abuse]`.
 //!
 //! Every map is bounded; when one is full it is cleared, which forgets
 //! recent history (a signal may fire later than it could) but never grows.
@@ -10,13 +10,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::guard::AbusePolicy;
+use super::{AbusePolicy, RECENT_PROMPTS};
 
 const MAX_CALLERS: usize = 100_000;
 const MAX_SUBNETS: usize = 10_000;
-/// Prompt fingerprints remembered per caller; `repeated_prompts` above this
-/// could never be reached, so validation caps it here.
-pub const RECENT_PROMPTS: usize = 64;
 /// Accounts remembered per subnet (enough to pass any sane threshold).
 const SUBNET_ACCOUNTS: usize = 256;
 

@@ -1,11 +1,47 @@
-//! Who the client is: the socket peer, unless the peer is a trusted proxy that says who
-//! it forwards for. `X-Forwarded-For` is read right to left and the first address that is
-//! not itself a trusted proxy is the client: everything to its left was written by the
-//! client and may be forged.
+//! Who the client is, resolved once per request at the listener: the socket peer (or
+//! the address a trusted proxy's PROXY header named), unless the peer is a trusted proxy
+//! that says who it forwards for. `X-Forwarded-For` is read right to left and the first
+//! address that is not itself a trusted proxy is the client: everything to its left was
+//! written by the client and may be forged. The result is a [`shield::Client`], the only
+//! address any later stage sees.
 
 use std::net::{IpAddr, SocketAddr};
 
-use shield::Cidr;
+use http::HeaderMap;
+use shield::{Cidr, Client, SubnetPrefixes};
+
+static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
+/// Turns a connection's peer and a request's headers into the client.
+#[derive(Clone, Debug)]
+pub struct ClientResolver {
+    trusted: TrustedProxies,
+    prefixes: SubnetPrefixes,
+}
+
+impl ClientResolver {
+    pub fn new(trusted: TrustedProxies, prefixes: SubnetPrefixes) -> ClientResolver {
+        ClientResolver { trusted, prefixes }
+    }
+
+    /// True when `peer` may state the client's address (and send a PROXY header).
+    pub fn is_trusted(&self, peer: IpAddr) -> bool {
+        self.trusted.contains(peer.to_canonical())
+    }
+
+    /// The client of a request that arrived from `peer`.
+    pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> Client {
+        let peer = peer.to_canonical();
+        let ip = if self.trusted.is_empty() || !self.trusted.contains(peer) {
+            peer
+        } else {
+            // Header lines in order; `client_ip` walks them backwards without collecting.
+            let lines = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok());
+            self.trusted.client_ip(peer, lines)
+        };
+        Client::new(ip, self.prefixes)
+    }
+}
 
 /// Peers allowed to state the client's address.
 #[derive(Clone, Debug, Default)]

@@ -1,0 +1,402 @@
+//! The composition root: [`Gateway`] builds every part once, hands each handler and
+//! part the sub-state it uses (through axum's `FromRef`), lays out the routes in the
+//! order a request meets them, and runs the listeners. Nothing else in the crate
+//! imports this module; parts never see the whole gateway.
+
+use std::sync::Arc;
+
+use accounts::service::Accounts;
+use admission::Admission;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRef, Request, State};
+use axum::http::{Method, Response};
+use axum::routing::{any, delete, get, post, put};
+use store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tower_service::Service;
+
+use crate::admin::{self, AdminToken, Operator};
+use crate::audit::AuditLog;
+use crate::auth::{self, AuthState};
+use crate::client::{ClientResolver, TrustedProxies};
+use crate::config::GatewayConfig;
+use crate::connections::ConnectionGate;
+use crate::cookies::CookiePolicy;
+use crate::edge::admin::EdgeSwitches;
+use crate::edge::screen::{Screen, screened};
+use crate::edge::{self, AttackSwitch, Edge};
+use crate::guard::AiGuard;
+use crate::health::{self, Telemetry};
+use crate::metrics::Metrics;
+use crate::proxy::{self, Proxy};
+use crate::request::{RequestContext, Route};
+use crate::server::{self, Dispatch, Listener};
+use crate::status_page::{self, StatusBoard, StatusRecorder, StatusSources};
+use crate::upstream::UpstreamPool;
+
+/// What went wrong building the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid upstream: {0}")]
+    Upstream(String),
+    #[error("invalid admission settings: {0}")]
+    Admission(String),
+    #[error("invalid guard settings: {0}")]
+    Guard(String),
+    #[error("invalid shield configuration: shield.{0}")]
+    Shield(shield::ConfigError),
+}
+
+/// Every part of the gateway, built once per process.
+pub struct Gateway {
+    config: GatewayConfig,
+    accounts: Arc<Accounts>,
+    pool: Arc<UpstreamPool>,
+    admission: Arc<Admission>,
+    metrics: Arc<Metrics>,
+    edge: Arc<Edge>,
+    guard: Arc<AiGuard>,
+    status: Arc<StatusBoard>,
+    proxy: Arc<Proxy>,
+    listener: Arc<Listener>,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig, accounts: Arc<Accounts>) -> Result<Arc<Gateway>, GatewayError> {
+        let pool = Arc::new(UpstreamPool::new(&config.proxy, &config.upstreams).map_err(GatewayError::Upstream)?);
+        let admission =
+            Arc::new(Admission::new(config.admission.clone()).map_err(|e| GatewayError::Admission(e.to_string()))?);
+        let metrics = Arc::new(Metrics::default());
+        let audit = Arc::new(AuditLog::new(accounts.clone()));
+        let key = config
+            .shield_key
+            .unwrap_or_else(|| accounts::tokens::hash(accounts::tokens::SessionToken::generate().as_str()));
+        let edge = Arc::new(
+            Edge::new(&config.shield, key, config.auth.cookie_secure, audit.clone()).map_err(GatewayError::Shield)?,
+        );
+        let guard = Arc::new(
+            AiGuard::new(config.guard.clone(), config.abuse.clone(), metrics.clone(), audit)
+                .map_err(|e| GatewayError::Guard(e.to_string()))?,
+        );
+        let status = Arc::new(StatusBoard::new(StatusSources {
+            config: config.status.clone(),
+            store: accounts.store().clone(),
+            metrics: metrics.clone(),
+            pool: pool.clone(),
+            accounts: accounts.clone(),
+            edge: edge.clone(),
+        }));
+        let proxy = Arc::new(Proxy {
+            config: config.proxy.clone(),
+            pool: pool.clone(),
+            admission: admission.clone(),
+            edge: edge.clone(),
+            guard: guard.clone(),
+            priority: config.priority.clone(),
+            anonymous_inference: config.auth.allow_anonymous_inference,
+        });
+        let listener = Arc::new(Listener {
+            config: config.server.clone(),
+            connections: Arc::new(ConnectionGate::new(
+                config.server.max_connections,
+                config.server.max_connections_per_address,
+            )),
+            metrics: metrics.clone(),
+            clients: ClientResolver::new(TrustedProxies::new(config.shield.trusted()), config.shield.limits.prefixes()),
+            proxy_protocol: config.shield.proxy_protocol,
+        });
+        Ok(Arc::new(Gateway { config, accounts, pool, admission, metrics, edge, guard, status, proxy, listener }))
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    pub fn accounts(&self) -> &Arc<Accounts> {
+        &self.accounts
+    }
+
+    pub fn store(&self) -> &Store {
+        self.accounts.store()
+    }
+
+    pub fn pool(&self) -> &Arc<UpstreamPool> {
+        &self.pool
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    pub fn connections(&self) -> &ConnectionGate {
+        &self.listener.connections
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// True while the edge is in attack mode (automatic or forced by the operator).
+    pub fn under_attack(&self) -> bool {
+        self.edge.under_attack()
+    }
+
+    /// Force under-attack mode on or off (the edge's switch, as `palisade admin
+    /// attack` sets it) and re-render the status page now.
+    pub fn set_under_attack(&self, on: bool) {
+        let switch = if on { AttackSwitch::On } else { AttackSwitch::Off };
+        self.edge.force(switch, crate::clock::now());
+        self.status.wake();
+    }
+
+    /// Start the background work (health checks, the attack detector). Abort the handle
+    /// to stop it all.
+    pub fn start_background(&self) -> JoinHandle<()> {
+        let checks = self.pool.clone().run_health_checks();
+        let status = self.status.clone();
+        let detector = edge::run_detector(self.edge.clone(), self.metrics.clone(), move || status.wake());
+        tokio::spawn(async move {
+            tokio::join!(checks, detector);
+        })
+    }
+
+    fn screen(&self) -> Screen {
+        Screen {
+            edge: self.edge.clone(),
+            accounts: self.accounts.clone(),
+            anonymous_inference: self.config.auth.allow_anonymous_inference,
+        }
+    }
+}
+
+/// The router's state: the gateway, from which each handler takes only its part.
+#[derive(Clone)]
+pub struct AppState(Arc<Gateway>);
+
+impl FromRef<AppState> for AuthState {
+    fn from_ref(s: &AppState) -> AuthState {
+        AuthState { accounts: s.0.accounts.clone(), cookies: CookiePolicy { secure: s.0.config.auth.cookie_secure } }
+    }
+}
+
+impl FromRef<AppState> for Operator {
+    fn from_ref(s: &AppState) -> Operator {
+        Operator { accounts: s.0.accounts.clone(), status: s.0.status.clone(), strikes: s.0.guard.strikes().clone() }
+    }
+}
+
+impl FromRef<AppState> for Telemetry {
+    fn from_ref(s: &AppState) -> Telemetry {
+        let g = &s.0;
+        Telemetry {
+            store: g.store().clone(),
+            metrics: g.metrics.clone(),
+            pool: g.pool.clone(),
+            accounts: g.accounts.clone(),
+            admission: g.admission.clone(),
+            connections: g.listener.connections.clone(),
+            edge: g.edge.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for EdgeSwitches {
+    fn from_ref(s: &AppState) -> EdgeSwitches {
+        EdgeSwitches { edge: s.0.edge.clone(), status: s.0.status.clone() }
+    }
+}
+
+impl FromRef<AppState> for Arc<Edge> {
+    fn from_ref(s: &AppState) -> Arc<Edge> {
+        s.0.edge.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Proxy> {
+    fn from_ref(s: &AppState) -> Arc<Proxy> {
+        s.0.proxy.clone()
+    }
+}
+
+/// All routes, in the order a request meets them: the edge (as a layer over all of
+/// them), then the route.
+pub fn router(gateway: &Arc<Gateway>) -> Router {
+    let post_only = || post(proxy::forward).fallback(proxy::method_not_allowed);
+    let generation = Route::ALL
+        .into_iter()
+        .filter(|r| r.costs_model())
+        .filter_map(api_path)
+        .fold(Router::new(), |r, path| r.route(path, post_only()));
+    generation
+        .route("/v1/models", get(proxy::models::list_models).fallback(proxy::method_not_allowed))
+        .route("/v1/{*rest}", any(proxy::unknown_endpoint))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .merge(status_page::router(gateway.status.clone()))
+        .route("/auth/csrf", get(auth::csrf))
+        .route("/auth/register", post(auth::register))
+        .route("/auth/verify", post(auth::verify))
+        .route("/auth/verify/resend", post(auth::resend))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/me", get(auth::me))
+        .route("/auth/sessions", get(auth::sessions))
+        .route("/auth/sessions/{id}", delete(auth::revoke_session))
+        .route("/auth/keys", get(auth::list_keys).post(auth::create_key))
+        .route("/auth/keys/{prefix}", delete(auth::revoke_key))
+        .route("/auth/mfa/totp", post(auth::start_totp))
+        .route("/auth/mfa/totp/confirm", post(auth::confirm_totp))
+        .route("/auth/register/ticket", get(edge::waiting::poll))
+        .route("/challenge", get(edge::challenge::get).post(edge::challenge::post))
+        .nest("/admin", admin_router(gateway))
+        .fallback(health::not_found)
+        .layer(axum::middleware::from_fn_with_state(gateway.screen(), edge::screen::screen))
+        .with_state(AppState(gateway.clone()))
+}
+
+/// The path a proxied route is served at.
+fn api_path(route: Route) -> Option<&'static str> {
+    match route {
+        Route::ChatCompletions => Some("/v1/chat/completions"),
+        Route::Completions => Some("/v1/completions"),
+        Route::Embeddings => Some("/v1/embeddings"),
+        Route::Models => Some("/v1/models"),
+        _ => None,
+    }
+}
+
+fn admin_router(gateway: &Gateway) -> Router<AppState> {
+    Router::new()
+        .route("/registration", get(admin::get_policy).put(admin::set_policy))
+        .route("/invites", post(admin::create_invite))
+        .route("/users/{id}/mfa/reset", post(admin::reset_mfa))
+        .route("/users/{id}/mfa/required", put(admin::require_mfa))
+        .route("/audit", get(admin::audit))
+        .route("/flags", get(admin::flags))
+        .route("/flags/{caller}", delete(admin::clear_flag))
+        .route("/incidents", get(admin::list_incidents).post(admin::open_incident))
+        .route("/incidents/{id}/updates", post(admin::update_incident))
+        .route("/incidents/{id}/resolve", post(admin::resolve_incident))
+        .route("/components/{id}", put(admin::set_component))
+        .route("/maintenances", post(admin::schedule_maintenance))
+        .route("/blocklist", get(edge::admin::list).post(edge::admin::add).delete(edge::admin::remove))
+        .route("/attack-mode", get(edge::admin::get_attack).put(edge::admin::set_attack))
+        .route_layer(axum::middleware::from_fn_with_state(
+            AdminToken(gateway.config.admin_token_hash),
+            admin::require_admin,
+        ))
+}
+
+/// The main listener's lane: the routes a flood and a busy API hit (`POST` to a
+/// generation route, `GET /v1/models`) go straight to the proxy behind the edge,
+/// skipping the router, whose matching and boxing cost about a tenth of a request's
+/// instructions; everything else (a wrong method, a trailing slash, an unknown
+/// `/v1` path) takes the router for its answer.
+#[derive(Clone)]
+struct MainLane {
+    router: Router,
+    screen: Screen,
+    proxy: Arc<Proxy>,
+}
+
+impl Dispatch for MainLane {
+    async fn dispatch(&self, request: Request<Body>) -> Response<Body> {
+        let route = request.extensions().get::<RequestContext>().map(|c| c.route);
+        match (request.method(), route) {
+            (&Method::POST, Some(route)) if route.costs_model() => {
+                screened(&self.screen, request, |r| proxy::forward(State(self.proxy.clone()), r)).await
+            }
+            (&Method::GET, Some(Route::Models)) => {
+                screened(&self.screen, request, |r| proxy::models::list_models(State(self.proxy.clone()), r)).await
+            }
+            _ => match self.router.clone().call(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+        }
+    }
+}
+
+/// The status lane: the status page's router and nothing else.
+#[derive(Clone)]
+struct StatusOnly(Router);
+
+impl Dispatch for StatusOnly {
+    async fn dispatch(&self, request: Request<Body>) -> Response<Body> {
+        match self.0.clone().call(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// Build the router and serve it on `listener` until `shutdown` resolves,
+/// with health checks and the status recorder running meanwhile.
+pub async fn run(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let background = gateway.start_background();
+    let recorder = StatusRecorder::start(&gateway.status).await;
+    let lane = match gateway.config.status.listen {
+        Some(address) => Some(StatusLane::start(&gateway, address)?),
+        None => None,
+    };
+    let main = MainLane { router: router(&gateway), screen: gateway.screen(), proxy: gateway.proxy.clone() };
+    let result = server::serve(gateway.listener.clone(), listener, main, shutdown).await;
+    if let Some(lane) = lane {
+        lane.stop();
+    }
+    recorder.stop().await;
+    background.abort();
+    result
+}
+
+/// The status page's own listener on its own OS thread and single-threaded
+/// runtime: the kernel schedules it apart from the main runtime, so its answers
+/// (copies of pre-rendered bytes) do not queue behind a flood's connections.
+struct StatusLane {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl StatusLane {
+    fn start(gateway: &Gateway, address: std::net::SocketAddr) -> std::io::Result<StatusLane> {
+        let listener = std::net::TcpListener::bind(address)?;
+        listener.set_nonblocking(true)?;
+        tracing::info!(address = %format!("http://{}", listener.local_addr()?), "status page lane listening");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let routes = status_page::router(gateway.status.clone())
+            .route("/healthz", get(health::healthz))
+            .fallback(health::not_found);
+        let parts = gateway.listener.clone();
+        let thread = std::thread::Builder::new().name("status-lane".into()).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => return tracing::error!(error = %e, "status lane runtime could not start"),
+            };
+            runtime.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(e) => return tracing::error!(error = %e, "status lane listener unusable"),
+                };
+                let stopped = async {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = server::serve(parts, listener, StatusOnly(routes), stopped).await {
+                    tracing::error!(error = %e, "status lane stopped");
+                }
+            });
+        })?;
+        Ok(StatusLane { stop, thread })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}

@@ -1,0 +1,248 @@
+//! The edge's checks on one request, cheapest first (see [`crate::edge`]):
+//!
+//! 1. block and allow lists (403 `blocked`),
+//! 2. per-address and per-subnet limits (429 `rate_limited`, with `RateLimit-*` and
+//!    `Retry-After`),
+//! 3. identity, once, written into the request's context for every later stage,
+//! 4. per-API-key and per-account limits for identified requests,
+//! 5. for anonymous requests: under attack a double charge, then the bot score and,
+//!    when it says so (or for registration under attack), a proof-of-work clearance
+//!    (403 `challenge_required` until solved),
+//! 6. per-route limits; a refused registration gets a waiting-room ticket (202).
+//!
+//! The client is the one the listener resolved; nothing here reads the socket or
+//! `X-Forwarded-For`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use accounts::service::Accounts;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use shield::{Action, Client, Verdict};
+
+use super::metrics::EdgeAction;
+use super::{CLEARANCE_HEADER, Edge, Stop};
+use crate::audit::Event;
+use crate::clock::now;
+use crate::cookies::{CLEARANCE_COOKIE, cookie};
+use crate::error::{ApiError, Reject};
+use crate::request::{Identity, RequestContext, Zone};
+
+/// What the edge's checks need: the edge itself, the account service to look up
+/// credentials, and whether anonymous inference is served (and so scored).
+#[derive(Clone)]
+pub struct Screen {
+    pub edge: Arc<Edge>,
+    pub accounts: Arc<Accounts>,
+    pub anonymous_inference: bool,
+}
+
+/// The edge as middleware. Applied to the whole router; passes everything outside
+/// `/v1/*`, `/auth/*` and `/challenge` through untouched.
+pub async fn screen(State(screen): State<Screen>, request: Request, next: Next) -> Response {
+    screened(&screen, request, |request| next.run(request)).await
+}
+
+/// The edge's checks around `handler`: the middleware above, and the server's direct
+/// path to the inference proxy, which skips the router but not this.
+pub async fn screened<F, Fut>(screen: &Screen, mut request: Request, handler: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let Some(ctx) = request.extensions().get::<RequestContext>() else {
+        return handler(request).await;
+    };
+    let Some(zone) = ctx.route.zone() else {
+        return handler(request).await;
+    };
+    let client = ctx.client;
+    let edge = &screen.edge;
+    if !edge.enabled() {
+        // No checks, but later stages still read who is asking from the context.
+        let identity = identify(screen, request.headers()).await;
+        set_identity(&mut request, identity);
+        return handler(request).await;
+    }
+    let now = now();
+    let is_post = request.method() == Method::POST;
+    match check(screen, zone, &client, &mut request, now).await {
+        Ok(verdict) => edge.metrics.record(EdgeAction::Allow, verdict),
+        Err(stop) => return stop.into_response(),
+    }
+    let response = handler(request).await;
+    // Signals for the attack detector and the bot score.
+    match (zone, response.status()) {
+        (Zone::Register, StatusCode::CREATED) if is_post => edge.count_signup(&client, now),
+        (Zone::Login, StatusCode::UNAUTHORIZED) if is_post => edge.count_login_failure(),
+        _ => {}
+    }
+    response
+}
+
+async fn identify(screen: &Screen, headers: &HeaderMap) -> Identity {
+    if crate::identity::presented(headers) {
+        crate::identity::resolve(&screen.accounts, headers).await
+    } else {
+        Identity::Anonymous
+    }
+}
+
+fn set_identity(request: &mut Request, identity: Identity) {
+    if let Some(ctx) = request.extensions_mut().get_mut::<RequestContext>() {
+        ctx.identity = identity;
+    }
+}
+
+/// Stages 1–6; the reason to count when the request may go on.
+async fn check(
+    screen: &Screen,
+    zone: Zone,
+    client: &Client,
+    request: &mut Request,
+    now: Duration,
+) -> Result<&'static str, Stop> {
+    let edge = &screen.edge;
+    // 1. Block and allow lists.
+    let allow_listed = match edge.lookup(client, now) {
+        Verdict::Blocked { rule, .. } => {
+            edge.metrics.record(EdgeAction::Block, "blocklist");
+            edge.audit_sampled(client, now, || {
+                Event::new("edge", "shield.block", "refused")
+                    .reason("blocklist")
+                    .detail(serde_json::json!({"rule": rule.to_string()}))
+            });
+            return Err(ApiError::new(Reject::Blocked, "requests from your network are blocked").into());
+        }
+        Verdict::Allowed { .. } => true,
+        Verdict::Unlisted => false,
+    };
+
+    // 2. Per-address and per-subnet limits.
+    let source = edge.limits.check_source(client, now);
+    if !source.allowed {
+        edge.metrics.record(EdgeAction::Limit, "source_limit");
+        return Err(ApiError::limited("too many requests from your address or network", &source).into());
+    }
+
+    // 3. Identity, once.
+    let identity = identify(screen, request.headers()).await;
+    let principal = identity.principal().cloned();
+    set_identity(request, identity);
+
+    let mut verdict = if allow_listed { "allow_listed" } else { "passed" };
+    if let Some(p) = &principal {
+        // 4. Identified: per-key and per-account limits; never scored or challenged.
+        if let Some(prefix) = &p.key_prefix {
+            let d = edge.check_key(prefix, p.rpm_limit, now);
+            if !d.allowed {
+                edge.metrics.record(EdgeAction::Limit, "api_key_limit");
+                return Err(ApiError::limited("this API key is over its request rate", &d).into());
+            }
+        }
+        let d = edge.limits.check_account(p.user_id as u64, now);
+        if !d.allowed {
+            edge.metrics.record(EdgeAction::Limit, "account_limit");
+            return Err(ApiError::limited("this account is over its request rate", &d).into());
+        }
+        verdict = "identified";
+    } else if !allow_listed {
+        // 5. Anonymous: attack-mode price, bot score, clearance.
+        if edge.under_attack() {
+            let d = edge.limits.check_source(client, now);
+            if !d.allowed {
+                edge.metrics.record(EdgeAction::Limit, "under_attack");
+                return Err(ApiError::limited("too many requests while the service is under attack", &d).into());
+            }
+        }
+        if bot_check(screen, zone, client, request.headers(), now)? {
+            verdict = "cleared";
+        }
+    }
+
+    // 6. Route limits; registration may go to the waiting room.
+    let account = principal.as_ref().map(|p| p.user_id as u64);
+    if zone == Zone::Register && request.method() == Method::POST {
+        verdict = super::waiting::admit_registration(edge, client, request.headers(), now)?;
+    } else {
+        let d = edge.check_route(zone, client, account, now);
+        if !d.allowed {
+            edge.metrics.record(EdgeAction::Limit, "route_limit");
+            return Err(ApiError::limited("too many requests to this endpoint", &d).into());
+        }
+    }
+    Ok(verdict)
+}
+
+/// Whether this zone scores anonymous requests.
+fn scored(screen: &Screen, zone: Zone) -> bool {
+    let policy = &screen.edge.config.challenge;
+    match zone {
+        Zone::Inference => policy.anonymous_inference && screen.anonymous_inference,
+        Zone::Auth | Zone::Register | Zone::Login | Zone::Ticket => policy.auth,
+        Zone::Challenge => false,
+    }
+}
+
+/// Stage 5 for anonymous requests: go on (`true` when a clearance was spent), or the
+/// refusal.
+fn bot_check(screen: &Screen, zone: Zone, client: &Client, headers: &HeaderMap, now: Duration) -> Result<bool, Stop> {
+    let edge = &screen.edge;
+    let register_under_attack =
+        zone == Zone::Register && edge.under_attack() && edge.config.registration.clearance_under_attack;
+    if !scored(screen, zone) && !register_under_attack {
+        return Ok(false);
+    }
+    let verdict = edge.bot_verdict(client, headers, now);
+    let mut action = verdict.action;
+    if register_under_attack && action < Action::Challenge {
+        action = Action::Challenge;
+    }
+    let reason =
+        verdict.reasons.codes().next().unwrap_or(if register_under_attack { "attack_mode" } else { "bot_score" });
+    match action {
+        Action::Allow => Ok(false),
+        Action::Block => {
+            edge.metrics.record(EdgeAction::Block, reason);
+            edge.audit_sampled(client, now, || {
+                let detail = serde_json::json!({"score": verdict.score, "reasons": verdict.reasons.to_string()});
+                Event::new("edge", "shield.bot_block", "refused").reason(reason).detail(detail)
+            });
+            Err(ApiError::new(Reject::Blocked, "this client looks automated and is blocked").into())
+        }
+        Action::Challenge | Action::Limit => {
+            if action == Action::Limit {
+                // The strict lane: a suspect pays double at its address and subnet.
+                let d = edge.limits.check_source(client, now);
+                if !d.allowed {
+                    edge.metrics.record(EdgeAction::Limit, reason);
+                    return Err(ApiError::limited("too many requests from this client", &d).into());
+                }
+            }
+            let presented = headers
+                .get(CLEARANCE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .or_else(|| cookie(headers, CLEARANCE_COOKIE));
+            let failure = match presented {
+                None => "no_clearance",
+                Some(token) => {
+                    let binding = edge.binding(client, headers);
+                    match edge.spend_clearance(token, &binding, client, now) {
+                        Ok(_) => return Ok(true),
+                        Err(e) => {
+                            edge.audit_sampled(client, now, || {
+                                Event::new("edge", "shield.clearance", "refused").reason(e.code())
+                            });
+                            e.code()
+                        }
+                    }
+                }
+            };
+            edge.metrics.record(EdgeAction::Challenge, failure);
+            Err(super::challenge::required(edge, client, headers, verdict.score, failure, now).into())
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Who sent a request: an API key in `Authorization: Bearer`, else a session cookie,
+//! else nobody. Looked up once per request (by the edge) and carried in the request's
+//! context as an [`Identity`]; known credentials are answered from memory by the
+//! account service's cache, so a flood of one bad key costs one lookup each.
+
+use accounts::service::Accounts;
+use axum::http::{HeaderMap, header};
+
+use crate::cookies::{SESSION_COOKIE, cookie};
+use crate::request::{Identity, IdentityError};
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// True when the request carries any credential at all (cheap: no lookup).
+pub fn presented(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || cookie(headers, SESSION_COOKIE).is_some()
+}
+
+/// Look the request's credential up.
+pub async fn resolve(accounts: &Accounts, headers: &HeaderMap) -> Identity {
+    let found = if let Some(key) = bearer(headers) {
+        accounts.key_principal(key).await
+    } else if let Some(token) = cookie(headers, SESSION_COOKIE) {
+        accounts.session_principal(token).await
+    } else if headers.contains_key(header::AUTHORIZATION) {
+        // Some other scheme: nothing Palisade issues.
+        Ok(None)
+    } else {
+        return Identity::Anonymous;
+    };
+    match found {
+        Ok(Some(principal)) => Identity::Known(principal),
+        Ok(None) => Identity::Refused(IdentityError::Invalid),
+        Err(e) => {
+            tracing::warn!(error = %e, "credentials could not be checked");
+            Identity::Refused(IdentityError::Unavailable)
+        }
+    }
+}

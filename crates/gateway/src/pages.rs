@@ -1,0 +1,181 @@
+//! The HTML the gateway writes itself: the readable page a browser gets for a refusal,
+//! and the proof-of-work interstitial. Both are self-contained (no external resource).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::{Value, json};
+use shield::Challenge;
+
+/// How the work is defined, for clients reading the JSON.
+pub const ALGORITHM: &str = "find a decimal nonce (no sign, no leading zeros) such that SHA-256(UTF-8 seed followed \
+                             by the nonce) has at least `difficulty` leading zero bits";
+
+/// A challenge as API clients read it.
+pub fn challenge_json(c: &Challenge) -> Value {
+    json!({
+        "token": c.token,
+        "seed": c.seed,
+        "difficulty": c.difficulty,
+        "expires_at": c.expires_at.as_secs(),
+        "algorithm": ALGORITHM,
+        "submit": "/challenge",
+    })
+}
+
+/// A refusal as a small page, for people using a browser.
+pub fn refusal(status: StatusCode, message: &str, code: &str, retry_after: Option<u32>) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{status} {title}</title>\
+         <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+         code{{background:#f3f3f3;padding:0 .3em}}</style></head><body><h1>{title}</h1><p>{message}</p>\
+         <p>Error code: <code>{code}</code></p>{retry}</body></html>",
+        status = status.as_u16(),
+        message = escape_html(message),
+        code = escape_html(code),
+        retry = retry_after
+            .map(|s| format!("<p>Please try again in {s} second{}.</p>", if s == 1 { "" } else { "s" }))
+            .unwrap_or_default(),
+    );
+    (status, Html(page)).into_response()
+}
+
+/// A `return_to` that stays on this site: a path, never `//host` or a scheme.
+pub fn local_path(candidate: Option<&str>) -> &str {
+    match candidate {
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && p.len() <= 2048 => p,
+        _ => "",
+    }
+}
+
+/// JSON for embedding in a `<script>`: no `<` can close the element.
+fn script_json(value: &Value) -> String {
+    value.to_string().replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
+}
+
+/// The interstitial: self-contained (inline style and script, a Worker from a Blob, no
+/// external resource). It solves, posts the answer, and returns to `return_to` (or reloads
+/// the page it was served at). Served with 403 when it stands in for a refused request.
+pub fn challenge(challenge: &Challenge, return_to: Option<&str>) -> Response {
+    let data = script_json(&json!({
+        "token": challenge.token,
+        "seed": challenge.seed,
+        "difficulty": challenge.difficulty,
+        "back": local_path(return_to),
+    }));
+    let html = PAGE.replace("__DATA__", &data).replace("__DIFFICULTY__", &challenge.difficulty.to_string());
+    let mut response = Html(html).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; worker-src blob:; connect-src 'self'; \
+             style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    response
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const PAGE: &str = r#"<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><meta name="robots" content="noindex">
+<title>Checking your browser</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}
+progress{width:100%}code{background:#f3f3f3;padding:0 .3em}</style></head><body>
+<h1>One moment…</h1>
+<p>This site is busy defending itself against automated traffic. Your browser is doing a little
+work (difficulty <code>__DIFFICULTY__</code>) to show it is not a bot; this usually takes a few seconds.</p>
+<p id="status">Working…</p>
+<noscript><p>This check needs JavaScript. API clients: see <code>GET /challenge</code> (JSON).</p></noscript>
+<script>
+(function () {
+  "use strict";
+  var C = __DATA__;
+  var status = document.getElementById("status");
+  var src = [
+    "self.onmessage = async function (e) {",
+    "  var seed = e.data.seed, bits = e.data.difficulty, enc = new TextEncoder();",
+    "  var full = bits >> 3, rest = bits & 7, batch = 256;",
+    "  function ok(d) { for (var i = 0; i < full; i++) if (d[i] !== 0) return false;",
+    "    return rest === 0 || (d[full] >> (8 - rest)) === 0; }",
+    "  for (var base = 0; ; base += batch) {",
+    "    var jobs = [];",
+    "    for (var i = 0; i < batch; i++) jobs.push(crypto.subtle.digest('SHA-256', enc.encode(seed + (base + i))));",
+    "    var ds = await Promise.all(jobs);",
+    "    for (var j = 0; j < batch; j++) if (ok(new Uint8Array(ds[j]))) { self.postMessage({nonce: base + j}); return; }",
+    "    if (base % 8192 === 0) self.postMessage({tried: base + batch});",
+    "  }",
+    "};"
+  ].join("\n");
+  if (!window.Worker || !window.crypto || !crypto.subtle) {
+    status.textContent = "This browser cannot run the check (it needs Web Workers and WebCrypto over HTTPS).";
+    return;
+  }
+  var worker = new Worker(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+  worker.onmessage = function (e) {
+    if (e.data.nonce === undefined) { status.textContent = "Working… " + e.data.tried + " tries"; return; }
+    status.textContent = "Done; verifying…";
+    fetch("/challenge", {method: "POST", credentials: "same-origin",
+      headers: {"content-type": "application/json"},
+      body: JSON.stringify({token: C.token, nonce: String(e.data.nonce)})})
+      .then(function (r) {
+        if (r.ok) { if (C.back) { location.replace(C.back); } else { location.reload(); } }
+        else { status.textContent = "The check failed; trying again…"; setTimeout(function () { location.reload(); }, 2000); }
+      });
+  };
+  worker.postMessage({seed: C.seed, difficulty: C.difficulty});
+})();
+</script></body></html>
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_stays_on_the_site() {
+        assert_eq!(local_path(Some("/auth/me?x=1")), "/auth/me?x=1");
+        assert_eq!(local_path(Some("//evil.example/")), "");
+        assert_eq!(local_path(Some("https://evil.example/")), "");
+        assert_eq!(local_path(Some("/\\evil")), "");
+        assert_eq!(local_path(None), "");
+    }
+
+    #[test]
+    fn embedded_json_cannot_close_the_script() {
+        let s = script_json(&json!({"back": "/</script><script>alert(1)</script>"}));
+        assert!(!s.contains("</script"), "{s}");
+    }
+
+    #[test]
+    fn the_challenge_page_loads_nothing_from_elsewhere() {
+        for needle in ["src=\"http", "href=\"http", "<link", "import(", "importScripts"] {
+            assert!(!PAGE.contains(needle), "{needle}");
+        }
+        assert!(PAGE.contains("crypto.subtle.digest('SHA-256'"));
+        assert!(PAGE.contains("new Worker(URL.createObjectURL(new Blob("));
+    }
+
+    #[test]
+    fn refusal_pages_escape_the_message() {
+        assert_eq!(escape_html("<a href='x'>&"), "&lt;a href=&#39;x&#39;&gt;&amp;");
+        let page = refusal(StatusCode::NOT_FOUND, "<script>x</script>", "not_found", Some(2));
+        assert_eq!(page.status(), StatusCode::NOT_FOUND);
+    }
+}

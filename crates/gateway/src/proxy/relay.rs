@@ -1,0 +1,394 @@
+//! The reply on its way back: the upstream's body relayed frame by frame to the
+//! client. [`RelayBody`] holds the upstream's in-flight slot, its connection and
+//! the admission permit until the client has the last byte or has gone, enforces
+//! the idle timeout, and reports time to first byte to the adaptive limit. Frames
+//! already received are merged into one write, never awaited.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use admission::{Outcome, Permit};
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, Response};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use crate::upstream::{Conn, FailureKind, InFlight};
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+    )
+}
+
+/// Turn an upstream response into the client's response, streaming its body.
+pub(super) fn relay(
+    response: http::Response<Incoming>,
+    conn: Conn,
+    in_flight: InFlight,
+    idle: Duration,
+    now_ms: u64,
+    permit: Option<(Permit, Duration)>,
+) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    parts.headers.retain_not(is_hop_by_hop);
+    let body = RelayBody {
+        inner: body,
+        conn: Some(conn),
+        held: None,
+        idle,
+        idle_timer: Box::pin(tokio::time::sleep(idle)),
+        now_ms,
+        in_flight,
+        permit,
+    };
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// Remove every header for which `drop` is true (a `HeaderMap` has no `retain`).
+trait RetainNot {
+    fn retain_not(&mut self, drop: fn(&HeaderName) -> bool);
+}
+
+impl RetainNot for HeaderMap {
+    fn retain_not(&mut self, drop: fn(&HeaderName) -> bool) {
+        let doomed: Vec<HeaderName> = self.keys().filter(|name| drop(name)).cloned().collect();
+        for name in doomed {
+            self.remove(name);
+        }
+    }
+}
+
+/// Why a relayed reply was cut short.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("the model server sent nothing for {0:?}")]
+    Idle(Duration),
+    #[error("the model server's reply broke off: {0}")]
+    Upstream(#[from] hyper::Error),
+}
+
+/// The upstream's reply body on its way to the client. It holds the upstream's
+/// in-flight slot and the connection, so dropping it (the client went away)
+/// releases the slot and closes the upstream connection, which stops generation
+/// there. A reply read to the end gives its connection back to the upstream's pool.
+struct RelayBody {
+    inner: Incoming,
+    /// Driven here while the body waits, so what the upstream sent in one read
+    /// goes to the client in one frame; `None` once finished or given back.
+    conn: Option<Conn>,
+    /// What followed the data merged into the last frame, passed on next.
+    held: Option<Result<Frame<Bytes>, hyper::Error>>,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    now_ms: u64,
+    in_flight: InFlight,
+    /// The admission slot and the time to first byte, reported when the reply
+    /// is complete; dropped (the client went away) it counts as cancelled.
+    permit: Option<(Permit, Duration)>,
+}
+
+impl RelayBody {
+    fn finish(&mut self, outcome: impl FnOnce(Duration) -> Outcome) {
+        if let Some((permit, ttfb)) = self.permit.take() {
+            permit.finish(outcome(ttfb));
+        }
+    }
+
+    /// The reply arrived whole: report it and give the connection back.
+    fn complete(&mut self) {
+        self.finish(|latency| Outcome::Success { latency });
+        if let Some(conn) = self.conn.take() {
+            self.in_flight.upstream.conns.put(conn);
+        }
+    }
+}
+
+impl http_body::Body for RelayBody {
+    type Data = Bytes;
+    type Error = RelayError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
+        let this = self.get_mut();
+        let conn = &mut this.conn;
+        let polled = poll_coalesced(Pin::new(&mut this.inner), &mut this.held, cx, |cx| {
+            if let Some(conn) = conn.as_mut() {
+                let _ = conn.drive(cx);
+            }
+        });
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.inner.is_end_stream() && this.held.is_none() {
+                    // hyper may not poll again after the last frame.
+                    this.complete();
+                } else {
+                    this.idle_timer.as_mut().reset(Instant::now() + this.idle);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.in_flight.upstream.record_failure(FailureKind::Stream, this.now_ms);
+                this.finish(|_| Outcome::Failed);
+                this.conn = None;
+                Poll::Ready(Some(Err(RelayError::Upstream(e))))
+            }
+            Poll::Ready(None) => {
+                this.complete();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if this.idle_timer.as_mut().poll(cx).is_ready() {
+                    this.in_flight.upstream.record_failure(FailureKind::Timeout, this.now_ms);
+                    this.finish(|_| Outcome::Overloaded);
+                    this.conn = None;
+                    tracing::warn!(upstream = %this.in_flight.upstream.name, "upstream stream idle; cut");
+                    return Poll::Ready(Some(Err(RelayError::Idle(this.idle))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.held.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// At most this much is merged into one frame; the rest goes in the next.
+const MAX_MERGED: usize = 64 * 1024;
+
+/// Poll `body` for everything it has ready now and merge its data frames into
+/// one, calling `drive` (which may make more ready: it moves the connection
+/// the body comes from) whenever the body has nothing. Nothing waits to be
+/// merged: a lone frame is returned as soon as the body and `drive` have
+/// nothing more, so a stream's latency is unchanged while a burst of events
+/// that arrived in one read leaves in one write. A trailers frame or an error
+/// that follows merged data is kept in `held` and returned by the next call.
+fn poll_coalesced<B>(
+    mut body: Pin<&mut B>,
+    held: &mut Option<Result<Frame<Bytes>, B::Error>>,
+    cx: &mut Context<'_>,
+    mut drive: impl FnMut(&mut Context<'_>),
+) -> Poll<Option<Result<Frame<Bytes>, B::Error>>>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    if let Some(next) = held.take() {
+        return Poll::Ready(Some(next));
+    }
+    let mut merged = Merged::Empty;
+    let mut drove = false;
+    loop {
+        match body.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                drove = false;
+                match frame.into_data() {
+                    Ok(data) => {
+                        merged.push(data);
+                        if body.is_end_stream() || merged.len() >= MAX_MERGED {
+                            break;
+                        }
+                    }
+                    Err(other) if merged.is_empty() => return Poll::Ready(Some(Ok(other))),
+                    Err(other) => {
+                        *held = Some(Ok(other));
+                        break;
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(e))) if merged.is_empty() => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Err(e))) => {
+                *held = Some(Err(e));
+                break;
+            }
+            Poll::Ready(None) => break,
+            Poll::Pending if !drove => {
+                drove = true;
+                drive(cx);
+            }
+            Poll::Pending if merged.is_empty() => return Poll::Pending,
+            Poll::Pending => break,
+        }
+    }
+    Poll::Ready(merged.into_bytes().map(|data| Ok(Frame::data(data))))
+}
+
+/// Data frames merged so far: one is passed as it is, several are copied once.
+enum Merged {
+    Empty,
+    One(Bytes),
+    Many(bytes::BytesMut),
+}
+
+impl Merged {
+    fn push(&mut self, data: Bytes) {
+        *self = match std::mem::replace(self, Merged::Empty) {
+            Merged::Empty => Merged::One(data),
+            Merged::One(first) => {
+                let mut many = bytes::BytesMut::with_capacity((first.len() + data.len()).max(4096));
+                many.extend_from_slice(&first);
+                many.extend_from_slice(&data);
+                Merged::Many(many)
+            }
+            Merged::Many(mut many) => {
+                many.extend_from_slice(&data);
+                Merged::Many(many)
+            }
+        };
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Merged::Empty => 0,
+            Merged::One(b) => b.len(),
+            Merged::Many(b) => b.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Merged::Empty)
+    }
+
+    fn into_bytes(self) -> Option<Bytes> {
+        match self {
+            Merged::Empty => None,
+            Merged::One(b) => Some(b),
+            Merged::Many(b) => Some(b.freeze()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// A body that plays back a script: data, "nothing ready yet", trailers, an error.
+    enum Step {
+        Data(&'static str),
+        Pending,
+        Trailers,
+        Error,
+    }
+
+    struct Script(VecDeque<Step>);
+
+    impl http_body::Body for Script {
+        type Data = Bytes;
+        type Error = &'static str;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+            match self.0.pop_front() {
+                None => Poll::Ready(None),
+                Some(Step::Data(s)) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(s.as_bytes()))))),
+                Some(Step::Pending) => Poll::Pending,
+                Some(Step::Trailers) => Poll::Ready(Some(Ok(Frame::trailers(HeaderMap::new())))),
+                Some(Step::Error) => Poll::Ready(Some(Err("broke"))),
+            }
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    /// Every answer of `poll_coalesced` until the script ends, as text
+    /// (`Pending`, `trailers`, `error`), and how often it drove the connection.
+    fn play(steps: Vec<Step>) -> (Vec<String>, usize) {
+        let mut body = Script(steps.into());
+        let mut held = None;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut drives = 0;
+        let mut out = Vec::new();
+        loop {
+            let answer = match poll_coalesced(Pin::new(&mut body), &mut held, &mut cx, |_| drives += 1) {
+                Poll::Pending => "Pending".to_owned(),
+                Poll::Ready(None) => break,
+                Poll::Ready(Some(Err(e))) => e.to_owned(),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => String::from_utf8(data.to_vec()).unwrap(),
+                    Err(_) => "trailers".to_owned(),
+                },
+            };
+            out.push(answer);
+        }
+        (out, drives)
+    }
+
+    #[test]
+    fn frames_already_ready_leave_as_one() {
+        use Step::*;
+        let (out, drives) = play(vec![Data("a"), Data("b"), Data("c"), Pending, Pending, Data("d")]);
+        assert_eq!(out, ["abc", "d"]);
+        assert_eq!(drives, 1);
+    }
+
+    #[test]
+    fn a_lone_frame_is_passed_at_once() {
+        use Step::*;
+        // After "a" the body and the connection have nothing: "a" goes now, not
+        // with "b", which arrives later.
+        let (out, _) = play(vec![Data("a"), Pending, Pending, Pending, Pending, Data("b")]);
+        assert_eq!(out, ["a", "Pending", "b"]);
+    }
+
+    #[test]
+    fn what_driving_the_connection_makes_ready_is_merged() {
+        use Step::*;
+        // The first `Pending` is answered by driving the connection, after which
+        // the next event is there.
+        let (out, drives) = play(vec![Data("a"), Pending, Data("b"), Pending, Data("c"), Pending, Pending]);
+        assert_eq!(out, ["abc"]);
+        assert_eq!(drives, 3);
+    }
+
+    #[test]
+    fn trailers_and_errors_after_data_come_next() {
+        use Step::*;
+        assert_eq!(play(vec![Data("a"), Data("b"), Trailers]).0, ["ab", "trailers"]);
+        assert_eq!(play(vec![Data("a"), Error]).0, ["a", "broke"]);
+        assert_eq!(play(vec![Error]).0, ["broke"]);
+    }
+
+    #[test]
+    fn merging_stops_at_the_cap() {
+        let big: &'static str = Box::leak("x".repeat(MAX_MERGED / 2 + 1).into_boxed_str());
+        let (out, _) = play(vec![Step::Data(big), Step::Data(big), Step::Data("tail")]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].len(), 2 * big.len());
+        assert_eq!(out[1], "tail");
+    }
+
+    #[test]
+    fn streamed_bytes_are_unchanged_however_they_are_merged() {
+        let events: Vec<String> = (0..40)
+            .map(|i| format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i}\"}}}}]}}\n\n"))
+            .chain(std::iter::once("data: [DONE]\n\n".to_owned()))
+            .collect();
+        let expected: String = events.concat();
+        for pattern in 1..8usize {
+            let mut steps = Vec::new();
+            for (i, event) in events.iter().enumerate() {
+                steps.push(Step::Data(Box::leak(event.clone().into_boxed_str())));
+                if i % pattern == 0 {
+                    steps.extend([Step::Pending, Step::Pending]);
+                }
+            }
+            let (out, _) = play(steps);
+            let joined: String = out.iter().filter(|s| *s != "Pending").map(String::as_str).collect();
+            assert_eq!(joined, expected, "pattern {pattern}");
+        }
+    }
+}
