@@ -161,7 +161,7 @@ mod tests {
         let out = scan_completion(&prompt(LeakAction::Redact), None, body.to_string().as_bytes()).expect("json");
         let Completion::Rewritten { body, .. } = out else { panic!("expected a rewrite") };
         let v: Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(v["choices"][0]["text"], "My prompt: [redacted]. And that is all I can share with you today.");
+        assert_eq!(v["choices"][0]["text"], "My prompt: [redacted] And that is all I can share with you today.");
     }
 
     #[test]

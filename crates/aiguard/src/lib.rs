@@ -15,9 +15,11 @@
 mod canary;
 mod completion;
 mod config;
+mod decode;
 mod detector;
 mod input;
 mod leak;
+mod normalize;
 mod prompt;
 mod request;
 mod sse;

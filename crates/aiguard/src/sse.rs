@@ -407,10 +407,10 @@ impl SseScanner {
             if slot.field == Field::Logprobs {
                 // Tokens are not cut one by one: the event's logprobs go when any of their
                 // text is leaked or past a termination.
-                if self.touches_region(span) || slot.det.decided() < span.end {
-                    if let Some(lp) = slot.field.get_mut(choice) {
-                        *lp = Value::Null;
-                    }
+                if (self.touches_region(span) || slot.det.decided() < span.end)
+                    && let Some(lp) = slot.field.get_mut(choice)
+                {
+                    *lp = Value::Null;
                 }
                 continue;
             }
