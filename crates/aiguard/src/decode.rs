@@ -140,6 +140,21 @@ impl Decoder {
         }
     }
 
+    /// True when feeding `ch` would change nothing: the decoder is idle and `ch` cannot
+    /// start its encoding. Most characters of most replies take this exit.
+    #[inline]
+    pub(crate) fn ignores(&self, ch: char) -> bool {
+        if self.escaped || ch == '\\' {
+            return false;
+        }
+        match self.encoding {
+            Encoding::Escape => !self.esc.active && self.esc.len == 0 && !matches!(ch, '%' | '&'),
+            Encoding::Hex => self.run == 0 && !ch.is_ascii_hexdigit(),
+            Encoding::Base64 => self.run == 0 && base64_value(ch).is_none(),
+            Encoding::Base32 => self.run == 0 && base32_value(ch).is_none(),
+        }
+    }
+
     /// Feeds one character at raw offset `raw`; decoded characters go to `out`.
     pub(crate) fn push(&mut self, ch: char, raw: u64, out: &mut Vec<(char, u64)>) {
         if self.encoding != Encoding::Escape {

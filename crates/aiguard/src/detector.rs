@@ -55,6 +55,8 @@ pub(crate) struct CanaryNeedles {
     /// First byte of each needle: while no match is in progress, any other byte leaves
     /// every KMP state at zero and can be skipped.
     first: Vec<u8>,
+    /// The same as a 256-bit set, for the one test most bytes take.
+    first_set: [u64; 4],
 }
 
 impl CanaryNeedles {
@@ -73,8 +75,12 @@ impl CanaryNeedles {
         ];
         let needles: Vec<Vec<u8>> = shapes.iter().map(|s| normalize(s)).filter(|n| !n.is_empty()).collect();
         let fail = needles.iter().map(|n| kmp_fail(n)).collect();
-        let first = needles.iter().map(|n| n[0]).collect();
-        Self { needles, fail, first }
+        let first: Vec<u8> = needles.iter().map(|n| n[0]).collect();
+        let mut first_set = [0u64; 4];
+        for &b in &first {
+            first_set[usize::from(b >> 6)] |= 1 << (b & 63);
+        }
+        Self { needles, fail, first, first_set }
     }
 }
 
@@ -141,6 +147,8 @@ struct NgramStream {
     run_start: [u64; 3],
     ring: [u64; RING],
     kmp: [usize; MAX_NEEDLES],
+    /// Some KMP state is past zero.
+    kmp_live: bool,
     words: Words,
     origin: Origin,
 }
@@ -154,6 +162,7 @@ impl NgramStream {
             run_start: [0; 3],
             ring: [0; RING],
             kmp: [0; MAX_NEEDLES],
+            kmp_live: false,
             words: Words::default(),
             origin,
         }
@@ -214,7 +223,15 @@ impl Layer {
         Self { decoder: Decoder::new(encoding), stream: None, children: Vec::new(), out: Vec::new() }
     }
 
+    #[inline]
     fn feed(&mut self, ch: char, raw: u64, depth: u8, ctx: &mut Ctx<'_>, step: &mut Step) {
+        if self.decoder.ignores(ch) {
+            return;
+        }
+        self.feed_slow(ch, raw, depth, ctx, step);
+    }
+
+    fn feed_slow(&mut self, ch: char, raw: u64, depth: u8, ctx: &mut Ctx<'_>, step: &mut Step) {
         let was_active = self.decoder.is_active();
         self.decoder.push(ch, raw, &mut self.out);
         if was_active && !self.decoder.is_active() {
@@ -480,10 +497,14 @@ fn scan_byte(s: &mut NgramStream, ctx: &mut Ctx<'_>, b: u8, raw: u64) -> Step {
     w.hash = fnv_step(w.hash, b);
 
     if let Some(c) = ctx.canary
-        && (s.kmp.iter().any(|&k| k != 0) || c.first.contains(&b))
+        && (s.kmp_live || c.first_set[usize::from(b >> 6)] >> (b & 63) & 1 == 1)
     {
+        let mut live = false;
         for (v, needle) in c.needles.iter().enumerate() {
             let mut k = s.kmp[v];
+            if k == 0 && c.first[v] != b {
+                continue;
+            }
             while k > 0 && needle[k] != b {
                 k = c.fail[v][k - 1];
             }
@@ -499,7 +520,9 @@ fn scan_byte(s: &mut NgramStream, ctx: &mut Ctx<'_>, b: u8, raw: u64) -> Step {
                 step.hot = true;
             }
             s.kmp[v] = k;
+            live |= k != 0;
         }
+        s.kmp_live = live;
     }
 
     let n = prompt.settings.ngram as u64;

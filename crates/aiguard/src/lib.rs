@@ -14,6 +14,7 @@
 
 mod canary;
 mod completion;
+mod concepts;
 mod config;
 mod decode;
 mod detector;
