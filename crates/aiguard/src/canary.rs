@@ -12,11 +12,26 @@ const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 /// contains them by chance.
 const RANDOM_CHARS: usize = 20;
 
-/// A random token placed in the system prompt of one request. If it shows up in the reply
-/// (in any case, with or without separators, rot13'd, reversed or in base64), the model is
-/// reciting its prompt.
+/// Consonants and vowels of the name-shaped canary: 4 + 2 bits a syllable.
+const CONSONANTS: &[u8; 16] = b"bdfgkmnprstvzhjw";
+const VOWELS: &[u8; 4] = b"aeou";
+
+/// Two random markers placed in the system prompt of one request, of different shapes so
+/// that one survives where the other does not:
+/// - a token (`cnry-` and 20 base32 characters) at the top, which a verbatim recitation
+///   says first;
+/// - a made-up name of two words (`Kavetomu Risadobe`) at the end, which a model keeps
+///   like any proper noun when it translates, paraphrases, reorders or spells out its
+///   prompt, and which a recitation that starts from the end or runs backwards says first.
+///
+/// If either shows up in the reply (in any case, with or without separators, in leetspeak
+/// or look-alike letters, rot13'd, reversed, the name's words swapped, or inside any
+/// encoding the scanner decodes), the model is reciting its prompt.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Canary(String);
+pub struct Canary {
+    token: String,
+    name: String,
+}
 
 /// The operating system's random generator failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,17 +47,36 @@ impl Canary {
     }
 
     /// Deterministic constructor for tests and benchmarks: the low five bits of each byte
-    /// pick a character.
+    /// pick a token character; the high three bits, 60 in all, pick the name's syllables.
     pub fn from_random(bytes: &[u8; RANDOM_CHARS]) -> Self {
         let mut token = String::with_capacity(5 + RANDOM_CHARS);
         token.push_str("cnry-");
         token.extend(bytes.iter().map(|b| char::from(ALPHABET[usize::from(b & 31)])));
-        Self(token)
+        let mut bits = bytes.iter().fold(0u64, |acc, b| (acc << 3) | u64::from(b >> 5));
+        let mut name = String::with_capacity(18);
+        for word in 0..2 {
+            if word == 1 {
+                name.push(' ');
+            }
+            for syllable in 0..4 {
+                let c = char::from(CONSONANTS[(bits & 15) as usize]);
+                let v = char::from(VOWELS[((bits >> 4) & 3) as usize]);
+                bits >>= 6;
+                name.push(if syllable == 0 { c.to_ascii_uppercase() } else { c });
+                name.push(v);
+            }
+        }
+        Self { token, name }
     }
 
-    /// The token as placed in the prompt.
+    /// The token as placed at the top of the prompt.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.token
+    }
+
+    /// The name-shaped marker placed at the end of the prompt.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -53,12 +87,13 @@ impl fmt::Debug for Canary {
     }
 }
 
-/// The system message text the gateway sends upstream: the canary on its own line ahead of
-/// the operator prompt, in an HTML comment the way Rebuff marks its canary words. Ahead,
-/// because "repeat everything above" recitations start at the top, so the canary is the
-/// first thing a leaking reply says.
+/// The system message text the gateway sends upstream: the canary token on its own line
+/// ahead of the operator prompt, in an HTML comment the way Rebuff marks its canary words,
+/// and the canary name in one after it. Ahead, because "repeat everything above"
+/// recitations start at the top, so the token is the first thing a leaking reply says;
+/// after, so a recitation from the end, backwards or reordered meets the name first.
 pub fn inject(system_prompt: &str, canary: &Canary) -> String {
-    format!("<!-- {} -->\n{system_prompt}", canary.as_str())
+    format!("<!-- {} -->\n{system_prompt}\n<!-- {} -->", canary.as_str(), canary.name())
 }
 
 /// Why a request body could not carry the system prompt.
@@ -115,6 +150,9 @@ mod tests {
         assert_eq!(a.as_str().len(), 25);
         assert!(a.as_str()[5..].bytes().all(|c| ALPHABET.contains(&c)));
         assert_eq!(format!("{a:?}"), "Canary(..)", "debug output must not leak the token");
+        assert_ne!(a.name(), b.name());
+        assert_eq!(a.name().len(), 17);
+        assert!(a.name().split(' ').all(|w| w.len() == 8 && w.starts_with(|c: char| c.is_ascii_uppercase())));
     }
 
     #[test]
@@ -122,7 +160,8 @@ mod tests {
         let c = Canary::from_random(&[1; 20]);
         let text = inject("You are Acme's assistant.", &c);
         assert!(text.starts_with("<!-- cnry-bbbb"));
-        assert!(text.ends_with("\nYou are Acme's assistant."));
+        assert!(text.contains("\nYou are Acme's assistant.\n<!-- "));
+        assert!(text.ends_with(&format!("<!-- {} -->", c.name())));
     }
 
     #[test]

@@ -27,8 +27,47 @@ pub enum ScanError {
     NotJson(#[from] serde_json::Error),
 }
 
-/// Scans `choices[].message.content` (and `reasoning_content` / `reasoning`) of a chat
-/// reply, or `choices[].text` of a completions reply.
+/// JSON pointers (relative to a choice) of every text a client receives in a
+/// non-streamed reply, tool calls included.
+fn text_paths(choice: &Value) -> Vec<String> {
+    let mut paths: Vec<String> = [
+        "/message/content",
+        "/message/reasoning_content",
+        "/message/reasoning",
+        "/message/refusal",
+        "/message/function_call/name",
+        "/message/function_call/arguments",
+        "/text",
+    ]
+    .map(str::to_owned)
+    .into();
+    let calls = choice.pointer("/message/tool_calls").and_then(Value::as_array).map_or(0, Vec::len);
+    for i in 0..calls {
+        paths.push(format!("/message/tool_calls/{i}/function/name"));
+        paths.push(format!("/message/tool_calls/{i}/function/arguments"));
+    }
+    paths
+}
+
+/// The tokens of a choice's `logprobs`, concatenated: `content[].token` and
+/// `refusal[].token` (chat) or `tokens[]` (completions).
+fn logprob_text(choice: &Value) -> Option<String> {
+    let lp = choice.get("logprobs")?;
+    let mut text = String::new();
+    for list in ["content", "refusal"] {
+        for t in lp.get(list).and_then(Value::as_array).into_iter().flatten() {
+            text.push_str(t.get("token").and_then(Value::as_str).unwrap_or_default());
+        }
+    }
+    for t in lp.get("tokens").and_then(Value::as_array).into_iter().flatten() {
+        text.push_str(t.as_str().unwrap_or_default());
+    }
+    (!text.is_empty()).then_some(text)
+}
+
+/// Scans every text of every choice of a chat or completions reply: `message.content`,
+/// `reasoning_content` / `reasoning`, `refusal`, tool and function call names and
+/// arguments, legacy `text`, and the tokens of `logprobs` (dropped whole on a leak).
 pub fn scan_completion(
     prompt: &Arc<ProtectedPrompt>,
     canary: Option<&Canary>,
@@ -44,10 +83,8 @@ pub fn scan_completion(
         let index = choice.get("index").and_then(Value::as_u64).and_then(|i| u32::try_from(i).ok());
         let index = index.unwrap_or(pos as u32);
         let mut terminated = false;
-        for path in
-            [&["message", "content"][..], &["message", "reasoning_content"], &["message", "reasoning"], &["text"]]
-        {
-            let Some(Value::String(text)) = path.iter().try_fold(&mut *choice, |v, key| v.get_mut(*key)) else {
+        for path in text_paths(choice) {
+            let Some(Value::String(text)) = choice.pointer_mut(&path) else {
                 continue;
             };
             let mut det = Detector::new(prompt.clone(), needles.clone(), index);
@@ -62,6 +99,16 @@ pub fn scan_completion(
             render(text, 0, det.regions(), marker, &mut new);
             *text = new;
             terminated |= det.is_tripped();
+        }
+        if let Some(tokens) = logprob_text(choice) {
+            let mut det = Detector::new(prompt.clone(), needles.clone(), index);
+            let before = leaks.len();
+            det.feed(&tokens, &mut leaks);
+            det.finish();
+            if leaks.len() > before {
+                choice["logprobs"] = Value::Null;
+                terminated |= det.is_tripped();
+            }
         }
         if terminated && let Some(obj) = choice.as_object_mut() {
             obj.insert("finish_reason".to_owned(), Value::from("content_filter"));
@@ -114,7 +161,35 @@ mod tests {
         let out = scan_completion(&prompt(LeakAction::Redact), None, body.to_string().as_bytes()).expect("json");
         let Completion::Rewritten { body, .. } = out else { panic!("expected a rewrite") };
         let v: Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(v["choices"][0]["text"], "My prompt: [redacted]. And that is all I can share with you today.");
+        assert_eq!(v["choices"][0]["text"], "My prompt: [redacted] And that is all I can share with you today.");
+    }
+
+    #[test]
+    fn every_field_a_client_reads_is_scanned() {
+        let leak = format!("Sure: {PROMPT}");
+        let args = serde_json::to_string(&json!({"note": leak})).expect("json");
+        let cases = [
+            json!({"choices": [{"message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "save", "arguments": args}}]}}]}),
+            json!({"choices": [{"message": {"role": "assistant", "function_call": {"name": "f", "arguments": args}}}]}),
+            json!({"choices": [{"message": {"role": "assistant", "refusal": leak}}]}),
+            json!({"choices": [{"message": {"role": "assistant", "reasoning_content": leak, "content": "ok"}}]}),
+            json!({"choices": [{"message": {"role": "assistant", "content": "ok"},
+                "logprobs": {"content": leak.split_inclusive(' ').map(|t| json!({"token": t, "logprob": -0.1})).collect::<Vec<_>>()}}]}),
+            json!({"choices": [{"text": "ok", "logprobs": {"tokens": leak.split_inclusive(' ').collect::<Vec<_>>()}}]}),
+        ];
+        for body in cases {
+            let out = scan_completion(&prompt(LeakAction::Terminate), None, body.to_string().as_bytes()).expect("json");
+            let Completion::Rewritten { body: new, leaks } = out else { panic!("not caught: {body}") };
+            assert!(!leaks.is_empty());
+            let text = String::from_utf8_lossy(&new);
+            assert!(!text.contains("Nimbus") && !text.contains("competitors"), "{text}");
+            assert!(text.contains("content_filter"), "{text}");
+        }
+        let benign = json!({"choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "get_invoice", "arguments": "{\"month\": \"March\"}"}}]}}]});
+        let out = scan_completion(&prompt(LeakAction::Terminate), None, benign.to_string().as_bytes()).expect("json");
+        assert_eq!(out, Completion::Unchanged);
     }
 
     #[test]

@@ -1,51 +1,86 @@
 //! The incremental leak detector behind [`crate::LeakScanner`] and [`crate::SseScanner`]:
-//! fed one content stream (one choice of one reply) piece by piece, it tracks which byte
-//! offsets are decided (safe to release, or redacted) and reports leaks with their offsets.
+//! fed one text stream (one field of one choice of one reply) piece by piece, it tracks
+//! which byte offsets are decided (safe to release, or redacted) and reports leaks with
+//! their offsets.
 //!
-//! Per byte it does a constant amount of work: normalise, shift the byte into a packed
-//! n-gram key, one hash lookup, three run counters, three KMP steps for the canary, and the
-//! same again on the base64-decoded side stream while a base64 run is in progress. It keeps
-//! no copy of the reply: memory is a fixed few hundred bytes plus one bit per prompt n-gram.
+//! Every character goes through [`crate::normalize`] into the plain stream, and through
+//! four streaming decoders ([`crate::decode`]: base64, base32, hex, escapes) whose output
+//! is normalised and matched the same way, nested up to [`MAX_DEPTH`] levels (hex inside
+//! base64, …). Each stream matches, per normalised byte: a packed n-gram key against the
+//! prompt's n-grams (plain, rot13 and reversed), run counters, and KMP steps for the
+//! canary needles; per word: adjacent word pairs of the prompt in either order (reversed
+//! or reordered recitation) and a sliding window of the prompt's content words.
+//!
+//! Memory is a few hundred bytes per stream plus one bit per prompt n-gram; decoded streams
+//! are allocated only once their decoder first produces text. Work per reply character is
+//! bounded: each decoder emits at most one character per character it is fed, so nesting
+//! multiplies the cost by a constant, never by the input.
 
 use std::sync::Arc;
 
 use crate::canary::Canary;
 use crate::config::LeakAction;
+use crate::decode::{Decoder, ENCODINGS, Encoding};
 use crate::leak::{Leak, LeakKind};
-use crate::prompt::{PLAIN, ProtectedPrompt, REVERSED, ROT13, VARIANTS, normalize_char, rot13_byte};
+use crate::normalize::{CharClass, FNV_START, fnv_step, normalize, normalize_char, rot13_char};
+use crate::prompt::{PLAIN, ProtectedPrompt, REVERSED, ROT13, VARIANTS, pair_key};
 
-/// Raw offsets of the most recent normalised bytes, to find where a match started. Must
-/// cover the longest lookback: the normalised canary (24 bytes) and one n-gram.
-const RING: usize = 32;
-/// A run of letters/digits this long from the base64 alphabet is decoded. Shorter runs are
-/// ordinary words; decoding them would only feed noise to the side stream.
-const B64_MIN_RUN: u32 = 16;
+/// Raw offsets of the most recent normalised bytes, to find where a match started and how
+/// far back a decoded stream must hold the raw text. Must cover the longest lookback: the
+/// normalised canary token (24 bytes), one n-gram, and the default `min_run` (40).
+const RING: usize = 64;
 /// While redacting, a run of this many consecutive prompt n-grams (or this much canary
 /// progress) counts as "the leak is still going on".
 const HOT_RUN: u32 = 3;
 /// Redaction regions kept per stream; a reply that leaks more often than this is ended.
 const MAX_REGIONS: usize = 64;
+/// Decoding layers: a decoder's output is decoded once more (base64 of hex, …), no deeper.
+pub(crate) const MAX_DEPTH: u8 = 2;
+/// Adjacent word pairs of the prompt, in reversed order, that make a reordered recitation
+/// (with at least `min_run` normalised bytes among their words).
+const MIN_PAIRS: u32 = 5;
+/// Canary needles: the token plain, rot13 and reversed; the name plain, rot13, reversed and
+/// with its two words swapped.
+const MAX_NEEDLES: usize = 7;
+/// A decoded stream may hold raw text back at most this many times the configured
+/// hold-back, however long its run: the hold-back stays bounded.
+const MAX_HOLD_FACTOR: u64 = 8;
 
-/// The canary in the scanner's normalised alphabet, plain, rot13 and reversed, each with its
-/// KMP failure table so matching is one step per byte whatever the chunking.
+/// The canary in the scanner's normalised alphabet, in the shapes a recitation may give it,
+/// each with its KMP failure table so matching is one step per byte whatever the chunking.
 #[derive(Debug, Clone)]
 pub(crate) struct CanaryNeedles {
-    needles: [Vec<u8>; 3],
-    fail: [Vec<usize>; 3],
+    needles: Vec<Vec<u8>>,
+    fail: Vec<Vec<usize>>,
     /// First byte of each needle: while no match is in progress, any other byte leaves
-    /// all three KMP states at zero and can be skipped.
-    first: [u8; 3],
+    /// every KMP state at zero and can be skipped.
+    first: Vec<u8>,
+    /// The same as a 256-bit set, for the one test most bytes take.
+    first_set: [u64; 4],
 }
 
 impl CanaryNeedles {
     pub(crate) fn new(canary: &Canary) -> Self {
-        let plain = crate::prompt::normalize(canary.as_str());
-        let rot: Vec<u8> = plain.iter().map(|&b| rot13_byte(b)).collect();
-        let rev: Vec<u8> = plain.iter().rev().copied().collect();
-        let needles = [plain, rot, rev];
-        let fail = [kmp_fail(&needles[0]), kmp_fail(&needles[1]), kmp_fail(&needles[2])];
-        let first = [0, 1, 2].map(|v| needles[v].first().copied().unwrap_or(0));
-        Self { needles, fail, first }
+        let token = canary.as_str();
+        let name = canary.name();
+        let swapped: String = name.split(' ').rev().collect::<Vec<_>>().join(" ");
+        let shapes = [
+            token.to_owned(),
+            token.chars().map(rot13_char).collect(),
+            token.chars().rev().collect(),
+            name.to_owned(),
+            name.chars().map(rot13_char).collect(),
+            name.chars().rev().collect(),
+            swapped,
+        ];
+        let needles: Vec<Vec<u8>> = shapes.iter().map(|s| normalize(s)).filter(|n| !n.is_empty()).collect();
+        let fail = needles.iter().map(|n| kmp_fail(n)).collect();
+        let first: Vec<u8> = needles.iter().map(|n| n[0]).collect();
+        let mut first_set = [0u64; 4];
+        for &b in &first {
+            first_set[usize::from(b >> 6)] |= 1 << (b & 63);
+        }
+        Self { needles, fail, first, first_set }
     }
 }
 
@@ -64,9 +99,46 @@ fn kmp_fail(p: &[u8]) -> Vec<usize> {
     fail
 }
 
-/// Matching state over one stream of normalised bytes (the reply itself, or the text
-/// decoded from a base64 run in it).
+/// Where a stream's text came from, for the leak's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Plain,
+    Decoded(Encoding),
+}
+
+/// Word-level state of one stream.
 #[derive(Debug, Clone, Default)]
+struct Words {
+    hash: u64,
+    len: u32,
+    start: u64,
+    /// The previous word, if it is a prompt word: hash, raw start, normalised length.
+    prev: Option<(u64, u64, u32)>,
+    /// The word before that, likewise.
+    prev2: Option<(u64, u64, u32)>,
+    /// The run has used its one word that paired with neither neighbour.
+    missed: bool,
+    pair_run: u32,
+    pair_start: u64,
+    pair_bytes: u32,
+    backward: bool,
+    window: Option<Box<Window>>,
+}
+
+/// The last `window` words of the reply (prompt word ids, `u32::MAX` for others) and how
+/// many distinct content words of the prompt they hold.
+#[derive(Debug, Clone)]
+struct Window {
+    ring: Vec<u32>,
+    next: usize,
+    counts: Vec<u16>,
+    distinct: u32,
+    fired: bool,
+}
+
+/// Matching state over one stream of normalised bytes (the reply itself, or the text
+/// decoded from it).
+#[derive(Debug, Clone)]
 struct NgramStream {
     key: u64,
     /// Normalised bytes seen since the last reset.
@@ -74,15 +146,32 @@ struct NgramStream {
     runs: [u32; 3],
     run_start: [u64; 3],
     ring: [u64; RING],
-    kmp: [usize; 3],
+    kmp: [usize; MAX_NEEDLES],
+    /// Some KMP state is past zero.
+    kmp_live: bool,
+    words: Words,
+    origin: Origin,
 }
 
 impl NgramStream {
+    fn new(origin: Origin) -> Self {
+        Self {
+            key: 0,
+            count: 0,
+            runs: [0; 3],
+            run_start: [0; 3],
+            ring: [0; RING],
+            kmp: [0; MAX_NEEDLES],
+            kmp_live: false,
+            words: Words::default(),
+            origin,
+        }
+    }
+
     fn reset(&mut self) {
-        self.key = 0;
-        self.count = 0;
-        self.runs = [0; 3];
-        self.kmp = [0; 3];
+        let window = self.words.window.take();
+        *self = Self::new(self.origin);
+        self.words.window = window;
     }
 
     fn raw_at(&self, back: u64) -> u64 {
@@ -90,14 +179,21 @@ impl NgramStream {
     }
 }
 
-/// What one normalised byte told us.
+/// What one normalised byte (or word) told us.
 #[derive(Debug, Default)]
 struct Step {
     found: Option<(LeakKind, u64)>,
     hot: bool,
 }
 
-/// Containment bookkeeping: one bit per prompt n-gram slot.
+fn merge(into: &mut Step, from: Step) {
+    into.hot |= from.hot;
+    if into.found.is_none() {
+        into.found = from.found;
+    }
+}
+
+/// Containment bookkeeping: one bit per prompt n-gram slot, shared by every stream.
 #[derive(Debug, Clone)]
 struct Seen {
     bits: Vec<u64>,
@@ -105,40 +201,85 @@ struct Seen {
     fired: bool,
 }
 
-/// Incremental decoder for a run of base64 characters (standard or URL-safe alphabet).
-#[derive(Debug, Clone, Default)]
-struct Base64Side {
-    run: u32,
-    pre: [u8; B64_MIN_RUN as usize],
-    run_start: u64,
-    acc: u32,
-    bits: u32,
-    /// Raw offset of the character that contributed the first pending bit.
-    acc_start: u64,
-    utf8: [u8; 4],
-    utf8_len: usize,
-    utf8_start: u64,
-    stream: NgramStream,
+/// What every stream reads: the prompt, the canary and the shared containment bits.
+struct Ctx<'a> {
+    prompt: &'a ProtectedPrompt,
+    canary: Option<&'a CanaryNeedles>,
+    seen: &'a mut Seen,
 }
 
-fn b64_value(ch: char) -> Option<u8> {
-    Some(match ch {
-        'A'..='Z' => ch as u8 - b'A',
-        'a'..='z' => ch as u8 - b'a' + 26,
-        '0'..='9' => ch as u8 - b'0' + 52,
-        '+' | '-' => 62,
-        '/' | '_' => 63,
-        _ => return None,
-    })
+/// A decoder, the stream of its output, and (below [`MAX_DEPTH`]) the decoders of that.
+#[derive(Debug, Clone)]
+struct Layer {
+    decoder: Decoder,
+    /// Allocated when the decoder first emits.
+    stream: Option<Box<NgramStream>>,
+    children: Vec<Layer>,
+    out: Vec<(char, u64)>,
 }
 
-fn utf8_width(lead: u8) -> usize {
-    match lead {
-        0x00..=0x7f => 1,
-        0xc2..=0xdf => 2,
-        0xe0..=0xef => 3,
-        0xf0..=0xf4 => 4,
-        _ => 0,
+impl Layer {
+    fn new(encoding: Encoding) -> Self {
+        Self { decoder: Decoder::new(encoding), stream: None, children: Vec::new(), out: Vec::new() }
+    }
+
+    #[inline]
+    fn feed(&mut self, ch: char, raw: u64, depth: u8, ctx: &mut Ctx<'_>, step: &mut Step) {
+        if self.decoder.ignores(ch) {
+            return;
+        }
+        self.feed_slow(ch, raw, depth, ctx, step);
+    }
+
+    fn feed_slow(&mut self, ch: char, raw: u64, depth: u8, ctx: &mut Ctx<'_>, step: &mut Step) {
+        let was_active = self.decoder.is_active();
+        self.decoder.push(ch, raw, &mut self.out);
+        if was_active && !self.decoder.is_active() {
+            // The run ended: what follows is not a continuation of its text.
+            if let Some(s) = &mut self.stream {
+                s.reset();
+            }
+        }
+        if self.out.is_empty() {
+            return;
+        }
+        let out = std::mem::take(&mut self.out);
+        let origin = Origin::Decoded(self.decoder.encoding());
+        let stream = self.stream.get_or_insert_with(|| Box::new(NgramStream::new(origin)));
+        if depth < MAX_DEPTH && self.children.is_empty() {
+            self.children = ENCODINGS.iter().map(|&e| Layer::new(e)).collect();
+        }
+        for &(c, r) in &out {
+            merge(step, feed_char(stream, ctx, c, r));
+            if depth < MAX_DEPTH {
+                for child in &mut self.children {
+                    child.feed(c, r, depth + 1, ctx, step);
+                }
+            }
+        }
+        self.out = out;
+        self.out.clear();
+    }
+
+    /// The earliest raw offset this layer (or one below it) still needs held back: the
+    /// raw text behind the last `back` normalised bytes of an active run, no further back
+    /// than `back` characters of this encoding can take (noise that decodes to nothing
+    /// readable holds nothing).
+    fn hold(&self, back: u64, pos: u64) -> Option<u64> {
+        let mut hold = None;
+        if self.decoder.is_active()
+            && let Some(s) = &self.stream
+            && s.count > 0
+        {
+            let at = s.raw_at(back.min(s.count));
+            hold = Some(at.max(pos.saturating_sub(back * self.decoder.expansion())));
+        }
+        for child in &self.children {
+            if let Some(h) = child.hold(back, pos) {
+                hold = Some(hold.map_or(h, |x: u64| x.min(h)));
+            }
+        }
+        hold
     }
 }
 
@@ -163,7 +304,7 @@ pub(crate) struct Region {
     pub(crate) end: u64,
 }
 
-/// One content stream's detector.
+/// One text stream's detector.
 #[derive(Debug, Clone)]
 pub(crate) struct Detector {
     prompt: Arc<ProtectedPrompt>,
@@ -171,7 +312,7 @@ pub(crate) struct Detector {
     choice: u32,
     seen: Seen,
     plain: NgramStream,
-    b64: Base64Side,
+    layers: Vec<Layer>,
     pos: u64,
     decided: u64,
     state: State,
@@ -187,8 +328,8 @@ impl Detector {
             canary,
             choice,
             seen: Seen { bits: vec![0; slots.div_ceil(64)], count: [0; 3], fired: false },
-            plain: NgramStream::default(),
-            b64: Base64Side::default(),
+            plain: NgramStream::new(Origin::Plain),
+            layers: ENCODINGS.iter().map(|&e| Layer::new(e)).collect(),
             pos: 0,
             decided: 0,
             state: State::Clean,
@@ -228,15 +369,17 @@ impl Detector {
         if self.is_finished() {
             return;
         }
+        let prompt = self.prompt.clone();
+        let canary = self.canary.clone();
         for (i, ch) in text.char_indices() {
             let raw = self.pos + i as u64;
             let end = raw + ch.len_utf8() as u64;
             let mut step = Step::default();
-            let prompt = &*self.prompt;
-            let canary = self.canary.as_deref();
-            let (plain, seen) = (&mut self.plain, &mut self.seen);
-            normalize_char(ch, |b| merge(&mut step, scan_byte(plain, seen, prompt, canary, b, raw, false)));
-            merge(&mut step, self.b64.push_char(ch, raw, seen, prompt, canary));
+            let mut ctx = Ctx { prompt: &prompt, canary: canary.as_deref(), seen: &mut self.seen };
+            merge(&mut step, feed_char(&mut self.plain, &mut ctx, ch, raw));
+            for layer in &mut self.layers {
+                layer.feed(ch, raw, 1, &mut ctx, &mut step);
+            }
             if step.found.is_none() && !step.hot && self.state == State::Clean {
                 continue;
             }
@@ -303,8 +446,22 @@ impl Detector {
     }
 
     fn settle(&mut self) {
+        let holdback = self.prompt.settings.holdback as u64;
         let next = match self.state {
-            State::Clean => self.pos.saturating_sub(self.prompt.settings.holdback as u64),
+            State::Clean => {
+                let mut next = self.pos.saturating_sub(holdback);
+                // An active decoder's text is still being matched: keep the raw text behind
+                // its last `min_run` decoded bytes, however much longer its encoding is
+                // (a `\u` escape is six bytes a letter), within a bounded multiple.
+                let back = (self.prompt.settings.min_run as u64).min(RING as u64 - 1);
+                let floor = self.pos.saturating_sub(holdback * MAX_HOLD_FACTOR);
+                for layer in &self.layers {
+                    if let Some(h) = layer.hold(back, self.pos) {
+                        next = next.min(h.max(floor));
+                    }
+                }
+                next
+            }
             State::Redacting { last_hot_end, .. } => last_hot_end,
             State::Tripped | State::Finished => return,
         };
@@ -312,35 +469,42 @@ impl Detector {
     }
 }
 
-fn merge(into: &mut Step, from: Step) {
-    into.hot |= from.hot;
-    if into.found.is_none() {
-        into.found = from.found;
+/// Advances one stream by one character at raw offset `raw`.
+#[inline]
+fn feed_char(s: &mut NgramStream, ctx: &mut Ctx<'_>, ch: char, raw: u64) -> Step {
+    let mut step = Step::default();
+    let class = normalize_char(ch, |b| merge(&mut step, scan_byte(s, ctx, b, raw)));
+    if class == CharClass::Break && s.words.len > 0 {
+        merge(&mut step, end_word(s, ctx));
     }
+    step
 }
 
 /// Advances one stream by one normalised byte `b` that came from raw offset `raw`.
 #[inline]
-fn scan_byte(
-    s: &mut NgramStream,
-    seen: &mut Seen,
-    prompt: &ProtectedPrompt,
-    canary: Option<&CanaryNeedles>,
-    b: u8,
-    raw: u64,
-    decoded: bool,
-) -> Step {
+fn scan_byte(s: &mut NgramStream, ctx: &mut Ctx<'_>, b: u8, raw: u64) -> Step {
     let mut step = Step::default();
+    let prompt = ctx.prompt;
     s.ring[(s.count as usize) % RING] = raw;
     s.count += 1;
     s.key = ((s.key << 8) | u64::from(b)) & prompt.key_mask;
+    let w = &mut s.words;
+    if w.len == 0 {
+        w.start = raw;
+        w.hash = FNV_START;
+    }
+    w.len += 1;
+    w.hash = fnv_step(w.hash, b);
 
-    if let Some(c) = canary
-        && (s.kmp != [0; 3] || c.first.contains(&b))
+    if let Some(c) = ctx.canary
+        && (s.kmp_live || c.first_set[usize::from(b >> 6)] >> (b & 63) & 1 == 1)
     {
-        for v in 0..3 {
-            let needle = &c.needles[v];
+        let mut live = false;
+        for (v, needle) in c.needles.iter().enumerate() {
             let mut k = s.kmp[v];
+            if k == 0 && c.first[v] != b {
+                continue;
+            }
             while k > 0 && needle[k] != b {
                 k = c.fail[v][k - 1];
             }
@@ -356,7 +520,9 @@ fn scan_byte(
                 step.hot = true;
             }
             s.kmp[v] = k;
+            live |= k != 0;
         }
+        s.kmp_live = live;
     }
 
     let n = prompt.settings.ngram as u64;
@@ -367,6 +533,7 @@ fn scan_byte(
         s.runs = [0; 3];
         return step;
     };
+    let seen = &mut *ctx.seen;
     if !seen.fired {
         let word = (entry.id / 64) as usize;
         let bit = 1u64 << (entry.id % 64);
@@ -380,7 +547,7 @@ fn scan_byte(
                     if seen.count[v] >= prompt.containment_need[v] && step.found.is_none() {
                         seen.fired = true;
                         // The recitation is spread out; cut from the first undecided byte.
-                        step.found = Some((if decoded { LeakKind::Base64 } else { LeakKind::Overlap }, 0));
+                        step.found = Some((kind_of(s.origin, LeakKind::Overlap), 0));
                     }
                 }
             }
@@ -400,127 +567,120 @@ fn scan_byte(
         }
         if s.runs[v] >= prompt.run_needed && step.found.is_none() {
             let start = s.run_start[v];
-            let kind = if decoded {
-                LeakKind::Base64
-            } else {
-                match *variant {
-                    ROT13 => LeakKind::Rot13,
-                    REVERSED => LeakKind::Reversed,
-                    // A run whose raw span is well over the normalised length was spelled
-                    // out with separators between the letters.
-                    PLAIN if (raw - start) * 5 > u64::from(s.runs[v] + n as u32 - 1) * 9 => LeakKind::SpacedOut,
-                    _ => LeakKind::Overlap,
-                }
+            let plain_kind = match *variant {
+                ROT13 => LeakKind::Rot13,
+                REVERSED => LeakKind::Reversed,
+                // A run whose raw span is well over the normalised length was spelled out
+                // with separators between the letters.
+                PLAIN if (raw - start) * 5 > u64::from(s.runs[v] + n as u32 - 1) * 9 => LeakKind::SpacedOut,
+                _ => LeakKind::Overlap,
             };
-            step.found = Some((kind, start));
+            step.found = Some((kind_of(s.origin, plain_kind), start));
         }
     }
     step
 }
 
-impl Base64Side {
-    fn reset(&mut self) {
-        self.run = 0;
-        self.acc = 0;
-        self.bits = 0;
-        self.utf8_len = 0;
-        self.stream.reset();
+/// The kind to report: what the decoder undid, else what the plain match saw.
+fn kind_of(origin: Origin, plain: LeakKind) -> LeakKind {
+    match origin {
+        Origin::Plain => plain,
+        Origin::Decoded(Encoding::Base64) => LeakKind::Base64,
+        Origin::Decoded(Encoding::Base32) => LeakKind::Base32,
+        Origin::Decoded(Encoding::Hex) => LeakKind::Hex,
+        Origin::Decoded(Encoding::Escape) => LeakKind::Escaped,
     }
+}
 
-    fn push_char(
-        &mut self,
-        ch: char,
-        raw: u64,
-        seen: &mut Seen,
-        prompt: &ProtectedPrompt,
-        canary: Option<&CanaryNeedles>,
-    ) -> Step {
-        let mut step = Step::default();
-        let Some(v) = b64_value(ch) else {
-            // Line-wrapped base64 (76 columns, PEM style) keeps going across the newline.
-            if !(matches!(ch, '\n' | '\r') && self.run >= B64_MIN_RUN) && self.run != 0 {
-                self.reset();
+/// A word of the stream ended: the order-independent rules.
+fn end_word(s: &mut NgramStream, ctx: &mut Ctx<'_>) -> Step {
+    let mut step = Step::default();
+    let index = &ctx.prompt.words;
+    let w = &mut s.words;
+    let (hash, len, start) = (w.hash, std::mem::take(&mut w.len), w.start);
+    let id = index.id(hash);
+
+    // Adjacent prompt words standing in the other order: a backwards or reordered
+    // recitation that no character n-gram sees across the word boundaries. A word may also
+    // pair with the one before the previous (`real-time claim` recited backwards from
+    // `claim real-time`), and one prompt word that pairs with neither keeps the run alive.
+    let mut matched = None;
+    if id.is_some() {
+        for (prev, prev_start, prev_len) in [w.prev, w.prev2].into_iter().flatten() {
+            let (key, order) = pair_key(prev, hash);
+            if let Some(&flags) = index.pairs.get(&key) {
+                // `order` says how the reply has the pair, `flags` how the prompt has it.
+                matched = Some((flags & order != 0, prev_start, prev_len));
+                break;
             }
-            return step;
-        };
-        self.run = self.run.saturating_add(1);
-        if self.run == 1 {
-            self.run_start = raw;
         }
-        if self.run < B64_MIN_RUN {
-            self.pre[self.run as usize - 1] = v;
-            return step;
-        }
-        if self.run == B64_MIN_RUN {
-            self.pre[self.run as usize - 1] = v;
-            let pre = self.pre;
-            for (i, sextet) in pre.into_iter().enumerate() {
-                // The pre-buffered characters are ASCII and contiguous: one byte each.
-                merge(&mut step, self.sextet(sextet, self.run_start + i as u64, seen, prompt, canary));
-            }
-            return step;
-        }
-        self.sextet(v, raw, seen, prompt, canary)
     }
-
-    fn sextet(
-        &mut self,
-        v: u8,
-        raw: u64,
-        seen: &mut Seen,
-        prompt: &ProtectedPrompt,
-        canary: Option<&CanaryNeedles>,
-    ) -> Step {
-        if self.bits == 0 {
-            self.acc_start = raw;
-        }
-        self.acc = (self.acc << 6) | u32::from(v);
-        self.bits += 6;
-        if self.bits < 8 {
-            return Step::default();
-        }
-        self.bits -= 8;
-        let byte = (self.acc >> self.bits) as u8;
-        self.acc &= (1 << self.bits) - 1;
-        let byte_start = self.acc_start;
-        self.acc_start = raw;
-        self.decoded_byte(byte, byte_start, seen, prompt, canary)
-    }
-
-    fn decoded_byte(
-        &mut self,
-        byte: u8,
-        raw: u64,
-        seen: &mut Seen,
-        prompt: &ProtectedPrompt,
-        canary: Option<&CanaryNeedles>,
-    ) -> Step {
-        let mut step = Step::default();
-        if self.utf8_len > 0 && byte & 0xc0 != 0x80 {
-            // Truncated sequence: drop it and treat this byte as a new start.
-            self.utf8_len = 0;
-        }
-        if self.utf8_len == 0 {
-            if utf8_width(byte) == 0 {
-                return step;
+    match matched {
+        Some((same_order, prev_start, prev_len)) => {
+            if w.pair_run == 0 {
+                w.pair_start = prev_start;
+                w.pair_bytes = prev_len;
+                w.backward = false;
             }
-            self.utf8_start = raw;
+            w.pair_run += 1;
+            w.pair_bytes += len;
+            w.missed = false;
+            w.backward |= !same_order;
+            if w.pair_run >= 2 {
+                step.hot = true;
+            }
+            if w.backward
+                && w.pair_run >= MIN_PAIRS
+                && w.pair_bytes as usize >= ctx.prompt.settings.min_run
+                && ctx.prompt.overlap_enabled
+            {
+                step.found = Some((kind_of(s.origin, LeakKind::Reordered), w.pair_start));
+            }
         }
-        self.utf8[self.utf8_len] = byte;
-        self.utf8_len += 1;
-        if self.utf8_len < utf8_width(self.utf8[0]) {
-            return step;
+        None if id.is_some() && w.pair_run > 0 && !w.missed => {
+            w.missed = true;
+            w.pair_bytes += len;
         }
-        let len = std::mem::take(&mut self.utf8_len);
-        if let Ok(s) = std::str::from_utf8(&self.utf8[..len])
-            && let Some(ch) = s.chars().next()
+        None => w.pair_run = 0,
+    }
+    w.prev2 = w.prev;
+    w.prev = id.map(|_| (hash, start, len));
+
+    // Most of the prompt's content words within a window of about twice its length: a
+    // recitation in any order.
+    if index.window > 0 {
+        let window = w.window.get_or_insert_with(|| {
+            Box::new(Window {
+                ring: vec![u32::MAX; index.window],
+                next: 0,
+                counts: vec![0; index.content.len()],
+                distinct: 0,
+                fired: false,
+            })
+        });
+        let slot = window.next % window.ring.len();
+        let old = std::mem::replace(&mut window.ring[slot], id.unwrap_or(u32::MAX));
+        window.next += 1;
+        if let Some(c) = window.counts.get_mut(old as usize) {
+            *c -= 1;
+            if *c == 0 && index.content[old as usize] {
+                window.distinct -= 1;
+            }
+        }
+        if let Some(id) = id
+            && let Some(c) = window.counts.get_mut(id as usize)
         {
-            let start = self.utf8_start;
-            let stream = &mut self.stream;
-            normalize_char(ch, |b| merge(&mut step, scan_byte(stream, seen, prompt, canary, b, start, true)));
+            if *c == 0 && index.content[id as usize] {
+                window.distinct += 1;
+            }
+            *c = c.saturating_add(1);
         }
-        step
+        if !window.fired && window.distinct >= index.window_need && step.found.is_none() {
+            window.fired = true;
+            step.found = Some((kind_of(s.origin, LeakKind::Reordered), 0));
+        }
     }
+    step
 }
 
 #[cfg(test)]

@@ -56,10 +56,15 @@ pub enum ReasonCode {
     EncodedPayload,
     /// Zero-width characters, look-alike letters, spaced-out or leetspeak keywords.
     Obfuscation,
+    /// A fake policy or configuration file ("<interaction-config>", "blocked strings",
+    /// "allowed modes") that tells the model what it may say.
+    PolicyFormat,
+    /// A wall of stacked constraints and rules meant to drown the system prompt.
+    CognitiveOverload,
 }
 
 impl ReasonCode {
-    const ALL: [ReasonCode; 14] = [
+    const ALL: [ReasonCode; 16] = [
         Self::IgnoreInstructions,
         Self::RevealSystemPrompt,
         Self::RepeatAbove,
@@ -74,6 +79,8 @@ impl ReasonCode {
         Self::FakeDelimiter,
         Self::EncodedPayload,
         Self::Obfuscation,
+        Self::PolicyFormat,
+        Self::CognitiveOverload,
     ];
 
     /// Stable snake_case name.
@@ -93,6 +100,8 @@ impl ReasonCode {
             Self::FakeDelimiter => "fake_delimiter",
             Self::EncodedPayload => "encoded_payload",
             Self::Obfuscation => "obfuscation",
+            Self::PolicyFormat => "policy_format",
+            Self::CognitiveOverload => "cognitive_overload",
         }
     }
 }
@@ -182,6 +191,8 @@ fn evaluate(text: &str, depth: u8) -> [u32; ReasonCode::ALL.len()] {
         note(ReasonCode::Obfuscation, 25);
     }
     raw_literals(&folded.lower, &mut note);
+    role_labels(&folded.lower, &mut note);
+    crate::concepts::score(&folded.lower, &mut note);
 
     let tokens = tokenize(&folded.lower, lex);
     if tokens.spaced_keyword {
@@ -279,7 +290,14 @@ fn fold(text: &str) -> Folded {
         rest = &rest[c.len_utf8()..];
         if is_invisible(c) {
             out.zero_width = true;
-        } else if let Some(latin) = confusable(c) {
+        } else if let Some(latin) = confusable(c).or_else(|| {
+            // Upper case the table leaves out (`П`) folds like its lower case (`п`).
+            let mut lower = c.to_lowercase();
+            match (lower.next(), lower.next()) {
+                (Some(l), None) => confusable(l),
+                _ => None,
+            }
+        }) {
             out.homoglyph = true;
             out.lower.push(latin);
         } else {
@@ -451,6 +469,58 @@ fn tokenize(lower: &str, lex: &Lexicon) -> Tokens {
     }
     tk.flush_spelled();
     tk.t
+}
+
+/// The folded form of a lexicon entry: what [`evaluate`] matches patterns against.
+pub(crate) fn fold_for_lexicon(text: &str) -> String {
+    fold(text).lower
+}
+
+/// Lines that open with a role label (`System:`, `[developer]`, `### Admin:`): a forged
+/// system or developer message inside a user turn. Also counts lines of stacked
+/// constraints ("Rule 7: never …"), the shape of cognitive-overload prompts.
+fn role_labels(lower: &str, mut note: impl FnMut(ReasonCode, u32)) {
+    let mut forged = false;
+    let mut constraints = 0u32;
+    for line in lower.lines().take(2000) {
+        let line = line.trim_start_matches(|c: char| {
+            c.is_whitespace() || matches!(c, '[' | '<' | '#' | '(' | '*' | '-' | '|' | '{' | '"')
+        });
+        for label in [
+            "system",
+            "developer",
+            "admin",
+            "administrator",
+            "sys",
+            "root",
+            "operator",
+            "system message",
+            "system prompt",
+            "system override",
+            "new instructions",
+            "new system prompt",
+        ] {
+            if let Some(rest) = line.strip_prefix(label)
+                && rest.trim_start_matches([' ', '*', '"']).starts_with([':', ']', '>', ')', '|'])
+            {
+                forged = true;
+            }
+        }
+        let head: String = line.chars().take(24).collect();
+        if (head.starts_with("rule") || head.starts_with(|c: char| c.is_ascii_digit()))
+            && ["never", "always", "must", "do not", "dont", "don't", "you will", "you are"]
+                .iter()
+                .any(|w| line.contains(w))
+        {
+            constraints += 1;
+        }
+    }
+    if forged {
+        note(ReasonCode::FakeDelimiter, 40);
+    }
+    if constraints >= 8 {
+        note(ReasonCode::CognitiveOverload, 30);
+    }
 }
 
 /// Raw literals present in `lower`. They all start with a rare character, so the text is
@@ -671,6 +741,49 @@ const RULES: &[(ReasonCode, u8, &str)] = {
         (IgnoreInstructions, 30, "@newadj instructions|rules|directives|task|objective|instruction"),
         (IgnoreInstructions, 45, "@never follow|obey|comply|adhere ~3 @your|@prior|any|the ~3 @instr"),
         (IgnoreInstructions, 45, "@prior ~2 @instr ~3 no longer apply|applies|matter|valid|exist"),
+        (
+            IgnoreInstructions,
+            55,
+            "@ignore ~2 @all ~3 @prior ~2 requests|request|messages|prompts|inputs|tasks|conversation|text|content|questions|context|commands",
+        ),
+        (IgnoreInstructions, 50, "@ignore ~2 @all ~2 you|ve|have ~2 been ~2 told|given|instructed"),
+        (
+            FakeDelimiter,
+            45,
+            "system|admin|developer|root|security ~1 override|overrides|alert|notice|update ~6 @instr|ignore|disregard|new|now|mode",
+        ),
+        (FakeDelimiter, 40, "new|updated ~1 system ~1 prompt|message|instructions|directive"),
+        (RolePlayOverride, 50, "@you are|re now ~6 @unfilt|limitless|unlimited|unbound|without|free|freed|jailbroken"),
+        (
+            RolePlayOverride,
+            45,
+            "act|pretend|behave|respond|roleplay ~2 as|like|to ~4 @unfilt|limitless|unlimited|unbound",
+        ),
+        (
+            RolePlayOverride,
+            45,
+            "@aisubj without|free ~2 any|of|from ~2 @limits|limitations|boundaries|filters|restrictions",
+        ),
+        (RolePlayOverride, 40, "@aisubj ~3 that|which|who ~2 @never ~2 @refuse"),
+        (
+            NoRestrictions,
+            35,
+            "safety|content|ethical|moral filters|filter|restrictions|guardrails|guidelines|policies ~2 are|have|has|been|is ~2 disabled|removed|lifted|off|suspended|deactivated",
+        ),
+        (PolicyFormat, 50, "interaction config|mode"),
+        (PolicyFormat, 45, "blocked string|strings|modes|responses|topics"),
+        (PolicyFormat, 40, "allowed modes|responses|requests"),
+        (PolicyFormat, 40, "requests|responses allowed"),
+        (
+            RevealSystemPrompt,
+            55,
+            "character|ai|assistant|bot|chatbot|model|robot ~4 reads|recites|reveals|shares|prints|repeats|says|lists|quotes ~3 its|his|her|their ~2 system|@secretnoun|hidden|secret|rules",
+        ),
+        (
+            RevealSystemPrompt,
+            45,
+            "story|game|roleplay|scene|fiction|novel|script|screenplay|poem ~14 @your ~2 system|@secretnoun|hidden|secret|initial",
+        ),
         (RevealSystemPrompt, 55, "@you ~1 were|was @given ~2 before|initially|originally|earlier|at"),
         (RevealSystemPrompt, 50, "not supposed|allowed|permitted ~1 to tell|say|reveal|share|disclose|show"),
         (RevealSystemPrompt, 55, "@complete ~4 the system prompt|instructions|message"),
@@ -729,7 +842,11 @@ const RULES: &[(ReasonCode, u8, &str)] = {
             25,
             "hypothetical|fictional|imaginary|fictitious ~1 ai|model|chatbot|gpt|assistant|language",
         ),
-        (DanJailbreak, 80, "do anything now"),
+        // "I can't do anything now, my laptop died": the phrase alone is weak evidence.
+        (DanJailbreak, 35, "do anything now"),
+        (DanJailbreak, 80, "dan ~16 do anything now"),
+        (DanJailbreak, 80, "do anything now ~16 dan"),
+        (DanJailbreak, 75, "stands|stand|short ~2 for ~1 do anything now"),
         (DanJailbreak, 35, "anything now"),
         (DanJailbreak, 70, "dan ~2 mode|jailbreak|jailbroken|persona|stands|tokens|prompt"),
         (DanJailbreak, 60, "stay|act|respond|answer|reply|pretend|be ~1 as|like dan"),

@@ -18,7 +18,8 @@ pub const REDACTION_MARKER: &str = "[redacted]";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeakKind {
-    /// The request's canary token (any case, separators, rot13, reversed or base64).
+    /// The request's canary token or name (any case, separators, look-alikes, rot13,
+    /// reversed, or inside any decoded encoding).
     Canary,
     /// A long run of the prompt's text, or most of its n-grams, in the reply.
     Overlap,
@@ -30,6 +31,14 @@ pub enum LeakKind {
     Reversed,
     /// The prompt spelled out with separators between the letters.
     SpacedOut,
+    /// The prompt base32-encoded.
+    Base32,
+    /// The prompt as hex bytes (`596f75`, `59 6F 75`, `0x59`, `\x59`).
+    Hex,
+    /// The prompt percent-encoded, as `\u` / `\x` escapes or HTML character references.
+    Escaped,
+    /// The prompt's words in another order (backwards, or shuffled).
+    Reordered,
 }
 
 impl LeakKind {
@@ -42,6 +51,10 @@ impl LeakKind {
             Self::Rot13 => "rot13",
             Self::Reversed => "reversed",
             Self::SpacedOut => "spaced_out",
+            Self::Base32 => "base32",
+            Self::Hex => "hex",
+            Self::Escaped => "escaped",
+            Self::Reordered => "reordered",
         }
     }
 }

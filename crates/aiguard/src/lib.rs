@@ -14,10 +14,13 @@
 
 mod canary;
 mod completion;
+mod concepts;
 mod config;
+mod decode;
 mod detector;
 mod input;
 mod leak;
+mod normalize;
 mod prompt;
 mod request;
 mod sse;

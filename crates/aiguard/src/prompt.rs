@@ -15,58 +15,7 @@ pub(crate) const ROT13: u8 = 2;
 pub(crate) const REVERSED: u8 = 4;
 pub(crate) const VARIANTS: [u8; 3] = [PLAIN, ROT13, REVERSED];
 
-/// Feeds the normalised form of `ch` to `out`: ASCII letters and digits lowercased,
-/// full-width forms folded to ASCII, other letters and digits lowercased as UTF-8 bytes,
-/// everything else (spaces, punctuation, symbols, zero-width characters) dropped.
-///
-/// Dropping separators entirely, instead of collapsing them, is what makes the scanner
-/// blind to formatting: a prompt recited as a bullet list, with different line breaks,
-/// in markdown, or spaced out letter by letter (`Y o u  a r e`) normalises to the same
-/// bytes as the prompt itself.
-#[inline]
-pub(crate) fn normalize_char(ch: char, mut out: impl FnMut(u8)) {
-    if ch.is_ascii() {
-        let b = ch as u8;
-        if b.is_ascii_alphanumeric() {
-            out(b.to_ascii_lowercase());
-        }
-        return;
-    }
-    let ch = match ch {
-        // Full-width ASCII letters and digits (U+FF10..) sit 0xFEE0 above their ASCII forms.
-        '\u{FF10}'..='\u{FF19}' | '\u{FF21}'..='\u{FF3A}' | '\u{FF41}'..='\u{FF5A}' => {
-            let b = (ch as u32 - 0xFEE0) as u8;
-            out(b.to_ascii_lowercase());
-            return;
-        }
-        c if c.is_alphanumeric() => c,
-        _ => return,
-    };
-    let mut buf = [0u8; 4];
-    for lower in ch.to_lowercase() {
-        for &b in lower.encode_utf8(&mut buf).as_bytes() {
-            out(b);
-        }
-    }
-}
-
-/// Normalises a whole string (see [`normalize_char`]).
-pub(crate) fn normalize(text: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
-    for ch in text.chars() {
-        normalize_char(ch, |b| out.push(b));
-    }
-    out
-}
-
-/// rot13 of ASCII letters; other bytes unchanged.
-pub(crate) fn rot13_byte(b: u8) -> u8 {
-    match b {
-        b'a'..=b'z' => (b - b'a' + 13) % 26 + b'a',
-        b'A'..=b'Z' => (b - b'A' + 13) % 26 + b'A',
-        _ => b,
-    }
-}
+pub(crate) use crate::normalize::{normalize, rot13_char};
 
 /// One distinct prompt n-gram: which variants contain it and its slot in the per-request
 /// "seen" bitset.
@@ -125,6 +74,72 @@ pub struct ProtectedPrompt {
     /// False when the prompt normalises to fewer than `min_run` characters: only the
     /// canary protects it then.
     pub(crate) overlap_enabled: bool,
+    /// Word-level index for matching that does not depend on word order.
+    pub(crate) words: WordIndex,
+}
+
+/// The prompt's words (normalised, hashed): which pairs of them stand next to each other,
+/// in which order, and which are content words for the word-set containment rule.
+#[derive(Debug, Default)]
+pub(crate) struct WordIndex {
+    /// Word hash to dense id.
+    pub(crate) ids: HashMap<u64, u32, BuildHasherDefault<PackedKeyHasher>>,
+    /// Unordered pair of adjacent word hashes to [`FORWARD`] / [`BACKWARD`] flags.
+    pub(crate) pairs: HashMap<u64, u8, BuildHasherDefault<PackedKeyHasher>>,
+    /// Per id: a content word (four or more normalised bytes).
+    pub(crate) content: Vec<bool>,
+    /// Reply words a window spans, and the distinct content words of the prompt a window
+    /// must hold to be a (reordered) recitation; 0 disables the rule (short prompts).
+    pub(crate) window: usize,
+    pub(crate) window_need: u32,
+}
+
+/// Pair flag: the first word precedes the second in the prompt.
+pub(crate) const FORWARD: u8 = 1;
+/// Pair flag: the second word precedes the first.
+pub(crate) const BACKWARD: u8 = 2;
+
+/// The unordered key of two adjacent word hashes, and the flag for their order.
+#[inline]
+pub(crate) fn pair_key(first: u64, second: u64) -> (u64, u8) {
+    if first <= second {
+        (first.rotate_left(17) ^ second.wrapping_mul(0x9e37_79b9_7f4a_7c15), FORWARD)
+    } else {
+        (second.rotate_left(17) ^ first.wrapping_mul(0x9e37_79b9_7f4a_7c15), BACKWARD)
+    }
+}
+
+impl WordIndex {
+    fn new(text: &str) -> Self {
+        let mut index = Self::default();
+        let mut prev: Option<u64> = None;
+        let mut total = 0usize;
+        for word in crate::normalize::words(text) {
+            let h = crate::normalize::word_hash(&word);
+            let next = index.ids.len() as u32;
+            index.ids.entry(h).or_insert_with(|| {
+                index.content.push(word.len() >= 4);
+                next
+            });
+            if let Some(p) = prev {
+                let (key, flag) = pair_key(p, h);
+                *index.pairs.entry(key).or_default() |= flag;
+            }
+            prev = Some(h);
+            total += 1;
+        }
+        let content = index.content.iter().filter(|c| **c).count();
+        if content >= 12 {
+            index.window = (2 * total).clamp(32, 1024);
+            index.window_need = ((content as f64 * 0.6).ceil() as u32).max(8);
+        }
+        index
+    }
+
+    #[inline]
+    pub(crate) fn id(&self, hash: u64) -> Option<u32> {
+        self.ids.get(&hash).copied()
+    }
 }
 
 impl std::fmt::Debug for ProtectedPrompt {
@@ -134,6 +149,7 @@ impl std::fmt::Debug for ProtectedPrompt {
             .field("bytes", &self.text.len())
             .field("ngrams", &self.table.len())
             .field("overlap_enabled", &self.overlap_enabled)
+            .field("words", &self.words.ids.len())
             .finish()
     }
 }
@@ -146,10 +162,11 @@ impl ProtectedPrompt {
         settings.ngram = settings.ngram.clamp(4, 8);
         settings.min_run = settings.min_run.max(settings.ngram + 1);
         let n = settings.ngram;
+        // Each variant is the transformation applied to the raw prompt, then normalised the
+        // way a reply is: a reply that is rot13(prompt) normalises to exactly this.
         let norm = normalize(text);
-        let rot: Vec<u8> = norm.iter().map(|&b| rot13_byte(b)).collect();
-        // `norm` is valid UTF-8 (it is built from whole chars), so reversing by char is exact.
-        let rev: Vec<u8> = String::from_utf8_lossy(&norm).chars().rev().collect::<String>().into_bytes();
+        let rot = normalize(&text.chars().map(rot13_char).collect::<String>());
+        let rev = normalize(&text.chars().rev().collect::<String>());
 
         let mut table = NgramTable::default();
         let mut totals = [0u32; 3];
@@ -183,6 +200,7 @@ impl ProtectedPrompt {
             table,
             containment_need,
             key_mask,
+            words: WordIndex::new(text),
         }
     }
 
@@ -222,28 +240,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn normalisation_drops_separators_and_folds_case_and_width() {
-        assert_eq!(normalize("You are  A-C-M-E's bot!"), b"youareacmesbot");
-        assert_eq!(normalize("Y o u\ta r e"), b"youare");
-        assert_eq!(normalize("ＡＣＭＥ　ｂｏｔ"), b"acmebot");
-        assert_eq!(normalize("Grüße\u{200B}!"), "grüße".as_bytes());
-        assert_eq!(normalize("🎉—“”"), b"");
-    }
-
-    #[test]
-    fn rot13_round_trips() {
-        let s: Vec<u8> = b"Hello, World 42".iter().map(|&b| rot13_byte(rot13_byte(b))).collect();
-        assert_eq!(s, b"Hello, World 42");
-        assert_eq!(rot13_byte(b'a'), b'n');
-        assert_eq!(rot13_byte(b'N'), b'A');
-    }
-
-    #[test]
     fn index_holds_all_variants() {
         let p = ProtectedPrompt::new("You are the helpful assistant of Acme Bank. Be kind.", &LeakConfig::default());
         let key = |s: &[u8]| s.iter().fold(0u64, |k, &b| (k << 8) | u64::from(b));
         assert_eq!(p.table.get(&key(b"youareth")).map(|e| e.mask & PLAIN), Some(PLAIN));
-        assert_eq!(p.table.get(&key(b"lbhnergu")).map(|e| e.mask & ROT13), Some(ROT13));
+        assert_eq!(p.table.get(&key(b"heipfuia")).map(|e| e.mask & PLAIN), Some(PLAIN), "l and 1 read as i");
+        assert_eq!(p.table.get(&key(b"ibhnergu")).map(|e| e.mask & ROT13), Some(ROT13));
         assert_eq!(p.table.get(&key(b"knabemca")).map(|e| e.mask & REVERSED), Some(REVERSED));
         assert!(p.overlap_enabled);
         assert!(!ProtectedPrompt::new("Be terse.", &LeakConfig::default()).overlap_enabled);

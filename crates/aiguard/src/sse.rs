@@ -20,8 +20,9 @@ use crate::detector::{CanaryNeedles, Detector};
 use crate::leak::{Leak, REDACTION_MARKER, render};
 use crate::prompt::ProtectedPrompt;
 
-/// Distinct (choice, field) text streams scanned per reply; `n` above ~10 is unheard of.
-const MAX_STREAMS: usize = 32;
+/// Distinct (choice, field) text streams scanned per reply: `n` above ~10 is unheard of,
+/// and so are more than a few parallel tool calls per choice.
+const MAX_STREAMS: usize = 64;
 
 /// Why the stream could not be scanned. After an error, forward [`SseScanner::abort`] and
 /// close the stream: nothing else from upstream may go to the client.
@@ -47,7 +48,9 @@ pub struct SseOutput {
     pub terminated: bool,
 }
 
-/// Which text field of a choice a stream carries; also its JSON path for rewriting.
+/// Which text field of a choice a stream carries; also its JSON path for rewriting. Every
+/// text a client receives has one: a leak is as much a leak in a tool call's arguments or
+/// in the tokens of `logprobs` as in `content`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {
     /// `choices[].delta.content` (chat).
@@ -56,8 +59,22 @@ enum Field {
     ReasoningContent,
     /// `choices[].delta.reasoning` (Ollama, some vLLM versions).
     Reasoning,
+    /// `choices[].delta.refusal` (OpenAI structured outputs).
+    Refusal,
     /// `choices[].text` (legacy completions).
     Text,
+    /// `choices[].delta.tool_calls[index].function.name`.
+    ToolName(u32),
+    /// `choices[].delta.tool_calls[index].function.arguments`: streamed in fragments, one
+    /// detector per tool-call index reassembles them.
+    ToolArguments(u32),
+    /// `choices[].delta.function_call.name` (legacy functions).
+    FunctionName,
+    /// `choices[].delta.function_call.arguments`.
+    FunctionArguments,
+    /// The tokens of `choices[].logprobs` (`content[].token`, `refusal[].token`, or the
+    /// legacy `tokens[]`), concatenated. Rewriting drops the event's `logprobs`.
+    Logprobs,
 }
 
 impl Field {
@@ -66,7 +83,18 @@ impl Field {
             Self::Content => choice.get_mut("delta")?.get_mut("content"),
             Self::ReasoningContent => choice.get_mut("delta")?.get_mut("reasoning_content"),
             Self::Reasoning => choice.get_mut("delta")?.get_mut("reasoning"),
+            Self::Refusal => choice.get_mut("delta")?.get_mut("refusal"),
             Self::Text => choice.get_mut("text"),
+            Self::ToolName(i) | Self::ToolArguments(i) => {
+                let calls = choice.get_mut("delta")?.get_mut("tool_calls")?.as_array_mut()?;
+                let pos = calls.iter().position(|c| c.get("index").and_then(Value::as_u64) == Some(u64::from(i)));
+                let call = calls.get_mut(pos.unwrap_or(i as usize))?;
+                let key = if matches!(self, Self::ToolName(_)) { "name" } else { "arguments" };
+                call.get_mut("function")?.get_mut(key)
+            }
+            Self::FunctionName => choice.get_mut("delta")?.get_mut("function_call")?.get_mut("name"),
+            Self::FunctionArguments => choice.get_mut("delta")?.get_mut("function_call")?.get_mut("arguments"),
+            Self::Logprobs => choice.get_mut("logprobs"),
         }
     }
 }
@@ -376,6 +404,16 @@ impl SseScanner {
             let pos =
                 choices.iter().position(|c| c.get("index").and_then(Value::as_u64) == Some(u64::from(slot.choice)));
             let Some(choice) = choices.get_mut(pos.unwrap_or(slot.choice as usize)) else { continue };
+            if slot.field == Field::Logprobs {
+                // Tokens are not cut one by one: the event's logprobs go when any of their
+                // text is leaked or past a termination.
+                if (self.touches_region(span) || slot.det.decided() < span.end)
+                    && let Some(lp) = slot.field.get_mut(choice)
+                {
+                    *lp = Value::Null;
+                }
+                continue;
+            }
             let Some(Value::String(text)) = slot.field.get_mut(choice) else { continue };
             let limit = slot.det.decided().clamp(span.start, span.end);
             let kept = text.get(..(limit - span.start) as usize).unwrap_or("");
@@ -573,6 +611,8 @@ struct ChoiceIn<'a> {
     #[serde(borrow, default)]
     text: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
+    logprobs: Option<LogprobsIn<'a>>,
+    #[serde(borrow, default)]
     finish_reason: Option<Cow<'a, str>>,
 }
 
@@ -584,6 +624,46 @@ struct DeltaIn<'a> {
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     reasoning: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<ToolCallIn<'a>>>,
+    #[serde(borrow, default)]
+    function_call: Option<FunctionIn<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallIn<'a> {
+    #[serde(default)]
+    index: Option<u32>,
+    #[serde(borrow, default)]
+    function: Option<FunctionIn<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionIn<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// `logprobs` of a chat chunk (`content`, `refusal`: lists of token objects) or of a
+/// completions chunk (`tokens`: a list of strings).
+#[derive(Deserialize)]
+struct LogprobsIn<'a> {
+    #[serde(borrow, default)]
+    content: Option<Vec<TokenIn<'a>>>,
+    #[serde(borrow, default)]
+    refusal: Option<Vec<TokenIn<'a>>>,
+    #[serde(borrow, default)]
+    tokens: Option<Vec<Cow<'a, str>>>,
+}
+
+#[derive(Deserialize)]
+struct TokenIn<'a> {
+    #[serde(borrow, default)]
+    token: Option<Cow<'a, str>>,
 }
 
 /// `choices`: the first choice inline (the usual single-choice stream parses without a
@@ -626,19 +706,43 @@ impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
 }
 
 impl<'a> ChoiceIn<'a> {
-    fn texts(self) -> impl Iterator<Item = (Field, Cow<'a, str>)> {
-        let (content, reasoning_content, reasoning) = match self.delta {
-            Some(d) => (d.content, d.reasoning_content, d.reasoning),
-            None => (None, None, None),
+    /// Every non-empty text of the choice, with its field.
+    fn texts(self) -> Vec<(Field, Cow<'a, str>)> {
+        let mut out = Vec::new();
+        let mut add = |field, text: Option<Cow<'a, str>>| {
+            if let Some(t) = text.filter(|t| !t.is_empty()) {
+                out.push((field, t));
+            }
         };
-        [
-            (Field::Content, content),
-            (Field::ReasoningContent, reasoning_content),
-            (Field::Reasoning, reasoning),
-            (Field::Text, self.text),
-        ]
-        .into_iter()
-        .filter_map(|(field, text)| text.filter(|t| !t.is_empty()).map(|t| (field, t)))
+        if let Some(d) = self.delta {
+            add(Field::Content, d.content);
+            add(Field::ReasoningContent, d.reasoning_content);
+            add(Field::Reasoning, d.reasoning);
+            add(Field::Refusal, d.refusal);
+            for (pos, call) in d.tool_calls.into_iter().flatten().enumerate() {
+                let index = call.index.unwrap_or(pos as u32);
+                if let Some(f) = call.function {
+                    add(Field::ToolName(index), f.name);
+                    add(Field::ToolArguments(index), f.arguments);
+                }
+            }
+            if let Some(f) = d.function_call {
+                add(Field::FunctionName, f.name);
+                add(Field::FunctionArguments, f.arguments);
+            }
+        }
+        add(Field::Text, self.text);
+        if let Some(lp) = self.logprobs {
+            let mut tokens = String::new();
+            for t in lp.content.into_iter().chain(lp.refusal).flatten().filter_map(|t| t.token) {
+                tokens.push_str(&t);
+            }
+            for t in lp.tokens.into_iter().flatten() {
+                tokens.push_str(&t);
+            }
+            add(Field::Logprobs, Some(Cow::Owned(tokens)));
+        }
+        out
     }
 }
 
@@ -819,6 +923,102 @@ mod tests {
         let (content, _) = content_of(&out);
         assert!(text.starts_with(&content) && content.starts_with("Quote:"), "{content}");
         assert_eq!(leaks[0].start as usize, text.find("You are").unwrap_or(0));
+    }
+
+    /// A chat stream whose chunks carry the given `delta`s (and `logprobs`, when given).
+    fn delta_stream(deltas: &[(Value, Option<Value>)]) -> Vec<u8> {
+        let mut s = String::new();
+        for (delta, logprobs) in deltas {
+            let mut choice = serde_json::json!({"index": 0, "delta": delta, "finish_reason": null});
+            if let Some(lp) = logprobs {
+                choice["logprobs"] = lp.clone();
+            }
+            let chunk = serde_json::json!({"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[choice]});
+            s.push_str(&format!("data: {chunk}\n\n"));
+        }
+        s.push_str("data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n");
+        s.into_bytes()
+    }
+
+    /// Streamed tool-call arguments: fragments of a JSON document, per tool-call index.
+    fn tool_call_deltas(arguments: &[&str], piece: usize) -> Vec<(Value, Option<Value>)> {
+        let mut out = vec![(
+            serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
+                {"index": 0, "id": "call_a", "type": "function", "function": {"name": "save_note", "arguments": ""}},
+                {"index": 1, "id": "call_b", "type": "function", "function": {"name": "lookup", "arguments": ""}}]}),
+            None,
+        )];
+        for (index, args) in arguments.iter().enumerate() {
+            let chars: Vec<char> = args.chars().collect();
+            for frag in chars.chunks(piece) {
+                let frag: String = frag.iter().collect();
+                out.push((
+                    serde_json::json!({"tool_calls": [{"index": index, "function": {"arguments": frag}}]}),
+                    None,
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn leak_in_streamed_tool_call_arguments_is_stopped() {
+        let leaked = serde_json::to_string(&serde_json::json!({"note": PROMPT})).expect("json");
+        let benign = r#"{"query": "invoice March"}"#;
+        for (piece, read) in [(1, 1), (3, 64), (17, 4096)] {
+            let stream = delta_stream(&tool_call_deltas(&[benign, &leaked], piece));
+            let (out, leaks, terminated) = feed(&mut scanner(LeakAction::Terminate), &stream, read);
+            assert!(terminated && !leaks.is_empty(), "piece {piece}");
+            let text = String::from_utf8_lossy(&out);
+            assert!(!text.contains("Nimbus") && !text.contains("support assistant"), "{text}");
+            assert!(text.contains("content_filter"));
+        }
+    }
+
+    #[test]
+    fn benign_tool_calls_reasoning_and_logprobs_are_byte_identical() {
+        let mut deltas = vec![(
+            serde_json::json!({"role": "assistant", "reasoning_content": "The user wants the March invoice."}),
+            None,
+        )];
+        deltas.extend(tool_call_deltas(&[r#"{"month": "March", "year": 2026}"#, r#"{"id": 42}"#], 4));
+        deltas.push((
+            serde_json::json!({"content": "Here it is."}),
+            Some(serde_json::json!({"content": [{"token": "Here", "logprob": -0.1, "top_logprobs": []}, {"token": " it is.", "logprob": -0.2}]})),
+        ));
+        deltas.push((serde_json::json!({"refusal": null, "content": ""}), None));
+        let stream = delta_stream(&deltas);
+        for read in [1, 7, 100_000] {
+            let (out, leaks, terminated) = feed(&mut scanner(LeakAction::Terminate), &stream, read);
+            assert_eq!(out, stream, "read {read}");
+            assert!(leaks.is_empty() && !terminated);
+        }
+    }
+
+    #[test]
+    fn every_other_delta_field_is_scanned() {
+        let pieces: Vec<String> =
+            format!("Well: {PROMPT}").as_bytes().chunks(7).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+        let deltas_for = |field: &str| -> Vec<(Value, Option<Value>)> {
+            pieces
+                .iter()
+                .map(|p| match field {
+                    "logprobs" => (
+                        serde_json::json!({"content": "x"}),
+                        Some(serde_json::json!({"content": [{"token": p, "logprob": 0}]})),
+                    ),
+                    "function_call" => (serde_json::json!({"function_call": {"arguments": p}}), None),
+                    f => (serde_json::json!({ f: p }), None),
+                })
+                .collect()
+        };
+        for field in ["reasoning_content", "reasoning", "refusal", "function_call", "logprobs"] {
+            let stream = delta_stream(&deltas_for(field));
+            let (out, leaks, terminated) = feed(&mut scanner(LeakAction::Terminate), &stream, 33);
+            assert!(terminated && !leaks.is_empty(), "{field}");
+            let text = String::from_utf8_lossy(&out);
+            assert!(!text.contains("Nimbus") && !text.contains("outages"), "{field}: {text}");
+        }
     }
 
     #[test]

@@ -92,6 +92,29 @@ fn encodings(text: &str) -> Vec<String> {
             _ => c,
         })
         .collect();
+    let leet: String = text
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            'a' => '4',
+            'e' => '3',
+            'i' => '1',
+            'o' => '0',
+            's' => '5',
+            't' => '7',
+            _ => c,
+        })
+        .collect();
+    let cyrillic: String = text
+        .chars()
+        .map(|c| match c {
+            'a' => 'а',
+            'e' => 'е',
+            'o' => 'о',
+            'p' => 'р',
+            'c' => 'с',
+            _ => c,
+        })
+        .collect();
     vec![
         text.to_owned(),
         base64::engine::general_purpose::STANDARD.encode(text),
@@ -99,7 +122,39 @@ fn encodings(text: &str) -> Vec<String> {
         text.chars().rev().collect(),
         text.chars().map(String::from).collect::<Vec<_>>().join(" "),
         text.to_uppercase(),
+        text.bytes().map(|b| format!("{b:02x}")).collect(),
+        text.bytes().map(|b| format!("%{b:02X}")).collect(),
+        text.encode_utf16().map(|u| format!("\\u{u:04x}")).collect(),
+        leet,
+        cyrillic,
+        text.split_whitespace().rev().collect::<Vec<_>>().join(" "),
     ]
+}
+
+/// The same text as the fragments of a streamed tool call's arguments.
+fn tool_call_stream(pieces: &[String]) -> Vec<u8> {
+    let mut out = String::from(
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"call\",\"type\":\"function\",\"function\":{\"name\":\"post\",\"arguments\":\"\"}}]}}]}\n\n",
+    );
+    for p in pieces {
+        let chunk = serde_json::json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": p}}]}, "finish_reason": null}]});
+        out.push_str(&format!("data: {chunk}\n\n"));
+    }
+    out.push_str("data: [DONE]\n\n");
+    out.into_bytes()
+}
+
+fn arguments_of(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    for event in String::from_utf8_lossy(bytes).split("\n\n") {
+        if let Some(v) = event.strip_prefix("data: ").and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            && let Some(c) = v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+        {
+            text.push_str(c);
+        }
+    }
+    text
 }
 
 proptest! {
@@ -131,8 +186,38 @@ proptest! {
     }
 
     #[test]
+    fn benign_tool_call_stream_is_byte_identical_under_any_chunking(
+        deltas in proptest::collection::vec(0.0f64..1.0, 0..40),
+        reads in proptest::collection::vec(0.0f64..1.0, 0..60),
+    ) {
+        let args = serde_json::json!({"text": BENIGN, "tags": ["bakery", "rye"]}).to_string();
+        let stream = tool_call_stream(&split_str(&args, &deltas));
+        let canary = Canary::from_random(&[5; 20]);
+        let (out, leaks) = run_sse(&mut SseScanner::new(prompt(), Some(&canary)), &split_bytes(&stream, &reads));
+        prop_assert_eq!(leaks, 0);
+        prop_assert_eq!(out, stream);
+    }
+
+    #[test]
+    fn leak_in_tool_call_arguments_is_detected_and_never_released(
+        encoding in 0usize..12,
+        deltas in proptest::collection::vec(0.0f64..1.0, 0..60),
+        reads in proptest::collection::vec(0.0f64..1.0, 0..60),
+    ) {
+        let leaked = &encodings(PROMPT)[encoding];
+        let args = serde_json::json!({"text": leaked}).to_string();
+        let stream = tool_call_stream(&split_str(&args, &deltas));
+        let (out, leaks) = run_sse(&mut SseScanner::new(prompt(), None), &split_bytes(&stream, &reads));
+        prop_assert!(leaks >= 1, "encoding {} not detected", encoding);
+        let released = arguments_of(&out);
+        prop_assert!(args.starts_with(&released));
+        // At most the JSON around the text and a few characters of an encoding's prefix.
+        prop_assert!(released.len() <= r#"{"text":""#.len() + 8, "encoding {} released {:?}", encoding, released);
+    }
+
+    #[test]
     fn leak_is_always_detected_and_never_released(
-        encoding in 0usize..6,
+        encoding in 0usize..12,
         deltas in proptest::collection::vec(0.0f64..1.0, 0..60),
         reads in proptest::collection::vec(0.0f64..1.0, 0..60),
     ) {
@@ -144,9 +229,10 @@ proptest! {
         prop_assert!(leaks >= 1, "encoding {} not detected", encoding);
         let content = content_of(&out);
         prop_assert!(reply.starts_with(&content));
-        // Nothing of the leak itself reached the client (separators aside).
+        // Nothing of the leak itself reached the client (separators, and the first bytes of
+        // an escape that reveal nothing, aside).
         let released = &reply[intro.len().min(content.len())..content.len()];
-        prop_assert!(released.chars().all(|c| !c.is_alphanumeric()), "released {:?}", released);
+        prop_assert!(released.chars().filter(|c| c.is_alphanumeric()).count() <= 4, "encoding {} released {:?}", encoding, released);
         prop_assert!(out.ends_with(b"data: [DONE]\n\n"));
     }
 
