@@ -6,8 +6,9 @@ use serde_json::Value;
 
 use crate::canary::Canary;
 use crate::config::LeakAction;
+use crate::detector::Leak;
 use crate::detector::{CanaryNeedles, Detector};
-use crate::leak::{Leak, REDACTION_MARKER, render};
+use crate::leak::{REDACTION_MARKER, render};
 use crate::prompt::ProtectedPrompt;
 
 /// The verdict on a non-streamed reply.

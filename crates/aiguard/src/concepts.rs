@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
-use crate::input::ReasonCode;
+use crate::reason::ReasonCode;
 
 /// What a lexicon entry means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +201,7 @@ static MATCHER: LazyLock<Matcher> = LazyLock::new(|| {
                 Some(w) => (w, true),
                 None => (raw, false),
             };
-            let folded = crate::input::fold_for_lexicon(word);
+            let folded = crate::fold::fold_for_lexicon(word);
             if folded.is_empty() {
                 continue;
             }
@@ -313,7 +313,7 @@ mod tests {
     use super::*;
 
     fn codes(text: &str) -> Vec<(ReasonCode, u32)> {
-        let folded = crate::input::fold_for_lexicon(text);
+        let folded = crate::fold::fold_for_lexicon(text);
         let mut out = Vec::new();
         score(&folded, |c, w| out.push((c, w)));
         out

@@ -18,12 +18,71 @@
 
 use std::sync::Arc;
 
+use serde::Serialize;
+
 use crate::canary::Canary;
 use crate::config::LeakAction;
 use crate::decode::{Decoder, ENCODINGS, Encoding};
-use crate::leak::{Leak, LeakKind};
 use crate::normalize::{CharClass, FNV_START, fnv_step, normalize, normalize_char, rot13_char};
 use crate::prompt::{PLAIN, ProtectedPrompt, REVERSED, ROT13, VARIANTS, pair_key};
+
+/// How the reply gave the prompt away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakKind {
+    /// The request's canary token or name (any case, separators, look-alikes, rot13,
+    /// reversed, or inside any decoded encoding).
+    Canary,
+    /// A long run of the prompt's text, or most of its n-grams, in the reply.
+    Overlap,
+    /// The prompt base64-encoded.
+    Base64,
+    /// The prompt in rot13.
+    Rot13,
+    /// The prompt written backwards.
+    Reversed,
+    /// The prompt spelled out with separators between the letters.
+    SpacedOut,
+    /// The prompt base32-encoded.
+    Base32,
+    /// The prompt as hex bytes (`596f75`, `59 6F 75`, `0x59`, `\x59`).
+    Hex,
+    /// The prompt percent-encoded, as `\u` / `\x` escapes or HTML character references.
+    Escaped,
+    /// The prompt's words in another order (backwards, or shuffled).
+    Reordered,
+}
+
+impl LeakKind {
+    /// Stable name for audit events and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Canary => "canary",
+            Self::Overlap => "overlap",
+            Self::Base64 => "base64",
+            Self::Rot13 => "rot13",
+            Self::Reversed => "reversed",
+            Self::SpacedOut => "spaced_out",
+            Self::Base32 => "base32",
+            Self::Hex => "hex",
+            Self::Escaped => "escaped",
+            Self::Reordered => "reordered",
+        }
+    }
+}
+
+/// One detected leak. Offsets are bytes of the choice's content text (not of the SSE
+/// stream), which is what an audit event should record, never the text itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Leak {
+    pub kind: LeakKind,
+    /// Where the leaked text starts; nothing from here on was released.
+    pub start: u64,
+    /// Where the scanner was when it became sure.
+    pub detected_at: u64,
+    /// The choice (`choices[].index`) that leaked; 0 for [`LeakScanner`].
+    pub choice: u32,
+}
 
 /// Raw offsets of the most recent normalised bytes, to find where a match started and how
 /// far back a decoded stream must hold the raw text. Must cover the longest lookback: the

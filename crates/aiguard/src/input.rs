@@ -18,93 +18,13 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::fold::fold;
+pub use crate::reason::ReasonCode;
 use crate::request::{Messages, RequestText};
 
 /// Text scored per request; beyond this the rest is ignored (keeps the cost bounded; the
 /// gateway's body limit is the real cap).
 pub const MAX_SCORED_BYTES: usize = 256 * 1024;
-
-/// Why input scored high. Names are stable (audit events and metrics use them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReasonCode {
-    /// "Ignore all previous instructions", "forget your rules", "new instructions:".
-    IgnoreInstructions,
-    /// Asks for the system prompt, initial instructions or configuration.
-    RevealSystemPrompt,
-    /// "Repeat the words above", "output everything from the beginning of this conversation".
-    RepeatAbove,
-    /// Dictates the start of the answer ("start your response with 'Sure, here is'").
-    PrefixInjection,
-    /// "You are now …", "stay in character", "your new persona".
-    RolePlayOverride,
-    /// DAN and its relatives ("do anything now", STAN, AIM, "jailbreak").
-    DanJailbreak,
-    /// "Developer mode enabled" and other fake modes.
-    DeveloperMode,
-    /// "No restrictions", "unfiltered", "not bound by the content policy".
-    NoRestrictions,
-    /// "Never refuse", "no warnings or disclaimers".
-    RefusalSuppression,
-    /// Asks for two answers (a normal one and an unfiltered one).
-    DualResponse,
-    /// Claims authority ("I am your developer", "OpenAI has authorized this").
-    AuthorityClaim,
-    /// Chat-template tokens or fake system headers (`<|im_start|>`, `[INST]`, `### System`).
-    FakeDelimiter,
-    /// A base64 or hex run that decodes to text.
-    EncodedPayload,
-    /// Zero-width characters, look-alike letters, spaced-out or leetspeak keywords.
-    Obfuscation,
-    /// A fake policy or configuration file ("<interaction-config>", "blocked strings",
-    /// "allowed modes") that tells the model what it may say.
-    PolicyFormat,
-    /// A wall of stacked constraints and rules meant to drown the system prompt.
-    CognitiveOverload,
-}
-
-impl ReasonCode {
-    const ALL: [ReasonCode; 16] = [
-        Self::IgnoreInstructions,
-        Self::RevealSystemPrompt,
-        Self::RepeatAbove,
-        Self::PrefixInjection,
-        Self::RolePlayOverride,
-        Self::DanJailbreak,
-        Self::DeveloperMode,
-        Self::NoRestrictions,
-        Self::RefusalSuppression,
-        Self::DualResponse,
-        Self::AuthorityClaim,
-        Self::FakeDelimiter,
-        Self::EncodedPayload,
-        Self::Obfuscation,
-        Self::PolicyFormat,
-        Self::CognitiveOverload,
-    ];
-
-    /// Stable snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::IgnoreInstructions => "ignore_instructions",
-            Self::RevealSystemPrompt => "reveal_system_prompt",
-            Self::RepeatAbove => "repeat_above",
-            Self::PrefixInjection => "prefix_injection",
-            Self::RolePlayOverride => "role_play_override",
-            Self::DanJailbreak => "dan_jailbreak",
-            Self::DeveloperMode => "developer_mode",
-            Self::NoRestrictions => "no_restrictions",
-            Self::RefusalSuppression => "refusal_suppression",
-            Self::DualResponse => "dual_response",
-            Self::AuthorityClaim => "authority_claim",
-            Self::FakeDelimiter => "fake_delimiter",
-            Self::EncodedPayload => "encoded_payload",
-            Self::Obfuscation => "obfuscation",
-            Self::PolicyFormat => "policy_format",
-            Self::CognitiveOverload => "cognitive_overload",
-        }
-    }
-}
 
 /// The verdict on one request's input.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -232,91 +152,6 @@ fn evaluate(text: &str, depth: u8) -> [u32; ReasonCode::ALL.len()] {
 
 // ---------------------------------------------------------------------------------------
 // Folding and tokenisation.
-
-struct Folded {
-    /// Lowercased, compatibility-decomposed, accents and invisible characters removed;
-    /// punctuation kept (the raw literals need it).
-    lower: String,
-    zero_width: bool,
-    homoglyph: bool,
-}
-
-fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{E0000}'..='\u{E007F}')
-}
-
-/// Cyrillic and Greek letters that render like Latin ones, the usual homoglyph swaps.
-fn confusable(c: char) -> Option<char> {
-    Some(match c {
-        'а' | 'А' | 'α' | 'Α' => 'a',
-        'в' | 'В' | 'β' | 'Β' => 'b',
-        'с' | 'С' | 'ϲ' => 'c',
-        'е' | 'Е' | 'ε' | 'Ε' => 'e',
-        'н' | 'Н' | 'η' | 'Η' => 'h',
-        'і' | 'І' | 'ι' | 'Ι' => 'i',
-        'ј' | 'Ј' => 'j',
-        'к' | 'К' | 'κ' | 'Κ' => 'k',
-        'м' | 'М' | 'Μ' => 'm',
-        'п' | 'ո' => 'n',
-        'о' | 'О' | 'ο' | 'Ο' => 'o',
-        'р' | 'Р' | 'ρ' | 'Ρ' => 'p',
-        'ѕ' | 'Ѕ' => 's',
-        'т' | 'Т' | 'τ' | 'Τ' => 't',
-        'υ' | 'ս' => 'u',
-        'ν' => 'v',
-        'ѡ' | 'ԝ' => 'w',
-        'х' | 'Х' | 'χ' | 'Χ' => 'x',
-        'у' | 'У' | 'γ' | 'Υ' => 'y',
-        'Ζ' => 'z',
-        _ => return None,
-    })
-}
-
-fn fold(text: &str) -> Folded {
-    if text.is_ascii() {
-        return Folded { lower: text.to_ascii_lowercase(), zero_width: false, homoglyph: false };
-    }
-    let mut out = Folded { lower: String::with_capacity(text.len()), zero_width: false, homoglyph: false };
-    let mut rest = text;
-    while !rest.is_empty() {
-        // Copy ASCII runs in bulk; only the rare non-ASCII characters go one by one.
-        let ascii = rest.bytes().position(|b| !b.is_ascii()).unwrap_or(rest.len());
-        let at = out.lower.len();
-        out.lower.push_str(&rest[..ascii]);
-        out.lower[at..].make_ascii_lowercase();
-        rest = &rest[ascii..];
-        let Some(c) = rest.chars().next() else { break };
-        rest = &rest[c.len_utf8()..];
-        if is_invisible(c) {
-            out.zero_width = true;
-        } else if let Some(latin) = confusable(c).or_else(|| {
-            // Upper case the table leaves out (`П`) folds like its lower case (`п`).
-            let mut lower = c.to_lowercase();
-            match (lower.next(), lower.next()) {
-                (Some(l), None) => confusable(l),
-                _ => None,
-            }
-        }) {
-            out.homoglyph = true;
-            out.lower.push(latin);
-        } else {
-            unicode_normalization::char::decompose_compatible(c, |d| {
-                if !unicode_normalization::char::is_combining_mark(d) {
-                    out.lower.extend(d.to_lowercase());
-                }
-            });
-        }
-    }
-    // A Cyrillic or Greek text is not an attack: only count look-alikes mixed into mostly
-    // Latin text.
-    if out.homoglyph {
-        let non_latin = text.chars().filter(|c| c.is_alphabetic() && !c.is_ascii()).count();
-        let latin = text.chars().filter(char::is_ascii_alphabetic).count();
-        out.homoglyph = latin > 4 * non_latin;
-    }
-    out
-}
 
 struct Tokens {
     /// (token position, lexicon word) for tokens in the lexicon.
@@ -469,11 +304,6 @@ fn tokenize(lower: &str, lex: &Lexicon) -> Tokens {
     }
     tk.flush_spelled();
     tk.t
-}
-
-/// The folded form of a lexicon entry: what [`evaluate`] matches patterns against.
-pub(crate) fn fold_for_lexicon(text: &str) -> String {
-    fold(text).lower
 }
 
 /// Lines that open with a role label (`System:`, `[developer]`, `### Admin:`): a forged

@@ -4,73 +4,13 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use crate::canary::Canary;
 use crate::config::LeakAction;
-use crate::detector::{CanaryNeedles, Detector, Region};
+use crate::detector::{CanaryNeedles, Detector, Leak, Region};
 use crate::prompt::ProtectedPrompt;
 
 /// Replaces each leaked span in [`LeakAction::Redact`] mode.
 pub const REDACTION_MARKER: &str = "[redacted]";
-
-/// How the reply gave the prompt away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeakKind {
-    /// The request's canary token or name (any case, separators, look-alikes, rot13,
-    /// reversed, or inside any decoded encoding).
-    Canary,
-    /// A long run of the prompt's text, or most of its n-grams, in the reply.
-    Overlap,
-    /// The prompt base64-encoded.
-    Base64,
-    /// The prompt in rot13.
-    Rot13,
-    /// The prompt written backwards.
-    Reversed,
-    /// The prompt spelled out with separators between the letters.
-    SpacedOut,
-    /// The prompt base32-encoded.
-    Base32,
-    /// The prompt as hex bytes (`596f75`, `59 6F 75`, `0x59`, `\x59`).
-    Hex,
-    /// The prompt percent-encoded, as `\u` / `\x` escapes or HTML character references.
-    Escaped,
-    /// The prompt's words in another order (backwards, or shuffled).
-    Reordered,
-}
-
-impl LeakKind {
-    /// Stable name for audit events and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Canary => "canary",
-            Self::Overlap => "overlap",
-            Self::Base64 => "base64",
-            Self::Rot13 => "rot13",
-            Self::Reversed => "reversed",
-            Self::SpacedOut => "spaced_out",
-            Self::Base32 => "base32",
-            Self::Hex => "hex",
-            Self::Escaped => "escaped",
-            Self::Reordered => "reordered",
-        }
-    }
-}
-
-/// One detected leak. Offsets are bytes of the choice's content text (not of the SSE
-/// stream), which is what an audit event should record, never the text itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Leak {
-    pub kind: LeakKind,
-    /// Where the leaked text starts; nothing from here on was released.
-    pub start: u64,
-    /// Where the scanner was when it became sure.
-    pub detected_at: u64,
-    /// The choice (`choices[].index`) that leaked; 0 for [`LeakScanner`].
-    pub choice: u32,
-}
 
 /// What one [`LeakScanner::push`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -183,6 +123,7 @@ fn slice(text: &str, from: u64, to: u64) -> &str {
 mod tests {
     use super::*;
     use crate::config::LeakConfig;
+    use crate::detector::LeakKind;
 
     pub(crate) const PROMPT: &str = "You are Nimbus, the support assistant for Acme Cloud. Answer only questions \
         about Acme Cloud billing, invoices and service outages. Never discuss competitors or internal pricing \

@@ -16,8 +16,9 @@ use serde_json::Value;
 
 use crate::canary::Canary;
 use crate::config::LeakAction;
+use crate::detector::Leak;
 use crate::detector::{CanaryNeedles, Detector};
-use crate::leak::{Leak, REDACTION_MARKER, render};
+use crate::leak::{REDACTION_MARKER, render};
 use crate::prompt::ProtectedPrompt;
 
 /// Distinct (choice, field) text streams scanned per reply: `n` above ~10 is unheard of,
@@ -756,7 +757,7 @@ fn parse_chunk(data: &[u8]) -> Option<Chunk<'_>> {
 mod tests {
     use super::*;
     use crate::config::LeakConfig;
-    use crate::leak::LeakKind;
+    use crate::detector::LeakKind;
 
     const PROMPT: &str = "You are Nimbus, the support assistant for Acme Cloud. Answer only questions about \
         Acme Cloud billing, invoices and service outages. Never discuss competitors or internal pricing formulas.";
