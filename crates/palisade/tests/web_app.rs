@@ -160,7 +160,7 @@ fn a_queued_visitor_is_admitted_and_lands_on_verification() {
                 "PALISADE_SHIELD__LIMITS__ROUTES",
                 r#"[{route="register",per="subnet",rate={count=1,period_ms=600000,burst=1}}]"#,
             ),
-            ("PALISADE_SHIELD__WAITING_ROOM__ADMIT_PER_SEC", "0.25"),
+            ("PALISADE_SHIELD__WAITING_ROOM__ADMIT_PER_SEC", "0.2"),
             ("PALISADE_SHIELD__WAITING_ROOM__ADMIT_BURST", "1"),
             ("PALISADE_SHIELD__WAITING_ROOM__POLL_INTERVAL_MS", "1000"),
         ],

@@ -131,7 +131,7 @@
   var pow = document.getElementById('pow');
   P.powView = function (difficulty) {
     var title = h('strong', { text: t('pow_t') }), text = h('p', { text: t('pow', { d: difficulty }) });
-    var progress = h('p', { class: 'muted', text: t('pow_working') });
+    var progress = h('p', { class: 'muted', 'aria-hidden': 'true', text: t('pow_working') });
     clear(pow).className = 'pow working';
     add(pow, [title, text, progress]);
     pow.hidden = false;
@@ -862,16 +862,17 @@
       if (!currentField.hidden) body.totp = current.value.trim();
       try {
         var r = await P.request('POST', '/auth/mfa/totp', { body: body });
+        busy(start, false);
         form.hidden = true;
         enrol(r.data);
       } catch (err) {
+        busy(start, false);
         if (err.code === 'mfa_required') {
           currentField.hidden = false;
           info(box, t('totp_need_current'), 'info');
           current.focus();
         } else refuse(box, err, start);
       }
-      busy(start, false);
     });
 
     function enrol(e) {
@@ -941,11 +942,12 @@
         add(clear(created), h('div', { class: 'notice ok new-key', role: 'status' },
           h('strong', { text: t('keys_created') }), h('p', { text: t('keys_once') }),
           h('p', {}, h('code', { class: 'secret', text: r.data.key }), ' ', copyButton)));
+        busy(create, false);
         load();
       } catch (err) {
+        busy(create, false);
         refuse(box, err, create);
       }
-      busy(create, false);
     });
     async function load() {
       try {
@@ -995,10 +997,12 @@
       if (!codeField.hidden) body.totp = code.value.trim();
       try {
         await P.request('POST', '/auth/password', { body: body });
+        busy(submit, false);
         current.value = next.value = code.value = '';
         codeField.hidden = true;
         info(box, t('pw_changed'));
       } catch (err) {
+        busy(submit, false);
         if (err.code === 'mfa_required') {
           codeField.hidden = false;
           info(box, t('login_need_code'), 'info');
@@ -1007,7 +1011,6 @@
           info(box, t('pw_unavailable'), 'warn');
         } else refuse(box, err, submit);
       }
-      busy(submit, false);
     });
     return sec;
   }
