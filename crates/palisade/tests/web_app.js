@@ -302,12 +302,15 @@ async function journey(env) {
   await heading(page, 'Your account').waitFor();
   await page.getByText('This device', { exact: true }).waitFor();
   await snap(page, 'account');
-  // FIXME: POST /auth/mfa/totp does not check the password on this branch yet; the
-  // page sends it as the re-authentication contract says ({password, totp?}).
-  await page.getByLabel('Your password').fill(PASSWORD);
+  // The page sends {password} as the re-authentication contract of POST /auth/mfa/totp
+  // says. FIXME: on this branch the endpoint does not check it yet, so a wrong password
+  // still starts enrolment. Once re-authentication lands, expect "The password is
+  // wrong." here instead, then fill in PASSWORD and press the button again.
+  await page.getByLabel('Your password').fill('not my password');
   await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
   const canvas = page.locator('canvas.qr');
   await canvas.waitFor();
+  check(true, 'FIXME: a wrong password still starts TOTP enrolment (re-authentication not on this branch)');
   const pixels = await page.evaluate(() => {
     const c = document.querySelector('canvas.qr');
     return { w: c.width, h: c.height, data: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data) };

@@ -871,6 +871,8 @@
           currentField.hidden = false;
           info(box, t('totp_need_current'), 'info');
           current.focus();
+        } else if (err.code === 'invalid_credentials') {
+          info(box, t('wrong_password'), 'error');
         } else refuse(box, err, start);
       }
     });
@@ -1007,6 +1009,8 @@
           codeField.hidden = false;
           info(box, t('login_need_code'), 'info');
           code.focus();
+        } else if (err.code === 'invalid_credentials') {
+          info(box, t('wrong_password'), 'error');
         } else if (err.status === 404 || err.status === 405) {
           info(box, t('pw_unavailable'), 'warn');
         } else refuse(box, err, submit);

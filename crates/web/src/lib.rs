@@ -239,6 +239,49 @@ mod tests {
         }
     }
 
+    fn asset_text(name: &str) -> &'static str {
+        let asset = ASSETS.iter().find(|a| a.name == name).unwrap();
+        std::str::from_utf8(asset.body).unwrap()
+    }
+
+    /// The keys of one language's table in i18n.js: `key: '…'` at the start of an entry.
+    fn keys(table: &str) -> std::collections::BTreeSet<&str> {
+        table
+            .split([',', '{', '\n'])
+            .filter_map(|entry| entry.trim().split_once(": '").or_else(|| entry.trim().split_once(": \"")))
+            .map(|(key, _)| key)
+            .filter(|key| !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .collect()
+    }
+
+    #[test]
+    fn both_languages_have_every_string_the_views_use() {
+        let i18n = asset_text("i18n.js");
+        let (en, zh) = i18n.split_once("\n    zh: {").unwrap();
+        let (en, zh) = (keys(en), keys(zh));
+        assert!(en.len() > 100, "{en:?}");
+        assert_eq!(en.symmetric_difference(&zh).collect::<Vec<_>>(), Vec::<&&str>::new(), "keys in one language only");
+        // Refusals are explained by kind: a title `e_KIND_t` and a text `e_KIND`.
+        for key in en.iter().filter(|k| k.starts_with("e_")) {
+            let pair = key.strip_suffix("_t").map_or_else(|| format!("{key}_t"), str::to_owned);
+            assert!(en.contains(pair.as_str()) || *key == "e_generic_t", "{key} has no {pair}");
+        }
+        for script in ["app.js", "api.js"] {
+            let text = asset_text(script);
+            for (at, _) in text.match_indices("t('") {
+                if text[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                    continue;
+                }
+                let end = at + 3 + text[at + 3..].find('\'').unwrap();
+                let key = &text[at + 3..end];
+                if !text[end + 1..].starts_with([')', ',']) {
+                    continue; // built at run time, like 'e_' + kind + '_t': checked below
+                }
+                assert!(en.contains(key), "{script} uses t('{key}'), which i18n.js lacks");
+            }
+        }
+    }
+
     #[test]
     fn the_policy_allows_no_inline_code() {
         assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"));
