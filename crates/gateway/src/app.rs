@@ -252,6 +252,7 @@ pub fn router(gateway: &Arc<Gateway>) -> Router {
         .route("/auth/register/ticket", get(edge::waiting::poll))
         .route("/challenge", get(edge::challenge::get).post(edge::challenge::post))
         .nest("/admin", admin_router(gateway))
+        .merge(web::router())
         .fallback(health::not_found)
         .layer(axum::middleware::from_fn_with_state(gateway.screen(), edge::screen::screen))
         .with_state(AppState(gateway.clone()))
