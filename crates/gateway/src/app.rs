@@ -22,7 +22,7 @@ use crate::audit::AuditLog;
 use crate::auth::{self, AuthState};
 use crate::client::{ClientResolver, TrustedProxies};
 use crate::config::GatewayConfig;
-use crate::connections::ConnectionGate;
+use crate::connections::{ConnectionCaps, ConnectionGate};
 use crate::cookies::CookiePolicy;
 use crate::edge::admin::EdgeSwitches;
 use crate::edge::screen::{Screen, screened};
@@ -99,10 +99,13 @@ impl Gateway {
         });
         let listener = Arc::new(Listener {
             config: config.server.clone(),
-            connections: Arc::new(ConnectionGate::new(
-                config.server.max_connections,
-                config.server.max_connections_per_address,
-            )),
+            connections: Arc::new(ConnectionGate::new(ConnectionCaps {
+                total: config.server.max_connections,
+                per_address: config.server.max_connections_per_address,
+                silent_per_address: config.server.max_silent_connections_per_address,
+                silent_per_subnet: config.server.max_silent_connections_per_subnet,
+                prefixes: config.shield.limits.prefixes(),
+            })),
             metrics: metrics.clone(),
             clients: ClientResolver::new(TrustedProxies::new(config.shield.trusted()), config.shield.limits.prefixes()),
             proxy_protocol: config.shield.proxy_protocol,

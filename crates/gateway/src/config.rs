@@ -14,14 +14,24 @@ use crate::validation::{InvalidField, invalid};
 pub struct ServerConfig {
     /// How long in-flight requests and streams may run after a shutdown signal.
     pub shutdown_grace_ms: u64,
-    /// A client must send its request headers within this time.
+    /// A connection must complete a request head (HTTP/1), or its preface and a first
+    /// request (h2), within this time of opening; a request's head must arrive within
+    /// it too. Past it the connection is closed.
     pub header_read_timeout_ms: u64,
+    /// A connection with no request in progress and nothing read or written for this
+    /// long is closed (idle keep-alive and idle h2 connections).
+    pub idle_timeout_ms: u64,
     /// Largest request head (request line and headers) accepted, in bytes.
     pub max_header_bytes: usize,
     /// Open connections allowed in all; past it new ones get 503 and are closed.
     pub max_connections: usize,
     /// Open connections allowed from one client address; past it, 429 and closed.
     pub max_connections_per_address: u32,
+    /// Connections from one address that have not yet sent a request; past it, 429
+    /// and closed. Trusted proxies are exempt from this and the next two caps.
+    pub max_silent_connections_per_address: u32,
+    /// The same for one network (`shield.limits.v4_subnet_prefix` / `v6_subnet_prefix`).
+    pub max_silent_connections_per_subnet: u32,
     /// A request body must arrive within this time...
     pub body_read_timeout_ms: u64,
     /// ...and, after its first second, at no less than this average rate.
@@ -33,9 +43,12 @@ impl Default for ServerConfig {
         ServerConfig {
             shutdown_grace_ms: 10_000,
             header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
             max_header_bytes: 64 * 1024,
             max_connections: 20_000,
             max_connections_per_address: 256,
+            max_silent_connections_per_address: 32,
+            max_silent_connections_per_subnet: 128,
             body_read_timeout_ms: 30_000,
             min_body_bytes_per_s: 1024,
         }
@@ -338,8 +351,17 @@ impl ServerConfig {
         if self.max_connections == 0 {
             out.push(invalid("server.max_connections", "must be greater than 0"));
         }
-        if self.max_connections_per_address == 0 {
-            out.push(invalid("server.max_connections_per_address", "must be greater than 0"));
+        for (field, value) in [
+            ("server.max_connections_per_address", self.max_connections_per_address),
+            ("server.max_silent_connections_per_address", self.max_silent_connections_per_address),
+            ("server.max_silent_connections_per_subnet", self.max_silent_connections_per_subnet),
+        ] {
+            if value == 0 {
+                out.push(invalid(field, "must be greater than 0"));
+            }
+        }
+        if self.idle_timeout_ms == 0 {
+            out.push(invalid("server.idle_timeout_ms", "must be greater than 0"));
         }
         if self.body_read_timeout_ms == 0 {
             out.push(invalid("server.body_read_timeout_ms", "must be greater than 0"));

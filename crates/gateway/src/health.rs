@@ -74,7 +74,7 @@ pub async fn metrics(State(t): State<Telemetry>) -> Response {
     out.push_str(&format!("palisade_connections_open {}\n", conns.open()));
     out.push_str("# HELP palisade_connections_refused_total Connections closed at once, by which cap they hit.\n");
     out.push_str("# TYPE palisade_connections_refused_total counter\n");
-    for why in [ConnectionRefusal::TooManyConnections, ConnectionRefusal::TooManyFromAddress] {
+    for why in ConnectionRefusal::ALL {
         out.push_str(&format!(
             "palisade_connections_refused_total{{cap=\"{}\"}} {}\n",
             why.label(),

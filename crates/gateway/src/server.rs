@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::client::ClientResolver;
 use crate::config::ServerConfig;
-use crate::connections::{BodyPace, ConnectionGate, PacedBody};
+use crate::connections::{BodyPace, ConnWatch, ConnectionGate, PacedBody, Silence, WatchedIo};
 use crate::error::{Unrendered, wants_html};
 use crate::metrics::Metrics;
 use crate::request::{Identity, RequestContext, RequestId, Route};
@@ -97,6 +97,7 @@ pub async fn serve<D: Dispatch>(
     let builder = Arc::new(builder);
     let ids = Arc::new(RequestIds::new());
     let pace = cfg.body_pace();
+    let silence = Silence { head: header_timeout, idle: Duration::from_millis(cfg.idle_timeout_ms) };
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -114,7 +115,7 @@ pub async fn serve<D: Dispatch>(
             () = &mut shutdown => break,
         };
         // A trusted proxy (a load balancer) carries many clients on its
-        // connections: it is exempt from the per-address cap, not the total.
+        // connections: it is exempt from the per-address and silent caps, not the total.
         let trusted = parts.clients.is_trusted(peer.ip());
         let slot = match parts.connections.admit(peer.ip(), !trusted) {
             Ok(slot) => slot,
@@ -142,12 +143,13 @@ pub async fn serve<D: Dispatch>(
                     }
                 }
             }
-            let service = RequestService { dispatch, parts, ids, peer, pace };
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            let watch = ConnWatch::new(slot);
+            let io = TokioIo::new(WatchedIo::new(stream, watch.clone(), silence));
+            let service = RequestService { dispatch, parts, ids, peer, pace, watch };
+            let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-            drop(slot);
         });
     }
 
@@ -169,6 +171,7 @@ struct RequestService<D> {
     ids: Arc<RequestIds>,
     peer: SocketAddr,
     pace: BodyPace,
+    watch: Arc<ConnWatch>,
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -180,6 +183,7 @@ impl<D: Dispatch> hyper::service::Service<Request<Incoming>> for RequestService<
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let started = Instant::now();
+        let in_progress = self.watch.request();
         let id = self.ids.next();
         let route = Route::of(request.uri().path());
         let client = self.parts.clients.resolve(self.peer.ip(), request.headers());
@@ -199,6 +203,7 @@ impl<D: Dispatch> hyper::service::Service<Request<Incoming>> for RequestService<
                 let status = response.status().as_u16();
                 parts.metrics.observe(route, status, started.elapsed());
                 tracing::debug!(status, "answered");
+                drop(in_progress);
                 Ok(response)
             }
             .instrument(span),
