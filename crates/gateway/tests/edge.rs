@@ -502,6 +502,40 @@ async fn forced_attack_mode_raises_difficulty_and_puts_registration_behind_a_cha
 }
 
 #[tokio::test]
+async fn a_session_or_key_does_not_exempt_sign_up_or_login_from_the_bot_score() {
+    let (gw, _sim) = edge_gateway(low_difficulty).await;
+    // The attacker's own account: signed up, never verified, with a session and a key.
+    let user_id =
+        gw.gateway.accounts().register(serde_json::from_value(registration(9)).unwrap(), None).await.unwrap().user_id;
+    let login = json!({"email": "newcomer9@example.com", "password": "correct horse battery staple"});
+    let session =
+        gw.gateway.accounts().login(serde_json::from_value(login.clone()).unwrap(), None).await.unwrap().token;
+    let (_, key) = gw.gateway.accounts().create_key(user_id, "bot", "inference account", None, "test").await.unwrap();
+    let cookie = format!("palisade_session={session}");
+    let register = format!("{}/auth/register", gw.url);
+    let code = |r: reqwest::Response| async move { r.json::<Value>().await.unwrap()["error"]["code"].clone() };
+
+    admin(&gw, reqwest::Method::PUT, "/admin/attack-mode", Some(json!({"mode": "on"}))).await;
+    let bot = from("127.0.0.31");
+    let with_session = bot.post(&register).header("cookie", &cookie).json(&registration(10)).send().await.unwrap();
+    assert_eq!(with_session.status(), StatusCode::FORBIDDEN);
+    assert_eq!(code(with_session).await, "challenge_required");
+    let with_key = bot.post(&register).bearer_auth(&key).json(&registration(11)).send().await.unwrap();
+    assert_eq!(with_key.status(), StatusCode::FORBIDDEN);
+    assert_eq!(code(with_key).await, "challenge_required");
+    admin(&gw, reqwest::Method::PUT, "/admin/attack-mode", Some(json!({"mode": "off"}))).await;
+
+    // A scripted login is scored the same with a session as without one.
+    let curl = from_as("127.0.0.32", "curl/8.5.0");
+    let r = curl.post(format!("{}/auth/login", gw.url)).header("cookie", &cookie).json(&login).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(code(r).await, "challenge_required");
+    // Elsewhere a valid session is still never challenged.
+    let me = curl.get(format!("{}/auth/me", gw.url)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn an_account_past_its_token_budget_gets_429_with_rate_limit_headers() {
     let sim = spawn_sim(instant_sim()).await;
     let gw = spawn_gateway_on(None, vec![upstream("sim", &sim.server.url)], |c| {

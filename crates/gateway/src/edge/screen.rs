@@ -5,9 +5,10 @@
 //!    `Retry-After`),
 //! 3. identity, once, written into the request's context for every later stage,
 //! 4. per-API-key and per-account limits for identified requests,
-//! 5. for anonymous requests: under attack a double charge, then the bot score and,
-//!    when it says so (or for registration under attack), a proof-of-work clearance
-//!    (403 `challenge_required` until solved),
+//! 5. for anonymous requests, and for every sign-up and login (a credential proves
+//!    nothing there): under attack a double charge, then the bot score and, when it
+//!    says so (or for registration under attack), a proof-of-work clearance (403
+//!    `challenge_required` until solved),
 //! 6. per-route limits; a refused registration gets a waiting-room ticket (202).
 //!
 //! The client is the one the listener resolved; nothing here reads the socket or
@@ -135,7 +136,7 @@ async fn check(
 
     let mut verdict = if allow_listed { "allow_listed" } else { "passed" };
     if let Some(p) = &principal {
-        // 4. Identified: per-key and per-account limits; never scored or challenged.
+        // 4. Identified: per-key and per-account limits.
         if let Some(prefix) = &p.key_prefix {
             let d = edge.check_key(prefix, p.rpm_limit, now);
             if !d.allowed {
@@ -149,8 +150,12 @@ async fn check(
             return Err(ApiError::limited("this account is over its request rate", &d).into());
         }
         verdict = "identified";
-    } else if !allow_listed {
-        // 5. Anonymous: attack-mode price, bot score, clearance.
+    }
+    // A credential exempts a request from the bot score, except where it proves
+    // nothing: anyone can sign up and log in, and a bot farm brings its own sessions.
+    let scored = !allow_listed && (principal.is_none() || matches!(zone, Zone::Register | Zone::Login));
+    if scored {
+        // 5. Attack-mode price, bot score, clearance.
         if edge.under_attack() {
             let d = edge.limits.check_source(client, now);
             if !d.allowed {
