@@ -85,13 +85,18 @@ pub struct Edge {
 
 impl Edge {
     /// Builds every table (all memory is allocated here). `key` signs challenges,
-    /// clearances, tickets and passes; every node must share it.
+    /// clearances, tickets and passes; every node must share it. Tokens are bound to
+    /// `epoch` (see [`shield::epoch_key`]): the replay guard and the clearance ledger
+    /// live in this process's memory, so a restart must not let what they remembered
+    /// be presented again.
     pub fn new(
         config: &ShieldConfig,
         key: [u8; 32],
+        epoch: u64,
         https: bool,
         audit: Arc<AuditLog>,
     ) -> Result<Edge, shield::ConfigError> {
+        let key = shield::epoch_key(&key, epoch);
         let shield = config.rules();
         shield.validate()?;
         let limits = EdgeLimits::new(&shield.limits)?;
@@ -471,7 +476,7 @@ mod tests {
     fn edge(tweak: impl FnOnce(&mut ShieldConfig)) -> Edge {
         let mut c = ShieldConfig::default();
         tweak(&mut c);
-        Edge::new(&c, [7; 32], false, crate::audit::tests::log()).expect("valid")
+        Edge::new(&c, [7; 32], 1, false, crate::audit::tests::log()).expect("valid")
     }
 
     #[test]

@@ -102,6 +102,23 @@ impl Signer {
     }
 }
 
+/// The key that signs one epoch's tokens: `key` bound to `epoch`. A gateway that
+/// forgets what was redeemed and spent when it restarts (its replay guard and ledger
+/// live in memory) starts a new epoch, so nothing issued before can be presented again
+/// (a redeemed challenge, a spent clearance, a used pass). Nodes that share their
+/// replay state (a fleet) share the epoch too.
+pub fn epoch_key(key: &[u8; 32], epoch: u64) -> [u8; 32] {
+    let mut mac = keyed(key);
+    mac.update(b"palisade/shield/epoch/v1");
+    mac.update(&epoch.to_be_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// A random epoch, for a gateway whose replay state lives in its own memory.
+pub fn fresh_epoch() -> u64 {
+    u64::from_be_bytes(random_bytes())
+}
+
 /// `N` fresh bytes from the operating system's CSPRNG.
 ///
 /// Panics if the OS generator fails. On the platforms we ship (Linux `getrandom(2)`) that
@@ -118,6 +135,14 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_epoch_cannot_open_a_token() {
+        let (a, b) = (Signer::new(epoch_key(&[7; 32], 1)), Signer::new(epoch_key(&[7; 32], 2)));
+        let t = a.seal(Purpose::Clearance, &[1, 2, 3]);
+        assert_eq!(a.open::<3>(Purpose::Clearance, &t), Ok([1, 2, 3]));
+        assert_eq!(b.open::<3>(Purpose::Clearance, &t), Err(SealError::Forged));
+    }
 
     #[test]
     fn seal_open_round_trip_and_purposes_are_separate() {
