@@ -95,10 +95,13 @@ impl ActivityMonitor {
                 state.prompts.clear();
             }
             let recent = state.prompts.entry(caller).or_default();
-            // One subtraction instead of a `duration_since` per entry: this runs
-            // on every generation request over up to RECENT_PROMPTS entries.
-            let cutoff = now.checked_sub(Duration::from_secs(p.repeat_window_s));
-            recent.retain(|(_, at)| cutoff.is_none_or(|cutoff| *at > cutoff));
+            // Entries arrive in time order: only the oldest can have expired, so
+            // this runs on every generation request without scanning the rest.
+            if let Some(cutoff) = now.checked_sub(Duration::from_secs(p.repeat_window_s)) {
+                while recent.front().is_some_and(|(_, at)| *at <= cutoff) {
+                    recent.pop_front();
+                }
+            }
             if recent.len() == RECENT_PROMPTS {
                 recent.pop_front();
             }
