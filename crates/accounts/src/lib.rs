@@ -16,6 +16,7 @@ pub mod policy;
 pub mod principal;
 pub mod principal_cache;
 pub mod recovery;
+pub mod send_budget;
 pub mod service;
 pub mod throttle;
 pub mod tokens;

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use shield::{Cidr, Client};
-use store::{AuditEntry, NewApiKey, NewUser, Store, StoreError, UserRow, UserStatus};
+use store::{
+    AuditEntry, CodePurpose, Identifier, NewApiKey, NewCode, NewRegistration, NewUser, Store, StoreError, UserRow,
+    UserStatus,
+};
 
 use crate::crypto::PiiKeys;
 use crate::email::parse_email;
@@ -23,8 +26,11 @@ use crate::phone::parse_phone;
 use crate::policy::RegistrationPolicy;
 pub use crate::principal::Principal;
 use crate::principal_cache::{Credential, PrincipalCache};
+use crate::send_budget::SendBudget;
 use crate::throttle::{FailureThrottle, KnownNetworks, ThrottleConfig};
 use crate::{recovery, tokens, totp, unix_millis};
+
+pub mod factors;
 
 /// Account settings (the `[accounts]` section of the configuration).
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -48,6 +54,22 @@ pub struct AccountsConfig {
     /// belongs to (0: ask the store every request). A key revoked on another
     /// node or from the CLI stops working here within this time.
     pub credential_cache_s: u64,
+    /// An unverified account's claim on its phone or e-mail lapses after this long:
+    /// it can no longer verify or log in, and the claim is purged.
+    pub unverified_claim_ttl_s: u64,
+    /// One-time codes (sign-up and password reset): the guess budget
+    /// (`code_max_attempts`) lasts this window across resends; one account may ask
+    /// for at most `max_code_resends` more codes in it (any id, known or not, gets the
+    /// same budget, so the answers do not tell which exist)...
+    pub code_window_s: u64,
+    pub max_code_resends: u32,
+    /// ...and at most this many codes or notices go to one phone number or address,
+    /// whatever the account.
+    pub max_code_sends_per_destination: u32,
+    /// Whether unverified accounts may use `/v1` while registration is open. Off
+    /// whenever registration is restricted (regions, invite-only, closed), whatever
+    /// this says.
+    pub unverified_inference: bool,
 }
 
 impl Default for AccountsConfig {
@@ -63,6 +85,11 @@ impl Default for AccountsConfig {
             totp_issuer: "Palisade".to_owned(),
             invite_ttl_s: 7 * 24 * 3600,
             credential_cache_s: 5,
+            unverified_claim_ttl_s: 24 * 3600,
+            code_window_s: 3600,
+            max_code_resends: 2,
+            max_code_sends_per_destination: 5,
+            unverified_inference: true,
         }
     }
 }
@@ -214,13 +241,17 @@ pub struct Accounts {
     hasher: HashPool,
     passwords: PasswordPolicy,
     policy: RwLock<RegistrationPolicy>,
-    notifier: Notifier,
+    notifier: Arc<Notifier>,
     key_file: std::sync::OnceLock<std::path::PathBuf>,
     by_account: FailureThrottle,
     by_address: FailureThrottle,
     /// Failures of one account from one network it is known on (see [`KnownNetworks`]).
     by_account_network: FailureThrottle,
     known_networks: KnownNetworks,
+    /// Codes sent per account (known or not: the answer must not tell) and per
+    /// phone number or address.
+    sends_per_account: SendBudget,
+    sends_per_destination: SendBudget,
     principals: PrincipalCache,
     config: AccountsConfig,
 }
@@ -254,11 +285,21 @@ impl Accounts {
             by_address: FailureThrottle::new(throttle(config.login_free_failures * 4)),
             by_account_network: FailureThrottle::new(throttle(config.login_free_failures)),
             known_networks: KnownNetworks::new(KNOWN_NETWORK_MEMORY, 200_000),
+            sends_per_account: SendBudget::new(
+                config.max_code_resends,
+                Duration::from_secs(config.code_window_s),
+                200_000,
+            ),
+            sends_per_destination: SendBudget::new(
+                config.max_code_sends_per_destination,
+                Duration::from_secs(config.code_window_s),
+                200_000,
+            ),
             store,
             keys: RwLock::new(Arc::new(keys)),
             passwords: PasswordPolicy::default(),
             policy: RwLock::new(policy),
-            notifier,
+            notifier: Arc::new(notifier),
             key_file: std::sync::OnceLock::new(),
             principals: PrincipalCache::new(Duration::from_secs(config.credential_cache_s), 65_536),
             config,
@@ -335,6 +376,8 @@ impl Accounts {
         let json = serde_json::to_string(&policy).map_err(|e| invalid("invalid_policy", e.to_string()))?;
         self.store.set_meta(POLICY_KEY, &json).await?;
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+        // Unverified accounts lose (or regain) the API with the policy.
+        self.principals.clear();
         self.audit(
             actor,
             "registration.policy",
@@ -421,9 +464,10 @@ impl Accounts {
         {
             return Err(invalid("invalid_invite", "the invite code is unknown, used or expired"));
         }
-        let created = self.create_account(&keys, phone.as_ref(), email.as_ref(), reg.password, now).await;
-        let user_id = match created {
-            Ok(id) => id,
+        let created =
+            self.create_account(&keys, phone.as_ref(), email.as_ref(), invite.is_some(), reg.password, ip).await;
+        let (user_id, delivery) = match created {
+            Ok(created) => created,
             Err(e) => {
                 if let Some(hash) = &invite_hash {
                     self.store.release_invite(hash).await?;
@@ -434,21 +478,8 @@ impl Accounts {
         if let Some(hash) = &invite_hash {
             self.store.attach_invite(hash, user_id).await?;
         }
-        let (channel, to) = match (&phone, &email) {
-            (Some(p), _) => (Channel::Sms, p.e164.clone()),
-            (None, Some(e)) => (Channel::Email, e.address.clone()),
-            (None, None) => unreachable!("checked above"),
-        };
-        self.audit(
-            &format!("user:{user_id}"),
-            "auth.register",
-            "ok",
-            ip,
-            None,
-            Some(serde_json::json!({"channel": channel, "region": phone.as_ref().map(|p| p.region.clone()), "invite": invite.is_some()})),
-        )
-        .await;
-        self.send_code(user_id, channel, to).await?;
+        let channel = delivery.message.channel;
+        self.notifier.send(&delivery.message).await?;
         Ok(Registered {
             user_id,
             status: "unverified",
@@ -457,26 +488,33 @@ impl Accounts {
         })
     }
 
+    /// Records the account, its code and its audit entry in one transaction, and
+    /// says what to send. An address a verified account already holds is answered as
+    /// a new one, after the same work (the hash, the rows, one message), so neither
+    /// the answer nor its time tells a stranger the account exists: the code is
+    /// never sent, and the owner gets a notice instead.
     async fn create_account(
         &self,
         keys: &PiiKeys,
         phone: Option<&crate::phone::Phone>,
         email: Option<&crate::email::Email>,
+        invite: bool,
         password: String,
-        now: i64,
-    ) -> Result<i64, AccountError> {
-        // Cheap uniqueness check first, so a taken number costs no hashing; the
-        // unique index still decides races.
-        if let Some(p) = phone
-            && self.store.user_by_phone_idx(&keys.blind_index("phone", &p.e164)).await?.is_some()
-        {
-            return Err(AccountError::AlreadyRegistered);
-        }
-        if let Some(e) = email
-            && self.store.user_by_email_idx(&keys.blind_index("email", &e.normalized)).await?.is_some()
-        {
-            return Err(AccountError::AlreadyRegistered);
-        }
+        ip: Option<IpAddr>,
+    ) -> Result<(i64, Delivery), AccountError> {
+        let (channel, to, field, normalized) = match (phone, email) {
+            (Some(p), _) => (Channel::Sms, p.e164.clone(), "phone", p.e164.as_str()),
+            (None, Some(e)) => (Channel::Email, e.address.clone(), "email", e.normalized.as_str()),
+            (None, None) => return Err(invalid("identifier_required", "give a phone number or an e-mail address")),
+        };
+        let now = unix_millis();
+        let destination = keys.blind_index(field, normalized);
+        self.sends_per_destination
+            .spend(&destination[..], now as u64)
+            .map_err(|retry_after| AccountError::TooManyAttempts { retry_after })?;
+        let identifier =
+            if field == "phone" { Identifier::Phone(&destination) } else { Identifier::Email(&destination) };
+        let taken = self.store.holder_of(identifier).await?.is_some();
         let password_hash = self.hasher.hash(password).await?;
         let user = NewUser {
             phone_enc: phone.map(|p| keys.encrypt("phone", p.e164.as_bytes())),
@@ -487,65 +525,151 @@ impl Accounts {
             password_hash,
             status: UserStatus::Unverified,
         };
-        match self.store.create_user(&user, now).await {
-            Ok(id) => Ok(id),
-            Err(StoreError::Conflict(_)) => Err(AccountError::AlreadyRegistered),
-            Err(e) => Err(e.into()),
-        }
+        let code = tokens::VerificationCode::generate();
+        let code_hash = |user_id: i64| keys.blind_index(&format!("code:{user_id}"), code.as_str()).to_vec();
+        let audit = AuditEntry {
+            actor: String::new(),
+            action: "auth.register".into(),
+            outcome: "ok".into(),
+            ip: ip.map(|ip| ip.to_string()),
+            reason: None,
+            detail: Some(
+                serde_json::json!({"channel": channel, "region": phone.map(|p| p.region.clone()), "invite": invite}),
+            ),
+        };
+        let expires = now + (self.config.code_ttl_s * 1000) as i64;
+        let registration =
+            NewRegistration { user: &user, code_hash: &code_hash, code_expires_at: expires, audit: &audit };
+        let user_id = self.store.register(&registration, now).await?;
+        let text = if taken {
+            let what = if channel == Channel::Sms { "phone number" } else { "address" };
+            format!(
+                "Someone tried to create a new account with this {what}, which already has one. If it was you, \
+                 sign in instead (or reset your password). If not, you need do nothing."
+            )
+        } else {
+            code_text(code.as_str(), self.config.code_ttl_s)
+        };
+        Ok((user_id, Delivery { message: Message { channel, to, text, user_id } }))
     }
 
-    async fn send_code(&self, user_id: i64, channel: Channel, to: String) -> Result<(), AccountError> {
-        let code = tokens::VerificationCode::generate();
-        let code = code.as_str();
-        // Keyed (HMAC) rather than a plain hash: six digits are too few to
-        // survive a leaked database otherwise.
-        let hash = self.keys().blind_index(&format!("code:{user_id}"), code);
-        let expires = unix_millis() + (self.config.code_ttl_s * 1000) as i64;
-        self.store.put_verification_code(user_id, &hash, expires).await?;
-        let text = format!("Your Palisade code is {code}. It expires in {} minutes.", self.config.code_ttl_s / 60);
+    /// Send a fresh code to an account that is not verified yet. The answer is the
+    /// same whether the account exists, is verified already, or is someone else's:
+    /// only the budget of sends to the id asked about shows.
+    pub async fn resend_code(&self, user_id: i64) -> Result<(), AccountError> {
+        let now = unix_millis();
+        self.sends_per_account
+            .spend(&user_id, now as u64)
+            .map_err(|retry_after| AccountError::TooManyAttempts { retry_after })?;
+        let Some(user) = self.store.user(user_id).await? else { return Ok(()) };
+        if user.status() != UserStatus::Unverified || self.claim_lapsed(&user, now) {
+            return Ok(());
+        }
+        let (channel, to, field) = match (&user.phone_enc, &user.email_enc) {
+            (Some(blob), _) => (Channel::Sms, self.decrypt("phone", blob)?, "phone"),
+            (None, Some(blob)) => (Channel::Email, self.decrypt("email", blob)?, "email"),
+            (None, None) => return Ok(()),
+        };
+        let to = String::from_utf8(to).map_err(|_| invalid("corrupt", "stored destination unreadable"))?;
+        let normalized = match channel {
+            Channel::Sms => to.clone(),
+            Channel::Email => parse_email(&to).map(|e| e.normalized).unwrap_or_else(|_| to.clone()),
+        };
+        let destination = self.keys().blind_index(field, &normalized);
+        if self.sends_per_destination.spend(&destination[..], now as u64).is_err() {
+            return Ok(());
+        }
+        let code = self.put_code(user_id, CodePurpose::Verify, now).await?;
+        let text = code_text(&code, self.config.code_ttl_s);
         self.notifier.send(&Message { channel, to, text, user_id }).await?;
         Ok(())
     }
 
-    /// Send a fresh code to an unverified account.
-    pub async fn resend_code(&self, user_id: i64) -> Result<(), AccountError> {
-        let user = self.store.user(user_id).await?.ok_or(AccountError::NotFound)?;
-        if user.status() != UserStatus::Unverified {
-            return Err(invalid("already_verified", "this account is already verified"));
-        }
-        let (channel, to) = match (&user.phone_enc, &user.email_enc) {
-            (Some(blob), _) => (Channel::Sms, self.decrypt("phone", blob)?),
-            (None, Some(blob)) => (Channel::Email, self.decrypt("email", blob)?),
-            (None, None) => return Err(AccountError::NotFound),
+    /// A fresh code of `purpose` for `user_id`, stored hashed; spent guesses carry over
+    /// within the window.
+    async fn put_code(&self, user_id: i64, purpose: CodePurpose, now: i64) -> Result<String, AccountError> {
+        let code = tokens::VerificationCode::generate();
+        // Keyed (HMAC) rather than a plain hash: six digits are too few to
+        // survive a leaked database otherwise.
+        let context = match purpose {
+            CodePurpose::Verify => format!("code:{user_id}"),
+            CodePurpose::Reset => format!("reset:{user_id}"),
         };
-        let to = String::from_utf8(to).map_err(|_| invalid("corrupt", "stored destination unreadable"))?;
-        self.send_code(user_id, channel, to).await
+        let hash = self.keys().blind_index(&context, code.as_str());
+        let new = NewCode {
+            purpose,
+            hash: &hash,
+            expires_at: now + (self.config.code_ttl_s * 1000) as i64,
+            window_ms: (self.config.code_window_s * 1000) as i64,
+        };
+        self.store.put_verification_code(user_id, new, now).await?;
+        Ok(code.as_str().to_owned())
     }
 
-    /// Prove ownership of the phone or address with the code that was sent.
-    pub async fn verify(&self, user_id: i64, code: &str, client: Option<&Client>) -> Result<(), AccountError> {
-        let ip = client.map(Client::ip);
+    /// Spend one guess at `user_id`'s code of `purpose`. Over the window's budget the
+    /// code stays spent until the window ends; a resend does not reset it.
+    async fn check_code(&self, user_id: i64, purpose: CodePurpose, code: &str) -> Result<(), AccountError> {
         let code = code.trim();
         if code.len() > 16 {
             return Err(AccountError::InvalidCode);
         }
         let now = unix_millis();
-        let Some((hash, attempts)) = self.store.attempt_verification_code(user_id, now).await? else {
+        let Some((hash, attempts)) = self.store.attempt_verification_code(user_id, purpose, now).await? else {
             return Err(AccountError::InvalidCode);
         };
         if attempts > self.config.code_max_attempts {
-            self.store.delete_verification_code(user_id).await?;
-            self.audit(&format!("user:{user_id}"), "auth.verify", "refused", ip, Some("too_many_attempts"), None).await;
-            return Err(AccountError::TooManyAttempts { retry_after: Duration::from_secs(1) });
+            return Err(AccountError::TooManyAttempts { retry_after: Duration::from_secs(self.config.code_window_s) });
         }
-        let expected = self.keys().blind_index(&format!("code:{user_id}"), code);
+        let context = match purpose {
+            CodePurpose::Verify => format!("code:{user_id}"),
+            CodePurpose::Reset => format!("reset:{user_id}"),
+        };
+        let expected = self.keys().blind_index(&context, code);
         if !tokens::constant_time_eq(&hash, &expected) {
-            self.audit(&format!("user:{user_id}"), "auth.verify", "failed", ip, Some("invalid_code"), None).await;
             return Err(AccountError::InvalidCode);
         }
-        self.store.delete_verification_code(user_id).await?;
-        self.store.set_user_status(user_id, UserStatus::Active, now).await?;
-        self.audit(&format!("user:{user_id}"), "auth.verify", "ok", ip, None, None).await;
+        Ok(())
+    }
+
+    /// True when an unverified account's claim is too old to verify or log in with.
+    fn claim_lapsed(&self, user: &UserRow, now: i64) -> bool {
+        user.status() == UserStatus::Unverified && user.created_at <= now - self.claims_ttl_ms()
+    }
+
+    fn claims_ttl_ms(&self) -> i64 {
+        i64::try_from(self.config.unverified_claim_ttl_s.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
+    /// Prove ownership of the phone or address with the code that was sent. The
+    /// first account to verify a number or address gets it; other unverified claims
+    /// on it are dropped.
+    pub async fn verify(&self, user_id: i64, code: &str, client: Option<&Client>) -> Result<(), AccountError> {
+        let ip = client.map(Client::ip);
+        let actor = format!("user:{user_id}");
+        match self.check_code(user_id, CodePurpose::Verify, code).await {
+            Ok(()) => {}
+            Err(e) => {
+                self.audit(&actor, "auth.verify", "failed", ip, Some(e.code()), None).await;
+                return Err(e);
+            }
+        }
+        let now = unix_millis();
+        let user = self.store.user(user_id).await?.ok_or(AccountError::InvalidCode)?;
+        if self.claim_lapsed(&user, now) {
+            self.audit(&actor, "auth.verify", "refused", ip, Some("claim_lapsed"), None).await;
+            return Err(AccountError::InvalidCode);
+        }
+        match self.store.verify_user(user_id, now).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                self.audit(&actor, "auth.verify", "refused", ip, Some("already_registered"), None).await;
+                return Err(AccountError::AlreadyRegistered);
+            }
+            Err(StoreError::NotFound(_)) => return Err(AccountError::InvalidCode),
+            Err(e) => return Err(e.into()),
+        }
+        self.principals.clear();
+        self.audit(&actor, "auth.verify", "ok", ip, None, None).await;
         Ok(())
     }
 
@@ -590,10 +714,9 @@ impl Accounts {
 
         let user = if normalized.is_empty() {
             None
-        } else if field == "phone" {
-            self.store.user_by_phone_idx(&index).await?
         } else {
-            self.store.user_by_email_idx(&index).await?
+            let id = if field == "phone" { Identifier::Phone(&index) } else { Identifier::Email(&index) };
+            self.store.user_by_identifier(id, unix_millis() - self.claims_ttl_ms()).await?
         };
         let Some(user) = user else {
             // Same cost as a real check, so timing does not reveal who has an account.
@@ -690,6 +813,13 @@ impl Accounts {
         Err(AccountError::MfaRequired)
     }
 
+    /// Whether this account may use `/v1`: verified ones may; unverified ones only
+    /// while registration is open and the operator lets them.
+    fn may_infer(&self, user: &UserRow) -> bool {
+        user.status() != UserStatus::Unverified
+            || (self.config.unverified_inference && matches!(self.policy(), RegistrationPolicy::Open))
+    }
+
     /// The holder of a session token, if the session is live.
     pub async fn session_principal(&self, token: &str) -> Result<Option<Arc<Principal>>, AccountError> {
         if token.len() > 128 {
@@ -710,7 +840,7 @@ impl Accounts {
             return Ok(None);
         }
         let mut scopes = vec!["account".to_owned()];
-        if !needs_mfa_enrolment(&user) {
+        if !needs_mfa_enrolment(&user) && self.may_infer(&user) {
             scopes.push("inference".to_owned());
         }
         Ok(Some(Principal { user_id: user.id, status: user.status(), key_prefix: None, scopes, rpm_limit: None }))
@@ -745,7 +875,7 @@ impl Accounts {
             return Ok(None);
         }
         let mut scopes: Vec<String> = row.scopes.split_whitespace().map(str::to_owned).collect();
-        if needs_mfa_enrolment(&user) {
+        if needs_mfa_enrolment(&user) || !self.may_infer(&user) {
             scopes.retain(|s| s != "inference");
         }
         let rpm_limit = row.rpm_limit.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0);
@@ -839,52 +969,6 @@ impl Accounts {
         Ok(())
     }
 
-    /// Start TOTP enrolment. Nothing is stored until [`Accounts::confirm_totp`]:
-    /// the secret travels in `enrollment`, encrypted and bound to the user.
-    pub async fn start_totp(&self, user_id: i64) -> Result<TotpEnrollment, AccountError> {
-        let secret = totp::TotpSecret::generate();
-        let encoded = secret.to_base32();
-        let uri = totp::provisioning_uri(&secret, &self.config.totp_issuer, &format!("user {user_id}"));
-        let sealed = self.keys().encrypt(&format!("totp-enrollment:{user_id}"), secret.as_bytes());
-        Ok(TotpEnrollment { secret: encoded, otpauth_uri: uri, enrollment: tokens::b64(&sealed) })
-    }
-
-    /// Finish enrolment with a code from the app; returns ten recovery codes.
-    pub async fn confirm_totp(
-        &self,
-        user_id: i64,
-        enrollment: &str,
-        code: &str,
-        client: Option<&Client>,
-    ) -> Result<Vec<String>, AccountError> {
-        let ip = client.map(Client::ip);
-        let keys = self.keys();
-        let sealed = tokens::unb64(enrollment).ok_or(AccountError::InvalidCode)?;
-        let raw =
-            keys.decrypt(&format!("totp-enrollment:{user_id}"), &sealed).map_err(|_| AccountError::InvalidCode)?;
-        let secret = totp_secret(&raw)?;
-        let unix = (unix_millis() / 1000) as u64;
-        let step = totp::verify(&secret, code.trim(), unix, None).ok_or(AccountError::InvalidCode)?;
-        self.store.set_totp(user_id, Some(&keys.encrypt("totp", secret.as_bytes()))).await?;
-        self.principals.clear();
-        self.store.advance_totp_step(user_id, step as i64).await?;
-        let issued = recovery::generate();
-        let hashes: Vec<Vec<u8>> = issued.hashes.iter().map(|h| h.to_vec()).collect();
-        self.store.replace_recovery_codes(user_id, &hashes).await?;
-        self.audit(&format!("user:{user_id}"), "auth.mfa.enroll", "ok", ip, None, None).await;
-        Ok(issued.codes)
-    }
-
-    /// Operator action: remove a user's second factor (lost phone).
-    pub async fn reset_mfa(&self, user_id: i64, actor: &str) -> Result<(), AccountError> {
-        self.store.user(user_id).await?.ok_or(AccountError::NotFound)?;
-        self.store.set_totp(user_id, None).await?;
-        self.principals.clear();
-        self.store.replace_recovery_codes(user_id, &[]).await?;
-        self.audit(actor, "auth.mfa.reset", "ok", None, None, Some(serde_json::json!({"user": user_id}))).await;
-        Ok(())
-    }
-
     pub async fn require_mfa(&self, user_id: i64, required: bool, actor: &str) -> Result<(), AccountError> {
         self.store.user(user_id).await?.ok_or(AccountError::NotFound)?;
         self.store.set_mfa_required(user_id, required).await?;
@@ -966,6 +1050,15 @@ fn session_id(token_hash: &[u8]) -> String {
 
 /// An account the operator requires MFA of, without a second factor yet: it
 /// may manage itself (to enrol) but not use the API.
+/// What a registration sends: a code, or the owner's notice.
+struct Delivery {
+    message: Message,
+}
+
+fn code_text(code: &str, ttl_s: u64) -> String {
+    format!("Your Palisade code is {code}. It expires in {} minutes.", ttl_s / 60)
+}
+
 fn needs_mfa_enrolment(user: &UserRow) -> bool {
     user.mfa_required && user.totp_secret_enc.is_none()
 }

@@ -74,7 +74,8 @@ impl Gateway {
             .shield_key
             .unwrap_or_else(|| accounts::tokens::hash(accounts::tokens::SessionToken::generate().as_str()));
         let edge = Arc::new(
-            Edge::new(&config.shield, key, config.auth.cookie_secure, audit.clone()).map_err(GatewayError::Shield)?,
+            Edge::new(&config.shield, key, shield::fresh_epoch(), config.auth.cookie_secure, audit.clone())
+                .map_err(GatewayError::Shield)?,
         );
         let guard = Arc::new(
             AiGuard::new(config.guard.clone(), config.abuse.clone(), metrics.clone(), audit)
@@ -239,6 +240,19 @@ pub fn router(gateway: &Arc<Gateway>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(status_page::router(gateway.status.clone()))
+        .merge(auth_router())
+        .route("/auth/register/ticket", get(edge::waiting::poll))
+        .route("/challenge", get(edge::challenge::get).post(edge::challenge::post))
+        .nest("/admin", admin_router(gateway))
+        .merge(web::router())
+        .fallback(health::not_found)
+        .layer(axum::middleware::from_fn_with_state(gateway.screen(), edge::screen::screen))
+        .with_state(AppState(gateway.clone()))
+}
+
+/// `/auth/*`, refusing state changes that come from another site.
+fn auth_router() -> Router<AppState> {
+    Router::new()
         .route("/auth/csrf", get(auth::csrf))
         .route("/auth/register", post(auth::register))
         .route("/auth/verify", post(auth::verify))
@@ -250,15 +264,12 @@ pub fn router(gateway: &Arc<Gateway>) -> Router {
         .route("/auth/sessions/{id}", delete(auth::revoke_session))
         .route("/auth/keys", get(auth::list_keys).post(auth::create_key))
         .route("/auth/keys/{prefix}", delete(auth::revoke_key))
-        .route("/auth/mfa/totp", post(auth::start_totp))
+        .route("/auth/mfa/totp", post(auth::start_totp).delete(auth::remove_totp))
         .route("/auth/mfa/totp/confirm", post(auth::confirm_totp))
-        .route("/auth/register/ticket", get(edge::waiting::poll))
-        .route("/challenge", get(edge::challenge::get).post(edge::challenge::post))
-        .nest("/admin", admin_router(gateway))
-        .merge(web::router())
-        .fallback(health::not_found)
-        .layer(axum::middleware::from_fn_with_state(gateway.screen(), edge::screen::screen))
-        .with_state(AppState(gateway.clone()))
+        .route("/auth/password", post(auth::change_password))
+        .route("/auth/password/reset", post(auth::request_password_reset))
+        .route("/auth/password/reset/confirm", post(auth::reset_password))
+        .route_layer(axum::middleware::from_fn(auth::same_origin))
 }
 
 /// The path a proxied route is served at.

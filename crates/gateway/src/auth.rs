@@ -1,12 +1,13 @@
 //! `/auth/*`: registration, verification, login, logout, sessions, MFA and API
 //! keys over HTTP, on the account service.
 //!
-//! Bodies may be JSON or HTML form posts. Sessions travel in an HttpOnly,
-//! SameSite=Lax cookie. CSRF: a state-changing request authenticated by the
-//! session cookie, and any form post, must carry the `palisade_csrf` cookie's
-//! value in an `x-csrf-token` header or a `csrf_token` form field (double
-//! submit). A JSON request from another site cannot be sent without a CORS
-//! preflight, which Palisade never grants, so JSON without a cookie needs none.
+//! Bodies are JSON (`Content-Type: application/json`, required: a cross-site form
+//! cannot send it) or HTML form posts. Sessions travel in an HttpOnly, SameSite=Lax
+//! cookie. CSRF: a state-changing request must not come from another site
+//! (`Origin`, `Sec-Fetch-Site`; see [`same_origin`]); one authenticated by the
+//! session cookie, and any form post (login and sign-up included), must also carry
+//! the `palisade_csrf` cookie's value in an `x-csrf-token` header or a `csrf_token`
+//! form field (double submit).
 //!
 //! Who is asking was looked up once by the edge and is read from the request's
 //! context; the client is the one the listener resolved.
@@ -14,12 +15,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use accounts::service::factors::{PasswordChange, Reauth, ResetConfirmation, ResetRequest};
 use accounts::service::{AccountError, Accounts, Login, Principal, Registration};
 use accounts::tokens;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -60,11 +63,19 @@ struct CsrfField {
     csrf_token: Option<String>,
 }
 
+fn media_type(headers: &HeaderMap) -> &str {
+    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    value.split(';').next().unwrap_or("").trim()
+}
+
 fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+    media_type(headers).eq_ignore_ascii_case("application/x-www-form-urlencoded")
+}
+
+/// `application/json` or `application/<something>+json`.
+fn is_json(headers: &HeaderMap) -> bool {
+    let media = media_type(headers).to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Input<T> {
@@ -72,6 +83,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Input<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let form = is_form(request.headers());
+        if !form && !is_json(request.headers()) {
+            return Err(ApiError::new(
+                Reject::UnsupportedMediaType,
+                "send the body as JSON with `Content-Type: application/json` (or as an HTML form)",
+            ));
+        }
         let body =
             Bytes::from_request(request.map(|b| Body::new(http_body_util::Limited::new(b, MAX_AUTH_BODY))), state)
                 .await
@@ -87,6 +104,31 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Input<T> {
             Ok(Input { value, form, csrf_field: None })
         }
     }
+}
+
+/// Refuses a state-changing request that a browser says came from another site:
+/// `Sec-Fetch-Site` other than `same-origin` or `none` (typed or bookmarked), or an
+/// `Origin` whose host is not this request's `Host`. Clients that send neither (API
+/// clients, older browsers) pass; the CSRF token still guards cookies and forms.
+pub async fn same_origin(request: Request, next: Next) -> Result<axum::response::Response, ApiError> {
+    let safe = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe && cross_site(request.headers()) {
+        return Err(ApiError::new(Reject::CrossOrigin, "this request came from another site and was refused"));
+    }
+    Ok(next.run(request).await)
+}
+
+fn cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    // `Origin: null` comes from sandboxed frames and file pages: not this site.
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest.trim_end_matches('/'));
+    origin_host.is_none_or(|o| !o.eq_ignore_ascii_case(host))
 }
 
 fn csrf_ok(headers: &HeaderMap, field: Option<&str>) -> bool {
@@ -178,10 +220,10 @@ pub struct ResendBody {
     user_id: i64,
 }
 
-/// `POST /auth/verify/resend`
+/// `POST /auth/verify/resend`: the same answer for every id, known or not.
 pub async fn resend(State(auth): State<AuthState>, input: Input<ResendBody>) -> Result<Response, ApiError> {
     auth.accounts.resend_code(input.value.user_id).await?;
-    Ok(Json(json!({"sent": true})).into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({"sent": true}))).into_response())
 }
 
 /// `POST /auth/login`: on success sets the session and CSRF cookies.
@@ -310,17 +352,72 @@ pub async fn revoke_key(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `POST /auth/mfa/totp`: start enrolment.
+/// `POST /auth/mfa/totp` `{password, totp?}`: start enrolment, or the replacement of
+/// the factor, after re-authentication.
 pub async fn start_totp(
     State(auth): State<AuthState>,
     ctx: RequestContext,
     headers: HeaderMap,
-    body: Bytes,
+    input: Input<Reauth>,
 ) -> Result<Response, ApiError> {
-    let field = form_csrf(&headers, &body);
-    let principal = account_holder(&ctx, &headers, &Method::POST, field.as_deref())?;
-    let enrollment = auth.accounts.start_totp(principal.user_id).await?;
+    let principal = account_holder(&ctx, &headers, &Method::POST, input.csrf_field.as_deref())?;
+    let enrollment = auth.accounts.start_totp(principal.user_id, &input.value, Some(&ctx.client)).await?;
     Ok(Json(enrollment).into_response())
+}
+
+/// `DELETE /auth/mfa/totp` `{password, totp}`: remove the second factor.
+pub async fn remove_totp(
+    State(auth): State<AuthState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    input: Input<Reauth>,
+) -> Result<Response, ApiError> {
+    let principal = account_holder(&ctx, &headers, &Method::DELETE, input.csrf_field.as_deref())?;
+    let session = cookie(&headers, SESSION_COOKIE);
+    auth.accounts.remove_totp(principal.user_id, &input.value, session, Some(&ctx.client)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /auth/password` `{current_password, new_password, totp?}`.
+pub async fn change_password(
+    State(auth): State<AuthState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    input: Input<PasswordChange>,
+) -> Result<Response, ApiError> {
+    let principal = account_holder(&ctx, &headers, &Method::POST, input.csrf_field.as_deref())?;
+    let session = cookie(&headers, SESSION_COOKIE);
+    auth.accounts.change_password(principal.user_id, input.value, session, Some(&ctx.client)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /auth/password/reset` `{phone? | email?}`: a code to the verified phone or
+/// address, if there is such an account; the answer is the same either way.
+pub async fn request_password_reset(
+    State(auth): State<AuthState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    input: Input<ResetRequest>,
+) -> Result<Response, ApiError> {
+    if input.form && !csrf_ok(&headers, input.csrf_field.as_deref()) {
+        return Err(csrf_refused());
+    }
+    auth.accounts.request_password_reset(input.value, Some(&ctx.client)).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"sent": true}))).into_response())
+}
+
+/// `POST /auth/password/reset/confirm` `{phone? | email?, code, new_password}`.
+pub async fn reset_password(
+    State(auth): State<AuthState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    input: Input<ResetConfirmation>,
+) -> Result<Response, ApiError> {
+    if input.form && !csrf_ok(&headers, input.csrf_field.as_deref()) {
+        return Err(csrf_refused());
+    }
+    auth.accounts.reset_password(input.value, Some(&ctx.client)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]
@@ -338,6 +435,8 @@ pub async fn confirm_totp(
 ) -> Result<Response, ApiError> {
     let principal = account_holder(&ctx, &headers, &Method::POST, input.csrf_field.as_deref())?;
     let v = &input.value;
-    let codes = auth.accounts.confirm_totp(principal.user_id, &v.enrollment, &v.code, Some(&ctx.client)).await?;
+    let session = cookie(&headers, SESSION_COOKIE);
+    let codes =
+        auth.accounts.confirm_totp(principal.user_id, &v.enrollment, &v.code, session, Some(&ctx.client)).await?;
     Ok(Json(json!({"enabled": true, "recovery_codes": codes})).into_response())
 }

@@ -47,8 +47,8 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             max_connections: 20_000,
             max_connections_per_address: 256,
-            max_silent_connections_per_address: 32,
-            max_silent_connections_per_subnet: 128,
+            max_silent_connections_per_address: 64,
+            max_silent_connections_per_subnet: 256,
             body_read_timeout_ms: 30_000,
             min_body_bytes_per_s: 1024,
         }
@@ -190,7 +190,8 @@ pub struct GatewayConfig {
     /// The edge defence (`[shield]`).
     pub shield: crate::edge::ShieldConfig,
     /// The key that signs challenges, clearances and waiting-room tickets; `None`: a
-    /// random key per process (tokens do not survive a restart or work across nodes).
+    /// random key per process. Tokens are bound to the process either way (see
+    /// `shield::epoch_key`), so none survives a restart.
     pub shield_key: Option<[u8; 32]>,
 }
 

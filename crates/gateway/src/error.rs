@@ -85,6 +85,10 @@ pub enum Reject {
     /// A session was needed (`/auth/*`).
     SignInRequired,
     NotificationFailed,
+    /// A body in a media type the endpoint does not take.
+    UnsupportedMediaType,
+    /// A state-changing request a browser says came from another site.
+    CrossOrigin,
     /// The change clashes with what is stored.
     Conflict,
     /// The store did not answer or accept the change.
@@ -93,7 +97,7 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 42] = [
+    pub const ALL: [Reject; 44] = [
         Reject::BodyTooLarge,
         Reject::BodyTimeout,
         Reject::InvalidJson,
@@ -133,6 +137,8 @@ impl Reject {
         Reject::Busy,
         Reject::SignInRequired,
         Reject::NotificationFailed,
+        Reject::UnsupportedMediaType,
+        Reject::CrossOrigin,
         Reject::Conflict,
         Reject::StoreUnavailable,
         Reject::Internal,
@@ -175,9 +181,11 @@ impl Reject {
             | Reject::CsrfFailed
             | Reject::InsufficientScope
             | Reject::RegistrationRefused
-            | Reject::AccountSuspended => StatusCode::FORBIDDEN,
+            | Reject::AccountSuspended
+            | Reject::CrossOrigin => StatusCode::FORBIDDEN,
             Reject::AlreadyRegistered | Reject::Conflict => StatusCode::CONFLICT,
             Reject::TicketExpired => StatusCode::GONE,
+            Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -235,6 +243,8 @@ impl Reject {
             Reject::Busy => "busy",
             Reject::SignInRequired => "unauthenticated",
             Reject::NotificationFailed => "notification_failed",
+            Reject::UnsupportedMediaType => "unsupported_media_type",
+            Reject::CrossOrigin => "cross_origin",
             Reject::Conflict => "conflict",
             Reject::StoreUnavailable => "store_unavailable",
             Reject::Internal => "internal_error",

@@ -262,7 +262,7 @@ async fn keys_rotate_reencrypts_while_the_gateway_keeps_serving() {
     // without a restart.
     let r =
         c.post(format!("{}/auth/verify/resend", palisade.url)).json(&json!({"user_id": user_id})).send().await.unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     let outbox = std::fs::read_to_string(dir.path().join("palisade-data/outbox.jsonl")).unwrap();
     assert_eq!(outbox.lines().count(), 2);
     assert!(outbox.contains("+86*******8000"), "{outbox}");

@@ -6,6 +6,7 @@
 
 use sqlx::FromRow;
 
+use crate::audit::AuditEntry;
 use crate::pool::{Store, StoreError, conflict, on_pool};
 
 /// Where an account stands.
@@ -36,7 +37,8 @@ impl UserStatus {
     }
 }
 
-/// A user to create.
+/// A user to create. An unverified user's `*_idx` are a claim, not a hold: they are
+/// stored as pending and move to the unique index when the account is verified.
 #[derive(Clone, Debug)]
 pub struct NewUser {
     pub phone_enc: Option<Vec<u8>>,
@@ -80,6 +82,15 @@ macro_rules! select_users {
             $tail
         )
     };
+}
+
+/// Where a new user's identifiers go: held (unique) when it is verified at once, a
+/// pending claim otherwise.
+type Pair<'a> = (Option<&'a Vec<u8>>, Option<&'a Vec<u8>>);
+
+fn claims(user: &NewUser) -> (Pair<'_>, Pair<'_>) {
+    let ids = (user.phone_idx.as_ref(), user.email_idx.as_ref());
+    if user.status == UserStatus::Unverified { ((None, None), ids) } else { (ids, (None, None)) }
 }
 
 #[derive(Clone, Debug, FromRow)]
@@ -129,24 +140,164 @@ macro_rules! select_keys {
     };
 }
 
+/// What a one-time code is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodePurpose {
+    /// Proving the phone or e-mail address of a new account.
+    Verify,
+    /// Resetting a verified account's password.
+    Reset,
+}
+
+impl CodePurpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            CodePurpose::Verify => "verify",
+            CodePurpose::Reset => "reset",
+        }
+    }
+}
+
+/// A one-time code to store: its keyed hash, its expiry, and the window its guess
+/// budget lasts (a resend inside the window keeps the guesses already spent).
+#[derive(Clone, Copy, Debug)]
+pub struct NewCode<'a> {
+    pub purpose: CodePurpose,
+    pub hash: &'a [u8],
+    pub expires_at: i64,
+    pub window_ms: i64,
+}
+
+/// A sign-up, recorded all or nothing: the account, its first code and its audit
+/// entry (whose actor becomes `user:<id>`).
+pub struct NewRegistration<'a> {
+    pub user: &'a NewUser,
+    /// The code's keyed hash, which may depend on the new account's id.
+    pub code_hash: &'a (dyn Fn(i64) -> Vec<u8> + Send + Sync),
+    pub code_expires_at: i64,
+    pub audit: &'a AuditEntry,
+}
+
+/// Which blind index a lookup uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Identifier<'a> {
+    Phone(&'a [u8]),
+    Email(&'a [u8]),
+}
+
 impl Store {
-    /// Create a user. Exactly one of two concurrent registrations of the same
-    /// phone or e-mail wins; the other gets [`StoreError::Conflict`].
+    /// Create a user (for accounts made by the operator; sign-ups go through
+    /// [`Store::register`]). A verified user holds its identifiers: a second one with
+    /// the same phone or e-mail gets [`StoreError::Conflict`].
     pub async fn create_user(&self, user: &NewUser, now: i64) -> Result<i64, StoreError> {
-        const SQL: &str = "INSERT INTO users (phone_enc, phone_idx, phone_region, email_enc, email_idx, password_hash, \
-                           status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
+        const SQL: &str = "INSERT INTO users (phone_enc, phone_idx, pending_phone_idx, phone_region, email_enc, \
+                           email_idx, pending_email_idx, password_hash, status, created_at) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
+        let (held, pending) = claims(user);
         on_pool!(self, pool => sqlx::query_scalar(SQL)
             .bind(&user.phone_enc)
-            .bind(&user.phone_idx)
+            .bind(held.0)
+            .bind(pending.0)
             .bind(&user.phone_region)
             .bind(&user.email_enc)
-            .bind(&user.email_idx)
+            .bind(held.1)
+            .bind(pending.1)
             .bind(&user.password_hash)
             .bind(user.status.as_str())
             .bind(now)
             .fetch_one(pool)
             .await
             .map_err(conflict("account")))
+    }
+
+    /// Record a sign-up in one transaction: the account, its first code and its audit
+    /// entry exist together or not at all, whatever happens to the process.
+    pub async fn register(&self, r: &NewRegistration<'_>, now: i64) -> Result<i64, StoreError> {
+        const USER: &str = "INSERT INTO users (phone_enc, phone_idx, pending_phone_idx, phone_region, email_enc, \
+                            email_idx, pending_email_idx, password_hash, status, created_at) \
+                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
+        const CODE: &str = "INSERT INTO verification_codes (user_id, code_hash, expires_at, attempts, purpose, \
+                            window_started_at) VALUES ($1, $2, $3, 0, $4, $5)";
+        const AUDIT: &str = "INSERT INTO audit_log (at, actor, action, outcome, ip, reason, detail) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        let user = r.user;
+        let (held, pending) = claims(user);
+        let detail = r.audit.detail.as_ref().map(serde_json::Value::to_string);
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let id: i64 = sqlx::query_scalar(USER)
+                .bind(&user.phone_enc).bind(held.0).bind(pending.0).bind(&user.phone_region)
+                .bind(&user.email_enc).bind(held.1).bind(pending.1).bind(&user.password_hash)
+                .bind(user.status.as_str()).bind(now)
+                .fetch_one(&mut *tx).await.map_err(conflict("account"))?;
+            sqlx::query(CODE).bind(id).bind((r.code_hash)(id)).bind(r.code_expires_at)
+                .bind(CodePurpose::Verify.as_str()).bind(now)
+                .execute(&mut *tx).await?;
+            sqlx::query(AUDIT).bind(now).bind(format!("user:{id}")).bind(&r.audit.action).bind(&r.audit.outcome)
+                .bind(&r.audit.ip).bind(&r.audit.reason).bind(&detail)
+                .execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    /// The verified account holding `id`, else the newest unverified claim on it made
+    /// after `claims_since`.
+    pub async fn user_by_identifier(
+        &self,
+        id: Identifier<'_>,
+        claims_since: i64,
+    ) -> Result<Option<UserRow>, StoreError> {
+        if let Some(user) = self.holder_of(id).await? {
+            return Ok(Some(user));
+        }
+        const BY_PHONE: &str = select_users!(
+            "WHERE pending_phone_idx = $1 AND status = 'unverified' AND created_at > $2 ORDER BY created_at DESC, id DESC LIMIT 1"
+        );
+        const BY_EMAIL: &str = select_users!(
+            "WHERE pending_email_idx = $1 AND status = 'unverified' AND created_at > $2 ORDER BY created_at DESC, id DESC LIMIT 1"
+        );
+        let (sql, idx) = match id {
+            Identifier::Phone(idx) => (BY_PHONE, idx),
+            Identifier::Email(idx) => (BY_EMAIL, idx),
+        };
+        Ok(on_pool!(self, pool => sqlx::query_as(sql).bind(idx).bind(claims_since).fetch_optional(pool).await?))
+    }
+
+    /// The verified account holding `id`, if any.
+    pub async fn holder_of(&self, id: Identifier<'_>) -> Result<Option<UserRow>, StoreError> {
+        match id {
+            Identifier::Phone(idx) => self.user_by_phone_idx(idx).await,
+            Identifier::Email(idx) => self.user_by_email_idx(idx).await,
+        }
+    }
+
+    /// Mark an unverified account verified: its claims become holds, and every other
+    /// unverified claim on the same phone or e-mail is dropped (the first to verify
+    /// gets it). [`StoreError::Conflict`] when a verified account already holds one.
+    pub async fn verify_user(&self, id: i64, now: i64) -> Result<(), StoreError> {
+        const HOLD: &str = "UPDATE users SET phone_idx = pending_phone_idx, email_idx = pending_email_idx, \
+                            pending_phone_idx = NULL, pending_email_idx = NULL, status = 'active', verified_at = $1 \
+                            WHERE id = $2 AND status = 'unverified' RETURNING phone_idx, email_idx";
+        const DROP_PHONE: &str =
+            "DELETE FROM users WHERE pending_phone_idx = $1 AND status = 'unverified' AND id <> $2";
+        const DROP_EMAIL: &str =
+            "DELETE FROM users WHERE pending_email_idx = $1 AND status = 'unverified' AND id <> $2";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let held: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(HOLD).bind(now).bind(id)
+                .fetch_optional(&mut *tx).await.map_err(conflict("account"))?;
+            let Some((phone, email)) = held else { return Err(StoreError::NotFound("unverified account")) };
+            if let Some(phone) = phone {
+                sqlx::query(DROP_PHONE).bind(phone).bind(id).execute(&mut *tx).await?;
+            }
+            if let Some(email) = email {
+                sqlx::query(DROP_EMAIL).bind(email).bind(id).execute(&mut *tx).await?;
+            }
+            sqlx::query("DELETE FROM verification_codes WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     pub async fn user(&self, id: i64) -> Result<Option<UserRow>, StoreError> {
@@ -321,30 +472,43 @@ impl Store {
         Ok(())
     }
 
-    /// Store a fresh verification code for `user_id`, replacing any earlier one.
-    pub async fn put_verification_code(
-        &self,
-        user_id: i64,
-        code_hash: &[u8],
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO verification_codes (user_id, code_hash, expires_at, attempts) VALUES ($1, $2, $3, 0) \
+    /// Store a fresh code for `user_id`, replacing any earlier one. Within the guess
+    /// window of the earlier code (of the same purpose) its spent guesses carry over,
+    /// so sending again never buys more guesses.
+    pub async fn put_verification_code(&self, user_id: i64, code: NewCode<'_>, now: i64) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO verification_codes (user_id, code_hash, expires_at, attempts, purpose, window_started_at) \
+                           VALUES ($1, $2, $3, 0, $4, $5) \
                            ON CONFLICT (user_id) DO UPDATE SET code_hash = excluded.code_hash, \
-                           expires_at = excluded.expires_at, attempts = 0";
-        on_pool!(self, pool => sqlx::query(SQL).bind(user_id).bind(code_hash).bind(expires_at).execute(pool).await.map(|_| ())?);
+                           expires_at = excluded.expires_at, \
+                           attempts = CASE WHEN verification_codes.purpose = excluded.purpose \
+                               AND verification_codes.window_started_at > $5 - $6 THEN verification_codes.attempts ELSE 0 END, \
+                           window_started_at = CASE WHEN verification_codes.purpose = excluded.purpose \
+                               AND verification_codes.window_started_at > $5 - $6 THEN verification_codes.window_started_at ELSE $5 END, \
+                           purpose = excluded.purpose";
+        on_pool!(self, pool => sqlx::query(SQL).bind(user_id).bind(code.hash).bind(code.expires_at)
+            .bind(code.purpose.as_str()).bind(now).bind(code.window_ms).execute(pool).await.map(|_| ())?);
         Ok(())
     }
 
-    /// Count one attempt against the user's live code and return its hash and the
-    /// attempts so far (this one included); `None` when there is no live code.
+    /// Count one attempt against the user's live code of `purpose` and return its hash
+    /// and the attempts so far (this one included); `None` when there is no live code.
     pub async fn attempt_verification_code(
         &self,
         user_id: i64,
+        purpose: CodePurpose,
         now: i64,
     ) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
-        const SQL: &str = "UPDATE verification_codes SET attempts = attempts + 1 WHERE user_id = $1 AND expires_at > $2 \
-                           RETURNING code_hash, attempts";
-        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(user_id).bind(now).fetch_optional(pool).await?))
+        const SQL: &str = "UPDATE verification_codes SET attempts = attempts + 1 \
+                           WHERE user_id = $1 AND purpose = $2 AND expires_at > $3 RETURNING code_hash, attempts";
+        Ok(
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(user_id).bind(purpose.as_str()).bind(now).fetch_optional(pool).await?),
+        )
+    }
+
+    /// End every session of `user_id` but `keep` (the one making the change, if any).
+    pub async fn delete_sessions_except(&self, user_id: i64, keep: Option<&[u8]>) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM sessions WHERE user_id = $1 AND ($2 IS NULL OR token_hash <> $2)";
+        Ok(on_pool!(self, pool => sqlx::query(SQL).bind(user_id).bind(keep).execute(pool).await?.rows_affected()))
     }
 
     pub async fn delete_verification_code(&self, user_id: i64) -> Result<(), StoreError> {

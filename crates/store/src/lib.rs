@@ -11,7 +11,9 @@ mod audit;
 mod pool;
 mod status;
 
-pub use accounts::{ApiKeyRow, NewApiKey, NewUser, SessionRow, UserRow, UserStatus};
+pub use accounts::{
+    ApiKeyRow, CodePurpose, Identifier, NewApiKey, NewCode, NewRegistration, NewUser, SessionRow, UserRow, UserStatus,
+};
 pub use audit::{AuditEntry, AuditRecord};
 pub use pool::{Backend, Store, StoreError, redact_url};
 pub use status::{

@@ -21,6 +21,9 @@ pub enum StoreError {
     /// A uniqueness rule refused the write (e.g. the phone number is taken).
     #[error("already exists: {0}")]
     Conflict(&'static str),
+    /// The row a change needed is not there (any more).
+    #[error("not found: {0}")]
+    NotFound(&'static str),
 }
 
 /// Run `$body` with `$pool` bound to whichever pool the store holds. The body is

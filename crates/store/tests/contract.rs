@@ -4,8 +4,8 @@
 //! runs it against SQLite (`sqlite::<case>`) and PostgreSQL (`postgres::<case>`).
 
 use store::{
-    AuditEntry, IncidentChange, NewApiKey, NewIncident, NewMaintenance, NewUser, StatusChangeRow, Store, StoreError,
-    UserStatus,
+    AuditEntry, CodePurpose, Identifier, IncidentChange, NewApiKey, NewCode, NewIncident, NewMaintenance,
+    NewRegistration, NewUser, StatusChangeRow, Store, StoreError, UserStatus,
 };
 
 /// Generates one test per case and back-end. Tests run on a multi-threaded
@@ -47,8 +47,12 @@ contract!(
     unusual_keys_and_values_are_stored_exactly,
     concurrent_writes_to_distinct_keys_all_land,
     data_survives_close_and_reopen,
-    same_phone_registered_concurrently_exactly_one_wins,
+    same_phone_held_concurrently_exactly_one_wins,
     users_are_found_by_blind_index_and_verified,
+    a_registration_is_its_account_code_and_audit_entry_together,
+    unverified_claims_do_not_hold_and_the_first_to_verify_wins,
+    claims_racing_to_verify_leave_exactly_one_holder,
+    other_sessions_end_and_the_current_one_stays,
     totp_steps_only_move_forward,
     recovery_codes_are_single_use,
     sessions_expire_and_can_be_revoked,
@@ -186,10 +190,14 @@ fn new_user(phone_idx: &[u8]) -> NewUser {
     }
 }
 
-async fn same_phone_registered_concurrently_exactly_one_wins(store: Store, _url: &str) {
+fn verified_user(phone_idx: &[u8]) -> NewUser {
+    NewUser { status: UserStatus::Active, ..new_user(phone_idx) }
+}
+
+async fn same_phone_held_concurrently_exactly_one_wins(store: Store, _url: &str) {
     let attempts = (0..8).map(|_| {
         let store = store.clone();
-        tokio::spawn(async move { store.create_user(&new_user(b"same-phone"), 1).await })
+        tokio::spawn(async move { store.create_user(&verified_user(b"same-phone"), 1).await })
     });
     let mut won = 0;
     let mut conflicts = 0;
@@ -210,15 +218,22 @@ async fn users_are_found_by_blind_index_and_verified(store: Store, _url: &str) {
     email_user.email_enc = Some(vec![9]);
     let other = store.create_user(&email_user, 100).await.unwrap();
     assert_ne!(id, other);
-    let found = store.user_by_phone_idx(b"idx-1").await.unwrap().unwrap();
+    // Unverified: found as a claim, not as a holder.
+    assert!(store.holder_of(Identifier::Phone(b"idx-1")).await.unwrap().is_none());
+    let found = store.user_by_identifier(Identifier::Phone(b"idx-1"), 0).await.unwrap().unwrap();
     assert_eq!((found.id, found.status(), found.verified_at), (id, UserStatus::Unverified, None));
     assert_eq!(found.phone_region.as_deref(), Some("CN"));
-    assert_eq!(store.user_by_email_idx(b"mail-idx").await.unwrap().unwrap().id, other);
-    assert!(store.user_by_phone_idx(b"nobody").await.unwrap().is_none());
-    assert!(store.set_user_status(id, UserStatus::Active, 200).await.unwrap());
-    assert!(store.set_user_status(id, UserStatus::Active, 300).await.unwrap());
+    assert!(store.user_by_identifier(Identifier::Phone(b"idx-1"), 100).await.unwrap().is_none(), "a lapsed claim");
+    let by_mail = store.user_by_identifier(Identifier::Email(b"mail-idx"), 0).await.unwrap().unwrap();
+    assert_eq!(by_mail.id, other);
+    assert!(store.user_by_identifier(Identifier::Phone(b"nobody"), 0).await.unwrap().is_none());
+    store.verify_user(id, 200).await.unwrap();
+    let holder = store.holder_of(Identifier::Phone(b"idx-1")).await.unwrap().unwrap();
+    assert_eq!((holder.id, holder.status(), holder.verified_at), (id, UserStatus::Active, Some(200)));
+    assert!(matches!(store.verify_user(id, 300).await, Err(StoreError::NotFound(_))), "verified once");
+    assert!(store.set_user_status(id, UserStatus::Suspended, 400).await.unwrap());
     let user = store.user(id).await.unwrap().unwrap();
-    assert_eq!((user.status(), user.verified_at), (UserStatus::Active, Some(200)), "first verification time kept");
+    assert_eq!((user.status(), user.verified_at), (UserStatus::Suspended, Some(200)), "verification time kept");
     assert!(!store.set_user_status(9999, UserStatus::Active, 1).await.unwrap());
     store.set_mfa_required(id, true).await.unwrap();
     assert!(store.user(id).await.unwrap().unwrap().mfa_required);
@@ -287,21 +302,113 @@ async fn api_keys_are_found_by_prefix_and_revoked_once(store: Store, _url: &str)
     assert_eq!(store.all_api_keys().await.unwrap()[0].revoked_at, Some(30));
 }
 
+fn code(hash: &[u8], expires_at: i64) -> NewCode<'_> {
+    NewCode { purpose: CodePurpose::Verify, hash, expires_at, window_ms: 1_000 }
+}
+
 async fn verification_codes_count_attempts_and_expire(store: Store, _url: &str) {
+    use CodePurpose::{Reset, Verify};
     let id = store.create_user(&new_user(b"v"), 1).await.unwrap();
-    assert!(store.attempt_verification_code(id, 10).await.unwrap().is_none());
-    store.put_verification_code(id, b"h1", 100).await.unwrap();
-    assert_eq!(store.attempt_verification_code(id, 10).await.unwrap(), Some((b"h1".to_vec(), 1)));
-    assert_eq!(store.attempt_verification_code(id, 11).await.unwrap(), Some((b"h1".to_vec(), 2)));
-    store.put_verification_code(id, b"h2", 200).await.unwrap();
-    assert_eq!(
-        store.attempt_verification_code(id, 12).await.unwrap(),
-        Some((b"h2".to_vec(), 1)),
-        "new code resets attempts"
-    );
-    assert!(store.attempt_verification_code(id, 200).await.unwrap().is_none(), "expired");
+    assert!(store.attempt_verification_code(id, Verify, 10).await.unwrap().is_none());
+    store.put_verification_code(id, code(b"h1", 500), 10).await.unwrap();
+    assert_eq!(store.attempt_verification_code(id, Verify, 10).await.unwrap(), Some((b"h1".to_vec(), 1)));
+    assert_eq!(store.attempt_verification_code(id, Verify, 11).await.unwrap(), Some((b"h1".to_vec(), 2)));
+    assert!(store.attempt_verification_code(id, Reset, 11).await.unwrap().is_none(), "another purpose");
+    // A resend within the window keeps the guesses spent; in a new window they start over.
+    store.put_verification_code(id, code(b"h2", 600), 200).await.unwrap();
+    assert_eq!(store.attempt_verification_code(id, Verify, 201).await.unwrap(), Some((b"h2".to_vec(), 3)));
+    store.put_verification_code(id, code(b"h3", 2_000), 1_100).await.unwrap();
+    assert_eq!(store.attempt_verification_code(id, Verify, 1_101).await.unwrap(), Some((b"h3".to_vec(), 1)));
+    assert!(store.attempt_verification_code(id, Verify, 2_000).await.unwrap().is_none(), "expired");
     store.delete_verification_code(id).await.unwrap();
-    assert!(store.attempt_verification_code(id, 13).await.unwrap().is_none());
+    assert!(store.attempt_verification_code(id, Verify, 1_200).await.unwrap().is_none());
+}
+
+fn signup_audit() -> AuditEntry {
+    AuditEntry {
+        actor: String::new(),
+        action: "auth.register".into(),
+        outcome: "ok".into(),
+        ip: Some("198.51.100.7".into()),
+        reason: None,
+        detail: None,
+    }
+}
+
+async fn register(store: &Store, phone_idx: &[u8], now: i64) -> i64 {
+    let hash = |id: i64| id.to_be_bytes().to_vec();
+    let audit = signup_audit();
+    let user = new_user(phone_idx);
+    let r = NewRegistration { user: &user, code_hash: &hash, code_expires_at: now + 1_000, audit: &audit };
+    store.register(&r, now).await.unwrap()
+}
+
+async fn a_registration_is_its_account_code_and_audit_entry_together(store: Store, _url: &str) {
+    let id = register(&store, b"together", 10).await;
+    assert_eq!(store.user(id).await.unwrap().unwrap().status(), UserStatus::Unverified);
+    let (hash, _) = store.attempt_verification_code(id, CodePurpose::Verify, 11).await.unwrap().unwrap();
+    assert_eq!(hash, id.to_be_bytes().to_vec(), "the code's hash was made for the new id");
+    let audit = store.recent_audit(10, Some("auth.register")).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (audit[0].actor.as_str(), audit[0].ip.as_deref()),
+        (format!("user:{id}").as_str(), Some("198.51.100.7"))
+    );
+}
+
+async fn unverified_claims_do_not_hold_and_the_first_to_verify_wins(store: Store, _url: &str) {
+    // A squatter typed the number first; two more claims follow.
+    let squatter = register(&store, b"contested", 10).await;
+    let owner = register(&store, b"contested", 20).await;
+    let late = register(&store, b"contested", 30).await;
+    let newest = store.user_by_identifier(Identifier::Phone(b"contested"), 0).await.unwrap().unwrap();
+    assert_eq!(newest.id, late, "a login finds the newest claim");
+    store.verify_user(owner, 40).await.unwrap();
+    assert_eq!(store.holder_of(Identifier::Phone(b"contested")).await.unwrap().unwrap().id, owner);
+    for dropped in [squatter, late] {
+        assert!(store.user(dropped).await.unwrap().is_none(), "the other claims are gone");
+    }
+    // A claim made after the number is held can never take it.
+    let after = register(&store, b"contested", 50).await;
+    assert!(matches!(store.verify_user(after, 60).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.holder_of(Identifier::Phone(b"contested")).await.unwrap().unwrap().id, owner);
+}
+
+async fn claims_racing_to_verify_leave_exactly_one_holder(store: Store, _url: &str) {
+    let mut claims = Vec::new();
+    for n in 0..6 {
+        claims.push(register(&store, b"race", n).await);
+    }
+    let attempts: Vec<_> = claims
+        .iter()
+        .map(|id| {
+            let (store, id) = (store.clone(), *id);
+            tokio::spawn(async move { store.verify_user(id, 100).await })
+        })
+        .collect();
+    let mut won = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {}
+            Err(e) if e.to_string().contains("lock") || e.to_string().contains("serializ") => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let holder = store.holder_of(Identifier::Phone(b"race")).await.unwrap().unwrap();
+    assert!(claims.contains(&holder.id));
+}
+
+async fn other_sessions_end_and_the_current_one_stays(store: Store, _url: &str) {
+    let id = store.create_user(&verified_user(b"sessions"), 1).await.unwrap();
+    for token in [b"a", b"b", b"c"] {
+        store.create_session(token, id, 1, 1_000).await.unwrap();
+    }
+    assert_eq!(store.delete_sessions_except(id, Some(b"b")).await.unwrap(), 2);
+    let left: Vec<Vec<u8>> = store.sessions_of(id, 2).await.unwrap().into_iter().map(|s| s.token_hash).collect();
+    assert_eq!(left, vec![b"b".to_vec()]);
+    assert_eq!(store.delete_sessions_except(id, None).await.unwrap(), 1);
 }
 
 async fn invites_are_single_use_and_expire(store: Store, _url: &str) {

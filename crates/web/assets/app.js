@@ -1011,8 +1011,6 @@
           code.focus();
         } else if (err.code === 'invalid_credentials') {
           info(box, t('wrong_password'), 'error');
-        } else if (err.status === 404 || err.status === 405) {
-          info(box, t('pw_unavailable'), 'warn');
         } else refuse(box, err, submit);
       }
     });

@@ -17,6 +17,8 @@ use axum::routing::{get, post};
 use drill::sim::{self, SimConfig, SimStats};
 use gateway::config::UpstreamConfig;
 use gateway::{Gateway, GatewayConfig};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 use store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -245,4 +247,84 @@ pub const TEST_AGENT: &str = "palisade-tests/1";
 
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().user_agent(TEST_AGENT).timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+pub const CN_PHONE: &str = "+86 138 0013 8000";
+pub const CN_PHONE_2: &str = "+86 139 1234 5678";
+pub const US_PHONE: &str = "+1 650 253 0000";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A gateway with accounts (no route limits) and a browser-like client keeping cookies.
+pub struct Site {
+    pub gw: TestGateway,
+    pub http: reqwest::Client,
+    _sim: Sim,
+}
+
+impl Site {
+    pub async fn new() -> Site {
+        Site::on(None).await
+    }
+
+    pub async fn on(store_url: Option<&str>) -> Site {
+        let sim = spawn_sim(instant_sim()).await;
+        let gw = spawn_gateway_on(store_url, vec![upstream("sim", &sim.server.url)], without_route_limits).await;
+        let http = reqwest::Client::builder()
+            .user_agent(TEST_AGENT)
+            .cookie_store(true)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Site { gw, http, _sim: sim }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gw.url)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self.http.post(self.url(path)).json(&body).send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut r = client().request(method, self.url(path)).bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The last code the outbox delivered to `user_id`.
+    pub fn code_for(&self, user_id: i64) -> String {
+        let text = std::fs::read_to_string(&self.gw.outbox).unwrap();
+        let line = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l["user_id"] == user_id)
+            .last()
+            .expect("a message for the user");
+        line["text"].as_str().unwrap().chars().filter(char::is_ascii_digit).take(6).collect()
+    }
+
+    /// Register, verify and return the user id.
+    pub async fn member(&self, phone: &str) -> i64 {
+        let (status, body) = self.post("/auth/register", json!({"phone": phone, "password": PASSWORD})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let user_id = body["user_id"].as_i64().unwrap();
+        let (status, body) =
+            self.post("/auth/verify", json!({"user_id": user_id, "code": self.code_for(user_id)})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        user_id
+    }
+
+    /// Log in (cookies kept by the client) and return the CSRF token.
+    pub async fn login(&self, phone: &str) -> String {
+        let (status, body) = self.post("/auth/login", json!({"phone": phone, "password": PASSWORD})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["csrf_token"].as_str().unwrap().to_owned()
+    }
 }
