@@ -1,8 +1,9 @@
 //! Delivery of one-time codes to a phone or an inbox.
 //!
 //! The default, [`Notifier::Outbox`], appends each message to a local JSON-lines
-//! file for development and demos: it records the user id, the channel, a masked
-//! destination and the text, never the full phone number or address.
+//! file (mode 0600, one whole line per write) for development and demos: it records
+//! the user id, the channel, a masked destination and the text, never the full phone
+//! number or address.
 //! [`Notifier::Webhook`] POSTs each message to an operator's endpoint, which
 //! hands it to a real SMS or e-mail provider:
 //!
@@ -17,7 +18,7 @@
 //! Any 2xx answer within five seconds counts as delivered.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -96,13 +97,12 @@ impl Notifier {
                     "to": mask(&message.to),
                     "text": message.text,
                 });
+                let mut bytes = line.to_string().into_bytes();
+                bytes.push(b'\n');
                 let path = path.clone();
-                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-                    writeln!(file, "{line}")
-                })
-                .await
-                .map_err(|e| NotifyError::Outbox(std::io::Error::other(e)))??;
+                tokio::task::spawn_blocking(move || append_line(&path, &bytes))
+                    .await
+                    .map_err(|e| NotifyError::Outbox(std::io::Error::other(e)))??;
                 Ok(())
             }
             Notifier::Webhook { url, secret, client } => {
@@ -125,6 +125,26 @@ impl Notifier {
             }
         }
     }
+}
+
+/// Append one whole line to the outbox in a single `write` on a file opened with
+/// `O_APPEND`: the kernel puts each write at the end of the file as one piece, so lines
+/// from concurrent senders (or several processes sharing the file) never interleave.
+/// (Formatting straight into the file would issue one `write` per JSON token.) A new
+/// file is created readable by its owner only: it holds one-time codes.
+fn append_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    let written = file.write(line)?;
+    if written < line.len() {
+        // A regular file takes a whole write unless the disk is full; never finish
+        // the line with a second write that another sender could cut into.
+        return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "the outbox line was cut short"));
+    }
+    Ok(())
 }
 
 /// `+8613812345678` → `+86*******5678`; `alice@example.com` → `a****@example.com`.
@@ -167,5 +187,49 @@ mod tests {
             Message { channel: Channel::Sms, to: "+8613812345678".into(), text: "x".into(), user_id: 1 }
         );
         assert!(!debug.contains("13812345678"), "{debug}");
+    }
+
+    /// Many sign-ups at once: every line of the outbox is one whole message.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_messages_never_interleave_in_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.jsonl");
+        let notifier = std::sync::Arc::new(Notifier::outbox(path.clone()));
+        let (writers, each) = (32, 25);
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let notifier = notifier.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..each {
+                    // Long enough that a line written in pieces would be cut by another.
+                    let text = format!("Your Palisade code is {w:03}{i:03} {}", "x".repeat(2000));
+                    let message = Message { channel: Channel::Sms, to: "+8613812345678".into(), text, user_id: w };
+                    notifier.send(&message).await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let written = std::fs::read_to_string(&path).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for line in written.lines() {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("unreadable line ({e}): {line:.120}"));
+            assert!(seen.insert(value["text"].as_str().unwrap()[..28].to_owned()));
+        }
+        assert_eq!(seen.len(), (writers * each) as usize);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_outbox_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.jsonl");
+        let message = Message { channel: Channel::Email, to: "a@example.com".into(), text: "hi".into(), user_id: 1 };
+        Notifier::outbox(path.clone()).send(&message).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
 }

@@ -45,7 +45,9 @@ impl From<Region> for String {
 
 /// The registration switch. Serialised with a `mode` tag:
 /// `{"mode":"open"}`, `{"mode":"regions","allow":["CN"]}`, `{"mode":"invite_only"}`,
-/// `{"mode":"closed","message":"..."}` (message optional).
+/// `{"mode":"closed","message":"..."}`. Every restricted mode takes an optional
+/// operator's `message`: shown to refused visitors (after the rule for `regions` and
+/// `invite_only`, instead of the default for `closed`) and on the status page.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", try_from = "PolicyFields")]
 pub enum RegistrationPolicy {
@@ -53,9 +55,16 @@ pub enum RegistrationPolicy {
     #[default]
     Open,
     /// Only with a phone number from one of these regions (never empty).
-    Regions { allow: Vec<Region> },
+    Regions {
+        allow: Vec<Region>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
     /// Only with an invitation.
-    InviteOnly,
+    InviteOnly {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
     /// Nobody may register; `message` replaces the default explanation.
     Closed {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,8 +81,13 @@ enum PolicyFields {
     Open {},
     Regions {
         allow: Vec<Region>,
+        #[serde(default)]
+        message: Option<String>,
     },
-    InviteOnly {},
+    InviteOnly {
+        #[serde(default)]
+        message: Option<String>,
+    },
     Closed {
         #[serde(default)]
         message: Option<String>,
@@ -85,32 +99,42 @@ impl TryFrom<PolicyFields> for RegistrationPolicy {
     fn try_from(fields: PolicyFields) -> Result<Self, Self::Error> {
         Ok(match fields {
             PolicyFields::Open {} => Self::Open,
-            PolicyFields::Regions { allow } if allow.is_empty() => {
+            PolicyFields::Regions { allow, .. } if allow.is_empty() => {
                 return Err("`allow` is empty: list at least one region, or use {\"mode\":\"closed\"}");
             }
-            PolicyFields::Regions { allow } => Self::Regions { allow },
-            PolicyFields::InviteOnly {} => Self::InviteOnly,
-            PolicyFields::Closed { message } => Self::Closed { message: message.filter(|m| !m.trim().is_empty()) },
+            PolicyFields::Regions { allow, message } => Self::Regions { allow, message: given(message) },
+            PolicyFields::InviteOnly { message } => Self::InviteOnly { message: given(message) },
+            PolicyFields::Closed { message } => Self::Closed { message: given(message) },
         })
     }
 }
 
+/// A blank message is no message.
+fn given(message: Option<String>) -> Option<String> {
+    message.filter(|m| !m.trim().is_empty())
+}
+
 /// Why a registration was refused. [`code`](Self::code) is stable; the `Display` text is
-/// shown to the person and says what the rule is.
+/// shown to the person and says what the rule is, then the operator's message if any.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistrationRefused {
     #[error("{}", message.as_deref().unwrap_or("New registrations are paused. If you already have an account, you can still sign in."))]
     Closed { message: Option<String> },
-    #[error("New registrations are limited to phone numbers from: {}", list(allow))]
-    RegionNotAllowed { allow: Vec<Region> },
-    #[error("New registrations currently need a phone number from: {}", list(allow))]
-    PhoneRequired { allow: Vec<Region> },
-    #[error("New registrations currently need an invitation.")]
-    InviteRequired,
+    #[error("New registrations are limited to phone numbers from: {}{}", list(allow), then(message.as_deref()))]
+    RegionNotAllowed { allow: Vec<Region>, message: Option<String> },
+    #[error("New registrations currently need a phone number from: {}{}", list(allow), then(message.as_deref()))]
+    PhoneRequired { allow: Vec<Region>, message: Option<String> },
+    #[error("New registrations currently need an invitation.{}", message.as_deref().map(|m| format!(" {m}")).unwrap_or_default())]
+    InviteRequired { message: Option<String> },
 }
 
 fn list(regions: &[Region]) -> String {
     regions.iter().map(Region::as_str).collect::<Vec<_>>().join(", ")
+}
+
+/// The operator's message after a rule that ends without a full stop.
+fn then(message: Option<&str>) -> String {
+    message.map(|m| format!(". {m}")).unwrap_or_default()
 }
 
 impl RegistrationRefused {
@@ -120,7 +144,7 @@ impl RegistrationRefused {
             Self::Closed { .. } => "registration_closed",
             Self::RegionNotAllowed { .. } => "region_not_allowed",
             Self::PhoneRequired { .. } => "phone_required_for_region_policy",
-            Self::InviteRequired => "invite_required",
+            Self::InviteRequired { .. } => "invite_required",
         }
     }
 }
@@ -129,7 +153,7 @@ impl RegistrationPolicy {
     /// Builds a region policy, refusing an empty list (which would be `Closed` in
     /// disguise, with a misleading message).
     pub fn regions(allow: Vec<Region>) -> Option<Self> {
-        (!allow.is_empty()).then_some(Self::Regions { allow })
+        (!allow.is_empty()).then_some(Self::Regions { allow, message: None })
     }
 
     /// Decides one registration. `phone_region` is [`crate::phone::Phone::region`] of
@@ -139,12 +163,14 @@ impl RegistrationPolicy {
         match self {
             Self::Open => Ok(()),
             Self::Closed { message } => Err(RegistrationRefused::Closed { message: message.clone() }),
-            Self::InviteOnly if has_invite => Ok(()),
-            Self::InviteOnly => Err(RegistrationRefused::InviteRequired),
-            Self::Regions { allow } => match phone_region {
-                None => Err(RegistrationRefused::PhoneRequired { allow: allow.clone() }),
+            Self::InviteOnly { .. } if has_invite => Ok(()),
+            Self::InviteOnly { message } => Err(RegistrationRefused::InviteRequired { message: message.clone() }),
+            Self::Regions { allow, message } => match phone_region {
+                None => Err(RegistrationRefused::PhoneRequired { allow: allow.clone(), message: message.clone() }),
                 Some(region) if allow.iter().any(|r| r.as_str() == region) => Ok(()),
-                Some(_) => Err(RegistrationRefused::RegionNotAllowed { allow: allow.clone() }),
+                Some(_) => {
+                    Err(RegistrationRefused::RegionNotAllowed { allow: allow.clone(), message: message.clone() })
+                }
             },
         }
     }
@@ -172,6 +198,8 @@ mod tests {
             r#"{"mode":"invite_only"}"#,
             r#"{"mode":"closed","message":"Back at 18:00 UTC."}"#,
             r#"{"mode":"closed"}"#,
+            r#"{"mode":"regions","allow":["CN"],"message":"Launch week."}"#,
+            r#"{"mode":"invite_only","message":"Invites on Monday."}"#,
         ] {
             let p = policy(json);
             assert_eq!(serde_json::to_string(&p).expect("serialises"), json);
@@ -230,6 +258,28 @@ mod tests {
         assert_eq!(
             refused(&p, Some("CN"), false),
             ("invite_required", "New registrations currently need an invitation.".to_owned())
+        );
+    }
+
+    #[test]
+    fn restricted_modes_add_the_operator_message_after_the_rule() {
+        let p = policy(r#"{"mode":"regions","allow":["CN"],"message":"Launch week."}"#);
+        assert_eq!(
+            refused(&p, Some("US"), false).1,
+            "New registrations are limited to phone numbers from: CN. Launch week."
+        );
+        assert_eq!(
+            refused(&p, None, false).1,
+            "New registrations currently need a phone number from: CN. Launch week."
+        );
+        let p = policy(r#"{"mode":"invite_only","message":"Invites on Monday."}"#);
+        assert_eq!(refused(&p, None, false).1, "New registrations currently need an invitation. Invites on Monday.");
+        let blank = policy(r#"{"mode":"invite_only","message":" "}"#);
+        assert_eq!(blank, RegistrationPolicy::InviteOnly { message: None }, "blank message means none");
+        // `null` (as the CLI sends when no --message is given) is no message.
+        assert_eq!(
+            policy(r#"{"mode":"regions","allow":["CN"],"message":null}"#),
+            policy(r#"{"mode":"regions","allow":["CN"]}"#)
         );
     }
 

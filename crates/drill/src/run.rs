@@ -1,8 +1,9 @@
 //! Running a scenario against one target: start what it needs (the simulated model in
 //! this process, the gateway as a child process, nginx for the baseline), sign the
 //! members up, play the phases, sample the gateway's metrics once a second, and hand
-//! back everything the report is made of. Every child process is killed when its
-//! handle drops, so nothing outlives the drill.
+//! back everything the report is made of. Every child process runs in its own process
+//! group, stopped with all it started when its handle drops, so nothing outlives the
+//! drill.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -90,13 +91,42 @@ pub struct RunData {
     pub solved_challenges: usize,
 }
 
-/// A child process killed when dropped.
-struct Proc(Child);
+/// A child process in a process group of its own, stopped with everything it started
+/// when dropped: first asked with `stop` (nginx's graceful stop is `SIGQUIT`, after
+/// which its master stops its workers), then, after at most [`STOP_GRACE`], the whole
+/// group is killed. Killing only the master would leave nginx's workers running.
+struct Proc {
+    child: Child,
+    stop: libc::c_int,
+}
+
+/// How long a child has to stop by itself.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+impl Proc {
+    /// Spawn `command` as the leader of a new process group.
+    fn spawn(command: &mut Command, stop: libc::c_int) -> std::io::Result<Proc> {
+        use std::os::unix::process::CommandExt;
+        Ok(Proc { child: command.process_group(0).spawn()?, stop })
+    }
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let Ok(group) = libc::pid_t::try_from(self.child.id()) else { return };
+        // SAFETY: `kill` only sends a signal, to our own child, which is not reaped yet
+        // (so its id cannot have been reused).
+        if self.stop != libc::SIGKILL {
+            unsafe { libc::kill(group, self.stop) };
+            let deadline = std::time::Instant::now() + STOP_GRACE;
+            while std::time::Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // SAFETY: as above; the group's id stays reserved while any member of it lives,
+        // and it is signalled right after its leader ended.
+        unsafe { libc::killpg(group, libc::SIGKILL) };
+        let _ = self.child.wait();
     }
 }
 
@@ -119,7 +149,7 @@ async fn wait_ready(url: &str, what: &str, proc: Option<&mut Proc>, log: Option<
             return Ok(());
         }
         if let Some(p) = proc.as_mut()
-            && let Ok(Some(status)) = p.0.try_wait()
+            && let Ok(Some(status)) = p.child.try_wait()
         {
             let log = log.and_then(|l| std::fs::read_to_string(l).ok()).map(|t| tail(&t, 800));
             return Err(RunError::NotReady { what: format!("{what} (exited: {status})"), secs: 0, log });
@@ -180,12 +210,10 @@ fn start_gateway(
         TargetKind::Palisade | TargetKind::External => {}
     }
     let file = std::fs::File::create(&log)?;
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
+    command.stdout(Stdio::null()).stderr(file);
+    let proc = Proc::spawn(&mut command, libc::SIGKILL)
         .map_err(|source| RunError::Spawn { what: format!("{}", opts.palisade.display()), source })?;
-    Ok((Proc(child), port, log))
+    Ok((proc, port, log))
 }
 
 /// nginx from PATH or /usr/sbin; installed with apt-get when missing and allowed.
@@ -284,16 +312,10 @@ pub async fn run(scenario: &Scenario, kind: TargetKind, opts: &Options) -> Resul
                 let front = free_port()?;
                 let conf = dir.join("nginx.conf");
                 std::fs::write(&conf, nginx_conf(scenario, &dir, front, port))?;
-                let child = Command::new(&nginx)
-                    .arg("-p")
-                    .arg(&dir)
-                    .arg("-c")
-                    .arg(&conf)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
+                let mut command = Command::new(&nginx);
+                command.arg("-p").arg(&dir).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null());
+                let mut p = Proc::spawn(&mut command, libc::SIGQUIT)
                     .map_err(|source| RunError::Spawn { what: "nginx".into(), source })?;
-                let mut p = Proc(child);
                 let front_url = format!("http://127.0.0.1:{front}");
                 wait_ready(&format!("{front_url}/healthz"), "nginx", Some(&mut p), Some(&dir.join("nginx-error.log")))
                     .await?;

@@ -61,6 +61,8 @@ pub struct Gateway {
     status: Arc<StatusBoard>,
     proxy: Arc<Proxy>,
     listener: Arc<Listener>,
+    /// `server.metrics_allow`, parsed once.
+    detail_networks: Arc<[shield::Cidr]>,
 }
 
 impl Gateway {
@@ -111,7 +113,20 @@ impl Gateway {
             clients: ClientResolver::new(TrustedProxies::new(config.shield.trusted()), config.shield.limits.prefixes()),
             proxy_protocol: config.shield.proxy_protocol,
         });
-        Ok(Arc::new(Gateway { config, accounts, pool, admission, metrics, edge, guard, status, proxy, listener }))
+        let detail_networks = config.server.metrics_networks().into();
+        Ok(Arc::new(Gateway {
+            config,
+            accounts,
+            pool,
+            admission,
+            metrics,
+            edge,
+            guard,
+            status,
+            proxy,
+            listener,
+            detail_networks,
+        }))
     }
 
     pub fn config(&self) -> &GatewayConfig {
@@ -202,6 +217,7 @@ impl FromRef<AppState> for Telemetry {
             admission: g.admission.clone(),
             connections: g.listener.connections.clone(),
             edge: g.edge.clone(),
+            detail_networks: g.detail_networks.clone(),
         }
     }
 }

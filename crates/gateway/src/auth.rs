@@ -119,14 +119,14 @@ pub async fn same_origin(request: Request, next: Next) -> Result<axum::response:
 }
 
 fn cross_site(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && !matches!(site, "same-origin" | "none")
-    {
-        return true;
+    // A browser that sends Sec-Fetch-Site knows better than Origin: pages with a
+    // no-referrer policy send `Origin: null` even on same-origin form posts.
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return !matches!(site, "same-origin" | "none");
     }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-    // `Origin: null` comes from sandboxed frames and file pages: not this site.
+    // Without Sec-Fetch-Site, `Origin: null` (sandboxed frames, file pages) is not this site.
     let origin_host = origin.split_once("://").map(|(_, rest)| rest.trim_end_matches('/'));
     origin_host.is_none_or(|o| !o.eq_ignore_ascii_case(host))
 }

@@ -36,6 +36,11 @@ pub struct ServerConfig {
     pub body_read_timeout_ms: u64,
     /// ...and, after its first second, at no less than this average rate.
     pub min_body_bytes_per_s: u64,
+    /// Networks (CIDRs) whose clients may read `/metrics` and the details of `/readyz`
+    /// (store errors, upstream counts). From anywhere else `/metrics` answers 404 and
+    /// `/readyz` only its status. The client is the one the listener resolved (after a
+    /// trusted proxy's word).
+    pub metrics_allow: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +56,7 @@ impl Default for ServerConfig {
             max_silent_connections_per_subnet: 256,
             body_read_timeout_ms: 30_000,
             min_body_bytes_per_s: 1024,
+            metrics_allow: vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()],
         }
     }
 }
@@ -58,6 +64,12 @@ impl Default for ServerConfig {
 impl ServerConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// [`Self::metrics_allow`], parsed (entries that do not parse are reported by
+    /// `validate` and left out here).
+    pub fn metrics_networks(&self) -> Vec<shield::Cidr> {
+        self.metrics_allow.iter().filter_map(|c| c.parse().ok()).collect()
     }
 
     pub fn body_pace(&self) -> crate::connections::BodyPace {
@@ -369,6 +381,11 @@ impl ServerConfig {
         }
         if self.max_header_bytes < 8 * 1024 {
             out.push(invalid("server.max_header_bytes", "must be at least 8192 (browsers send large cookies)"));
+        }
+        for (i, text) in self.metrics_allow.iter().enumerate() {
+            if let Err(e) = text.parse::<shield::Cidr>() {
+                out.push(invalid(format!("server.metrics_allow[{i}]"), e.to_string()));
+            }
         }
     }
 }

@@ -28,12 +28,19 @@ pub enum Reject {
     BodyTimeout,
     InvalidJson,
     InvalidRequest,
+    /// A request field of the wrong type (`max_tokens` as a string, say); `param` names it.
+    InvalidType,
+    /// A request that could never fit the account's whole token budget, however long
+    /// it waited (its `max_tokens` is too large).
+    ExceedsTokenBudget,
     NotFound,
     MethodNotAllowed,
     /// `/v1` without a usable API key or session.
     Unauthenticated,
     NoHealthyUpstream,
     UpstreamUnavailable,
+    /// The model server failed the request (a 5xx of its own); its body stays in our log.
+    UpstreamError,
     UpstreamTimeout,
     ShuttingDown,
     /// Admission: the account already has its share of requests in flight.
@@ -97,16 +104,19 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 44] = [
+    pub const ALL: [Reject; 47] = [
         Reject::BodyTooLarge,
         Reject::BodyTimeout,
         Reject::InvalidJson,
         Reject::InvalidRequest,
+        Reject::InvalidType,
+        Reject::ExceedsTokenBudget,
         Reject::NotFound,
         Reject::MethodNotAllowed,
         Reject::Unauthenticated,
         Reject::NoHealthyUpstream,
         Reject::UpstreamUnavailable,
+        Reject::UpstreamError,
         Reject::UpstreamTimeout,
         Reject::ShuttingDown,
         Reject::AccountBusy,
@@ -150,6 +160,8 @@ impl Reject {
             Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reject::InvalidJson
             | Reject::InvalidRequest
+            | Reject::InvalidType
+            | Reject::ExceedsTokenBudget
             | Reject::InvalidBody
             | Reject::InvalidInput
             | Reject::WeakPassword
@@ -169,7 +181,7 @@ impl Reject {
             | Reject::Busy
             | Reject::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::AccountBusy | Reject::RateLimited | Reject::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
-            Reject::UpstreamUnavailable | Reject::NotificationFailed => StatusCode::BAD_GATEWAY,
+            Reject::UpstreamUnavailable | Reject::UpstreamError | Reject::NotificationFailed => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             // A challenge is a refusal until solved, never a 200 (see DESIGN.md).
             Reject::PromptRejected
@@ -208,11 +220,14 @@ impl Reject {
             Reject::BodyTimeout => "body_timeout",
             Reject::InvalidJson => "invalid_json",
             Reject::InvalidRequest => "invalid_request",
+            Reject::InvalidType => "invalid_type",
+            Reject::ExceedsTokenBudget => "exceeds_token_budget",
             Reject::NotFound => "not_found",
             Reject::MethodNotAllowed => "method_not_allowed",
             Reject::Unauthenticated => "invalid_api_key",
             Reject::NoHealthyUpstream => "no_healthy_upstream",
             Reject::UpstreamUnavailable => "upstream_unavailable",
+            Reject::UpstreamError => "upstream_error",
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::ShuttingDown => "shutting_down",
             Reject::AccountBusy => "too_many_concurrent_requests",
@@ -262,6 +277,8 @@ pub struct ApiError {
     pub reject: Reject,
     /// A finer JSON `code` than the reject's own (which rule refused a password, say).
     pub detail: Option<&'static str>,
+    /// The request field at fault, as the JSON `param` (OpenAI SDKs show it).
+    pub param: Option<&'static str>,
     pub message: Cow<'static, str>,
     /// Seconds after which a retry may succeed.
     pub retry_after: Option<u32>,
@@ -277,11 +294,20 @@ impl ApiError {
             Reject::NoHealthyUpstream
             | Reject::ShuttingDown
             | Reject::UpstreamUnavailable
+            | Reject::UpstreamError
             | Reject::Busy
             | Reject::StoreUnavailable => Some(1),
             _ => None,
         };
-        ApiError { reject, detail: None, message: message.into(), retry_after, limit: None, challenge: None }
+        ApiError {
+            reject,
+            detail: None,
+            param: None,
+            message: message.into(),
+            retry_after,
+            limit: None,
+            challenge: None,
+        }
     }
 
     pub fn retry_after(mut self, seconds: Option<u32>) -> ApiError {
@@ -291,6 +317,11 @@ impl ApiError {
 
     pub fn detail(mut self, code: &'static str) -> ApiError {
         self.detail = Some(code);
+        self
+    }
+
+    pub fn param(mut self, field: &'static str) -> ApiError {
+        self.param = Some(field);
         self
     }
 
@@ -324,7 +355,7 @@ impl ApiError {
                 let mut body = json!({"error": {
                     "message": self.message,
                     "type": self.reject.kind(),
-                    "param": null,
+                    "param": self.param,
                     "code": self.code(),
                 }});
                 if let Some(c) = challenge {

@@ -1,5 +1,7 @@
 //! Liveness, readiness and metrics endpoints. They never touch an upstream on
-//! the request path, so they answer while the model servers are flooded.
+//! the request path, so they answer while the model servers are flooded. Metrics
+//! and the details of readiness (upstream counts, store errors) are only for
+//! clients on `server.metrics_allow`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use crate::connections::{ConnectionGate, ConnectionRefusal};
 use crate::edge::Edge;
 use crate::error::{ApiError, Reject};
 use crate::metrics::Metrics;
+use crate::request::RequestContext;
 use crate::upstream::UpstreamPool;
 
 /// What readiness and the metrics page read.
@@ -29,6 +32,15 @@ pub struct Telemetry {
     pub admission: Arc<Admission>,
     pub connections: Arc<ConnectionGate>,
     pub edge: Arc<Edge>,
+    /// Who may read the details (`server.metrics_allow`).
+    pub detail_networks: Arc<[shield::Cidr]>,
+}
+
+impl Telemetry {
+    fn shows_details_to(&self, ctx: &RequestContext) -> bool {
+        let ip = ctx.client.ip();
+        self.detail_networks.iter().any(|n| n.contains(ip))
+    }
 }
 
 /// The process is up and answering.
@@ -36,8 +48,9 @@ pub async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-/// Ready for traffic: the store answers and at least one upstream is healthy.
-pub async fn readyz(State(t): State<Telemetry>) -> Response {
+/// Ready for traffic: the store answers and at least one upstream is healthy. The
+/// status code for everyone; what is wrong only for the allowed networks.
+pub async fn readyz(State(t): State<Telemetry>, ctx: RequestContext) -> Response {
     let store = match tokio::time::timeout(Duration::from_secs(2), t.store.ping()).await {
         Ok(Ok(())) => "ok".to_owned(),
         Ok(Err(e)) => format!("error: {e}"),
@@ -47,6 +60,9 @@ pub async fn readyz(State(t): State<Telemetry>) -> Response {
     let total = t.pool.upstreams().len();
     let ready = store == "ok" && healthy > 0;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    if !t.shows_details_to(&ctx) {
+        return (status, Json(json!({"status": if ready { "ready" } else { "not_ready" }}))).into_response();
+    }
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "store": store,
@@ -55,8 +71,12 @@ pub async fn readyz(State(t): State<Telemetry>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// Prometheus text exposition.
-pub async fn metrics(State(t): State<Telemetry>) -> Response {
+/// Prometheus text exposition, for the allowed networks; 404 for everyone else (it
+/// names the upstreams and shows the defences' counters).
+pub async fn metrics(State(t): State<Telemetry>, ctx: RequestContext) -> Result<Response, ApiError> {
+    if !t.shows_details_to(&ctx) {
+        return Err(not_found().await);
+    }
     let mut out = String::with_capacity(16 * 1024);
     t.metrics.render(&mut out);
     t.pool.render_metrics(&mut out);
@@ -82,7 +102,8 @@ pub async fn metrics(State(t): State<Telemetry>) -> Response {
         ));
     }
     t.edge.render_metrics(&mut out);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+    crate::log_limit::render_metrics(&mut out);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response())
 }
 
 /// Anything else: 404, as a page for browsers and JSON for the rest.

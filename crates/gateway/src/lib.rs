@@ -21,6 +21,7 @@ pub mod error;
 pub mod guard;
 pub mod health;
 pub mod identity;
+pub mod log_limit;
 pub mod metrics;
 pub mod pages;
 pub mod priority;

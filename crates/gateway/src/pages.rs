@@ -1,8 +1,12 @@
 //! The HTML the gateway writes itself: the readable page a browser gets for a refusal,
 //! and the proof-of-work interstitial. Both are self-contained (no external resource).
+//! And the security headers every HTML answer carries ([`secure_html`]).
 
-use axum::http::{HeaderValue, StatusCode, header};
+use std::sync::LazyLock;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use base64::Engine;
 use serde_json::{Value, json};
 use shield::Challenge;
 
@@ -22,14 +26,60 @@ pub fn challenge_json(c: &Challenge) -> Value {
     })
 }
 
+/// The refusal page's stylesheet, the whole text of its `<style>` element.
+const REFUSAL_CSS: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;\
+                           color:#222}code{background:#f3f3f3;padding:0 .3em}";
+
+/// The policy of an HTML page that brings none of its own (the status page, refusal
+/// pages): no script at all, the two known stylesheets by their SHA-256 (so no
+/// `'unsafe-inline'`), nothing from elsewhere, and no framing by any site.
+static PAGE_POLICY: LazyLock<HeaderValue> = LazyLock::new(|| {
+    let allow = |css: &str| {
+        format!("'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(accounts::tokens::hash(css)))
+    };
+    let policy = format!(
+        "default-src 'none'; style-src {} {}; img-src 'self'; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'",
+        allow(status::PAGE_CSS),
+        allow(REFUSAL_CSS)
+    );
+    HeaderValue::try_from(policy)
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"))
+});
+
+/// Give an HTML answer the headers a browser needs to keep it safe, where it does not
+/// set them itself (the web app and the challenge page bring their own policy): a
+/// Content-Security-Policy that forbids framing, `nosniff`, and no `Referer` leaving
+/// with the page's URL. Other answers are left as they are.
+pub fn secure_html(headers: &mut HeaderMap) {
+    let html = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    if !html {
+        return;
+    }
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, PAGE_POLICY.clone());
+    }
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+}
+
 /// A refusal as a small page, for people using a browser.
 pub fn refusal(status: StatusCode, message: &str, code: &str, retry_after: Option<u32>) -> Response {
     let title = status.canonical_reason().unwrap_or("Error");
     let page = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{status} {title}</title>\
-         <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
-         code{{background:#f3f3f3;padding:0 .3em}}</style></head><body><h1>{title}</h1><p>{message}</p>\
+         <style>{REFUSAL_CSS}</style></head><body><h1>{title}</h1><p>{message}</p>\
          <p>Error code: <code>{code}</code></p>{retry}</body></html>",
         status = status.as_u16(),
         message = escape_html(message),
@@ -41,12 +91,25 @@ pub fn refusal(status: StatusCode, message: &str, code: &str, retry_after: Optio
     (status, Html(page)).into_response()
 }
 
-/// A `return_to` that stays on this site: a path, never `//host` or a scheme.
+/// A `return_to` that stays on this site, judged as a browser will read it (WHATWG
+/// URL), not as it looks: a browser drops ASCII tabs and newlines anywhere in a URL,
+/// trims control characters and spaces at its ends, and reads `\` as `/`, so
+/// `/%09/evil.example/` and `/\evil.example` are `//evil.example/`, another site. So
+/// only a path of printable ASCII without spaces or `\` is accepted: it starts with one
+/// `/` (never `//`), which also rules out a scheme. Anything else gives `""` (the page
+/// reloads itself instead).
 pub fn local_path(candidate: Option<&str>) -> &str {
     match candidate {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && p.len() <= 2048 => p,
+        Some(p) if is_same_origin_path(p) => p,
         _ => "",
     }
+}
+
+fn is_same_origin_path(p: &str) -> bool {
+    p.len() <= 2048
+        && p.starts_with('/')
+        && !p.starts_with("//")
+        && p.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
 }
 
 /// JSON for embedding in a `<script>`: no `<` can close the element.
@@ -155,6 +218,66 @@ mod tests {
         assert_eq!(local_path(Some("https://evil.example/")), "");
         assert_eq!(local_path(Some("/\\evil")), "");
         assert_eq!(local_path(None), "");
+        for hostile in ["/\t/evil.example:8080/", "/\n/evil", "/\r/evil", " //evil", "/ /evil", "\\/evil"] {
+            assert_eq!(local_path(Some(hostile)), "", "{hostile:?}");
+        }
+    }
+
+    /// What a browser does to a URL before it resolves it (WHATWG URL): drop ASCII tab
+    /// and newlines anywhere and C0 controls and spaces at either end, and read `\` as `/`.
+    fn as_a_browser_reads_it(value: &str) -> String {
+        let trimmed = value.trim_matches(|c: char| c <= ' ');
+        trimmed.chars().filter(|c| !matches!(c, '\t' | '\n' | '\r')).map(|c| if c == '\\' { '/' } else { c }).collect()
+    }
+
+    fn has_scheme(value: &str) -> bool {
+        let mut chars = value.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && value.split_once(':').is_some_and(|(scheme, _)| {
+                scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            })
+    }
+
+    /// Pieces of hostile and ordinary `return_to` values; `/` and what a browser drops or
+    /// rewrites come most often, so their combinations are tried many times.
+    fn return_to() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            4 => Just("/"),
+            2 => Just("\\"),
+            2 => Just("\t"),
+            1 => Just("\n"),
+            1 => Just("\r"),
+            1 => Just(" "),
+            1 => Just("\u{b}"),
+            1 => Just("\u{0}"),
+            1 => Just("\u{a0}"),
+            2 => Just("evil.example"),
+            1 => Just(":"),
+            1 => Just("https"),
+            1 => Just("@"),
+            1 => Just("%2F"),
+            1 => Just("."),
+            1 => Just("?x=1"),
+        ];
+        proptest::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2048))]
+        #[test]
+        fn no_accepted_return_to_leaves_the_site(value in return_to()) {
+            let accepted = local_path(Some(&value));
+            if !accepted.is_empty() {
+                let read = as_a_browser_reads_it(accepted);
+                proptest::prop_assert!(read.starts_with('/'), "{value:?} -> {read:?}");
+                proptest::prop_assert!(!read.starts_with("//"), "{value:?} -> {read:?}");
+                proptest::prop_assert!(!has_scheme(&read), "{value:?} -> {read:?}");
+                let base = url::Url::parse("https://palisade.example/challenge").unwrap();
+                let target = base.join(accepted).unwrap();
+                proptest::prop_assert_eq!(target.origin(), base.origin(), "{:?}", value);
+            }
+        }
     }
 
     #[test]

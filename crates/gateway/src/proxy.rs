@@ -42,7 +42,7 @@ use crate::error::{ApiError, Reject};
 use crate::guard::{AiGuard, Caller, InputVerdict, Protection};
 use crate::priority::{PriorityConfig, fairness_key};
 use crate::request::{Identity, IdentityError, RequestContext};
-use crate::upstream::{FailureKind, Tried, UpstreamPool};
+use crate::upstream::{FailureKind, Tried, Upstream, UpstreamPool};
 
 /// The parts the proxy works with.
 pub struct Proxy {
@@ -69,6 +69,7 @@ struct RequestMeta<'a> {
     // Read leniently: a value of the wrong type is the upstream's to refuse.
     #[serde(default)]
     stream: Option<serde_json::Value>,
+    // Read as any value, then checked here: the budget is charged from them.
     #[serde(default)]
     max_tokens: Option<serde_json::Value>,
     #[serde(default)]
@@ -80,36 +81,65 @@ impl RequestMeta<'_> {
         self.stream.as_ref().and_then(serde_json::Value::as_bool) == Some(true)
     }
 
-    /// Tokens the completion may cost: what it asks for, or 256 when unset.
-    fn completion_tokens(&self) -> u32 {
-        let asked = |v: &Option<serde_json::Value>| v.as_ref().and_then(serde_json::Value::as_u64);
-        let asked = asked(&self.max_completion_tokens).or_else(|| asked(&self.max_tokens));
-        asked.map_or(256, |n| n.min(1 << 20) as u32)
+    /// Tokens the completion may cost: what it asks for, or 256 when unset. A limit
+    /// that is not a whole number of tokens is refused here, not charged as a guess.
+    fn completion_tokens(&self) -> Result<u32, ApiError> {
+        let completion = token_limit("max_completion_tokens", self.max_completion_tokens.as_ref())?;
+        let max = token_limit("max_tokens", self.max_tokens.as_ref())?;
+        Ok(completion.or(max).map_or(256, |n| n.min(1 << 20) as u32))
     }
 }
 
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus the
-/// client's credentials, which are Palisade's business and not the upstream's.
+/// A `max_tokens`-like field: unset (or `null`), or a whole number of tokens.
+fn token_limit(field: &'static str, value: Option<&serde_json::Value>) -> Result<Option<u64>, ApiError> {
+    use serde_json::Value;
+    let what = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(n) => return Ok(Some(n)),
+            None if n.as_i64().is_some() => "a negative number",
+            None => "a fraction",
+        },
+        Some(Value::String(_)) => "a string",
+        Some(Value::Bool(_)) => "a boolean",
+        Some(Value::Array(_)) => "an array",
+        Some(Value::Object(_)) => "an object",
+    };
+    let message = format!("`{field}` must be a whole number of tokens (0 or more), not {what}");
+    Err(ApiError::new(Reject::InvalidType, message).param(field))
+}
+
+/// Client headers never forwarded: those that describe one hop (RFC 9110 §7.6.1); the
+/// client's credentials and Palisade's own headers (`X-Palisade-Clearance`, `-Pass`),
+/// which are Palisade's business and not the upstream's; whatever a client claims about
+/// where it comes from (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`: the upstream gets
+/// the address the listener resolved instead); and `Accept-Encoding`, so replies come
+/// back uncompressed and the leak scanner reads what the client will read.
 fn is_not_forwarded(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-            | "authorization"
-            | "cookie"
-    )
+    let name = name.as_str();
+    name.starts_with("x-palisade-")
+        || name.starts_with("x-forwarded-")
+        || matches!(name, "forwarded" | "x-real-ip" | "accept-encoding")
+        || matches!(
+            name,
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "host"
+                | "content-length"
+                | "authorization"
+                | "cookie"
+        )
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Who one request is, as the proxy's phases use it.
 struct Asker {
@@ -148,7 +178,7 @@ impl Proxy {
         let asked = Asked {
             model: meta.model.as_deref().map(str::to_owned),
             streamed: meta.streamed(),
-            completion_tokens: meta.completion_tokens(),
+            completion_tokens: meta.completion_tokens()?,
         };
         let path = parts.uri.path();
         let outbound = self.screen(&ctx, path, &asker, meta, &asked, &body).await?;
@@ -248,6 +278,15 @@ impl Proxy {
         }
         let estimate = token_estimate(outbound.body.len(), asked.completion_tokens);
         let decision = self.edge.limits.check_tokens(p.user_id as u64, estimate, crate::clock::now());
+        if !decision.allowed && estimate > decision.limit {
+            // Waiting would never help: say so with a 400 instead of a 429 without end.
+            let message = format!(
+                "this request may cost {estimate} tokens (its prompt plus max_tokens {}), more than this account's \
+                 whole budget of {} tokens; ask for fewer max_tokens",
+                asked.completion_tokens, decision.limit
+            );
+            return Err(ApiError::new(Reject::ExceedsTokenBudget, message).param("max_tokens"));
+        }
         if !decision.allowed {
             let message = "this account has used its inference budget for now (tokens per minute); retry later";
             return Err(ApiError::limited(message, &decision));
@@ -278,8 +317,10 @@ impl Proxy {
     ) -> Result<Response<Body>, ApiError> {
         let pool = &self.pool;
         let mut tried = Tried::default();
-        let mut last: Option<Response<Body>> = None;
         let mut last_error = None;
+        // Whether the last attempt found the model servers saturated (an overload
+        // answer, a timeout) rather than broken, for the adaptive limit.
+        let mut saturated = false;
         let first_byte_timeout = Duration::from_millis(self.config.first_byte_timeout_ms);
         let idle = Duration::from_millis(self.config.idle_timeout_ms);
         let sent = std::time::Instant::now();
@@ -308,10 +349,6 @@ impl Proxy {
             match tokio::time::timeout(first_byte_timeout, upstream.conns.send(upstream_request)).await {
                 Ok(Ok((response, conn))) => {
                     let status = response.status();
-                    let overloaded = matches!(
-                        status,
-                        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-                    );
                     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
                         // A saturated model server answering 503 is working as designed;
                         // other 5xx mean it is broken and should trip the breaker.
@@ -319,14 +356,26 @@ impl Proxy {
                     } else {
                         upstream.record_success();
                     }
-                    if overloaded {
-                        last = Some(relay::relay(response, conn, in_flight, idle, pool.now_ms(), None));
-                        continue;
+                    if status.is_server_error() {
+                        // Its error page can hold tracebacks and internal addresses: it
+                        // goes to our log, and the client gets our own error. An overload
+                        // answer is tried on another upstream; any other is final.
+                        let reply = relay::relay(response, conn, in_flight, idle, pool.now_ms(), None);
+                        last_error = Some(upstream_failure(&upstream, reply).await);
+                        saturated = matches!(
+                            status,
+                            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+                        );
+                        if saturated {
+                            continue;
+                        }
+                        break;
                     }
                     let held = permit.take().map(|p| (p, sent.elapsed()));
                     return Ok(relay::relay(response, conn, in_flight, idle, pool.now_ms(), held));
                 }
                 Ok(Err(e)) => {
+                    saturated = false;
                     upstream.record_failure(FailureKind::Connect, pool.now_ms());
                     tracing::warn!(upstream = %upstream.name, error = %e, "upstream request failed");
                     last_error = Some(ApiError::new(
@@ -335,6 +384,7 @@ impl Proxy {
                     ));
                 }
                 Err(_) => {
+                    saturated = true;
                     upstream.record_failure(FailureKind::Timeout, pool.now_ms());
                     tracing::warn!(upstream = %upstream.name, timeout_ms = first_byte_timeout.as_millis() as u64,
                         "upstream did not answer in time");
@@ -346,17 +396,99 @@ impl Proxy {
         if let Some(permit) = permit {
             // Every attempt failed: tell the limiter whether the model servers are
             // saturated (503, timeouts) or merely broken.
-            let saturated =
-                last.is_some() || last_error.as_ref().is_some_and(|e| matches!(e.reject, Reject::UpstreamTimeout));
             permit.finish(if saturated { Outcome::Overloaded } else { Outcome::Failed });
-        }
-        if let Some(reply) = last {
-            return Ok(reply);
         }
         Err(last_error.unwrap_or_else(|| {
             ApiError::new(Reject::NoHealthyUpstream, "no model server is available right now; try again shortly")
         }))
     }
+}
+
+/// At most this much of a model server's error answer is logged.
+const LOGGED_ERROR_BYTES: usize = 512;
+
+/// A model server's 5xx answer as the client gets it: Palisade's own error, with the
+/// upstream's `Retry-After` (bounded) for an overload. The upstream's body goes to the
+/// log, bounded, with its API key and any bearer token blanked out.
+async fn upstream_failure(upstream: &Upstream, reply: Response<Body>) -> ApiError {
+    let status = reply.status();
+    let retry_after = reply
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .map_or(1, |s| s.clamp(1, 60));
+    let secret = upstream.authorization.as_ref().and_then(|v| v.to_str().ok()).map(|v| v.trim_start_matches("Bearer "));
+    // The body may never end; the log waits for it only briefly.
+    let body = read_prefix(reply.into_body(), LOGGED_ERROR_BYTES + secret.map_or(0, str::len)).await;
+    tracing::warn!(
+        upstream = %upstream.name,
+        status = status.as_u16(),
+        body = %log_excerpt(&body, secret),
+        "the model server failed a request; the client got Palisade's own error"
+    );
+    match status {
+        StatusCode::SERVICE_UNAVAILABLE => {
+            ApiError::new(Reject::Overloaded, "the model servers are at capacity; try again shortly")
+                .retry_after(Some(retry_after))
+        }
+        StatusCode::GATEWAY_TIMEOUT => {
+            ApiError::new(Reject::UpstreamTimeout, "the model server did not answer in time").retry_after(Some(1))
+        }
+        _ => ApiError::new(Reject::UpstreamError, "the model server failed to answer this request; try again shortly"),
+    }
+}
+
+/// Up to `limit` bytes of `body`, or what came within two seconds.
+async fn read_prefix(body: Body, limit: usize) -> Vec<u8> {
+    let mut body = body;
+    let mut out = Vec::new();
+    let read = async {
+        while out.len() < limit {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        out.extend_from_slice(&data[..data.len().min(limit - out.len())]);
+                    }
+                }
+                Some(Err(_)) | None => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+    out
+}
+
+/// What is logged of an upstream's error body: at most [`LOGGED_ERROR_BYTES`], on one
+/// line, with `secret` (the upstream's API key) and any bearer token blanked out.
+fn log_excerpt(body: &[u8], secret: Option<&str>) -> String {
+    let mut text = String::from_utf8_lossy(body).into_owned();
+    if let Some(secret) = secret.filter(|s| !s.is_empty()) {
+        text = text.replace(secret, "[redacted]");
+    }
+    // Blank the token after every "Bearer " (any case; lower-casing ASCII keeps offsets).
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("bearer ") {
+        let token = from + at + "bearer ".len();
+        out.push_str(&text[from..token]);
+        let len = text[token..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ';'))
+            .unwrap_or(text.len() - token);
+        if len > 0 {
+            out.push_str("[redacted]");
+        }
+        from = token + len;
+    }
+    let rest = &text[from..];
+    out.push_str(rest);
+    let mut end = out.len().min(LOGGED_ERROR_BYTES);
+    while !out.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.truncate(end);
+    out.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 /// The context the listener and the edge filled; always there.
@@ -386,16 +518,20 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     }
 }
 
-/// The client's headers as the upstream gets them: no hop-by-hop headers, no
-/// credentials, the request id, and (for a body checked to be JSON) its type.
+/// The client's headers as the upstream gets them: none of [`is_not_forwarded`], the
+/// request id, the client's address as the listener resolved it (`X-Forwarded-For`),
+/// and (for a body checked to be JSON) its type.
 fn upstream_headers(client: &HeaderMap, ctx: &RequestContext, json: bool) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(client.len() + 2);
+    let mut headers = HeaderMap::with_capacity(client.len() + 3);
     for (name, value) in client {
         if !is_not_forwarded(name) {
             headers.append(name.clone(), value.clone());
         }
     }
     headers.insert(X_REQUEST_ID.clone(), ctx.id.0.clone());
+    if let Ok(address) = HeaderValue::try_from(ctx.client.ip().to_string()) {
+        headers.insert(X_FORWARDED_FOR.clone(), address);
+    }
     if json {
         // The body was checked to be JSON; say so even if the client did not.
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

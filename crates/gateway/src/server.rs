@@ -25,6 +25,7 @@ use crate::config::ServerConfig;
 use crate::connections::{BodyPace, ConnWatch, ConnectionGate, PacedBody, Silence, WatchedIo};
 use crate::error::{Unrendered, wants_html};
 use crate::metrics::Metrics;
+use crate::pages;
 use crate::request::{Identity, RequestContext, RequestId, Route};
 
 /// Where the listener hands each request, with its [`RequestContext`] in its
@@ -213,14 +214,17 @@ impl<D: Dispatch> hyper::service::Service<Request<Incoming>> for RequestService<
 
 /// The one place a refusal becomes what the client reads: a page for a browser
 /// that asked for HTML, JSON for everyone else; and the one place it is counted.
+/// Every HTML answer, refusal or not, leaves with the security headers.
 fn finish(mut response: Response<Body>, html: bool, metrics: &Metrics) -> Response<Body> {
-    match response.extensions_mut().remove::<Unrendered>() {
+    let mut response = match response.extensions_mut().remove::<Unrendered>() {
         Some(Unrendered(error)) => {
             metrics.refused(&error);
             error.render(html)
         }
         None => response,
-    }
+    };
+    pages::secure_html(response.headers_mut());
+    response
 }
 
 #[cfg(test)]

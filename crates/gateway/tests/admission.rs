@@ -36,7 +36,13 @@ fn fixed_limit(c: &mut GatewayConfig) {
 #[tokio::test]
 async fn members_are_served_promptly_while_an_anonymous_flood_waits() {
     let sim = spawn_sim(slow_sim()).await;
-    let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], fixed_limit).await;
+    let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |c| {
+        fixed_limit(c);
+        // The flood's 40 connections open at once, before any has sent its request;
+        // the cap on such silent sockets per address is not what this test is about.
+        c.server.max_silent_connections_per_address = 64;
+    })
+    .await;
     let accounts = &gw.gateway.accounts();
     let user = accounts.service_user().await.unwrap();
     let (_, key) = accounts.create_key(user, "member", "inference", None, "test").await.unwrap();

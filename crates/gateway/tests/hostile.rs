@@ -295,8 +295,30 @@ async fn a_cross_site_page_cannot_log_a_browser_in_or_sign_it_up() {
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{name}: {value}");
         assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "cross_origin");
     }
-    // The site's own page passes.
     let host = site.gw.url.trim_start_matches("http://").to_owned();
+    // The browser's own word on the site wins over an Origin that looks like ours.
+    let r = client()
+        .post(site.url("/auth/login"))
+        .header("content-type", "application/json")
+        .header("origin", format!("http://{host}"))
+        .header("sec-fetch-site", "cross-site")
+        .body(login.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A same-origin post from a no-referrer page carries `Origin: null`: it passes.
+    let r = client()
+        .post(site.url("/auth/login"))
+        .header("content-type", "application/json")
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .body(login.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The site's own page passes.
     let r = client()
         .post(site.url("/auth/login"))
         .header("content-type", "application/json")

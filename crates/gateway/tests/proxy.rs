@@ -379,3 +379,231 @@ async fn shutdown_lets_an_in_flight_stream_finish() {
     drained.await.unwrap();
     assert!(client().get(format!("{url}/healthz")).send().await.is_err(), "no longer accepting");
 }
+
+#[tokio::test]
+async fn malformed_max_tokens_gets_400_from_palisade() {
+    let sim = spawn_sim(instant_sim()).await;
+    let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |_| {}).await;
+    let c = client();
+    for field in ["max_tokens", "max_completion_tokens"] {
+        for value in [json!("5"), json!(-1), json!(2.5), json!({"n": 5}), json!([5]), json!(true)] {
+            let mut body = chat_body(false);
+            body.as_object_mut().unwrap().remove("max_tokens");
+            body[field] = value.clone();
+            let r = c.post(format!("{}/v1/chat/completions", gw.url)).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 400, "{field}: {value}");
+            let error: Value = r.json().await.unwrap();
+            assert_eq!(error["error"]["code"], "invalid_type", "{field}: {value}: {error}");
+            assert_eq!(error["error"]["param"], field, "{error}");
+            assert!(error["error"]["message"].as_str().unwrap().contains(field), "{error}");
+        }
+    }
+    // Unset, null and a whole number are fine.
+    for value in [json!(null), json!(3)] {
+        let mut body = chat_body(false);
+        body["max_tokens"] = value;
+        let r = c.post(format!("{}/v1/chat/completions", gw.url)).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(sim.stats.snapshot().served, 2, "nothing malformed reached the model");
+}
+
+#[tokio::test]
+async fn a_max_tokens_above_the_whole_budget_gets_400_not_429_forever() {
+    let sim = spawn_sim(instant_sim()).await;
+    let gw = spawn_gateway_on(None, vec![upstream("sim", &sim.server.url)], |c| {
+        c.shield.limits.account_tokens = shield::RateConfig::new(1_000, 60_000, 1_000);
+    })
+    .await;
+    let accounts = gw.gateway.accounts();
+    let user = accounts.service_user().await.unwrap();
+    let (_, key) = accounts.create_key(user, "budget", "inference", None, "test").await.unwrap();
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let mut body = chat_body(false);
+    body["max_tokens"] = json!(5_000);
+    let r = client().post(&url).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("retry-after").is_none());
+    let error: Value = r.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "exceeds_token_budget", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("1000") && message.contains("max_tokens"), "{message}");
+    // The refusal spent nothing: a request that fits is served at once.
+    body["max_tokens"] = json!(5);
+    let r = client().post(&url).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// What a broken model server might send: a traceback naming internal hosts, a cookie
+/// and headers about its own machinery.
+const TRACEBACK: &str = "Traceback (most recent call last):\n  File \"/srv/vllm/api.py\", line 42\n\
+    ConnectionError: http://10.0.0.5:8000/internal/kv-cache unreachable (token=sk-internal-123)";
+const LEAKY_HEADERS: [(&str, &str); 5] = [
+    ("content-type", "text/plain"),
+    ("set-cookie", "backend=gpu-7; Path=/"),
+    ("server", "uvicorn"),
+    ("x-internal-host", "gpu-7.cluster.local"),
+    ("x-ratelimit-remaining-tokens", "12345"),
+];
+
+#[tokio::test]
+async fn an_upstream_5xx_body_and_headers_never_reach_the_client() {
+    for (upstream_status, client_status, code) in [
+        (500, 502, "upstream_error"),
+        (502, 502, "upstream_error"),
+        (503, 503, "overloaded"),
+        (504, 504, "upstream_timeout"),
+    ] {
+        let up = canned_upstream(upstream_status, &LEAKY_HEADERS, TRACEBACK).await;
+        let gw = spawn_gateway(vec![upstream("leaky", &up.server.url)], |_| {}).await;
+        let r = client().post(format!("{}/v1/chat/completions", gw.url)).json(&chat_body(false)).send().await.unwrap();
+        assert_eq!(r.status(), client_status, "upstream {upstream_status}");
+        for name in ["set-cookie", "server", "x-internal-host", "x-ratelimit-remaining-tokens"] {
+            assert!(r.headers().get(name).is_none(), "upstream {upstream_status}: {name} leaked");
+        }
+        assert!(r.headers().get("retry-after").is_some(), "upstream {upstream_status}");
+        let body = r.text().await.unwrap();
+        for secret in ["Traceback", "10.0.0.5", "sk-internal", "vllm"] {
+            assert!(!body.contains(secret), "upstream {upstream_status}: {secret} leaked in {body}");
+        }
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(error["error"]["code"], code, "upstream {upstream_status}: {error}");
+        assert_eq!(up.seen_headers.lock().unwrap().len(), 1, "one attempt: there is one upstream");
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_503_keeps_a_bounded_retry_after() {
+    let mut headers = LEAKY_HEADERS.to_vec();
+    headers.push(("retry-after", "7"));
+    let up = canned_upstream(503, &headers, "busy").await;
+    let gw = spawn_gateway(vec![upstream("busy", &up.server.url)], |_| {}).await;
+    let r = client().post(format!("{}/v1/chat/completions", gw.url)).json(&chat_body(false)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "7");
+}
+
+#[tokio::test]
+async fn an_upstream_4xx_body_is_the_clients_but_its_headers_are_filtered() {
+    let refusal = r#"{"error":{"message":"This model's maximum context length is 4096 tokens","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+    let mut headers = LEAKY_HEADERS.to_vec();
+    headers[0] = ("content-type", "application/json");
+    headers.push(("openai-processing-ms", "12"));
+    headers.push(("retry-after", "3"));
+    let up = canned_upstream(400, &headers, refusal).await;
+    let gw = spawn_gateway(vec![upstream("strict", &up.server.url)], |_| {}).await;
+    let r = client().post(format!("{}/v1/chat/completions", gw.url)).json(&chat_body(false)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.headers()["openai-processing-ms"], "12");
+    for name in ["set-cookie", "server", "x-internal-host", "x-ratelimit-remaining-tokens", "retry-after"] {
+        assert!(r.headers().get(name).is_none(), "{name} leaked");
+    }
+    assert_eq!(r.text().await.unwrap(), refusal);
+}
+
+#[tokio::test]
+async fn only_allowed_upstream_headers_reach_the_client() {
+    let mut headers = LEAKY_HEADERS.to_vec();
+    headers[0] = ("content-type", "application/json");
+    headers.extend([("openai-version", "2020-10-01"), ("openai-processing-ms", "5"), ("cache-control", "no-store")]);
+    let up = canned_upstream(200, &headers, r#"{"object":"chat.completion","choices":[]}"#).await;
+    let gw = spawn_gateway(vec![upstream("chatty", &up.server.url)], |_| {}).await;
+    let r = client().post(format!("{}/v1/chat/completions", gw.url)).json(&chat_body(false)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut names: Vec<&str> = r.headers().keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "cache-control",
+            "content-length",
+            "content-type",
+            "date",
+            "openai-processing-ms",
+            "openai-version",
+            "x-request-id"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn palisade_and_forwarding_headers_stay_here_and_the_client_address_is_forwarded() {
+    let up = canned_upstream(200, &[("content-type", "application/json")], "{}").await;
+    let gw = spawn_gateway(vec![upstream("watcher", &up.server.url)], |_| {}).await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-real-ip", "203.0.113.9")
+        .header("forwarded", "for=203.0.113.9")
+        .header("x-forwarded-host", "evil.example")
+        .header("x-palisade-clearance", "clearance-token")
+        .header("x-palisade-pass", "pass-token")
+        .header("cookie", "palisade_session=abc")
+        .header("authorization", "Bearer pal_client")
+        .header("x-custom", "kept")
+        .json(&chat_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = up.seen_headers.lock().unwrap()[0].clone();
+    for name in [
+        "x-real-ip",
+        "forwarded",
+        "x-forwarded-host",
+        "x-palisade-clearance",
+        "x-palisade-pass",
+        "cookie",
+        "authorization",
+    ] {
+        assert!(seen.get(name).is_none(), "{name} reached the upstream: {seen:?}");
+    }
+    assert_eq!(seen.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["127.0.0.1"], "{seen:?}");
+    assert_eq!(seen["x-custom"], "kept");
+}
+
+fn from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .user_agent(TEST_AGENT)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_and_readiness_details_are_only_for_allowed_networks() {
+    let sim = spawn_sim(instant_sim()).await;
+    let gw = spawn_gateway(vec![upstream("secret-gpu-box", &sim.server.url)], |c| {
+        c.server.metrics_allow = vec!["127.0.0.1/32".to_owned()];
+        c.shield.trusted_proxies = vec!["127.0.0.3/32".to_owned()];
+    })
+    .await;
+    // The operator's own network sees everything.
+    let inside = from("127.0.0.1");
+    let metrics = inside.get(format!("{}/metrics", gw.url)).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.text().await.unwrap().contains("secret-gpu-box"));
+    let ready: Value = inside.get(format!("{}/readyz", gw.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["upstreams"]["total"], 1, "{ready}");
+
+    // Anyone else: no metrics, and readiness without the details.
+    let outside = from("127.0.0.2");
+    let metrics = outside.get(format!("{}/metrics", gw.url)).send().await.unwrap();
+    assert_eq!(metrics.status(), 404);
+    let error: Value = metrics.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "not_found");
+    let ready = outside.get(format!("{}/readyz", gw.url)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.json::<Value>().await.unwrap(), json!({"status": "ready"}));
+
+    // Judged on the client a trusted proxy names, not on the proxy.
+    let proxy = from("127.0.0.3");
+    let forwarded = |path: &str| proxy.get(format!("{}{path}", gw.url)).header("x-forwarded-for", "203.0.113.9").send();
+    assert_eq!(forwarded("/metrics").await.unwrap().status(), 404);
+    let ready: Value = forwarded("/readyz").await.unwrap().json().await.unwrap();
+    assert_eq!(ready, json!({"status": "ready"}));
+    let named = proxy.get(format!("{}/metrics", gw.url)).header("x-forwarded-for", "127.0.0.1").send().await.unwrap();
+    assert_eq!(named.status(), 200);
+}

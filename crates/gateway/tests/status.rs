@@ -455,6 +455,9 @@ async fn chromium_renders_the_page_on_a_phone_and_a_desktop() {
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(format!("--screenshot={}", shot.display()))
             .arg(format!("--window-size={width},{height}"))
+            // Console messages, among them any Content-Security-Policy violation.
+            .arg("--enable-logging=stderr")
+            .arg("--v=0")
             .arg(format!("{}/status", gw.url))
             .kill_on_drop(true)
             .stdout(std::process::Stdio::null())
@@ -472,6 +475,10 @@ async fn chromium_renders_the_page_on_a_phone_and_a_desktop() {
         // A blank page compresses to a few hundred bytes; the status page with its
         // banner, incident and 90-day bars is far more.
         assert!(png.len() > 10_000, "{label}: only {} bytes", png.len());
+        // The page is served with a strict policy; its stylesheet must be the one it allows.
+        let said = String::from_utf8_lossy(&output.stderr);
+        let blocked: Vec<&str> = said.lines().filter(|l| l.contains("Content Security Policy")).collect();
+        assert!(blocked.is_empty(), "{label}: the page's policy blocked part of it:\n{}", blocked.join("\n"));
         println!("status page screenshot ({label}, {width}x{height}): {}", shot.display());
     }
 }

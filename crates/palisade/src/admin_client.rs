@@ -33,12 +33,13 @@ pub fn run(target: AdminTarget, action: AdminCommand) -> anyhow::Result<ExitCode
         AdminCommand::Registration { policy } => match policy {
             RegistrationCommand::Show => ("GET", "/admin/registration".to_owned(), None),
             RegistrationCommand::Open => ("PUT", "/admin/registration".to_owned(), Some(json!({"mode": "open"}))),
-            RegistrationCommand::Regions { regions } => {
+            RegistrationCommand::Regions { regions, message } => {
                 let allow: Vec<String> = regions.iter().map(|r| r.to_ascii_uppercase()).collect();
-                ("PUT", "/admin/registration".to_owned(), Some(json!({"mode": "regions", "allow": allow})))
+                let body = json!({"mode": "regions", "allow": allow, "message": message});
+                ("PUT", "/admin/registration".to_owned(), Some(body))
             }
-            RegistrationCommand::InviteOnly => {
-                ("PUT", "/admin/registration".to_owned(), Some(json!({"mode": "invite_only"})))
+            RegistrationCommand::InviteOnly { message } => {
+                ("PUT", "/admin/registration".to_owned(), Some(json!({"mode": "invite_only", "message": message})))
             }
             RegistrationCommand::Closed { message } => {
                 ("PUT", "/admin/registration".to_owned(), Some(json!({"mode": "closed", "message": message})))

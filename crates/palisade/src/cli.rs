@@ -340,11 +340,19 @@ pub enum RegistrationCommand {
     Regions {
         #[arg(required = true)]
         regions: Vec<String>,
+        /// Said to refused visitors after the rule, and on the status page.
+        #[arg(long)]
+        message: Option<String>,
     },
     /// Only with an invite code.
-    InviteOnly,
+    InviteOnly {
+        /// Said to refused visitors after the rule, and on the status page.
+        #[arg(long)]
+        message: Option<String>,
+    },
     /// Nobody may register; existing users still log in.
     Closed {
+        /// Said to refused visitors instead of the default, and on the status page.
         #[arg(long, default_value = "Registration is temporarily closed.")]
         message: String,
     },

@@ -59,7 +59,19 @@ pub fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
     let mut skipped = Vec::new();
     for kind in kinds {
         eprintln!("→ {}", kind.label());
-        match rt.block_on(drill::run::run(&scenario, kind, &opts)) {
+        // The gateway and nginx run in process groups of their own, out of reach of the
+        // terminal's Ctrl-C: on a signal the run is dropped, which stops them.
+        let interruptible = async {
+            tokio::select! {
+                result = drill::run::run(&scenario, kind, &opts) => Some(result),
+                () = crate::serve::shutdown_signal() => None,
+            }
+        };
+        let Some(result) = rt.block_on(interruptible) else {
+            let _ = std::fs::remove_dir_all(out.join("work"));
+            anyhow::bail!("interrupted; every process the drill started is stopped");
+        };
+        match result {
             Ok(data) => runs.push(data),
             Err(drill::run::RunError::NoNginx(why)) if kind == TargetKind::Nginx => {
                 eprintln!("  skipped: nginx is not available ({why})");

@@ -110,7 +110,7 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
 /// apply migrations, load or create the personal-data key, and build the
 /// account service.
 pub(crate) async fn open_accounts(config: &Config) -> anyhow::Result<Arc<Accounts>> {
-    std::fs::create_dir_all(&config.data_dir)
+    create_private_dir(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let url = config.database_url();
     let store = Store::open(&url).await.with_context(|| format!("opening {}", store::redact_url(&url)))?;
@@ -183,6 +183,17 @@ fn shield_key(config: &Config) -> anyhow::Result<[u8; 32]> {
     }
 }
 
+/// Create the data directory (and missing parents) so only its owner can enter it: it
+/// holds the keys, the admin token, the database and the outbox of one-time codes. An
+/// existing directory keeps its mode.
+fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
 /// Write a file only its owner can read.
 fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -223,7 +234,7 @@ async fn wait_for(mut stop: watch::Receiver<bool>) {
 }
 
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

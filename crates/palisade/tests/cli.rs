@@ -185,6 +185,80 @@ async fn the_operator_switches_registration_live_from_the_cli() {
     assert!(!ok && err.contains("401"), "{err}");
 }
 
+/// The message a refused sign-up reads.
+async fn refusal(url: &str, phone: &str) -> String {
+    let body = json!({"phone": phone, "password": "correct horse battery staple"});
+    let r = http().post(format!("{url}/auth/register")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    r.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().to_owned()
+}
+
+/// Wait until an unresolved incident on the status page says `needle` (the recorder
+/// sees a switch on its next tick).
+async fn incident_saying(url: &str, needle: &str) {
+    let url = format!("{url}/api/v2/incidents/unresolved.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let doc: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+        if doc.to_string().contains(needle) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no incident says {needle:?}: {doc}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_operators_message_reaches_refused_visitors_and_the_status_page_in_every_mode() {
+    let dir = scratch_dir();
+    let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+    let admin = |args: &[&str]| {
+        let mut all = vec!["admin", "--url", palisade.url.as_str()];
+        all.extend_from_slice(args);
+        run(dir.path(), &all)
+    };
+    let url = palisade.url.as_str();
+    let (ok, out, err) = admin(&["registration", "regions", "CN", "--message", "Launch week: mainland China only."]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Launch week"), "{out}");
+    let message = refusal(url, "+1 650 253 0000").await;
+    assert!(message.contains("CN") && message.contains("Launch week: mainland China only."), "{message}");
+    incident_saying(url, "Launch week: mainland China only.").await;
+
+    let (ok, _, err) = admin(&["registration", "invite-only", "--message", "Invitations go out on Monday."]);
+    assert!(ok, "{err}");
+    let message = refusal(url, "+86 138 0013 8000").await;
+    assert!(message.contains("invitation") && message.contains("Invitations go out on Monday."), "{message}");
+    incident_saying(url, "Invitations go out on Monday.").await;
+
+    let (ok, _, err) = admin(&["registration", "closed", "--message", "Paused during an attack."]);
+    assert!(ok, "{err}");
+    assert!(refusal(url, "+86 139 1234 5678").await.contains("Paused during an attack."));
+    incident_saying(url, "Paused during an attack.").await;
+    // Without --message, each mode keeps its own explanation.
+    let (ok, _, err) = admin(&["registration", "regions", "CN"]);
+    assert!(ok, "{err}");
+    assert!(refusal(url, "+1 650 253 0000").await.ends_with("from: CN"));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_and_its_files_are_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_dir();
+    let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+    // A sign-up writes its code to the outbox.
+    let body = json!({"phone": "+86 138 0013 8000", "password": "correct horse battery staple"});
+    let r = http().post(format!("{}/auth/register", palisade.url)).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let data = dir.path().join("palisade-data");
+    let mode = |name: &str| std::fs::metadata(data.join(name)).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode("").unwrap(), 0o700, "the data directory");
+    for file in ["palisade.db", "palisade.db-wal", "pii.key", "admin.token", "shield.key", "outbox.jsonl"] {
+        assert_eq!(mode(file).unwrap_or_else(|e| panic!("{file}: {e}")), 0o600, "{file}");
+    }
+}
+
 #[tokio::test]
 async fn the_operator_runs_the_status_page_from_the_cli() {
     let dir = scratch_dir();

@@ -91,6 +91,42 @@ fn a_drill_reports_every_class_the_defences_and_the_baselines_side_by_side() {
     assert_eq!(comparison.len(), 3);
     assert!(comparison.iter().all(|c| c["member_goodput"].as_f64().is_some()));
     assert_eq!(report["verdicts"].as_array().map(Vec::len), Some(4), "{}", report["verdicts"]);
+
+    // Nothing the drill started outlives it: not the gateways, not nginx's master nor
+    // its workers (whose command line says only "nginx: worker process", so they are
+    // found by the files they hold open under the drill's directory).
+    let left = processes_touching(&out);
+    assert!(left.is_empty(), "processes left behind by the drill: {left:#?}");
+}
+
+/// Every process other than this one whose command line, working directory or open
+/// files name a path under `dir`, as `(pid, command line)`.
+fn processes_touching(dir: &Path) -> Vec<(u32, String)> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let proc_dir = entry.path();
+        let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let mut paths: Vec<String> = vec![cmdline.clone()];
+        paths.extend(std::fs::read_link(proc_dir.join("cwd")).ok().map(|p| p.to_string_lossy().into_owned()));
+        if let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) {
+            paths.extend(
+                fds.flatten()
+                    .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                    .map(|p| p.to_string_lossy().into_owned()),
+            );
+        }
+        // A zombie has nothing open and no command line; it is already gone.
+        if paths.iter().any(|p| p.contains(&needle)) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
 }
 
 #[test]

@@ -388,7 +388,9 @@ fn impact_class(i: Impact) -> &'static str {
 }
 
 /// Colours follow the usual status-page scale: green, yellow, orange, red, blue.
-const CSS: &str = "
+/// The page's one stylesheet, inlined as the whole text of its `<style>` element: a
+/// server can allow exactly it in a Content-Security-Policy by its SHA-256.
+pub const CSS: &str = "
 :root{--bg:#fff;--fg:#1f2328;--muted:#59636e;--line:#d8dee4;--card:#f6f8fa;
 --ok:#2fcc66;--minor:#d4a20b;--major:#e67e22;--critical:#e74c3c;--maintenance:#3498db;--nodata:#b3bac5;--none:#59636e}
 @media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--muted:#9198a1;--line:#30363d;--card:#161b22;--nodata:#3d444d}}

@@ -28,7 +28,7 @@ mod v2;
 
 pub use atom::{FEED_ENTRIES, atom_feed};
 pub use badge::badge_svg;
-pub use html::{PAST_INCIDENT_DAYS, PageView, render_page};
+pub use html::{CSS as PAGE_CSS, PAST_INCIDENT_DAYS, PageView, render_page};
 pub use model::{
     AffectedComponent, Component, ComponentStatus, Impact, Incident, IncidentStatus, IncidentUpdate, MaintenanceStatus,
     MaintenanceUpdate, Page, ParseEnumError, Progress, ScheduledMaintenance, Snapshot, Update,

@@ -61,6 +61,24 @@ pub enum Store {
     Postgres(PgPool),
 }
 
+/// Create a missing SQLite database file empty (a valid empty database) and readable
+/// by its owner only, before SQLite would create it world-readable; SQLite gives its
+/// `-wal` and `-shm` files the same mode. An existing file is left as it is.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    if path.as_os_str().is_empty() || path.exists() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -73,8 +91,12 @@ impl Store {
         if url.starts_with("sqlite:") {
             // FULL sync: an acknowledged write (a registration, an audit entry)
             // must survive a power cut, and WAL keeps that cheap.
-            let options = SqliteConnectOptions::from_str(url)
-                .map_err(StoreError::Open)?
+            let options = SqliteConnectOptions::from_str(url).map_err(StoreError::Open)?;
+            let no_file = url.contains(":memory:") || url.contains("mode=memory") || url.contains("mode=ro");
+            if !no_file {
+                create_private(options.get_filename()).map_err(|e| StoreError::Open(sqlx::Error::Io(e)))?;
+            }
+            let options = options
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use admission::{Outcome, Permit};
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, Response};
+use axum::http::{HeaderMap, HeaderName, Response, StatusCode};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -18,11 +18,19 @@ use tokio::time::{Instant, Sleep};
 
 use crate::upstream::{Conn, FailureKind, InFlight};
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
-    )
+/// The upstream response headers a client gets; every other one stays here. A model
+/// server's cookies, its `Server`, its own rate-limit counters (about Palisade's key,
+/// not the client's), request ids and internal routing headers are none of the
+/// client's business. Kept: the body's type and encoding (Palisade asks for no
+/// encoding, but one sent anyway must be declared), `Cache-Control`, the OpenAI
+/// processing-time and version headers SDKs read, and `Retry-After` on a 429 (a 503
+/// never reaches the client as it came). Length and framing are hyper's to set.
+fn is_passed_to_client(name: &HeaderName, status: StatusCode) -> bool {
+    match name.as_str() {
+        "content-type" | "content-encoding" | "cache-control" | "openai-processing-ms" | "openai-version" => true,
+        "retry-after" => matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE),
+        _ => false,
+    }
 }
 
 /// Turn an upstream response into the client's response, streaming its body.
@@ -35,7 +43,8 @@ pub(super) fn relay(
     permit: Option<(Permit, Duration)>,
 ) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
-    parts.headers.retain_not(is_hop_by_hop);
+    let status = parts.status;
+    parts.headers.retain(|name| is_passed_to_client(name, status));
     let body = RelayBody {
         inner: body,
         conn: Some(conn),
@@ -49,14 +58,14 @@ pub(super) fn relay(
     Response::from_parts(parts, Body::new(body))
 }
 
-/// Remove every header for which `drop` is true (a `HeaderMap` has no `retain`).
-trait RetainNot {
-    fn retain_not(&mut self, drop: fn(&HeaderName) -> bool);
+/// Keep only the headers for which `keep` is true (a `HeaderMap` has no `retain`).
+trait Retain {
+    fn retain(&mut self, keep: impl Fn(&HeaderName) -> bool);
 }
 
-impl RetainNot for HeaderMap {
-    fn retain_not(&mut self, drop: fn(&HeaderName) -> bool) {
-        let doomed: Vec<HeaderName> = self.keys().filter(|name| drop(name)).cloned().collect();
+impl Retain for HeaderMap {
+    fn retain(&mut self, keep: impl Fn(&HeaderName) -> bool) {
+        let doomed: Vec<HeaderName> = self.keys().filter(|name| !keep(name)).cloned().collect();
         for name in doomed {
             self.remove(name);
         }

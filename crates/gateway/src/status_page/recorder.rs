@@ -159,20 +159,29 @@ impl StatusSources {
 fn registration_status(policy: &RegistrationPolicy) -> ComponentStatus {
     match policy {
         RegistrationPolicy::Open => ComponentStatus::Operational,
-        RegistrationPolicy::Regions { .. } | RegistrationPolicy::InviteOnly => ComponentStatus::DegradedPerformance,
+        RegistrationPolicy::Regions { .. } | RegistrationPolicy::InviteOnly { .. } => {
+            ComponentStatus::DegradedPerformance
+        }
         RegistrationPolicy::Closed { .. } => ComponentStatus::PartialOutage,
     }
 }
 
-/// The incident name and text for a restricted policy: what sign-up itself says.
+/// The incident name and text for a restricted policy: what sign-up itself says,
+/// with the operator's message.
 fn registration_notice(policy: &RegistrationPolicy) -> Option<(&'static str, String)> {
+    let with = |rule: String, message: &Option<String>| match message {
+        Some(m) => format!("{rule} {m}"),
+        None => rule,
+    };
     let notice = match policy {
         RegistrationPolicy::Open => return None,
-        RegistrationPolicy::Regions { allow } => {
+        RegistrationPolicy::Regions { allow, message } => {
             let regions: Vec<&str> = allow.iter().map(|r| r.as_str()).collect();
-            format!("New registrations are limited to phone numbers from {}.", regions.join(", "))
+            with(format!("New registrations are limited to phone numbers from {}.", regions.join(", ")), message)
         }
-        RegistrationPolicy::InviteOnly => "New registrations need an invite code.".to_owned(),
+        RegistrationPolicy::InviteOnly { message } => {
+            with("New registrations need an invite code.".to_owned(), message)
+        }
         RegistrationPolicy::Closed { message } => {
             message.clone().unwrap_or_else(|| "New registrations are paused.".to_owned())
         }
@@ -758,9 +767,22 @@ mod tests {
     #[test]
     fn registration_notices_say_what_sign_up_says() {
         assert_eq!(registration_notice(&RegistrationPolicy::Open), None);
-        let (name, body) = registration_notice(&RegistrationPolicy::InviteOnly).unwrap();
+        let (name, body) = registration_notice(&RegistrationPolicy::InviteOnly { message: None }).unwrap();
         assert_eq!(name, "New registrations are limited");
         assert!(body.starts_with("New registrations need an invite code.") && body.contains("Existing users"));
+        let invite = RegistrationPolicy::InviteOnly { message: Some("Invites on Monday.".into()) };
+        assert!(
+            registration_notice(&invite)
+                .unwrap()
+                .1
+                .starts_with("New registrations need an invite code. Invites on Monday.")
+        );
+        let regions = RegistrationPolicy::Regions {
+            allow: vec![accounts::policy::Region::new("CN").unwrap()],
+            message: Some("Launch week.".into()),
+        };
+        let (_, body) = registration_notice(&regions).unwrap();
+        assert!(body.starts_with("New registrations are limited to phone numbers from CN. Launch week."), "{body}");
         let closed = RegistrationPolicy::Closed { message: Some("Back soon.".into()) };
         assert_eq!(registration_notice(&closed).unwrap().0, "New registrations are paused");
         assert!(registration_notice(&closed).unwrap().1.starts_with("Back soon."));

@@ -328,3 +328,33 @@ impl Site {
         body["csrf_token"].as_str().unwrap().to_owned()
     }
 }
+
+/// An upstream that answers every generation request with one canned reply (status,
+/// headers, body) and records the headers it received; `GET /v1/models` (the health
+/// check) always answers 200.
+pub struct CannedUpstream {
+    pub server: TestServer,
+    pub seen_headers: Arc<Mutex<Vec<HeaderMap>>>,
+}
+
+pub async fn canned_upstream(status: u16, headers: &[(&str, &str)], body: &str) -> CannedUpstream {
+    let seen_headers: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();
+    let seen = seen_headers.clone();
+    let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let body = body.to_owned();
+    let reply = move |request_headers: HeaderMap| {
+        let (seen, headers, body) = (seen.clone(), headers.clone(), body.clone());
+        async move {
+            seen.lock().unwrap().push(request_headers);
+            let mut response = axum::response::Response::builder().status(status);
+            for (name, value) in &headers {
+                response = response.header(name, value);
+            }
+            response.body(Body::from(body)).unwrap()
+        }
+    };
+    let router = Router::new()
+        .route("/v1/models", get(|| async { axum::Json(serde_json::json!({"object": "list", "data": []})) }))
+        .fallback(reply);
+    CannedUpstream { server: serve_router(router).await, seen_headers }
+}
