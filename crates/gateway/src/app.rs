@@ -32,6 +32,7 @@ use crate::health::{self, Telemetry};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Proxy};
 use crate::request::{RequestContext, Route};
+use crate::refusal::Prerendered;
 use crate::server::{self, Dispatch, Listener};
 use crate::status_page::{self, StatusBoard, StatusRecorder, StatusSources};
 use crate::upstream::UpstreamPool;
@@ -112,6 +113,8 @@ impl Gateway {
             metrics: metrics.clone(),
             clients: ClientResolver::new(TrustedProxies::new(config.shield.trusted()), config.shield.limits.prefixes()),
             proxy_protocol: config.shield.proxy_protocol,
+            turnstile: Some(edge.clone()),
+            refusals: Prerendered::new(),
         });
         let detail_networks = config.server.metrics_networks().into();
         Ok(Arc::new(Gateway {

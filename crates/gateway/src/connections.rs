@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::error::Error;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -211,6 +211,8 @@ pub struct ConnWatch {
     in_flight: AtomicUsize,
     /// Milliseconds after `opened` when bytes last moved either way.
     last_io_ms: AtomicU64,
+    /// Requests the listener refused in a row on this connection.
+    refused_in_a_row: AtomicU32,
     slot: ConnectionSlot,
 }
 
@@ -224,8 +226,21 @@ impl ConnWatch {
             served: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_io_ms: AtomicU64::new(0),
+            refused_in_a_row: AtomicU32::new(0),
             slot,
         })
+    }
+
+    /// One more refusal in a row; how many now.
+    pub fn refused(&self) -> u32 {
+        self.refused_in_a_row.fetch_add(1, Ordering::Relaxed).saturating_add(1)
+    }
+
+    /// A request got past the listener's refusals: the run is over.
+    pub fn passed(&self) {
+        if self.refused_in_a_row.load(Ordering::Relaxed) != 0 {
+            self.refused_in_a_row.store(0, Ordering::Relaxed);
+        }
     }
 
     /// A request head arrived (the connection is no longer silent).

@@ -35,6 +35,7 @@ use crate::audit::{AuditLog, Event};
 use crate::clock::now;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::refusal::{Admit, Turnstile};
 use crate::request::Zone;
 
 pub const CLEARANCE_HEADER: &str = "x-palisade-clearance";
@@ -532,5 +533,34 @@ mod tests {
         assert_eq!(e.spend_clearance(&clearance, &binding, &ip, now), Ok(0));
         assert_eq!(e.spend_clearance(&clearance, &binding, &ip, now), Err(ClearanceError::BudgetSpent));
         assert!(e.failures_of(&ip, now) >= 1, "the replay counted as a failure");
+    }
+}
+
+/// The edge's first two stages, cheapest first, for the listener to run before a
+/// request has a context (see [`crate::refusal`]).
+impl Turnstile for Edge {
+    fn admit(&self, client: &Client, _zone: Zone, now: Duration) -> Admit {
+        if !self.enabled() {
+            return Admit::Pass { allow_listed: false };
+        }
+        let allow_listed = match self.lookup(client, now) {
+            Verdict::Blocked { rule, .. } => {
+                self.metrics.record(metrics::EdgeAction::Block, "blocklist");
+                self.audit_sampled(client, now, || {
+                    Event::new("edge", "shield.block", "refused")
+                        .reason("blocklist")
+                        .detail(serde_json::json!({"rule": rule.to_string()}))
+                });
+                return Admit::Blocked;
+            }
+            Verdict::Allowed { .. } => true,
+            Verdict::Unlisted => false,
+        };
+        let source = self.limits.check_source(client, now);
+        if !source.allowed {
+            self.metrics.record(metrics::EdgeAction::Limit, "source_limit");
+            return Admit::Limited(source);
+        }
+        Admit::Pass { allow_listed }
     }
 }

@@ -345,24 +345,27 @@ impl ApiError {
         self.detail.unwrap_or(self.reject.code())
     }
 
+    /// The JSON body, OpenAI's error shape (with the challenge beside it, if any).
+    pub fn json_body(&self) -> String {
+        let mut body = json!({"error": {
+            "message": self.message,
+            "type": self.reject.kind(),
+            "param": self.param,
+            "code": self.code(),
+        }});
+        if let Some(c) = &self.challenge {
+            body["challenge"] = pages::challenge_json(c);
+        }
+        body.to_string()
+    }
+
     /// The response, as a page for a browser (`html`) or as JSON.
     pub fn render(self, html: bool) -> Response {
         let status = self.reject.status();
         let mut response = match (&self.challenge, html) {
             (Some(challenge), true) => pages::challenge(challenge, None),
             (_, true) => pages::refusal(status, &self.message, self.code(), self.retry_after),
-            (challenge, false) => {
-                let mut body = json!({"error": {
-                    "message": self.message,
-                    "type": self.reject.kind(),
-                    "param": self.param,
-                    "code": self.code(),
-                }});
-                if let Some(c) = challenge {
-                    body["challenge"] = pages::challenge_json(c);
-                }
-                json_response(&body)
-            }
+            (_, false) => json_response(self.json_body()),
         };
         *response.status_mut() = status;
         let headers = response.headers_mut();
@@ -383,10 +386,10 @@ impl ApiError {
 /// in whole seconds: kept small, since every 429 carries them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimitHeaders {
-    limit: u32,
-    remaining: u32,
-    reset_s: u32,
-    window_s: u32,
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset_s: u32,
+    pub window_s: u32,
 }
 
 impl LimitHeaders {
@@ -406,14 +409,17 @@ impl LimitHeaders {
         headers.insert("ratelimit-limit", HeaderValue::from(self.limit));
         headers.insert("ratelimit-remaining", HeaderValue::from(self.remaining));
         headers.insert("ratelimit-reset", HeaderValue::from(self.reset_s));
-        if let Ok(policy) = HeaderValue::try_from(format!("{};w={}", self.limit, self.window_s)) {
-            headers.insert("ratelimit-policy", policy);
-        }
+        headers.insert("ratelimit-policy", LimitHeaders::policy_value(self.limit, self.window_s));
+    }
+
+    /// `RateLimit-Policy`: the limit and its window in seconds.
+    pub fn policy_value(limit: u32, window_s: u32) -> HeaderValue {
+        HeaderValue::try_from(format!("{limit};w={window_s}")).unwrap_or_else(|_| HeaderValue::from_static("0"))
     }
 }
 
-fn json_response(body: &serde_json::Value) -> Response {
-    let mut response = Response::new(Body::from(body.to_string()));
+fn json_response(body: String) -> Response {
+    let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

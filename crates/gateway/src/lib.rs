@@ -27,6 +27,7 @@ pub mod pages;
 pub mod priority;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod refusal;
 pub mod request;
 pub mod server;
 pub mod status_page;

@@ -113,6 +113,11 @@ impl Metrics {
 
     /// Count a refusal by its code. The listener calls this for every rendered
     /// [`ApiError`]; nothing else should.
+    /// A refusal without a finer code (the listener's own, see `refusal`).
+    pub fn refused_reject(&self, reject: Reject) {
+        self.rejections[reject.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn refused(&self, error: &ApiError) {
         match error.detail {
             Some(code) if code != error.reject.code() => {

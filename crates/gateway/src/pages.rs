@@ -75,8 +75,13 @@ pub fn secure_html(headers: &mut HeaderMap) {
 
 /// A refusal as a small page, for people using a browser.
 pub fn refusal(status: StatusCode, message: &str, code: &str, retry_after: Option<u32>) -> Response {
+    (status, Html(refusal_page(status, message, code, retry_after))).into_response()
+}
+
+/// The refusal page's HTML.
+pub fn refusal_page(status: StatusCode, message: &str, code: &str, retry_after: Option<u32>) -> String {
     let title = status.canonical_reason().unwrap_or("Error");
-    let page = format!(
+    format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{status} {title}</title>\
          <style>{REFUSAL_CSS}</style></head><body><h1>{title}</h1><p>{message}</p>\
@@ -87,8 +92,7 @@ pub fn refusal(status: StatusCode, message: &str, code: &str, retry_after: Optio
         retry = retry_after
             .map(|s| format!("<p>Please try again in {s} second{}.</p>", if s == 1 { "" } else { "s" }))
             .unwrap_or_default(),
-    );
-    (status, Html(page)).into_response()
+    )
 }
 
 /// A `return_to` that stays on this site, judged as a browser will read it (WHATWG

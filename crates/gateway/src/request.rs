@@ -211,6 +211,8 @@ pub struct RequestContext {
     pub client: Client,
     pub route: Route,
     pub identity: Identity,
+    /// The client's address is on the allow list (the listener looked, see `refusal`).
+    pub allow_listed: bool,
 }
 
 /// Handlers take the context as an argument; the listener always inserts one, so its

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, Request, Response};
+use axum::http::{HeaderName, HeaderValue, Request, Response, header};
+use futures_util::future::{self, Either};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -26,6 +27,7 @@ use crate::connections::{BodyPace, ConnWatch, ConnectionGate, PacedBody, Silence
 use crate::error::{Unrendered, wants_html};
 use crate::metrics::Metrics;
 use crate::pages;
+use crate::refusal::{self, Admit, Prerendered, Turnstile};
 use crate::request::{Identity, RequestContext, RequestId, Route};
 
 /// Where the listener hands each request, with its [`RequestContext`] in its
@@ -43,6 +45,9 @@ pub struct Listener {
     pub clients: ClientResolver,
     /// Expect a PROXY protocol header from trusted proxies.
     pub proxy_protocol: bool,
+    /// The edge's cheapest refusals, run here before a request has a context.
+    pub turnstile: Option<Arc<dyn Turnstile>>,
+    pub refusals: Prerendered,
 }
 
 /// Makes request ids: a per-process random prefix and a counter, so ids are
@@ -177,10 +182,12 @@ struct RequestService<D> {
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+type Answer = Result<Response<Body>, Infallible>;
+
 impl<D: Dispatch> hyper::service::Service<Request<Incoming>> for RequestService<D> {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = Either<future::Ready<Answer>, std::pin::Pin<Box<dyn Future<Output = Answer> + Send>>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let started = Instant::now();
@@ -189,14 +196,33 @@ impl<D: Dispatch> hyper::service::Service<Request<Incoming>> for RequestService<
         let route = Route::of(request.uri().path());
         let client = self.parts.clients.resolve(self.peer.ip(), request.headers());
         let html = wants_html(request.headers());
+        let mut allow_listed = false;
+        if let (Some(zone), Some(turnstile)) = (route.zone(), &self.parts.turnstile) {
+            let admit = turnstile.admit(&client, zone, crate::clock::now());
+            if let Some((reject, mut response)) = self.parts.refusals.response(&admit, html) {
+                // Answered from bytes rendered at start: see `refusal`.
+                self.parts.metrics.refused_reject(reject);
+                let headers = response.headers_mut();
+                headers.insert(X_REQUEST_ID.clone(), id);
+                if refusal::close_after(self.watch.refused(), request.version()) {
+                    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                self.parts.metrics.observe(route, reject.status().as_u16(), started.elapsed());
+                drop(in_progress);
+                return Either::Left(future::ready(Ok(response)));
+            }
+            allow_listed = matches!(admit, Admit::Pass { allow_listed: true });
+        }
+        self.watch.passed();
         let pace = self.pace;
         let mut request = request.map(|body| Body::new(PacedBody::new(Body::new(body), pace)));
-        let ctx = RequestContext { id: RequestId(id.clone()), client, route, identity: Identity::Anonymous };
+        let ctx =
+            RequestContext { id: RequestId(id.clone()), client, route, identity: Identity::Anonymous, allow_listed };
         request.extensions_mut().insert(ctx);
         let span = tracing::info_span!("request", id = ?id, route = route.label());
         let dispatch = self.dispatch.clone();
         let parts = self.parts.clone();
-        Box::pin(
+        Either::Right(Box::pin(
             async move {
                 let response = dispatch.dispatch(request).await;
                 let mut response = finish(response, html, &parts.metrics);
@@ -208,7 +234,7 @@ impl<D: Dispatch> hyper::service::Service<Request<Incoming>> for RequestService<
                 Ok(response)
             }
             .instrument(span),
-        )
+        ))
     }
 }
 

@@ -225,6 +225,29 @@ async fn over_the_per_address_limit_answers_429_with_rate_limit_headers() {
 }
 
 #[tokio::test]
+async fn a_client_that_keeps_hammering_after_refusals_loses_its_connection() {
+    let (gw, _sim) = edge_gateway(|c| {
+        c.shield.limits.per_ip = shield::RateConfig::new(1, 3_600_000, 1);
+    })
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.8:0".parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr(&gw.url).parse().unwrap()).await.unwrap();
+    // Forty requests at once on one keep-alive connection: one served, then refusals.
+    let request = format!("GET /v1/models HTTP/1.1\r\nhost: {}\r\nuser-agent: {TEST_AGENT}\r\n\r\n", addr(&gw.url));
+    stream.write_all(request.repeat(40).as_bytes()).await.unwrap();
+    let replies = read_all(&mut stream).await;
+    let answers: Vec<&str> = replies.split("HTTP/1.1 ").skip(1).collect();
+    assert!(answers[0].starts_with("200"), "{}", answers[0]);
+    let refused = &answers[1..];
+    assert_eq!(refused.len(), 32, "closed after 32 refusals in a row, not {}", refused.len());
+    assert!(refused.iter().all(|a| a.starts_with("429") && a.contains("\"code\":\"rate_limited\"")));
+    assert!(refused[31].to_ascii_lowercase().contains("connection: close"));
+    assert!(!refused[30].to_ascii_lowercase().contains("connection: close"));
+    assert!(metrics(&gw).await.contains("palisade_rejections_total{reason=\"rate_limited\"} 32"));
+}
+
+#[tokio::test]
 async fn a_key_over_its_own_rpm_is_limited_while_another_key_is_served() {
     let sim = spawn_sim(instant_sim()).await;
     let gw = spawn_gateway_on(None, vec![upstream("sim", &sim.server.url)], |_| {}).await;

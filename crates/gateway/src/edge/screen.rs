@@ -1,8 +1,9 @@
 //! The edge's checks on one request, cheapest first (see [`crate::edge`]):
 //!
-//! 1. block and allow lists (403 `blocked`),
+//! 1. block and allow lists (403 `blocked`) and
 //! 2. per-address and per-subnet limits (429 `rate_limited`, with `RateLimit-*` and
-//!    `Retry-After`),
+//!    `Retry-After`), both run by the listener before the request has a context
+//!    ([`crate::refusal`], [`Edge::admit`](super::Edge)),
 //! 3. identity, once, written into the request's context for every later stage,
 //! 4. per-API-key and per-account limits for identified requests,
 //! 5. for anonymous requests, and for every sign-up and login (a credential proves
@@ -107,27 +108,9 @@ async fn check(
     now: Duration,
 ) -> Result<&'static str, Stop> {
     let edge = &screen.edge;
-    // 1. Block and allow lists.
-    let allow_listed = match edge.lookup(client, now) {
-        Verdict::Blocked { rule, .. } => {
-            edge.metrics.record(EdgeAction::Block, "blocklist");
-            edge.audit_sampled(client, now, || {
-                Event::new("edge", "shield.block", "refused")
-                    .reason("blocklist")
-                    .detail(serde_json::json!({"rule": rule.to_string()}))
-            });
-            return Err(ApiError::new(Reject::Blocked, "requests from your network are blocked").into());
-        }
-        Verdict::Allowed { .. } => true,
-        Verdict::Unlisted => false,
-    };
-
-    // 2. Per-address and per-subnet limits.
-    let source = edge.limits.check_source(client, now);
-    if !source.allowed {
-        edge.metrics.record(EdgeAction::Limit, "source_limit");
-        return Err(ApiError::limited("too many requests from your address or network", &source).into());
-    }
+    // 1–2. The lists and the per-address and per-subnet limits ran in the listener
+    // (`Edge::admit`): what got here passed them.
+    let allow_listed = request.extensions().get::<RequestContext>().is_some_and(|ctx| ctx.allow_listed);
 
     // 3. Identity, once.
     let identity = identify(screen, request.headers()).await;
