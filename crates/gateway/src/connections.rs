@@ -424,9 +424,9 @@ pub fn is_slow_body(error: &(dyn Error + 'static)) -> bool {
 
 pin_project_lite::pin_project! {
     /// A request body that fails with [`SlowBody`] when its sender dawdles.
-    pub struct PacedBody {
+    pub struct PacedBody<B = Body> {
         #[pin]
-        inner: Body,
+        inner: B,
         pace: BodyPace,
         // Set when the handler first reads: time the request spent queued behind
         // other work in this process is ours, not a slow sender's.
@@ -436,13 +436,18 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl PacedBody {
-    pub fn new(inner: Body, pace: BodyPace) -> PacedBody {
+impl<B> PacedBody<B> {
+    /// Generic over the body so the listener wraps hyper's own without boxing it first.
+    pub fn new(inner: B, pace: BodyPace) -> PacedBody<B> {
         PacedBody { inner, pace, started: None, received: 0, deadline: None }
     }
 }
 
-impl http_body::Body for PacedBody {
+impl<B> http_body::Body for PacedBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn Error + Send + Sync>>,
+{
     type Data = Bytes;
     type Error = Box<dyn Error + Send + Sync>;
 
@@ -462,7 +467,7 @@ impl http_body::Body for PacedBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 // The timer is armed only when a body actually makes us wait:

@@ -215,7 +215,7 @@ impl<D: Dispatch> hyper::service::Service<Request<Incoming>> for RequestService<
         }
         self.watch.passed();
         let pace = self.pace;
-        let mut request = request.map(|body| Body::new(PacedBody::new(Body::new(body), pace)));
+        let mut request = request.map(|body| Body::new(PacedBody::new(body, pace)));
         let ctx =
             RequestContext { id: RequestId(id.clone()), client, route, identity: Identity::Anonymous, allow_listed };
         request.extensions_mut().insert(ctx);

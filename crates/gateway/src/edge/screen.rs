@@ -23,7 +23,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use shield::{Action, Client, Verdict};
+use shield::{Action, Client};
 
 use super::metrics::EdgeAction;
 use super::{CLEARANCE_HEADER, Edge, Stop};
