@@ -788,6 +788,8 @@ async fn a_rewritten_chain_is_caught_by_its_signed_checkpoint(store: Store, _url
     exec(&store, "UPDATE audit_log SET seq = NULL, prev_hash = NULL, hash = NULL").await;
     exec(&store, "UPDATE audit_head SET seq = 0").await;
     store.migrate().await.unwrap();
+    // ... and makes the checkpoint name the new end, but cannot sign it.
+    exec(&store, "UPDATE audit_checkpoints SET hash = (SELECT hash FROM audit_head WHERE id = 1)").await;
     let unsigned = store.verify_audit(None).await.unwrap();
     assert!(unsigned.intact(), "a consistent rewrite fools the chain alone: {unsigned:?}");
     let signed = store.verify_audit(Some(&AUDIT_KEY)).await.unwrap();
