@@ -283,7 +283,7 @@ impl Store {
         const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
         const CHECKPOINTS: &str = "SELECT seq, hash, signature FROM audit_checkpoints ORDER BY seq";
         let mut report = ChainReport::default();
-        let mut push = |report: &mut ChainReport, b: ChainBreak| {
+        let push = |report: &mut ChainReport, b: ChainBreak| {
             if report.breaks.len() < MAX_BREAKS {
                 report.breaks.push(b);
             }
