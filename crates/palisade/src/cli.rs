@@ -31,6 +31,14 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// The audit log, read directly from the store: check its hash chain and signed
+    /// checkpoints, or export it as JSON lines.
+    Audit {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
     /// Proof-of-work challenges, from the client's side.
     Pow {
         #[command(subcommand)]
@@ -90,6 +98,27 @@ pub struct ConfigArg {
     /// Configuration file (TOML); the same one `serve` uses.
     #[arg(long, short, env = "PALISADE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the whole chain; name every edited, removed, inserted or reordered entry
+    /// and every checkpoint that does not match. Exits 1 when the chain is broken.
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the log as JSON lines (one entry each, in chain order, with its hashes),
+    /// for a SIEM.
+    Export {
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Only entries after this place in the chain.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

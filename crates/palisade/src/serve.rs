@@ -90,6 +90,7 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
         shield: config.shield.clone(),
         shield_key: Some(shield_key(&config)?),
     };
+    let audit_signer = tokio::spawn(checkpoint_audit(store.clone(), shield_key(&config)?, stop_rx.clone()));
     let gateway = Gateway::new(gateway_config, accounts)?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -101,6 +102,8 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
     if let Some(simulator) = simulator {
         simulator.abort();
     }
+    // The last checkpoint covers what was written until the end.
+    let _ = tokio::time::timeout(Duration::from_secs(5), audit_signer).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -165,21 +168,60 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
 /// `shield.secret`, else the key file (`<data_dir>/shield.key` unless configured),
 /// generated on first start.
 fn shield_key(config: &Config) -> anyhow::Result<[u8; 32]> {
-    use gateway::edge::config::{format_secret, parse_secret};
-    if let Some(secret) = &config.shield.secret {
-        return parse_secret(secret).context("shield.secret: must be 64 hex characters");
-    }
-    let path = config.shield_key_file();
-    match std::fs::read_to_string(&path) {
-        Ok(text) => parse_secret(&text).with_context(|| format!("{}: expected 64 hex characters", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    use gateway::edge::config::format_secret;
+    match existing_shield_key(config) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => {
+            let path = config.shield_key_file();
             let key = tokens::hash(tokens::SessionToken::generate().as_str());
             write_private(&path, format_secret(&key).as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
             tracing::warn!(path = %path.display(), "generated the shield's signing key; give every gateway node the same one");
             Ok(key)
         }
+        Err(e) => Err(e),
+    }
+}
+
+/// The shield's key if there is one (configured, or in its file); never makes one.
+pub(crate) fn existing_shield_key(config: &Config) -> anyhow::Result<Option<[u8; 32]>> {
+    use gateway::edge::config::parse_secret;
+    if let Some(secret) = &config.shield.secret {
+        return parse_secret(secret).map(Some).context("shield.secret: must be 64 hex characters");
+    }
+    let path = config.shield_key_file();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_secret(&text)
+            .map(Some)
+            .with_context(|| format!("{}: expected 64 hex characters", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// How often the audit chain's end is signed (and once more on shutdown).
+const AUDIT_CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+/// Sign the audit chain's end now and then with the shield's key, which the database
+/// does not hold: a rewrite of the log before a checkpoint then shows in
+/// `palisade audit verify`. Several nodes may sign the same end; the first wins.
+async fn checkpoint_audit(store: store::Store, key: [u8; 32], mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(AUDIT_CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        match store.checkpoint_audit(&key, now).await {
+            Ok(Some(seq)) => tracing::debug!(seq, "audit chain checkpoint signed"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not sign the audit chain's checkpoint"),
+        }
+        if stopping {
+            return;
+        }
     }
 }
 

@@ -455,3 +455,42 @@ async fn pow_solve_prints_a_clearance_that_passes_the_challenge() {
     let (ok, _, err) = run(dir.path(), &["pow", "solve", "--url", "http://127.0.0.1:1"]);
     assert!(!ok && err.contains("cannot reach"), "{err}");
 }
+
+#[tokio::test]
+async fn the_operator_verifies_and_exports_the_audit_log_and_finds_an_edit() {
+    let dir = scratch_dir();
+    let mut palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+    let (ok, _, stderr) = run(dir.path(), &["keys", "create", "--name", "audited"]);
+    assert!(ok, "{stderr}");
+    let body = json!({"phone": "+86 138 0013 8000", "password": "correct horse battery staple"});
+    let r = http().post(format!("{}/auth/register", palisade.url)).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    // Stopping signs the chain's end.
+    palisade.signal("TERM");
+    assert!(palisade.wait_exit(Duration::from_secs(30)).success());
+
+    let (ok, out, err) = run(dir.path(), &["audit", "verify"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("chain intact"), "{out}");
+    assert!(out.contains("1 signed checkpoints checked"), "{out}");
+
+    let export = dir.path().join("audit.jsonl");
+    let (ok, _, err) = run(dir.path(), &["audit", "export", "--out", export.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&export).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    assert!(lines.iter().any(|l| l["action"] == "key.create"), "{lines:?}");
+    assert!(lines.iter().all(|l| l["hash"].as_str().is_some_and(|h| h.len() == 64)));
+    assert_eq!(lines[1]["prev_hash"], lines[0]["hash"]);
+
+    // Someone edits an entry in the database file itself.
+    let db = dir.path().join("palisade-data/palisade.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let at = bytes.windows(10).position(|w| w == b"key.create").expect("the entry is in the file");
+    bytes[at + 5] = b'C';
+    std::fs::write(&db, bytes).unwrap();
+    let (ok, out, _) = run(dir.path(), &["audit", "verify"]);
+    assert!(!ok, "a broken chain exits non-zero: {out}");
+    assert!(out.contains("CHAIN BROKEN") && out.contains("was edited"), "{out}");
+}

@@ -218,8 +218,6 @@ impl Store {
                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
         const CODE: &str = "INSERT INTO verification_codes (user_id, code_hash, expires_at, attempts, purpose, \
                             window_started_at) VALUES ($1, $2, $3, 0, $4, $5)";
-        const AUDIT: &str = "INSERT INTO audit_log (at, actor, action, outcome, ip, reason, detail) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7)";
         let user = r.user;
         let (held, pending) = claims(user);
         let detail = r.audit.detail.as_ref().map(serde_json::Value::to_string);
@@ -233,9 +231,11 @@ impl Store {
             sqlx::query(CODE).bind(id).bind((r.code_hash)(id)).bind(r.code_expires_at)
                 .bind(CodePurpose::Verify.as_str()).bind(now)
                 .execute(&mut *tx).await?;
-            sqlx::query(AUDIT).bind(now).bind(format!("user:{id}")).bind(&r.audit.action).bind(&r.audit.outcome)
-                .bind(&r.audit.ip).bind(&r.audit.reason).bind(&detail)
-                .execute(&mut *tx).await?;
+            let actor = format!("user:{id}");
+            crate::audit::append_chained!(
+                tx, now, actor.as_str(), r.audit.action.as_str(), r.audit.outcome.as_str(),
+                r.audit.ip.as_deref(), r.audit.reason.as_deref(), detail.as_deref()
+            );
             tx.commit().await?;
             Ok(id)
         })

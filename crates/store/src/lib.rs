@@ -14,7 +14,7 @@ mod status;
 pub use accounts::{
     ApiKeyRow, CodePurpose, Identifier, NewApiKey, NewCode, NewRegistration, NewUser, SessionRow, UserRow, UserStatus,
 };
-pub use audit::{AuditEntry, AuditRecord};
+pub use audit::{AuditEntry, AuditRecord, ChainBreak, ChainReport, ChainedRecord};
 pub use pool::{Backend, Store, StoreError, redact_url};
 pub use status::{
     IncidentChange, IncidentRecord, IncidentRow, IncidentUpdateRow, MaintenanceRow, NewIncident, NewMaintenance,

@@ -136,6 +136,7 @@ impl Store {
             Store::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
             Store::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
         }
+        self.chain_legacy_audit().await?;
         Ok(())
     }
 

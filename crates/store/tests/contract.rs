@@ -60,6 +60,13 @@ contract!(
     verification_codes_count_attempts_and_expire,
     invites_are_single_use_and_expire,
     audit_entries_are_appended_and_listed_newest_first,
+    an_intact_audit_chain_verifies_and_its_checkpoints_are_signed,
+    an_edited_audit_entry_is_found,
+    a_removed_audit_entry_is_found,
+    an_inserted_audit_entry_is_found,
+    reordered_audit_entries_are_found,
+    a_rewritten_chain_is_caught_by_its_signed_checkpoint,
+    concurrent_audit_appends_keep_one_chain,
     status_changes_carry_the_last_state_into_the_window,
     status_change_reads_keep_the_newest_when_bounded,
     incidents_keep_their_updates_in_order_and_close_on_resolve,
@@ -679,4 +686,136 @@ async fn incidents_and_history_survive_close_and_reopen(store: Store, url: &str)
     assert_eq!(reopened.open_incident_for("under_attack").await.unwrap().map(|i| i.id), Some(id));
     assert_eq!(reopened.status_changes_since(0, 10).await.unwrap(), [change("api", "degraded_performance", 15)]);
     assert_eq!(reopened.component_overrides().await.unwrap().len(), 1);
+}
+
+async fn exec(store: &Store, sql: &'static str) {
+    match store {
+        Store::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+        Store::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+    }
+    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+const AUDIT_KEY: [u8; 32] = [7; 32];
+
+/// Five entries: one through the registration transaction, four on their own.
+async fn five_entries(store: &Store) {
+    for i in 0..4 {
+        let entry = AuditEntry {
+            actor: format!("user:{i}"),
+            action: "auth.login".into(),
+            outcome: "ok".into(),
+            ip: Some("127.0.0.1".into()),
+            reason: None,
+            detail: Some(serde_json::json!({"n": i})),
+        };
+        store.append_audit(&entry, 1_000 + i).await.unwrap();
+    }
+    register(store, b"idx5", 2_000).await;
+}
+
+async fn an_intact_audit_chain_verifies_and_its_checkpoints_are_signed(store: Store, _url: &str) {
+    let empty = store.verify_audit(Some(&AUDIT_KEY)).await.unwrap();
+    assert!(empty.intact() && empty.entries == 0, "{empty:?}");
+    assert_eq!(store.checkpoint_audit(&AUDIT_KEY, 1).await.unwrap(), None, "nothing to sign yet");
+    five_entries(&store).await;
+    assert_eq!(store.checkpoint_audit(&AUDIT_KEY, 3_000).await.unwrap(), Some(5));
+    assert_eq!(store.checkpoint_audit(&AUDIT_KEY, 3_001).await.unwrap(), None, "nothing new since");
+    let report = store.verify_audit(Some(&AUDIT_KEY)).await.unwrap();
+    assert!(report.intact(), "{report:?}");
+    assert_eq!((report.entries, report.checkpoints, report.signed_through), (5, 1, Some(5)));
+    // With the wrong key, the checkpoint is not the gateway's.
+    let forged = store.verify_audit(Some(&[8; 32])).await.unwrap();
+    assert_eq!(forged.breaks, [store::ChainBreak::Checkpoint { seq: 5 }]);
+}
+
+async fn an_edited_audit_entry_is_found(store: Store, _url: &str) {
+    five_entries(&store).await;
+    exec(&store, "UPDATE audit_log SET outcome = 'refused' WHERE seq = 3").await;
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(matches!(report.breaks[..], [store::ChainBreak::Edited { seq: 3, .. }]), "{report:?}");
+}
+
+async fn a_removed_audit_entry_is_found(store: Store, _url: &str) {
+    five_entries(&store).await;
+    exec(&store, "DELETE FROM audit_log WHERE seq = 2").await;
+    let report = store.verify_audit(None).await.unwrap();
+    assert_eq!(report.breaks, [store::ChainBreak::Removed { after_seq: 1, next_seq: 3 }], "{report:?}");
+    // Cutting off the end shows too: the chain's end says where it was.
+    exec(&store, "DELETE FROM audit_log WHERE seq >= 4").await;
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(report.breaks.contains(&store::ChainBreak::Truncated { last_seq: 3, head_seq: 5 }), "{report:?}");
+}
+
+async fn an_inserted_audit_entry_is_found(store: Store, _url: &str) {
+    five_entries(&store).await;
+    // Without a place in the chain, or copying the place and hashes of another.
+    exec(&store, "INSERT INTO audit_log (at, actor, action, outcome) VALUES (1500, 'operator', 'key.create', 'ok')")
+        .await;
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(matches!(report.breaks[..], [store::ChainBreak::Unchained { .. }]), "{report:?}");
+    exec(&store, "DELETE FROM audit_log WHERE seq IS NULL").await;
+    exec(
+        &store,
+        "INSERT INTO audit_log (at, actor, action, outcome, seq, prev_hash, hash) \
+         SELECT 1500, 'operator', 'key.create', 'ok', seq, prev_hash, hash FROM audit_log WHERE seq = 2",
+    )
+    .await;
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(report.breaks.iter().any(|b| matches!(b, store::ChainBreak::Inserted { seq: 2, .. })), "{report:?}");
+}
+
+async fn reordered_audit_entries_are_found(store: Store, _url: &str) {
+    five_entries(&store).await;
+    // Swap the places of entries 2 and 3 (through a free place, for the index).
+    exec(&store, "UPDATE audit_log SET seq = -1 WHERE seq = 2").await;
+    exec(&store, "UPDATE audit_log SET seq = 2 WHERE seq = 3").await;
+    exec(&store, "UPDATE audit_log SET seq = 3 WHERE seq = -1").await;
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(!report.intact());
+    assert!(
+        report.breaks.iter().any(|b| matches!(b, store::ChainBreak::Reordered { seq: 3, .. })),
+        "{report:?}"
+    );
+}
+
+async fn a_rewritten_chain_is_caught_by_its_signed_checkpoint(store: Store, _url: &str) {
+    five_entries(&store).await;
+    store.checkpoint_audit(&AUDIT_KEY, 3_000).await.unwrap();
+    // Someone with write access edits entry 2 and recomputes every hash after it
+    // (here: wipes the chain and lets the legacy sealing rebuild it).
+    exec(&store, "UPDATE audit_log SET outcome = 'refused' WHERE seq = 2").await;
+    exec(&store, "UPDATE audit_log SET seq = NULL, prev_hash = NULL, hash = NULL").await;
+    exec(&store, "UPDATE audit_head SET seq = 0").await;
+    store.migrate().await.unwrap();
+    // ... and makes the checkpoint name the new end, but cannot sign it.
+    exec(&store, "UPDATE audit_checkpoints SET hash = (SELECT hash FROM audit_head WHERE id = 1)").await;
+    let unsigned = store.verify_audit(None).await.unwrap();
+    assert!(unsigned.intact(), "a consistent rewrite fools the chain alone: {unsigned:?}");
+    let signed = store.verify_audit(Some(&AUDIT_KEY)).await.unwrap();
+    assert_eq!(signed.breaks, [store::ChainBreak::Checkpoint { seq: 5 }], "{signed:?}");
+}
+
+async fn concurrent_audit_appends_keep_one_chain(store: Store, _url: &str) {
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let entry = AuditEntry {
+                actor: format!("user:{i}"),
+                action: "auth.login".into(),
+                outcome: "ok".into(),
+                ip: None,
+                reason: None,
+                detail: None,
+            };
+            store.append_audit(&entry, i).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let report = store.verify_audit(None).await.unwrap();
+    assert!(report.intact(), "{report:?}");
+    assert_eq!(report.entries, 40);
 }
