@@ -283,50 +283,26 @@ async fn a_cross_site_page_cannot_log_a_browser_in_or_sign_it_up() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let post = |headers: &[(&str, &str)]| {
+        let mut r = client().post(site.url("/auth/login")).header("content-type", "application/json");
+        for (name, value) in headers {
+            r = r.header(*name, *value);
+        }
+        r.body(login.clone()).send()
+    };
     for (name, value) in [("origin", "https://evil.example"), ("sec-fetch-site", "cross-site"), ("origin", "null")] {
-        let r = client()
-            .post(site.url("/auth/login"))
-            .header("content-type", "application/json")
-            .header(name, value)
-            .body(login.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = post(&[(name, value)]).await.unwrap();
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{name}: {value}");
         assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "cross_origin");
     }
-    let host = site.gw.url.trim_start_matches("http://").to_owned();
+    let ours = format!("http://{}", site.gw.url.trim_start_matches("http://"));
     // The browser's own word on the site wins over an Origin that looks like ours.
-    let r = client()
-        .post(site.url("/auth/login"))
-        .header("content-type", "application/json")
-        .header("origin", format!("http://{host}"))
-        .header("sec-fetch-site", "cross-site")
-        .body(login.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post(&[("origin", &ours), ("sec-fetch-site", "cross-site")]).await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // A same-origin post from a no-referrer page carries `Origin: null`: it passes.
-    let r = client()
-        .post(site.url("/auth/login"))
-        .header("content-type", "application/json")
-        .header("origin", "null")
-        .header("sec-fetch-site", "same-origin")
-        .body(login.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post(&[("origin", "null"), ("sec-fetch-site", "same-origin")]).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     // The site's own page passes.
-    let r = client()
-        .post(site.url("/auth/login"))
-        .header("content-type", "application/json")
-        .header("origin", format!("http://{host}"))
-        .header("sec-fetch-site", "same-origin")
-        .body(login)
-        .send()
-        .await
-        .unwrap();
+    let r = post(&[("origin", &ours), ("sec-fetch-site", "same-origin")]).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
