@@ -21,6 +21,6 @@ pub mod state;
 pub mod switches;
 
 pub use error::FleetError;
-pub use limits::{LimitKey, SharedLimit};
+pub use limits::{Checked, LimitKey, SharedLimit};
 pub use state::{Fleet, FleetConfig};
 pub use switches::{Switch, SwitchVersions};

@@ -78,13 +78,20 @@ pub struct SharedLimit {
     pub rate: Gcra,
 }
 
+/// A decision and, when refused, the index of the first limit that refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub decision: Decision,
+    pub refused_by: Option<usize>,
+}
+
 impl Fleet {
     /// Checks every limit in `limits` and spends `cost` from each only when all allow.
     /// Returns the tightest decision (as `shield::Decision::tightest` picks it). The
     /// limits must share one caller (`LimitKey::new`'s first argument) for Redis Cluster.
-    pub async fn check(&self, limits: &[SharedLimit], cost: u32) -> Result<Decision, FleetError> {
+    pub async fn check(&self, limits: &[SharedLimit], cost: u32) -> Result<Checked, FleetError> {
         if limits.is_empty() {
-            return Ok(Decision::unlimited());
+            return Ok(Checked { decision: Decision::unlimited(), refused_by: None });
         }
         static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA_SCRIPT));
         let mut invocation = SCRIPT.prepare_invoke();
@@ -103,14 +110,18 @@ impl Fleet {
 }
 
 /// The decision the script's answer stands for, with the headers `shield::Gcra` gives.
-fn decide(limits: &[SharedLimit], ok: bool, ahead_us: &[i64], cost: u32) -> Decision {
+fn decide(limits: &[SharedLimit], ok: bool, ahead_us: &[i64], cost: u32) -> Checked {
     // Any fixed instant serves as "now": only the distance to each arrival time matters.
     let now = Duration::from_secs(1 << 20);
     let mut tightest: Option<Decision> = None;
-    for (limit, &ahead) in limits.iter().zip(ahead_us) {
+    let mut refused_by = None;
+    for (i, (limit, &ahead)) in limits.iter().zip(ahead_us).enumerate() {
         let ahead = Duration::from_micros(u64::try_from(ahead).unwrap_or(0));
         let mut tat = u64::try_from((now + ahead).as_nanos()).unwrap_or(u64::MAX);
         let mut d = limit.rate.check(&mut tat, now, cost);
+        if !d.allowed && refused_by.is_none() {
+            refused_by = Some(i);
+        }
         if !ok && d.allowed {
             // Allowed alone, but another limit refused and nothing was spent: describe
             // the unspent bucket.
@@ -128,7 +139,7 @@ fn decide(limits: &[SharedLimit], ok: bool, ahead_us: &[i64], cost: u32) -> Deci
     if !ok && d.retry_after.is_none() && cost <= d.limit {
         d.retry_after = Some(Duration::from_millis(1));
     }
-    d
+    Checked { decision: d, refused_by: if ok { None } else { refused_by.or(Some(0)) } }
 }
 
 #[cfg(test)]
@@ -145,7 +156,9 @@ mod tests {
     #[test]
     fn a_refusal_by_one_limit_refuses_the_request_with_a_retry_time() {
         let limits = [limit(10, 5), limit(1, 1)];
-        let d = decide(&limits, false, &[0, 1_000_000], 1);
+        let c = decide(&limits, false, &[0, 1_000_000], 1);
+        assert_eq!(c.refused_by, Some(1));
+        let d = c.decision;
         assert!(!d.allowed);
         assert_eq!(d.limit, 1, "the refusing limit's headers");
         assert!(d.retry_after.is_some_and(|r| r > Duration::from_millis(900)), "{d:?}");
@@ -154,7 +167,7 @@ mod tests {
     #[test]
     fn an_allowed_request_reports_the_scarcest_limit() {
         let limits = [limit(10, 5), limit(10, 50)];
-        let d = decide(&limits, true, &[300_000, 0], 1);
+        let d = decide(&limits, true, &[300_000, 0], 1).decision;
         assert!(d.allowed);
         assert_eq!((d.limit, d.remaining), (5, 1));
     }

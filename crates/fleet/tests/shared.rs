@@ -25,12 +25,12 @@ async fn two_nodes_share_one_bucket_and_refuse_all_or_nothing() {
     let mut admitted = 0;
     for i in 0..20 {
         let n = if i % 2 == 0 { &a } else { &b };
-        if n.check(&limits(10, 100), 1).await.expect("answers").allowed {
+        if n.check(&limits(10, 100), 1).await.expect("answers").decision.allowed {
             admitted += 1;
         }
     }
     assert_eq!(admitted, 10, "one budget of 10 across both nodes");
-    let refused = a.check(&limits(10, 100), 1).await.unwrap();
+    let refused = a.check(&limits(10, 100), 1).await.unwrap().decision;
     assert!(!refused.allowed && refused.retry_after.is_some(), "{refused:?}");
     assert_eq!(refused.limit, 10);
 
@@ -43,9 +43,11 @@ async fn two_nodes_share_one_bucket_and_refuse_all_or_nothing() {
         ]
     };
     for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
-        assert!(b.check(&tight(ip), 1).await.unwrap().allowed);
+        assert!(b.check(&tight(ip), 1).await.unwrap().decision.allowed);
     }
-    let d = a.check(&tight("203.0.113.1"), 1).await.unwrap();
+    let c = a.check(&tight("203.0.113.1"), 1).await.unwrap();
+    assert_eq!(c.refused_by, Some(1), "the subnet refused");
+    let d = c.decision;
     assert!(!d.allowed);
     assert_eq!(d.limit, 3, "the subnet's headers");
 }
