@@ -231,6 +231,21 @@ async fn a_block_entry_and_attack_mode_set_on_one_node_hold_on_another_within_a_
 }
 
 #[tokio::test]
+async fn a_node_with_another_shield_key_refuses_to_join() {
+    let Some(redis) = testkit::redis::shared_redis() else { return };
+    let Some(f) = fleet_on(&redis.url, &redis.prefix, |_| {}).await else { return };
+    let stranger = spawn_gateway_on(None, Vec::new(), |c| {
+        c.shared_state = Some(redis.url.clone());
+        c.fleet.key_prefix = redis.prefix.clone();
+        c.shield_key = Some([7; 32]);
+    })
+    .await;
+    let e = stranger.gateway.join_fleet().await.unwrap_err().to_string();
+    assert!(e.contains("shield key"), "{e}");
+    assert!(f.nodes[0].gateway.join_fleet().await.is_ok());
+}
+
+#[tokio::test]
 async fn redis_stopped_under_load_falls_back_without_errors_and_comes_back() {
     let Some(mut redis) = testkit::redis::PrivateRedis::start() else { return };
     let Some(f) = fleet_on(&redis.url, "outage", |c| c.fleet.timeout_ms = 50).await else { return };

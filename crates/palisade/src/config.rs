@@ -432,4 +432,20 @@ mod tests {
         let e = load_str("[shield]\ntrusted_proxy = []\n", &[]).unwrap_err().to_string();
         assert!(e.contains("shield") && e.contains("trusted_proxy"), "{e}");
     }
+
+    #[test]
+    fn shared_state_and_the_fleet_section_are_checked() {
+        let config = load_str(
+            "shared_state = \"http://redis\"\n[fleet]\nnodes = 0\npoll_ms = 5000\nkey_prefix = \"a{b}\"\n",
+            &[],
+        )
+        .unwrap();
+        let e = config.validate().unwrap_err().to_string();
+        for field in ["shared_state:", "fleet.nodes", "fleet.poll_ms", "fleet.key_prefix"] {
+            assert!(e.contains(field), "{field} in {e}");
+        }
+        let config = load_str("shared_state = \"redis://10.0.0.5:6379\"\n[fleet]\nnodes = 3\n", &[]).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.fleet.nodes, 3);
+    }
 }
