@@ -161,6 +161,17 @@ impl From<HashError> for AccountError {
     }
 }
 
+/// The registration policy the store holds; an unreadable one closes registration.
+async fn stored_policy(store: &Store) -> Result<RegistrationPolicy, AccountError> {
+    Ok(match store.meta(POLICY_KEY).await? {
+        Some(json) => serde_json::from_str(&json).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "stored registration policy unreadable; registration closed until set again");
+            RegistrationPolicy::Closed { message: Some("Registration is temporarily unavailable.".into()) }
+        }),
+        None => RegistrationPolicy::Open,
+    })
+}
+
 fn invalid(code: &'static str, message: impl Into<String>) -> AccountError {
     AccountError::Invalid { code, message: message.into() }
 }
@@ -253,7 +264,18 @@ pub struct Accounts {
     sends_per_account: SendBudget,
     sends_per_destination: SendBudget,
     principals: PrincipalCache,
+    /// Bumped on every local change other nodes must hear of (see [`Accounts::changes`]).
+    credential_changes: std::sync::atomic::AtomicU64,
+    policy_changes: std::sync::atomic::AtomicU64,
     config: AccountsConfig,
+}
+
+/// How many times this node revoked credentials and changed the registration policy.
+/// A fleet compares them with what it last published to tell the other nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocalChanges {
+    pub credentials: u64,
+    pub policy: u64,
 }
 
 impl Accounts {
@@ -264,13 +286,7 @@ impl Accounts {
         notifier: Notifier,
         config: AccountsConfig,
     ) -> Result<Accounts, AccountError> {
-        let policy = match store.meta(POLICY_KEY).await? {
-            Some(json) => serde_json::from_str(&json).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "stored registration policy unreadable; registration closed until set again");
-                RegistrationPolicy::Closed { message: Some("Registration is temporarily unavailable.".into()) }
-            }),
-            None => RegistrationPolicy::Open,
-        };
+        let policy = stored_policy(&store).await?;
         let throttle = |free| ThrottleConfig { free_failures: free, ..ThrottleConfig::default() };
         Ok(Accounts {
             hasher: HashPool::new(HashPoolConfig {
@@ -302,6 +318,8 @@ impl Accounts {
             notifier: Arc::new(notifier),
             key_file: std::sync::OnceLock::new(),
             principals: PrincipalCache::new(Duration::from_secs(config.credential_cache_s), 65_536),
+            credential_changes: std::sync::atomic::AtomicU64::new(0),
+            policy_changes: std::sync::atomic::AtomicU64::new(0),
             config,
         })
     }
@@ -367,6 +385,33 @@ impl Accounts {
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
     }
 
+    /// Reads the registration policy again from the store: another node changed it.
+    pub async fn reload_policy(&self) -> Result<(), AccountError> {
+        let policy = stored_policy(&self.store).await?;
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+        self.principals.clear();
+        Ok(())
+    }
+
+    /// Counts of this node's own revocations and policy changes.
+    pub fn changes(&self) -> LocalChanges {
+        use std::sync::atomic::Ordering::Relaxed;
+        LocalChanges { credentials: self.credential_changes.load(Relaxed), policy: self.policy_changes.load(Relaxed) }
+    }
+
+    /// Forgets every cached credential because another node revoked one: the next request
+    /// of each caller is looked up in the store again.
+    pub fn forget_cached_credentials(&self) {
+        self.principals.clear();
+    }
+
+    /// A credential was revoked or an account changed here: forget the cache and count it
+    /// so other nodes can be told.
+    fn forget_principals(&self) {
+        self.principals.clear();
+        self.credential_changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn policy(&self) -> RegistrationPolicy {
         self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -376,8 +421,9 @@ impl Accounts {
         let json = serde_json::to_string(&policy).map_err(|e| invalid("invalid_policy", e.to_string()))?;
         self.store.set_meta(POLICY_KEY, &json).await?;
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+        self.policy_changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Unverified accounts lose (or regain) the API with the policy.
-        self.principals.clear();
+        self.forget_principals();
         self.audit(
             actor,
             "registration.policy",
@@ -668,7 +714,7 @@ impl Accounts {
             Err(StoreError::NotFound(_)) => return Err(AccountError::InvalidCode),
             Err(e) => return Err(e.into()),
         }
-        self.principals.clear();
+        self.forget_principals();
         self.audit(&actor, "auth.verify", "ok", ip, None, None).await;
         Ok(())
     }
@@ -885,7 +931,7 @@ impl Accounts {
     pub async fn logout(&self, token: &str, user_id: i64, client: Option<&Client>) -> Result<(), AccountError> {
         let ip = client.map(Client::ip);
         self.store.delete_session(user_id, &tokens::hash(token)).await?;
-        self.principals.clear();
+        self.forget_principals();
         self.audit(&format!("user:{user_id}"), "auth.logout", "ok", ip, None, None).await;
         Ok(())
     }
@@ -916,7 +962,7 @@ impl Accounts {
             return Err(AccountError::NotFound);
         };
         self.store.delete_session(user_id, &row.token_hash).await?;
-        self.principals.clear();
+        self.forget_principals();
         self.audit(&format!("user:{user_id}"), "auth.session.revoke", "ok", ip, None, None).await;
         Ok(())
     }
@@ -964,7 +1010,7 @@ impl Accounts {
         if !self.store.revoke_api_key(prefix, owner, unix_millis()).await? {
             return Err(AccountError::NotFound);
         }
-        self.principals.clear();
+        self.forget_principals();
         self.audit(actor, "key.revoke", "ok", None, None, Some(serde_json::json!({"prefix": prefix}))).await;
         Ok(())
     }
@@ -972,7 +1018,7 @@ impl Accounts {
     pub async fn require_mfa(&self, user_id: i64, required: bool, actor: &str) -> Result<(), AccountError> {
         self.store.user(user_id).await?.ok_or(AccountError::NotFound)?;
         self.store.set_mfa_required(user_id, required).await?;
-        self.principals.clear();
+        self.forget_principals();
         self.audit(
             actor,
             "auth.mfa.require",

@@ -4,6 +4,7 @@
 //! imports this module; parts never see the whole gateway.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use accounts::service::Accounts;
 use admission::Admission;
@@ -12,6 +13,7 @@ use axum::body::Body;
 use axum::extract::{FromRef, Request, State};
 use axum::http::{Method, Response};
 use axum::routing::{any, delete, get, post, put};
+use fleet::{Fleet, FleetConfig};
 use store::Store;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -26,7 +28,9 @@ use crate::connections::{ConnectionCaps, ConnectionGate};
 use crate::cookies::CookiePolicy;
 use crate::edge::admin::EdgeSwitches;
 use crate::edge::screen::{Screen, screened};
+use crate::edge::shared::SharedLimits;
 use crate::edge::{self, AttackSwitch, Edge};
+use crate::fleet_sync;
 use crate::guard::AiGuard;
 use crate::health::{self, Telemetry};
 use crate::metrics::Metrics;
@@ -48,6 +52,12 @@ pub enum GatewayError {
     Guard(String),
     #[error("invalid shield configuration: shield.{0}")]
     Shield(shield::ConfigError),
+    #[error("{0}")]
+    SharedState(#[from] fleet::FleetError),
+    #[error(
+        "shared_state needs a shield key every node shares (the same key file or PALISADE_SHIELD_KEY on every node)"
+    )]
+    SharedKeyMissing,
 }
 
 /// Every part of the gateway, built once per process.
@@ -64,6 +74,8 @@ pub struct Gateway {
     listener: Arc<Listener>,
     /// `server.metrics_allow`, parsed once.
     detail_networks: Arc<[shield::Cidr]>,
+    /// With `shared_state`: a digest of the shield key, which every node must share.
+    shield_fingerprint: String,
 }
 
 impl Gateway {
@@ -73,13 +85,13 @@ impl Gateway {
             Arc::new(Admission::new(config.admission.clone()).map_err(|e| GatewayError::Admission(e.to_string()))?);
         let metrics = Arc::new(Metrics::default());
         let audit = Arc::new(AuditLog::new(accounts.clone()));
-        let key = config
-            .shield_key
-            .unwrap_or_else(|| accounts::tokens::hash(accounts::tokens::SessionToken::generate().as_str()));
-        let edge = Arc::new(
-            Edge::new(&config.shield, key, shield::fresh_epoch(), config.auth.cookie_secure, audit.clone())
-                .map_err(GatewayError::Shield)?,
-        );
+        let key = match (config.shield_key, &config.shared_state) {
+            (Some(key), _) => key,
+            (None, None) => accounts::tokens::hash(accounts::tokens::SessionToken::generate().as_str()),
+            (None, Some(_)) => return Err(GatewayError::SharedKeyMissing),
+        };
+        let shield_fingerprint = fingerprint(&key);
+        let edge = Arc::new(build_edge(&config, key, audit.clone())?);
         let guard = Arc::new(
             AiGuard::new(config.guard.clone(), config.abuse.clone(), metrics.clone(), audit)
                 .map_err(|e| GatewayError::Guard(e.to_string()))?,
@@ -129,7 +141,24 @@ impl Gateway {
             proxy,
             listener,
             detail_networks,
+            shield_fingerprint,
         }))
+    }
+
+    /// With `shared_state`: checks that this node signs with the fleet's shield key (the
+    /// first node to start sets it). A node with another key is refused: its challenges
+    /// and clearances would be refused by every other node. Redis being away is no
+    /// reason to refuse to start; the node runs on its local shares meanwhile.
+    pub async fn join_fleet(&self) -> Result<(), GatewayError> {
+        let Some(fleet) = self.edge.fleet() else { return Ok(()) };
+        match fleet.check_shield_key(&self.shield_fingerprint).await {
+            Ok(()) => Ok(()),
+            Err(e @ fleet::FleetError::ShieldKeyMismatch) => Err(e.into()),
+            Err(error) => {
+                tracing::warn!(%error, "shared state unreachable at start: limits are local shares until it answers");
+                Ok(())
+            }
+        }
     }
 
     pub fn config(&self) -> &GatewayConfig {
@@ -178,9 +207,25 @@ impl Gateway {
     pub fn start_background(&self) -> JoinHandle<()> {
         let checks = self.pool.clone().run_health_checks();
         let status = self.status.clone();
+        let wake = status.clone();
         let detector = edge::run_detector(self.edge.clone(), self.metrics.clone(), move || status.wake());
+        let fleet = self.edge.fleet().cloned().map(|fleet| {
+            let every = Duration::from_millis(self.config.fleet.poll_ms);
+            let sync =
+                fleet_sync::run(fleet.clone(), self.edge.clone(), self.accounts.clone(), every, move || wake.wake());
+            async move {
+                tokio::join!(fleet.run_probe(every), sync);
+            }
+        });
         tokio::spawn(async move {
-            tokio::join!(checks, detector);
+            match fleet {
+                Some(fleet) => {
+                    tokio::join!(checks, detector, fleet);
+                }
+                None => {
+                    tokio::join!(checks, detector);
+                }
+            }
         })
     }
 
@@ -191,6 +236,35 @@ impl Gateway {
             anonymous_inference: self.config.auth.allow_anonymous_inference,
         }
     }
+}
+
+/// The edge, alone or as one node of a fleet. With `shared_state` the local tables hold
+/// this node's share of every limit (the fallback, and the route limits), the shared
+/// limits the whole, and tokens are signed with a fixed epoch: what the replay guard
+/// remembers lives in Redis, so a restarted node must accept its fleet's tokens.
+fn build_edge(config: &GatewayConfig, key: [u8; 32], audit: Arc<AuditLog>) -> Result<Edge, GatewayError> {
+    let https = config.auth.cookie_secure;
+    let Some(url) = &config.shared_state else {
+        return Edge::new(&config.shield, key, shield::fresh_epoch(), https, audit).map_err(GatewayError::Shield);
+    };
+    let settings = &config.fleet;
+    let fleet = Arc::new(Fleet::new(&FleetConfig {
+        url: url.clone(),
+        prefix: settings.key_prefix.clone(),
+        timeout: Duration::from_millis(settings.timeout_ms),
+    })?);
+    let mut local = config.shield.clone();
+    local.limits = edge::shared::share(&config.shield.limits, settings.nodes);
+    let shared = SharedLimits::new(fleet, &config.shield.limits, settings.nodes)
+        .map_err(|e| GatewayError::Shield(shield::ConfigError { field: "limits".into(), problem: e.to_string() }))?;
+    Ok(Edge::new(&local, key, 0, https, audit).map_err(GatewayError::Shield)?.with_shared(shared))
+}
+
+/// A digest of the shield key that says nothing about the key.
+fn fingerprint(key: &[u8; 32]) -> String {
+    let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let digest = accounts::tokens::hash(&format!("palisade fleet shield key {text}"));
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The router's state: the gateway, from which each handler takes only its part.

@@ -205,6 +205,52 @@ pub struct GatewayConfig {
     /// random key per process. Tokens are bound to the process either way (see
     /// `shield::epoch_key`), so none survives a restart.
     pub shield_key: Option<[u8; 32]>,
+    /// `redis://…`: several nodes share limits, replay claims and switches (see
+    /// `fleet`). `None`: this node alone, everything in process.
+    pub shared_state: Option<String>,
+    pub fleet: FleetSettings,
+}
+
+/// How a node takes part in a fleet (`[fleet]`; used only with `shared_state`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetSettings {
+    /// Nodes behind the balancer. While the shared state does not answer, each node
+    /// enforces limit / nodes, so the fleet as a whole stays near the limit.
+    pub nodes: u32,
+    /// The most one call to the shared state may take before the node decides alone.
+    pub timeout_ms: u64,
+    /// How often switches (lists, attack mode, revocations, registration policy) are
+    /// read; a change reaches every node within this plus one round trip.
+    pub poll_ms: u64,
+    /// Put before every key, so several fleets can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        FleetSettings { nodes: 1, timeout_ms: 75, poll_ms: 250, key_prefix: "palisade".into() }
+    }
+}
+
+impl FleetSettings {
+    pub fn validate(&self, out: &mut Vec<InvalidField>) {
+        if self.nodes == 0 {
+            out.push(invalid("fleet.nodes", "must be at least 1"));
+        }
+        if !(1..=5_000).contains(&self.timeout_ms) {
+            out.push(invalid("fleet.timeout_ms", "must be between 1 and 5000"));
+        }
+        if !(10..=1_000).contains(&self.poll_ms) {
+            out.push(invalid(
+                "fleet.poll_ms",
+                "must be between 10 and 1000 (switches must reach every node within 1 s)",
+            ));
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.len() > 64 || self.key_prefix.contains(['{', '}']) {
+            out.push(invalid("fleet.key_prefix", "must be 1 to 64 characters without braces"));
+        }
+    }
 }
 
 /// The public status page and the recorder that keeps it.

@@ -13,6 +13,7 @@ pub mod challenge;
 pub mod config;
 pub mod metrics;
 pub mod screen;
+pub mod shared;
 pub mod waiting;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +31,7 @@ use shield::{
 
 pub use config::ShieldConfig;
 use metrics::EdgeMetrics;
+use shared::{Refused, SharedLimits};
 
 use crate::audit::{AuditLog, Event};
 use crate::clock::now;
@@ -54,6 +56,20 @@ pub enum AttackSwitch {
     Auto,
     On,
     Off,
+}
+
+impl AttackSwitch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttackSwitch::Auto => "auto",
+            AttackSwitch::On => "on",
+            AttackSwitch::Off => "off",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AttackSwitch> {
+        [AttackSwitch::Auto, AttackSwitch::On, AttackSwitch::Off].into_iter().find(|s| s.as_str() == text)
+    }
 }
 
 /// The edge's shared state. All methods take `&self`.
@@ -82,6 +98,9 @@ pub struct Edge {
     signups: AtomicU64,
     login_failures: AtomicU64,
     pub metrics: EdgeMetrics,
+    /// With `shared_state`: the limits decided fleet-wide (`limits` then holds this
+    /// node's share, for when the fleet does not answer).
+    shared: Option<SharedLimits>,
 }
 
 impl Edge {
@@ -123,7 +142,133 @@ impl Edge {
             metrics: EdgeMetrics::default(),
             limits,
             config: config.clone(),
+            shared: None,
         })
+    }
+
+    /// Decides the address, subnet, key and account limits fleet-wide. Build the edge
+    /// with this node's share of the limits (see [`shared::share`]) for the fallback.
+    pub fn with_shared(mut self, shared: SharedLimits) -> Edge {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The shared state, when configured.
+    pub fn fleet(&self) -> Option<&Arc<fleet::Fleet>> {
+        self.shared.as_ref().map(SharedLimits::fleet)
+    }
+
+    /// The shared limits when they are configured and answering; else the caller decides
+    /// locally (and that is counted).
+    fn shared_up(&self) -> Option<&SharedLimits> {
+        let shared = self.shared.as_ref()?;
+        if shared.fleet().is_up() {
+            Some(shared)
+        } else {
+            shared.fleet().count_fallback();
+            None
+        }
+    }
+
+    /// The address's and the subnet's limits (`cost` 2 for the double charge).
+    pub async fn check_source(&self, client: &Client, cost: u32, now: Duration) -> shield::Decision {
+        if let Some(shared) = self.shared_up() {
+            match shared.check_source(client, cost).await {
+                Ok(d) => return d,
+                Err(_) => shared.fleet().count_fallback(),
+            }
+        }
+        let mut d = self.limits.check_source(client, now);
+        for _ in 1..cost {
+            if !d.allowed {
+                break;
+            }
+            d = self.limits.check_source(client, now);
+        }
+        d
+    }
+
+    /// The per-key limit (when the request carries a key) and the per-account limit.
+    pub async fn check_identified(
+        &self,
+        key: Option<(&str, Option<u32>)>,
+        account: u64,
+        now: Duration,
+    ) -> Result<(), (shield::Decision, Refused)> {
+        if let Some(shared) = self.shared_up() {
+            let bare = key.map(|(prefix, rpm)| (prefix.strip_prefix("pal_").unwrap_or(prefix), rpm));
+            match shared.check_identified(bare, account).await {
+                Ok((_, None)) => return Ok(()),
+                Ok((d, Some(which))) => return Err((d, which)),
+                Err(_) => shared.fleet().count_fallback(),
+            }
+        }
+        if let Some((prefix, rpm)) = key {
+            // The local table holds this node's share; so must a key's own limit.
+            let nodes = self.shared.as_ref().map_or(1, SharedLimits::nodes);
+            let d = self.check_key(prefix, rpm.map(|n| n.div_ceil(nodes).max(1)), now);
+            if !d.allowed {
+                return Err((d, Refused::ApiKey));
+            }
+        }
+        let d = self.limits.check_account(account, now);
+        if d.allowed { Ok(()) } else { Err((d, Refused::Account)) }
+    }
+
+    /// Claims a one-time id (a redeemed challenge's seed, a used pass) here and, when
+    /// shared, across the fleet. Claimed locally too, so an outage of the shared state
+    /// still refuses replays on this node.
+    async fn claim_once(
+        &self,
+        kind: &str,
+        id: &[u8; 16],
+        expires_at: Duration,
+        now: Duration,
+    ) -> Result<(), shield::ReplayError> {
+        self.replay.claim(id, expires_at, now)?;
+        if let Some(shared) = self.shared_up() {
+            match shared.fleet().claim_once(kind, id, expires_at.saturating_sub(now)).await {
+                Ok(true) => {}
+                Ok(false) => return Err(shield::ReplayError::Replayed),
+                Err(_) => shared.fleet().count_fallback(),
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the fleet about a list change made here (`None`: removed). Without shared
+    /// state, or when it fails (logged), the change holds on this node only.
+    pub async fn publish_rule(&self, list: ListKind, cidr: Cidr, entry: Option<(Option<Duration>, &str)>) {
+        let Some(fleet) = self.fleet() else { return };
+        let (field, value) = match entry {
+            Some((expires_at, note)) => {
+                let (f, v) = shared::encode_rule(list, cidr, expires_at, note);
+                (f, Some(v))
+            }
+            None => (shared::encode_rule(list, cidr, None, "").0, None),
+        };
+        if let Err(error) = fleet.put_list_rule(&field, value.as_deref()).await {
+            tracing::warn!(%error, "a list change holds on this node only: the shared state did not take it");
+        }
+    }
+
+    /// Tells the fleet about the operator's attack-mode switch set here.
+    pub async fn publish_attack(&self, switch: AttackSwitch) {
+        let Some(fleet) = self.fleet() else { return };
+        if let Err(error) = fleet.set_attack_override(switch.as_str()).await {
+            tracing::warn!(%error, "the attack-mode switch holds on this node only: the shared state did not take it");
+        }
+    }
+
+    /// Replaces both lists with `entries` (another node changed them).
+    pub fn replace_rules(&self, entries: &[BlockEntry], now: Duration) {
+        let mut list = BlockList::new(self.config.rules().blocklist.max_entries);
+        for e in entries {
+            if let Err(error) = list.insert(e.list, e.cidr, e.expires_at, &e.note, now) {
+                tracing::warn!(%error, cidr = %e.cidr, "a shared list entry was not applied");
+            }
+        }
+        *self.write_list() = list;
     }
 
     pub fn enabled(&self) -> bool {
@@ -192,8 +337,8 @@ impl Edge {
         self.issuer.challenge(binding, self.difficulty(bot_score), now)
     }
 
-    /// Checks a solution (once) and returns a fresh clearance token.
-    pub fn redeem(
+    /// Checks a solution (once, fleet-wide when shared) and returns a fresh clearance token.
+    pub async fn redeem(
         &self,
         token: &str,
         nonce: &str,
@@ -201,8 +346,12 @@ impl Edge {
         client: &Client,
         now: Duration,
     ) -> Result<String, PowError> {
-        match self.issuer.redeem(token, nonce, binding, &self.replay, now) {
-            Ok(_) => {
+        let redeemed = match self.issuer.verify(token, nonce, binding, now) {
+            Ok(solved) => self.claim_once("pow", &solved.seed, solved.expires_at, now).await.map_err(PowError::from),
+            Err(e) => Err(e),
+        };
+        match redeemed {
+            Ok(()) => {
                 let p = &self.config.pow;
                 Ok(self.issuer.issue_clearance(
                     binding,
@@ -238,8 +387,13 @@ impl Edge {
     }
 
     /// Claims an admission pass id so a pass lets one registration through.
-    pub fn claim_pass(&self, id: &[u8; 16], expires_at: Duration, now: Duration) -> Result<(), shield::ReplayError> {
-        self.replay.claim(id, expires_at, now)
+    pub async fn claim_pass(
+        &self,
+        id: &[u8; 16],
+        expires_at: Duration,
+        now: Duration,
+    ) -> Result<(), shield::ReplayError> {
+        self.claim_once("pass", id, expires_at, now).await
     }
 
     pub(crate) fn room(&self) -> std::sync::MutexGuard<'_, WaitingRoom> {
@@ -360,6 +514,17 @@ impl Edge {
         for s in self.limits.stats() {
             let _ = writeln!(out, "palisade_edge_limiter_entries{{table=\"{}\"}} {}", s.name, s.entries);
             let _ = writeln!(out, "palisade_edge_limiter_evictions_total{{table=\"{}\"}} {}", s.name, s.evictions);
+        }
+        if let Some(fleet) = self.fleet() {
+            out.push_str("# HELP palisade_shared_state_up 1 while the shared state (Redis) answers; 0: limits are local shares.\n");
+            out.push_str("# TYPE palisade_shared_state_up gauge\n");
+            let _ = writeln!(out, "palisade_shared_state_up {}", u8::from(fleet.is_up()));
+            out.push_str("# HELP palisade_shared_state_fallbacks_total Decisions taken locally because the shared state failed or was down.\n");
+            out.push_str("# TYPE palisade_shared_state_fallbacks_total counter\n");
+            let _ = writeln!(out, "palisade_shared_state_fallbacks_total {}", fleet.fallbacks());
+            out.push_str("# HELP palisade_shared_state_outages_total Times the shared state stopped answering.\n");
+            out.push_str("# TYPE palisade_shared_state_outages_total counter\n");
+            let _ = writeln!(out, "palisade_shared_state_outages_total {}", fleet.outages());
         }
         let (_, _, _, rates) = self.attack_state();
         out.push_str("# HELP palisade_edge_attack_rate Recent rate per second the attack detector watches.\n");
@@ -514,8 +679,8 @@ mod tests {
         assert!(e.check_key("pal_cccc", None, now).allowed);
     }
 
-    #[test]
-    fn a_solved_challenge_buys_a_budgeted_clearance_once() {
+    #[tokio::test]
+    async fn a_solved_challenge_buys_a_budgeted_clearance_once() {
         let e = edge(|c| {
             c.pow.base_difficulty = 4;
             c.pow.clearance_budget = 2;
@@ -527,8 +692,8 @@ mod tests {
         let now = Duration::from_secs(1_000);
         let c = e.challenge(&binding, 0, now);
         let nonce = shield::solve(&c.seed, c.difficulty).unwrap().to_string();
-        let clearance = e.redeem(&c.token, &nonce, &binding, &ip, now).expect("solved");
-        assert_eq!(e.redeem(&c.token, &nonce, &binding, &ip, now), Err(PowError::Replayed));
+        let clearance = e.redeem(&c.token, &nonce, &binding, &ip, now).await.expect("solved");
+        assert_eq!(e.redeem(&c.token, &nonce, &binding, &ip, now).await, Err(PowError::Replayed));
         assert_eq!(e.spend_clearance(&clearance, &binding, &ip, now), Ok(1));
         assert_eq!(e.spend_clearance(&clearance, &binding, &ip, now), Ok(0));
         assert_eq!(e.spend_clearance(&clearance, &binding, &ip, now), Err(ClearanceError::BudgetSpent));
@@ -556,10 +721,13 @@ impl Turnstile for Edge {
             Verdict::Allowed { .. } => true,
             Verdict::Unlisted => false,
         };
-        let source = self.limits.check_source(client, now);
-        if !source.allowed {
-            self.metrics.record(metrics::EdgeAction::Limit, "source_limit");
-            return Admit::Limited(source);
+        // In a fleet the source limits are shared, so the screen decides them (async).
+        if self.shared.is_none() {
+            let source = self.limits.check_source(client, now);
+            if !source.allowed {
+                self.metrics.record(metrics::EdgeAction::Limit, "source_limit");
+                return Admit::Limited(source);
+            }
         }
         Admit::Pass { allow_listed }
     }

@@ -18,6 +18,7 @@ pub mod connections;
 pub mod cookies;
 pub mod edge;
 pub mod error;
+pub mod fleet_sync;
 pub mod guard;
 pub mod health;
 pub mod identity;

@@ -30,6 +30,12 @@ pub struct Config {
     /// `sqlite://PATH` or `postgres://...`; default: SQLite in `data_dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
+    /// `redis://…`: several nodes share limits, proof-of-work replay claims and switches;
+    /// absent: one node, everything in process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_state: Option<String>,
+    /// How this node takes part in a fleet (only with `shared_state`).
+    pub fleet: gateway::config::FleetSettings,
     pub log: LogConfig,
     pub server: ServerConfig,
     pub proxy: ProxyConfig,
@@ -95,6 +101,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("palisade-data"),
             database_url: None,
+            shared_state: None,
+            fleet: gateway::config::FleetSettings::default(),
             log: LogConfig::default(),
             server: ServerConfig::default(),
             proxy: ProxyConfig::default(),
@@ -231,6 +239,15 @@ impl Config {
             problems.push(InvalidField {
                 field: "database_url".into(),
                 reason: "must start with sqlite:// or postgres://".into(),
+            });
+        }
+        self.fleet.validate(&mut problems);
+        if let Some(url) = &self.shared_state
+            && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://"))
+        {
+            problems.push(InvalidField {
+                field: "shared_state".into(),
+                reason: "must start with redis://, rediss:// or redis+unix://".into(),
             });
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
@@ -414,5 +431,21 @@ mod tests {
         assert!(e.contains("shield.trusted_proxies[0]"), "{e}");
         let e = load_str("[shield]\ntrusted_proxy = []\n", &[]).unwrap_err().to_string();
         assert!(e.contains("shield") && e.contains("trusted_proxy"), "{e}");
+    }
+
+    #[test]
+    fn shared_state_and_the_fleet_section_are_checked() {
+        let config = load_str(
+            "shared_state = \"http://redis\"\n[fleet]\nnodes = 0\npoll_ms = 5000\nkey_prefix = \"a{b}\"\n",
+            &[],
+        )
+        .unwrap();
+        let e = config.validate().unwrap_err().to_string();
+        for field in ["shared_state:", "fleet.nodes", "fleet.poll_ms", "fleet.key_prefix"] {
+            assert!(e.contains(field), "{field} in {e}");
+        }
+        let config = load_str("shared_state = \"redis://10.0.0.5:6379\"\n[fleet]\nnodes = 3\n", &[]).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.fleet.nodes, 3);
     }
 }

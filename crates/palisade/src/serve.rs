@@ -89,9 +89,12 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
         status: config.status.clone(),
         shield: config.shield.clone(),
         shield_key: Some(shield_key(&config)?),
+        shared_state: config.shared_state.clone(),
+        fleet: config.fleet.clone(),
     };
     let audit_signer = tokio::spawn(checkpoint_audit(store.clone(), shield_key(&config)?, stop_rx.clone()));
     let gateway = Gateway::new(gateway_config, accounts)?;
+    gateway.join_fleet().await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another server using it?)", config.listen))?;

@@ -7,6 +7,7 @@
 //! loud message locally and fails under `CI=true`.
 
 pub mod postgres;
+pub mod redis;
 
 /// True when running under CI, where a missing service is a failure, not a skip.
 pub fn in_ci() -> bool {

@@ -100,7 +100,7 @@ impl Accounts {
     async fn end_other_sessions(&self, user_id: i64, current_session: Option<&str>) -> Result<u64, AccountError> {
         let keep = current_session.map(tokens::hash);
         let ended = self.store.delete_sessions_except(user_id, keep.as_ref().map(|h| &h[..])).await?;
-        self.principals.clear();
+        self.forget_principals();
         Ok(ended)
     }
 

@@ -82,6 +82,7 @@ pub async fn add(State(s): State<EdgeSwitches>, body: Bytes) -> Result<Response,
     if let Err(e) = s.edge.insert_rule(rule.kind, net, ttl, &rule.note, now) {
         return Err(ApiError::new(Reject::InvalidInput, e.to_string()).detail("blocklist_refused"));
     }
+    s.edge.publish_rule(rule.kind, net, Some((ttl.map(|t| now + t), &rule.note))).await;
     let expires_at = ttl.map(|t| (now + t).as_secs());
     let detail = json!({"kind": rule.kind, "cidr": net, "expires_at": expires_at, "note": rule.note});
     let action = match rule.kind {
@@ -99,6 +100,7 @@ pub async fn remove(State(s): State<EdgeSwitches>, body: Bytes) -> Result<Respon
     if !s.edge.remove_rule(rule.kind, net) {
         return Err(ApiError::new(Reject::NotFound, format!("no {} entry for {net}", rule.kind)));
     }
+    s.edge.publish_rule(rule.kind, net, None).await;
     let action = match rule.kind {
         ListKind::Block => "shield.blocklist.remove",
         ListKind::Allow => "shield.allowlist.remove",
@@ -133,6 +135,7 @@ pub struct AttackBody {
 /// `PUT /admin/attack-mode` `{"mode": "auto"|"on"|"off"}`.
 pub async fn set_attack(State(s): State<EdgeSwitches>, body: Bytes) -> Result<Response, ApiError> {
     let body: AttackBody = parse(&body)?;
+    s.edge.publish_attack(body.mode).await;
     match s.edge.force(body.mode, now()) {
         Some(t) => {
             s.edge.announce(t, "operator").await;

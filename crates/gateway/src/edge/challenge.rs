@@ -97,7 +97,7 @@ pub async fn post(
     };
     let now = now();
     let binding = edge.binding(&client, &headers);
-    match edge.redeem(&answer.token, &nonce, &binding, &client, now) {
+    match edge.redeem(&answer.token, &nonce, &binding, &client, now).await {
         Ok(clearance) => {
             edge.metrics.record(EdgeAction::Allow, "pow_solved");
             let p = &edge.config.pow;

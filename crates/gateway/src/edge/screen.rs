@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use shield::{Action, Client};
 
 use super::metrics::EdgeAction;
+use super::shared::Refused;
 use super::{CLEARANCE_HEADER, Edge, Stop};
 use crate::audit::Event;
 use crate::clock::now;
@@ -108,9 +109,19 @@ async fn check(
     now: Duration,
 ) -> Result<&'static str, Stop> {
     let edge = &screen.edge;
-    // 1–2. The lists and the per-address and per-subnet limits ran in the listener
-    // (`Edge::admit`): what got here passed them.
+    // 1–2. The lists and (on a single node) the per-address and per-subnet limits ran
+    // in the listener (`Edge::admit`): what got here passed them.
     let allow_listed = request.extensions().get::<RequestContext>().is_some_and(|ctx| ctx.allow_listed);
+
+    // 2. In a fleet the source limits are decided fleet-wide, which takes a round trip
+    // the listener's synchronous refusals cannot wait for.
+    if edge.fleet().is_some() {
+        let source = edge.check_source(client, 1, now).await;
+        if !source.allowed {
+            edge.metrics.record(EdgeAction::Limit, "source_limit");
+            return Err(ApiError::limited("too many requests from your address or network", &source).into());
+        }
+    }
 
     // 3. Identity, once.
     let identity = identify(screen, request.headers()).await;
@@ -120,17 +131,17 @@ async fn check(
     let mut verdict = if allow_listed { "allow_listed" } else { "passed" };
     if let Some(p) = &principal {
         // 4. Identified: per-key and per-account limits.
-        if let Some(prefix) = &p.key_prefix {
-            let d = edge.check_key(prefix, p.rpm_limit, now);
-            if !d.allowed {
+        let key = p.key_prefix.as_deref().map(|prefix| (prefix, p.rpm_limit));
+        match edge.check_identified(key, p.user_id as u64, now).await {
+            Ok(()) => {}
+            Err((d, Refused::ApiKey)) => {
                 edge.metrics.record(EdgeAction::Limit, "api_key_limit");
                 return Err(ApiError::limited("this API key is over its request rate", &d).into());
             }
-        }
-        let d = edge.limits.check_account(p.user_id as u64, now);
-        if !d.allowed {
-            edge.metrics.record(EdgeAction::Limit, "account_limit");
-            return Err(ApiError::limited("this account is over its request rate", &d).into());
+            Err((d, Refused::Account)) => {
+                edge.metrics.record(EdgeAction::Limit, "account_limit");
+                return Err(ApiError::limited("this account is over its request rate", &d).into());
+            }
         }
         verdict = "identified";
     }
@@ -140,13 +151,13 @@ async fn check(
     if scored {
         // 5. Attack-mode price, bot score, clearance.
         if edge.under_attack() {
-            let d = edge.limits.check_source(client, now);
+            let d = edge.check_source(client, 1, now).await;
             if !d.allowed {
                 edge.metrics.record(EdgeAction::Limit, "under_attack");
                 return Err(ApiError::limited("too many requests while the service is under attack", &d).into());
             }
         }
-        if bot_check(screen, zone, client, request.headers(), now)? {
+        if bot_check(screen, zone, client, request.headers(), now).await? {
             verdict = "cleared";
         }
     }
@@ -154,7 +165,7 @@ async fn check(
     // 6. Route limits; registration may go to the waiting room.
     let account = principal.as_ref().map(|p| p.user_id as u64);
     if zone == Zone::Register && request.method() == Method::POST {
-        verdict = super::waiting::admit_registration(edge, client, request.headers(), now)?;
+        verdict = super::waiting::admit_registration(edge, client, request.headers(), now).await?;
     } else {
         let d = edge.check_route(zone, client, account, now);
         if !d.allowed {
@@ -177,7 +188,13 @@ fn scored(screen: &Screen, zone: Zone) -> bool {
 
 /// Stage 5 for anonymous requests: go on (`true` when a clearance was spent), or the
 /// refusal.
-fn bot_check(screen: &Screen, zone: Zone, client: &Client, headers: &HeaderMap, now: Duration) -> Result<bool, Stop> {
+async fn bot_check(
+    screen: &Screen,
+    zone: Zone,
+    client: &Client,
+    headers: &HeaderMap,
+    now: Duration,
+) -> Result<bool, Stop> {
     let edge = &screen.edge;
     let register_under_attack =
         zone == Zone::Register && edge.under_attack() && edge.config.registration.clearance_under_attack;
@@ -204,7 +221,7 @@ fn bot_check(screen: &Screen, zone: Zone, client: &Client, headers: &HeaderMap, 
         Action::Challenge | Action::Limit => {
             if action == Action::Limit {
                 // The strict lane: a suspect pays double at its address and subnet.
-                let d = edge.limits.check_source(client, now);
+                let d = edge.check_source(client, 1, now).await;
                 if !d.allowed {
                     edge.metrics.record(EdgeAction::Limit, reason);
                     return Err(ApiError::limited("too many requests from this client", &d).into());

@@ -45,7 +45,7 @@ fn room_error(edge: &Edge, e: WaitingRoomError) -> ApiError {
 
 /// The route-limit stage for `POST /auth/register`: the reason to record when the
 /// sign-up may go on, or the answer (a ticket, a refusal).
-pub(crate) fn admit_registration(
+pub(crate) async fn admit_registration(
     edge: &Edge,
     client: &Client,
     headers: &HeaderMap,
@@ -55,7 +55,7 @@ pub(crate) fn admit_registration(
     if let Some(pass) = headers.get(PASS_HEADER).and_then(|v| v.to_str().ok()) {
         let checked = edge.room().check_pass(pass, &binding, now);
         let pass = checked.map_err(|e| room_error(edge, e))?;
-        if edge.claim_pass(&pass.id, pass.expires_at, now).is_err() {
+        if edge.claim_pass(&pass.id, pass.expires_at, now).await.is_err() {
             edge.metrics.record(EdgeAction::Block, "pass_replayed");
             let message = "this admission pass was already used; join the waiting room again";
             return Err(ApiError::new(Reject::TicketInvalid, message).into());

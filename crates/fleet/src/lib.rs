@@ -1,0 +1,26 @@
+//! Shared state for a fleet of identical gateway nodes, on Redis or Valkey.
+//!
+//! One [`Fleet`] per process holds a lazily connected, self-reconnecting
+//! `redis` connection manager and answers three kinds of question: rate-limit
+//! decisions ([`Fleet::check`], GCRA in one server-side script per decision, all the
+//! limits of one request at once), one-time claims ([`Fleet::claim_once`], proof-of-work
+//! replay), and the switches every node must see within a second ([`switches`]).
+//!
+//! Every call is bounded by [`FleetConfig::timeout`]. A failure marks the fleet down
+//! ([`Fleet::is_up`]); callers then decide locally (the gateway scales its local limits to
+//! its share of the fleet) and stop asking Redis, so an outage costs no added latency.
+//! [`Fleet::run_probe`] pings while down and marks the fleet up again as soon as Redis
+//! answers.
+//!
+//! Keys: `<prefix>:<kind>:{<caller>}…`. Everything one decision touches shares the
+//! `{…}` hash tag, so the script's keys live in one Cluster slot.
+
+pub mod error;
+pub mod limits;
+pub mod state;
+pub mod switches;
+
+pub use error::FleetError;
+pub use limits::{Checked, LimitKey, SharedLimit};
+pub use state::{Fleet, FleetConfig};
+pub use switches::{Switch, SwitchVersions};

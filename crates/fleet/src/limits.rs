@@ -1,0 +1,179 @@
+//! Fleet-wide GCRA: the same algorithm as `shield::Gcra`, its state (the theoretical
+//! arrival time) kept in Redis and updated by one script per decision, so the limits of
+//! one request are checked and spent together, atomically, in one round trip.
+//!
+//! All or nothing: when any limit refuses, none is spent (a request the subnet refuses
+//! does not use up the address's budget). Time is the server's (`TIME`), so nodes with
+//! skewed clocks still share one bucket. The script answers, per limit, how far the
+//! bucket's arrival time is ahead of the server's now; the headers (`RateLimit-*`,
+//! `Retry-After`) are then worked out here with `shield::Gcra` itself, so they are the
+//! same as a single node's.
+
+use std::fmt::Write;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use shield::{Decision, Gcra};
+
+use crate::error::FleetError;
+use crate::state::Fleet;
+
+/// KEYS: one arrival time (µs since the epoch) per limit. ARGV[1]: the cost;
+/// ARGV[2i], ARGV[2i+1]: limit i's emission interval (µs) and burst.
+/// Returns {ok, ahead_1, …, ahead_n}: whether every limit allowed, and each limit's
+/// arrival time minus now *before* this request, in µs (0 for a full bucket).
+const GCRA_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cost = tonumber(ARGV[1])
+local ok = 1
+local out = {0}
+local new = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i])
+  local tau = interval * tonumber(ARGV[2 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+  local base = math.max(tat, now)
+  new[i] = base + interval * cost
+  if new[i] > now + tau then ok = 0 end
+  out[i + 1] = base - now
+end
+if ok == 1 then
+  for i = 1, #KEYS do
+    -- A bucket that is full again carries no information: let Redis drop it then.
+    local ttl = math.ceil((new[i] - now) / 1000) + 1
+    redis.call('SET', KEYS[i], string.format('%.0f', new[i]), 'PX', ttl)
+  end
+end
+out[1] = ok
+return out
+";
+
+/// Which bucket a limit uses: the caller (the hash tag: everything one decision touches
+/// must share it) and the dimension within it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitKey {
+    caller: String,
+    dimension: String,
+}
+
+impl LimitKey {
+    /// `caller` groups the limits decided together (a subnet for the address and subnet
+    /// limits, an account for the account and key limits); `dimension` names one limit.
+    pub fn new(caller: impl Into<String>, dimension: impl Into<String>) -> LimitKey {
+        LimitKey { caller: caller.into(), dimension: dimension.into() }
+    }
+
+    fn render(&self, prefix: &str) -> String {
+        let mut s = String::with_capacity(prefix.len() + self.caller.len() + self.dimension.len() + 8);
+        let _ = write!(s, "{prefix}:rl:{{{}}}:{}", self.caller, self.dimension);
+        s
+    }
+}
+
+/// One limit of a request: its bucket and its rate.
+#[derive(Debug, Clone)]
+pub struct SharedLimit {
+    pub key: LimitKey,
+    pub rate: Gcra,
+}
+
+/// A decision and, when refused, the index of the first limit that refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub decision: Decision,
+    pub refused_by: Option<usize>,
+}
+
+impl Fleet {
+    /// Checks every limit in `limits` and spends `cost` from each only when all allow.
+    /// Returns the tightest decision (as `shield::Decision::tightest` picks it). The
+    /// limits must share one caller (`LimitKey::new`'s first argument) for Redis Cluster.
+    pub async fn check(&self, limits: &[SharedLimit], cost: u32) -> Result<Checked, FleetError> {
+        if limits.is_empty() {
+            return Ok(Checked { decision: Decision::unlimited(), refused_by: None });
+        }
+        static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA_SCRIPT));
+        let mut invocation = SCRIPT.prepare_invoke();
+        invocation.arg(cost);
+        for limit in limits {
+            let interval_us = limit.rate.emission_interval().as_micros().max(1);
+            invocation.key(limit.key.render(self.prefix())).arg(u64::try_from(interval_us).unwrap_or(u64::MAX));
+            invocation.arg(limit.rate.burst());
+        }
+        let answer: Vec<i64> = self.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        if answer.len() != limits.len() + 1 {
+            return Err(FleetError::Protocol("the limit script answered the wrong number of values"));
+        }
+        Ok(decide(limits, answer[0] == 1, &answer[1..], cost))
+    }
+}
+
+/// The decision the script's answer stands for, with the headers `shield::Gcra` gives.
+fn decide(limits: &[SharedLimit], ok: bool, ahead_us: &[i64], cost: u32) -> Checked {
+    // Any fixed instant serves as "now": only the distance to each arrival time matters.
+    let now = Duration::from_secs(1 << 20);
+    let mut tightest: Option<Decision> = None;
+    let mut refused_by = None;
+    for (i, (limit, &ahead)) in limits.iter().zip(ahead_us).enumerate() {
+        let ahead = Duration::from_micros(u64::try_from(ahead).unwrap_or(0));
+        let mut tat = u64::try_from((now + ahead).as_nanos()).unwrap_or(u64::MAX);
+        let mut d = limit.rate.check(&mut tat, now, cost);
+        if !d.allowed && refused_by.is_none() {
+            refused_by = Some(i);
+        }
+        if !ok && d.allowed {
+            // Allowed alone, but another limit refused and nothing was spent: describe
+            // the unspent bucket.
+            let mut unspent = u64::try_from((now + ahead).as_nanos()).unwrap_or(u64::MAX);
+            d = limit.rate.check(&mut unspent, now, 0);
+        }
+        tightest = Some(match tightest {
+            None => d,
+            Some(t) => t.tightest(d),
+        });
+    }
+    let mut d = tightest.unwrap_or_else(Decision::unlimited);
+    // The script decided; rounding to microseconds must not contradict it.
+    d.allowed = ok;
+    if !ok && d.retry_after.is_none() && cost <= d.limit {
+        d.retry_after = Some(Duration::from_millis(1));
+    }
+    Checked { decision: d, refused_by: if ok { None } else { refused_by.or(Some(0)) } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(per_second: u32, burst: u32) -> SharedLimit {
+        SharedLimit {
+            key: LimitKey::new("c", "d"),
+            rate: Gcra::per_period(per_second, Duration::from_secs(1), burst).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_by_one_limit_refuses_the_request_with_a_retry_time() {
+        let limits = [limit(10, 5), limit(1, 1)];
+        let c = decide(&limits, false, &[0, 1_000_000], 1);
+        assert_eq!(c.refused_by, Some(1));
+        let d = c.decision;
+        assert!(!d.allowed);
+        assert_eq!(d.limit, 1, "the refusing limit's headers");
+        assert!(d.retry_after.is_some_and(|r| r > Duration::from_millis(900)), "{d:?}");
+    }
+
+    #[test]
+    fn an_allowed_request_reports_the_scarcest_limit() {
+        let limits = [limit(10, 5), limit(10, 50)];
+        let d = decide(&limits, true, &[300_000, 0], 1).decision;
+        assert!(d.allowed);
+        assert_eq!((d.limit, d.remaining), (5, 1));
+    }
+
+    #[test]
+    fn keys_carry_the_callers_hash_tag() {
+        assert_eq!(LimitKey::new("s/10.0.0.0", "ip/10.0.0.1").render("p"), "p:rl:{s/10.0.0.0}:ip/10.0.0.1");
+    }
+}

@@ -1,0 +1,183 @@
+//! The connection to the shared state, its health, and the calls that are neither
+//! limits nor switches: one-time claims and the shield-key check.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::error::FleetError;
+
+/// How a node reaches the shared state.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// `redis://` or `rediss://` (with `?protocol=resp3` and the like, as the `redis` crate
+    /// reads it).
+    pub url: String,
+    /// Put before every key, so several fleets (or tests) can share one server.
+    pub prefix: String,
+    /// The most one call may take before the node decides alone.
+    pub timeout: Duration,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "palisade".into(),
+            timeout: Duration::from_millis(75),
+        }
+    }
+}
+
+/// The shared state and whether it is answering. All methods take `&self`.
+pub struct Fleet {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    up: AtomicBool,
+    /// Decisions made locally because the shared state failed or was down.
+    fallbacks: AtomicU64,
+    /// Times the fleet went from up to down.
+    outages: AtomicU64,
+}
+
+impl Fleet {
+    /// Builds the client without connecting (no await: the gateway is built synchronously,
+    /// and a node must start even while Redis is away). Must be called inside a Tokio
+    /// runtime. Starts "up": the first call finds out.
+    pub fn new(config: &FleetConfig) -> Result<Fleet, FleetError> {
+        let prefix = &config.prefix;
+        if prefix.is_empty() || prefix.len() > 64 || prefix.contains(['{', '}']) {
+            return Err(FleetError::Prefix(prefix.clone()));
+        }
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| FleetError::Url(e.to_string()))?;
+        // Reconnection is the manager's job; the probe only watches. Few quick retries,
+        // so a dead server fails calls fast instead of queueing them behind backoff.
+        let manager = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.timeout))
+            .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(250))))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager)?;
+        Ok(Fleet {
+            conn,
+            prefix: prefix.clone(),
+            timeout: config.timeout,
+            up: AtomicBool::new(true),
+            fallbacks: AtomicU64::new(0),
+            outages: AtomicU64::new(0),
+        })
+    }
+
+    /// True while the shared state answers; when false, decide locally without asking.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Decisions taken locally since start because the shared state failed or was down.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Times the shared state went away since start.
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
+    }
+
+    /// Counts one decision taken locally (the caller's fallback).
+    pub fn count_fallback(&self) {
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Runs `op` on a clone of the connection within the timeout; any failure marks the
+    /// fleet down (logged once per outage, not per request).
+    pub(crate) async fn call<T, F, Fut>(&self, op: F) -> Result<T, FleetError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let result = match tokio::time::timeout(self.timeout, op(self.conn.clone())).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => FleetError::Redis(e),
+            Err(_) => FleetError::Timeout(self.timeout),
+        };
+        self.mark_down(&result);
+        Err(result)
+    }
+
+    fn mark_down(&self, why: &FleetError) {
+        if self.up.swap(false, Ordering::Relaxed) {
+            self.outages.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %why, "shared state unreachable: limits are local, scaled to this node's share");
+        }
+    }
+
+    /// Until `stop` resolves: while the fleet is down, pings every `every` and marks it up
+    /// again at the first answer. Cheap while up (one atomic load per tick).
+    pub async fn run_probe(&self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            if self.is_up() {
+                continue;
+            }
+            let ping = tokio::time::timeout(self.timeout, async {
+                let mut conn = self.conn.clone();
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            })
+            .await;
+            if matches!(ping, Ok(Ok(_))) && !self.up.swap(true, Ordering::Relaxed) {
+                tracing::info!("shared state answers again: limits are fleet-wide");
+            }
+        }
+    }
+
+    /// Marks the fleet down as if a call had failed: for tests and for an operator who
+    /// wants a node to stop using the shared state now.
+    pub fn force_down(&self) {
+        self.mark_down(&FleetError::Protocol("forced down"));
+    }
+
+    /// Claims `id` once across the fleet for `ttl` (a redeemed proof-of-work challenge, a
+    /// used admission pass): `Ok(true)` the first time, `Ok(false)` on every node after.
+    pub async fn claim_once(&self, kind: &str, id: &[u8], ttl: Duration) -> Result<bool, FleetError> {
+        let key = format!("{}:once:{kind}:{{{}}}", self.prefix, hex(id));
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.call(|mut c| async move {
+            let set: Option<String> =
+                redis::cmd("SET").arg(&key).arg(1).arg("NX").arg("PX").arg(ms).query_async(&mut c).await?;
+            Ok(set.is_some())
+        })
+        .await
+    }
+
+    /// Registers this node's shield-key fingerprint with the fleet (the first node sets it)
+    /// and refuses a node whose key differs: its challenges and clearances would be
+    /// refused everywhere else.
+    pub async fn check_shield_key(&self, fingerprint: &str) -> Result<(), FleetError> {
+        let key = format!("{}:{{switches}}:shield_key", self.prefix);
+        let mine = fingerprint.to_owned();
+        let stored: String = self
+            .call(|mut c| async move {
+                let _: Option<String> = redis::cmd("SET").arg(&key).arg(&mine).arg("NX").query_async(&mut c).await?;
+                redis::cmd("GET").arg(&key).query_async(&mut c).await
+            })
+            .await?;
+        if stored == fingerprint { Ok(()) } else { Err(FleetError::ShieldKeyMismatch) }
+    }
+}
+
+/// Lower-case hex, for ids in keys.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

@@ -1,0 +1,110 @@
+//! The fleet's calls against a real Redis: two `Fleet`s stand for two nodes.
+
+use std::time::Duration;
+
+use fleet::{Fleet, FleetConfig, LimitKey, SharedLimit, Switch};
+use shield::Gcra;
+
+fn node(r: &testkit::redis::TestRedis) -> Fleet {
+    Fleet::new(&FleetConfig { url: r.url.clone(), prefix: r.prefix.clone(), timeout: Duration::from_millis(500) })
+        .expect("valid config")
+}
+
+fn limits(per_minute: u32, subnet_per_minute: u32) -> Vec<SharedLimit> {
+    let rate = |n| Gcra::per_period(n, Duration::from_secs(60), n).unwrap();
+    vec![
+        SharedLimit { key: LimitKey::new("s/198.51.100.0", "ip/198.51.100.7"), rate: rate(per_minute) },
+        SharedLimit { key: LimitKey::new("s/198.51.100.0", "net"), rate: rate(subnet_per_minute) },
+    ]
+}
+
+#[tokio::test]
+async fn two_nodes_share_one_bucket_and_refuse_all_or_nothing() {
+    let Some(r) = testkit::redis::shared_redis() else { return };
+    let (a, b) = (node(&r), node(&r));
+    let mut admitted = 0;
+    for i in 0..20 {
+        let n = if i % 2 == 0 { &a } else { &b };
+        if n.check(&limits(10, 100), 1).await.expect("answers").decision.allowed {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 10, "one budget of 10 across both nodes");
+    let refused = a.check(&limits(10, 100), 1).await.unwrap().decision;
+    assert!(!refused.allowed && refused.retry_after.is_some(), "{refused:?}");
+    assert_eq!(refused.limit, 10);
+
+    // A subnet limit of 3 refuses the address limit too, and spends nothing from it.
+    let tight = |ip: &str| {
+        let rate = |n| Gcra::per_period(n, Duration::from_secs(60), n).unwrap();
+        vec![
+            SharedLimit { key: LimitKey::new("s/203.0.113.0", format!("ip/{ip}")), rate: rate(5) },
+            SharedLimit { key: LimitKey::new("s/203.0.113.0", "net"), rate: rate(3) },
+        ]
+    };
+    for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        assert!(b.check(&tight(ip), 1).await.unwrap().decision.allowed);
+    }
+    let c = a.check(&tight("203.0.113.1"), 1).await.unwrap();
+    assert_eq!(c.refused_by, Some(1), "the subnet refused");
+    let d = c.decision;
+    assert!(!d.allowed);
+    assert_eq!(d.limit, 3, "the subnet's headers");
+}
+
+#[tokio::test]
+async fn a_claim_counts_once_across_nodes() {
+    let Some(r) = testkit::redis::shared_redis() else { return };
+    let (a, b) = (node(&r), node(&r));
+    assert!(a.claim_once("pow", b"solution-1", Duration::from_secs(60)).await.unwrap());
+    assert!(!b.claim_once("pow", b"solution-1", Duration::from_secs(60)).await.unwrap());
+    assert!(b.claim_once("pow", b"solution-2", Duration::from_secs(60)).await.unwrap());
+}
+
+#[tokio::test]
+async fn switches_are_versioned_and_listed() {
+    let Some(r) = testkit::redis::shared_redis() else { return };
+    let (a, b) = (node(&r), node(&r));
+    let before = b.versions().await.unwrap();
+    a.put_list_rule("block 203.0.113.0/24", Some("0 test")).await.unwrap();
+    a.set_attack_override("on").await.unwrap();
+    let after = b.versions().await.unwrap();
+    assert_eq!(after.changed_since(&before).collect::<Vec<_>>(), [Switch::Lists, Switch::Attack]);
+    assert_eq!(b.list_rules().await.unwrap(), [("block 203.0.113.0/24".to_owned(), "0 test".to_owned())]);
+    assert_eq!(b.attack_override().await.unwrap().as_deref(), Some("on"));
+    a.put_list_rule("block 203.0.113.0/24", None).await.unwrap();
+    assert!(b.list_rules().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_different_shield_key_is_refused() {
+    let Some(r) = testkit::redis::shared_redis() else { return };
+    let (a, b) = (node(&r), node(&r));
+    a.check_shield_key("aaaa").await.unwrap();
+    a.check_shield_key("aaaa").await.unwrap();
+    assert!(matches!(b.check_shield_key("bbbb").await, Err(fleet::FleetError::ShieldKeyMismatch)));
+}
+
+#[tokio::test]
+async fn a_dead_server_marks_the_fleet_down_fast_and_the_probe_brings_it_back() {
+    let Some(mut r) = testkit::redis::PrivateRedis::start() else { return };
+    let f = Fleet::new(&FleetConfig { url: r.url.clone(), prefix: "t".into(), timeout: Duration::from_millis(100) })
+        .unwrap();
+    assert!(f.check(&limits(10, 10), 1).await.is_ok());
+    r.stop();
+    let started = std::time::Instant::now();
+    assert!(f.check(&limits(10, 10), 1).await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(1), "bounded: {:?}", started.elapsed());
+    assert!(!f.is_up());
+    r.restart();
+    let probe = async { f.run_probe(Duration::from_millis(50)).await };
+    let back = async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f.is_up() {
+            assert!(std::time::Instant::now() < deadline, "not back within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! { () = probe => unreachable!(), () = back => {} }
+    assert!(f.check(&limits(10, 10), 1).await.is_ok());
+}

@@ -1,0 +1,163 @@
+//! The edge's limits when several nodes share state (`shared_state`): the per-address,
+//! per-subnet, per-key and per-account limits decided fleet-wide, in one Redis round trip
+//! per group (address and subnet before identity, key and account after).
+//!
+//! While the fleet answers, these limits are exact across nodes. When it fails or is
+//! slower than its timeout, the edge decides with its local tables, which were built
+//! from the limits divided by the fleet's node count ([`share`]): a balancer spreading
+//! clients evenly keeps the fleet near the configured limit, and nothing fails open.
+//! Route limits and token budgets always use those local shares (their accuracy depends
+//! on the balancer's spread; see `docs/multi-node.md`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet::{Fleet, FleetError, LimitKey, SharedLimit};
+use shield::{BlockEntry, Cidr, Client, Decision, Gcra, LimitsConfig, ListKind, RateConfig};
+
+/// The fleet and the full (unshared) rates of the limits it decides.
+pub struct SharedLimits {
+    fleet: Arc<Fleet>,
+    per_ip: Gcra,
+    per_subnet: Gcra,
+    per_account: Gcra,
+    per_api_key: Gcra,
+    /// Nodes in the fleet: a key's own `rpm_limit` is divided by it in the fallback.
+    nodes: u32,
+}
+
+/// Which limit refused an identified request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    ApiKey,
+    Account,
+}
+
+impl SharedLimits {
+    pub fn new(fleet: Arc<Fleet>, limits: &LimitsConfig, nodes: u32) -> Result<SharedLimits, shield::GcraError> {
+        Ok(SharedLimits {
+            fleet,
+            per_ip: limits.per_ip.gcra()?,
+            per_subnet: limits.per_subnet.gcra()?,
+            per_account: limits.per_account.gcra()?,
+            per_api_key: limits.per_api_key.gcra()?,
+            nodes: nodes.max(1),
+        })
+    }
+
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
+    }
+
+    pub fn nodes(&self) -> u32 {
+        self.nodes
+    }
+
+    /// The address's limit and its subnet's, spent together or not at all. `cost` 2 is
+    /// the double charge of attack mode and of suspected bots.
+    pub async fn check_source(&self, client: &Client, cost: u32) -> Result<Decision, FleetError> {
+        // The subnet is the caller: both keys share its hash tag (one Cluster slot).
+        let caller = format!("s/{}", client.subnet());
+        let limits = [
+            SharedLimit { key: LimitKey::new(caller.clone(), format!("ip/{}", client.ip())), rate: self.per_ip },
+            SharedLimit { key: LimitKey::new(caller, "net"), rate: self.per_subnet },
+        ];
+        Ok(self.fleet.check(&limits, cost).await?.decision)
+    }
+
+    /// The key's limit (its own `rpm_limit`, else `per_api_key`) and the account's,
+    /// spent together or not at all; on refusal, which one refused.
+    pub async fn check_identified(
+        &self,
+        key: Option<(&str, Option<u32>)>,
+        account: u64,
+    ) -> Result<(Decision, Option<Refused>), FleetError> {
+        let caller = format!("a/{account}");
+        let mut limits = Vec::with_capacity(2);
+        if let Some((prefix, rpm)) = key {
+            let rate = rpm.and_then(own_rate).unwrap_or(self.per_api_key);
+            limits.push(SharedLimit { key: LimitKey::new(caller.clone(), format!("key/{prefix}")), rate });
+        }
+        limits.push(SharedLimit { key: LimitKey::new(caller, "acct"), rate: self.per_account });
+        let checked = self.fleet.check(&limits, 1).await?;
+        let refused =
+            checked.refused_by.map(|i| if key.is_some() && i == 0 { Refused::ApiKey } else { Refused::Account });
+        Ok((checked.decision, refused))
+    }
+}
+
+/// A list entry as the fleet stores it: the field names the entry (`block 10.0.0.0/8`),
+/// the value holds its expiry in milliseconds (`-` for none) and its note.
+pub fn encode_rule(list: ListKind, cidr: Cidr, expires_at: Option<Duration>, note: &str) -> (String, String) {
+    let expires = expires_at.map_or_else(|| "-".to_owned(), |t| t.as_millis().to_string());
+    (format!("{list} {cidr}"), format!("{expires} {note}"))
+}
+
+/// The entry [`encode_rule`] stored, or `None` for anything else.
+pub fn decode_rule(field: &str, value: &str) -> Option<BlockEntry> {
+    let (list, cidr) = field.split_once(' ')?;
+    let list = match list {
+        "block" => ListKind::Block,
+        "allow" => ListKind::Allow,
+        _ => return None,
+    };
+    let (expires, note) = value.split_once(' ').unwrap_or((value, ""));
+    let expires_at = match expires {
+        "-" => None,
+        ms => Some(Duration::from_millis(ms.parse().ok()?)),
+    };
+    Some(BlockEntry { list, cidr: cidr.parse().ok()?, expires_at, note: note.to_owned() })
+}
+
+/// A key's own `rpm_limit` as a rate: that many a minute, all at once if it likes.
+pub fn own_rate(rpm: u32) -> Option<Gcra> {
+    Gcra::per_period(rpm, Duration::from_secs(60), rpm).ok()
+}
+
+/// This node's share of `limits` in a fleet of `nodes`: every rate and burst divided,
+/// rounded up and at least 1, so the fleet's sum never falls below the limit by more
+/// than one request a node.
+pub fn share(limits: &LimitsConfig, nodes: u32) -> LimitsConfig {
+    let nodes = nodes.max(1);
+    let part =
+        |r: &RateConfig| RateConfig::new(r.count.div_ceil(nodes).max(1), r.period_ms, r.burst.div_ceil(nodes).max(1));
+    let mut out = limits.clone();
+    for r in [&mut out.per_ip, &mut out.per_subnet, &mut out.per_account, &mut out.per_api_key, &mut out.account_tokens]
+    {
+        *r = part(r);
+    }
+    for route in &mut out.routes {
+        route.rate = part(&route.rate);
+    }
+    out.concurrent_per_account = out.concurrent_per_account.div_ceil(nodes).max(1);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_gets_its_share_rounded_up() {
+        let l = LimitsConfig { per_ip: RateConfig::new(20, 1_000, 60), ..LimitsConfig::default() };
+        let s = share(&l, 3);
+        assert_eq!((s.per_ip.count, s.per_ip.burst, s.per_ip.period_ms), (7, 20, 1_000));
+        assert_eq!(share(&l, 1).per_ip, l.per_ip);
+        let tiny = LimitsConfig { per_ip: RateConfig::new(1, 1_000, 1), ..LimitsConfig::default() };
+        assert_eq!(share(&tiny, 5).per_ip.count, 1, "never zero");
+    }
+
+    #[test]
+    fn list_entries_survive_the_round_trip_through_the_fleet() {
+        let cidr: Cidr = "203.0.113.0/24".parse().unwrap();
+        for expires_at in [None, Some(Duration::from_millis(1_700_000_000_123))] {
+            let (f, v) = encode_rule(ListKind::Block, cidr, expires_at, "a note with spaces");
+            let e = decode_rule(&f, &v).expect("decodes");
+            assert_eq!(
+                (e.list, e.cidr, e.expires_at, e.note.as_str()),
+                (ListKind::Block, cidr, expires_at, "a note with spaces")
+            );
+        }
+        assert!(decode_rule("nonsense", "-").is_none());
+    }
+}

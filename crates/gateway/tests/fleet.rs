@@ -1,0 +1,289 @@
+//! Three gateway nodes sharing one PostgreSQL and one Redis behave as one gateway:
+//! limits hold across nodes, a solved challenge counts once, and an operator's switch or
+//! a revocation on one node is enforced on the others within a second. Clients are
+//! spread across the nodes round-robin, as a balancer would. Skipped (loudly) without
+//! PostgreSQL or Redis, failed under `CI=true`.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use gateway::GatewayConfig;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shield::RateConfig;
+
+const AGENT: &str = TEST_AGENT;
+
+fn from(source: &str, agent: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(source.parse::<IpAddr>().unwrap())
+        .user_agent(agent)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+struct Fleet {
+    nodes: Vec<TestGateway>,
+    _sim: Sim,
+    _db: testkit::postgres::TestDatabase,
+}
+
+/// Three nodes on `redis_url` under `prefix`, with `tweak` applied to each.
+async fn fleet_on(redis_url: &str, prefix: &str, tweak: impl Fn(&mut GatewayConfig)) -> Option<Fleet> {
+    let db = testkit::postgres::fresh_postgres().await?;
+    let sim = spawn_sim(instant_sim()).await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let gw = spawn_gateway_on(Some(&db.url), vec![upstream("sim", &sim.server.url)], |c| {
+            c.auth.allow_anonymous_inference = true;
+            c.shared_state = Some(redis_url.to_owned());
+            c.fleet.key_prefix = prefix.to_owned();
+            c.fleet.nodes = 3;
+            c.shield_key = Some([42; 32]);
+            tweak(c);
+        })
+        .await;
+        gw.gateway.join_fleet().await.expect("same shield key");
+        nodes.push(gw);
+    }
+    Some(Fleet { nodes, _sim: sim, _db: db })
+}
+
+async fn fleet(tweak: impl Fn(&mut GatewayConfig)) -> Option<Fleet> {
+    let redis = testkit::redis::shared_redis()?;
+    fleet_on(&redis.url, &redis.prefix, tweak).await
+}
+
+async fn admin(gw: &TestGateway, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut r = client().request(method, format!("{}{path}", gw.url)).bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        r = r.json(&body);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn metrics(gw: &TestGateway) -> String {
+    client().get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap()
+}
+
+/// Polls `check` until it holds or `limit` passes; returns how long it took.
+async fn within<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The most a GCRA limit of `count` per `period` with burst `burst` may admit in `elapsed`.
+fn allowance(burst: u32, count: u32, period: Duration, elapsed: Duration) -> f64 {
+    f64::from(burst) + f64::from(count) * elapsed.as_secs_f64() / period.as_secs_f64()
+}
+
+#[tokio::test]
+async fn a_per_key_limit_holds_across_three_nodes() {
+    let Some(f) = fleet(|_| {}).await else { return };
+    let accounts = f.nodes[0].gateway.accounts();
+    let user = accounts.service_user().await.unwrap();
+    let (_, key) = accounts.create_key(user, "fleet", "inference", Some(30), "test").await.unwrap();
+    let c = client();
+    let started = Instant::now();
+    let mut admitted = 0u32;
+    for i in 0..120 {
+        let node = &f.nodes[i % 3];
+        let status = c.get(format!("{}/v1/models", node.url)).bearer_auth(&key).send().await.unwrap().status();
+        assert!(status == StatusCode::OK || status == StatusCode::TOO_MANY_REQUESTS, "{status}");
+        admitted += u32::from(status == StatusCode::OK);
+    }
+    let limit = allowance(30, 30, Duration::from_secs(60), started.elapsed());
+    let excess = f64::from(admitted) / limit - 1.0;
+    println!(
+        "per-key limit across 3 nodes: admitted {admitted} of 120, limit {limit:.1}, excess {:+.1}%",
+        excess * 100.0
+    );
+    assert!(f64::from(admitted) <= 1.05 * limit, "admitted {admitted}, limit {limit:.1}");
+    assert!(admitted >= 30, "the whole burst is served: {admitted}");
+}
+
+#[tokio::test]
+async fn a_per_subnet_limit_holds_across_three_nodes() {
+    let Some(f) = fleet(|c| {
+        c.shield.limits.per_ip = RateConfig::new(1_000, 1_000, 1_000);
+        c.shield.limits.per_subnet = RateConfig::new(40, 60_000, 40);
+    })
+    .await
+    else {
+        return;
+    };
+    // Thirty addresses of one /24, each far under its own limit.
+    let clients: Vec<_> = (1..=30).map(|i| from(&format!("127.0.0.{i}"), AGENT)).collect();
+    let started = Instant::now();
+    let mut admitted = 0u32;
+    for i in 0..150 {
+        let (c, node) = (&clients[i % clients.len()], &f.nodes[i % 3]);
+        let status = c.get(format!("{}/v1/models", node.url)).send().await.unwrap().status();
+        assert!(status == StatusCode::OK || status == StatusCode::TOO_MANY_REQUESTS, "{status}");
+        admitted += u32::from(status == StatusCode::OK);
+    }
+    let limit = allowance(40, 40, Duration::from_secs(60), started.elapsed());
+    let excess = f64::from(admitted) / limit - 1.0;
+    println!(
+        "per-subnet limit across 3 nodes: admitted {admitted} of 150, limit {limit:.1}, excess {:+.1}%",
+        excess * 100.0
+    );
+    assert!(f64::from(admitted) <= 1.05 * limit, "admitted {admitted}, limit {limit:.1}");
+    assert!(admitted >= 40, "{admitted}");
+}
+
+#[tokio::test]
+async fn a_challenge_solved_on_one_node_is_refused_on_another() {
+    let Some(f) = fleet(|c| {
+        c.shield.pow.base_difficulty = 6;
+        c.shield.pow.under_attack_difficulty = 10;
+        c.shield.pow.score_points_per_bit = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    let bot = from("127.0.0.9", "python-requests/2.32");
+    let r = bot.get(format!("{}/auth/csrf", f.nodes[0].url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body: Value = r.json().await.unwrap();
+    let challenge = &body["challenge"];
+    let nonce = shield::solve(challenge["seed"].as_str().unwrap(), challenge["difficulty"].as_u64().unwrap() as u8)
+        .unwrap()
+        .to_string();
+    let answer = json!({"token": challenge["token"], "nonce": nonce});
+    let submit = |node: &TestGateway| bot.post(format!("{}/challenge", node.url)).json(&answer).send();
+    let on_a = submit(&f.nodes[0]).await.unwrap();
+    assert_eq!(on_a.status(), StatusCode::OK, "the fleet's key verifies it");
+    let on_b = submit(&f.nodes[1]).await.unwrap();
+    assert_eq!(on_b.status(), StatusCode::FORBIDDEN);
+    let body: Value = on_b.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("pow_replayed"), "{body}");
+}
+
+#[tokio::test]
+async fn a_key_revoked_on_one_node_is_refused_on_another_within_a_second() {
+    // Without anonymous inference, so a key that is no longer valid is a 401, not an
+    // anonymous caller.
+    let Some(f) = fleet(|c| c.auth.allow_anonymous_inference = false).await else { return };
+    let (a, c) = (&f.nodes[0], &f.nodes[2]);
+    let accounts = a.gateway.accounts();
+    let user = accounts.service_user().await.unwrap();
+    let (prefix, key) = accounts.create_key(user, "leaving", "inference", None, "test").await.unwrap();
+    let http = client();
+    let call = || http.get(format!("{}/v1/models", c.url)).bearer_auth(&key).send();
+    assert_eq!(call().await.unwrap().status(), StatusCode::OK, "known, and now cached on C");
+    accounts.revoke_key(&prefix, None, "test").await.unwrap();
+    let took = within(Duration::from_secs(1), "the revoked key refused on C", || async {
+        call().await.unwrap().status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    println!("revocation on A enforced on C after {took:?}");
+}
+
+#[tokio::test]
+async fn a_block_entry_and_attack_mode_set_on_one_node_hold_on_another_within_a_second() {
+    let Some(f) = fleet(|_| {}).await else { return };
+    let (a, c) = (&f.nodes[0], &f.nodes[2]);
+    let blocked = from("127.0.3.7", AGENT);
+    let models = format!("{}/v1/models", c.url);
+    assert_eq!(blocked.get(&models).send().await.unwrap().status(), StatusCode::OK);
+    let (status, _) = admin(a, reqwest::Method::POST, "/admin/blocklist", Some(json!({"cidr": "127.0.3.0/24"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let took = within(Duration::from_secs(1), "the block entry enforced on C", || async {
+        blocked.get(&models).send().await.unwrap().status() == StatusCode::FORBIDDEN
+    })
+    .await;
+    println!("block entry on A enforced on C after {took:?}");
+
+    let (status, _) = admin(a, reqwest::Method::PUT, "/admin/attack-mode", Some(json!({"mode": "on"}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let took = within(Duration::from_secs(1), "attack mode on C", || async {
+        let (_, state) = admin(c, reqwest::Method::GET, "/admin/attack-mode", None).await;
+        state["mode"] == "under_attack" && state["switch"] == "on"
+    })
+    .await;
+    println!("attack-mode override on A in force on C after {took:?}");
+
+    let (status, _) =
+        admin(a, reqwest::Method::DELETE, "/admin/blocklist", Some(json!({"cidr": "127.0.3.0/24"}))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    within(Duration::from_secs(1), "the entry removed on C", || async {
+        blocked.get(&models).send().await.unwrap().status() == StatusCode::OK
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_with_another_shield_key_refuses_to_join() {
+    let Some(redis) = testkit::redis::shared_redis() else { return };
+    let Some(f) = fleet_on(&redis.url, &redis.prefix, |_| {}).await else { return };
+    let stranger = spawn_gateway_on(None, Vec::new(), |c| {
+        c.shared_state = Some(redis.url.clone());
+        c.fleet.key_prefix = redis.prefix.clone();
+        c.shield_key = Some([7; 32]);
+    })
+    .await;
+    let e = stranger.gateway.join_fleet().await.unwrap_err().to_string();
+    assert!(e.contains("shield key"), "{e}");
+    assert!(f.nodes[0].gateway.join_fleet().await.is_ok());
+}
+
+#[tokio::test]
+async fn redis_stopped_under_load_falls_back_without_errors_and_comes_back() {
+    let Some(mut redis) = testkit::redis::PrivateRedis::start() else { return };
+    let Some(f) = fleet_on(&redis.url, "outage", |c| c.fleet.timeout_ms = 50).await else { return };
+    let accounts = f.nodes[0].gateway.accounts();
+    let user = accounts.service_user().await.unwrap();
+    let (_, key) = accounts.create_key(user, "steady", "inference", None, "test").await.unwrap();
+    let urls: Vec<String> = f.nodes.iter().map(|g| format!("{}/v1/models", g.url)).collect();
+    let load = |n: usize| load(&urls, &key, n);
+    load(30).await;
+    for node in &f.nodes {
+        assert!(metrics(node).await.contains("palisade_shared_state_up 1"));
+    }
+    redis.stop();
+    load(60).await;
+    let node = &f.nodes[1];
+    within(Duration::from_secs(5), "node B reports the fallback", || async {
+        let m = metrics(node).await;
+        m.contains("palisade_shared_state_up 0") && !m.contains("palisade_shared_state_fallbacks_total 0\n")
+    })
+    .await;
+    redis.restart();
+    let took = within(Duration::from_secs(10), "every node back on shared state", || async {
+        load(3).await;
+        let mut all = true;
+        for node in &f.nodes {
+            all &= metrics(node).await.contains("palisade_shared_state_up 1");
+        }
+        all
+    })
+    .await;
+    println!("back on shared state {took:?} after Redis restarted; no 5xx throughout");
+}
+
+/// `n` requests with `key`, round-robin over `urls`; none may be a 5xx.
+async fn load(urls: &[String], key: &str, n: usize) {
+    let http = client();
+    for i in 0..n {
+        let status = http.get(&urls[i % urls.len()]).bearer_auth(key).send().await.unwrap().status();
+        assert!(!status.is_server_error(), "request {i}: {status}");
+    }
+}
