@@ -99,6 +99,8 @@ impl Gateway {
             guard: guard.clone(),
             priority: config.priority.clone(),
             anonymous_inference: config.auth.allow_anonymous_inference,
+            accounts: accounts.clone(),
+            metrics: metrics.clone(),
         });
         let listener = Arc::new(Listener {
             config: config.server.clone(),
