@@ -874,7 +874,14 @@ impl Accounts {
             scopes.push("inference".to_owned());
         }
         let tenure = tenure_of(&user);
-        Ok(Some(Principal { user_id: user.id, status: user.status(), key_prefix: None, scopes, rpm_limit: None, tenure }))
+        Ok(Some(Principal {
+            user_id: user.id,
+            status: user.status(),
+            key_prefix: None,
+            scopes,
+            rpm_limit: None,
+            tenure,
+        }))
     }
 
     /// The holder of an API key, if the key is valid and live.

@@ -309,9 +309,12 @@ mod tests {
         let mut bad = TierLimits::default();
         bad.max_in_flight.established = 0;
         bad.budget_fraction.standard = 2.0;
-        assert_eq!(bad.validate("x"), vec![
-            "x.max_in_flight.established (0) must be between 1 and 100000".to_owned(),
-            "x.budget_fraction.standard (2) must be > 0 and ≤ 1".to_owned(),
-        ]);
+        assert_eq!(
+            bad.validate("x"),
+            vec![
+                "x.max_in_flight.established (0) must be between 1 and 100000".to_owned(),
+                "x.budget_fraction.standard (2) must be > 0 and ≤ 1".to_owned(),
+            ]
+        );
     }
 }

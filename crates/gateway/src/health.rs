@@ -137,7 +137,8 @@ fn render_admission(snap: &admission::AdmissionSnapshot, out: &mut String) {
     for (tier, n) in snap.tier_in_flight.iter() {
         let _ = writeln!(out, "palisade_admission_tier_in_flight{{tier=\"{tier}\"}} {n}");
     }
-    let _ = writeln!(out, "# HELP palisade_admission_tier_admitted_total Requests given an upstream slot, by trust tier.");
+    let _ =
+        writeln!(out, "# HELP palisade_admission_tier_admitted_total Requests given an upstream slot, by trust tier.");
     let _ = writeln!(out, "# TYPE palisade_admission_tier_admitted_total counter");
     for (tier, n) in snap.tier_admitted.iter() {
         let _ = writeln!(out, "palisade_admission_tier_admitted_total{{tier=\"{tier}\"}} {n}");

@@ -239,13 +239,19 @@ impl Metrics {
         out.push_str("# HELP palisade_guard_leaks_total System-prompt leaks stopped in replies.\n");
         out.push_str("# TYPE palisade_guard_leaks_total counter\n");
         let _ = writeln!(out, "palisade_guard_leaks_total {}", self.guard_leaks.load(Ordering::Relaxed));
-        out.push_str("# HELP palisade_tier_decisions_total Member requests by their account's trust tier and why it has it.\n");
+        out.push_str(
+            "# HELP palisade_tier_decisions_total Member requests by their account's trust tier and why it has it.\n",
+        );
         out.push_str("# TYPE palisade_tier_decisions_total counter\n");
         for tier in TrustTier::ALL {
             for reason in TierReason::ALL {
                 let n = self.tier_decisions(tier, reason);
                 if n > 0 {
-                    let _ = writeln!(out, "palisade_tier_decisions_total{{tier=\"{tier}\",reason=\"{}\"}} {n}", reason.as_str());
+                    let _ = writeln!(
+                        out,
+                        "palisade_tier_decisions_total{{tier=\"{tier}\",reason=\"{}\"}} {n}",
+                        reason.as_str()
+                    );
                 }
             }
         }

@@ -381,7 +381,8 @@ impl Store {
                            first_used_at = COALESCE(first_used_at, $2) \
                            WHERE id = $3 AND (last_used_day IS NULL OR last_used_day < $1)";
         let day = now.div_euclid(86_400_000);
-        let n = on_pool!(self, pool => sqlx::query(SQL).bind(day).bind(now).bind(id).execute(pool).await?.rows_affected());
+        let n =
+            on_pool!(self, pool => sqlx::query(SQL).bind(day).bind(now).bind(id).execute(pool).await?.rows_affected());
         Ok(n == 1)
     }
 
@@ -396,8 +397,7 @@ impl Store {
     /// Flags the accounts `ids` as one cohort with `reason`; accounts already flagged keep
     /// their first flag. Returns how many were newly flagged.
     pub async fn flag_users(&self, ids: &[i64], reason: &str, now: i64) -> Result<u64, StoreError> {
-        const SQL: &str =
-            "UPDATE users SET flagged_at = $1, flag_reason = $2 WHERE id = $3 AND flagged_at IS NULL";
+        const SQL: &str = "UPDATE users SET flagged_at = $1, flag_reason = $2 WHERE id = $3 AND flagged_at IS NULL";
         let mut flagged = 0;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -411,7 +411,8 @@ impl Store {
 
     /// Clears account `id`'s cohort flag; `false` when it had none.
     pub async fn clear_flag(&self, id: i64) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE users SET flagged_at = NULL, flag_reason = NULL WHERE id = $1 AND flagged_at IS NOT NULL";
+        const SQL: &str =
+            "UPDATE users SET flagged_at = NULL, flag_reason = NULL WHERE id = $1 AND flagged_at IS NOT NULL";
         let n = on_pool!(self, pool => sqlx::query(SQL).bind(id).execute(pool).await?.rows_affected());
         Ok(n == 1)
     }
