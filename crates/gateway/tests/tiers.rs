@@ -250,3 +250,70 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+async fn admin_call(
+    gw: &TestGateway,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = client().request(method, format!("{}{path}", gw.url)).bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+async fn decisions(gw: &TestGateway, tier: &str, reason: &str) -> u64 {
+    let metrics = client().get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+    let series = format!("palisade_tier_decisions_total{{tier=\"{tier}\",reason=\"{reason}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&series)).map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_operator_pins_lifts_and_flags_tiers_and_every_change_is_audited() {
+    let sim = spawn_sim(instant_sim()).await;
+    let gw = spawn_gateway_on(None, vec![upstream("sim", &sim.server.url)], without_route_limits).await;
+    let accounts = gw.gateway.accounts();
+    let (user, at) = verified(now_ms() - 60_000);
+    let id = accounts.store().create_user(&user, at).await.unwrap();
+    let key = accounts.create_key(id, "chat", "inference", None, "test").await.unwrap().1;
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let http = client();
+    gw.gateway.set_under_attack(true);
+    chat(&http, &url, &key, "203.0.113.1", "x").await.unwrap();
+    assert_eq!(decisions(&gw, "newcomer", "created_near_attack").await, 1);
+
+    let path = format!("/admin/users/{id}/tier");
+    let (status, body) = admin_call(&gw, reqwest::Method::PUT, &path, Some(json!({"tier": "gold"}))).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("tier")), "{body}");
+    let (status, _) =
+        admin_call(&gw, reqwest::Method::PUT, "/admin/users/999999/tier", Some(json!({"tier": "recent"}))).await;
+    assert_eq!(status, 404);
+    let (status, _) = admin_call(&gw, reqwest::Method::PUT, &path, Some(json!({"tier": "established"}))).await;
+    assert_eq!(status, 204);
+    chat(&http, &url, &key, "203.0.113.1", "x").await.unwrap();
+    assert_eq!(decisions(&gw, "established", "pinned").await, 1, "a pin takes effect at once");
+    let (status, _) = admin_call(&gw, reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(status, 204);
+    chat(&http, &url, &key, "203.0.113.1", "x").await.unwrap();
+    assert_eq!(decisions(&gw, "newcomer", "created_near_attack").await, 2, "lifted");
+
+    gw.gateway.set_under_attack(false);
+    assert_eq!(accounts.flag_cohort(&[id], "cohort:test", "operator").await.unwrap(), 1);
+    chat(&http, &url, &key, "203.0.113.1", "x").await.unwrap();
+    assert_eq!(decisions(&gw, "newcomer", "cohort").await, 1);
+    let (_, flags) = admin_call(&gw, reqwest::Method::GET, "/admin/flags", None).await;
+    assert_eq!(flags["cohorts"][0]["user_id"], id, "{flags}");
+    assert_eq!(flags["cohorts"][0]["reason"], "cohort:test");
+    let (status, _) = admin_call(&gw, reqwest::Method::DELETE, &format!("/admin/users/{id}/cohort"), None).await;
+    assert_eq!(status, 204);
+    chat(&http, &url, &key, "203.0.113.1", "x").await.unwrap();
+    assert_eq!(decisions(&gw, "recent", "young").await, 1, "back to its age's tier");
+
+    let audit = accounts.store().recent_audit(20, Some("account.")).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["account.cohort.clear", "account.cohort.flag", "account.tier.lift", "account.tier.pin"]);
+}
