@@ -380,6 +380,9 @@ impl Accounts {
             status: UserStatus::Active,
         };
         let id = self.store.create_user(&user, unix_millis()).await?;
+        // The keys it holds are the operator's own, issued by hand: trusted from the start,
+        // not ramped up like a fresh sign-up.
+        self.store.set_tier_pin(id, Some(TrustTier::Established.as_str())).await?;
         self.store.set_meta(KEY, &id.to_string()).await?;
         Ok(id)
     }
