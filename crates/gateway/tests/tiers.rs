@@ -285,6 +285,12 @@ async fn the_operator_pins_lifts_and_flags_tiers_and_every_change_is_audited() {
     gw.gateway.set_under_attack(true);
     chat(&http, &url, &key, "203.0.113.1", "x").await.unwrap();
     assert_eq!(decisions(&gw, "newcomer", "created_near_attack").await, 1);
+    let store = accounts.store().clone();
+    eventually_async(Duration::from_secs(10), "the day of use is recorded", || {
+        let store = store.clone();
+        async move { store.user(id).await.unwrap().unwrap().used_days == 1 }
+    })
+    .await;
 
     let path = format!("/admin/users/{id}/tier");
     let (status, body) = admin_call(&gw, reqwest::Method::PUT, &path, Some(json!({"tier": "gold"}))).await;
@@ -313,6 +319,9 @@ async fn the_operator_pins_lifts_and_flags_tiers_and_every_change_is_audited() {
     chat(&http, &url, &key, "203.0.113.1", "x").await.unwrap();
     assert_eq!(decisions(&gw, "recent", "young").await, 1, "back to its age's tier");
 
+    let used = accounts.store().user(id).await.unwrap().unwrap();
+    assert_eq!(used.used_days, 1, "one day counted however many requests");
+    assert!(used.first_used_at.is_some());
     let audit = accounts.store().recent_audit(20, Some("account.")).await.unwrap();
     let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["account.cohort.clear", "account.cohort.flag", "account.tier.lift", "account.tier.pin"]);
