@@ -19,6 +19,7 @@ pub mod recovery;
 pub mod send_budget;
 pub mod service;
 pub mod throttle;
+pub mod tier;
 pub mod tokens;
 pub mod totp;
 

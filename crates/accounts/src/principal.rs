@@ -3,6 +3,8 @@
 
 use store::UserStatus;
 
+use crate::tier::Tenure;
+
 /// What a valid API key or session says about its holder.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Principal {
@@ -13,6 +15,8 @@ pub struct Principal {
     pub scopes: Vec<String>,
     /// The API key's own requests-per-minute budget, if it has one.
     pub rpm_limit: Option<u32>,
+    /// The account's history, from which its trust tier is decided per request.
+    pub tenure: Tenure,
 }
 
 impl Principal {

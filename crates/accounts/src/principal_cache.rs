@@ -105,6 +105,7 @@ mod tests {
             key_prefix: None,
             scopes: vec![],
             rpm_limit: None,
+            tenure: Default::default(),
         })
     }
 

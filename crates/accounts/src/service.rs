@@ -6,6 +6,7 @@
 //! hashed or a row written. Every outcome is audited without secrets or plain
 //! personal data.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ pub use crate::principal::Principal;
 use crate::principal_cache::{Credential, PrincipalCache};
 use crate::send_budget::SendBudget;
 use crate::throttle::{FailureThrottle, KnownNetworks, ThrottleConfig};
+use crate::tier::{Tenure, TrustTier};
 use crate::{recovery, tokens, totp, unix_millis};
 
 pub mod factors;
@@ -267,7 +269,34 @@ pub struct Accounts {
     /// Bumped on every local change other nodes must hear of (see [`Accounts::changes`]).
     credential_changes: std::sync::atomic::AtomicU64,
     policy_changes: std::sync::atomic::AtomicU64,
+    /// Accounts whose use was recorded, by the day it was (see `first_use_today`).
+    used_today: std::sync::Mutex<HashMap<i64, i64>>,
     config: AccountsConfig,
+}
+
+/// Accounts remembered as already counted today.
+const USED_TODAY_MEMORY: usize = 65_536;
+
+/// A flagged account, as the operator sees it: no personal data.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FlagListing {
+    pub user_id: i64,
+    pub created_at: i64,
+    pub flagged_at: i64,
+    pub reason: String,
+    pub tier_pin: Option<String>,
+}
+
+/// What the store says about an account's history, for its trust tier. A pin this release
+/// does not know (a newer one wrote it) counts as no pin.
+fn tenure_of(user: &UserRow) -> Tenure {
+    Tenure {
+        created_at: user.created_at,
+        first_used_at: user.first_used_at,
+        used_days: user.used_days,
+        pin: user.tier_pin.as_deref().and_then(|p| p.parse().ok()),
+        flagged: user.flagged_at.is_some(),
+    }
 }
 
 /// How many times this node revoked credentials and changed the registration policy.
@@ -320,6 +349,7 @@ impl Accounts {
             principals: PrincipalCache::new(Duration::from_secs(config.credential_cache_s), 65_536),
             credential_changes: std::sync::atomic::AtomicU64::new(0),
             policy_changes: std::sync::atomic::AtomicU64::new(0),
+            used_today: std::sync::Mutex::new(HashMap::new()),
             config,
         })
     }
@@ -368,6 +398,9 @@ impl Accounts {
             status: UserStatus::Active,
         };
         let id = self.store.create_user(&user, unix_millis()).await?;
+        // The keys it holds are the operator's own, issued by hand: trusted from the start,
+        // not ramped up like a fresh sign-up.
+        self.store.set_tier_pin(id, Some(TrustTier::Established.as_str())).await?;
         self.store.set_meta(KEY, &id.to_string()).await?;
         Ok(id)
     }
@@ -889,7 +922,15 @@ impl Accounts {
         if !needs_mfa_enrolment(&user) && self.may_infer(&user) {
             scopes.push("inference".to_owned());
         }
-        Ok(Some(Principal { user_id: user.id, status: user.status(), key_prefix: None, scopes, rpm_limit: None }))
+        let tenure = tenure_of(&user);
+        Ok(Some(Principal {
+            user_id: user.id,
+            status: user.status(),
+            key_prefix: None,
+            scopes,
+            rpm_limit: None,
+            tenure,
+        }))
     }
 
     /// The holder of an API key, if the key is valid and live.
@@ -925,7 +966,15 @@ impl Accounts {
             scopes.retain(|s| s != "inference");
         }
         let rpm_limit = row.rpm_limit.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0);
-        Ok(Some(Principal { user_id: user.id, status: user.status(), key_prefix: Some(row.prefix), scopes, rpm_limit }))
+        let tenure = tenure_of(&user);
+        Ok(Some(Principal {
+            user_id: user.id,
+            status: user.status(),
+            key_prefix: Some(row.prefix),
+            scopes,
+            rpm_limit,
+            tenure,
+        }))
     }
 
     pub async fn logout(&self, token: &str, user_id: i64, client: Option<&Client>) -> Result<(), AccountError> {
@@ -1013,6 +1062,76 @@ impl Accounts {
         self.forget_principals();
         self.audit(actor, "key.revoke", "ok", None, None, Some(serde_json::json!({"prefix": prefix}))).await;
         Ok(())
+    }
+
+    /// Whether `user_id`'s use today still needs recording, remembering that it will be. The
+    /// memory is bounded: when full it is forgotten, which costs only a repeated, idempotent
+    /// store write per account.
+    pub fn first_use_today(&self, user_id: i64, now: i64) -> bool {
+        let day = now.div_euclid(86_400_000);
+        let mut seen = self.used_today.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.get(&user_id) == Some(&day) {
+            return false;
+        }
+        if seen.len() >= USED_TODAY_MEMORY {
+            seen.clear();
+        }
+        seen.insert(user_id, day);
+        true
+    }
+
+    /// Counts today as a day of use of `user_id` (see [`Self::first_use_today`]).
+    pub async fn record_use(&self, user_id: i64, now: i64) -> Result<(), AccountError> {
+        self.store.record_use(user_id, now).await?;
+        Ok(())
+    }
+
+    /// Pins `user_id` to `tier`, or lifts its pin with `None`; audited.
+    pub async fn pin_tier(&self, user_id: i64, tier: Option<TrustTier>, actor: &str) -> Result<(), AccountError> {
+        if !self.store.set_tier_pin(user_id, tier.map(TrustTier::as_str)).await? {
+            return Err(AccountError::NotFound);
+        }
+        self.principals.clear();
+        let action = if tier.is_some() { "account.tier.pin" } else { "account.tier.lift" };
+        let detail = serde_json::json!({"user": user_id, "tier": tier.map(TrustTier::as_str)});
+        self.audit(actor, action, "ok", None, None, Some(detail)).await;
+        Ok(())
+    }
+
+    /// Flags `ids` as one cohort (`reason` a short code); audited. Returns how many were new.
+    pub async fn flag_cohort(&self, ids: &[i64], reason: &str, actor: &str) -> Result<u64, AccountError> {
+        let flagged = self.store.flag_users(ids, reason, unix_millis()).await?;
+        if flagged > 0 {
+            self.principals.clear();
+            let detail = serde_json::json!({"users": ids, "newly_flagged": flagged});
+            self.audit(actor, "account.cohort.flag", "ok", None, Some(reason), Some(detail)).await;
+        }
+        Ok(flagged)
+    }
+
+    /// Clears `user_id`'s cohort flag; audited.
+    pub async fn clear_flag(&self, user_id: i64, actor: &str) -> Result<(), AccountError> {
+        if !self.store.clear_flag(user_id).await? {
+            return Err(AccountError::NotFound);
+        }
+        self.principals.clear();
+        self.audit(actor, "account.cohort.clear", "ok", None, None, Some(serde_json::json!({"user": user_id}))).await;
+        Ok(())
+    }
+
+    /// Flagged accounts, newest flag first.
+    pub async fn flagged(&self, limit: i64) -> Result<Vec<FlagListing>, AccountError> {
+        let rows = self.store.flagged_users(limit.clamp(1, 1000)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|u| FlagListing {
+                user_id: u.id,
+                created_at: u.created_at,
+                flagged_at: u.flagged_at.unwrap_or_default(),
+                reason: u.flag_reason.unwrap_or_default(),
+                tier_pin: u.tier_pin,
+            })
+            .collect())
     }
 
     pub async fn require_mfa(&self, user_id: i64, required: bool, actor: &str) -> Result<(), AccountError> {

@@ -11,7 +11,8 @@ use crate::class::PriorityClass;
 use crate::config::AdmissionConfig;
 use crate::refusal::Refusal;
 use crate::report::{AdmissionSnapshot, Outcome};
-use crate::scheduler::{Arrival, Grant, Scheduler, Ticket, WaiterId};
+use crate::scheduler::{Arrival, Grant, LaneKey, Scheduler, Ticket, WaiterId};
+use crate::tier::Tier;
 
 /// A configuration that failed [`AdmissionConfig::validate`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +24,8 @@ pub struct InvalidConfig(pub Vec<String>);
 pub struct AdmissionRequest {
     /// Its priority class.
     pub class: PriorityClass,
+    /// Its account's trust tier inside the class ([`Tier::Standard`] when unknown).
+    pub tier: Tier,
     /// An opaque id of the account or API key, for the per-account cap and fair sharing. For
     /// anonymous traffic the gateway may pass a hash of the client's subnet so that fairness
     /// applies there too; `None` is exempt from per-account caps and shares one FIFO lane.
@@ -38,7 +41,7 @@ pub struct AdmissionRequest {
 impl AdmissionRequest {
     /// A request of `class` with no account, deadline or cap of its own.
     pub fn new(class: PriorityClass) -> Self {
-        AdmissionRequest { class, account: None, deadline: None, max_in_flight: None }
+        AdmissionRequest { class, tier: Tier::Standard, account: None, deadline: None, max_in_flight: None }
     }
 }
 
@@ -112,6 +115,7 @@ impl Admission {
         let deadline = request.deadline.map_or(longest, |d| d.min(longest));
         let ticket = Ticket {
             class,
+            tier: request.tier,
             account: request.account,
             deadline,
             max_in_flight: request.max_in_flight.unwrap_or(shared.config.per_account_max_in_flight),
@@ -141,7 +145,8 @@ impl Admission {
             // `arrive` builds the payload for every queued request; keep the type honest anyway.
             return Err(shared.lock().timed_out_refusal(class));
         };
-        let mut waiting = Waiting { shared, class, account: request.account, id, receiver, done: false };
+        let lane = LaneKey { account: request.account, tier: request.tier };
+        let mut waiting = Waiting { shared, class, lane, id, receiver, done: false };
         let woken = tokio::time::timeout_at(deadline, &mut waiting.receiver).await;
         waiting.done = true;
         let message = match woken {
@@ -150,7 +155,7 @@ impl Admission {
             Ok(Err(_)) => return Err(shared.lock().timed_out_refusal(class)),
             Err(_elapsed) => {
                 let mut state = shared.lock();
-                if state.time_out(class, request.account, id).is_some() {
+                if state.time_out(class, lane, id).is_some() {
                     return Err(state.timed_out_refusal(class));
                 }
                 drop(state);
@@ -184,7 +189,7 @@ impl Admission {
 struct Waiting<'a> {
     shared: &'a Shared,
     class: PriorityClass,
-    account: Option<u64>,
+    lane: LaneKey,
     id: WaiterId,
     receiver: oneshot::Receiver<Result<Grant, Refusal>>,
     done: bool,
@@ -196,7 +201,7 @@ impl Drop for Waiting<'_> {
             return;
         }
         let mut state = self.shared.lock();
-        if state.abandon(self.class, self.account, self.id).is_some() {
+        if state.abandon(self.class, self.lane, self.id).is_some() {
             return;
         }
         // No longer queued, so a grant or a displacement was sent under the lock we now hold.
@@ -222,6 +227,11 @@ impl Permit {
     /// The class it was admitted in.
     pub fn class(&self) -> PriorityClass {
         self.grant.class
+    }
+
+    /// The trust tier it was admitted in.
+    pub fn tier(&self) -> Tier {
+        self.grant.tier
     }
 
     /// Time spent waiting for the slot.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::class::{PerClass, PriorityClass};
+use crate::tier::{PerTier, Tier};
 
 /// How requests are admitted toward the upstream pool.
 ///
@@ -45,6 +46,16 @@ pub struct AdmissionConfig {
     /// longer is refused at once (`would_time_out`) rather than after the wait.
     #[serde(deserialize_with = "de_max_wait_ms")]
     pub max_wait_ms: PerClass<u64>,
+    /// Weight of each trust tier when the accounts of one class compete for a freed slot: it
+    /// goes to the waiting tier whose in-flight count divided by its weight is smallest
+    /// (weighted max-min fairness). Far apart by default, so established demand is met first.
+    #[serde(deserialize_with = "de_tier_weight")]
+    pub tier_weight: PerTier<f64>,
+    /// Largest fraction of its class's allowance that a tier *and every tier below it
+    /// together* may hold, nested like `max_share`: recent accounts may never hold the slots an
+    /// established member arriving next would need. Must not increase down the tiers.
+    #[serde(deserialize_with = "de_tier_share")]
+    pub tier_share: PerTier<f64>,
 }
 
 impl Default for AdmissionConfig {
@@ -58,8 +69,20 @@ impl Default for AdmissionConfig {
             max_share: default_max_share(),
             queue_capacity: default_queue_capacity(),
             max_wait_ms: default_max_wait_ms(),
+            tier_weight: default_tier_weight(),
+            tier_share: default_tier_share(),
         }
     }
+}
+
+/// 16 : 4 : 1, so a tier must hold many times its elders' slots before it is served before them.
+fn default_tier_weight() -> PerTier<f64> {
+    PerTier([16.0, 4.0, 1.0])
+}
+
+/// Recent accounts together hold at most half of their class's allowance.
+fn default_tier_share() -> PerTier<f64> {
+    PerTier([1.0, 1.0, 0.5])
 }
 
 /// Operator and members may use the whole limit; each lower class less, so that a flood of
@@ -182,6 +205,24 @@ impl AdmissionConfig {
                 errors.push(format!("admission.max_wait_ms.{class} ({wait}) must be ≤ {}", MAX_WAIT.as_millis()));
             }
         }
+        for (tier, &weight) in self.tier_weight.iter() {
+            if !(weight > 0.0 && weight <= 1e6) {
+                errors.push(format!("admission.tier_weight.{tier} ({weight}) must be > 0 and ≤ 1000000"));
+            }
+        }
+        let mut above: Option<(Tier, f64)> = None;
+        for (tier, &share) in self.tier_share.iter() {
+            if !(share > 0.0 && share <= 1.0) {
+                errors.push(format!("admission.tier_share.{tier} ({share}) must be > 0 and ≤ 1"));
+            } else if let Some((higher, higher_share)) = above
+                && share > higher_share
+            {
+                errors.push(format!(
+                    "admission.tier_share.{tier} ({share}) must be ≤ admission.tier_share.{higher} ({higher_share})"
+                ));
+            }
+            above = Some((tier, share));
+        }
         if self.per_account_max_in_flight < 1 {
             errors.push("admission.per_account_max_in_flight must be at least 1".to_owned());
         }
@@ -208,6 +249,27 @@ where
         merged[class] = value;
     }
     Ok(merged)
+}
+
+/// Reads a per-tier table that names some tiers and lets the others keep `defaults`.
+fn merge_tiers<'de, D, T>(deserializer: D, defaults: PerTier<T>) -> Result<PerTier<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let mut merged = defaults;
+    for (tier, value) in BTreeMap::<Tier, T>::deserialize(deserializer)? {
+        merged[tier] = value;
+    }
+    Ok(merged)
+}
+
+fn de_tier_weight<'de, D: Deserializer<'de>>(d: D) -> Result<PerTier<f64>, D::Error> {
+    merge_tiers(d, default_tier_weight())
+}
+
+fn de_tier_share<'de, D: Deserializer<'de>>(d: D) -> Result<PerTier<f64>, D::Error> {
+    merge_tiers(d, default_tier_share())
 }
 
 fn de_max_share<'de, D: Deserializer<'de>>(d: D) -> Result<PerClass<f64>, D::Error> {
@@ -245,6 +307,9 @@ mod tests {
         assert_eq!(config.max_wait(PriorityClass::Member), Duration::from_secs(5));
         assert_eq!(config.max_wait(PriorityClass::Login), Duration::from_secs(5));
         assert_eq!(config.queue_capacity, default_queue_capacity());
+        let tiers: AdmissionConfig = toml::from_str("[tier_share]\nrecent = 0.25\n").expect("parses");
+        assert_eq!(tiers.tier_share.0, [1.0, 1.0, 0.25]);
+        assert_eq!(tiers.tier_weight, default_tier_weight());
     }
 
     #[test]
@@ -264,6 +329,7 @@ mod tests {
         config.max_share[PriorityClass::Anonymous] = 0.9;
         config.account_share = 0.0;
         config.max_wait_ms[PriorityClass::Login] = 10_000_000;
+        config.tier_share[Tier::Recent] = 0.0;
         let errors = config.validate().unwrap_err();
         let all = errors.join("\n");
         for field in [
@@ -273,10 +339,11 @@ mod tests {
             "admission.max_share.anonymous (0.9) must be ≤ admission.max_share.newcomer (0.6)",
             "admission.account_share",
             "admission.max_wait_ms.login",
+            "admission.tier_share.recent",
         ] {
             assert!(all.contains(field), "missing {field:?} in:\n{all}");
         }
-        assert_eq!(errors.len(), 6, "{all}");
+        assert_eq!(errors.len(), 7, "{all}");
     }
 
     #[test]

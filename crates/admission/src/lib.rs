@@ -9,6 +9,8 @@
 //!   it together may hold only a share of the limit, so a flood of low classes uses spare
 //!   capacity but never the capacity members need; a freed slot goes to the most important
 //!   waiting class; accounts of one class share round-robin and each is capped.
+//! - [`Tier`]: trust tiers inside a class (established > standard > recent), sharing the
+//!   class's capacity by weighted max-min fairness under nested tier shares.
 //! - [`Refusal`]: the reason, a 429/503 status and a `Retry-After` hint, counted by class and
 //!   reason in the [`AdmissionSnapshot`].
 //!
@@ -33,6 +35,7 @@ mod limit;
 mod refusal;
 mod report;
 mod scheduler;
+mod tier;
 
 pub use admission::{Admission, AdmissionRequest, InvalidConfig, Permit};
 pub use class::{ParseClassError, PerClass, PriorityClass};
@@ -40,3 +43,4 @@ pub use config::{AdmissionConfig, LimitConfig};
 pub use limit::{AdaptiveLimit, Load};
 pub use refusal::{Refusal, RefusalReason};
 pub use report::{AdmissionSnapshot, Outcome};
+pub use tier::{ParseTierError, PerTier, Tier};

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::class::{PerClass, PriorityClass};
 use crate::refusal::RefusalReason;
+use crate::tier::PerTier;
 
 /// How the upstream call that held a permit went; feeds the adaptive limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +41,10 @@ pub struct AdmissionSnapshot {
     pub queued: PerClass<u32>,
     /// Requests admitted since start, by class (at once or after waiting).
     pub admitted: PerClass<u64>,
+    /// Requests holding a slot, by trust tier (all classes together).
+    pub tier_in_flight: PerTier<u32>,
+    /// Requests admitted since start, by trust tier.
+    pub tier_admitted: PerTier<u64>,
     /// Requests refused since start, by class and [`RefusalReason::index`].
     pub refused: PerClass<[u64; RefusalReason::COUNT]>,
     /// Waiters whose client gave up before a slot came, by class.

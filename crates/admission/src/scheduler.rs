@@ -10,7 +10,10 @@
 //! 3. Otherwise it waits, unless its estimated wait exceeds its deadline, its class queue is
 //!    full, or the waiting room is full with no less important waiter to displace.
 //! 4. A freed slot goes to the most important class with an eligible waiter; within a class,
-//!    round-robin over accounts (an account at its share is skipped); FIFO within an account.
+//!    to the trust tier holding the least for its weight (weighted max-min fairness), a tier
+//!    and the tiers below it never holding more than their nested share of the class's
+//!    allowance; within a tier, round-robin over accounts (an account at its share is
+//!    skipped); FIFO within an account.
 //!
 //! Invariant kept after every call: no waiter is eligible. That is why an arrival that is itself
 //! eligible may be admitted at once without jumping anyone.
@@ -26,6 +29,7 @@ use crate::config::AdmissionConfig;
 use crate::limit::{AdaptiveLimit, Average, Load};
 use crate::refusal::{Refusal, RefusalReason};
 use crate::report::{AdmissionSnapshot, Outcome};
+use crate::tier::{PerTier, Tier};
 
 /// Identifies one waiter; increasing, so the largest is the newest.
 pub(crate) type WaiterId = u64;
@@ -37,6 +41,7 @@ const HOLD_SAMPLES: u32 = 50;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ticket {
     pub class: PriorityClass,
+    pub tier: Tier,
     pub account: Option<u64>,
     pub deadline: Instant,
     /// This account's cap on requests in flight and queued.
@@ -47,11 +52,19 @@ pub(crate) struct Ticket {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Grant {
     pub class: PriorityClass,
+    pub tier: Tier,
     pub at: Instant,
     /// In flight right after this grant, this one included.
     pub in_flight: u32,
     /// The account whose count this slot holds; `None` when accounts are not tracked.
     pub account: Option<u64>,
+}
+
+/// Which lane of a class a waiter is in: its account and tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LaneKey {
+    pub account: Option<u64>,
+    pub tier: Tier,
 }
 
 pub(crate) enum Arrival<T> {
@@ -69,9 +82,11 @@ struct Waiter<T> {
     payload: T,
 }
 
-/// The waiters of one account (or of all requests without one) in one class, oldest first.
+/// The waiters of one account (or of all requests without one) in one class and tier, oldest
+/// first.
 struct Lane<T> {
     account: Option<u64>,
+    tier: Tier,
     waiters: VecDeque<Waiter<T>>,
 }
 
@@ -101,15 +116,19 @@ pub(crate) struct Scheduler<T> {
     queue_capacity: PerClass<u32>,
     max_queued: u32,
     account_share: f64,
+    tier_weight: PerTier<f64>,
+    tier_share: PerTier<f64>,
     limit: AdaptiveLimit,
     hold: Average,
     in_flight: PerClass<u32>,
+    tier_in_flight: PerClass<PerTier<u32>>,
     total_in_flight: u32,
     queues: [ClassQueue<T>; PriorityClass::COUNT],
     total_queued: u32,
     accounts: HashMap<u64, AccountUse>,
     next_id: WaiterId,
     admitted: PerClass<u64>,
+    tier_admitted: PerTier<u64>,
     refused: PerClass<[u64; RefusalReason::COUNT]>,
     abandoned: PerClass<u64>,
 }
@@ -122,15 +141,19 @@ impl<T> Scheduler<T> {
             queue_capacity: config.queue_capacity,
             max_queued: config.max_queued,
             account_share: config.account_share,
+            tier_weight: config.tier_weight,
+            tier_share: config.tier_share,
             limit: AdaptiveLimit::new(&config.limit),
             hold: Average::new(HOLD_SAMPLES),
             in_flight: PerClass::default(),
+            tier_in_flight: PerClass::default(),
             total_in_flight: 0,
             queues: Default::default(),
             total_queued: 0,
             accounts: HashMap::new(),
             next_id: 0,
             admitted: PerClass::default(),
+            tier_admitted: PerTier::default(),
             refused: PerClass::default(),
             abandoned: PerClass::default(),
         }
@@ -138,9 +161,9 @@ impl<T> Scheduler<T> {
 
     /// Admits, queues or refuses a request. `payload` is built only when the request waits.
     pub(crate) fn arrive(&mut self, now: Instant, ticket: Ticket, payload: impl FnOnce() -> T) -> Arrival<T> {
-        let class = ticket.class;
+        let (class, tier) = (ticket.class, ticket.tier);
         if !self.enabled {
-            return Arrival::Admitted(self.admit(now, class, None));
+            return Arrival::Admitted(self.admit(now, class, tier, None));
         }
         if let Some(account) = ticket.account {
             let held = self.accounts.get(&account).copied().unwrap_or_default();
@@ -150,8 +173,11 @@ impl<T> Scheduler<T> {
             }
         }
         let limit = self.limit.current();
-        if self.class_open(class, limit) && self.account_open(class, ticket.account, limit) {
-            return Arrival::Admitted(self.admit(now, class, ticket.account));
+        if self.class_open(class, limit)
+            && self.tier_open(class, tier, limit)
+            && self.account_open(class, ticket.account, limit)
+        {
+            return Arrival::Admitted(self.admit(now, class, tier, ticket.account));
         }
 
         let ahead: u32 = PriorityClass::ALL[..=class.rank()].iter().map(|&c| self.queues[c.rank()].len).sum();
@@ -176,10 +202,14 @@ impl<T> Scheduler<T> {
         let waiter = Waiter { id, payload: payload() };
         let has_lane = ticket.account.is_none_or(|a| self.accounts.get(&a).is_some_and(|held| held.queued > 0));
         let queue = &mut self.queues[class.rank()];
-        let lane = if has_lane { queue.lanes.iter_mut().find(|lane| lane.account == ticket.account) } else { None };
+        let lane = if has_lane {
+            queue.lanes.iter_mut().find(|lane| lane.account == ticket.account && lane.tier == tier)
+        } else {
+            None
+        };
         match lane {
             Some(lane) => lane.waiters.push_back(waiter),
-            None => queue.lanes.push_back(Lane { account: ticket.account, waiters: VecDeque::from([waiter]) }),
+            None => queue.lanes.push_back(Lane { account: ticket.account, tier, waiters: VecDeque::from([waiter]) }),
         }
         queue.len += 1;
         self.total_queued += 1;
@@ -201,14 +231,17 @@ impl<T> Scheduler<T> {
                 // Every less important class is under the same (or a tighter) nested share.
                 return None;
             }
-            let cap = self.account_cap(class, limit);
-            let accounts = &self.accounts;
-            let queue = &mut self.queues[class.rank()];
-            let open = |lane: &Lane<T>| lane.account.is_none_or(|a| accounts.get(&a).map_or(0, |h| h.in_flight) < cap);
-            let Some(position) = queue.lanes.iter().position(open) else {
+            let Some(tier) = self.next_tier(class, limit) else {
                 // Every waiting account of this class is at its share; less important classes may go.
                 continue;
             };
+            let cap = self.account_cap(class, limit);
+            let accounts = &self.accounts;
+            let queue = &mut self.queues[class.rank()];
+            let open = |lane: &Lane<T>| {
+                lane.tier == tier && lane.account.is_none_or(|a| accounts.get(&a).map_or(0, |h| h.in_flight) < cap)
+            };
+            let position = queue.lanes.iter().position(open)?;
             let mut lane = queue.lanes.remove(position)?;
             let waiter = lane.waiters.pop_front()?;
             let account = lane.account;
@@ -220,7 +253,7 @@ impl<T> Scheduler<T> {
             if let Some(account) = account {
                 self.accounts.entry(account).or_default().queued -= 1;
             }
-            return Some((waiter.payload, self.admit(now, class, account)));
+            return Some((waiter.payload, self.admit(now, class, tier, account)));
         }
         None
     }
@@ -238,6 +271,8 @@ impl<T> Scheduler<T> {
             self.hold.add(held.as_secs_f64());
         }
         self.in_flight[class] = self.in_flight[class].saturating_sub(1);
+        let tier_count = &mut self.tier_in_flight[class][grant.tier];
+        *tier_count = tier_count.saturating_sub(1);
         self.total_in_flight = self.total_in_flight.saturating_sub(1);
         if let Some(account) = grant.account
             && let Entry::Occupied(mut entry) = self.accounts.entry(account)
@@ -251,15 +286,15 @@ impl<T> Scheduler<T> {
     }
 
     /// The waiter reached its deadline; `Some` (and counted) if it was still waiting.
-    pub(crate) fn time_out(&mut self, class: PriorityClass, account: Option<u64>, id: WaiterId) -> Option<T> {
-        let payload = self.remove(class, account, id)?;
+    pub(crate) fn time_out(&mut self, class: PriorityClass, lane: LaneKey, id: WaiterId) -> Option<T> {
+        let payload = self.remove(class, lane, id)?;
         self.refused[class][RefusalReason::TimedOut.index()] += 1;
         Some(payload)
     }
 
     /// The waiter gave up (its future was dropped); `Some` (and counted) if it was still waiting.
-    pub(crate) fn abandon(&mut self, class: PriorityClass, account: Option<u64>, id: WaiterId) -> Option<T> {
-        let payload = self.remove(class, account, id)?;
+    pub(crate) fn abandon(&mut self, class: PriorityClass, lane: LaneKey, id: WaiterId) -> Option<T> {
+        let payload = self.remove(class, lane, id)?;
         self.abandoned[class] += 1;
         Some(payload)
     }
@@ -280,20 +315,24 @@ impl<T> Scheduler<T> {
             in_flight: self.in_flight,
             queued: PerClass(std::array::from_fn(|rank| self.queues[rank].len)),
             admitted: self.admitted,
+            tier_in_flight: PerTier(std::array::from_fn(|rank| self.tier_in_flight.0.iter().map(|t| t.0[rank]).sum())),
+            tier_admitted: self.tier_admitted,
             refused: self.refused,
             abandoned: self.abandoned,
         }
     }
 
-    fn admit(&mut self, now: Instant, class: PriorityClass, account: Option<u64>) -> Grant {
+    fn admit(&mut self, now: Instant, class: PriorityClass, tier: Tier, account: Option<u64>) -> Grant {
         self.in_flight[class] += 1;
+        self.tier_in_flight[class][tier] += 1;
         self.total_in_flight += 1;
         self.admitted[class] += 1;
+        self.tier_admitted[tier] += 1;
         let account = account.filter(|_| self.enabled);
         if let Some(account) = account {
             self.accounts.entry(account).or_default().in_flight += 1;
         }
-        Grant { class, at: now, in_flight: self.total_in_flight, account }
+        Grant { class, tier, at: now, in_flight: self.total_in_flight, account }
     }
 
     fn refuse(&mut self, class: PriorityClass, reason: RefusalReason, retry_after: Duration) -> Refusal {
@@ -322,10 +361,50 @@ impl<T> Scheduler<T> {
         true
     }
 
+    /// Slots `class` may hold: the tightest nested share it falls under.
+    fn class_allowance(&self, class: PriorityClass, limit: u32) -> u32 {
+        PriorityClass::ALL[..=class.rank()].iter().map(|&l| self.allowance(l, limit)).min().unwrap_or(limit)
+    }
+
+    /// Slots `level` and every tier below it may hold together inside `class`; at least one,
+    /// so that no tier is starved outright by a small limit.
+    fn tier_allowance(&self, class: PriorityClass, level: Tier, limit: u32) -> u32 {
+        let class_allowance = self.class_allowance(class, limit);
+        ((self.tier_share[level] * f64::from(class_allowance) + 1e-9).floor() as u32).clamp(1, class_allowance.max(1))
+    }
+
+    /// Whether one more request of `tier` fits its nested tier shares inside `class`.
+    fn tier_open(&self, class: PriorityClass, tier: Tier, limit: u32) -> bool {
+        let mut at_or_below = 0u32;
+        for level in Tier::ALL.into_iter().rev() {
+            at_or_below += self.tier_in_flight[class][level];
+            if level <= tier && at_or_below >= self.tier_allowance(class, level, limit) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The tier of `class` that gets the next slot: among tiers with a waiter that could take
+    /// it, the one holding the least in flight for its weight (ties to the more trusted).
+    fn next_tier(&self, class: PriorityClass, limit: u32) -> Option<Tier> {
+        let cap = self.account_cap(class, limit);
+        let mut waiting = [false; Tier::COUNT];
+        for lane in &self.queues[class.rank()].lanes {
+            if lane.account.is_none_or(|a| self.accounts.get(&a).map_or(0, |h| h.in_flight) < cap) {
+                waiting[lane.tier.rank()] = true;
+            }
+        }
+        let held = |tier: Tier| f64::from(self.tier_in_flight[class][tier]) / self.tier_weight[tier];
+        Tier::ALL
+            .into_iter()
+            .filter(|&tier| waiting[tier.rank()] && self.tier_open(class, tier, limit))
+            .min_by(|&a, &b| held(a).total_cmp(&held(b)).then(a.cmp(&b)))
+    }
+
     /// Most one account may hold in flight in `class`: its fair share of the class's allowance.
     fn account_cap(&self, class: PriorityClass, limit: u32) -> u32 {
-        let allowance = PriorityClass::ALL[..=class.rank()].iter().map(|&l| self.allowance(l, limit)).min();
-        let share = (self.account_share * f64::from(allowance.unwrap_or(limit)) + 1e-9).floor() as u32;
+        let share = (self.account_share * f64::from(self.class_allowance(class, limit)) + 1e-9).floor() as u32;
         share.max(1)
     }
 
@@ -350,16 +429,21 @@ impl<T> Scheduler<T> {
         let victim_class =
             PriorityClass::ALL.into_iter().rev().take_while(|&c| c > class).find(|&c| self.queues[c.rank()].len > 0)?;
         let queue = &self.queues[victim_class.rank()];
-        let newest = queue.lanes.iter().filter_map(|lane| lane.waiters.back().map(|w| (w.id, lane.account))).max()?;
+        let newest = queue
+            .lanes
+            .iter()
+            .filter_map(|lane| lane.waiters.back().map(|w| (w.id, LaneKey { account: lane.account, tier: lane.tier })))
+            .max_by_key(|(id, _)| *id)?;
         let payload = self.remove(victim_class, newest.1, newest.0)?;
         let ahead: u32 = PriorityClass::ALL[..=victim_class.rank()].iter().map(|&c| self.queues[c.rank()].len).sum();
         let retry_after = self.estimated_wait(victim_class, ahead.max(1), limit);
         Some((payload, self.refuse(victim_class, RefusalReason::Displaced, retry_after)))
     }
 
-    fn remove(&mut self, class: PriorityClass, account: Option<u64>, id: WaiterId) -> Option<T> {
+    fn remove(&mut self, class: PriorityClass, key: LaneKey, id: WaiterId) -> Option<T> {
+        let account = key.account;
         let queue = &mut self.queues[class.rank()];
-        let lane_at = queue.lanes.iter().position(|lane| lane.account == account)?;
+        let lane_at = queue.lanes.iter().position(|lane| lane.account == account && lane.tier == key.tier)?;
         let lane = &mut queue.lanes[lane_at];
         let waiter_at = lane.waiters.iter().position(|w| w.id == id)?;
         let waiter = lane.waiters.remove(waiter_at)?;
@@ -402,7 +486,11 @@ mod tests {
     }
 
     fn ticket(class: PriorityClass, account: Option<u64>, deadline: Instant) -> Ticket {
-        Ticket { class, account, deadline, max_in_flight: 16 }
+        Ticket { class, tier: Tier::Standard, account, deadline, max_in_flight: 16 }
+    }
+
+    fn key(account: Option<u64>, tier: Tier) -> LaneKey {
+        LaneKey { account, tier }
     }
 
     impl<T> Scheduler<T> {
@@ -412,10 +500,10 @@ mod tests {
             PriorityClass::ALL.into_iter().find(|&class| {
                 let cap = self.account_cap(class, limit);
                 self.class_open(class, limit)
-                    && self.queues[class.rank()]
-                        .lanes
-                        .iter()
-                        .any(|lane| lane.account.is_none_or(|a| self.accounts.get(&a).map_or(0, |h| h.in_flight) < cap))
+                    && self.queues[class.rank()].lanes.iter().any(|lane| {
+                        self.tier_open(class, lane.tier, limit)
+                            && lane.account.is_none_or(|a| self.accounts.get(&a).map_or(0, |h| h.in_flight) < cap)
+                    })
             })
         }
 
@@ -426,8 +514,10 @@ mod tests {
                 assert_eq!(len, queue.len as usize, "{class} queue length");
                 assert!(queue.len <= self.queue_capacity[class], "{class} queue over capacity");
                 assert!(queue.lanes.iter().all(|lane| !lane.waiters.is_empty()), "empty lane kept");
-                let accounts: HashSet<_> = queue.lanes.iter().map(|lane| lane.account).collect();
-                assert_eq!(accounts.len(), queue.lanes.len(), "one lane per account");
+                let accounts: HashSet<_> = queue.lanes.iter().map(|lane| (lane.account, lane.tier)).collect();
+                assert_eq!(accounts.len(), queue.lanes.len(), "one lane per account and tier");
+                let tiers: u32 = self.tier_in_flight[class].0.iter().sum();
+                assert_eq!(tiers, self.in_flight[class], "{class} tier counts");
             }
             assert_eq!(self.total_queued, self.queues.iter().map(|q| q.len).sum::<u32>());
             assert!(self.total_queued <= self.max_queued, "waiting room over capacity");
@@ -535,9 +625,71 @@ mod tests {
         assert_eq!(other, 50);
     }
 
+    #[test]
+    fn recent_accounts_get_only_what_established_ones_leave() {
+        let (mut s, now) = fixed(8);
+        let far = now + HOUR;
+        let of = |tier: Tier, account: u64| Ticket { tier, ..ticket(Member, Some(account), far) };
+        // A farm of recent accounts fills its nested share (half of 8) and then waits.
+        let mut farm = Vec::new();
+        for account in 100..110 {
+            match s.arrive(now, of(Tier::Recent, account), || account as u32) {
+                Arrival::Admitted(grant) => farm.push(grant),
+                Arrival::Queued { .. } => {}
+                Arrival::Refused(refusal) => panic!("refused: {refusal}"),
+            }
+        }
+        assert_eq!(farm.len(), 4, "recent tier capped at half of the class");
+        // Established members arrive: the other half is theirs at once.
+        let members: Vec<Grant> = (1..=4).map(|a| admitted(s.arrive(now, of(Tier::Established, a), || 0))).collect();
+        assert_eq!(s.snapshot().tier_in_flight.0, [4, 0, 4]);
+        queued(s.arrive(now, of(Tier::Established, 5), || 5));
+        // A farm slot frees: the waiting established member gets it, not the older farm waiters.
+        s.release(now, farm[0], Outcome::Cancelled, None);
+        assert_eq!(s.grant_next(now).map(|(p, _)| p), Some(5));
+        s.check_consistent();
+        // With no established demand left, freed member slots go back to the farm only
+        // up to its share.
+        for grant in members {
+            s.release(now, grant, Outcome::Cancelled, None);
+        }
+        let got: Vec<u32> = std::iter::from_fn(|| s.grant_next(now).map(|(p, _)| p)).collect();
+        assert_eq!(got.len(), 1, "farm back to its share of 4: {got:?}");
+        s.check_consistent();
+        assert_eq!(s.snapshot().tier_admitted.0, [5, 0, 5]);
+    }
+
+    #[test]
+    fn weighted_max_min_between_tiers_under_contention() {
+        let mut config = AdmissionConfig::default();
+        config.limit = crate::LimitConfig { initial: 10, min: 10, max: 10, ..config.limit };
+        config.tier_weight = PerTier([1.0, 1.0, 1.0]);
+        config.tier_share = PerTier([1.0, 1.0, 1.0]);
+        config.per_account_max_in_flight = 100;
+        config.account_share = 1.0;
+        let mut s: Scheduler<u32> = Scheduler::new(&config);
+        let now = Instant::now();
+        let far = now + HOUR;
+        let of = |tier: Tier| Ticket { tier, max_in_flight: 100, ..ticket(Member, Some(tier.rank() as u64), far) };
+        let mut held: Vec<Grant> = (0..10).map(|_| admitted(s.arrive(now, of(Tier::Recent), || 0))).collect();
+        for tier in [Tier::Established, Tier::Recent] {
+            for _ in 0..20 {
+                queued(s.arrive(now, of(tier), || tier.rank() as u32));
+            }
+        }
+        // Equal weights: as slots free, established climbs until both hold the same.
+        for _ in 0..10 {
+            s.release(now, held.remove(0), Outcome::Cancelled, None);
+            let (_, grant) = s.grant_next(now).expect("a waiter");
+            held.push(grant);
+        }
+        assert_eq!(s.snapshot().tier_in_flight.0, [5, 0, 5]);
+        s.check_consistent();
+    }
+
     /// Frees one member slot of account 2 and returns who got it.
     fn admitted_from(s: &mut Scheduler<u32>, now: Instant) -> u32 {
-        let grant = Grant { class: Member, at: now, in_flight: 0, account: Some(2) };
+        let grant = Grant { class: Member, tier: Tier::Standard, at: now, in_flight: 0, account: Some(2) };
         s.release(now, grant, Outcome::Cancelled, None);
         s.grant_next(now).map(|(p, _)| p).expect("a waiter is eligible")
     }
@@ -666,7 +818,7 @@ mod tests {
         s: Scheduler<u32>,
         now: Instant,
         in_flight: Vec<(u32, Grant)>,
-        queued: Vec<(u32, PriorityClass, Option<u64>, WaiterId)>,
+        queued: Vec<(u32, PriorityClass, LaneKey, WaiterId)>,
         ends: Vec<Option<End>>,
     }
 
@@ -687,6 +839,13 @@ mod tests {
                 at_or_below += s.in_flight[level];
                 if level <= grant.class {
                     assert!(at_or_below <= s.allowance(level, limit), "{level} share exceeded");
+                }
+            }
+            let mut at_or_below = 0;
+            for level in Tier::ALL.into_iter().rev() {
+                at_or_below += s.tier_in_flight[grant.class][level];
+                if level <= grant.tier {
+                    assert!(at_or_below <= s.tier_allowance(grant.class, level, limit), "{level} tier share exceeded");
                 }
             }
             if let Some(account) = grant.account {
@@ -716,14 +875,15 @@ mod tests {
                     let class = PriorityClass::ALL[class];
                     let deadline = self.now + Duration::from_millis(wait_ms);
                     let max_in_flight = account.map_or(16, cap_of);
-                    let ticket = Ticket { class, account, deadline, max_in_flight };
+                    let tier = account.map_or(Tier::Standard, |a| Tier::ALL[(a % 3) as usize]);
+                    let ticket = Ticket { class, tier, account, deadline, max_in_flight };
                     match self.s.arrive(self.now, ticket, || request) {
                         Arrival::Admitted(grant) => {
                             assert_eq!(self.s.best_eligible(), None);
                             self.admitted(request, grant);
                         }
                         Arrival::Queued { id, displaced } => {
-                            self.queued.push((request, class, account, id));
+                            self.queued.push((request, class, key(account, tier), id));
                             if let Some((victim, refusal)) = displaced {
                                 assert!(refusal.class() > class, "displaced a class not below the arrival");
                                 self.queued.retain(|q| q.0 != victim);

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use accounts::policy::RegistrationPolicy;
 use accounts::service::Accounts;
+use accounts::tier::TrustTier;
 use accounts::tokens;
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
@@ -110,6 +111,38 @@ pub async fn require_mfa(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinTier {
+    tier: String,
+}
+
+/// `PUT /admin/users/{id}/tier` `{"tier": "established"}`: pin an account's trust tier.
+pub async fn pin_tier(
+    State(op): State<Operator>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: PinTier = parse(&body)?;
+    let tier: TrustTier = body.tier.parse().map_err(|e: accounts::tier::ParseTrustTierError| {
+        ApiError::new(Reject::InvalidRequest, e.to_string()).param("tier")
+    })?;
+    op.accounts.pin_tier(id, Some(tier), "operator").await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /admin/users/{id}/tier`: lift the pin; the tier follows the account's history again.
+pub async fn lift_tier(State(op): State<Operator>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    op.accounts.pin_tier(id, None, "operator").await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /admin/users/{id}/cohort`: clear an account's cohort flag.
+pub async fn clear_cohort(State(op): State<Operator>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    op.accounts.clear_flag(id, "operator").await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
 pub struct AuditQuery {
     limit: Option<i64>,
     action: Option<String>,
@@ -130,9 +163,11 @@ pub async fn audit(State(op): State<Operator>, Query(q): Query<AuditQuery>) -> R
     Ok(Json(json!({"entries": entries})).into_response())
 }
 
-/// `GET /admin/flags`: callers with strikes from the AI guard, most first.
-/// `caller` is an account id, or a subnet digest (≥ 2^63) for anonymous traffic.
-pub async fn flags(State(op): State<Operator>) -> Response {
+/// `GET /admin/flags`: callers with strikes from the AI guard, most first
+/// (`caller` is an account id, or a subnet digest (≥ 2^63) for anonymous traffic), and
+/// accounts flagged as one of a cohort, newest first.
+pub async fn flags(State(op): State<Operator>) -> Result<Response, ApiError> {
+    let cohorts = op.accounts.flagged(1000).await?;
     let list: Vec<serde_json::Value> = op
         .strikes
         .list(1000, Instant::now())
@@ -148,7 +183,7 @@ pub async fn flags(State(op): State<Operator>) -> Response {
                                "standing": standing})
         })
         .collect();
-    Json(serde_json::json!({"flags": list})).into_response()
+    Ok(Json(serde_json::json!({"flags": list, "cohorts": cohorts})).into_response())
 }
 
 /// `DELETE /admin/flags/{caller}`: forgive a caller's strikes.

@@ -112,6 +112,8 @@ impl Gateway {
             guard: guard.clone(),
             priority: config.priority.clone(),
             anonymous_inference: config.auth.allow_anonymous_inference,
+            accounts: accounts.clone(),
+            metrics: metrics.clone(),
         });
         let listener = Arc::new(Listener {
             config: config.server.clone(),
@@ -381,6 +383,8 @@ fn admin_router(gateway: &Gateway) -> Router<AppState> {
         .route("/registration", get(admin::get_policy).put(admin::set_policy))
         .route("/invites", post(admin::create_invite))
         .route("/users/{id}/mfa/reset", post(admin::reset_mfa))
+        .route("/users/{id}/tier", put(admin::pin_tier).delete(admin::lift_tier))
+        .route("/users/{id}/cohort", delete(admin::clear_cohort))
         .route("/users/{id}/mfa/required", put(admin::require_mfa))
         .route("/audit", get(admin::audit))
         .route("/flags", get(admin::flags))

@@ -16,7 +16,7 @@ pub mod screen;
 pub mod shared;
 pub mod waiting;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -94,6 +94,9 @@ pub struct Edge {
     room: Mutex<WaitingRoom>,
     detector: Mutex<AttackDetector>,
     under_attack: AtomicBool,
+    /// When the current attack began (Unix ms, wall clock), 0 outside attack mode: accounts
+    /// created near it lose their member tier.
+    attack_since: AtomicI64,
     routes: [Vec<RouteId>; Zone::ALL.len()],
     signups: AtomicU64,
     login_failures: AtomicU64,
@@ -136,6 +139,7 @@ impl Edge {
             room: Mutex::new(WaitingRoom::new(shield.waiting_room.clone(), key)),
             detector: Mutex::new(AttackDetector::new(shield.attack.clone())),
             under_attack: AtomicBool::new(false),
+            attack_since: AtomicI64::new(0),
             routes,
             signups: AtomicU64::new(0),
             login_failures: AtomicU64::new(0),
@@ -280,6 +284,23 @@ impl Edge {
         self.under_attack.load(Ordering::Relaxed)
     }
 
+    /// When the current attack began (Unix ms), if the gateway is in attack mode.
+    pub fn attack_since(&self) -> Option<i64> {
+        Some(self.attack_since.load(Ordering::Relaxed)).filter(|&t| t > 0)
+    }
+
+    /// Notes the detector's mode, and when an attack began.
+    fn note_mode(&self, mode: Mode) {
+        let on = mode == Mode::UnderAttack;
+        let was = self.under_attack.swap(on, Ordering::Relaxed);
+        if on && !was {
+            let since = i64::try_from(crate::clock::now().as_millis()).unwrap_or(i64::MAX);
+            self.attack_since.store(since, Ordering::Relaxed);
+        } else if !on {
+            self.attack_since.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Whether the clearance cookie is marked `Secure`.
     pub fn https(&self) -> bool {
         self.https
@@ -419,7 +440,7 @@ impl Edge {
         };
         let mut d = self.detector();
         let t = d.force(force, now);
-        self.under_attack.store(d.mode() == Mode::UnderAttack, Ordering::Relaxed);
+        self.note_mode(d.mode());
         t
     }
 
@@ -432,7 +453,7 @@ impl Edge {
         }
         let mut d = self.detector();
         let t = d.observe(counts, now);
-        self.under_attack.store(d.mode() == Mode::UnderAttack, Ordering::Relaxed);
+        self.note_mode(d.mode());
         t
     }
 

@@ -132,6 +132,17 @@ fn render_admission(snap: &admission::AdmissionSnapshot, out: &mut String) {
     for (class, n) in snap.admitted.iter() {
         let _ = writeln!(out, "palisade_admission_admitted_total{{class=\"{class}\"}} {n}");
     }
+    let _ = writeln!(out, "# HELP palisade_admission_tier_in_flight Requests holding an upstream slot, by trust tier.");
+    let _ = writeln!(out, "# TYPE palisade_admission_tier_in_flight gauge");
+    for (tier, n) in snap.tier_in_flight.iter() {
+        let _ = writeln!(out, "palisade_admission_tier_in_flight{{tier=\"{tier}\"}} {n}");
+    }
+    let _ =
+        writeln!(out, "# HELP palisade_admission_tier_admitted_total Requests given an upstream slot, by trust tier.");
+    let _ = writeln!(out, "# TYPE palisade_admission_tier_admitted_total counter");
+    for (tier, n) in snap.tier_admitted.iter() {
+        let _ = writeln!(out, "palisade_admission_tier_admitted_total{{tier=\"{tier}\"}} {n}");
+    }
     let _ = writeln!(out, "# HELP palisade_admission_refused_total Requests shed by admission, by class and reason.");
     let _ = writeln!(out, "# TYPE palisade_admission_refused_total counter");
     for (class, by_reason) in snap.refused.iter() {

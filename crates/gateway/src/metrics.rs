@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use std::sync::Mutex;
 
+use accounts::tier::{TierReason, TrustTier};
+
 use crate::error::{ApiError, Reject};
 use crate::request::Route;
 
@@ -78,6 +80,8 @@ pub struct Metrics {
     /// Requests whose input score reached the threshold, by action (log, flag, slow, block).
     guard_input: [AtomicU64; 4],
     guard_leaks: AtomicU64,
+    /// Trust-tier decisions of member requests, by tier and reason.
+    tiers: [[AtomicU64; TierReason::COUNT]; TrustTier::COUNT],
 }
 
 impl Default for Metrics {
@@ -88,6 +92,7 @@ impl Default for Metrics {
             details: Mutex::new(Vec::new()),
             guard_input: Default::default(),
             guard_leaks: AtomicU64::new(0),
+            tiers: Default::default(),
         }
     }
 }
@@ -101,6 +106,16 @@ impl Metrics {
             counter.fetch_add(1, Ordering::Relaxed);
         }
         stats.latency.observe(elapsed);
+    }
+
+    /// Count a request placed by its account's trust tier.
+    pub fn tier_decision(&self, tier: TrustTier, reason: TierReason) {
+        self.tiers[tier.rank()][reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests placed at `tier` for `reason` since start.
+    pub fn tier_decisions(&self, tier: TrustTier, reason: TierReason) -> u64 {
+        self.tiers[tier.rank()][reason.index()].load(Ordering::Relaxed)
     }
 
     pub fn guard_input(&self, action: aiguard::InputAction) {
@@ -229,6 +244,22 @@ impl Metrics {
         out.push_str("# HELP palisade_guard_leaks_total System-prompt leaks stopped in replies.\n");
         out.push_str("# TYPE palisade_guard_leaks_total counter\n");
         let _ = writeln!(out, "palisade_guard_leaks_total {}", self.guard_leaks.load(Ordering::Relaxed));
+        out.push_str(
+            "# HELP palisade_tier_decisions_total Member requests by their account's trust tier and why it has it.\n",
+        );
+        out.push_str("# TYPE palisade_tier_decisions_total counter\n");
+        for tier in TrustTier::ALL {
+            for reason in TierReason::ALL {
+                let n = self.tier_decisions(tier, reason);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "palisade_tier_decisions_total{{tier=\"{tier}\",reason=\"{}\"}} {n}",
+                        reason.as_str()
+                    );
+                }
+            }
+        }
     }
 }
 

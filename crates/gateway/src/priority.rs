@@ -1,14 +1,17 @@
-//! Which priority class a `/v1` request belongs to, decided after identity:
-//! the people the service exists for (verified accounts and their keys) are
-//! `member`; accounts that have not proven their phone or e-mail are
-//! `newcomer`; everyone else is `anonymous`. Configuration can pin a key's
-//! class (a paying customer, an internal tool) and can cap a route's class
-//! (say, batch embeddings never above `newcomer`).
+//! Which priority class and trust tier a `/v1` request belongs to, decided after
+//! identity: verified accounts and their keys are `member`, ranked inside the class
+//! by their trust tier (established, standard, recent: see `accounts::tier`), and a
+//! verified account created during an attack (or just before it) or flagged with a
+//! cohort drops to `newcomer`; accounts that have not proven their phone or e-mail
+//! are `newcomer`; everyone else is `anonymous`. Configuration can pin a key's class
+//! (a paying customer, an internal tool) and can cap a route's class (say, batch
+//! embeddings never above `newcomer`).
 
 use std::collections::BTreeMap;
 
 use accounts::service::Principal;
-use admission::PriorityClass;
+use accounts::tier::{TierConfig, TierLimits, TierReason, TrustTier};
+use admission::{PriorityClass, Tier};
 use serde::{Deserialize, Serialize};
 use shield::Client;
 use store::UserStatus;
@@ -23,6 +26,43 @@ pub struct PriorityConfig {
     pub keys: BTreeMap<String, PriorityClass>,
     /// Request path → the most important class a request on it can have.
     pub routes: BTreeMap<String, PriorityClass>,
+    /// When an account counts as established or recent (`[priority.tiers]`).
+    pub tiers: TierConfig,
+    /// What each trust tier may do (`[priority.tier_limits]`).
+    pub tier_limits: TierLimits,
+}
+
+/// Where a request goes in admission, and the trust decision behind it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Placement {
+    pub class: PriorityClass,
+    pub tier: Tier,
+    /// The account's trust tier and why, when the class came from it.
+    pub trust: Option<(TrustTier, TierReason)>,
+}
+
+impl Placement {
+    /// Requests one account may have in flight and queued at its trust tier.
+    pub fn max_in_flight(&self, limits: &TierLimits) -> Option<u32> {
+        self.trust.map(|(tier, _)| limits.max_in_flight.get(tier))
+    }
+
+    /// How many units of the account's request rate and token budget one unit costs at its
+    /// trust tier: the inverse of the tier's budget fraction (1 when no tier applies).
+    pub fn budget_cost(&self, limits: &TierLimits) -> f64 {
+        self.trust.map_or(1.0, |(tier, _)| 1.0 / limits.budget_fraction.get(tier))
+    }
+}
+
+/// A trust tier's place in admission: the member tiers stay members, ranked; a demoted
+/// account joins the newcomer class at its lowest tier, below genuine newcomers.
+fn admission_place(tier: TrustTier) -> (PriorityClass, Tier) {
+    match tier {
+        TrustTier::Established => (PriorityClass::Member, Tier::Established),
+        TrustTier::Standard => (PriorityClass::Member, Tier::Standard),
+        TrustTier::Recent => (PriorityClass::Member, Tier::Recent),
+        TrustTier::Newcomer => (PriorityClass::Newcomer, Tier::Recent),
+    }
 }
 
 impl PriorityConfig {
@@ -43,23 +83,38 @@ impl PriorityConfig {
                 });
             }
         }
+        for (field, reason) in self
+            .tiers
+            .validate("priority.tiers")
+            .into_iter()
+            .chain(self.tier_limits.validate("priority.tier_limits"))
+            .map(|e| e.split_once(' ').map(|(f, r)| (f.to_owned(), r.to_owned())).unwrap_or((e, String::new())))
+        {
+            out.push(InvalidField { field, reason });
+        }
     }
 
-    /// The class of a request on `path` from `who`.
-    pub fn classify(&self, who: Option<&Principal>, path: &str) -> PriorityClass {
-        let by_identity = match who {
-            None => PriorityClass::Anonymous,
+    /// The class and tier of a request on `path` from `who` at `now` (Unix ms), with
+    /// `attack_since` the start of the current attack, if any.
+    pub fn place(&self, who: Option<&Principal>, path: &str, now: i64, attack_since: Option<i64>) -> Placement {
+        let mut placement = match who {
+            None => Placement { class: PriorityClass::Anonymous, tier: Tier::Standard, trust: None },
             Some(p) => match p.key_prefix.as_deref().and_then(|prefix| self.keys.get(prefix)) {
-                Some(class) => *class,
-                None if p.status == UserStatus::Active => PriorityClass::Member,
-                None => PriorityClass::Newcomer,
+                // The operator vouched for this key by name: trusted within its class.
+                Some(class) => Placement { class: *class, tier: Tier::Established, trust: None },
+                None if p.status == UserStatus::Active => {
+                    let trust = self.tiers.decide(&p.tenure, now, attack_since);
+                    let (class, tier) = admission_place(trust.0);
+                    Placement { class, tier, trust: Some(trust) }
+                }
+                None => Placement { class: PriorityClass::Newcomer, tier: Tier::Standard, trust: None },
             },
         };
-        match self.routes.get(path) {
+        if let Some(cap) = self.routes.get(path) {
             // Ord puts the most important class first: the cap is the larger value.
-            Some(cap) => by_identity.max(*cap),
-            None => by_identity,
+            placement.class = placement.class.max(*cap);
         }
+        placement
     }
 }
 
@@ -84,7 +139,54 @@ mod tests {
             key_prefix: key.map(str::to_owned),
             scopes: vec!["inference".into()],
             rpm_limit: None,
+            tenure: Default::default(),
         }
+    }
+
+    const DAY: i64 = 86_400_000;
+
+    impl PriorityConfig {
+        fn classify(&self, who: Option<&Principal>, path: &str) -> PriorityClass {
+            self.place(who, path, DAY, None).class
+        }
+    }
+
+    #[test]
+    fn tenure_ranks_members_and_an_attack_demotes_fresh_accounts() {
+        let cfg = PriorityConfig::default();
+        let now = 1_000 * DAY;
+        let mut old = principal(UserStatus::Active, None);
+        old.tenure = accounts::tier::Tenure {
+            created_at: now - 90 * DAY,
+            first_used_at: Some(now - 80 * DAY),
+            used_days: 20,
+            ..Default::default()
+        };
+        let mut fresh = principal(UserStatus::Active, None);
+        fresh.tenure.created_at = now - 600_000;
+        let path = "/v1/chat/completions";
+        let placed = cfg.place(Some(&old), path, now, None);
+        assert_eq!((placed.class, placed.tier), (PriorityClass::Member, Tier::Established));
+        assert_eq!(placed.max_in_flight(&cfg.tier_limits), Some(16));
+        let placed = cfg.place(Some(&fresh), path, now, None);
+        assert_eq!((placed.class, placed.tier), (PriorityClass::Member, Tier::Recent));
+        assert_eq!(placed.budget_cost(&cfg.tier_limits), 2.0);
+        let attack = Some(now - 60_000);
+        let placed = cfg.place(Some(&fresh), path, now, attack);
+        assert_eq!((placed.class, placed.tier), (PriorityClass::Newcomer, Tier::Recent));
+        assert_eq!(placed.trust, Some((TrustTier::Newcomer, TierReason::CreatedNearAttack)));
+        assert_eq!(cfg.place(Some(&old), path, now, attack).tier, Tier::Established);
+        assert_eq!(cfg.place(None, path, now, attack).trust, None);
+    }
+
+    #[test]
+    fn bad_tier_settings_name_their_field() {
+        let mut cfg = PriorityConfig::default();
+        cfg.tier_limits.budget_fraction.recent = 0.0;
+        let mut out = Vec::new();
+        cfg.validate(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].field, "priority.tier_limits.budget_fraction.recent");
     }
 
     #[test]

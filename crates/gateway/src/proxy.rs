@@ -1,13 +1,14 @@
 //! The OpenAI-compatible inference proxy, as named phases over one request:
 //!
-//! 1. [`Proxy::caller`]: who is asking (from the context the edge filled) and whether
-//!    they may use `/v1` at all;
+//! 1. [`Proxy::caller`]: who is asking (from the context the edge filled), whether
+//!    they may use `/v1` at all, and their class and trust tier;
 //! 2. [`read_body`]: the body, bounded by `max_body_bytes` and paced, then read as
 //!    JSON (the model name picks the upstream, and a malformed body should get a
 //!    clear 400 from us, not a confusing one from a model server);
 //! 3. [`Proxy::screen`]: strikes, the AI guard's verdict on the prompt, the activity
 //!    signals, and the operator's system prompt;
-//! 4. [`Proxy::budget`]: the account's token budget;
+//! 4. [`Proxy::budget`]: the account's token budget (and the larger share of its
+//!    request rate a less trusted tier pays);
 //! 5. [`Proxy::admit`]: a slot toward the upstreams from priority admission;
 //! 6. [`Proxy::dispatch`]: an upstream, retried on another only while nothing has
 //!    been sent to the client (a connect error, a first-byte timeout, a 502/503/504);
@@ -24,7 +25,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use accounts::service::Principal;
+use accounts::service::{Accounts, Principal};
+use accounts::tier::TierReason;
 use admission::{Admission, AdmissionRequest, Outcome, Permit, PriorityClass, Refusal, RefusalReason};
 use axum::body::Body;
 use axum::extract::State;
@@ -40,7 +42,8 @@ use crate::config::ProxyConfig;
 use crate::edge::Edge;
 use crate::error::{ApiError, Reject};
 use crate::guard::{AiGuard, Caller, InputVerdict, Protection};
-use crate::priority::{PriorityConfig, fairness_key};
+use crate::metrics::Metrics;
+use crate::priority::{Placement, PriorityConfig, fairness_key};
 use crate::request::{Identity, IdentityError, RequestContext};
 use crate::upstream::{FailureKind, Tried, Upstream, UpstreamPool};
 
@@ -54,6 +57,9 @@ pub struct Proxy {
     pub guard: Arc<AiGuard>,
     pub priority: PriorityConfig,
     pub anonymous_inference: bool,
+    /// Where a day of an account's use is recorded, for its trust tier.
+    pub accounts: Arc<Accounts>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The few request fields the proxy and the guard need, read in one pass
@@ -171,6 +177,7 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         let ctx = context(&mut parts)?;
         let asker = self.caller(&ctx)?;
+        let placement = self.place(&ctx, asker.principal.as_deref(), parts.uri.path());
         let body = read_body(body, &parts.headers, self.config.max_body_bytes).await?;
         let meta = serde_json::from_slice::<RequestMeta>(&body).map_err(|e| {
             ApiError::new(Reject::InvalidJson, format!("the request body is not a valid JSON object: {e}"))
@@ -182,8 +189,8 @@ impl Proxy {
         };
         let path = parts.uri.path();
         let outbound = self.screen(&ctx, path, &asker, meta, &asked, &body).await?;
-        self.budget(&asker, &asked, &outbound)?;
-        let permit = self.admit(path, &asker).await?;
+        self.budget(&asker, placement, &asked, &outbound)?;
+        let permit = self.admit(&asker, placement).await?;
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let headers = upstream_headers(&parts.headers, &ctx, true);
         let reply = self
@@ -224,6 +231,27 @@ impl Proxy {
         }
         let caller = Caller { who, actor: Actor(principal.as_ref().map(|p| p.user_id)) };
         Ok(Asker { principal, caller, standing })
+    }
+
+    /// Phase 1 for generation: the request's class and trust tier, counted; an account demoted out of the member
+    /// class is sampled into the audit log (once a minute per account).
+    fn place(&self, ctx: &RequestContext, principal: Option<&Principal>, path: &str) -> Placement {
+        let now = crate::clock::now();
+        let now_ms = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
+        let placement = self.priority.place(principal, path, now_ms, self.edge.attack_since());
+        if let (Some((tier, reason)), Some(p)) = (placement.trust, principal) {
+            self.metrics.tier_decision(tier, reason);
+            if matches!(reason, TierReason::CreatedNearAttack | TierReason::Cohort) {
+                let (user, ip) = (p.user_id, ctx.client.ip());
+                self.edge.audit().sample(shield::Key::account(user as u64), now, || {
+                    crate::audit::Event::new(format!("user:{user}"), "tier.demoted", "newcomer")
+                        .ip(ip)
+                        .reason(reason.as_str())
+                        .detail(serde_json::json!({"user": user, "tier": tier.as_str()}))
+                });
+            }
+        }
+        placement
     }
 
     /// Phase 3: the guard's verdict, the activity signals, and the system prompt.
@@ -271,14 +299,27 @@ impl Proxy {
     /// Phase 4: the account's inference budget in tokens: the prompt's size (about
     /// four bytes a token) plus what it asks to generate, charged up front. Anonymous
     /// traffic is held by the edge's per-address limits and by admission instead.
-    fn budget(&self, asker: &Asker, asked: &Asked, outbound: &Outbound) -> Result<(), ApiError> {
+    fn budget(&self, asker: &Asker, placement: Placement, asked: &Asked, outbound: &Outbound) -> Result<(), ApiError> {
         let Some(p) = &asker.principal else { return Ok(()) };
         if !self.edge.enabled() {
             return Ok(());
         }
+        // A tier with a fraction of the budget pays the inverse for every token and request,
+        // so one limit table serves every tier.
+        let cost = placement.budget_cost(&self.priority.tier_limits);
+        let now = crate::clock::now();
+        let extra_requests = (cost.round() as u32).saturating_sub(1);
+        if extra_requests > 0 {
+            let decision = self.edge.limits.charge_account(p.user_id as u64, extra_requests, now);
+            if !decision.allowed {
+                let message = "this account is over its request rate (a recent account gets a smaller share)";
+                return Err(ApiError::limited(message, &decision));
+            }
+        }
         let estimate = token_estimate(outbound.body.len(), asked.completion_tokens);
-        let decision = self.edge.limits.check_tokens(p.user_id as u64, estimate, crate::clock::now());
-        if !decision.allowed && estimate > decision.limit {
+        let charged = (f64::from(estimate) * cost).ceil().min(f64::from(u32::MAX)) as u32;
+        let decision = self.edge.limits.check_tokens(p.user_id as u64, charged, now);
+        if !decision.allowed && charged > decision.limit {
             // Waiting would never help: say so with a 400 instead of a 429 without end.
             let message = format!(
                 "this request may cost {estimate} tokens (its prompt plus max_tokens {}), more than this account's \
@@ -294,14 +335,32 @@ impl Proxy {
         Ok(())
     }
 
-    /// Phase 5: a slot toward the upstreams, by priority class.
-    async fn admit(&self, path: &str, asker: &Asker) -> Result<Permit, ApiError> {
-        let mut class = self.priority.classify(asker.principal.as_deref(), path);
+    /// Phase 5: a slot toward the upstreams, by priority class and trust tier. A day of
+    /// the account's use is recorded (in the background) once it is admitted.
+    async fn admit(&self, asker: &Asker, placement: Placement) -> Result<Permit, ApiError> {
+        let Placement { mut class, tier, .. } = placement;
         if asker.standing == Standing::Throttled {
             class = class.max(PriorityClass::Anonymous);
         }
-        let request = AdmissionRequest { account: Some(asker.caller.who), ..AdmissionRequest::new(class) };
-        self.admission.acquire(request).await.map_err(|refusal| admission_refusal(&refusal))
+        let request = AdmissionRequest {
+            account: Some(asker.caller.who),
+            tier,
+            max_in_flight: placement.max_in_flight(&self.priority.tier_limits),
+            ..AdmissionRequest::new(class)
+        };
+        let permit = self.admission.acquire(request).await.map_err(|refusal| admission_refusal(&refusal))?;
+        if let Some(p) = &asker.principal {
+            let now = i64::try_from(crate::clock::now().as_millis()).unwrap_or(i64::MAX);
+            if self.accounts.first_use_today(p.user_id, now) {
+                let (accounts, user) = (self.accounts.clone(), p.user_id);
+                tokio::spawn(async move {
+                    if let Err(e) = accounts.record_use(user, now).await {
+                        tracing::warn!(error = %e, "a day of use could not be recorded");
+                    }
+                });
+            }
+        }
+        Ok(permit)
     }
 
     /// Phase 6: an upstream answers, or every one tried failed. The reply is relayed

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::cli::{
     AdminCommand, AdminTarget, AttackArg, ComponentCommand, FlagsCommand, IncidentCommand, ListCommand,
-    MaintenanceCommand, RegistrationCommand,
+    MaintenanceCommand, RegistrationCommand, TierCommand,
 };
 use crate::config::Config;
 use crate::serve::runtime;
@@ -47,6 +47,12 @@ pub fn run(target: AdminTarget, action: AdminCommand) -> anyhow::Result<ExitCode
         },
         AdminCommand::Invite => ("POST", "/admin/invites".to_owned(), None),
         AdminCommand::MfaReset { user } => ("POST", format!("/admin/users/{user}/mfa/reset"), None),
+        AdminCommand::Tier { action: TierCommand::Pin { user, tier } } => {
+            ("PUT", format!("/admin/users/{user}/tier"), Some(json!({"tier": tier})))
+        }
+        AdminCommand::Tier { action: TierCommand::Lift { user } } => {
+            ("DELETE", format!("/admin/users/{user}/tier"), None)
+        }
         AdminCommand::Incident { action } => match action {
             IncidentCommand::List => ("GET", "/admin/incidents".to_owned(), None),
             IncidentCommand::Open { name, impact, status, components, message } => {
@@ -87,6 +93,7 @@ pub fn run(target: AdminTarget, action: AdminCommand) -> anyhow::Result<ExitCode
         AdminCommand::Flags { action } => match action {
             None | Some(FlagsCommand::List) => ("GET", "/admin/flags".to_owned(), None),
             Some(FlagsCommand::Clear { caller }) => ("DELETE", format!("/admin/flags/{caller}"), None),
+            Some(FlagsCommand::ClearCohort { user }) => ("DELETE", format!("/admin/users/{user}/cohort"), None),
         },
         AdminCommand::Attack { mode } => match mode {
             AttackArg::Show => ("GET", "/admin/attack-mode".to_owned(), None),

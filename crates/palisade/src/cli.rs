@@ -167,6 +167,11 @@ pub enum AdminCommand {
     Invite,
     /// Remove a user's second factor (lost authenticator).
     MfaReset { user: i64 },
+    /// Pin an account's trust tier (established, standard, recent, newcomer), or lift the pin.
+    Tier {
+        #[command(subcommand)]
+        action: TierCommand,
+    },
     /// Open, update, resolve or list incidents on the public status page.
     Incident {
         #[command(subcommand)]
@@ -312,6 +317,20 @@ pub enum FlagsCommand {
     List,
     /// Forgive a caller's strikes (as listed: an account id or a subnet digest).
     Clear { caller: u64 },
+    /// Clear an account's cohort flag (as listed under `cohorts`), restoring its tier.
+    ClearCohort { user: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TierCommand {
+    /// Pin the account to a tier, whatever its history says.
+    Pin {
+        user: i64,
+        #[arg(value_parser = ["established", "standard", "recent", "newcomer"])]
+        tier: String,
+    },
+    /// Lift the pin: the tier follows the account's age and use again.
+    Lift { user: i64 },
 }
 
 #[derive(Debug, Subcommand)]

@@ -167,7 +167,17 @@ async fn the_operator_switches_registration_live_from_the_cli() {
     };
     let r = register("+1 650 253 0000").await.unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(register("+86 138 0013 8000").await.unwrap().status(), 201);
+    let r = register("+86 138 0013 8000").await.unwrap();
+    assert_eq!(r.status(), 201);
+    let user = r.json::<Value>().await.unwrap()["user_id"].as_i64().unwrap().to_string();
+    let (ok, _, err) = admin(&["tier", "pin", &user, "established"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = admin(&["tier", "lift", &user]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = admin(&["audit", "--action", "account.tier."]);
+    assert!(ok && out.contains("account.tier.pin") && out.contains("account.tier.lift"), "{out}");
+    let (ok, out, err) = admin(&["flags"]);
+    assert!(ok && out.contains("\"cohorts\""), "{out}{err}");
 
     let (ok, _, err) = admin(&["registration", "closed", "--message", "Paused during an attack."]);
     assert!(ok, "{err}");

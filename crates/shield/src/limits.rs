@@ -116,6 +116,12 @@ impl EdgeLimits {
         self.accounts.check(Key::account(account), &self.per_account, now, 1)
     }
 
+    /// Charges `cost` more requests to the account's rate: how an account trusted less gets
+    /// a smaller share of the same limit without a table per tier.
+    pub fn charge_account(&self, account: u64, cost: u32, now: Duration) -> Decision {
+        self.accounts.check(Key::account(account), &self.per_account, now, cost)
+    }
+
     /// Per-API-key request limit; build the key with [`Key::api_key`] or
     /// [`Key::api_key_prefix`].
     pub fn check_api_key(&self, key: Key, now: Duration) -> Decision {

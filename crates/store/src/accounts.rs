@@ -64,6 +64,16 @@ pub struct UserRow {
     pub totp_last_step: Option<i64>,
     pub created_at: i64,
     pub verified_at: Option<i64>,
+    /// When the account was first used for inference, if ever.
+    pub first_used_at: Option<i64>,
+    /// Distinct days (UTC) with use.
+    pub used_days: i64,
+    /// The operator's pin of its trust tier, as the tier's name.
+    pub tier_pin: Option<String>,
+    /// When it was flagged as part of a cohort, if it was.
+    pub flagged_at: Option<i64>,
+    /// Why it was flagged (a short code, never personal data).
+    pub flag_reason: Option<String>,
 }
 
 impl UserRow {
@@ -78,7 +88,8 @@ macro_rules! select_users {
     ($tail:literal) => {
         concat!(
             "SELECT id, phone_enc, phone_region, email_enc, password_hash, status, mfa_required, ",
-            "totp_secret_enc, totp_last_step, created_at, verified_at FROM users ",
+            "totp_secret_enc, totp_last_step, created_at, verified_at, first_used_at, used_days, tier_pin, ",
+            "flagged_at, flag_reason FROM users ",
             $tail
         )
     };
@@ -363,6 +374,55 @@ impl Store {
     }
 
     /// Users with id greater than `after`, in id order, for batch jobs.
+    /// Counts a day of use of account `id` at `now`, once per UTC day: `true` when this call
+    /// counted it. The first use is remembered as well.
+    pub async fn record_use(&self, id: i64, now: i64) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE users SET used_days = used_days + 1, last_used_day = $1, \
+                           first_used_at = COALESCE(first_used_at, $2) \
+                           WHERE id = $3 AND (last_used_day IS NULL OR last_used_day < $1)";
+        let day = now.div_euclid(86_400_000);
+        let n =
+            on_pool!(self, pool => sqlx::query(SQL).bind(day).bind(now).bind(id).execute(pool).await?.rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Pins account `id` to a trust tier (by name), or lifts the pin with `None`; `false`
+    /// when there is no such account.
+    pub async fn set_tier_pin(&self, id: i64, tier: Option<&str>) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE users SET tier_pin = $1 WHERE id = $2";
+        let n = on_pool!(self, pool => sqlx::query(SQL).bind(tier).bind(id).execute(pool).await?.rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Flags the accounts `ids` as one cohort with `reason`; accounts already flagged keep
+    /// their first flag. Returns how many were newly flagged.
+    pub async fn flag_users(&self, ids: &[i64], reason: &str, now: i64) -> Result<u64, StoreError> {
+        const SQL: &str = "UPDATE users SET flagged_at = $1, flag_reason = $2 WHERE id = $3 AND flagged_at IS NULL";
+        let mut flagged = 0;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for id in ids {
+                flagged += sqlx::query(SQL).bind(now).bind(reason).bind(id).execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+        });
+        Ok(flagged)
+    }
+
+    /// Clears account `id`'s cohort flag; `false` when it had none.
+    pub async fn clear_flag(&self, id: i64) -> Result<bool, StoreError> {
+        const SQL: &str =
+            "UPDATE users SET flagged_at = NULL, flag_reason = NULL WHERE id = $1 AND flagged_at IS NOT NULL";
+        let n = on_pool!(self, pool => sqlx::query(SQL).bind(id).execute(pool).await?.rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Flagged accounts, newest flag first, at most `limit`.
+    pub async fn flagged_users(&self, limit: i64) -> Result<Vec<UserRow>, StoreError> {
+        const SQL: &str = select_users!("WHERE flagged_at IS NOT NULL ORDER BY flagged_at DESC, id DESC LIMIT $1");
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(limit).fetch_all(pool).await?))
+    }
+
     pub async fn users_after(&self, after: i64, limit: i64) -> Result<Vec<UserRow>, StoreError> {
         const SQL: &str = select_users!("WHERE id > $1 ORDER BY id LIMIT $2");
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(after).bind(limit).fetch_all(pool).await?))

@@ -76,6 +76,8 @@ contract!(
     component_overrides_are_set_replaced_and_cleared,
     maintenances_are_listed_by_window,
     incidents_and_history_survive_close_and_reopen,
+    use_is_counted_once_a_day_and_pins_are_set_and_lifted,
+    cohorts_are_flagged_once_listed_and_cleared,
 );
 
 async fn open_migrated(url: &str) -> Store {
@@ -818,4 +820,39 @@ async fn concurrent_audit_appends_keep_one_chain(store: Store, _url: &str) {
     let report = store.verify_audit(None).await.unwrap();
     assert!(report.intact(), "{report:?}");
     assert_eq!(report.entries, 40);
+}
+
+const DAY: i64 = 86_400_000;
+
+async fn use_is_counted_once_a_day_and_pins_are_set_and_lifted(store: Store, _url: &str) {
+    let id = store.create_user(&verified_user(b"tenure"), 5).await.unwrap();
+    let fresh = store.user(id).await.unwrap().unwrap();
+    assert_eq!((fresh.first_used_at, fresh.used_days, fresh.tier_pin.as_deref()), (None, 0, None));
+    assert!(store.record_use(id, 10 * DAY + 7).await.unwrap());
+    assert!(!store.record_use(id, 10 * DAY + 9_000).await.unwrap(), "same day");
+    assert!(store.record_use(id, 11 * DAY).await.unwrap());
+    assert!(!store.record_use(id, 10 * DAY + 20).await.unwrap(), "a day already past");
+    let used = store.user(id).await.unwrap().unwrap();
+    assert_eq!((used.first_used_at, used.used_days), (Some(10 * DAY + 7), 2));
+    assert!(!store.record_use(9999, DAY).await.unwrap());
+    assert!(store.set_tier_pin(id, Some("established")).await.unwrap());
+    assert_eq!(store.user(id).await.unwrap().unwrap().tier_pin.as_deref(), Some("established"));
+    assert!(store.set_tier_pin(id, None).await.unwrap());
+    assert_eq!(store.user(id).await.unwrap().unwrap().tier_pin, None);
+    assert!(!store.set_tier_pin(9999, Some("recent")).await.unwrap());
+}
+
+async fn cohorts_are_flagged_once_listed_and_cleared(store: Store, _url: &str) {
+    let a = store.create_user(&verified_user(b"cohort-a"), 1).await.unwrap();
+    let b = store.create_user(&verified_user(b"cohort-b"), 1).await.unwrap();
+    let c = store.create_user(&verified_user(b"cohort-c"), 1).await.unwrap();
+    assert_eq!(store.flag_users(&[a, b], "cohort:subnet", 100).await.unwrap(), 2);
+    assert_eq!(store.flag_users(&[b, c], "cohort:timing", 200).await.unwrap(), 1, "b keeps its first flag");
+    let flagged = store.flagged_users(10).await.unwrap();
+    let seen: Vec<(i64, Option<&str>)> = flagged.iter().map(|u| (u.id, u.flag_reason.as_deref())).collect();
+    assert_eq!(seen, vec![(c, Some("cohort:timing")), (b, Some("cohort:subnet")), (a, Some("cohort:subnet"))]);
+    assert_eq!(store.flagged_users(1).await.unwrap().len(), 1, "bounded");
+    assert!(store.clear_flag(a).await.unwrap());
+    assert!(!store.clear_flag(a).await.unwrap());
+    assert_eq!(store.flagged_users(10).await.unwrap().len(), 2);
 }
