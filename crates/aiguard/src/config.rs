@@ -95,8 +95,10 @@ pub enum InputAction {
     Block,
 }
 
-/// See [`InputConfig::semantic_threshold`].
-pub const DEFAULT_SEMANTIC_THRESHOLD: f32 = 0.6;
+/// See [`InputConfig::semantic_threshold`]. 0.81 is the lowest at which patterns OR
+/// semantic flag at most 1% of the tuning split's benign prompts (hard negatives included)
+/// with all-MiniLM-L6-v2: lower, the hard negatives ("what are the rules of …") start to pass it.
+pub const DEFAULT_SEMANTIC_THRESHOLD: f32 = 0.81;
 
 /// Input-scoring settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
