@@ -22,7 +22,11 @@ use crate::request::{Messages, RequestText};
 #[cfg(feature = "semantic")]
 mod encoder;
 #[cfg(feature = "semantic")]
-use encoder::Encoder;
+use encoder::{Encoder, LoadError};
+
+/// Texts per forward pass. Padding makes every text in a batch as long as the longest, so
+/// a small batch wastes little on mixed lengths while still amortising the matmuls.
+const BATCH: usize = 16;
 
 /// Tokens embedded per text, `[CLS]` and `[SEP]` included; the rest is cut off. Attention
 /// cost grows with the square of this, and all-MiniLM-L6-v2 was trained on 128–256-token
@@ -156,7 +160,13 @@ impl SemanticIndex {
         benign: &[String],
         threshold: f32,
     ) -> Result<Self, SemanticError> {
-        let encoder = Encoder::load(model_dir)?;
+        if cfg!(not(feature = "semantic")) {
+            return Err(SemanticError::NotBuilt);
+        }
+        let encoder = Encoder::load(model_dir, MAX_TOKENS).map_err(|e| match e {
+            LoadError::Read(path, source) => SemanticError::Read { path, source },
+            LoadError::Bad(path, reason) => SemanticError::BadModel { path, reason },
+        })?;
         Self::with_encoder(encoder, attacks, benign, threshold)
     }
 
@@ -171,14 +181,14 @@ impl SemanticIndex {
         if attacks.is_empty() {
             return Err(SemanticError::NoReferences);
         }
-        let attacks = encoder.embed_all(attacks)?;
-        let benign = encoder.embed_all(benign)?;
+        let attacks = embed_all(&encoder, attacks)?;
+        let benign = embed_all(&encoder, benign)?;
         Ok(Self { encoder, attacks, benign, threshold })
     }
 
     /// Embeds `texts` (each cut to [`MAX_EMBED_BYTES`] and [`MAX_TOKENS`]).
     pub fn embed(&self, texts: &[String]) -> Result<Embeddings, SemanticError> {
-        self.encoder.embed_all(texts)
+        embed_all(&self.encoder, texts)
     }
 
     pub fn attacks(&self) -> &Embeddings {
@@ -196,12 +206,24 @@ impl SemanticIndex {
     /// Scores one text. CPU-bound (milliseconds): callers on an async runtime run it on a
     /// blocking pool.
     pub fn score(&self, text: &str) -> Result<SemanticScore, SemanticError> {
-        let e = self.encoder.embed_all(&[text.to_owned()])?;
+        let e = embed_all(&self.encoder, &[text.to_owned()])?;
         let query = e.get(0);
         let (attack, _) = self.attacks.nearest(query, |_| false);
         let (benign, _) = self.benign.nearest(query, |_| false);
         Ok(SemanticScore::decide(attack, benign, self.threshold))
     }
+}
+
+/// Embeds `texts` in batches, each cut to [`MAX_EMBED_BYTES`] first.
+fn embed_all(encoder: &Encoder, texts: &[String]) -> Result<Embeddings, SemanticError> {
+    let mut out = Embeddings::default();
+    for chunk in texts.chunks(BATCH) {
+        let inputs: Vec<&str> = chunk.iter().map(|t| clip(t, MAX_EMBED_BYTES)).collect();
+        let (dim, data) = encoder.embed_batch(&inputs).map_err(SemanticError::Inference)?;
+        out.dim = dim;
+        out.data.extend(data);
+    }
+    Ok(out)
 }
 
 /// What the semantic layer embeds for a request: its last user turn (all text parts), or
@@ -246,12 +268,19 @@ pub(crate) fn clip(text: &str, max: usize) -> &str {
 enum Encoder {}
 
 #[cfg(not(feature = "semantic"))]
+#[allow(dead_code)] // the same shape as the real one, so `load` maps both alike
+enum LoadError {
+    Read(PathBuf, std::io::Error),
+    Bad(PathBuf, String),
+}
+
+#[cfg(not(feature = "semantic"))]
 impl Encoder {
-    fn load(_: &Path) -> Result<Self, SemanticError> {
-        Err(SemanticError::NotBuilt)
+    fn load(path: &Path, _: usize) -> Result<Self, LoadError> {
+        Err(LoadError::Bad(path.to_owned(), "this build has no semantic layer".into()))
     }
 
-    fn embed_all(&self, _: &[String]) -> Result<Embeddings, SemanticError> {
+    fn embed_batch(&self, _: &[&str]) -> Result<(usize, Vec<f32>), String> {
         match *self {}
     }
 }

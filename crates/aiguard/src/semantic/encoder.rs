@@ -8,11 +8,14 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
-use super::{Embeddings, MAX_EMBED_BYTES, MAX_TOKENS, SemanticError, clip};
+// Nothing is imported from the parent module (`semantic` uses this one): errors and
+// results are this module's own, and the parent maps them.
 
-/// Texts per forward pass. Padding makes every text in a batch as long as the longest, so
-/// a small batch wastes little on mixed lengths while still amortising the matmuls.
-const BATCH: usize = 16;
+/// Why the model could not be loaded.
+pub(super) enum LoadError {
+    Read(PathBuf, std::io::Error),
+    Bad(PathBuf, String),
+}
 
 pub(super) struct Encoder {
     model: BertModel,
@@ -20,18 +23,18 @@ pub(super) struct Encoder {
     device: Device,
 }
 
-fn bad(path: &Path, reason: impl ToString) -> SemanticError {
-    SemanticError::BadModel { path: path.to_owned(), reason: reason.to_string() }
+fn bad(path: &Path, reason: impl ToString) -> LoadError {
+    LoadError::Bad(path.to_owned(), reason.to_string())
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, SemanticError> {
-    std::fs::read(path).map_err(|source| SemanticError::Read { path: path.to_owned(), source })
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|e| LoadError::Read(path.to_owned(), e))
 }
 
 impl Encoder {
     /// `path` is the model directory, or its `model.safetensors` (the directory is then
-    /// the file's parent).
-    pub(super) fn load(path: &Path) -> Result<Self, SemanticError> {
+    /// the file's parent). Texts are cut to `max_tokens` tokens.
+    pub(super) fn load(path: &Path, max_tokens: usize) -> Result<Self, LoadError> {
         let dir: PathBuf = if path.is_file() { path.parent().unwrap_or(Path::new(".")).into() } else { path.into() };
         let config_path = dir.join("config.json");
         let config: Config = serde_json::from_slice(&read(&config_path)?).map_err(|e| bad(&config_path, e))?;
@@ -39,7 +42,7 @@ impl Encoder {
         let tokenizer_path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_bytes(read(&tokenizer_path)?).map_err(|e| bad(&tokenizer_path, e))?;
         tokenizer
-            .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
+            .with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
             .map_err(|e| bad(&tokenizer_path, e))?;
         tokenizer.with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..Default::default() }));
 
@@ -53,19 +56,13 @@ impl Encoder {
         Ok(Self { model, tokenizer, device })
     }
 
-    pub(super) fn embed_all(&self, texts: &[String]) -> Result<Embeddings, SemanticError> {
-        let mut out = Embeddings::default();
-        for chunk in texts.chunks(BATCH) {
-            let (dim, data) = self.embed_batch(chunk).map_err(|e| SemanticError::Inference(e.to_string()))?;
-            out.dim = dim;
-            out.data.extend(data);
-        }
-        Ok(out)
+    /// One unit-length embedding per text, back to back, and their dimension.
+    pub(super) fn embed_batch(&self, texts: &[&str]) -> Result<(usize, Vec<f32>), String> {
+        self.forward(texts).map_err(|e| e.to_string())
     }
 
-    fn embed_batch(&self, texts: &[String]) -> Result<(usize, Vec<f32>), Box<dyn std::error::Error + Send + Sync>> {
-        let inputs: Vec<&str> = texts.iter().map(|t| clip(t, MAX_EMBED_BYTES)).collect();
-        let encodings = self.tokenizer.encode_batch(inputs, true)?;
+    fn forward(&self, texts: &[&str]) -> Result<(usize, Vec<f32>), Box<dyn std::error::Error + Send + Sync>> {
+        let encodings = self.tokenizer.encode_batch(texts.to_vec(), true)?;
         let rows = encodings.len();
         let len = encodings.first().map_or(0, |e| e.len());
         let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
