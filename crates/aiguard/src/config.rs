@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -94,6 +95,11 @@ pub enum InputAction {
     Block,
 }
 
+/// See [`InputConfig::semantic_threshold`]. 0.81 is the lowest at which patterns OR
+/// semantic flag at most 1% of the tuning split's benign prompts (hard negatives included)
+/// with all-MiniLM-L6-v2: lower, the hard negatives ("what are the rules of …") start to pass it.
+pub const DEFAULT_SEMANTIC_THRESHOLD: f32 = 0.81;
+
 /// Input-scoring settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -108,11 +114,31 @@ pub struct InputConfig {
     pub routes: BTreeMap<String, InputAction>,
     /// Delay applied by [`InputAction::Slow`], in milliseconds.
     pub slow_ms: u64,
+    /// The optional semantic layer: a directory holding a BERT sentence encoder
+    /// (`config.json`, `tokenizer.json`, `model.safetensors`), loaded at start. A request
+    /// whose last user turn comes close enough to a reference attack scores `threshold`
+    /// whatever its patterns said. Unset: no model, no extra cost.
+    pub semantic_model: Option<PathBuf>,
+    /// Cosine similarity to the nearest reference attack (0..1) at which the semantic
+    /// layer flags, when the text is also closer to that attack than to any benign
+    /// reference. Chosen on the tuning split at ≤ 1% false positives (eval/README.md).
+    pub semantic_threshold: f32,
+    /// Extra reference attacks for the semantic layer, one per line, on top of the
+    /// built-in ones.
+    pub semantic_examples: Option<PathBuf>,
 }
 
 impl Default for InputConfig {
     fn default() -> Self {
-        Self { threshold: 50, action: InputAction::Flag, routes: BTreeMap::new(), slow_ms: 2000 }
+        Self {
+            threshold: 50,
+            action: InputAction::Flag,
+            routes: BTreeMap::new(),
+            slow_ms: 2000,
+            semantic_model: None,
+            semantic_threshold: DEFAULT_SEMANTIC_THRESHOLD,
+            semantic_examples: None,
+        }
     }
 }
 
@@ -194,6 +220,9 @@ impl GuardConfig {
         }
         if input.slow_ms > 60_000 {
             problems.push(format!("input.slow_ms: must be at most 60000 (got {})", input.slow_ms));
+        }
+        if !(input.semantic_threshold > 0.0 && input.semantic_threshold <= 1.0) {
+            problems.push(format!("input.semantic_threshold: must be in (0, 1] (got {})", input.semantic_threshold));
         }
         for route in input.routes.keys() {
             if !route.starts_with('/') {

@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::fold::fold;
 pub use crate::reason::ReasonCode;
 use crate::request::{Messages, RequestText};
+use crate::semantic::SemanticScore;
 
 /// Text scored per request; beyond this the rest is ignored (keeps the cost bounded; the
 /// gateway's body limit is the real cap).
@@ -34,6 +35,19 @@ pub struct InputScore {
     pub score: u32,
     /// Reasons that contributed, strongest first.
     pub reasons: Vec<ReasonCode>,
+}
+
+impl InputScore {
+    /// Folds in the semantic layer's verdict: a flagged text scores at least `threshold`
+    /// (the configured action's), so either layer alone can trigger the action.
+    pub fn add_semantic(&mut self, semantic: &SemanticScore, threshold: u32) {
+        if semantic.flagged {
+            self.score = self.score.max(threshold);
+            if !self.reasons.contains(&ReasonCode::SemanticMatch) {
+                self.reasons.push(ReasonCode::SemanticMatch);
+            }
+        }
+    }
 }
 
 /// Scores a chat or completions request body: every `messages[].content` (string or text

@@ -25,6 +25,7 @@ mod normalize;
 mod prompt;
 mod reason;
 mod request;
+mod semantic;
 mod sse;
 
 use std::collections::BTreeMap;
@@ -32,12 +33,16 @@ use std::sync::Arc;
 
 pub use canary::{Canary, CanaryError, InjectError, inject, inject_system_prompt};
 pub use completion::{Completion, ScanError, scan_completion};
-pub use config::{ConfigError, GuardConfig, InputAction, InputConfig, LeakAction, LeakConfig, MAX_PROMPT_BYTES};
+pub use config::{ConfigError, DEFAULT_SEMANTIC_THRESHOLD, GuardConfig, InputAction, InputConfig, LeakAction, LeakConfig, MAX_PROMPT_BYTES};
 pub use detector::{Leak, LeakKind};
 pub use input::{InputScore, MAX_SCORED_BYTES, ReasonCode, score_request, score_text, score_texts};
 pub use leak::{LeakScanner, REDACTION_MARKER, Scan};
 pub use prompt::ProtectedPrompt;
 pub use request::{Message, Messages, Prompt, RequestText};
+pub use semantic::{
+    Embeddings, MAX_EMBED_BYTES, MAX_TOKENS, SemanticError, SemanticIndex, SemanticScore, builtin_references,
+    query_text, read_examples,
+};
 pub use sse::{SseError, SseOutput, SseScanner};
 
 /// The validated configuration with every operator prompt indexed, built once and shared.
@@ -45,10 +50,13 @@ pub use sse::{SseError, SseOutput, SseScanner};
 pub struct Guard {
     config: GuardConfig,
     prompts: BTreeMap<String, Arc<ProtectedPrompt>>,
+    semantic: Option<Arc<SemanticIndex>>,
 }
 
 impl Guard {
-    /// Validates `config` and indexes its prompts.
+    /// Validates `config`, indexes its prompts, and loads the semantic layer's model when
+    /// `input.semantic_model` names one (an unreadable or wrong model is a configuration
+    /// error naming that field, so a typo never leaves the layer silently off).
     pub fn new(config: GuardConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let prompts = config
@@ -56,7 +64,25 @@ impl Guard {
             .iter()
             .map(|(model, text)| (model.clone(), Arc::new(ProtectedPrompt::new(text, &config.leak))))
             .collect();
-        Ok(Self { config, prompts })
+        let semantic = match &config.input.semantic_model {
+            None => None,
+            Some(dir) => {
+                let problem = |field: &str, e: SemanticError| ConfigError { problems: vec![format!("{field}: {e}")] };
+                let extra = match &config.input.semantic_examples {
+                    Some(path) => read_examples(path).map_err(|e| problem("input.semantic_examples", e))?,
+                    None => Vec::new(),
+                };
+                let index = SemanticIndex::load_builtin(dir, &extra, config.input.semantic_threshold)
+                    .map_err(|e| problem("input.semantic_model", e))?;
+                Some(Arc::new(index))
+            }
+        };
+        Ok(Self { config, prompts, semantic })
+    }
+
+    /// The semantic layer, when configured.
+    pub fn semantic(&self) -> Option<&Arc<SemanticIndex>> {
+        self.semantic.as_ref()
     }
 
     /// The protected prompt for `model` (its own entry, else `"*"`), or `None` when the

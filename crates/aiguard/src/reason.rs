@@ -40,6 +40,9 @@ pub enum ReasonCode {
     PolicyFormat,
     /// A wall of stacked constraints and rules meant to drown the system prompt.
     CognitiveOverload,
+    /// The semantic layer: close in meaning to a reference attack. Not in `ALL`, which
+    /// indexes the pattern scorer's reasons.
+    SemanticMatch,
 }
 
 impl ReasonCode {
@@ -81,6 +84,7 @@ impl ReasonCode {
             Self::Obfuscation => "obfuscation",
             Self::PolicyFormat => "policy_format",
             Self::CognitiveOverload => "cognitive_overload",
+            Self::SemanticMatch => "semantic_match",
         }
     }
 }

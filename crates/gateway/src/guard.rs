@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use aiguard::{Canary, Completion, Guard, InputAction, ProtectedPrompt, SseScanner};
+use aiguard::{Canary, Completion, Guard, InputAction, ProtectedPrompt, SemanticScore, SseScanner};
 use axum::body::Body;
 use axum::http::{Response, header};
 use bytes::Bytes;
@@ -26,6 +26,10 @@ use crate::metrics::Metrics;
 /// The guard, the strikes it gives, and where it reports: one per gateway.
 pub struct AiGuard {
     guard: Guard,
+    /// Bounds concurrent embeddings of the semantic layer to the CPU count: each is
+    /// milliseconds of CPU, so more at once only queues inside the blocking pool and
+    /// starves the runtime threads of cores.
+    semantic_slots: Arc<tokio::sync::Semaphore>,
     strikes: Arc<Strikes>,
     activity: ActivityMonitor,
     metrics: Arc<Metrics>,
@@ -67,8 +71,10 @@ impl AiGuard {
         metrics: Arc<Metrics>,
         audit: Arc<AuditLog>,
     ) -> Result<AiGuard, aiguard::ConfigError> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(AiGuard {
             guard: Guard::new(config)?,
+            semantic_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
             strikes: Arc::new(Strikes::new(policy.clone(), 100_000)),
             activity: ActivityMonitor::new(policy),
             metrics,
@@ -81,11 +87,43 @@ impl AiGuard {
         &self.strikes
     }
 
-    /// Score the client's messages; audit and count a strike when they look
-    /// like an extraction or jailbreak attempt.
-    pub fn check_input(&self, route: &str, text: &aiguard::RequestText, caller: Caller, now: Instant) -> InputVerdict {
-        let score = aiguard::score_texts(text);
+    /// The semantic layer's verdict on the request's last user turn, when a model is
+    /// configured (`None` at once otherwise). The embedding runs on the blocking pool,
+    /// at most one per core at a time. A failure is logged and scores nothing: the
+    /// patterns still run, and a broken model must not refuse every request.
+    pub async fn semantic_score(&self, text: &aiguard::RequestText<'_>) -> Option<SemanticScore> {
+        let index = self.guard.semantic()?.clone();
+        let query = aiguard::query_text(text)?;
+        let _slot = self.semantic_slots.acquire().await.ok()?;
+        match tokio::task::spawn_blocking(move || index.score(&query)).await {
+            Ok(Ok(score)) => Some(score),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "semantic layer failed; patterns only for this request");
+                None
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "semantic layer task failed; patterns only for this request");
+                None
+            }
+        }
+    }
+
+    /// Score the client's messages (patterns, plus the semantic layer's verdict when
+    /// configured); audit and count a strike when they look like an extraction or
+    /// jailbreak attempt.
+    pub fn check_input(
+        &self,
+        route: &str,
+        text: &aiguard::RequestText,
+        semantic: Option<&SemanticScore>,
+        caller: Caller,
+        now: Instant,
+    ) -> InputVerdict {
+        let mut score = aiguard::score_texts(text);
         let input = &self.guard.config().input;
+        if let Some(semantic) = semantic {
+            score.add_semantic(semantic, input.threshold);
+        }
         let Some(action) = input.decide(route, score.score) else { return InputVerdict::Pass };
         let reasons: Vec<&'static str> = score.reasons.iter().map(|r| r.as_str()).collect();
         self.metrics.guard_input(action);

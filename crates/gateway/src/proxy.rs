@@ -270,7 +270,8 @@ impl Proxy {
         }
         let now = Instant::now();
         let text = aiguard::RequestText { messages: meta.messages, prompt: meta.prompt };
-        match self.guard.check_input(path, &text, asker.caller, now) {
+        let semantic = self.guard.semantic_score(&text).await;
+        match self.guard.check_input(path, &text, semantic.as_ref(), asker.caller, now) {
             InputVerdict::Pass => {}
             InputVerdict::Slow(delay) => tokio::time::sleep(delay).await,
             InputVerdict::Block(reasons) => {
