@@ -192,13 +192,18 @@ fn semantic_layer(root: &std::path::Path, tuning: &[Row], heldout: &[Row], thres
         attacks.len(),
         builtin_attacks,
         benign.len(),
-        if scope == "builtin" { "built-in references only, as the gateway ships" } else { "built-in + tuning-split references" },
+        if scope == "builtin" {
+            "built-in references only, as the gateway ships"
+        } else {
+            "built-in + tuning-split references"
+        },
     );
     println!("  references embedded in {:.1} s", started.elapsed().as_secs_f64());
     // Only attacks and benign prompts are reported; other labels ("harmful_question") are
     // not embedded and score nothing.
     let scored = |rows: &[Row], skip_self: bool| -> Vec<(f32, f32)> {
-        let wanted: Vec<usize> = (0..rows.len()).filter(|&i| is_attack(&rows[i]) || rows[i].label == "benign").collect();
+        let wanted: Vec<usize> =
+            (0..rows.len()).filter(|&i| is_attack(&rows[i]) || rows[i].label == "benign").collect();
         let texts: Vec<String> = wanted.iter().map(|&i| rows[i].text.clone()).collect();
         let emb = index.embed(&texts).expect("embedding");
         let mut slot = vec![None; rows.len()];
@@ -225,7 +230,9 @@ fn semantic_layer(root: &std::path::Path, tuning: &[Row], heldout: &[Row], thres
         Some(t) => t,
         None => choose_threshold(tuning, &tuning_sims, threshold),
     };
-    println!("  threshold: cosine {chosen:.2} (lowest with ≤ 1% false positives on the tuning split's benign prompts)\n");
+    println!(
+        "  threshold: cosine {chosen:.2} (lowest with ≤ 1% false positives on the tuning split's benign prompts)\n"
+    );
     let decide = |sims: &[(f32, f32)]| -> Vec<SemanticScore> {
         sims.iter().map(|&(a, b)| SemanticScore::decide(a, b, chosen)).collect()
     };

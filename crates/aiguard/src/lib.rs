@@ -33,7 +33,10 @@ use std::sync::Arc;
 
 pub use canary::{Canary, CanaryError, InjectError, inject, inject_system_prompt};
 pub use completion::{Completion, ScanError, scan_completion};
-pub use config::{ConfigError, DEFAULT_SEMANTIC_THRESHOLD, GuardConfig, InputAction, InputConfig, LeakAction, LeakConfig, MAX_PROMPT_BYTES};
+pub use config::{
+    ConfigError, DEFAULT_SEMANTIC_THRESHOLD, GuardConfig, InputAction, InputConfig, LeakAction, LeakConfig,
+    MAX_PROMPT_BYTES,
+};
 pub use detector::{Leak, LeakKind};
 pub use input::{InputScore, MAX_SCORED_BYTES, ReasonCode, score_request, score_text, score_texts};
 pub use leak::{LeakScanner, REDACTION_MARKER, Scan};

@@ -177,7 +177,12 @@ impl SemanticIndex {
         Self::load(model_dir, &attacks, &benign, threshold)
     }
 
-    fn with_encoder(encoder: Encoder, attacks: &[String], benign: &[String], threshold: f32) -> Result<Self, SemanticError> {
+    fn with_encoder(
+        encoder: Encoder,
+        attacks: &[String],
+        benign: &[String],
+        threshold: f32,
+    ) -> Result<Self, SemanticError> {
         if attacks.is_empty() {
             return Err(SemanticError::NoReferences);
         }

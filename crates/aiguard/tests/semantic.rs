@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use aiguard::{
-    DEFAULT_SEMANTIC_THRESHOLD, Guard, GuardConfig, MAX_TOKENS, SemanticError, SemanticIndex, score_text,
-};
+use aiguard::{DEFAULT_SEMANTIC_THRESHOLD, Guard, GuardConfig, MAX_TOKENS, SemanticError, SemanticIndex, score_text};
 
 /// The model directory, fetched once per test binary.
 fn model_dir() -> Option<PathBuf> {
@@ -84,7 +82,11 @@ fn everyday_prompts_and_look_alikes_pass() {
 fn similar_meanings_are_close_and_unrelated_ones_are_not() {
     let Some(index) = index() else { return };
     let e = index
-        .embed(&["How do I bake bread?".into(), "What's a recipe for a loaf?".into(), "Stock prices fell today.".into()])
+        .embed(&[
+            "How do I bake bread?".into(),
+            "What's a recipe for a loaf?".into(),
+            "Stock prices fell today.".into(),
+        ])
         .expect("embeds");
     let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
     let norm = dot(e.get(0), e.get(0));

@@ -30,7 +30,9 @@ pub trait Turnstile: Send + Sync + 'static {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admit {
     /// On to the edge's other checks; `allow_listed` spares it the bot score.
-    Pass { allow_listed: bool },
+    Pass {
+        allow_listed: bool,
+    },
     Blocked,
     Limited(Decision),
 }

@@ -19,7 +19,9 @@ fn model_dir() -> Option<PathBuf> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../aiguard/eval/fetch_model.sh");
     let out = std::process::Command::new("bash").arg(&script).output();
     match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).lines().last().map(|l| PathBuf::from(l.trim())),
+        Ok(o) if o.status.success() => {
+            String::from_utf8_lossy(&o.stdout).lines().last().map(|l| PathBuf::from(l.trim()))
+        }
         other => {
             let why = match other {
                 Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),

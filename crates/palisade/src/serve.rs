@@ -194,9 +194,9 @@ pub(crate) fn existing_shield_key(config: &Config) -> anyhow::Result<Option<[u8;
     }
     let path = config.shield_key_file();
     match std::fs::read_to_string(&path) {
-        Ok(text) => parse_secret(&text)
-            .map(Some)
-            .with_context(|| format!("{}: expected 64 hex characters", path.display())),
+        Ok(text) => {
+            parse_secret(&text).map(Some).with_context(|| format!("{}: expected 64 hex characters", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -216,7 +216,8 @@ async fn checkpoint_audit(store: store::Store, key: [u8; 32], mut stop: watch::R
             _ = tick.tick() => false,
             _ = stop.wait_for(|s| *s) => true,
         };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         match store.checkpoint_audit(&key, now).await {
             Ok(Some(seq)) => tracing::debug!(seq, "audit chain checkpoint signed"),
             Ok(None) => {}

@@ -288,19 +288,20 @@ impl Store {
                 report.breaks.push(b);
             }
         };
-        let (unchained, (head_seq, head_hash), checkpoints): (Vec<i64>, (i64, String), Vec<(i64, String, String)>) =
-            on_pool!(self, pool => (
-                sqlx::query_scalar(UNCHAINED).fetch_all(pool).await?,
-                sqlx::query_as(HEAD).fetch_one(pool).await?,
-                sqlx::query_as(CHECKPOINTS).fetch_all(pool).await?,
-            ));
+        let (unchained, (head_seq, head_hash), checkpoints): (Vec<i64>, (i64, String), Vec<(i64, String, String)>) = on_pool!(self, pool => (
+            sqlx::query_scalar(UNCHAINED).fetch_all(pool).await?,
+            sqlx::query_as(HEAD).fetch_one(pool).await?,
+            sqlx::query_as(CHECKPOINTS).fetch_all(pool).await?,
+        ));
         for id in unchained {
             push(&mut report, ChainBreak::Unchained { id });
         }
         let mut signed = std::collections::HashMap::new();
         for (seq, hash, signature) in &checkpoints {
             match key {
-                Some(key) if sign(key, *seq, hash) != *signature => push(&mut report, ChainBreak::Checkpoint { seq: *seq }),
+                Some(key) if sign(key, *seq, hash) != *signature => {
+                    push(&mut report, ChainBreak::Checkpoint { seq: *seq })
+                }
                 _ => {
                     signed.insert(*seq, hash.clone());
                 }

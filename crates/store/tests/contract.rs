@@ -775,10 +775,7 @@ async fn reordered_audit_entries_are_found(store: Store, _url: &str) {
     exec(&store, "UPDATE audit_log SET seq = 3 WHERE seq = -1").await;
     let report = store.verify_audit(None).await.unwrap();
     assert!(!report.intact());
-    assert!(
-        report.breaks.iter().any(|b| matches!(b, store::ChainBreak::Reordered { seq: 3, .. })),
-        "{report:?}"
-    );
+    assert!(report.breaks.iter().any(|b| matches!(b, store::ChainBreak::Reordered { seq: 3, .. })), "{report:?}");
 }
 
 async fn a_rewritten_chain_is_caught_by_its_signed_checkpoint(store: Store, _url: &str) {
