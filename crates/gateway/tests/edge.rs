@@ -93,22 +93,11 @@ fn from(source: &str) -> reqwest::Client {
 }
 
 fn from_as(source: &str, agent: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(source.parse::<IpAddr>().unwrap())
-        .user_agent(agent)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    client_from(source, agent)
 }
 
 async fn admin(gw: &TestGateway, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut r = client().request(method, format!("{}{path}", gw.url)).bearer_auth(ADMIN_TOKEN);
-    if let Some(body) = body {
-        r = r.json(&body);
-    }
-    let r = r.send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
+    admin_call_json(gw, method, path, body).await
 }
 
 async fn status_of(c: &reqwest::Client, url: String) -> StatusCode {

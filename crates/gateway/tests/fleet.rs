@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -18,12 +17,7 @@ use shield::RateConfig;
 const AGENT: &str = TEST_AGENT;
 
 fn from(source: &str, agent: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(source.parse::<IpAddr>().unwrap())
-        .user_agent(agent)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    client_from(source, agent)
 }
 
 struct Fleet {
@@ -59,13 +53,7 @@ async fn fleet(tweak: impl Fn(&mut GatewayConfig)) -> Option<Fleet> {
 }
 
 async fn admin(gw: &TestGateway, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut r = client().request(method, format!("{}{path}", gw.url)).bearer_auth(ADMIN_TOKEN);
-    if let Some(body) = body {
-        r = r.json(&body);
-    }
-    let r = r.send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
+    admin_call_json(gw, method, path, body).await
 }
 
 async fn metrics(gw: &TestGateway) -> String {

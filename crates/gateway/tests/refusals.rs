@@ -4,20 +4,12 @@
 
 mod common;
 
-use std::net::IpAddr;
-use std::time::Duration;
-
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 fn from(source: &str, agent: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(source.parse::<IpAddr>().unwrap())
-        .user_agent(agent)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    client_from(source, agent)
 }
 
 /// Sends `request`, checks the error shape, and returns the code.

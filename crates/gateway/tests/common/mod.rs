@@ -358,3 +358,30 @@ pub async fn canned_upstream(status: u16, headers: &[(&str, &str)], body: &str) 
         .fallback(reply);
     CannedUpstream { server: serve_router(router).await, seen_headers }
 }
+
+/// A client whose connections come from `source` (a loopback address: a botnet of one
+/// machine) with user agent `agent`.
+pub fn client_from(source: &str, agent: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .user_agent(agent)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// An `/admin` call with the admin token: its status and JSON body (null if none).
+pub async fn admin_call_json(
+    gw: &TestGateway,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (reqwest::StatusCode, Value) {
+    let mut r = client().request(method, format!("{}{path}", gw.url)).bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        r = r.json(&body);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
