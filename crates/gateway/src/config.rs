@@ -98,6 +98,10 @@ pub struct ProxyConfig {
     pub max_attempts: u32,
     pub health_check: HealthCheckConfig,
     pub circuit_breaker: CircuitBreakerConfig,
+    /// Ask a streamed reply for its token usage (`stream_options.include_usage`) when the
+    /// client did not, so the token budget is settled against it; the usage chunk is
+    /// removed before the client sees it. Off for a model server that refuses the field.
+    pub ask_for_usage: bool,
 }
 
 impl Default for ProxyConfig {
@@ -110,6 +114,7 @@ impl Default for ProxyConfig {
             max_attempts: 2,
             health_check: HealthCheckConfig::default(),
             circuit_breaker: CircuitBreakerConfig::default(),
+            ask_for_usage: true,
         }
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod models;
 mod relay;
+mod usage;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -188,11 +189,45 @@ impl Proxy {
             completion_tokens: meta.completion_tokens()?,
         };
         let path = parts.uri.path();
-        let outbound = self.screen(&ctx, path, &asker, meta, &asked, &body).await?;
-        self.budget(&asker, placement, &asked, &outbound)?;
-        let permit = self.admit(&asker, placement).await?;
+        let mut outbound = self.screen(&ctx, path, &asker, meta, &asked, &body).await?;
+        let reservation = self.budget(&asker, placement, &asked, &outbound)?;
+        // A stream reports what it cost only when asked: ask, and hide the answer again.
+        let strip = reservation.is_some()
+            && asked.streamed
+            && self.config.ask_for_usage
+            && ctx.route.generates_text()
+            && usage::ask_for_usage(&outbound.body, contains(&outbound.body, b"\"stream_options\""))
+                .map(|asked_for| outbound.body = asked_for)
+                .is_some();
+        let sent = self.send(&parts, &ctx, &asker, placement, &asked, outbound).await;
+        let reply = match (sent, reservation) {
+            (Ok(reply), Some(r)) => usage::meter(reply, self.edge.clone(), r, asked.streamed, strip),
+            (Ok(reply), None) => reply,
+            (Err(e), r) => {
+                // Nothing was generated: the estimate goes back.
+                if let Some(r) = r {
+                    r.settle(&self.edge, 0);
+                }
+                return Err(e);
+            }
+        };
+        Ok(reply)
+    }
+
+    /// Phases 5–7: admitted, dispatched, and the reply relayed (through the leak scan
+    /// when the operator's system prompt went with it).
+    async fn send(
+        &self,
+        parts: &http::request::Parts,
+        ctx: &RequestContext,
+        asker: &Asker,
+        placement: Placement,
+        asked: &Asked,
+        outbound: Outbound,
+    ) -> Result<Response<Body>, ApiError> {
+        let permit = self.admit(asker, placement).await?;
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let headers = upstream_headers(&parts.headers, &ctx, true);
+        let headers = upstream_headers(&parts.headers, ctx, true);
         let reply = self
             .dispatch(http::Method::POST, path, &headers, &outbound.body, asked.model.as_deref(), Some(permit))
             .await?;
@@ -300,10 +335,16 @@ impl Proxy {
     /// Phase 4: the account's inference budget in tokens: the prompt's size (about
     /// four bytes a token) plus what it asks to generate, charged up front. Anonymous
     /// traffic is held by the edge's per-address limits and by admission instead.
-    fn budget(&self, asker: &Asker, placement: Placement, asked: &Asked, outbound: &Outbound) -> Result<(), ApiError> {
-        let Some(p) = &asker.principal else { return Ok(()) };
+    fn budget(
+        &self,
+        asker: &Asker,
+        placement: Placement,
+        asked: &Asked,
+        outbound: &Outbound,
+    ) -> Result<Option<usage::Reservation>, ApiError> {
+        let Some(p) = &asker.principal else { return Ok(None) };
         if !self.edge.enabled() {
-            return Ok(());
+            return Ok(None);
         }
         // A tier with a fraction of the budget pays the inverse for every token and request,
         // so one limit table serves every tier.
@@ -333,7 +374,7 @@ impl Proxy {
             let message = "this account has used its inference budget for now (tokens per minute); retry later";
             return Err(ApiError::limited(message, &decision));
         }
-        Ok(())
+        Ok(Some(usage::Reservation { account: p.user_id as u64, charged, cost }))
     }
 
     /// Phase 5: a slot toward the upstreams, by priority class and trust tier. A day of
@@ -632,4 +673,8 @@ pub async fn method_not_allowed() -> ApiError {
 /// `404` for an unknown `/v1` endpoint, in the OpenAI error shape.
 pub async fn unknown_endpoint() -> ApiError {
     ApiError::new(Reject::NotFound, "unknown API endpoint")
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

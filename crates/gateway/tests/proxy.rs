@@ -607,3 +607,53 @@ async fn metrics_and_readiness_details_are_only_for_allowed_networks() {
     let named = proxy.get(format!("{}/metrics", gw.url)).header("x-forwarded-for", "127.0.0.1").send().await.unwrap();
     assert_eq!(named.status(), 200);
 }
+
+/// An account's token budget is charged `max_tokens` up front and settled to what the
+/// model server reports: a client asking for far more than it gets keeps its budget.
+#[tokio::test]
+async fn the_token_budget_is_settled_to_the_reported_usage_whole_and_streamed() {
+    let sim = spawn_sim(instant_sim()).await;
+    let gw = spawn_gateway_on(None, vec![upstream("sim", &sim.server.url)], |c| {
+        without_route_limits(c);
+        // Room for one request's estimate, not two: only settling lets the next one in.
+        c.shield.limits.account_tokens = shield::RateConfig::new(150_000, 60_000, 150_000);
+    })
+    .await;
+    let accounts = gw.gateway.accounts();
+    let user = accounts.service_user().await.unwrap();
+    let (_, key) = accounts.create_key(user, "budget", "inference", None, "test").await.unwrap();
+    let http = client();
+    let url = format!("{}/v1/chat/completions", gw.url);
+    // The simulated model stops at 4,096 tokens whatever `max_tokens` says.
+    let ask = |stream: bool, options: Option<Value>| {
+        let mut body = json!({"model": "palisade-sim", "stream": stream, "max_tokens": 100_000,
+                              "messages": [{"role": "user", "content": "hello"}]});
+        if let Some(o) = options {
+            body["stream_options"] = o;
+        }
+        http.post(&url).bearer_auth(&key).json(&body).send()
+    };
+    for round in 0..3 {
+        let r = ask(false, None).await.unwrap();
+        assert_eq!(r.status(), 200, "whole reply {round}: {}", r.text().await.unwrap());
+        let reply: Value = r.json().await.unwrap();
+        assert_eq!(reply["usage"]["completion_tokens"], 4096);
+
+        let r = ask(true, None).await.unwrap();
+        assert_eq!(r.status(), 200, "stream {round}: {}", r.text().await.unwrap());
+        let text = r.text().await.unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text:.200}");
+        assert!(!text.contains("\"usage\":{"), "the client did not ask for usage, so it sees none");
+    }
+    // A client that asked for usage still gets it.
+    let text = ask(true, Some(json!({"include_usage": true}))).await.unwrap().text().await.unwrap();
+    assert!(text.contains("\"completion_tokens\":4096"), "{text:.300}");
+    let metrics = http.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("palisade_token_budget_settlements_total 7"), "{}", grep(&metrics, "token_budget"));
+    // Without settling, the second request would have been refused.
+    assert_eq!(ask(false, None).await.unwrap().status(), 200);
+}
+
+fn grep(text: &str, what: &str) -> String {
+    text.lines().filter(|l| l.contains(what)).collect::<Vec<_>>().join("\n")
+}

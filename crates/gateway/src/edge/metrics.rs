@@ -95,6 +95,10 @@ pub struct EdgeMetrics {
     decisions: Box<[AtomicU64]>,
     /// Transitions into (0) and out of (1) attack mode.
     pub transitions: [AtomicU64; 2],
+    /// Budget tokens given back (0) and charged on top (1) once replies reported usage.
+    settled: [AtomicU64; 2],
+    /// Replies whose usage settled their charge.
+    settlements: AtomicU64,
 }
 
 impl Default for EdgeMetrics {
@@ -102,6 +106,8 @@ impl Default for EdgeMetrics {
         EdgeMetrics {
             decisions: (0..EdgeAction::ALL.len() * REASONS.len()).map(|_| AtomicU64::new(0)).collect(),
             transitions: Default::default(),
+            settled: Default::default(),
+            settlements: AtomicU64::new(0),
         }
     }
 }
@@ -117,6 +123,16 @@ impl EdgeMetrics {
 
     pub fn count(&self, action: EdgeAction, reason: &str) -> u64 {
         self.decisions[action as usize * REASONS.len() + reason_index(reason)].load(Ordering::Relaxed)
+    }
+
+    /// A reply's usage settled a charge of `charged` tokens at `actual`.
+    pub fn settled_tokens(&self, charged: u32, actual: u32) {
+        self.settlements.fetch_add(1, Ordering::Relaxed);
+        if actual < charged {
+            self.settled[0].fetch_add(u64::from(charged - actual), Ordering::Relaxed);
+        } else {
+            self.settled[1].fetch_add(u64::from(actual - charged), Ordering::Relaxed);
+        }
     }
 
     pub fn render(&self, out: &mut String) {
@@ -139,6 +155,17 @@ impl EdgeMetrics {
         for (i, to) in ["under_attack", "normal"].iter().enumerate() {
             let n = self.transitions[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "palisade_edge_attack_transitions_total{{to=\"{to}\"}} {n}");
+        }
+        out.push_str("# HELP palisade_token_budget_settlements_total Replies whose reported usage settled the up-front charge.\n");
+        out.push_str("# TYPE palisade_token_budget_settlements_total counter\n");
+        let _ = writeln!(out, "palisade_token_budget_settlements_total {}", self.settlements.load(Ordering::Relaxed));
+        out.push_str(
+            "# HELP palisade_token_budget_settled_tokens_total Budget tokens settled after the reply, by direction.\n",
+        );
+        out.push_str("# TYPE palisade_token_budget_settled_tokens_total counter\n");
+        for (i, direction) in ["refunded", "charged"].iter().enumerate() {
+            let n = self.settled[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "palisade_token_budget_settled_tokens_total{{direction=\"{direction}\"}} {n}");
         }
     }
 }

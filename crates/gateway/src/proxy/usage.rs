@@ -1,0 +1,322 @@
+//! Token budgets settled against what the model server says a reply cost.
+//!
+//! The budget phase charges an estimate before admission (about four bytes a token of
+//! prompt, plus `max_tokens`): a request that could not be paid for never reaches a
+//! model. When the reply is complete its `usage` says what it really cost, and the
+//! difference is given back (or, rarely, charged on top). A streamed request carries
+//! `usage` only in a last chunk the client must ask for, so one that did not ask is sent
+//! with `stream_options.include_usage` and that chunk is taken out again before the
+//! client sees it. A reply that never says (the client went away, an upstream that
+//! does not report usage) keeps the estimate: the budget errs against the spender.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use http::Response;
+use http_body::Frame;
+use serde::Deserialize;
+
+use crate::edge::Edge;
+
+/// Whole replies larger than this are relayed without being read for their usage.
+const MAX_WHOLE_REPLY: usize = 4 << 20;
+/// A streamed reply's event longer than this is passed on unread.
+const MAX_EVENT: usize = 64 << 10;
+
+/// What the budget phase charged, to be settled when the reply says what it cost.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Reservation {
+    pub account: u64,
+    /// Tokens charged, already multiplied by `cost`.
+    pub charged: u32,
+    /// What a token costs this account (its tier's share of the budget, inverted).
+    pub cost: f64,
+}
+
+impl Reservation {
+    /// Gives back or charges the difference between the estimate and `used` tokens.
+    pub fn settle(self, edge: &Edge, used: u64) {
+        let actual = (used as f64 * self.cost).ceil().min(f64::from(u32::MAX)) as u32;
+        edge.limits.settle_tokens(self.account, self.charged, actual, crate::clock::now());
+        edge.metrics.settled_tokens(self.charged, actual);
+    }
+}
+
+/// The request body with `"stream_options":{"include_usage":true}` added, or `None`
+/// when the client already asked (or the body is not a JSON object). `has_options`:
+/// whether the body has a `stream_options` member at all (only then is it parsed).
+pub(super) fn ask_for_usage(body: &Bytes, has_options: bool) -> Option<Bytes> {
+    if has_options {
+        let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let options = value.get_mut("stream_options")?;
+        if options.get("include_usage").and_then(serde_json::Value::as_bool) == Some(true) {
+            return None;
+        }
+        options.as_object_mut()?.insert("include_usage".into(), true.into());
+        return serde_json::to_vec(&value).ok().map(Bytes::from);
+    }
+    // No member of that name: add it in front, without parsing the rest again.
+    let open = body.iter().position(|b| !b.is_ascii_whitespace()).filter(|&i| body[i] == b'{')?;
+    let rest = &body[open + 1..];
+    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    let member: &[u8] = if empty {
+        br#""stream_options":{"include_usage":true}"#
+    } else {
+        br#""stream_options":{"include_usage":true},"#
+    };
+    let mut out = BytesMut::with_capacity(body.len() + member.len());
+    out.extend_from_slice(&body[..=open]);
+    out.extend_from_slice(member);
+    out.extend_from_slice(rest);
+    Some(out.freeze())
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+}
+
+impl Usage {
+    fn tokens(&self) -> u64 {
+        self.total_tokens.unwrap_or(self.prompt_tokens + self.completion_tokens.unwrap_or(0))
+    }
+}
+
+#[derive(Deserialize)]
+struct Reported {
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    choices: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+/// `response` with its body read for `usage` on its way to the client; `strip`: take
+/// out the usage-only chunk of a stream (the client did not ask for it).
+pub(super) fn meter(
+    response: Response<Body>,
+    edge: Arc<Edge>,
+    reservation: Reservation,
+    streamed: bool,
+    strip: bool,
+) -> Response<Body> {
+    if !response.status().is_success() {
+        // Nothing was generated: the whole estimate goes back.
+        reservation.settle(&edge, 0);
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    if strip {
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+    }
+    let mode = if streamed { Mode::Stream { pending: BytesMut::new(), strip } } else { Mode::Whole(Vec::new(), 0) };
+    Response::from_parts(parts, Body::new(Metered { inner: body, mode, edge, reservation: Some(reservation) }))
+}
+
+enum Mode {
+    /// The reply's frames so far (shared, not copied) and their length.
+    Whole(Vec<Bytes>, usize),
+    /// What followed the last complete event.
+    Stream { pending: BytesMut, strip: bool },
+}
+
+struct Metered {
+    inner: Body,
+    mode: Mode,
+    edge: Arc<Edge>,
+    /// Taken when settled.
+    reservation: Option<Reservation>,
+}
+
+impl Metered {
+    fn settle(&mut self, used: u64) {
+        if let Some(r) = self.reservation.take() {
+            r.settle(&self.edge, used);
+        }
+    }
+
+    /// The whole reply has arrived: read its usage.
+    fn finish_whole(&mut self) {
+        let Mode::Whole(frames, len) = &mut self.mode else { return };
+        if *len > MAX_WHOLE_REPLY {
+            return;
+        }
+        let mut whole = BytesMut::with_capacity(*len);
+        for f in frames.drain(..) {
+            whole.extend_from_slice(&f);
+        }
+        if let Ok(Reported { usage: Some(u), .. }) = serde_json::from_slice::<Reported>(&whole) {
+            self.settle(u.tokens());
+        }
+    }
+
+    /// The complete events in `pending`, with the usage read and (when stripping) the
+    /// usage-only chunk taken out; the incomplete rest stays in `pending`.
+    fn complete_events(&mut self, last: bool) -> Option<Bytes> {
+        let Mode::Stream { pending, strip } = &mut self.mode else { return None };
+        let strip = *strip;
+        let end = if last { pending.len() } else { last_boundary(pending).unwrap_or(0) };
+        let end = if end == 0 && pending.len() > MAX_EVENT { pending.len() } else { end };
+        if end == 0 {
+            return None;
+        }
+        let mut events = pending.split_to(end).freeze();
+        let mut out = BytesMut::new();
+        let mut used = None;
+        while !events.is_empty() {
+            let len = next_event(&events);
+            let event = events.split_to(len);
+            match read_event(&event) {
+                Some((tokens, usage_only)) => {
+                    used = Some(tokens);
+                    if !(strip && usage_only) {
+                        out.extend_from_slice(&event);
+                    }
+                }
+                None => out.extend_from_slice(&event),
+            }
+        }
+        if let Some(tokens) = used {
+            self.settle(tokens);
+        }
+        (!out.is_empty()).then(|| out.freeze())
+    }
+}
+
+/// The end of the last complete event in `buf` (just past its blank line).
+fn last_boundary(buf: &[u8]) -> Option<usize> {
+    (1..buf.len()).rev().find_map(|i| match (buf[i - 1], buf[i]) {
+        (b'\n', b'\n') => Some(i + 1),
+        (b'\r', b'\n') if i >= 3 && &buf[i - 3..i - 1] == b"\r\n" => Some(i + 1),
+        _ => None,
+    })
+}
+
+/// The length of the first event in `buf`, its blank line included (all of `buf` when
+/// it has none).
+fn next_event(buf: &[u8]) -> usize {
+    (1..buf.len())
+        .find_map(|i| match (buf[i - 1], buf[i]) {
+            (b'\n', b'\n') => Some(i + 1),
+            (b'\r', b'\n') if i >= 3 && &buf[i - 3..i - 1] == b"\r\n" => Some(i + 1),
+            _ => None,
+        })
+        .unwrap_or(buf.len())
+}
+
+/// An event's reported usage, if it carries one, and whether it carries nothing else.
+fn read_event(event: &[u8]) -> Option<(u64, bool)> {
+    if !super::contains(event, b"\"usage\"") {
+        return None;
+    }
+    let text = std::str::from_utf8(event).ok()?;
+    let data = text.lines().find_map(|l| l.strip_prefix("data:"))?.trim();
+    let reported: Reported = serde_json::from_str(data).ok()?;
+    let usage = reported.usage?;
+    Some((usage.tokens(), reported.choices.is_none_or(|c| c.is_empty())))
+}
+
+impl http_body::Body for Metered {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        loop {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    this.finish_whole();
+                    let rest = this.complete_events(true);
+                    return Poll::Ready(rest.map(|b| Ok(Frame::data(b))));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    match &mut this.mode {
+                        Mode::Whole(frames, len) => {
+                            *len += data.len();
+                            if *len <= MAX_WHOLE_REPLY {
+                                frames.push(data.clone());
+                            }
+                            if this.inner.is_end_stream() {
+                                this.finish_whole();
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Mode::Stream { pending, .. } => {
+                            pending.extend_from_slice(&data);
+                            let last = this.inner.is_end_stream();
+                            if let Some(out) = this.complete_events(last) {
+                                return Poll::Ready(Some(Ok(Frame::data(out))));
+                            }
+                            if last {
+                                return Poll::Ready(None);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let drained = match &self.mode {
+            Mode::Whole(..) => true,
+            Mode::Stream { pending, .. } => pending.is_empty(),
+        };
+        drained && self.inner.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_asked_for_without_reparsing_and_kept_when_asked_already() {
+        let body = Bytes::from_static(br#" {"model":"m","stream":true}"#);
+        let asked = ask_for_usage(&body, false).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&asked).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["model"], "m");
+        let empty = ask_for_usage(&Bytes::from_static(b"{ }"), false).unwrap();
+        assert!(serde_json::from_slice::<serde_json::Value>(&empty).is_ok(), "{empty:?}");
+        let already = Bytes::from_static(br#"{"stream_options":{"include_usage":true}}"#);
+        assert_eq!(ask_for_usage(&already, true), None);
+        let off = Bytes::from_static(br#"{"stream_options":{"include_usage":false}}"#);
+        let on: serde_json::Value = serde_json::from_slice(&ask_for_usage(&off, true).unwrap()).unwrap();
+        assert_eq!(on["stream_options"]["include_usage"], true);
+        assert_eq!(ask_for_usage(&Bytes::from_static(b"[1]"), false), None);
+    }
+
+    #[test]
+    fn events_split_at_blank_lines_of_either_kind() {
+        assert_eq!(last_boundary(b"data: a\n\ndata: b"), Some(9));
+        assert_eq!(last_boundary(b"data: a\r\n\r\ndata: b\r\n\r\n"), Some(22));
+        assert_eq!(last_boundary(b"data: a\n"), None);
+        assert_eq!(next_event(b"data: a\n\ndata: b\n\n"), 9);
+    }
+
+    #[test]
+    fn the_usage_chunk_is_read_and_recognised() {
+        let usage_only =
+            br#"data: {"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42}}
+
+"#;
+        assert_eq!(read_event(usage_only), Some((42, true)));
+        let with_choice = br#"data: {"choices":[{"delta":{}}],"usage":{"prompt_tokens":2,"completion_tokens":3}}
+
+"#;
+        assert_eq!(read_event(with_choice), Some((5, false)));
+        assert_eq!(read_event(br#"data: {"choices":[],"usage":null}"#), None);
+        assert_eq!(read_event(b"data: [DONE]\n\n"), None);
+    }
+}
