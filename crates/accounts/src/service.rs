@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use shield::{Cidr, Client};
+use shield::Client;
 use store::{
     AuditEntry, CodePurpose, Identifier, NewApiKey, NewCode, NewRegistration, NewUser, Store, StoreError, UserRow,
     UserStatus,
@@ -28,7 +28,9 @@ use crate::policy::RegistrationPolicy;
 pub use crate::principal::Principal;
 use crate::principal_cache::{Credential, PrincipalCache};
 use crate::send_budget::SendBudget;
-use crate::throttle::{FailureThrottle, KnownNetworks, ThrottleConfig};
+use crate::throttle::{
+    Attempt, FailureThrottle, LocalLogins, LoginKeys, LoginRules, Outcome, SharedLogins, ThrottleConfig,
+};
 use crate::tier::{Tenure, TrustTier};
 use crate::{recovery, tokens, totp, unix_millis};
 
@@ -256,11 +258,12 @@ pub struct Accounts {
     policy: RwLock<RegistrationPolicy>,
     notifier: Arc<Notifier>,
     key_file: std::sync::OnceLock<std::path::PathBuf>,
-    by_account: FailureThrottle,
-    by_address: FailureThrottle,
-    /// Failures of one account from one network it is known on (see [`KnownNetworks`]).
-    by_account_network: FailureThrottle,
-    known_networks: KnownNetworks,
+    /// The login back-off in this process: alone, or while the shared one is away.
+    logins: LocalLogins,
+    /// A fleet's login back-off, which every node counts into (see [`Accounts::share_logins`]).
+    shared_logins: std::sync::OnceLock<Arc<dyn SharedLogins>>,
+    /// Failed re-authentications (password confirmations of a signed-in user), per user.
+    reauth: FailureThrottle,
     /// Codes sent per account (known or not: the answer must not tell) and per
     /// phone number or address.
     sends_per_account: SendBudget,
@@ -316,7 +319,6 @@ impl Accounts {
         config: AccountsConfig,
     ) -> Result<Accounts, AccountError> {
         let policy = stored_policy(&store).await?;
-        let throttle = |free| ThrottleConfig { free_failures: free, ..ThrottleConfig::default() };
         Ok(Accounts {
             hasher: HashPool::new(HashPoolConfig {
                 threads: match config.hash_threads {
@@ -325,11 +327,12 @@ impl Accounts {
                 },
                 queue: config.hash_queue,
             })?,
-            by_account: FailureThrottle::new(throttle(config.login_free_failures)),
-            // An address may carry many users (NAT); allow it more failures.
-            by_address: FailureThrottle::new(throttle(config.login_free_failures * 4)),
-            by_account_network: FailureThrottle::new(throttle(config.login_free_failures)),
-            known_networks: KnownNetworks::new(KNOWN_NETWORK_MEMORY, 200_000),
+            logins: LocalLogins::new(LoginRules::new(config.login_free_failures, KNOWN_NETWORK_MEMORY), 100_000),
+            shared_logins: std::sync::OnceLock::new(),
+            reauth: FailureThrottle::new(ThrottleConfig {
+                free_failures: config.login_free_failures,
+                ..ThrottleConfig::default()
+            }),
             sends_per_account: SendBudget::new(
                 config.max_code_resends,
                 Duration::from_secs(config.code_window_s),
@@ -776,86 +779,95 @@ impl Accounts {
             _ => return Err(invalid("identifier_required", "give the phone number or e-mail address of the account")),
         };
         let index = keys.blind_index(field, &normalized);
-        let now = unix_millis() as u64;
-        // Without a client (never on the gateway's path) every such login shares one count.
-        let address_key = ip;
-        let pair = (&index[..], network);
-        let known = self.known_networks.knows(&pair, now);
-        // From a network the owner signs in from, stuffing elsewhere does not count.
-        let account_check =
-            if known { self.by_account_network.check(&pair, now) } else { self.by_account.check(&index[..], now) };
-        for throttle_result in [account_check, self.by_address.check(&address_key, now)] {
-            if let Err(retry_after) = throttle_result {
+        let keys = LoginKeys { account: &index, network, address: ip };
+        let known = match self.login_attempt(keys).await {
+            Attempt::Go { known } => known,
+            Attempt::Wait(retry_after) => {
                 self.audit("anonymous", "auth.login", "refused", ip, Some("throttled"), None).await;
                 return Err(AccountError::TooManyAttempts { retry_after });
             }
+        };
+        // The attempt is counted as a failure already; only what ends it decides otherwise.
+        let account = (!normalized.is_empty()).then_some(&index[..]);
+        let checked = self.check_login(login, field, account, ip).await;
+        let outcome = match &checked {
+            Ok(_) => Some(Outcome::Success { known }),
+            Err(AccountError::InvalidCredentials | AccountError::InvalidCode) => None,
+            Err(_) => Some(Outcome::Refund),
+        };
+        if let Some(outcome) = outcome {
+            self.login_settle(keys, outcome).await;
         }
+        let (user_id, mfa_enrollment_required) = checked?;
+        let token = tokens::SessionToken::generate().as_str().to_owned();
+        let expires_in = Duration::from_secs(self.config.session_ttl_s);
+        let now = unix_millis();
+        self.store.create_session(&tokens::hash(&token), user_id, now, now + expires_in.as_millis() as i64).await?;
+        self.audit(&format!("user:{user_id}"), "auth.login", "ok", ip, None, None).await;
+        Ok(NewSession { user_id, token, expires_in, mfa_enrollment_required })
+    }
 
-        let user = if normalized.is_empty() {
-            None
-        } else {
-            let id = if field == "phone" { Identifier::Phone(&index) } else { Identifier::Email(&index) };
-            self.store.user_by_identifier(id, unix_millis() - self.claims_ttl_ms()).await?
+    /// Password, account state and second factor; `Ok((user, mfa_enrollment_required))`.
+    /// `index` is `None` for an identifier no account can have.
+    async fn check_login(
+        &self,
+        login: Login,
+        field: &str,
+        index: Option<&[u8]>,
+        ip: Option<IpAddr>,
+    ) -> Result<(i64, bool), AccountError> {
+        let user = match index {
+            None => None,
+            Some(index) => {
+                let id = if field == "phone" { Identifier::Phone(index) } else { Identifier::Email(index) };
+                self.store.user_by_identifier(id, unix_millis() - self.claims_ttl_ms()).await?
+            }
         };
         let Some(user) = user else {
             // Same cost as a real check, so timing does not reveal who has an account.
             self.hasher.verify_dummy(login.password).await?;
-            self.login_failed(&index, network, None, ip, "unknown_account").await;
+            self.audit("anonymous", "auth.login", "failed", ip, Some("unknown_account"), None).await;
             return Err(AccountError::InvalidCredentials);
         };
         if !self.hasher.verify(login.password, user.password_hash.clone()).await? {
-            self.login_failed(&index, network, Some(user.id), ip, "bad_password").await;
+            self.audit(&format!("user:{}", user.id), "auth.login", "failed", ip, Some("bad_password"), None).await;
             return Err(AccountError::InvalidCredentials);
         }
         if user.status() == UserStatus::Suspended {
             self.audit(&format!("user:{}", user.id), "auth.login", "refused", ip, Some("suspended"), None).await;
             return Err(AccountError::Suspended);
         }
-        let mfa_enrollment_required = match &user.totp_secret_enc {
+        match &user.totp_secret_enc {
             Some(secret) => {
                 self.check_second_factor(&user, secret, login.totp.as_deref(), login.recovery_code.as_deref(), ip)
-                    .await
-                    .inspect_err(|e| {
-                        if !matches!(e, AccountError::MfaRequired) {
-                            self.by_account.record_failure(&index[..], now);
-                            self.by_account_network.record_failure(&pair, now);
-                            self.by_address.record_failure(&address_key, now);
-                        }
-                    })?;
-                false
+                    .await?;
+                Ok((user.id, false))
             }
-            None => user.mfa_required,
-        };
-        // A success from a known network clears only that network's count: the
-        // account-wide back-off keeps holding off an attack from elsewhere.
-        if !known {
-            self.by_account.record_success(&index[..]);
+            None => Ok((user.id, user.mfa_required)),
         }
-        self.by_account_network.record_success(&pair);
-        self.known_networks.remember(&pair, now);
-        self.by_address.record_success(&address_key);
-        let token = tokens::SessionToken::generate().as_str().to_owned();
-        let expires_in = Duration::from_secs(self.config.session_ttl_s);
-        let now = unix_millis();
-        self.store.create_session(&tokens::hash(&token), user.id, now, now + expires_in.as_millis() as i64).await?;
-        self.audit(&format!("user:{}", user.id), "auth.login", "ok", ip, None, None).await;
-        Ok(NewSession { user_id: user.id, token, expires_in, mfa_enrollment_required })
     }
 
-    async fn login_failed(
-        &self,
-        index: &[u8],
-        network: Option<Cidr>,
-        user: Option<i64>,
-        ip: Option<IpAddr>,
-        reason: &str,
-    ) {
-        let now = unix_millis() as u64;
-        self.by_account.record_failure(index, now);
-        self.by_account_network.record_failure(&(index, network), now);
-        self.by_address.record_failure(&ip, now);
-        let actor = user.map_or_else(|| "anonymous".to_owned(), |id| format!("user:{id}"));
-        self.audit(&actor, "auth.login", "failed", ip, Some(reason), None).await;
+    /// Lets a fleet count login attempts across nodes. Set once, at start.
+    pub fn share_logins(&self, shared: Arc<dyn SharedLogins>) {
+        let _ = self.shared_logins.set(shared);
+    }
+
+    async fn login_attempt(&self, keys: LoginKeys<'_>) -> Attempt {
+        if let Some(shared) = self.shared_logins.get()
+            && let Ok(attempt) = shared.attempt(keys, self.logins.rules()).await
+        {
+            return attempt;
+        }
+        self.logins.attempt(keys, unix_millis() as u64)
+    }
+
+    async fn login_settle(&self, keys: LoginKeys<'_>, outcome: Outcome) {
+        if let Some(shared) = self.shared_logins.get()
+            && shared.settle(keys, self.logins.rules(), outcome).await.is_ok()
+        {
+            return;
+        }
+        self.logins.settle(keys, outcome, unix_millis() as u64);
     }
 
     async fn check_second_factor(
@@ -934,6 +946,20 @@ impl Accounts {
     }
 
     /// The holder of an API key, if the key is valid and live.
+    /// The holder of an API key or session token as far as this node's credential cache
+    /// knows it, without any lookup: `None` when the cache cannot say.
+    pub fn cached_principal(&self, api_key: bool, presented: &str) -> Option<Option<Arc<Principal>>> {
+        let (kind, fits) = if api_key {
+            (Credential::ApiKey, presented.len() == tokens::API_KEY_LEN)
+        } else {
+            (Credential::Session, presented.len() <= 128)
+        };
+        if !fits {
+            return Some(None);
+        }
+        self.principals.get(kind, presented, Instant::now())
+    }
+
     pub async fn key_principal(&self, presented: &str) -> Result<Option<Arc<Principal>>, AccountError> {
         // The cache first: it only holds keys that parsed, and a hit is every
         // request of a busy key, so parsing (and copying) it again is waste.

@@ -15,9 +15,14 @@
 //! colliding keys; times are passed in (milliseconds) so tests need no sleeps.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{BuildHasher, Hash, RandomState};
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+
+use shield::Cidr;
 
 /// How strict the throttle is.
 #[derive(Clone, Debug, PartialEq)]
@@ -124,6 +129,15 @@ impl FailureThrottle {
         Some(wait)
     }
 
+    /// Takes back one counted failure (an attempt counted up front that turned out not
+    /// to be a wrong guess). Any wait already imposed stays.
+    pub fn refund<K: Hash + ?Sized>(&self, key: &K) {
+        let (mut shard, h) = self.shards.lock(key);
+        if let Some(entry) = shard.get_mut(&h) {
+            entry.failures = entry.failures.saturating_sub(1);
+        }
+    }
+
     /// A success clears the key.
     pub fn record_success<K: Hash + ?Sized>(&self, key: &K) {
         let (mut shard, h) = self.shards.lock(key);
@@ -183,6 +197,163 @@ impl KnownNetworks {
     }
 }
 
+/// The keys one login attempt is counted under.
+#[derive(Clone, Copy, Debug)]
+pub struct LoginKeys<'a> {
+    /// The blind index of the identifier tried (never the identifier itself).
+    pub account: &'a [u8],
+    pub network: Option<Cidr>,
+    pub address: Option<IpAddr>,
+}
+
+/// How the login back-off counts; the same on every node of a fleet.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoginRules {
+    pub free_per_account: u32,
+    /// An address may carry many users (NAT), so it gets more.
+    pub free_per_address: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub forget_after: Duration,
+    /// How long a network an account signed in from stays known.
+    pub remember_network: Duration,
+}
+
+impl LoginRules {
+    pub fn new(free_per_account: u32, remember_network: Duration) -> LoginRules {
+        let d = ThrottleConfig::default();
+        LoginRules {
+            free_per_account,
+            free_per_address: free_per_account.saturating_mul(4),
+            base_delay: d.base_delay,
+            max_delay: d.max_delay,
+            forget_after: d.forget_after,
+            remember_network,
+        }
+    }
+
+    /// The wait after `failures` counted failures with `free` of them free.
+    pub fn wait_after(&self, failures: u32, free: u32) -> Option<Duration> {
+        match failures.checked_sub(free) {
+            None | Some(0) => None,
+            Some(over) => Some(backoff(self.base_delay, self.max_delay, over - 1)),
+        }
+    }
+}
+
+/// What the back-off says to an attempt. `Go` means it has been counted already, as a
+/// failure until [`Outcome`] says otherwise: so parallel guesses (on one node or many)
+/// are each counted before any password is checked, and cannot slip past together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// Go on. `known`: the account has signed in from this network lately, so its own
+    /// per-network count applies rather than the account-wide one.
+    Go {
+        known: bool,
+    },
+    Wait(Duration),
+}
+
+/// How a counted attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Signed in: clear the counts (the account-wide one only from an unknown network,
+    /// so a success from home does not lift a back-off against stuffing elsewhere) and
+    /// remember the network.
+    Success { known: bool },
+    /// Not a wrong guess (the password was right but a second factor is needed, or the
+    /// service failed): take the count back.
+    Refund,
+}
+
+/// The shared state failed to answer; the caller counts locally instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("shared login back-off unavailable")]
+pub struct SharedLoginsDown;
+
+pub type LoginFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SharedLoginsDown>> + Send + 'a>>;
+
+/// The login back-off and known networks kept outside this process (a fleet's Redis), so
+/// every node counts every node's attempts. Each call must be atomic on its side.
+pub trait SharedLogins: Send + Sync {
+    fn attempt<'a>(&'a self, keys: LoginKeys<'a>, rules: &'a LoginRules) -> LoginFuture<'a, Attempt>;
+    fn settle<'a>(&'a self, keys: LoginKeys<'a>, rules: &'a LoginRules, outcome: Outcome) -> LoginFuture<'a, ()>;
+}
+
+/// The login back-off in this process: per account, per address, and per (account,
+/// network) for networks the account is known on.
+pub struct LocalLogins {
+    rules: LoginRules,
+    by_account: FailureThrottle,
+    by_address: FailureThrottle,
+    by_account_network: FailureThrottle,
+    known_networks: KnownNetworks,
+}
+
+impl LocalLogins {
+    pub fn new(rules: LoginRules, capacity: usize) -> LocalLogins {
+        let throttle = |free| {
+            FailureThrottle::new(ThrottleConfig {
+                free_failures: free,
+                base_delay: rules.base_delay,
+                max_delay: rules.max_delay,
+                forget_after: rules.forget_after,
+                capacity,
+            })
+        };
+        LocalLogins {
+            by_account: throttle(rules.free_per_account),
+            by_address: throttle(rules.free_per_address),
+            by_account_network: throttle(rules.free_per_account),
+            known_networks: KnownNetworks::new(rules.remember_network, capacity * 2),
+            rules,
+        }
+    }
+
+    pub fn rules(&self) -> &LoginRules {
+        &self.rules
+    }
+
+    /// Checks the counts that apply and, when none holds the attempt off, counts it.
+    pub fn attempt(&self, keys: LoginKeys<'_>, now_ms: u64) -> Attempt {
+        let pair = (keys.account, keys.network);
+        let known = self.known_networks.knows(&pair, now_ms);
+        let account = if known {
+            self.by_account_network.check(&pair, now_ms)
+        } else {
+            self.by_account.check(keys.account, now_ms)
+        };
+        for check in [account, self.by_address.check(&keys.address, now_ms)] {
+            if let Err(wait) = check {
+                return Attempt::Wait(wait);
+            }
+        }
+        self.by_account.record_failure(keys.account, now_ms);
+        self.by_account_network.record_failure(&pair, now_ms);
+        self.by_address.record_failure(&keys.address, now_ms);
+        Attempt::Go { known }
+    }
+
+    pub fn settle(&self, keys: LoginKeys<'_>, outcome: Outcome, now_ms: u64) {
+        let pair = (keys.account, keys.network);
+        match outcome {
+            Outcome::Success { known } => {
+                if !known {
+                    self.by_account.record_success(keys.account);
+                }
+                self.by_account_network.record_success(&pair);
+                self.known_networks.remember(&pair, now_ms);
+                self.by_address.record_success(&keys.address);
+            }
+            Outcome::Refund => {
+                self.by_account.refund(keys.account);
+                self.by_account_network.refund(&pair);
+                self.by_address.refund(&keys.address);
+            }
+        }
+    }
+}
+
 /// `base * 2^exponent`, capped at `max`.
 fn backoff(base: Duration, max: Duration, exponent: u32) -> Duration {
     let factor = 1u32.checked_shl(exponent.min(31)).unwrap_or(u32::MAX);
@@ -204,6 +375,42 @@ fn make_room(shard: &mut HashMap<u64, Entry>, now_ms: u64, forget_ms: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn keys<'a>(account: &'a [u8], last: u8) -> LoginKeys<'a> {
+        LoginKeys {
+            account,
+            network: Some("10.0.0.0/24".parse().unwrap()),
+            address: Some(IpAddr::from([10, 0, 0, last])),
+        }
+    }
+
+    #[test]
+    fn attempts_are_counted_before_the_password_so_parallel_guesses_cannot_all_pass() {
+        let logins = LocalLogins::new(LoginRules::new(3, Duration::from_secs(3600)), 1_600);
+        // Ten guesses arrive together: none has been answered when the next is checked.
+        let passed = (0..10).filter(|_| matches!(logins.attempt(keys(b"acct", 1), 1_000), Attempt::Go { .. })).count();
+        assert_eq!(passed, 4, "the free three and the one that starts the wait");
+        assert_eq!(logins.attempt(keys(b"acct", 1), 1_500), Attempt::Wait(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_refund_takes_back_the_count_and_a_success_makes_the_network_known() {
+        let logins = LocalLogins::new(LoginRules::new(2, Duration::from_secs(3600)), 1_600);
+        for _ in 0..5 {
+            assert_eq!(logins.attempt(keys(b"acct", 1), 1_000), Attempt::Go { known: false });
+            logins.settle(keys(b"acct", 1), Outcome::Refund, 1_000);
+        }
+        assert_eq!(logins.attempt(keys(b"acct", 1), 1_000), Attempt::Go { known: false });
+        logins.settle(keys(b"acct", 1), Outcome::Success { known: false }, 1_000);
+        // Stuffing from elsewhere now waits, while the owner's network has its own count.
+        let elsewhere = |n| LoginKeys { network: Some("192.0.2.0/24".parse().unwrap()), ..keys(b"acct", n) };
+        let mut last = Attempt::Go { known: false };
+        for _ in 0..4 {
+            last = logins.attempt(elsewhere(9), 2_000);
+        }
+        assert!(matches!(last, Attempt::Wait(_)), "{last:?}");
+        assert_eq!(logins.attempt(keys(b"acct", 2), 2_000), Attempt::Go { known: true });
+    }
 
     #[test]
     fn known_networks_expire_and_stay_bounded() {

@@ -4,7 +4,8 @@
 //! `redis` connection manager and answers three kinds of question: rate-limit
 //! decisions ([`Fleet::check`], GCRA in one server-side script per decision, all the
 //! limits of one request at once), one-time claims ([`Fleet::claim_once`], proof-of-work
-//! replay), and the switches every node must see within a second ([`switches`]).
+//! replay), the login back-off ([`logins`]), and the switches every node must see within
+//! a second ([`switches`]).
 //!
 //! Every call is bounded by [`FleetConfig::timeout`]. A failure marks the fleet down
 //! ([`Fleet::is_up`]); callers then decide locally (the gateway scales its local limits to
@@ -17,10 +18,12 @@
 
 pub mod error;
 pub mod limits;
+pub mod logins;
 pub mod state;
 pub mod switches;
 
 pub use error::FleetError;
 pub use limits::{Checked, LimitKey, SharedLimit};
+pub use logins::{LoginEnd, LoginKey, LoginLimits, LoginVerdict};
 pub use state::{Fleet, FleetConfig};
 pub use switches::{Switch, SwitchVersions};

@@ -18,34 +18,44 @@ use shield::{Decision, Gcra};
 use crate::error::FleetError;
 use crate::state::Fleet;
 
-/// KEYS: one arrival time (µs since the epoch) per limit. ARGV[1]: the cost;
-/// ARGV[2i], ARGV[2i+1]: limit i's emission interval (µs) and burst.
-/// Returns {ok, ahead_1, …, ahead_n}: whether every limit allowed, and each limit's
-/// arrival time minus now *before* this request, in µs (0 for a full bucket).
+/// KEYS: one arrival time (µs since the epoch) per limit, in two groups: the first
+/// `split` keys, then the rest. ARGV[1]: the cost; ARGV[2]: `split`; ARGV[2i+1],
+/// ARGV[2i+2]: limit i's emission interval (µs) and burst.
+/// Each group is all or nothing, and the second is decided only when the first allowed
+/// (the source's limits, then the caller's: one round trip for both).
+/// Returns {ok_1, ok_2, ahead_1, …, ahead_n}: whether each group allowed (a group not
+/// decided counts as allowed), and each limit's arrival time minus now *before* this
+/// request, in µs (0 for a full bucket or a limit not looked at).
 const GCRA_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
-local ok = 1
-local out = {0}
-local new = {}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i])
-  local tau = interval * tonumber(ARGV[2 * i + 1])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
-  local base = math.max(tat, now)
-  new[i] = base + interval * cost
-  if new[i] > now + tau then ok = 0 end
-  out[i + 1] = base - now
-end
-if ok == 1 then
-  for i = 1, #KEYS do
-    -- A bucket that is full again carries no information: let Redis drop it then.
-    local ttl = math.ceil((new[i] - now) / 1000) + 1
-    redis.call('SET', KEYS[i], string.format('%.0f', new[i]), 'PX', ttl)
+local split = tonumber(ARGV[2])
+local out = {1, 1}
+for i = 1, #KEYS do out[i + 2] = 0 end
+local function decide(first, last)
+  local ok = 1
+  local new = {}
+  for i = first, last do
+    local interval = tonumber(ARGV[2 * i + 1])
+    local tau = interval * tonumber(ARGV[2 * i + 2])
+    local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+    local base = math.max(tat, now)
+    new[i] = base + interval * cost
+    if new[i] > now + tau then ok = 0 end
+    out[i + 2] = base - now
   end
+  if ok == 1 then
+    for i = first, last do
+      -- A bucket that is full again carries no information: let Redis drop it then.
+      local ttl = math.ceil((new[i] - now) / 1000) + 1
+      redis.call('SET', KEYS[i], string.format('%.0f', new[i]), 'PX', ttl)
+    end
+  end
+  return ok
 end
-out[1] = ok
+out[1] = decide(1, split)
+if out[1] == 1 and split < #KEYS then out[2] = decide(split + 1, #KEYS) end
 return out
 ";
 
@@ -93,19 +103,36 @@ impl Fleet {
         if limits.is_empty() {
             return Ok(Checked { decision: Decision::unlimited(), refused_by: None });
         }
+        Ok(self.check_then(limits, &[], cost).await?.0)
+    }
+
+    /// [`Fleet::check`] on `first`, then, only when it allowed, on `then`: two groups of
+    /// limits in one script, so one round trip (the source's limits and a known caller's).
+    /// The second answer is `None` when the first refused (nothing of `then` was spent).
+    /// The groups' callers differ, so on Redis Cluster their keys would need one slot;
+    /// this release talks to one Redis endpoint.
+    pub async fn check_then(
+        &self,
+        first: &[SharedLimit],
+        then: &[SharedLimit],
+        cost: u32,
+    ) -> Result<(Checked, Option<Checked>), FleetError> {
         static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA_SCRIPT));
         let mut invocation = SCRIPT.prepare_invoke();
-        invocation.arg(cost);
-        for limit in limits {
+        invocation.arg(cost).arg(first.len());
+        for limit in first.iter().chain(then) {
             let interval_us = limit.rate.emission_interval().as_micros().max(1);
             invocation.key(limit.key.render(self.prefix())).arg(u64::try_from(interval_us).unwrap_or(u64::MAX));
             invocation.arg(limit.rate.burst());
         }
         let answer: Vec<i64> = self.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
-        if answer.len() != limits.len() + 1 {
+        if answer.len() != first.len() + then.len() + 2 {
             return Err(FleetError::Protocol("the limit script answered the wrong number of values"));
         }
-        Ok(decide(limits, answer[0] == 1, &answer[1..], cost))
+        let (ahead_first, ahead_then) = answer[2..].split_at(first.len());
+        let checked = decide(first, answer[0] == 1, ahead_first, cost);
+        let second = (answer[0] == 1 && !then.is_empty()).then(|| decide(then, answer[1] == 1, ahead_then, cost));
+        Ok((checked, second))
     }
 }
 

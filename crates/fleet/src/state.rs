@@ -40,6 +40,8 @@ pub struct Fleet {
     fallbacks: AtomicU64,
     /// Times the fleet went from up to down.
     outages: AtomicU64,
+    /// Calls made (each one round trip), answered or not.
+    round_trips: AtomicU64,
 }
 
 impl Fleet {
@@ -67,6 +69,7 @@ impl Fleet {
             up: AtomicBool::new(true),
             fallbacks: AtomicU64::new(0),
             outages: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
         })
     }
 
@@ -85,6 +88,11 @@ impl Fleet {
         self.outages.load(Ordering::Relaxed)
     }
 
+    /// Round trips to the shared state since start (every call is one).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
     /// Counts one decision taken locally (the caller's fallback).
     pub fn count_fallback(&self) {
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -101,6 +109,7 @@ impl Fleet {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
         let result = match tokio::time::timeout(self.timeout, op(self.conn.clone())).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => FleetError::Redis(e),

@@ -92,6 +92,9 @@ impl Gateway {
         };
         let shield_fingerprint = fingerprint(&key);
         let edge = Arc::new(build_edge(&config, key, audit.clone())?);
+        if let Some(fleet) = edge.fleet() {
+            accounts.share_logins(Arc::new(crate::shared_logins::FleetLogins(fleet.clone())));
+        }
         let guard = Arc::new(
             AiGuard::new(config.guard.clone(), config.abuse.clone(), metrics.clone(), audit)
                 .map_err(|e| GatewayError::Guard(e.to_string()))?,
@@ -165,6 +168,11 @@ impl Gateway {
 
     pub fn config(&self) -> &GatewayConfig {
         &self.config
+    }
+
+    /// The shared state, with `shared_state`.
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.edge.fleet()
     }
 
     pub fn accounts(&self) -> &Arc<Accounts> {

@@ -192,6 +192,30 @@ impl Edge {
         d
     }
 
+    /// The source's limits, then a known caller's, in one round trip to the shared state
+    /// (a caller the credential cache already knew: no lookup was needed to name it).
+    pub async fn check_source_and_identified(
+        &self,
+        client: &Client,
+        key: Option<(&str, Option<u32>)>,
+        account: u64,
+        now: Duration,
+    ) -> Result<(), (shield::Decision, Refused)> {
+        if let Some(shared) = self.shared_up() {
+            let bare = key.map(|(prefix, rpm)| (prefix.strip_prefix("pal_").unwrap_or(prefix), rpm));
+            match shared.check_source_then_identified(client, bare, account).await {
+                Ok((_, None)) => return Ok(()),
+                Ok((d, Some(which))) => return Err((d, which)),
+                Err(_) => shared.fleet().count_fallback(),
+            }
+        }
+        let source = self.check_source(client, 1, now).await;
+        if !source.allowed {
+            return Err((source, Refused::Source));
+        }
+        self.check_identified(key, account, now).await
+    }
+
     /// The per-key limit (when the request carries a key) and the per-account limit.
     pub async fn check_identified(
         &self,
@@ -546,6 +570,11 @@ impl Edge {
             out.push_str("# HELP palisade_shared_state_outages_total Times the shared state stopped answering.\n");
             out.push_str("# TYPE palisade_shared_state_outages_total counter\n");
             let _ = writeln!(out, "palisade_shared_state_outages_total {}", fleet.outages());
+            out.push_str(
+                "# HELP palisade_shared_state_round_trips_total Calls to the shared state (one round trip each).\n",
+            );
+            out.push_str("# TYPE palisade_shared_state_round_trips_total counter\n");
+            let _ = writeln!(out, "palisade_shared_state_round_trips_total {}", fleet.round_trips());
         }
         let (_, _, _, rates) = self.attack_state();
         out.push_str("# HELP palisade_edge_attack_rate Recent rate per second the attack detector watches.\n");

@@ -18,6 +18,19 @@ pub fn presented(headers: &HeaderMap) -> bool {
     headers.contains_key(header::AUTHORIZATION) || cookie(headers, SESSION_COOKIE).is_some()
 }
 
+/// The request's identity when this node's credential cache already knows its
+/// credential (no lookup, no wait); `None` when it would take a lookup.
+pub fn cached(accounts: &Accounts, headers: &HeaderMap) -> Option<Identity> {
+    let found = if let Some(key) = bearer(headers) {
+        accounts.cached_principal(true, key)?
+    } else if let Some(token) = cookie(headers, SESSION_COOKIE) {
+        accounts.cached_principal(false, token)?
+    } else {
+        return None;
+    };
+    Some(found.map_or(Identity::Refused(IdentityError::Invalid), Identity::Known))
+}
+
 /// Look the request's credential up.
 pub async fn resolve(accounts: &Accounts, headers: &HeaderMap) -> Identity {
     let found = if let Some(key) = bearer(headers) {

@@ -31,8 +31,9 @@ async fn fleet_on(redis_url: &str, prefix: &str, tweak: impl Fn(&mut GatewayConf
     let db = testkit::postgres::fresh_postgres().await?;
     let sim = spawn_sim(instant_sim()).await;
     let mut nodes = Vec::new();
+    let keys = accounts::crypto::PiiKeys::generate();
     for _ in 0..3 {
-        let gw = spawn_gateway_on(Some(&db.url), vec![upstream("sim", &sim.server.url)], |c| {
+        let gw = spawn_node(Some(&db.url), keys.clone(), vec![upstream("sim", &sim.server.url)], |c| {
             c.auth.allow_anonymous_inference = true;
             c.shared_state = Some(redis_url.to_owned());
             c.fleet.key_prefix = prefix.to_owned();
@@ -137,6 +138,86 @@ async fn a_per_subnet_limit_holds_across_three_nodes() {
 }
 
 #[tokio::test]
+async fn parallel_password_guesses_across_three_nodes_get_the_tries_of_one_node() {
+    let Some(f) = fleet(without_route_limits).await else { return };
+    let owner = from("127.0.9.1", AGENT);
+    let register = |path: &str, body: Value| owner.post(format!("{}{path}", f.nodes[0].url)).json(&body).send();
+    let r = register("/auth/register", json!({"phone": CN_PHONE, "password": PASSWORD})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let user_id = r.json::<Value>().await.unwrap()["user_id"].as_i64().unwrap();
+    let code = code_in(&f.nodes[0].outbox, user_id);
+    let r = register("/auth/verify", json!({"user_id": user_id, "code": code})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Thirty guesses at once from thirty networks, spread over the three nodes: on one
+    // node the account would get its five free tries and the one that starts the wait.
+    let guesses = (0..30).map(|i| {
+        let c = from(&format!("127.0.{}.7", 20 + i), AGENT);
+        let url = format!("{}/auth/login", f.nodes[i % 3].url);
+        async move {
+            let body = json!({"phone": CN_PHONE, "password": format!("guess number {i}")});
+            c.post(url).json(&body).send().await.unwrap().status()
+        }
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    let checked = answers.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let held = answers.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    println!("30 parallel guesses over 3 nodes: {checked} checked, {held} held off");
+    let mut shared = String::new();
+    for node in &f.nodes {
+        shared.extend(
+            metrics(node).await.lines().filter(|l| l.starts_with("palisade_shared_state")).map(|l| l.to_owned() + "\n"),
+        );
+    }
+    assert_eq!((checked, held), (6, 24), "{answers:?}\n{shared}");
+    // The password itself waits now, on any node.
+    let r = from("127.0.60.7", AGENT)
+        .post(format!("{}/auth/login", f.nodes[2].url))
+        .json(&json!({"phone": CN_PHONE, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn a_known_callers_proxied_request_costs_one_redis_round_trip() {
+    let generous = RateConfig::new(100_000, 60_000, 100_000);
+    let Some(f) = fleet(|c| {
+        c.fleet.poll_ms = 1_000;
+        for limit in [&mut c.shield.limits.per_ip, &mut c.shield.limits.per_subnet] {
+            *limit = generous;
+        }
+        c.shield.limits.per_account = generous;
+        c.shield.limits.per_api_key = generous;
+        c.shield.limits.account_tokens = RateConfig::new(100_000_000, 60_000, 100_000_000);
+    })
+    .await
+    else {
+        return;
+    };
+    let node = &f.nodes[0];
+    let accounts = node.gateway.accounts();
+    let user = accounts.service_user().await.unwrap();
+    let (_, key) = accounts.create_key(user, "one-trip", "inference", None, "test").await.unwrap();
+    let fleet = node.gateway.fleet().unwrap().clone();
+    let c = client();
+    let ask = || c.post(format!("{}/v1/chat/completions", node.url)).bearer_auth(&key).json(&chat_body(false)).send();
+    assert_eq!(ask().await.unwrap().status(), StatusCode::OK, "warm: the key is now in the credential cache");
+    const N: u64 = 100;
+    let (before, started) = (fleet.round_trips(), Instant::now());
+    for _ in 0..N {
+        assert_eq!(ask().await.unwrap().status(), StatusCode::OK);
+    }
+    let trips = fleet.round_trips() - before;
+    // The switch poll adds one a second, whatever the traffic.
+    let polls = started.elapsed().as_secs() + 1;
+    println!("{N} proxied requests of a known key: {trips} Redis round trips (of which at most {polls} polls)");
+    assert!(trips >= N && trips <= N + polls, "{trips} round trips for {N} requests");
+}
+
+#[tokio::test]
 async fn a_challenge_solved_on_one_node_is_refused_on_another() {
     let Some(f) = fleet(|c| {
         c.shield.pow.base_difficulty = 6;
@@ -236,7 +317,22 @@ async fn a_node_with_another_shield_key_refuses_to_join() {
 #[tokio::test]
 async fn redis_stopped_under_load_falls_back_without_errors_and_comes_back() {
     let Some(mut redis) = testkit::redis::PrivateRedis::start() else { return };
-    let Some(f) = fleet_on(&redis.url, "outage", |c| c.fleet.timeout_ms = 50).await else { return };
+    let Some(f) = fleet_on(&redis.url, "outage", |c| {
+        c.fleet.timeout_ms = 50;
+        c.status.tick_ms = 100;
+    })
+    .await
+    else {
+        return;
+    };
+    let api_status = |node: &TestGateway| {
+        let url = format!("{}/api/v2/components.json", node.url);
+        async move {
+            let doc: Value = client().get(url).send().await.unwrap().json().await.unwrap();
+            let api = doc["components"].as_array().unwrap().iter().find(|c| c["id"] == "api").cloned();
+            api.unwrap()["status"].as_str().unwrap().to_owned()
+        }
+    };
     let accounts = f.nodes[0].gateway.accounts();
     let user = accounts.service_user().await.unwrap();
     let (_, key) = accounts.create_key(user, "steady", "inference", None, "test").await.unwrap();
@@ -254,6 +350,10 @@ async fn redis_stopped_under_load_falls_back_without_errors_and_comes_back() {
         m.contains("palisade_shared_state_up 0") && !m.contains("palisade_shared_state_fallbacks_total 0\n")
     })
     .await;
+    within(Duration::from_secs(5), "the status page says the API is degraded", || async {
+        api_status(node).await == "degraded_performance"
+    })
+    .await;
     redis.restart();
     let took = within(Duration::from_secs(10), "every node back on shared state", || async {
         load(3).await;
@@ -262,6 +362,10 @@ async fn redis_stopped_under_load_falls_back_without_errors_and_comes_back() {
             all &= metrics(node).await.contains("palisade_shared_state_up 1");
         }
         all
+    })
+    .await;
+    within(Duration::from_secs(5), "the status page says the API is operational again", || async {
+        api_status(node).await == "operational"
     })
     .await;
     println!("back on shared state {took:?} after Redis restarted; no 5xx throughout");

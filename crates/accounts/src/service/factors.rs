@@ -57,12 +57,12 @@ impl Accounts {
         check_len("password", &reauth.password, MAX_PASSWORD_BYTES)?;
         let key = format!("reauth:{}", user.id);
         let now = unix_millis() as u64;
-        if let Err(retry_after) = self.by_account.check(key.as_bytes(), now) {
+        if let Err(retry_after) = self.reauth.check(key.as_bytes(), now) {
             return Err(AccountError::TooManyAttempts { retry_after });
         }
         let actor = format!("user:{}", user.id);
         if !self.hasher.verify(reauth.password.clone(), user.password_hash.clone()).await? {
-            self.by_account.record_failure(key.as_bytes(), now);
+            self.reauth.record_failure(key.as_bytes(), now);
             self.audit(&actor, "auth.reauth", "failed", ip, Some("bad_password"), None).await;
             return Err(AccountError::InvalidCredentials);
         }
@@ -79,12 +79,12 @@ impl Accounts {
                 None => false,
             };
             if !fresh {
-                self.by_account.record_failure(key.as_bytes(), now);
+                self.reauth.record_failure(key.as_bytes(), now);
                 self.audit(&actor, "auth.reauth", "failed", ip, Some("bad_totp"), None).await;
                 return Err(AccountError::InvalidCode);
             }
         }
-        self.by_account.record_success(key.as_bytes());
+        self.reauth.record_success(key.as_bytes());
         Ok(())
     }
 

@@ -113,18 +113,26 @@ async fn check(
     // in the listener (`Edge::admit`): what got here passed them.
     let allow_listed = request.extensions().get::<RequestContext>().is_some_and(|ctx| ctx.allow_listed);
 
-    // 2. In a fleet the source limits are decided fleet-wide, which takes a round trip
-    // the listener's synchronous refusals cannot wait for.
-    if edge.fleet().is_some() {
+    // 2–4. In a fleet the source limits are decided fleet-wide, which takes a round trip
+    // the listener's synchronous refusals cannot wait for. A caller the credential cache
+    // knows is named without a lookup, so its limits ride in that same round trip; any
+    // other credential is looked up only after its source passed (a flood of made-up
+    // keys must not reach the store first).
+    let cached =
+        if edge.fleet().is_some() { crate::identity::cached(&screen.accounts, request.headers()) } else { None };
+    let together = cached.as_ref().and_then(Identity::principal).cloned();
+    if edge.fleet().is_some() && together.is_none() {
         let source = edge.check_source(client, 1, now).await;
         if !source.allowed {
-            edge.metrics.record(EdgeAction::Limit, "source_limit");
-            return Err(ApiError::limited("too many requests from your address or network", &source).into());
+            return Err(limited(edge, Refused::Source, &source));
         }
     }
 
     // 3. Identity, once.
-    let identity = identify(screen, request.headers()).await;
+    let identity = match cached {
+        Some(identity) => identity,
+        None => identify(screen, request.headers()).await,
+    };
     let principal = identity.principal().cloned();
     set_identity(request, identity);
 
@@ -132,16 +140,13 @@ async fn check(
     if let Some(p) = &principal {
         // 4. Identified: per-key and per-account limits.
         let key = p.key_prefix.as_deref().map(|prefix| (prefix, p.rpm_limit));
-        match edge.check_identified(key, p.user_id as u64, now).await {
-            Ok(()) => {}
-            Err((d, Refused::ApiKey)) => {
-                edge.metrics.record(EdgeAction::Limit, "api_key_limit");
-                return Err(ApiError::limited("this API key is over its request rate", &d).into());
-            }
-            Err((d, Refused::Account)) => {
-                edge.metrics.record(EdgeAction::Limit, "account_limit");
-                return Err(ApiError::limited("this account is over its request rate", &d).into());
-            }
+        let checked = if together.is_some() {
+            edge.check_source_and_identified(client, key, p.user_id as u64, now).await
+        } else {
+            edge.check_identified(key, p.user_id as u64, now).await
+        };
+        if let Err((d, which)) = checked {
+            return Err(limited(edge, which, &d));
         }
         verdict = "identified";
     }
@@ -174,6 +179,17 @@ async fn check(
         }
     }
     Ok(verdict)
+}
+
+/// The refusal of a request over one of its rate limits, counted by which.
+fn limited(edge: &Edge, which: Refused, d: &shield::Decision) -> Stop {
+    let (reason, message) = match which {
+        Refused::Source => ("source_limit", "too many requests from your address or network"),
+        Refused::ApiKey => ("api_key_limit", "this API key is over its request rate"),
+        Refused::Account => ("account_limit", "this account is over its request rate"),
+    };
+    edge.metrics.record(EdgeAction::Limit, reason);
+    ApiError::limited(message, d).into()
 }
 
 /// Whether this zone scores anonymous requests.

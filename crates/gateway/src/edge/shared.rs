@@ -29,6 +29,8 @@ pub struct SharedLimits {
 /// Which limit refused an identified request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
+    /// The address's or the subnet's (when checked together with the caller's).
+    Source,
     ApiKey,
     Account,
 }
@@ -56,13 +58,42 @@ impl SharedLimits {
     /// The address's limit and its subnet's, spent together or not at all. `cost` 2 is
     /// the double charge of attack mode and of suspected bots.
     pub async fn check_source(&self, client: &Client, cost: u32) -> Result<Decision, FleetError> {
+        Ok(self.fleet.check(&self.source_limits(client), cost).await?.decision)
+    }
+
+    fn source_limits(&self, client: &Client) -> [SharedLimit; 2] {
         // The subnet is the caller: both keys share its hash tag (one Cluster slot).
         let caller = format!("s/{}", client.subnet());
-        let limits = [
+        [
             SharedLimit { key: LimitKey::new(caller.clone(), format!("ip/{}", client.ip())), rate: self.per_ip },
             SharedLimit { key: LimitKey::new(caller, "net"), rate: self.per_subnet },
-        ];
-        Ok(self.fleet.check(&limits, cost).await?.decision)
+        ]
+    }
+
+    fn identified_limits(&self, key: Option<(&str, Option<u32>)>, account: u64) -> Vec<SharedLimit> {
+        let caller = format!("a/{account}");
+        let mut limits = Vec::with_capacity(2);
+        if let Some((prefix, rpm)) = key {
+            let rate = rpm.and_then(own_rate).unwrap_or(self.per_api_key);
+            limits.push(SharedLimit { key: LimitKey::new(caller.clone(), format!("key/{prefix}")), rate });
+        }
+        limits.push(SharedLimit { key: LimitKey::new(caller, "acct"), rate: self.per_account });
+        limits
+    }
+
+    /// The source's limits and then (when they allowed) the caller's, in one round trip.
+    pub async fn check_source_then_identified(
+        &self,
+        client: &Client,
+        key: Option<(&str, Option<u32>)>,
+        account: u64,
+    ) -> Result<(Decision, Option<Refused>), FleetError> {
+        let limits = self.identified_limits(key, account);
+        match self.fleet.check_then(&self.source_limits(client), &limits, 1).await? {
+            (source, _) if !source.decision.allowed => Ok((source.decision, Some(Refused::Source))),
+            (_, Some(checked)) => Ok((checked.decision, refused_by(key.is_some(), checked.refused_by))),
+            (source, None) => Ok((source.decision, None)),
+        }
     }
 
     /// The key's limit (its own `rpm_limit`, else `per_api_key`) and the account's,
@@ -72,18 +103,14 @@ impl SharedLimits {
         key: Option<(&str, Option<u32>)>,
         account: u64,
     ) -> Result<(Decision, Option<Refused>), FleetError> {
-        let caller = format!("a/{account}");
-        let mut limits = Vec::with_capacity(2);
-        if let Some((prefix, rpm)) = key {
-            let rate = rpm.and_then(own_rate).unwrap_or(self.per_api_key);
-            limits.push(SharedLimit { key: LimitKey::new(caller.clone(), format!("key/{prefix}")), rate });
-        }
-        limits.push(SharedLimit { key: LimitKey::new(caller, "acct"), rate: self.per_account });
-        let checked = self.fleet.check(&limits, 1).await?;
-        let refused =
-            checked.refused_by.map(|i| if key.is_some() && i == 0 { Refused::ApiKey } else { Refused::Account });
-        Ok((checked.decision, refused))
+        let checked = self.fleet.check(&self.identified_limits(key, account), 1).await?;
+        Ok((checked.decision, refused_by(key.is_some(), checked.refused_by)))
     }
+}
+
+/// Which of the caller's limits refused: the key's comes first when there is a key.
+fn refused_by(has_key: bool, index: Option<usize>) -> Option<Refused> {
+    index.map(|i| if has_key && i == 0 { Refused::ApiKey } else { Refused::Account })
 }
 
 /// A list entry as the fleet stores it: the field names the entry (`block 10.0.0.0/8`),

@@ -360,7 +360,9 @@ impl Recorder {
     /// Each component's status as shown: the override if any, else the worst of
     /// the measured status and what the switches impose.
     fn statuses(&self, src: &StatusSources, defs: &[ComponentDef], now_ms: i64) -> Vec<ComponentStatus> {
-        let attack = src.edge.under_attack();
+        // Without the fleet's shared state each node enforces only its share of every
+        // limit: users may be refused a little early, and the public should hear of it.
+        let degraded = src.edge.under_attack() || src.edge.fleet().is_some_and(|f| !f.is_up());
         let policy = src.accounts.policy();
         let in_maintenance: HashSet<&str> = self
             .maintenances
@@ -376,7 +378,7 @@ impl Recorder {
                 let mut status = self.measured(&def.id);
                 match def.kind {
                     Kind::Registration => status = status.max(registration_status(&policy)),
-                    Kind::Web | Kind::Api if attack => status = status.max(ComponentStatus::DegradedPerformance),
+                    Kind::Web | Kind::Api if degraded => status = status.max(ComponentStatus::DegradedPerformance),
                     _ => {}
                 }
                 if in_maintenance.contains(def.id.as_str()) {

@@ -126,6 +126,17 @@ pub async fn spawn_gateway_on(
     upstreams: Vec<UpstreamConfig>,
     tweak: impl FnOnce(&mut GatewayConfig),
 ) -> TestGateway {
+    spawn_node(store_url, PiiKeys::generate(), upstreams, tweak).await
+}
+
+/// [`spawn_gateway_on`] with the given personal-data keys: the nodes of one fleet share
+/// them, as they share the store (a blind index must mean the same on every node).
+pub async fn spawn_node(
+    store_url: Option<&str>,
+    keys: PiiKeys,
+    upstreams: Vec<UpstreamConfig>,
+    tweak: impl FnOnce(&mut GatewayConfig),
+) -> TestGateway {
     let mut config = GatewayConfig { upstreams, ..GatewayConfig::default() };
     config.admin_token_hash = Some(accounts::tokens::hash(ADMIN_TOKEN));
     tweak(&mut config);
@@ -138,8 +149,7 @@ pub async fn spawn_gateway_on(
     store.migrate().await.unwrap();
     let outbox = dir.path().join("outbox.jsonl");
     let accounts_config = AccountsConfig { hash_threads: 2, ..AccountsConfig::default() };
-    let accounts =
-        Accounts::new(store, PiiKeys::generate(), Notifier::outbox(outbox.clone()), accounts_config).await.unwrap();
+    let accounts = Accounts::new(store, keys, Notifier::outbox(outbox.clone()), accounts_config).await.unwrap();
     serve_gateway(config, accounts, outbox, dir).await
 }
 
@@ -254,6 +264,18 @@ pub const CN_PHONE_2: &str = "+86 139 1234 5678";
 pub const US_PHONE: &str = "+1 650 253 0000";
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The last code `outbox` (a gateway's outbox file) delivered to `user_id`.
+pub fn code_in(outbox: &std::path::Path, user_id: i64) -> String {
+    let text = std::fs::read_to_string(outbox).unwrap();
+    let line = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["user_id"] == user_id)
+        .last()
+        .expect("a message for the user");
+    line["text"].as_str().unwrap().chars().filter(char::is_ascii_digit).take(6).collect()
+}
+
 /// A gateway with accounts (no route limits) and a browser-like client keeping cookies.
 pub struct Site {
     pub gw: TestGateway,
@@ -300,14 +322,7 @@ impl Site {
 
     /// The last code the outbox delivered to `user_id`.
     pub fn code_for(&self, user_id: i64) -> String {
-        let text = std::fs::read_to_string(&self.gw.outbox).unwrap();
-        let line = text
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|l| l["user_id"] == user_id)
-            .last()
-            .expect("a message for the user");
-        line["text"].as_str().unwrap().chars().filter(char::is_ascii_digit).take(6).collect()
+        code_in(&self.gw.outbox, user_id)
     }
 
     /// Register, verify and return the user id.
