@@ -23,7 +23,7 @@ pub mod state;
 pub mod switches;
 
 pub use error::FleetError;
-pub use limits::{Checked, LimitKey, SharedLimit};
+pub use limits::{Checked, Decided, Lease, LimitKey, SharedLimit};
 pub use logins::{LoginEnd, LoginKey, LoginLimits, LoginVerdict};
 pub use state::{Fleet, FleetConfig};
 pub use switches::{Switch, SwitchVersions};

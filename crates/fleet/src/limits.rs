@@ -19,31 +19,38 @@ use crate::error::FleetError;
 use crate::state::Fleet;
 
 /// KEYS: one arrival time (µs since the epoch) per limit, in two groups: the first
-/// `split` keys, then the rest. ARGV[1]: the cost; ARGV[2]: `split`; ARGV[2i+1],
-/// ARGV[2i+2]: limit i's emission interval (µs) and burst.
+/// `split` keys, then the rest; then, with a lease, the caller's lease set.
+/// ARGV[1]: the cost; ARGV[2]: `split`; ARGV[3..5]: the most leases the caller may
+/// hold (0: no lease asked), this lease's id, and how long it lasts (ms);
+/// ARGV[2i+4], ARGV[2i+5]: limit i's emission interval (µs) and burst.
 /// Each group is all or nothing, and the second is decided only when the first allowed
-/// (the source's limits, then the caller's: one round trip for both).
-/// Returns {ok_1, ok_2, ahead_1, …, ahead_n}: whether each group allowed (a group not
-/// decided counts as allowed), and each limit's arrival time minus now *before* this
-/// request, in µs (0 for a full bucket or a limit not looked at).
+/// (the source's limits, then the caller's: one round trip for both); the lease only
+/// when both did.
+/// Returns {ok_1, ok_2, leased, ahead_1, …, ahead_n}: whether each group allowed and
+/// the lease was taken (a step not taken counts as allowed), and each limit's arrival
+/// time minus now *before* this request, in µs (0 for a full bucket or a limit not
+/// looked at).
 const GCRA_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
 local split = tonumber(ARGV[2])
-local out = {1, 1}
-for i = 1, #KEYS do out[i + 2] = 0 end
+local lease_max = tonumber(ARGV[3])
+local n = #KEYS
+if lease_max > 0 then n = n - 1 end
+local out = {1, 1, 1}
+for i = 1, n do out[i + 3] = 0 end
 local function decide(first, last)
   local ok = 1
   local new = {}
   for i = first, last do
-    local interval = tonumber(ARGV[2 * i + 1])
-    local tau = interval * tonumber(ARGV[2 * i + 2])
+    local interval = tonumber(ARGV[2 * i + 4])
+    local tau = interval * tonumber(ARGV[2 * i + 5])
     local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
     local base = math.max(tat, now)
     new[i] = base + interval * cost
     if new[i] > now + tau then ok = 0 end
-    out[i + 2] = base - now
+    out[i + 3] = base - now
   end
   if ok == 1 then
     for i = first, last do
@@ -55,7 +62,20 @@ local function decide(first, last)
   return ok
 end
 out[1] = decide(1, split)
-if out[1] == 1 and split < #KEYS then out[2] = decide(split + 1, #KEYS) end
+if out[1] == 1 and split < n then out[2] = decide(split + 1, n) end
+if out[1] == 1 and out[2] == 1 and lease_max > 0 then
+  -- Leases are scored by when they lapse: a dead node's free themselves.
+  local key = KEYS[n + 1]
+  local now_ms = math.floor(now / 1000)
+  local ttl = tonumber(ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms)
+  if redis.call('ZCARD', key) < lease_max then
+    redis.call('ZADD', key, now_ms + ttl, ARGV[4])
+    redis.call('PEXPIRE', key, ttl)
+  else
+    out[3] = 0
+  end
+end
 return out
 ";
 
@@ -88,6 +108,35 @@ pub struct SharedLimit {
     pub rate: Gcra,
 }
 
+/// One of a caller's concurrent requests, held in the fleet until given back or lapsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The caller (the hash tag shared with its limits).
+    pub caller: String,
+    /// Unique per request.
+    pub id: String,
+    /// The most leases the caller may hold at once.
+    pub max: u32,
+    /// How long a lease lasts if never given back (its node died).
+    pub ttl: Duration,
+}
+
+impl Lease {
+    fn key(&self, prefix: &str) -> String {
+        format!("{prefix}:lease:{{{}}}", self.caller)
+    }
+}
+
+/// What [`Fleet::check_then`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decided {
+    pub first: Checked,
+    /// `None` when the first group refused or there was no second.
+    pub then: Option<Checked>,
+    /// Whether the lease was taken; `None` when none was asked or a limit refused.
+    pub leased: Option<bool>,
+}
+
 /// A decision and, when refused, the index of the first limit that refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checked {
@@ -103,36 +152,57 @@ impl Fleet {
         if limits.is_empty() {
             return Ok(Checked { decision: Decision::unlimited(), refused_by: None });
         }
-        Ok(self.check_then(limits, &[], cost).await?.0)
+        Ok(self.check_then(limits, &[], None, cost).await?.first)
     }
 
     /// [`Fleet::check`] on `first`, then, only when it allowed, on `then`: two groups of
     /// limits in one script, so one round trip (the source's limits and a known caller's).
-    /// The second answer is `None` when the first refused (nothing of `then` was spent).
+    /// `then` is `None` when the first refused (nothing of it was spent). With `lease`,
+    /// when both allowed, one of the caller's concurrent-request leases is taken too.
     /// The groups' callers differ, so on Redis Cluster their keys would need one slot;
     /// this release talks to one Redis endpoint.
     pub async fn check_then(
         &self,
         first: &[SharedLimit],
         then: &[SharedLimit],
+        lease: Option<&Lease>,
         cost: u32,
-    ) -> Result<(Checked, Option<Checked>), FleetError> {
+    ) -> Result<Decided, FleetError> {
         static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA_SCRIPT));
         let mut invocation = SCRIPT.prepare_invoke();
         invocation.arg(cost).arg(first.len());
+        match lease {
+            Some(l) => {
+                invocation.arg(l.max.max(1)).arg(&l.id).arg(u64::try_from(l.ttl.as_millis()).unwrap_or(u64::MAX))
+            }
+            None => invocation.arg(0).arg("").arg(0),
+        };
         for limit in first.iter().chain(then) {
             let interval_us = limit.rate.emission_interval().as_micros().max(1);
             invocation.key(limit.key.render(self.prefix())).arg(u64::try_from(interval_us).unwrap_or(u64::MAX));
             invocation.arg(limit.rate.burst());
         }
+        if let Some(l) = lease {
+            invocation.key(l.key(self.prefix()));
+        }
         let answer: Vec<i64> = self.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
-        if answer.len() != first.len() + then.len() + 2 {
+        if answer.len() != first.len() + then.len() + 3 {
             return Err(FleetError::Protocol("the limit script answered the wrong number of values"));
         }
-        let (ahead_first, ahead_then) = answer[2..].split_at(first.len());
+        let (ahead_first, ahead_then) = answer[3..].split_at(first.len());
         let checked = decide(first, answer[0] == 1, ahead_first, cost);
         let second = (answer[0] == 1 && !then.is_empty()).then(|| decide(then, answer[1] == 1, ahead_then, cost));
-        Ok((checked, second))
+        let both = answer[0] == 1 && answer[1] == 1;
+        Ok(Decided { first: checked, then: second, leased: (both && lease.is_some()).then_some(answer[2] == 1) })
+    }
+
+    /// Gives a lease back (the reply is over). A lease not given back lapses by itself.
+    pub async fn release(&self, lease: &Lease) -> Result<(), FleetError> {
+        self.releases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (key, id) = (lease.key(self.prefix()), lease.id.clone());
+        self.call(|mut c| async move { redis::cmd("ZREM").arg(&key).arg(&id).query_async::<i64>(&mut c).await })
+            .await?;
+        Ok(())
     }
 }
 

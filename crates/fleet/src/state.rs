@@ -42,6 +42,8 @@ pub struct Fleet {
     outages: AtomicU64,
     /// Calls made (each one round trip), answered or not.
     round_trips: AtomicU64,
+    /// Of those, leases given back (after a reply, off its path).
+    pub(crate) releases: AtomicU64,
 }
 
 impl Fleet {
@@ -70,6 +72,7 @@ impl Fleet {
             fallbacks: AtomicU64::new(0),
             outages: AtomicU64::new(0),
             round_trips: AtomicU64::new(0),
+            releases: AtomicU64::new(0),
         })
     }
 
@@ -91,6 +94,12 @@ impl Fleet {
     /// Round trips to the shared state since start (every call is one).
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Of [`Fleet::round_trips`], those that gave a lease back: made after a reply, on
+    /// no request's path.
+    pub fn releases(&self) -> u64 {
+        self.releases.load(Ordering::Relaxed)
     }
 
     /// Counts one decision taken locally (the caller's fallback).

@@ -194,17 +194,21 @@ impl Edge {
 
     /// The source's limits, then a known caller's, in one round trip to the shared state
     /// (a caller the credential cache already knew: no lookup was needed to name it).
+    /// `lease`: also take one of the account's fleet-wide concurrent-request leases,
+    /// returned when taken (give it back with [`Edge::release`] when the reply is over).
     pub async fn check_source_and_identified(
         &self,
         client: &Client,
         key: Option<(&str, Option<u32>)>,
         account: u64,
+        lease: Option<&str>,
         now: Duration,
-    ) -> Result<(), (shield::Decision, Refused)> {
+    ) -> Result<Option<fleet::Lease>, (shield::Decision, Refused)> {
         if let Some(shared) = self.shared_up() {
             let bare = key.map(|(prefix, rpm)| (prefix.strip_prefix("pal_").unwrap_or(prefix), rpm));
-            match shared.check_source_then_identified(client, bare, account).await {
-                Ok((_, None)) => return Ok(()),
+            let lease = lease.map(|id| shared.lease(account, id.to_owned()));
+            match shared.check_source_then_identified(client, bare, account, lease.as_ref()).await {
+                Ok((_, None)) => return Ok(lease),
                 Ok((d, Some(which))) => return Err((d, which)),
                 Err(_) => shared.fleet().count_fallback(),
             }
@@ -213,20 +217,24 @@ impl Edge {
         if !source.allowed {
             return Err((source, Refused::Source));
         }
-        self.check_identified(key, account, now).await
+        self.check_identified(key, account, lease, now).await
     }
 
-    /// The per-key limit (when the request carries a key) and the per-account limit.
+    /// The per-key limit (when the request carries a key) and the per-account limit; in a
+    /// fleet, with `lease`, a concurrent-request lease as well. While the fleet is away
+    /// no lease is taken: admission's per-account limit holds on each node.
     pub async fn check_identified(
         &self,
         key: Option<(&str, Option<u32>)>,
         account: u64,
+        lease: Option<&str>,
         now: Duration,
-    ) -> Result<(), (shield::Decision, Refused)> {
+    ) -> Result<Option<fleet::Lease>, (shield::Decision, Refused)> {
         if let Some(shared) = self.shared_up() {
             let bare = key.map(|(prefix, rpm)| (prefix.strip_prefix("pal_").unwrap_or(prefix), rpm));
-            match shared.check_identified(bare, account).await {
-                Ok((_, None)) => return Ok(()),
+            let lease = lease.map(|id| shared.lease(account, id.to_owned()));
+            match shared.check_identified(bare, account, lease.as_ref()).await {
+                Ok((_, None)) => return Ok(lease),
                 Ok((d, Some(which))) => return Err((d, which)),
                 Err(_) => shared.fleet().count_fallback(),
             }
@@ -240,7 +248,17 @@ impl Edge {
             }
         }
         let d = self.limits.check_account(account, now);
-        if d.allowed { Ok(()) } else { Err((d, Refused::Account)) }
+        if d.allowed { Ok(None) } else { Err((d, Refused::Account)) }
+    }
+
+    /// Gives a lease back in the background (the reply is over or the client left).
+    pub fn release(&self, lease: fleet::Lease) {
+        let Some(fleet) = self.fleet().cloned() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            // Not given back, it lapses by itself (`shared::LEASE_TTL`).
+            let _ = fleet.release(&lease).await;
+        });
     }
 
     /// Claims a one-time id (a redeemed challenge's seed, a used pass) here and, when

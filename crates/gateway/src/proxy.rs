@@ -196,7 +196,7 @@ impl Proxy {
             && asked.streamed
             && self.config.ask_for_usage
             && ctx.route.generates_text()
-            && usage::ask_for_usage(&outbound.body, contains(&outbound.body, b"\"stream_options\""))
+            && usage::ask_for_usage(&outbound.body, usage::contains(&outbound.body, b"\"stream_options\""))
                 .map(|asked_for| outbound.body = asked_for)
                 .is_some();
         let sent = self.send(&parts, &ctx, &asker, placement, &asked, outbound).await;
@@ -673,8 +673,4 @@ pub async fn method_not_allowed() -> ApiError {
 /// `404` for an unknown `/v1` endpoint, in the OpenAI error shape.
 pub async fn unknown_endpoint() -> ApiError {
     ApiError::new(Reject::NotFound, "unknown API endpoint")
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }

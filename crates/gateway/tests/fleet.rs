@@ -28,8 +28,18 @@ struct Fleet {
 
 /// Three nodes on `redis_url` under `prefix`, with `tweak` applied to each.
 async fn fleet_on(redis_url: &str, prefix: &str, tweak: impl Fn(&mut GatewayConfig)) -> Option<Fleet> {
+    fleet_with(redis_url, prefix, instant_sim(), tweak).await
+}
+
+/// [`fleet_on`] in front of a model simulated with `model`.
+async fn fleet_with(
+    redis_url: &str,
+    prefix: &str,
+    model: drill::sim::SimConfig,
+    tweak: impl Fn(&mut GatewayConfig),
+) -> Option<Fleet> {
     let db = testkit::postgres::fresh_postgres().await?;
-    let sim = spawn_sim(instant_sim()).await;
+    let sim = spawn_sim(model).await;
     let mut nodes = Vec::new();
     let keys = accounts::crypto::PiiKeys::generate();
     for _ in 0..3 {
@@ -206,15 +216,62 @@ async fn a_known_callers_proxied_request_costs_one_redis_round_trip() {
     let ask = || c.post(format!("{}/v1/chat/completions", node.url)).bearer_auth(&key).json(&chat_body(false)).send();
     assert_eq!(ask().await.unwrap().status(), StatusCode::OK, "warm: the key is now in the credential cache");
     const N: u64 = 100;
-    let (before, started) = (fleet.round_trips(), Instant::now());
+    let (before, released, started) = (fleet.round_trips(), fleet.releases(), Instant::now());
     for _ in 0..N {
         assert_eq!(ask().await.unwrap().status(), StatusCode::OK);
     }
-    let trips = fleet.round_trips() - before;
+    // Each reply gives its concurrency lease back afterwards, in the background.
+    within(Duration::from_secs(2), "every lease given back", || async { fleet.releases() - released == N }).await;
+    let on_path = fleet.round_trips() - before - N;
     // The switch poll adds one a second, whatever the traffic.
     let polls = started.elapsed().as_secs() + 1;
-    println!("{N} proxied requests of a known key: {trips} Redis round trips (of which at most {polls} polls)");
-    assert!(trips >= N && trips <= N + polls, "{trips} round trips for {N} requests");
+    println!(
+        "{N} proxied requests of a known key: {on_path} Redis round trips on their path (of which at most {polls} \
+         polls), {N} lease returns after"
+    );
+    assert!(on_path >= N && on_path <= N + polls, "{on_path} round trips for {N} requests");
+}
+
+#[tokio::test]
+async fn an_accounts_requests_in_flight_are_counted_across_nodes_and_given_back() {
+    let Some(redis) = testkit::redis::shared_redis() else { return };
+    let slow = drill::sim::SimConfig { ttft: Duration::from_millis(600), tokens_per_s: 0, ..Default::default() };
+    let Some(f) = fleet_with(&redis.url, &redis.prefix, slow, |c| c.shield.limits.concurrent_per_account = 3).await
+    else {
+        return;
+    };
+    let accounts = f.nodes[0].gateway.accounts();
+    let user = accounts.service_user().await.unwrap();
+    let (_, key) = accounts.create_key(user, "leases", "inference", None, "test").await.unwrap();
+    let c = client();
+    let ask = |i: usize| {
+        c.post(format!("{}/v1/chat/completions", f.nodes[i % 3].url))
+            .bearer_auth(&key)
+            .json(&chat_body(i % 2 == 0))
+            .send()
+    };
+    // Nine at once over three nodes: three leases in the whole fleet.
+    let answers = futures_util::future::join_all((0..9).map(|i| async move {
+        let r = ask(i).await.unwrap();
+        let retry = r.headers().contains_key("retry-after");
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        (status, retry, body)
+    }))
+    .await;
+    let served = answers.iter().filter(|(s, ..)| *s == StatusCode::OK).count();
+    println!("9 parallel requests of one account over 3 nodes, 3 leases: {served} served");
+    assert_eq!(served, 3, "{answers:?}");
+    for (status, retry, body) in answers.iter().filter(|(s, ..)| *s != StatusCode::OK) {
+        assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert!(*retry && body.contains("in flight"), "{body}");
+    }
+    // Every reply is over: its lease came back, on whichever node it was taken.
+    within(Duration::from_secs(2), "three leases free again", || async {
+        let again = futures_util::future::join_all((0..3).map(|i| ask(i))).await;
+        again.into_iter().all(|r| r.unwrap().status() == StatusCode::OK)
+    })
+    .await;
 }
 
 #[tokio::test]

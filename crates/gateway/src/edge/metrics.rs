@@ -32,7 +32,7 @@ impl EdgeAction {
 }
 
 /// Every reason code the guard reports. Unknown codes count as `other`.
-pub const REASONS: [&str; 50] = [
+pub const REASONS: [&str; 51] = [
     // allowed
     "passed",
     "identified",
@@ -44,6 +44,7 @@ pub const REASONS: [&str; 50] = [
     "source_limit",
     "account_limit",
     "api_key_limit",
+    "concurrency_limit",
     "route_limit",
     "under_attack",
     // bot score (shield::Reasons)

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accounts::service::Accounts;
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
@@ -72,11 +73,18 @@ where
     }
     let now = now();
     let is_post = request.method() == Method::POST;
-    match check(screen, zone, &client, &mut request, now).await {
-        Ok(verdict) => edge.metrics.record(EdgeAction::Allow, verdict),
+    let lease = match check(screen, zone, &client, &mut request, now).await {
+        Ok((verdict, lease)) => {
+            edge.metrics.record(EdgeAction::Allow, verdict);
+            lease
+        }
         Err(stop) => return stop.into_response(),
+    };
+    let mut response = handler(request).await;
+    if let Some(lease) = lease {
+        // Held until the reply's last byte is sent or the client leaves.
+        response = response.map(|body| Body::new(Leased { inner: body, lease: Some(lease), edge: edge.clone() }));
     }
-    let response = handler(request).await;
     // Signals for the attack detector and the bot score.
     match (zone, response.status()) {
         (Zone::Register, StatusCode::CREATED) if is_post => edge.count_signup(&client, now),
@@ -100,14 +108,15 @@ fn set_identity(request: &mut Request, identity: Identity) {
     }
 }
 
-/// Stages 1–6; the reason to count when the request may go on.
+/// Stages 1–6; the reason to count when the request may go on, and the account's
+/// concurrent-request lease when the fleet granted one.
 async fn check(
     screen: &Screen,
     zone: Zone,
     client: &Client,
     request: &mut Request,
     now: Duration,
-) -> Result<&'static str, Stop> {
+) -> Result<(&'static str, Option<fleet::Lease>), Stop> {
     let edge = &screen.edge;
     // 1–2. The lists and (on a single node) the per-address and per-subnet limits ran
     // in the listener (`Edge::admit`): what got here passed them.
@@ -137,16 +146,21 @@ async fn check(
     set_identity(request, identity);
 
     let mut verdict = if allow_listed { "allow_listed" } else { "passed" };
+    let mut lease = None;
     if let Some(p) = &principal {
-        // 4. Identified: per-key and per-account limits.
+        // 4. Identified: per-key and per-account limits, and for a request that will cost
+        // a model, one of the account's leases on requests in flight across the fleet.
         let key = p.key_prefix.as_deref().map(|prefix| (prefix, p.rpm_limit));
+        let ctx = request.extensions().get::<RequestContext>();
+        let lease_id = ctx.filter(|c| c.route.costs_model()).and_then(|c| c.id.0.to_str().ok()).map(str::to_owned);
         let checked = if together.is_some() {
-            edge.check_source_and_identified(client, key, p.user_id as u64, now).await
+            edge.check_source_and_identified(client, key, p.user_id as u64, lease_id.as_deref(), now).await
         } else {
-            edge.check_identified(key, p.user_id as u64, now).await
+            edge.check_identified(key, p.user_id as u64, lease_id.as_deref(), now).await
         };
-        if let Err((d, which)) = checked {
-            return Err(limited(edge, which, &d));
+        match checked {
+            Ok(taken) => lease = taken,
+            Err((d, which)) => return Err(limited(edge, which, &d)),
         }
         verdict = "identified";
     }
@@ -178,7 +192,49 @@ async fn check(
             return Err(ApiError::limited("too many requests to this endpoint", &d).into());
         }
     }
-    Ok(verdict)
+    Ok((verdict, lease))
+}
+
+/// A reply holding a fleet lease, given back when the body is done or dropped.
+struct Leased {
+    inner: Body,
+    lease: Option<fleet::Lease>,
+    edge: Arc<Edge>,
+}
+
+impl Drop for Leased {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.edge.release(lease);
+        }
+    }
+}
+
+impl http_body::Body for Leased {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None | Some(Err(_)))) {
+            // Over: give the lease back now rather than when hyper drops the body.
+            if let Some(lease) = self.lease.take() {
+                self.edge.release(lease);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The refusal of a request over one of its rate limits, counted by which.
@@ -187,8 +243,15 @@ fn limited(edge: &Edge, which: Refused, d: &shield::Decision) -> Stop {
         Refused::Source => ("source_limit", "too many requests from your address or network"),
         Refused::ApiKey => ("api_key_limit", "this API key is over its request rate"),
         Refused::Account => ("account_limit", "this account is over its request rate"),
+        Refused::Concurrency => {
+            ("concurrency_limit", "this account has as many requests in flight as it may; retry when one is done")
+        }
     };
     edge.metrics.record(EdgeAction::Limit, reason);
+    if which == Refused::Concurrency {
+        // No rate to describe: a slot frees when one of the account's replies ends.
+        return ApiError::new(crate::error::Reject::RateLimited, message).retry_after(Some(1)).into();
+    }
     ApiError::limited(message, d).into()
 }
 

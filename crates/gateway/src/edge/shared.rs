@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet::{Fleet, FleetError, LimitKey, SharedLimit};
+use fleet::{Decided, Fleet, FleetError, Lease, LimitKey, SharedLimit};
 use shield::{BlockEntry, Cidr, Client, Decision, Gcra, LimitsConfig, ListKind, RateConfig};
 
 /// The fleet and the full (unshared) rates of the limits it decides.
@@ -24,6 +24,8 @@ pub struct SharedLimits {
     per_api_key: Gcra,
     /// Nodes in the fleet: a key's own `rpm_limit` is divided by it in the fallback.
     nodes: u32,
+    /// Inference requests one account may have in flight across the fleet.
+    concurrent: u32,
 }
 
 /// Which limit refused an identified request.
@@ -33,7 +35,13 @@ pub enum Refused {
     Source,
     ApiKey,
     Account,
+    /// The account has as many requests in flight as its leases allow.
+    Concurrency,
 }
+
+/// How long a lease lasts when its node never gives it back (it died): longer than any
+/// reply should take, short enough that a dead node's slots come back by themselves.
+pub const LEASE_TTL: Duration = Duration::from_secs(600);
 
 impl SharedLimits {
     pub fn new(fleet: Arc<Fleet>, limits: &LimitsConfig, nodes: u32) -> Result<SharedLimits, shield::GcraError> {
@@ -44,6 +52,7 @@ impl SharedLimits {
             per_account: limits.per_account.gcra()?,
             per_api_key: limits.per_api_key.gcra()?,
             nodes: nodes.max(1),
+            concurrent: limits.concurrent_per_account,
         })
     }
 
@@ -81,19 +90,26 @@ impl SharedLimits {
         limits
     }
 
-    /// The source's limits and then (when they allowed) the caller's, in one round trip.
+    /// The source's limits and then (when they allowed) the caller's, in one round trip;
+    /// with `lease`, one of the account's concurrent-request leases in the same trip.
     pub async fn check_source_then_identified(
         &self,
         client: &Client,
         key: Option<(&str, Option<u32>)>,
         account: u64,
+        lease: Option<&Lease>,
     ) -> Result<(Decision, Option<Refused>), FleetError> {
         let limits = self.identified_limits(key, account);
-        match self.fleet.check_then(&self.source_limits(client), &limits, 1).await? {
-            (source, _) if !source.decision.allowed => Ok((source.decision, Some(Refused::Source))),
-            (_, Some(checked)) => Ok((checked.decision, refused_by(key.is_some(), checked.refused_by))),
-            (source, None) => Ok((source.decision, None)),
+        let decided = self.fleet.check_then(&self.source_limits(client), &limits, lease, 1).await?;
+        if !decided.first.decision.allowed {
+            return Ok((decided.first.decision, Some(Refused::Source)));
         }
+        Ok(caller_verdict(decided, key.is_some()))
+    }
+
+    /// A lease of `account`'s for one request, `id` unique to it.
+    pub fn lease(&self, account: u64, id: String) -> Lease {
+        Lease { caller: format!("a/{account}"), id, max: self.concurrent, ttl: LEASE_TTL }
     }
 
     /// The key's limit (its own `rpm_limit`, else `per_api_key`) and the account's,
@@ -102,10 +118,21 @@ impl SharedLimits {
         &self,
         key: Option<(&str, Option<u32>)>,
         account: u64,
+        lease: Option<&Lease>,
     ) -> Result<(Decision, Option<Refused>), FleetError> {
-        let checked = self.fleet.check(&self.identified_limits(key, account), 1).await?;
-        Ok((checked.decision, refused_by(key.is_some(), checked.refused_by)))
+        let decided = self.fleet.check_then(&[], &self.identified_limits(key, account), lease, 1).await?;
+        Ok(caller_verdict(decided, key.is_some()))
     }
+}
+
+/// The caller's group of a decision, and the lease's verdict when one was asked.
+fn caller_verdict(decided: Decided, has_key: bool) -> (Decision, Option<Refused>) {
+    let Some(checked) = decided.then else { return (decided.first.decision, None) };
+    let refused = refused_by(has_key, checked.refused_by);
+    if refused.is_none() && decided.leased == Some(false) {
+        return (checked.decision, Some(Refused::Concurrency));
+    }
+    (checked.decision, refused)
 }
 
 /// Which of the caller's limits refused: the key's comes first when there is a key.

@@ -213,7 +213,7 @@ fn next_event(buf: &[u8]) -> usize {
 
 /// An event's reported usage, if it carries one, and whether it carries nothing else.
 fn read_event(event: &[u8]) -> Option<(u64, bool)> {
-    if !super::contains(event, b"\"usage\"") {
+    if !contains(event, b"\"usage\"") {
         return None;
     }
     let text = std::str::from_utf8(event).ok()?;
@@ -221,6 +221,10 @@ fn read_event(event: &[u8]) -> Option<(u64, bool)> {
     let reported: Reported = serde_json::from_str(data).ok()?;
     let usage = reported.usage?;
     Some((usage.tokens(), reported.choices.is_none_or(|c| c.is_empty())))
+}
+
+pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 impl http_body::Body for Metered {
