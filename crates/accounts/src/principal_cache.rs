@@ -87,6 +87,20 @@ impl PrincipalCache {
         entries.insert(key, (principal, now + self.ttl));
     }
 
+    /// A holder remembered for `credential` whose entry lapsed less than `grace` ago: for
+    /// when the store cannot be asked. Known-invalid answers are not kept past their time.
+    pub fn stale(&self, kind: Credential, presented: &str, now: Instant, grace: Duration) -> Option<Arc<Principal>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let key = self.key(kind, presented);
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(&key) {
+            Some((Some(principal), expires)) if *expires + grace > now => Some(principal.clone()),
+            _ => None,
+        }
+    }
+
     /// Forget every answer: called after any change to keys, sessions or users.
     pub fn clear(&self) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -121,6 +135,20 @@ mod tests {
         assert_eq!(cache.get(Credential::Session, "bad", t0), Some(None));
         cache.clear();
         assert_eq!(cache.get(Credential::Session, "bad", t0), None);
+    }
+
+    #[test]
+    fn a_lapsed_holder_is_kept_for_the_grace_only_and_never_an_invalid_answer() {
+        let cache = PrincipalCache::new(Duration::from_secs(5), 10);
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(60);
+        cache.put(Credential::ApiKey, "pal_x", Some(principal(1)), t0);
+        cache.put(Credential::ApiKey, "pal_bad", None, t0);
+        assert_eq!(cache.stale(Credential::ApiKey, "pal_x", t0 + Duration::from_secs(64), grace), Some(principal(1)));
+        assert_eq!(cache.stale(Credential::ApiKey, "pal_x", t0 + Duration::from_secs(65), grace), None);
+        assert_eq!(cache.stale(Credential::ApiKey, "pal_bad", t0, grace), None);
+        cache.clear();
+        assert_eq!(cache.stale(Credential::ApiKey, "pal_x", t0, grace), None, "a revocation here forgets it");
     }
 
     #[test]

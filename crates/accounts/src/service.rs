@@ -58,6 +58,10 @@ pub struct AccountsConfig {
     /// belongs to (0: ask the store every request). A key revoked on another
     /// node or from the CLI stops working here within this time.
     pub credential_cache_s: u64,
+    /// While the store cannot be reached, a credential this node knew keeps working for
+    /// this long after its cache entry lapsed (0: refuse at once). Revocations made
+    /// meanwhile cannot be seen anyway; one made on this node still applies.
+    pub credential_grace_s: u64,
     /// An unverified account's claim on its phone or e-mail lapses after this long:
     /// it can no longer verify or log in, and the claim is purged.
     pub unverified_claim_ttl_s: u64,
@@ -89,6 +93,7 @@ impl Default for AccountsConfig {
             totp_issuer: "Palisade".to_owned(),
             invite_ttl_s: 7 * 24 * 3600,
             credential_cache_s: 5,
+            credential_grace_s: 900,
             unverified_claim_ttl_s: 24 * 3600,
             code_window_s: 3600,
             max_code_resends: 2,
@@ -275,6 +280,12 @@ pub struct Accounts {
     /// Accounts whose use was recorded, by the day it was (see `first_use_today`).
     used_today: std::sync::Mutex<HashMap<i64, i64>>,
     config: AccountsConfig,
+}
+
+/// A credential's holder from the store, or from memory while the store is away.
+enum Lookup {
+    Fresh(Option<Principal>),
+    Stale(Arc<Principal>),
 }
 
 /// Accounts remembered as already counted today.
@@ -919,7 +930,11 @@ impl Accounts {
         if let Some(known) = self.principals.get(Credential::Session, token, Instant::now()) {
             return Ok(known);
         }
-        let principal = self.session_principal_from_store(token).await?.map(Arc::new);
+        let looked_up = self.session_principal_from_store(token).await;
+        let principal = match self.or_stale(looked_up, Credential::Session, token)? {
+            Lookup::Stale(p) => return Ok(Some(p)),
+            Lookup::Fresh(p) => p.map(Arc::new),
+        };
         self.principals.put(Credential::Session, token, principal.clone(), Instant::now());
         Ok(principal)
     }
@@ -946,6 +961,29 @@ impl Accounts {
     }
 
     /// The holder of an API key, if the key is valid and live.
+    /// A store lookup's answer or, when the store cannot be reached, the holder this node
+    /// remembered for `presented` within the grace.
+    fn or_stale(
+        &self,
+        looked_up: Result<Option<Principal>, AccountError>,
+        kind: Credential,
+        presented: &str,
+    ) -> Result<Lookup, AccountError> {
+        match looked_up {
+            Ok(p) => Ok(Lookup::Fresh(p)),
+            Err(AccountError::Store(e)) if e.is_unavailable() => {
+                let grace = Duration::from_secs(self.config.credential_grace_s);
+                let Some(p) = self.principals.stale(kind, presented, Instant::now(), grace) else {
+                    return Err(AccountError::Store(e));
+                };
+                // The binary's log layer limits a repeated warning to a few lines a second.
+                tracing::warn!(error = %e, "the store is unreachable: known credentials are served from memory");
+                Ok(Lookup::Stale(p))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The holder of an API key or session token as far as this node's credential cache
     /// knows it, without any lookup: `None` when the cache cannot say.
     pub fn cached_principal(&self, api_key: bool, presented: &str) -> Option<Option<Arc<Principal>>> {
@@ -971,7 +1009,11 @@ impl Accounts {
             return Ok(known);
         }
         let Ok(parsed) = tokens::ApiKey::parse(presented) else { return Ok(None) };
-        let principal = self.key_principal_from_store(&parsed).await?.map(Arc::new);
+        let looked_up = self.key_principal_from_store(&parsed).await;
+        let principal = match self.or_stale(looked_up, Credential::ApiKey, presented)? {
+            Lookup::Stale(p) => return Ok(Some(p)),
+            Lookup::Fresh(p) => p.map(Arc::new),
+        };
         self.principals.put(Credential::ApiKey, presented, principal.clone(), Instant::now());
         Ok(principal)
     }

@@ -148,10 +148,7 @@ fn csrf_refused() -> ApiError {
 fn signed_in(ctx: &RequestContext) -> Result<Arc<Principal>, ApiError> {
     match &ctx.identity {
         Identity::Known(p) => Ok(p.clone()),
-        Identity::Refused(IdentityError::Unavailable) => {
-            Err(ApiError::new(Reject::Internal, "credentials could not be checked; try again shortly")
-                .retry_after(Some(1)))
-        }
+        Identity::Refused(IdentityError::Unavailable) => Err(ApiError::credentials_unavailable()),
         Identity::Anonymous | Identity::Refused(IdentityError::Invalid) => {
             Err(ApiError::from(&AccountError::Unauthenticated))
         }

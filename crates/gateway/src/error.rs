@@ -333,6 +333,13 @@ impl ApiError {
         error
     }
 
+    /// A 503 for a credential that could not be checked: the store is unreachable and
+    /// this node did not know the credential lately.
+    pub fn credentials_unavailable() -> ApiError {
+        ApiError::new(Reject::StoreUnavailable, "credentials could not be checked; try again shortly")
+            .retry_after(Some(1))
+    }
+
     /// A 403 `challenge_required` carrying the challenge to solve.
     pub fn challenge(message: impl Into<Cow<'static, str>>, challenge: Challenge) -> ApiError {
         let mut error = ApiError::new(Reject::ChallengeRequired, message);
@@ -453,11 +460,15 @@ impl From<&AccountError> for ApiError {
             AccountError::Unauthenticated => (Reject::SignInRequired, None),
             AccountError::NotFound => (Reject::NotFound, None),
             AccountError::Notify(_) => (Reject::NotificationFailed, None),
+            AccountError::Store(s) if s.is_unavailable() => (Reject::StoreUnavailable, None),
             AccountError::Store(_) | AccountError::Crypto(_) | AccountError::Internal(_) => (Reject::Internal, None),
         };
         let message = if reject == Reject::Internal {
             tracing::error!(error = %e, "account operation failed");
             Cow::Borrowed("internal error; the operator has the details in the log")
+        } else if reject == Reject::StoreUnavailable {
+            tracing::warn!(error = %e, "account operation refused: the store is unreachable");
+            Cow::Borrowed("accounts are unavailable for a moment (nothing was changed); try again shortly")
         } else {
             Cow::Owned(e.to_string())
         };

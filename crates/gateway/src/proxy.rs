@@ -243,8 +243,7 @@ impl Proxy {
         let principal = match &ctx.identity {
             Identity::Known(p) => Some(p.clone()),
             Identity::Refused(IdentityError::Unavailable) => {
-                return Err(ApiError::new(Reject::Internal, "credentials could not be checked; try again shortly")
-                    .retry_after(Some(1)));
+                return Err(ApiError::credentials_unavailable());
             }
             Identity::Anonymous | Identity::Refused(IdentityError::Invalid) => None,
         };

@@ -43,15 +43,16 @@ async fn fleet_with(
     let mut nodes = Vec::new();
     let keys = accounts::crypto::PiiKeys::generate();
     for _ in 0..3 {
-        let gw = spawn_node(Some(&db.url), keys.clone(), vec![upstream("sim", &sim.server.url)], |c| {
-            c.auth.allow_anonymous_inference = true;
-            c.shared_state = Some(redis_url.to_owned());
-            c.fleet.key_prefix = prefix.to_owned();
-            c.fleet.nodes = 3;
-            c.shield_key = Some([42; 32]);
-            tweak(c);
-        })
-        .await;
+        let gw =
+            spawn_node(Some(&db.url), keys.clone(), test_accounts(), vec![upstream("sim", &sim.server.url)], |c| {
+                c.auth.allow_anonymous_inference = true;
+                c.shared_state = Some(redis_url.to_owned());
+                c.fleet.key_prefix = prefix.to_owned();
+                c.fleet.nodes = 3;
+                c.shield_key = Some([42; 32]);
+                tweak(c);
+            })
+            .await;
         gw.gateway.join_fleet().await.expect("same shield key");
         nodes.push(gw);
     }

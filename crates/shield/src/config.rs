@@ -88,7 +88,8 @@ pub struct LimitsConfig {
     pub per_api_key: RateConfig,
     /// Inference tokens (prompt + completion) per account.
     pub account_tokens: RateConfig,
-    /// Inference requests one account may have in flight.
+    /// Inference requests one account may have in flight across a fleet (leases in the
+    /// shared state); on a single node admission's per-account limit applies instead.
     pub concurrent_per_account: u32,
     pub routes: Vec<RouteLimit>,
     /// Entries per table (16 bytes each; rounded up to a power of two × 128).

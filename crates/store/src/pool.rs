@@ -26,6 +26,30 @@ pub enum StoreError {
     NotFound(&'static str),
 }
 
+impl StoreError {
+    /// The database could not be reached or is going away (as opposed to a query it
+    /// refused): the caller should say "try again shortly", not "internal error".
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Open(_) => true,
+            StoreError::Query(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // SQLSTATE class 08 (connection exception), 57P0x (the server is shutting
+                // down or not accepting connections yet), 3D000 (the database is gone).
+                sqlx::Error::Database(db) => {
+                    db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "3D000")
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// Run `$body` with `$pool` bound to whichever pool the store holds. The body is
 /// type-checked once per back-end, so one SQL text serves both; the SQL uses
 /// `$1`-style parameters, which SQLite accepts too.

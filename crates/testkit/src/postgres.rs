@@ -57,6 +57,14 @@ pub struct TestDatabase {
     name: String,
 }
 
+impl TestDatabase {
+    /// Takes the database away now, its open connections killed: to the code under test
+    /// it is a PostgreSQL outage (every query fails; new connections are refused).
+    pub async fn take_down(&self) {
+        drop_database(&self.admin_url, &self.name).await.expect("the test database is dropped");
+    }
+}
+
 /// An empty PostgreSQL database for one test, or `None` (after a loud
 /// `SKIPPED` line on stderr) when no server can be found or started.
 ///

@@ -126,7 +126,12 @@ pub async fn spawn_gateway_on(
     upstreams: Vec<UpstreamConfig>,
     tweak: impl FnOnce(&mut GatewayConfig),
 ) -> TestGateway {
-    spawn_node(store_url, PiiKeys::generate(), upstreams, tweak).await
+    spawn_node(store_url, PiiKeys::generate(), test_accounts(), upstreams, tweak).await
+}
+
+/// The account service's settings in tests: two hashing threads.
+pub fn test_accounts() -> AccountsConfig {
+    AccountsConfig { hash_threads: 2, ..AccountsConfig::default() }
 }
 
 /// [`spawn_gateway_on`] with the given personal-data keys: the nodes of one fleet share
@@ -134,6 +139,7 @@ pub async fn spawn_gateway_on(
 pub async fn spawn_node(
     store_url: Option<&str>,
     keys: PiiKeys,
+    accounts_config: AccountsConfig,
     upstreams: Vec<UpstreamConfig>,
     tweak: impl FnOnce(&mut GatewayConfig),
 ) -> TestGateway {
@@ -148,7 +154,6 @@ pub async fn spawn_node(
     let store = Store::open(&url).await.unwrap();
     store.migrate().await.unwrap();
     let outbox = dir.path().join("outbox.jsonl");
-    let accounts_config = AccountsConfig { hash_threads: 2, ..AccountsConfig::default() };
     let accounts = Accounts::new(store, keys, Notifier::outbox(outbox.clone()), accounts_config).await.unwrap();
     serve_gateway(config, accounts, outbox, dir).await
 }
