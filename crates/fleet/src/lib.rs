@@ -1,11 +1,12 @@
 //! Shared state for a fleet of identical gateway nodes, on Redis or Valkey.
 //!
 //! One [`Fleet`] per process holds a lazily connected, self-reconnecting
-//! `redis` connection manager and answers three kinds of question: rate-limit
-//! decisions ([`Fleet::check`], GCRA in one server-side script per decision, all the
-//! limits of one request at once), one-time claims ([`Fleet::claim_once`], proof-of-work
-//! replay), the login back-off ([`logins`]), and the switches every node must see within
-//! a second ([`switches`]).
+//! `redis` connection manager and answers: rate-limit decisions ([`Fleet::check`], GCRA
+//! in one server-side script per decision, all the limits of one request at once, with
+//! the account's concurrency lease), one-time claims ([`Fleet::claim_once`],
+//! proof-of-work replay), the login back-off ([`logins`]), the attack detector's signals
+//! summed over the fleet ([`signals`]), and the switches every node must see within a
+//! second ([`switches`]).
 //!
 //! Every call is bounded by [`FleetConfig::timeout`]. A failure marks the fleet down
 //! ([`Fleet::is_up`]); callers then decide locally (the gateway scales its local limits to
@@ -19,6 +20,7 @@
 pub mod error;
 pub mod limits;
 pub mod logins;
+pub mod signals;
 pub mod state;
 pub mod switches;
 

@@ -692,6 +692,7 @@ pub async fn run_detector(edge: Arc<Edge>, metrics: Arc<Metrics>, on_change: imp
             shed: current.shed.saturating_sub(last.shed),
         };
         last = current;
+        let delta = fleet_wide(&edge, delta).await;
         let now = now();
         if let Some(t) = edge.observe(delta, now) {
             edge.announce(t, "detector").await;
@@ -700,6 +701,27 @@ pub async fn run_detector(edge: Arc<Edge>, metrics: Arc<Metrics>, on_change: imp
         if ticks.is_multiple_of(60) {
             edge.write_list().purge_expired(now);
         }
+    }
+}
+
+/// In a fleet, the detector watches the whole fleet's rates: this node's second added to
+/// the fleet's, the fleet's previous second read back (so every node switches together,
+/// and an attack spread thin over many nodes is seen whole). While the shared state is
+/// away, this node's counts times the node count stand in for the fleet's.
+async fn fleet_wide(edge: &Edge, delta: Counters) -> Counters {
+    let Some(shared) = edge.shared.as_ref() else { return delta };
+    let counts = [delta.requests, delta.signups, delta.login_failures, delta.shed];
+    if shared.fleet().is_up()
+        && let Ok([requests, signups, login_failures, shed]) = shared.fleet().sum_signals(counts).await
+    {
+        return Counters { requests, signups, login_failures, shed };
+    }
+    let n = u64::from(shared.nodes());
+    Counters {
+        requests: delta.requests * n,
+        signups: delta.signups * n,
+        login_failures: delta.login_failures * n,
+        shed: delta.shed * n,
     }
 }
 

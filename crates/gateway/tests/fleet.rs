@@ -276,6 +276,39 @@ async fn an_accounts_requests_in_flight_are_counted_across_nodes_and_given_back(
 }
 
 #[tokio::test]
+async fn a_flood_spread_thin_over_three_nodes_puts_every_node_under_attack() {
+    let Some(f) = fleet(|c| {
+        c.shield.attack.fast_window_ms = 1_000;
+        c.shield.attack.requests.floor_per_sec = 30.0;
+        c.shield.limits.per_ip = RateConfig::new(1_000, 1_000, 1_000);
+    })
+    .await
+    else {
+        return;
+    };
+    // About 45 requests a second in all, 15 on each node: below the 30/s floor on any
+    // one node, above it for the fleet.
+    let c = client();
+    let mut pace = tokio::time::interval(Duration::from_millis(22));
+    let started = Instant::now();
+    let mut i = 0;
+    while !f.nodes.iter().all(|n| n.gateway.under_attack()) {
+        assert!(started.elapsed() < Duration::from_secs(10), "not every node switched within 10 s");
+        pace.tick().await;
+        let status = c.get(format!("{}/v1/models", f.nodes[i % 3].url)).send().await.unwrap().status();
+        assert!(!status.is_server_error(), "{status}");
+        i += 1;
+    }
+    let rate = i as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "{rate:.0} requests/s over 3 nodes ({:.0}/s each, floor 30/s): every node under attack after {:?}",
+        rate / 3.0,
+        started.elapsed()
+    );
+    assert!(rate / 3.0 < 30.0, "each node alone stayed under the floor: {rate:.0}/s in all");
+}
+
+#[tokio::test]
 async fn a_challenge_solved_on_one_node_is_refused_on_another() {
     let Some(f) = fleet(|c| {
         c.shield.pow.base_difficulty = 6;
