@@ -460,6 +460,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    match crate::edge::admin::restore_lists(&gateway.edge, gateway.store()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(entries = n, "block and allow list entries restored from the store"),
+        Err(error) => tracing::warn!(%error, "stored list entries could not be read; serving without them"),
+    }
     let background = gateway.start_background();
     let recorder = StatusRecorder::start(&gateway.status).await;
     let lane = match gateway.config.status.listen {

@@ -84,7 +84,7 @@ async fn a_body_that_trickles_in_gets_408_without_reaching_the_model() {
 use std::net::IpAddr;
 
 use gateway::GatewayConfig;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// A client whose requests come from `source` (any 127.0.0.0/8 address works on loopback).
@@ -615,4 +615,39 @@ async fn a_trusted_load_balancer_names_the_client_with_the_proxy_protocol() {
     let mut bare = balancer().await;
     bare.write_all(request.as_bytes()).await.unwrap();
     assert_eq!(read_all(&mut bare).await, "");
+}
+
+#[tokio::test]
+async fn an_operators_block_entry_outlives_a_restart_and_its_removal_does_too() {
+    let db = testkit::postgres::fresh_sqlite();
+    let sim = spawn_sim(instant_sim()).await;
+    let start = || {
+        spawn_gateway_on(Some(&db.url), vec![upstream("sim", &sim.server.url)], |c| {
+            c.auth.allow_anonymous_inference = true
+        })
+    };
+    let models = |gw: &TestGateway, source: &str| {
+        let url = format!("{}/v1/models", gw.url);
+        let c = client_from(source, TEST_AGENT);
+        async move { c.get(url).send().await.unwrap().status() }
+    };
+    let first = start().await;
+    let entry = json!({"cidr": "127.0.70.0/24", "note": "flood from one network"});
+    let (status, _) = admin_call_json(&first, Method::POST, "/admin/blocklist", Some(entry)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(models(&first, "127.0.70.5").await, StatusCode::FORBIDDEN);
+    first.shutdown().await;
+
+    let second = start().await;
+    assert_eq!(models(&second, "127.0.70.5").await, StatusCode::FORBIDDEN, "still blocked after the restart");
+    assert_eq!(models(&second, "127.0.71.5").await, StatusCode::OK);
+    let (_, listed) = admin_call_json(&second, Method::GET, "/admin/blocklist", None).await;
+    assert_eq!(listed["entries"][0]["note"], "flood from one network", "{listed}");
+    let gone = json!({"kind": "block", "cidr": "127.0.70.0/24"});
+    let (status, _) = admin_call_json(&second, Method::DELETE, "/admin/blocklist", Some(gone)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    second.shutdown().await;
+
+    let third = start().await;
+    assert_eq!(models(&third, "127.0.70.5").await, StatusCode::OK, "the removal outlived the restart too");
 }

@@ -34,6 +34,19 @@ pub enum ListKind {
     Block,
 }
 
+impl std::str::FromStr for ListKind {
+    type Err = ();
+
+    /// The [`Display`](std::fmt::Display) names: `allow`, `block`.
+    fn from_str(s: &str) -> Result<ListKind, ()> {
+        match s {
+            "allow" => Ok(Self::Allow),
+            "block" => Ok(Self::Block),
+            _ => Err(()),
+        }
+    }
+}
+
 impl std::fmt::Display for ListKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -8,6 +8,7 @@
 
 mod accounts;
 mod audit;
+mod lists;
 mod pool;
 mod status;
 
@@ -15,6 +16,7 @@ pub use accounts::{
     ApiKeyRow, CodePurpose, Identifier, NewApiKey, NewCode, NewRegistration, NewUser, SessionRow, UserRow, UserStatus,
 };
 pub use audit::{AuditEntry, AuditRecord, ChainBreak, ChainReport, ChainedRecord};
+pub use lists::{ListRuleRow, MAX_LIST_RULES};
 pub use pool::{Backend, Store, StoreError, redact_url};
 pub use status::{
     IncidentChange, IncidentRecord, IncidentRow, IncidentUpdateRow, MaintenanceRow, NewIncident, NewMaintenance,

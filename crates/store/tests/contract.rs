@@ -4,7 +4,7 @@
 //! runs it against SQLite (`sqlite::<case>`) and PostgreSQL (`postgres::<case>`).
 
 use store::{
-    AuditEntry, CodePurpose, Identifier, IncidentChange, NewApiKey, NewCode, NewIncident, NewMaintenance,
+    AuditEntry, CodePurpose, Identifier, IncidentChange, ListRuleRow, NewApiKey, NewCode, NewIncident, NewMaintenance,
     NewRegistration, NewUser, StatusChangeRow, Store, StoreError, UserStatus,
 };
 
@@ -74,6 +74,7 @@ contract!(
     incident_reads_are_bounded_and_keep_unresolved_ones,
     updating_a_missing_incident_changes_nothing,
     component_overrides_are_set_replaced_and_cleared,
+    list_rules_are_kept_replaced_removed_and_expire,
     maintenances_are_listed_by_window,
     incidents_and_history_survive_close_and_reopen,
     use_is_counted_once_a_day_and_pins_are_set_and_lifted,
@@ -852,4 +853,33 @@ async fn cohorts_are_flagged_once_listed_and_cleared(store: Store, _url: &str) {
     assert!(store.clear_flag(a).await.unwrap());
     assert!(!store.clear_flag(a).await.unwrap());
     assert_eq!(store.flagged_users(10).await.unwrap().len(), 2);
+}
+
+async fn list_rules_are_kept_replaced_removed_and_expire(store: Store, url: &str) {
+    let rule = |kind: &str, cidr: &str, expires_at: Option<i64>, note: &str| ListRuleRow {
+        kind: kind.into(),
+        cidr: cidr.into(),
+        expires_at,
+        note: note.into(),
+    };
+    store.put_list_rule(&rule("block", "203.0.113.0/24", None, "flood"), 1_000).await.unwrap();
+    store.put_list_rule(&rule("block", "198.51.100.7/32", Some(5_000), "for a while"), 1_001).await.unwrap();
+    store.put_list_rule(&rule("allow", "203.0.113.0/24", None, "partner"), 1_002).await.unwrap();
+    // The same (kind, cidr) again replaces it.
+    store.put_list_rule(&rule("block", "203.0.113.0/24", None, "flood, again"), 1_003).await.unwrap();
+    let all = store.list_rules(2_000).await.unwrap();
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(all.contains(&rule("block", "203.0.113.0/24", None, "flood, again")));
+    assert!(all.contains(&rule("block", "198.51.100.7/32", Some(5_000), "for a while")));
+
+    assert!(store.delete_list_rule("allow", "203.0.113.0/24").await.unwrap());
+    assert!(!store.delete_list_rule("allow", "203.0.113.0/24").await.unwrap(), "gone already");
+    // Past its expiry an entry is not read back, and not kept.
+    let later = store.list_rules(5_000).await.unwrap();
+    assert_eq!(later, vec![rule("block", "203.0.113.0/24", None, "flood, again")]);
+
+    // A restart reads the same entries.
+    drop(store);
+    let reopened = open_migrated(url).await;
+    assert_eq!(reopened.list_rules(6_000).await.unwrap(), later);
 }

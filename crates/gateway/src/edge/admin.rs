@@ -14,6 +14,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use shield::{Cidr, ListKind, Mode};
 
+use accounts::service::AccountError;
+use store::ListRuleRow;
+
 use super::{AttackSwitch, Edge};
 use crate::audit::Event;
 use crate::clock::now;
@@ -57,6 +60,28 @@ pub struct OldRule {
     cidr: String,
 }
 
+fn millis(t: Duration) -> i64 {
+    i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Puts the stored list entries back into the edge: at start, so an operator's entries
+/// outlive a restart. Returns how many were restored.
+pub async fn restore_lists(edge: &Edge, store: &store::Store) -> Result<usize, store::StoreError> {
+    let now = now();
+    let mut restored = 0;
+    for row in store.list_rules(millis(now)).await? {
+        let (Ok(kind), Ok(net)) = (row.kind.parse::<ListKind>(), row.cidr.parse::<Cidr>()) else { continue };
+        let ttl = row.expires_at.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)).saturating_sub(now));
+        if ttl.is_some_and(|t| t.is_zero()) {
+            continue;
+        }
+        if edge.insert_rule(kind, net, ttl, &row.note, now).is_ok() {
+            restored += 1;
+        }
+    }
+    Ok(restored)
+}
+
 fn cidr(text: &str) -> Result<Cidr, ApiError> {
     text.parse()
         .map_err(|e: shield::CidrError| ApiError::new(Reject::InvalidInput, e.to_string()).detail("invalid_cidr"))
@@ -82,6 +107,18 @@ pub async fn add(State(s): State<EdgeSwitches>, body: Bytes) -> Result<Response,
     if let Err(e) = s.edge.insert_rule(rule.kind, net, ttl, &rule.note, now) {
         return Err(ApiError::new(Reject::InvalidInput, e.to_string()).detail("blocklist_refused"));
     }
+    // Kept in the store so it outlives a restart; an entry the store did not take is
+    // taken back here too, so the operator is never told of one that will vanish.
+    let row = ListRuleRow {
+        kind: rule.kind.to_string(),
+        cidr: net.to_string(),
+        expires_at: ttl.map(|t| millis(now + t)),
+        note: rule.note.clone(),
+    };
+    if let Err(e) = s.status.store().put_list_rule(&row, millis(now)).await {
+        s.edge.remove_rule(rule.kind, net);
+        return Err(ApiError::from(&AccountError::Store(e)));
+    }
     s.edge.publish_rule(rule.kind, net, Some((ttl.map(|t| now + t), &rule.note))).await;
     let expires_at = ttl.map(|t| (now + t).as_secs());
     let detail = json!({"kind": rule.kind, "cidr": net, "expires_at": expires_at, "note": rule.note});
@@ -97,7 +134,13 @@ pub async fn add(State(s): State<EdgeSwitches>, body: Bytes) -> Result<Response,
 pub async fn remove(State(s): State<EdgeSwitches>, body: Bytes) -> Result<Response, ApiError> {
     let rule: OldRule = parse(&body)?;
     let net = cidr(&rule.cidr)?;
-    if !s.edge.remove_rule(rule.kind, net) {
+    let stored = s
+        .status
+        .store()
+        .delete_list_rule(&rule.kind.to_string(), &net.to_string())
+        .await
+        .map_err(|e| ApiError::from(&AccountError::Store(e)))?;
+    if !s.edge.remove_rule(rule.kind, net) && !stored {
         return Err(ApiError::new(Reject::NotFound, format!("no {} entry for {net}", rule.kind)));
     }
     s.edge.publish_rule(rule.kind, net, None).await;

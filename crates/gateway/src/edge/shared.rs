@@ -150,11 +150,7 @@ pub fn encode_rule(list: ListKind, cidr: Cidr, expires_at: Option<Duration>, not
 /// The entry [`encode_rule`] stored, or `None` for anything else.
 pub fn decode_rule(field: &str, value: &str) -> Option<BlockEntry> {
     let (list, cidr) = field.split_once(' ')?;
-    let list = match list {
-        "block" => ListKind::Block,
-        "allow" => ListKind::Allow,
-        _ => return None,
-    };
+    let list: ListKind = list.parse().ok()?;
     let (expires, note) = value.split_once(' ').unwrap_or((value, ""));
     let expires_at = match expires {
         "-" => None,
