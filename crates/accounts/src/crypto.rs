@@ -159,6 +159,13 @@ impl PiiKeys {
         parse_header(blob).map_or(true, |id| id != self.current)
     }
 
+    /// A digest naming the blind-index key without revealing it: every process sharing
+    /// a database must show the same one, or accounts written by one are not found by
+    /// the other.
+    pub fn index_fingerprint(&self) -> String {
+        self.blind_index("palisade key fingerprint", "v1")[..12].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Keyed, deterministic index of a normalised value (e.g. `Email::normalized`,
     /// `Phone::e164`), for equality lookups and uniqueness without storing plaintext.
     /// The field name is mixed in, so equal values in two columns index differently.

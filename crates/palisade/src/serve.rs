@@ -139,6 +139,7 @@ pub(crate) async fn open_accounts(config: &Config) -> anyhow::Result<Arc<Account
             keys
         }
     };
+    check_index_key(&store, &keys).await?;
     let notifier = match (&config.notify.webhook_url, &config.notify.webhook_secret) {
         (Some(url), Some(secret)) => Notifier::webhook(url, secret.as_bytes()).context("notify.webhook_url")?,
         _ => Notifier::outbox(config.data_dir.join("outbox.jsonl")),
@@ -148,6 +149,24 @@ pub(crate) async fn open_accounts(config: &Config) -> anyhow::Result<Arc<Account
         accounts.watch_key_file(key_file);
     }
     Ok(Arc::new(accounts))
+}
+
+/// The store remembers which blind-index key its accounts were written with (the first
+/// process records it). A process with another key (a second node given its own
+/// `pii.key`, a key file lost and regenerated) would find no account and let the same
+/// phone number register twice: it refuses to start instead.
+async fn check_index_key(store: &Store, keys: &PiiKeys) -> anyhow::Result<()> {
+    const META: &str = "pii_index_key_fingerprint";
+    let mine = keys.index_fingerprint();
+    match store.meta(META).await.context("reading the personal-data key fingerprint")? {
+        Some(recorded) if recorded == mine => Ok(()),
+        Some(recorded) => anyhow::bail!(
+            "this database's accounts were indexed with another personal-data key (fingerprint {recorded}, this \
+             process has {mine}): give every node the same `pii.key` (or copy <data_dir>/pii.key), or restore \
+             the key file this database was written with"
+        ),
+        None => store.set_meta(META, &mine).await.context("recording the personal-data key fingerprint"),
+    }
 }
 
 /// The admin token: configured, or kept in `<data_dir>/admin.token` (made once).
