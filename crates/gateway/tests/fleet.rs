@@ -309,6 +309,37 @@ async fn a_flood_spread_thin_over_three_nodes_puts_every_node_under_attack() {
 }
 
 #[tokio::test]
+async fn one_node_records_the_status_page_and_every_node_serves_it() {
+    let Some(f) = fleet(|c| c.status.tick_ms = 100).await else { return };
+    let (status, _) = admin(&f.nodes[0], reqwest::Method::PUT, "/admin/attack-mode", Some(json!({"mode": "on"}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let api_on = |node: &TestGateway| {
+        let url = format!("{}/api/v2/components.json", node.url);
+        async move {
+            let doc: Value = client().get(url).send().await.unwrap().json().await.unwrap();
+            let api = doc["components"].as_array().unwrap().iter().find(|c| c["id"] == "api").cloned().unwrap();
+            api["status"].as_str().unwrap().to_owned()
+        }
+    };
+    within(Duration::from_secs(5), "every node's page shows the API degraded", || async {
+        let mut all = true;
+        for node in &f.nodes {
+            all &= api_on(node).await == "degraded_performance";
+        }
+        all
+    })
+    .await;
+    // A few more ticks on every node: still one recorded change, not one per node.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let changes = f.nodes[1].gateway.store().status_changes_since(0, 1_000).await.unwrap();
+    let degraded: Vec<_> =
+        changes.iter().filter(|c| c.component_id == "api" && c.status == "degraded_performance").collect();
+    assert_eq!(degraded.len(), 1, "{changes:?}");
+    let attack = f.nodes[2].gateway.store().open_incident_for("under_attack").await.unwrap();
+    assert!(attack.is_some(), "the attack notice is open");
+}
+
+#[tokio::test]
 async fn a_challenge_solved_on_one_node_is_refused_on_another() {
     let Some(f) = fleet(|c| {
         c.shield.pow.base_difficulty = 6;

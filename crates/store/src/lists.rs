@@ -1,6 +1,7 @@
 //! The operator's block and allow list entries, durable: a restarted node (or a fleet
 //! whose Redis came back empty) reloads them. Kinds and CIDRs are stored as the caller
 //! writes them (`block` / `allow`, canonical CIDR text); times are Unix milliseconds.
+//! And leases: work one node of a fleet does for all.
 
 use sqlx::FromRow;
 
@@ -54,5 +55,21 @@ impl Store {
             sqlx::query(PURGE).bind(now).execute(pool).await?;
             Ok(sqlx::query_as(SQL).bind(MAX_LIST_RULES).fetch_all(pool).await?)
         })
+    }
+}
+
+impl Store {
+    /// Takes or renews the lease `name` for `holder` until `now + ttl_ms`: `true` when
+    /// `holder` has it now (it held it, or the last holder let it lapse). One statement,
+    /// so two nodes claiming at once cannot both win.
+    pub async fn claim_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> Result<bool, StoreError> {
+        const SQL: &str = "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+                           ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+                           WHERE leases.holder = excluded.holder OR leases.expires_at <= $4";
+        let until = now.saturating_add(ttl_ms);
+        let done = on_pool!(self, pool => {
+            sqlx::query(SQL).bind(name).bind(holder).bind(until).bind(now).execute(pool).await?.rows_affected()
+        });
+        Ok(done > 0)
     }
 }

@@ -75,6 +75,7 @@ contract!(
     updating_a_missing_incident_changes_nothing,
     component_overrides_are_set_replaced_and_cleared,
     list_rules_are_kept_replaced_removed_and_expire,
+    a_lease_has_one_holder_until_it_lapses,
     maintenances_are_listed_by_window,
     incidents_and_history_survive_close_and_reopen,
     use_is_counted_once_a_day_and_pins_are_set_and_lifted,
@@ -882,4 +883,21 @@ async fn list_rules_are_kept_replaced_removed_and_expire(store: Store, url: &str
     drop(store);
     let reopened = open_migrated(url).await;
     assert_eq!(reopened.list_rules(6_000).await.unwrap(), later);
+}
+
+async fn a_lease_has_one_holder_until_it_lapses(store: Store, _: &str) {
+    assert!(store.claim_lease("status", "node-a", 1_000, 3_000).await.unwrap());
+    assert!(!store.claim_lease("status", "node-b", 2_000, 3_000).await.unwrap(), "A holds it");
+    assert!(store.claim_lease("status", "node-a", 3_500, 3_000).await.unwrap(), "A renews it, to 6,500");
+    assert!(!store.claim_lease("status", "node-b", 6_000, 3_000).await.unwrap());
+    assert!(store.claim_lease("other", "node-b", 6_000, 3_000).await.unwrap(), "another lease is another name");
+    assert!(store.claim_lease("status", "node-b", 6_500, 3_000).await.unwrap(), "A let it lapse");
+    assert!(!store.claim_lease("status", "node-a", 7_000, 3_000).await.unwrap());
+    // Claimed at the same moment by many, it has one holder.
+    let claims = (0..8).map(|i| {
+        let store = store.clone();
+        async move { store.claim_lease("race", &format!("node-{i}"), 10_000, 3_000).await.unwrap() }
+    });
+    let won = futures_util::future::join_all(claims).await.into_iter().filter(|w| *w).count();
+    assert_eq!(won, 1);
 }

@@ -239,15 +239,46 @@ pub struct Recorder {
     maintenances: Vec<MaintenanceRow>,
     overrides: HashMap<String, ComponentStatus>,
     warned_at: Option<Instant>,
+    /// This process's name for the recording lease (made at the first tick).
+    holder: String,
 }
 
+/// The lease naming the one node of a fleet that records the page.
+const RECORDING_LEASE: &str = "status_recorder";
+
 impl Recorder {
+    /// On a node that does not record: the statuses the recording node last wrote, so
+    /// every node serves the same page (this node's own view where nothing is written yet).
+    fn shown(&self, defs: &[ComponentDef], own: &[ComponentStatus]) -> Vec<ComponentStatus> {
+        defs.iter().zip(own).map(|(def, status)| self.recorded.get(&def.id).copied().unwrap_or(*status)).collect()
+    }
+
+    /// Whether this node records the page now: it holds the store's recording lease
+    /// (renewed every tick; another node takes it over within a few ticks of this one
+    /// stopping). Alone on its store a node always holds it.
+    async fn lead(&mut self, store: &Store, now_ms: i64, tick_ms: u64) -> bool {
+        if self.holder.is_empty() {
+            self.holder = accounts::tokens::SessionToken::generate().as_str()[..16].to_owned();
+        }
+        let ttl = i64::try_from(tick_ms.saturating_mul(3).max(3_000)).unwrap_or(i64::MAX);
+        match store.claim_lease(RECORDING_LEASE, &self.holder, now_ms, ttl).await {
+            Ok(leading) => leading,
+            Err(e) => {
+                self.warn("claiming the recording lease", &e);
+                false
+            }
+        }
+    }
+
     /// One round; `sample` takes a sample of the live signals first.
     pub(crate) async fn tick(&mut self, src: &StatusSources, sample: bool) -> Rendered {
         let now = OffsetDateTime::now_utc();
         let now_ms = millis(now);
         let defs = src.components();
-        if !self.loaded {
+        let leading = self.lead(&src.store, now_ms, src.config.tick_ms).await;
+        if !leading || !self.loaded {
+            // A node that does not record reads what the recording node wrote.
+            self.loaded = false;
             self.load(&src.store, now_ms).await;
         }
         self.prune(now);
@@ -256,6 +287,10 @@ impl Recorder {
         }
         self.read_store(&src.store, now_ms).await;
         let statuses = self.statuses(src, &defs, now_ms);
+        if !leading {
+            let shown = self.shown(&defs, &statuses);
+            return self.render(src, &defs, &shown, now);
+        }
         self.record(&src.store, &defs, &statuses, now_ms).await;
         let mut changed = self.component_incidents(&src.store, src.config.auto_incident_after_s, &defs, now_ms).await;
         changed |= self.registration_incident(src, now_ms).await;

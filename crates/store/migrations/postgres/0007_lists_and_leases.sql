@@ -9,3 +9,11 @@ CREATE TABLE list_rules (
     set_at BIGINT NOT NULL,
     PRIMARY KEY (kind, cidr)
 );
+
+-- Work one node of a fleet does for all (recording the status page): who holds it
+-- and until when (ms since the Unix epoch). A holder that stops renewing loses it.
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
