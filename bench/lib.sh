@@ -39,8 +39,13 @@ palisade_proxy_env() {
         PALISADE_SHIELD__LIMITS__PER_IP="$unlimited" PALISADE_SHIELD__LIMITS__PER_SUBNET="$unlimited"
         PALISADE_SHIELD__LIMITS__PER_ACCOUNT="$unlimited" PALISADE_SHIELD__LIMITS__PER_API_KEY="$unlimited"
         PALISADE_ADMISSION__PER_ACCOUNT_MAX_IN_FLIGHT=100000 PALISADE_ADMISSION__ACCOUNT_SHARE=1.0
+        PALISADE_SHIELD__LIMITS__CONCURRENT_PER_ACCOUNT=100000
         PALISADE_ADMISSION__LIMIT__INITIAL=256 PALISADE_ADMISSION__LIMIT__MIN=256
-        PALISADE_SHIELD__LIMITS__ACCOUNT_TOKENS="$unlimited" PALISADE_ABUSE__TOKEN_SPIKE_FACTOR=0)
+        PALISADE_SHIELD__LIMITS__ACCOUNT_TOKENS="$unlimited" PALISADE_ABUSE__TOKEN_SPIKE_FACTOR=0
+        # The bench key's account is minutes old (the `recent` tier): its tier's share,
+        # raised like the rest.
+        PALISADE_PRIORITY__TIER_LIMITS__MAX_IN_FLIGHT='{ established = 100000, standard = 100000, recent = 100000, newcomer = 100000 }'
+        PALISADE_PRIORITY__TIER_LIMITS__BUDGET_FRACTION='{ established = 1.0, standard = 1.0, recent = 1.0, newcomer = 1.0 }')
 }
 
 # start NAME CPU CMD... — run CMD pinned to CPU (at niceness $NICE, 0 when

@@ -593,6 +593,9 @@ impl Edge {
             );
             out.push_str("# TYPE palisade_shared_state_round_trips_total counter\n");
             let _ = writeln!(out, "palisade_shared_state_round_trips_total {}", fleet.round_trips());
+            out.push_str("# HELP palisade_shared_state_lease_releases_total Of those, leases given back after a reply (off the request's path).\n");
+            out.push_str("# TYPE palisade_shared_state_lease_releases_total counter\n");
+            let _ = writeln!(out, "palisade_shared_state_lease_releases_total {}", fleet.releases());
         }
         let (_, _, _, rates) = self.attack_state();
         out.push_str("# HELP palisade_edge_attack_rate Recent rate per second the attack detector watches.\n");

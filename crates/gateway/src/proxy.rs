@@ -373,7 +373,7 @@ impl Proxy {
             let message = "this account has used its inference budget for now (tokens per minute); retry later";
             return Err(ApiError::limited(message, &decision));
         }
-        Ok(Some(usage::Reservation { account: p.user_id as u64, charged, cost }))
+        Ok(Some(usage::Reservation { account: p.user_id as u64, charged, completion: asked.completion_tokens, cost }))
     }
 
     /// Phase 5: a slot toward the upstreams, by priority class and trust tier. A day of

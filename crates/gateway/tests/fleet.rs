@@ -231,6 +231,8 @@ async fn a_known_callers_proxied_request_costs_one_redis_round_trip() {
          polls), {N} lease returns after"
     );
     assert!(on_path >= N && on_path <= N + polls, "{on_path} round trips for {N} requests");
+    let m = metrics(node).await;
+    assert!(m.contains(&format!("palisade_shared_state_lease_releases_total {}", fleet.releases())), "{m}");
 }
 
 #[tokio::test]

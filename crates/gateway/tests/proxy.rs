@@ -657,3 +657,39 @@ async fn the_token_budget_is_settled_to_the_reported_usage_whole_and_streamed() 
 fn grep(text: &str, what: &str) -> String {
     text.lines().filter(|l| l.contains(what)).collect::<Vec<_>>().join("\n")
 }
+
+/// A stream that runs past what was reserved for it (no `max_tokens`, a model that goes
+/// on) draws on the budget as it goes and is cut cleanly when the budget is spent.
+#[tokio::test]
+async fn a_stream_past_its_budget_is_cut_with_a_last_event_saying_why() {
+    let sim = spawn_sim(SimConfig { default_max_tokens: 3_000, ..instant_sim() }).await;
+    let gw = spawn_gateway_on(None, vec![upstream("sim", &sim.server.url)], |c| {
+        without_route_limits(c);
+        c.shield.limits.account_tokens = shield::RateConfig::new(1_000, 3_600_000, 1_000);
+    })
+    .await;
+    let accounts = gw.gateway.accounts();
+    let user = accounts.service_user().await.unwrap();
+    let (_, key) = accounts.create_key(user, "long", "inference", None, "test").await.unwrap();
+    let body = json!({"model": "palisade-sim", "stream": true, "messages": [{"role": "user", "content": "go on"}]});
+    let r =
+        client().post(format!("{}/v1/chat/completions", gw.url)).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    let content = events.iter().filter(|e| e.contains("\"content\":\"") && !e.contains("\"content\":\"\"")).count();
+    println!("a 3,000-token reply on a 1,000-token budget: cut after {content} tokens");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{}", &text[text.len().saturating_sub(300)..]);
+    let last = events[events.len() - 2];
+    assert!(last.contains("token_budget_exhausted"), "{last}");
+    assert!((600..=1_000).contains(&content), "{content} tokens streamed");
+    // The budget is spent: the next request waits.
+    let again = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(&key)
+        .json(&chat_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 429);
+}

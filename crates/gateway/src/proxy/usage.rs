@@ -8,6 +8,11 @@
 //! with `stream_options.include_usage` and that chunk is taken out again before the
 //! client sees it. A reply that never says (the client went away, an upstream that
 //! does not report usage) keeps the estimate: the budget errs against the spender.
+//!
+//! A stream that goes on past what was reserved for it (no `max_tokens` was given, or the
+//! model server ignored it) draws on the budget as it goes, a slice at a time; when the
+//! budget has nothing left the stream is cut cleanly: a last event says why, then
+//! `[DONE]`, and the upstream connection is closed so the model stops generating.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,6 +30,10 @@ use crate::edge::Edge;
 const MAX_WHOLE_REPLY: usize = 4 << 20;
 /// A streamed reply's event longer than this is passed on unread.
 const MAX_EVENT: usize = 64 << 10;
+/// A stream past its reservation draws this many more tokens from the budget at a time.
+const SLICE: u32 = 64;
+/// The last event of a stream cut because the account's budget ran out.
+const CUT: &[u8] = b"data: {\"error\":{\"type\":\"rate_limit_error\",\"code\":\"token_budget_exhausted\",\"message\":\"this account's inference budget ran out during this reply; the reply was cut here. Retry later.\",\"param\":null}}\n\ndata: [DONE]\n\n";
 
 /// What the budget phase charged, to be settled when the reply says what it cost.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +41,8 @@ pub(super) struct Reservation {
     pub account: u64,
     /// Tokens charged, already multiplied by `cost`.
     pub charged: u32,
+    /// Of the estimate, the tokens the completion may take (`max_tokens`, or the default).
+    pub completion: u32,
     /// What a token costs this account (its tier's share of the budget, inverted).
     pub cost: f64,
 }
@@ -117,7 +128,16 @@ pub(super) fn meter(
         parts.headers.remove(http::header::CONTENT_LENGTH);
     }
     let mode = if streamed { Mode::Stream { pending: BytesMut::new(), strip } } else { Mode::Whole(Vec::new(), 0) };
-    Response::from_parts(parts, Body::new(Metered { inner: body, mode, edge, reservation: Some(reservation) }))
+    let metered = Metered {
+        inner: body,
+        mode,
+        edge,
+        reservation: Some(reservation),
+        generated: 0,
+        allowed: reservation.completion,
+        cut: false,
+    };
+    Response::from_parts(parts, Body::new(metered))
 }
 
 enum Mode {
@@ -133,6 +153,12 @@ struct Metered {
     edge: Arc<Edge>,
     /// Taken when settled.
     reservation: Option<Reservation>,
+    /// Content events streamed so far (about a token each).
+    generated: u64,
+    /// Tokens of completion paid for so far: the reservation's, then slices.
+    allowed: u32,
+    /// The budget ran out and the cut was sent: nothing more follows.
+    cut: bool,
 }
 
 impl Metered {
@@ -173,6 +199,16 @@ impl Metered {
         while !events.is_empty() {
             let len = next_event(&events);
             let event = events.split_to(len);
+            if carries_content(&event) {
+                self.generated += 1;
+                if self.generated > u64::from(self.allowed) && !self.draw_more() {
+                    // Out of budget: this event and the rest of the reply are not sent.
+                    out.extend_from_slice(CUT);
+                    self.cut = true;
+                    self.inner = Body::empty();
+                    return Some(out.freeze());
+                }
+            }
             match read_event(&event) {
                 Some((tokens, usage_only)) => {
                     used = Some(tokens);
@@ -188,6 +224,28 @@ impl Metered {
         }
         (!out.is_empty()).then(|| out.freeze())
     }
+}
+
+impl Metered {
+    /// Draws one more slice of completion from the account's budget; `false` when the
+    /// budget has none left (the stream is cut).
+    fn draw_more(&mut self) -> bool {
+        let Some(r) = self.reservation.as_mut() else { return true };
+        let charge = (f64::from(SLICE) * r.cost).ceil().min(f64::from(u32::MAX)) as u32;
+        if !self.edge.limits.check_tokens(r.account, charge, crate::clock::now()).allowed {
+            return false;
+        }
+        r.charged = r.charged.saturating_add(charge);
+        self.allowed = self.allowed.saturating_add(SLICE);
+        true
+    }
+}
+
+/// Whether a streamed event carries generated text (a non-empty `content` or `text`).
+fn carries_content(event: &[u8]) -> bool {
+    [&b"\"content\":\""[..], b"\"text\":\""].iter().any(|key| {
+        event.windows(key.len()).position(|w| w == *key).is_some_and(|at| event.get(at + key.len()) != Some(&b'"'))
+    })
 }
 
 /// The end of the last complete event in `buf` (just past its blank line).
@@ -234,6 +292,9 @@ impl http_body::Body for Metered {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
         loop {
+            if this.cut {
+                return Poll::Ready(None);
+            }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
@@ -272,6 +333,9 @@ impl http_body::Body for Metered {
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.cut {
+            return true;
+        }
         let drained = match &self.mode {
             Mode::Whole(..) => true,
             Mode::Stream { pending, .. } => pending.is_empty(),
@@ -307,6 +371,18 @@ mod tests {
         assert_eq!(last_boundary(b"data: a\r\n\r\ndata: b\r\n\r\n"), Some(22));
         assert_eq!(last_boundary(b"data: a\n"), None);
         assert_eq!(next_event(b"data: a\n\ndata: b\n\n"), 9);
+    }
+
+    #[test]
+    fn content_events_are_told_from_the_rest() {
+        assert!(carries_content(br#"data: {"choices":[{"delta":{"content":"Hi"}}]}"#));
+        assert!(carries_content(br#"data: {"choices":[{"text":" there"}]}"#));
+        assert!(!carries_content(br#"data: {"choices":[{"delta":{"role":"assistant","content":""}}]}"#));
+        assert!(!carries_content(b"data: [DONE]"));
+        let cut = std::str::from_utf8(CUT).unwrap();
+        let first = cut.lines().next().unwrap().strip_prefix("data: ").unwrap();
+        let error: serde_json::Value = serde_json::from_str(first).unwrap();
+        assert_eq!(error["error"]["code"], "token_budget_exhausted");
     }
 
     #[test]
