@@ -175,6 +175,32 @@ impl Fleet {
         .await
     }
 
+    /// Spends one use of `id`'s budget across the fleet (a proof-of-work clearance good
+    /// for `budget` requests until it expires in `ttl`): `Ok(Some(left))`, or `Ok(None)`
+    /// once the fleet has spent it all.
+    pub async fn spend_once(
+        &self,
+        kind: &str,
+        id: &[u8],
+        budget: u32,
+        ttl: Duration,
+    ) -> Result<Option<u32>, FleetError> {
+        const SCRIPT: &str = r"
+local used = redis.call('INCR', KEYS[1])
+if used == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local left = tonumber(ARGV[1]) - used
+if left < 0 then return -1 end
+return left
+";
+        static SPEND: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(SCRIPT));
+        let key = format!("{}:spent:{kind}:{{{}}}", self.prefix, hex(id));
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut invocation = SPEND.prepare_invoke();
+        invocation.key(key).arg(budget).arg(ms);
+        let left: i64 = self.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        Ok(u32::try_from(left).ok())
+    }
+
     /// Registers this node's shield-key fingerprint with the fleet (the first node sets it)
     /// and refuses a node whose key differs: its challenges and clearances would be
     /// refused everywhere else.

@@ -430,19 +430,36 @@ impl Edge {
         }
     }
 
-    /// Checks a clearance and spends one request of its budget; returns what remains.
-    pub fn spend_clearance(
+    /// Checks a clearance and spends one request of its budget (fleet-wide when shared:
+    /// a clearance is good for its budget in the whole fleet, not on each node); returns
+    /// what remains.
+    pub async fn spend_clearance(
         &self,
         token: &str,
         binding: &ClientBinding,
         client: &Client,
         now: Duration,
     ) -> Result<u32, ClearanceError> {
-        let result = self.issuer.check_clearance(token, binding, now).and_then(|c| self.ledger.spend(&c, now));
+        let result = match self.issuer.check_clearance(token, binding, now) {
+            Ok(c) => self.spend_budget(&c, now).await,
+            Err(e) => Err(e),
+        };
         if matches!(result, Err(ClearanceError::Forged | ClearanceError::Malformed | ClearanceError::WrongClient)) {
             self.failed_challenge(client, now);
         }
         result
+    }
+
+    async fn spend_budget(&self, clearance: &shield::Clearance, now: Duration) -> Result<u32, ClearanceError> {
+        if let Some(shared) = self.shared_up() {
+            let ttl = clearance.expires_at.saturating_sub(now);
+            match shared.fleet().spend_once("clearance", &clearance.id.to_be_bytes(), clearance.budget, ttl).await {
+                Ok(Some(left)) => return Ok(left),
+                Ok(None) => return Err(ClearanceError::BudgetSpent),
+                Err(_) => shared.fleet().count_fallback(),
+            }
+        }
+        self.ledger.spend(clearance, now)
     }
 
     fn failed_challenge(&self, client: &Client, now: Duration) {
@@ -787,9 +804,9 @@ mod tests {
         let nonce = shield::solve(&c.seed, c.difficulty).unwrap().to_string();
         let clearance = e.redeem(&c.token, &nonce, &binding, &ip, now).await.expect("solved");
         assert_eq!(e.redeem(&c.token, &nonce, &binding, &ip, now).await, Err(PowError::Replayed));
-        assert_eq!(e.spend_clearance(&clearance, &binding, &ip, now), Ok(1));
-        assert_eq!(e.spend_clearance(&clearance, &binding, &ip, now), Ok(0));
-        assert_eq!(e.spend_clearance(&clearance, &binding, &ip, now), Err(ClearanceError::BudgetSpent));
+        assert_eq!(e.spend_clearance(&clearance, &binding, &ip, now).await, Ok(1));
+        assert_eq!(e.spend_clearance(&clearance, &binding, &ip, now).await, Ok(0));
+        assert_eq!(e.spend_clearance(&clearance, &binding, &ip, now).await, Err(ClearanceError::BudgetSpent));
         assert!(e.failures_of(&ip, now) >= 1, "the replay counted as a failure");
     }
 }

@@ -371,6 +371,42 @@ async fn a_challenge_solved_on_one_node_is_refused_on_another() {
 }
 
 #[tokio::test]
+async fn a_clearance_is_good_for_its_budget_in_the_whole_fleet_not_on_each_node() {
+    let Some(f) = fleet(|c| {
+        c.shield.pow.base_difficulty = 6;
+        c.shield.pow.score_points_per_bit = 0;
+        c.shield.pow.clearance_budget = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let bot = from("127.0.0.19", "python-requests/2.32");
+    let r = bot.get(format!("{}/auth/csrf", f.nodes[0].url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let challenge = r.json::<Value>().await.unwrap()["challenge"].clone();
+    let nonce = shield::solve(challenge["seed"].as_str().unwrap(), challenge["difficulty"].as_u64().unwrap() as u8)
+        .unwrap()
+        .to_string();
+    let answer = json!({"token": challenge["token"], "nonce": nonce});
+    let r = bot.post(format!("{}/challenge", f.nodes[0].url)).json(&answer).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let clearance = r.json::<Value>().await.unwrap()["clearance"].as_str().unwrap().to_owned();
+    let mut served = 0;
+    for i in 0..9 {
+        let r = bot
+            .get(format!("{}/auth/csrf", f.nodes[i % 3].url))
+            .header("x-palisade-clearance", &clearance)
+            .send()
+            .await
+            .unwrap();
+        served += usize::from(r.status() == StatusCode::OK);
+    }
+    println!("a clearance for 3 requests, used 9 times over 3 nodes: {served} served");
+    assert_eq!(served, 3, "one budget for the fleet (each node alone would serve 3: 9 in all)");
+}
+
+#[tokio::test]
 async fn a_key_revoked_on_one_node_is_refused_on_another_within_a_second() {
     // Without anonymous inference, so a key that is no longer valid is a 401, not an
     // anonymous caller.

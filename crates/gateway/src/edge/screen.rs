@@ -314,7 +314,7 @@ async fn bot_check(
                 None => "no_clearance",
                 Some(token) => {
                     let binding = edge.binding(client, headers);
-                    match edge.spend_clearance(token, &binding, client, now) {
+                    match edge.spend_clearance(token, &binding, client, now).await {
                         Ok(_) => return Ok(true),
                         Err(e) => {
                             edge.audit_sampled(client, now, || {
