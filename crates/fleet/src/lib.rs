@@ -4,9 +4,9 @@
 //! `redis` connection manager and answers: rate-limit decisions ([`Fleet::check`], GCRA
 //! in one server-side script per decision, all the limits of one request at once, with
 //! the account's concurrency lease), one-time claims ([`Fleet::claim_once`],
-//! proof-of-work replay), the login back-off ([`logins`]), the attack detector's signals
-//! summed over the fleet ([`signals`]), and the switches every node must see within a
-//! second ([`switches`]).
+//! proof-of-work replay), the login back-off ([`logins`]), the registration waiting room
+//! ([`room`]), the attack detector's signals summed over the fleet ([`signals`]), and the
+//! switches every node must see within a second ([`switches`]).
 //!
 //! Every call is bounded by [`FleetConfig::timeout`]. A failure marks the fleet down
 //! ([`Fleet::is_up`]); callers then decide locally (the gateway scales its local limits to
@@ -20,6 +20,7 @@
 pub mod error;
 pub mod limits;
 pub mod logins;
+pub mod room;
 pub mod signals;
 pub mod state;
 pub mod switches;
@@ -27,5 +28,6 @@ pub mod switches;
 pub use error::FleetError;
 pub use limits::{Checked, Decided, Lease, LimitKey, SharedLimit};
 pub use logins::{LoginEnd, LoginKey, LoginLimits, LoginVerdict};
+pub use room::{RoomAnswer, RoomRules};
 pub use state::{Fleet, FleetConfig};
 pub use switches::{Switch, SwitchVersions};

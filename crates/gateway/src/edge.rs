@@ -136,7 +136,9 @@ impl Edge {
             failures: BoundedTable::new(shield.limits.ip_entries),
             signup_meter: BoundedTable::new(shield.limits.subnet_entries),
             audit,
-            room: Mutex::new(WaitingRoom::new(shield.waiting_room.clone(), key)),
+            // Tickets are bound to `epoch` as well: one queue's across a fleet (which shares
+            // it), a fresh one on a restarted single node (whose queue died with it).
+            room: Mutex::new(WaitingRoom::with_epoch(shield.waiting_room.clone(), key, epoch)),
             detector: Mutex::new(AttackDetector::new(shield.attack.clone())),
             under_attack: AtomicBool::new(false),
             attack_since: AtomicI64::new(0),

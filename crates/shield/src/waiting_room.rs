@@ -15,8 +15,10 @@
 //! ring's other half holds the recently admitted. With a ring of only `capacity`, a ticket
 //! admitted by the clock and reused by the next join lost its pass before it could poll.
 //!
-//! The room is per process: with several gateway nodes each runs its own queue (fair within
-//! a node), and a ticket from another node or an earlier run reads as expired.
+//! The queue here is per process. A fleet keeps one queue in its shared state instead and
+//! uses this type only for what it signs: tickets ([`WaitingRoom::seal_ticket`],
+//! [`WaitingRoom::open_ticket`]) and passes ([`WaitingRoom::pass_for`]), under an epoch
+//! every node shares. A ticket from an earlier run (another epoch) reads as expired.
 
 use std::time::Duration;
 
@@ -163,6 +165,15 @@ impl WaitingRoom {
         Self::with_signer(config, Signer::new(key), u64::from_le_bytes(random_bytes::<8>()))
     }
 
+    /// A room signing with `key` under a given epoch (a fleet's nodes share one).
+    pub fn with_epoch(config: WaitingRoomConfig, key: [u8; 32], epoch: u64) -> Self {
+        Self::with_signer(config, Signer::new(key), epoch)
+    }
+
+    pub fn config(&self) -> &WaitingRoomConfig {
+        &self.config
+    }
+
     pub fn with_signer(config: WaitingRoomConfig, signer: Signer, epoch: u64) -> Self {
         let cap = config.capacity.max(1);
         Self {
@@ -255,33 +266,27 @@ impl WaitingRoom {
         Duration::from_millis(self.config.poll_interval_ms)
     }
 
-    /// Takes a place at the back of the queue for `binding`.
-    pub fn join(&mut self, binding: &ClientBinding, now: Duration) -> Result<Ticket, WaitingRoomError> {
-        self.advance(now);
-        if self.waiting() >= self.config.capacity.max(1) as u64 {
-            let per = if self.config.admit_per_sec > 0.0 { 1.0 / self.config.admit_per_sec } else { 0.0 };
-            let retry_after = Duration::from_secs_f64(per.clamp(1.0, 3600.0)).max(self.poll_after());
-            return Err(WaitingRoomError::Full { retry_after });
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let at = self.slot(seq);
-        self.slots[at] = Slot { seq, last_seen_ms: millis(now) };
+    /// The refusal of a full room, with when to try again.
+    pub fn full(&self) -> WaitingRoomError {
+        let per = if self.config.admit_per_sec > 0.0 { 1.0 / self.config.admit_per_sec } else { 0.0 };
+        let retry_after = Duration::from_secs_f64(per.clamp(1.0, 3600.0)).max(self.poll_after());
+        WaitingRoomError::Full { retry_after }
+    }
+
+    /// A ticket for place `seq`, bound to `binding`.
+    pub fn seal_ticket(&self, seq: u64, binding: &ClientBinding, now: Duration) -> String {
         let mut p = [0u8; TICKET_BYTES];
         p[0] = VERSION;
         p[1..9].copy_from_slice(&self.epoch.to_be_bytes());
         p[9..17].copy_from_slice(&seq.to_be_bytes());
         p[17..25].copy_from_slice(&millis(now).to_be_bytes());
         p[25..41].copy_from_slice(binding.bytes());
-        let token = self.signer.seal(Purpose::WaitingTicket, &p);
-        // Admission may already cover this ticket (saved-up credit).
-        self.advance(now);
-        let position = (seq + 1).saturating_sub(self.head);
-        Ok(Ticket { token, position, eta: self.eta(position), poll_after: self.poll_after() })
+        self.signer.seal(Purpose::WaitingTicket, &p)
     }
 
-    /// Where `ticket` stands; also marks it as still wanted.
-    pub fn poll(&mut self, ticket: &str, binding: &ClientBinding, now: Duration) -> Result<Status, WaitingRoomError> {
+    /// The place a ticket holds, checked (signature, binding); `None` for a ticket of
+    /// another epoch (an earlier run: it reads as expired).
+    pub fn open_ticket(&self, ticket: &str, binding: &ClientBinding) -> Result<Option<u64>, WaitingRoomError> {
         let p: [u8; TICKET_BYTES] = self.signer.open(Purpose::WaitingTicket, ticket)?;
         if p[0] != VERSION {
             return Err(WaitingRoomError::Malformed);
@@ -294,10 +299,36 @@ impl WaitingRoom {
             b.copy_from_slice(&p[at..at + 8]);
             u64::from_be_bytes(b)
         };
-        let (epoch, seq) = (field(1), field(9));
-        if epoch != self.epoch {
-            return Ok(Status::Expired);
+        Ok((field(1) == self.epoch).then(|| field(9)))
+    }
+
+    /// What a waiting client is told at `position`, with `credit` admissions saved up.
+    pub fn waiting_status(&self, position: u64, credit: f64) -> Status {
+        let rate = self.config.admit_per_sec;
+        let eta = (rate > 0.0).then(|| Duration::from_secs_f64(((position as f64 - credit).max(0.0) / rate).min(1e9)));
+        Status::Waiting { position, eta, poll_after: self.poll_after() }
+    }
+
+    /// Takes a place at the back of the queue for `binding`.
+    pub fn join(&mut self, binding: &ClientBinding, now: Duration) -> Result<Ticket, WaitingRoomError> {
+        self.advance(now);
+        if self.waiting() >= self.config.capacity.max(1) as u64 {
+            return Err(self.full());
         }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let at = self.slot(seq);
+        self.slots[at] = Slot { seq, last_seen_ms: millis(now) };
+        let token = self.seal_ticket(seq, binding, now);
+        // Admission may already cover this ticket (saved-up credit).
+        self.advance(now);
+        let position = (seq + 1).saturating_sub(self.head);
+        Ok(Ticket { token, position, eta: self.eta(position), poll_after: self.poll_after() })
+    }
+
+    /// Where `ticket` stands; also marks it as still wanted.
+    pub fn poll(&mut self, ticket: &str, binding: &ClientBinding, now: Duration) -> Result<Status, WaitingRoomError> {
+        let Some(seq) = self.open_ticket(ticket, binding)? else { return Ok(Status::Expired) };
         self.advance(now);
         let now_ms = millis(now);
         let at = self.slot(seq);
@@ -307,7 +338,7 @@ impl WaitingRoom {
         }
         self.slots[at].last_seen_ms = now_ms;
         if seq < self.head {
-            return Ok(Status::Admitted { pass: self.issue_pass(seq, binding, now) });
+            return Ok(Status::Admitted { pass: self.pass_for(seq, binding, now) });
         }
         let position = seq - self.head + 1;
         Ok(Status::Waiting { position, eta: self.eta(position), poll_after: self.poll_after() })
@@ -315,7 +346,7 @@ impl WaitingRoom {
 
     /// The pass for ticket `seq`: the same id however often it is fetched, so one ticket
     /// yields one sign-up once the id is claimed.
-    fn issue_pass(&self, seq: u64, binding: &ClientBinding, now: Duration) -> String {
+    pub fn pass_for(&self, seq: u64, binding: &ClientBinding, now: Duration) -> String {
         let mut h = Sha256::new();
         h.update(b"palisade/shield/admission-pass-id/v1\0");
         h.update(self.epoch.to_be_bytes());

@@ -15,9 +15,10 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use fleet::{RoomAnswer, RoomRules};
 use serde::Deserialize;
 use serde_json::json;
-use shield::{Client, WaitingRoomError, WaitingStatus};
+use shield::{Client, ClientBinding, Ticket, WaitingRoomError, WaitingStatus};
 
 use super::metrics::EdgeAction;
 use super::{Edge, PASS_HEADER, Stop};
@@ -62,7 +63,7 @@ pub(crate) async fn admit_registration(
         }
         return Ok("admission_pass");
     }
-    let someone_waits = !edge.room().is_empty(now);
+    let someone_waits = someone_waits(edge, now).await;
     if !someone_waits {
         let d = edge.check_route(Zone::Register, client, None, now);
         if d.allowed {
@@ -73,7 +74,7 @@ pub(crate) async fn admit_registration(
             return Err(ApiError::limited("too many registrations; try again later", &d).into());
         }
     }
-    let joined = edge.room().join(&binding, now);
+    let joined = join(edge, &binding, now).await;
     let ticket = joined.map_err(|e| room_error(edge, e))?;
     edge.metrics.record(EdgeAction::Queue, "waiting_room_joined");
     let body = json!({
@@ -87,6 +88,69 @@ pub(crate) async fn admit_registration(
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs_up(ticket.poll_after).max(1)));
     Err(Stop::Answered(Box::new(response)))
+}
+
+// In a fleet the queue is the shared state's (`fleet::room`), one for every node; this
+// node only signs and checks the tickets and passes. While the shared state is away each
+// node falls back to its own queue (a ticket from the shared one then reads as expired).
+
+fn rules(edge: &Edge) -> RoomRules {
+    let room = edge.room();
+    let c = room.config();
+    RoomRules {
+        capacity: c.capacity as u64,
+        admit_per_sec: c.admit_per_sec,
+        admit_burst: c.admit_burst,
+        poll_ttl_ms: c.poll_ttl_ms,
+    }
+}
+
+async fn someone_waits(edge: &Edge, now: Duration) -> bool {
+    if let Some(shared) = edge.shared_up() {
+        match shared.fleet().room_waiting(&rules(edge)).await {
+            Ok(waiting) => return waiting > 0,
+            Err(_) => shared.fleet().count_fallback(),
+        }
+    }
+    !edge.room().is_empty(now)
+}
+
+async fn join(edge: &Edge, binding: &ClientBinding, now: Duration) -> Result<Ticket, WaitingRoomError> {
+    if let Some(shared) = edge.shared_up() {
+        match shared.fleet().room_join(&rules(edge)).await {
+            Ok(RoomAnswer::Full) => return Err(edge.room().full()),
+            Ok(RoomAnswer::Joined { seq, position, credit }) => {
+                let room = edge.room();
+                let token = room.seal_ticket(seq, binding, now);
+                let WaitingStatus::Waiting { eta, poll_after, .. } = room.waiting_status(position, credit) else {
+                    unreachable!("waiting_status answers Waiting")
+                };
+                return Ok(Ticket { token, position, eta, poll_after });
+            }
+            Ok(_) | Err(_) => shared.fleet().count_fallback(),
+        }
+    }
+    edge.room().join(binding, now)
+}
+
+async fn poll_ticket(
+    edge: &Edge,
+    ticket: &str,
+    binding: &ClientBinding,
+    now: Duration,
+) -> Result<WaitingStatus, WaitingRoomError> {
+    if let Some(shared) = edge.shared_up() {
+        let Some(seq) = edge.room().open_ticket(ticket, binding)? else { return Ok(WaitingStatus::Expired) };
+        match shared.fleet().room_poll(seq, &rules(edge)).await {
+            Ok(RoomAnswer::Admitted) => {
+                return Ok(WaitingStatus::Admitted { pass: edge.room().pass_for(seq, binding, now) });
+            }
+            Ok(RoomAnswer::Expired) => return Ok(WaitingStatus::Expired),
+            Ok(RoomAnswer::Waiting { position, credit }) => return Ok(edge.room().waiting_status(position, credit)),
+            Ok(_) | Err(_) => shared.fleet().count_fallback(),
+        }
+    }
+    edge.room().poll(ticket, binding, now)
 }
 
 #[derive(Deserialize)]
@@ -106,7 +170,7 @@ pub async fn poll(
     };
     let now = now();
     let binding = edge.binding(&ctx.client, &headers);
-    let status = edge.room().poll(&ticket, &binding, now);
+    let status = poll_ticket(&edge, &ticket, &binding, now).await;
     match status {
         Ok(WaitingStatus::Waiting { position, eta, poll_after }) => {
             edge.metrics.record(EdgeAction::Queue, "ticket_waiting");
