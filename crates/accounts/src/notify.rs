@@ -16,6 +16,10 @@
 //! ```
 //!
 //! Any 2xx answer within five seconds counts as delivered.
+//!
+//! [`Notifier::smtp`] sends e-mail codes over SMTP (`lettre`: `smtp://host:587?tls=required`
+//! for STARTTLS, `smtps://host:465` for TLS from the start, credentials in the URL) and
+//! hands every other message (text messages) to the notifier it wraps.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,6 +31,9 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde::Serialize;
 use sha2::Sha256;
 
@@ -63,12 +70,27 @@ pub enum NotifyError {
     Outbox(#[from] std::io::Error),
     #[error("the notification webhook failed: {0}")]
     Webhook(String),
+    /// Never carries the SMTP URL (it may hold a password) nor the address.
+    #[error("sending the e-mail failed: {0}")]
+    Smtp(String),
 }
 
 /// Where codes go.
 pub enum Notifier {
-    Outbox { path: PathBuf },
-    Webhook { url: http::Uri, secret: Vec<u8>, client: Client<HttpConnector, Full<Bytes>> },
+    Outbox {
+        path: PathBuf,
+    },
+    Webhook {
+        url: http::Uri,
+        secret: Vec<u8>,
+        client: Client<HttpConnector, Full<Bytes>>,
+    },
+    /// E-mail over SMTP; anything else to `others`.
+    Smtp {
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        from: Mailbox,
+        others: Box<Notifier>,
+    },
 }
 
 impl Notifier {
@@ -87,8 +109,50 @@ impl Notifier {
         Ok(Notifier::Webhook { url, secret: secret.to_vec(), client })
     }
 
-    pub async fn send(&self, message: &Message) -> Result<(), NotifyError> {
+    /// E-mail through the SMTP server at `url` (`smtp://`, `smtps://`; see the module
+    /// notes), from `from` (`Name <address>`); every other message to `others`.
+    pub fn smtp(url: &str, from: &str, others: Notifier) -> Result<Notifier, NotifyError> {
+        // lettre's own error could repeat the URL, and with it a password: say only what.
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(|_| NotifyError::Smtp("notify.smtp_url is not a valid smtp:// or smtps:// URL".into()))?
+            .timeout(Some(Duration::from_secs(10)))
+            .build();
+        let from = from.parse().map_err(|e| NotifyError::Smtp(format!("notify.smtp_from: {e}")))?;
+        Ok(Notifier::Smtp { transport, from, others: Box::new(others) })
+    }
+
+    pub fn send<'a>(
+        &'a self,
+        message: &'a Message,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), NotifyError>> + Send + 'a>> {
+        Box::pin(self.deliver(message))
+    }
+
+    async fn deliver(&self, message: &Message) -> Result<(), NotifyError> {
         match self {
+            Notifier::Smtp { others, .. } if message.channel != Channel::Email => others.send(message).await,
+            Notifier::Smtp { transport, from, .. } => {
+                let to: Mailbox =
+                    message.to.parse().map_err(|_| NotifyError::Smtp("the address is not valid".into()))?;
+                let email = lettre::Message::builder()
+                    .from(from.clone())
+                    .to(to)
+                    .subject(subject(&message.text))
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(message.text.clone())
+                    .map_err(|e| NotifyError::Smtp(e.to_string()))?;
+                transport.send(email).await.map(drop).map_err(|e| {
+                    // The server's refusal (its reply code), or the connection's failure.
+                    let why = if e.is_permanent() || e.is_transient() {
+                        e.status().map_or_else(|| "refused".to_owned(), |c| format!("refused with {c}"))
+                    } else if e.is_timeout() {
+                        "timed out".to_owned()
+                    } else {
+                        "could not reach the server".to_owned()
+                    };
+                    NotifyError::Smtp(why)
+                })
+            }
             Notifier::Outbox { path } => {
                 let line = serde_json::json!({
                     "at": crate::unix_millis(),
@@ -125,6 +189,12 @@ impl Notifier {
             }
         }
     }
+}
+
+/// The subject of a message: its first sentence, short.
+fn subject(text: &str) -> String {
+    let first = text.split(['.', '\n']).next().unwrap_or(text).trim();
+    first.chars().take(78).collect()
 }
 
 /// Append one whole line to the outbox in a single `write` on a file opened with

@@ -84,6 +84,14 @@ pub struct NotifyConfig {
     /// HMAC key for the webhook's `x-palisade-signature`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
+    /// Send e-mail codes through this SMTP server: `smtp://user:password@host:587?tls=required`
+    /// (STARTTLS) or `smtps://user:password@host:465`. Text messages still go to the
+    /// webhook (or the outbox).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_url: Option<String>,
+    /// The sender of those e-mails, e.g. `Palisade <no-reply@example.com>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_from: Option<String>,
 }
 
 /// The operator API.
@@ -255,6 +263,9 @@ impl Config {
                 field: "log.level".into(),
                 reason: format!("`{}` is not a log filter (try `info` or `info,gateway=debug`)", self.log.level),
             });
+        }
+        if self.notify.smtp_url.is_some() != self.notify.smtp_from.is_some() {
+            problems.push(InvalidField { field: "notify".into(), reason: "smtp_url and smtp_from go together".into() });
         }
         if self.notify.webhook_url.is_some() != self.notify.webhook_secret.is_some() {
             problems.push(InvalidField {

@@ -144,6 +144,10 @@ pub(crate) async fn open_accounts(config: &Config) -> anyhow::Result<Arc<Account
         (Some(url), Some(secret)) => Notifier::webhook(url, secret.as_bytes()).context("notify.webhook_url")?,
         _ => Notifier::outbox(config.data_dir.join("outbox.jsonl")),
     };
+    let notifier = match (&config.notify.smtp_url, &config.notify.smtp_from) {
+        (Some(url), Some(from)) => Notifier::smtp(url, from, notifier).context("notify.smtp_url")?,
+        _ => notifier,
+    };
     let accounts = Accounts::new(store, keys, notifier, config.accounts.clone()).await?;
     if config.pii.key.is_none() {
         accounts.watch_key_file(key_file);
