@@ -18,6 +18,7 @@ pub mod principal_cache;
 pub mod recovery;
 pub mod send_budget;
 pub mod service;
+pub mod sms;
 pub mod throttle;
 pub mod tier;
 pub mod tokens;

@@ -126,6 +126,10 @@ pub enum RegistrationRefused {
     PhoneRequired { allow: Vec<Region>, message: Option<String> },
     #[error("New registrations currently need an invitation.{}", message.as_deref().map(|m| format!(" {m}")).unwrap_or_default())]
     InviteRequired { message: Option<String> },
+    #[error(
+        "Sign-ups by text message to this number range are paused for now: sign up with an e-mail address, or try again later."
+    )]
+    TextsPaused,
 }
 
 fn list(regions: &[Region]) -> String {
@@ -145,6 +149,7 @@ impl RegistrationRefused {
             Self::RegionNotAllowed { .. } => "region_not_allowed",
             Self::PhoneRequired { .. } => "phone_required_for_region_policy",
             Self::InviteRequired { .. } => "invite_required",
+            Self::TextsPaused => "sms_paused",
         }
     }
 }

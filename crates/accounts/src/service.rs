@@ -27,7 +27,8 @@ use crate::phone::parse_phone;
 use crate::policy::RegistrationPolicy;
 pub use crate::principal::Principal;
 use crate::principal_cache::{Credential, PrincipalCache};
-use crate::send_budget::SendBudget;
+use crate::send_budget::{BreakerConfig, SendBudget};
+use crate::sms::{Held, SmsGuard, SmsRules};
 use crate::throttle::{
     Attempt, FailureThrottle, LocalLogins, LoginKeys, LoginRules, Outcome, SharedLogins, ThrottleConfig,
 };
@@ -74,6 +75,19 @@ pub struct AccountsConfig {
     /// ...and at most this many codes or notices go to one phone number or address,
     /// whatever the account.
     pub max_code_sends_per_destination: u32,
+    /// Texts (codes by SMS) per country and per number range (`+` and six digits) an
+    /// hour, and the conversion breaker: over `sms_breaker_window_s`, once a range or
+    /// country has had `sms_breaker_min_sends` texts, fewer than `sms_pause_below` of
+    /// their codes entered pauses texts to it until conversion recovers.
+    pub sms_per_country_per_hour: u32,
+    pub sms_per_prefix_per_hour: u32,
+    pub sms_breaker_window_s: u64,
+    pub sms_breaker_min_sends: u32,
+    pub sms_pause_below: f64,
+    /// Price of one text by country (ISO region, e.g. "GB"), for the estimated-cost
+    /// metric; `sms_default_price` for the others.
+    pub sms_prices: std::collections::BTreeMap<String, f64>,
+    pub sms_default_price: f64,
     /// Whether unverified accounts may use `/v1` while registration is open. Off
     /// whenever registration is restricted (regions, invite-only, closed), whatever
     /// this says.
@@ -99,6 +113,13 @@ impl Default for AccountsConfig {
             max_code_resends: 2,
             max_code_sends_per_destination: 5,
             unverified_inference: true,
+            sms_per_country_per_hour: 5_000,
+            sms_per_prefix_per_hour: 200,
+            sms_breaker_window_s: 900,
+            sms_breaker_min_sends: 20,
+            sms_pause_below: 0.1,
+            sms_prices: std::collections::BTreeMap::new(),
+            sms_default_price: 0.05,
         }
     }
 }
@@ -273,6 +294,8 @@ pub struct Accounts {
     /// phone number or address.
     sends_per_account: SendBudget,
     sends_per_destination: SendBudget,
+    /// Texts per country and number range, and the pumping breaker.
+    sms: SmsGuard,
     principals: PrincipalCache,
     /// Bumped on every local change other nodes must hear of (see [`Accounts::changes`]).
     credential_changes: std::sync::atomic::AtomicU64,
@@ -354,6 +377,19 @@ impl Accounts {
                 Duration::from_secs(config.code_window_s),
                 200_000,
             ),
+            sms: SmsGuard::new(SmsRules {
+                per_country_per_hour: config.sms_per_country_per_hour,
+                per_prefix_per_hour: config.sms_per_prefix_per_hour,
+                breaker: BreakerConfig {
+                    window: Duration::from_secs(config.sms_breaker_window_s.max(1)),
+                    min_sends: config.sms_breaker_min_sends,
+                    // Only the pause acts here (a proof of work would have to come from the edge).
+                    pow_below: config.sms_pause_below,
+                    pause_below: config.sms_pause_below,
+                },
+                prices: config.sms_prices.clone(),
+                default_price: config.sms_default_price,
+            }),
             store,
             keys: RwLock::new(Arc::new(keys)),
             passwords: PasswordPolicy::default(),
@@ -605,6 +641,9 @@ impl Accounts {
         self.sends_per_destination
             .spend(&destination[..], now as u64)
             .map_err(|retry_after| AccountError::TooManyAttempts { retry_after })?;
+        if let Some(p) = phone {
+            self.texts_allowed(&p.region, &p.e164, now)?;
+        }
         let identifier =
             if field == "phone" { Identifier::Phone(&destination) } else { Identifier::Email(&destination) };
         let taken = self.store.holder_of(identifier).await?.is_some();
@@ -634,6 +673,10 @@ impl Accounts {
         let registration =
             NewRegistration { user: &user, code_hash: &code_hash, code_expires_at: expires, audit: &audit };
         let user_id = self.store.register(&registration, now).await?;
+        if let Some(p) = phone {
+            // The notice to a taken number costs a text as much as a code does.
+            self.sms.sent(&p.region, &p.e164, now as u64);
+        }
         let text = if taken {
             let what = if channel == Channel::Sms { "phone number" } else { "address" };
             format!(
@@ -671,6 +714,11 @@ impl Accounts {
         let destination = self.keys().blind_index(field, &normalized);
         if self.sends_per_destination.spend(&destination[..], now as u64).is_err() {
             return Ok(());
+        }
+        let region = user.phone_region.clone().unwrap_or_default();
+        if channel == Channel::Sms {
+            self.texts_allowed(&region, &to, now)?;
+            self.sms.sent(&region, &to, now as u64);
         }
         let code = self.put_code(user_id, CodePurpose::Verify, now).await?;
         let text = code_text(&code, self.config.code_ttl_s);
@@ -724,6 +772,20 @@ impl Accounts {
         Ok(())
     }
 
+    /// Whether a text may go to `e164` now (see [`crate::sms`]).
+    fn texts_allowed(&self, region: &str, e164: &str, now: i64) -> Result<(), AccountError> {
+        match self.sms.check(region, e164, now as u64) {
+            Ok(()) => Ok(()),
+            Err(Held::Paused) => Err(AccountError::Refused(crate::policy::RegistrationRefused::TextsPaused)),
+            Err(Held::Budget(retry_after)) => Err(AccountError::TooManyAttempts { retry_after }),
+        }
+    }
+
+    /// Texts sent and codes entered by country, for the metrics.
+    pub fn sms_counts(&self) -> std::collections::BTreeMap<String, crate::sms::CountryCounts> {
+        self.sms.counts()
+    }
+
     /// True when an unverified account's claim is too old to verify or log in with.
     fn claim_lapsed(&self, user: &UserRow, now: i64) -> bool {
         user.status() == UserStatus::Unverified && user.created_at <= now - self.claims_ttl_ms()
@@ -762,6 +824,11 @@ impl Accounts {
             Err(e) => return Err(e.into()),
         }
         self.forget_principals();
+        if let (Some(region), Some(blob)) = (&user.phone_region, &user.phone_enc)
+            && let Ok(e164) = self.decrypt("phone", blob).map(|b| String::from_utf8_lossy(&b).into_owned())
+        {
+            self.sms.verified(region, &e164, now as u64);
+        }
         self.audit(&actor, "auth.verify", "ok", ip, None, None).await;
         Ok(())
     }

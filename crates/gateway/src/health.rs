@@ -87,6 +87,7 @@ pub async fn metrics(State(t): State<Telemetry>, ctx: RequestContext) -> Result<
     out.push_str("# HELP palisade_password_hash_queued Password hashes waiting for a thread.\n");
     out.push_str("# TYPE palisade_password_hash_queued gauge\n");
     out.push_str(&format!("palisade_password_hash_queued {}\n", hasher.queued()));
+    render_sms(&t.accounts.sms_counts(), &mut out);
     render_admission(&t.admission.snapshot(), &mut out);
     let conns = &t.connections;
     out.push_str("# HELP palisade_connections_open Client connections open now.\n");
@@ -153,6 +154,28 @@ fn render_admission(snap: &admission::AdmissionSnapshot, out: &mut String) {
                 "palisade_admission_refused_total{{class=\"{class}\",reason=\"{}\"}} {n}",
                 reason.as_str()
             );
+        }
+    }
+}
+
+/// Texts by country: what SMS pumping would show first (many sent, few entered).
+fn render_sms(counts: &std::collections::BTreeMap<String, accounts::sms::CountryCounts>, out: &mut String) {
+    use std::fmt::Write as _;
+    let series: [(&str, &str, fn(&accounts::sms::CountryCounts) -> f64); 4] = [
+        ("palisade_sms_sent_total", "Codes and notices sent by text, by country.", |c| c.sent as f64),
+        ("palisade_sms_verified_total", "Codes sent by text that were entered, by country.", |c| c.verified as f64),
+        ("palisade_sms_paused_total", "Texts not sent because the breaker paused their range or country.", |c| {
+            c.paused as f64
+        }),
+        ("palisade_sms_estimated_cost_total", "What the texts sent cost, from the price table.", |c| {
+            c.estimated_cost()
+        }),
+    ];
+    for (name, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (country, c) in counts {
+            let _ = writeln!(out, "{name}{{country=\"{country}\"}} {}", value(c));
         }
     }
 }

@@ -597,3 +597,56 @@ async fn the_public_status_page_shows_the_registration_policy() {
     let r = client().get(site.url("/api/v2/nothing.json")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn texts_to_a_range_whose_codes_are_never_entered_pause_while_other_countries_go_on() {
+    let sim = spawn_sim(instant_sim()).await;
+    let accounts = accounts::service::AccountsConfig { sms_breaker_min_sends: 10, ..test_accounts() };
+    let keys = accounts::crypto::PiiKeys::generate();
+    let gw = spawn_node(None, keys, accounts, vec![upstream("sim", &sim.server.url)], without_route_limits).await;
+    let register = |n: u32, phone: String| {
+        let c = client_from([127, 0, 50 + (n / 200) as u8, 1 + (n % 200) as u8]);
+        let url = format!("{}/auth/register", gw.url);
+        async move {
+            let r = c.post(url).json(&json!({"phone": phone, "password": PASSWORD})).send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    // Pumping: sign-ups to numbers of one premium-looking range, none ever verified.
+    for n in 0..10 {
+        let (status, body) = register(n, format!("+44 7400 123{n:03}")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // Its codes are never entered: texts to that range stop.
+    let (status, body) = register(10, "+44 7400 123999".into()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "sms_paused", "{body}");
+    // A genuine newcomer elsewhere signs up and verifies.
+    let (status, body) = register(11, CN_PHONE.into()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let user_id = body["user_id"].as_i64().unwrap();
+    let code = code_in(&gw.outbox, user_id);
+    let r = client()
+        .post(format!("{}/auth/verify", gw.url))
+        .json(&json!({"user_id": user_id, "code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let metrics = client().get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "palisade_sms_sent_total{country=\"GB\"} 10",
+        "palisade_sms_verified_total{country=\"GB\"} 0",
+        "palisade_sms_paused_total{country=\"GB\"} 1",
+        "palisade_sms_sent_total{country=\"CN\"} 1",
+        "palisade_sms_verified_total{country=\"CN\"} 1",
+        "palisade_sms_estimated_cost_total{country=\"GB\"} 0.5",
+    ] {
+        assert!(
+            metrics.contains(line),
+            "{line} in\n{}",
+            metrics.lines().filter(|l| l.contains("sms")).collect::<Vec<_>>().join("\n")
+        );
+    }
+}
