@@ -82,16 +82,6 @@ start redis 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --app
 for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 HZ=$(getconf CLK_TCK)
-group_ticks() { # PGID -> utime+stime ticks of the group
-    local pg=$1 total=0 f line
-    local -a v
-    for f in /proc/[0-9]*/stat; do
-        { read -r line <"$f"; } 2>/dev/null || continue
-        read -ra v <<<"${line##*) }"
-        [[ ${v[2]} == "$pg" ]] && total=$((total + v[11] + v[12]))
-    done
-    echo "$total"
-}
 metric() { # PORT NAME -> value (0 when absent)
     curl -fsS -m 5 "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n { print $2; found = 1 } END { if (!found) print 0 }'
 }

@@ -78,3 +78,15 @@ wait_ready() {
     tail -n 20 "$OUT/$name.log" >&2 || true
     return 1
 }
+
+# group_ticks PGID — utime+stime (in clock ticks) of every process in the group, from /proc.
+group_ticks() { # PGID -> ticks
+    local pg=$1 total=0 f line
+    local -a v
+    for f in /proc/[0-9]*/stat; do
+        { read -r line <"$f"; } 2>/dev/null || continue # the process may be gone
+        read -ra v <<<"${line##*) }" # v[0]=state v[2]=pgrp v[11]=utime v[12]=stime
+        [[ ${v[2]} == "$pg" ]] && total=$((total + v[11] + v[12]))
+    done
+    echo "$total"
+}

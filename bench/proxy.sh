@@ -125,16 +125,6 @@ chat_ok() {
 cpu_busy_total() { # CPU -> "busy total user+nice+system" (busy counts irq, softirq, steal too)
     awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t, $2 + $3 + $4 }' /proc/stat
 }
-group_ticks() { # PGID -> ticks
-    local pg=$1 total=0 f line
-    local -a v
-    for f in /proc/[0-9]*/stat; do
-        { read -r line <"$f"; } 2>/dev/null || continue # the process may be gone
-        read -ra v <<<"${line##*) }" # v[0]=state v[2]=pgrp v[11]=utime v[12]=stime
-        [[ ${v[2]} == "$pg" ]] && total=$((total + v[11] + v[12]))
-    done
-    echo "$total"
-}
 HZ=$(getconf CLK_TCK)
 
 # Others may share this machine (a build, a test run); their load would be

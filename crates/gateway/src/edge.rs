@@ -206,20 +206,40 @@ impl Edge {
         lease: Option<&str>,
         now: Duration,
     ) -> Result<Option<fleet::Lease>, (shield::Decision, Refused)> {
-        if let Some(shared) = self.shared_up() {
-            let bare = key.map(|(prefix, rpm)| (prefix.strip_prefix("pal_").unwrap_or(prefix), rpm));
-            let lease = lease.map(|id| shared.lease(account, id.to_owned()));
-            match shared.check_source_then_identified(client, bare, account, lease.as_ref()).await {
-                Ok((_, None)) => return Ok(lease),
-                Ok((d, Some(which))) => return Err((d, which)),
-                Err(_) => shared.fleet().count_fallback(),
-            }
+        if let Some(decided) = self.shared_identified(Some(client), key, account, lease).await {
+            return decided;
         }
         let source = self.check_source(client, 1, now).await;
         if !source.allowed {
             return Err((source, Refused::Source));
         }
         self.check_identified(key, account, lease, now).await
+    }
+
+    /// The caller's limits (after the source's, with `client`) decided by the fleet, or
+    /// `None` when the node must decide alone (no shared state, or it failed: counted).
+    async fn shared_identified(
+        &self,
+        client: Option<&Client>,
+        key: Option<(&str, Option<u32>)>,
+        account: u64,
+        lease: Option<&str>,
+    ) -> Option<Result<Option<fleet::Lease>, (shield::Decision, Refused)>> {
+        let shared = self.shared_up()?;
+        let bare = key.map(|(prefix, rpm)| (prefix.strip_prefix("pal_").unwrap_or(prefix), rpm));
+        let lease = lease.map(|id| shared.lease(account, id.to_owned()));
+        let decided = match client {
+            Some(client) => shared.check_source_then_identified(client, bare, account, lease.as_ref()).await,
+            None => shared.check_identified(bare, account, lease.as_ref()).await,
+        };
+        match decided {
+            Ok((_, None)) => Some(Ok(lease)),
+            Ok((d, Some(which))) => Some(Err((d, which))),
+            Err(_) => {
+                shared.fleet().count_fallback();
+                None
+            }
+        }
     }
 
     /// The per-key limit (when the request carries a key) and the per-account limit; in a
@@ -232,14 +252,8 @@ impl Edge {
         lease: Option<&str>,
         now: Duration,
     ) -> Result<Option<fleet::Lease>, (shield::Decision, Refused)> {
-        if let Some(shared) = self.shared_up() {
-            let bare = key.map(|(prefix, rpm)| (prefix.strip_prefix("pal_").unwrap_or(prefix), rpm));
-            let lease = lease.map(|id| shared.lease(account, id.to_owned()));
-            match shared.check_identified(bare, account, lease.as_ref()).await {
-                Ok((_, None)) => return Ok(lease),
-                Ok((d, Some(which))) => return Err((d, which)),
-                Err(_) => shared.fleet().count_fallback(),
-            }
+        if let Some(decided) = self.shared_identified(None, key, account, lease).await {
+            return decided;
         }
         if let Some((prefix, rpm)) = key {
             // The local table holds this node's share; so must a key's own limit.
