@@ -45,15 +45,7 @@ done
 
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_all
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+stop_all_on_exit
 
 rm -rf "$OUT"
 mkdir -p "$OUT"

@@ -27,6 +27,21 @@ stop_all() {
     for name in "${!PGID[@]}"; do stop_group "$name"; done
 }
 
+# stop_all_on_exit — stop every recorded group when the script ends, however it ends
+# (keeping its exit status; 130/143 on INT/TERM).
+stop_all_on_exit() {
+    # shellcheck disable=SC2317 # invoked by the EXIT trap
+    _bench_cleanup() {
+        local rc=$?
+        trap - EXIT INT TERM
+        stop_all
+        exit "$rc"
+    }
+    trap _bench_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
 # palisade_proxy_env SIM_PORT DATA_DIR — set PALISADE_ENV to the environment the
 # proxy benchmarks run `palisade serve` under: the sim as its only upstream and
 # every stage on (edge checks, identity, admission, guard scoring), with only the

@@ -88,16 +88,7 @@ die() { log "error: $*"; exit 1; }
 # ---------------------------------------------------------------- processes
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_all
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+stop_all_on_exit
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
