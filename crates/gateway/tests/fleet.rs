@@ -371,6 +371,46 @@ async fn a_challenge_solved_on_one_node_is_refused_on_another() {
 }
 
 #[tokio::test]
+async fn a_request_refused_after_its_lease_was_taken_gives_the_lease_back() {
+    let Some(f) = fleet(|c| {
+        c.shield.limits.concurrent_per_account = 2;
+        // One inference request an hour per account: the rest are refused by the route
+        // limit, which comes after the lease was taken.
+        c.shield.limits.routes = vec![shield::RouteLimit {
+            route: "inference".into(),
+            per: shield::Subject::Account,
+            rate: RateConfig::new(1, 3_600_000, 1),
+        }];
+    })
+    .await
+    else {
+        return;
+    };
+    let node = &f.nodes[0];
+    let accounts = node.gateway.accounts();
+    let user = accounts.service_user().await.unwrap();
+    let (_, key) = accounts.create_key(user, "refused", "inference", None, "test").await.unwrap();
+    let fleet = node.gateway.fleet().unwrap().clone();
+    let released = fleet.releases();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", node.url))
+            .bearer_auth(&key)
+            .json(&chat_body(false))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 429, 429, 429, 429], "the route limit refuses after the first");
+    within(Duration::from_secs(2), "every lease given back, refused requests' too", || async {
+        fleet.releases() - released == 5
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_clearance_is_good_for_its_budget_in_the_whole_fleet_not_on_each_node() {
     let Some(f) = fleet(|c| {
         c.shield.pow.base_difficulty = 6;

@@ -81,9 +81,9 @@ where
         Err(stop) => return stop.into_response(),
     };
     let mut response = handler(request).await;
-    if let Some(lease) = lease {
+    if let Some(held) = lease {
         // Held until the reply's last byte is sent or the client leaves.
-        response = response.map(|body| Body::new(Leased { inner: body, lease: Some(lease), edge: edge.clone() }));
+        response = response.map(|body| Body::new(Leased { inner: body, held }));
     }
     // Signals for the attack detector and the bot score.
     match (zone, response.status()) {
@@ -116,7 +116,7 @@ async fn check(
     client: &Client,
     request: &mut Request,
     now: Duration,
-) -> Result<(&'static str, Option<fleet::Lease>), Stop> {
+) -> Result<(&'static str, Option<HeldLease>), Stop> {
     let edge = &screen.edge;
     // 1–2. The lists and (on a single node) the per-address and per-subnet limits ran
     // in the listener (`Edge::admit`): what got here passed them.
@@ -159,7 +159,8 @@ async fn check(
             edge.check_identified(key, p.user_id as u64, lease_id.as_deref(), now).await
         };
         match checked {
-            Ok(taken) => lease = taken,
+            // From here any refusal gives the lease back (by dropping it).
+            Ok(taken) => lease = taken.map(|l| HeldLease { lease: Some(l), edge: edge.clone() }),
             Err((d, which)) => return Err(limited(edge, which, &d)),
         }
         verdict = "identified";
@@ -195,19 +196,31 @@ async fn check(
     Ok((verdict, lease))
 }
 
-/// A reply holding a fleet lease, given back when the body is done or dropped.
-struct Leased {
-    inner: Body,
+/// A fleet lease, given back when dropped: a request refused after its lease was taken
+/// must not hold the slot until the lease lapses.
+struct HeldLease {
     lease: Option<fleet::Lease>,
     edge: Arc<Edge>,
 }
 
-impl Drop for Leased {
-    fn drop(&mut self) {
+impl HeldLease {
+    fn release(&mut self) {
         if let Some(lease) = self.lease.take() {
             self.edge.release(lease);
         }
     }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A reply holding a fleet lease, given back when the body is done or dropped.
+struct Leased {
+    inner: Body,
+    held: HeldLease,
 }
 
 impl http_body::Body for Leased {
@@ -221,9 +234,7 @@ impl http_body::Body for Leased {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, std::task::Poll::Ready(None | Some(Err(_)))) {
             // Over: give the lease back now rather than when hyper drops the body.
-            if let Some(lease) = self.lease.take() {
-                self.edge.release(lease);
-            }
+            self.held.release();
         }
         polled
     }
