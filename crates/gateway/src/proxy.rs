@@ -76,6 +76,10 @@ struct RequestMeta<'a> {
     // Read leniently: a value of the wrong type is the upstream's to refuse.
     #[serde(default)]
     stream: Option<serde_json::Value>,
+    // Only whether it is there (even as `null`): a stream that did not ask for its usage
+    // is asked for it (see `usage`), which must not add a second member of that name.
+    #[serde(default, rename = "stream_options", deserialize_with = "present")]
+    has_stream_options: bool,
     // Read as any value, then checked here: the budget is charged from them.
     #[serde(default)]
     max_tokens: Option<serde_json::Value>,
@@ -95,6 +99,11 @@ impl RequestMeta<'_> {
         let max = token_limit("max_tokens", self.max_tokens.as_ref())?;
         Ok(completion.or(max).map_or(256, |n| n.min(1 << 20) as u32))
     }
+}
+
+/// Any value: the member is there.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 /// A `max_tokens`-like field: unset (or `null`), or a whole number of tokens.
@@ -159,6 +168,7 @@ struct Asker {
 struct Asked {
     model: Option<String>,
     streamed: bool,
+    has_stream_options: bool,
     completion_tokens: u32,
 }
 
@@ -186,6 +196,7 @@ impl Proxy {
         let asked = Asked {
             model: meta.model.as_deref().map(str::to_owned),
             streamed: meta.streamed(),
+            has_stream_options: meta.has_stream_options,
             completion_tokens: meta.completion_tokens()?,
         };
         let path = parts.uri.path();
@@ -196,7 +207,7 @@ impl Proxy {
             && asked.streamed
             && self.config.ask_for_usage
             && ctx.route.generates_text()
-            && usage::ask_for_usage(&outbound.body, usage::contains(&outbound.body, b"\"stream_options\""))
+            && usage::ask_for_usage(&outbound.body, asked.has_stream_options)
                 .map(|asked_for| outbound.body = asked_for)
                 .is_some();
         let sent = self.send(&parts, &ctx, &asker, placement, &asked, outbound).await;

@@ -281,7 +281,7 @@ fn read_event(event: &[u8]) -> Option<(u64, bool)> {
     Some((usage.tokens(), reported.choices.is_none_or(|c| c.is_empty())))
 }
 
-pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
