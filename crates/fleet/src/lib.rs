@@ -27,7 +27,6 @@ pub mod switches;
 
 pub use error::FleetError;
 pub use limits::{Checked, Decided, Lease, LimitKey, SharedLimit};
-pub use logins::{LoginEnd, LoginKey, LoginLimits, LoginVerdict};
 pub use room::{RoomAnswer, RoomRules};
 pub use state::{Fleet, FleetConfig};
 pub use switches::{Switch, SwitchVersions};

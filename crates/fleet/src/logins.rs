@@ -12,6 +12,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use accounts::throttle::{Attempt, LoginFuture, LoginKeys, LoginRules, Outcome, SharedLogins, SharedLoginsDown};
+
 use crate::error::FleetError;
 use crate::state::{Fleet, hex};
 
@@ -62,54 +64,19 @@ redis.call('SET', KEYS[4], 1, 'PX', ARGV[2])
 return 1
 ";
 
-/// Who is trying: the account's blind index (never the identifier), its network and
-/// the client's address, as text.
-#[derive(Debug, Clone, Copy)]
-pub struct LoginKey<'a> {
-    pub account: &'a [u8],
-    pub network: &'a str,
-    pub address: &'a str,
-}
-
-/// How the back-off counts (see `accounts::throttle::LoginRules`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoginLimits {
-    pub free_per_account: u32,
-    pub free_per_address: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-    pub forget_after: Duration,
-    pub remember_network: Duration,
-}
-
-/// The fleet's answer to an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoginVerdict {
-    /// Counted; go on. `known`: from a network the account signed in from lately.
-    Go {
-        known: bool,
-    },
-    Wait(Duration),
-}
-
-/// How a counted attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoginEnd {
-    Success { known: bool },
-    Refund,
-}
-
-impl LoginKey<'_> {
-    fn keys(&self, prefix: &str) -> [String; 4] {
-        let account = hex(self.account);
-        let (net, ip) = (self.network, self.address);
-        [
-            format!("{prefix}:login:{{login}}:a:{account}"),
-            format!("{prefix}:login:{{login}}:n:{account}:{net}"),
-            format!("{prefix}:login:{{login}}:ip:{ip}"),
-            format!("{prefix}:login:{{login}}:known:{account}:{net}"),
-        ]
-    }
+/// The Redis keys of an attempt: the account's blind index (never the identifier), its
+/// network and the client's address. An absent client (never on the gateway's path) is one
+/// shared key.
+fn keys(prefix: &str, key: &LoginKeys<'_>) -> [String; 4] {
+    let account = hex(key.account);
+    let net = key.network.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let ip = key.address.map_or_else(|| "-".to_owned(), |a| a.to_string());
+    [
+        format!("{prefix}:login:{{login}}:a:{account}"),
+        format!("{prefix}:login:{{login}}:n:{account}:{net}"),
+        format!("{prefix}:login:{{login}}:ip:{ip}"),
+        format!("{prefix}:login:{{login}}:known:{account}:{net}"),
+    ]
 }
 
 fn ms(d: Duration) -> u64 {
@@ -118,40 +85,73 @@ fn ms(d: Duration) -> u64 {
 
 impl Fleet {
     /// Checks the counts that apply to `key` and counts the attempt, in one script.
-    pub async fn login_attempt(&self, key: LoginKey<'_>, limits: &LoginLimits) -> Result<LoginVerdict, FleetError> {
+    pub async fn login_attempt(&self, key: LoginKeys<'_>, rules: &LoginRules) -> Result<Attempt, FleetError> {
         static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ATTEMPT_SCRIPT));
         let mut invocation = SCRIPT.prepare_invoke();
-        for k in key.keys(self.prefix()) {
+        for k in keys(self.prefix(), &key) {
             invocation.key(k);
         }
         invocation
-            .arg(limits.free_per_account)
-            .arg(limits.free_per_address)
-            .arg(ms(limits.base_delay))
-            .arg(ms(limits.max_delay))
-            .arg(ms(limits.forget_after));
+            .arg(rules.free_per_account)
+            .arg(rules.free_per_address)
+            .arg(ms(rules.base_delay))
+            .arg(ms(rules.max_delay))
+            .arg(ms(rules.forget_after));
         let answer: Vec<i64> = self.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
         match answer[..] {
-            [1, _, known] => Ok(LoginVerdict::Go { known: known == 1 }),
-            [0, wait, _] => Ok(LoginVerdict::Wait(Duration::from_millis(u64::try_from(wait).unwrap_or(1).max(1)))),
+            [1, _, known] => Ok(Attempt::Go { known: known == 1 }),
+            [0, wait, _] => Ok(Attempt::Wait(Duration::from_millis(u64::try_from(wait).unwrap_or(1).max(1)))),
             _ => Err(FleetError::Protocol("the login script answered something else")),
         }
     }
 
     /// Settles an attempt [`Fleet::login_attempt`] counted.
-    pub async fn login_settle(&self, key: LoginKey<'_>, limits: &LoginLimits, end: LoginEnd) -> Result<(), FleetError> {
+    pub async fn login_settle(
+        &self,
+        key: LoginKeys<'_>,
+        rules: &LoginRules,
+        outcome: Outcome,
+    ) -> Result<(), FleetError> {
         static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SETTLE_SCRIPT));
         let mut invocation = SCRIPT.prepare_invoke();
-        for k in key.keys(self.prefix()) {
+        for k in keys(self.prefix(), &key) {
             invocation.key(k);
         }
-        let mode = match end {
-            LoginEnd::Success { known: true } => "known",
-            LoginEnd::Success { known: false } => "new",
-            LoginEnd::Refund => "refund",
+        let mode = match outcome {
+            Outcome::Success { known: true } => "known",
+            Outcome::Success { known: false } => "new",
+            Outcome::Refund => "refund",
         };
-        invocation.arg(mode).arg(ms(limits.remember_network));
+        invocation.arg(mode).arg(ms(rules.remember_network));
         let _: i64 = self.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
         Ok(())
+    }
+}
+
+/// The account service counts login attempts here when the node is in a fleet. While the
+/// fleet is down (or a call fails) it counts in its own process, and the fallback is
+/// counted.
+impl SharedLogins for Fleet {
+    fn attempt<'a>(&'a self, keys: LoginKeys<'a>, rules: &'a LoginRules) -> LoginFuture<'a, Attempt> {
+        Box::pin(async move { self.shared(self.login_attempt(keys, rules)).await })
+    }
+
+    fn settle<'a>(&'a self, keys: LoginKeys<'a>, rules: &'a LoginRules, outcome: Outcome) -> LoginFuture<'a, ()> {
+        Box::pin(async move { self.shared(self.login_settle(keys, rules, outcome)).await })
+    }
+}
+
+impl Fleet {
+    /// `call`'s answer, or "down" (counted as a local decision) when the fleet is away or
+    /// the call failed.
+    async fn shared<T>(&self, call: impl Future<Output = Result<T, FleetError>>) -> Result<T, SharedLoginsDown> {
+        if !self.is_up() {
+            self.count_fallback();
+            return Err(SharedLoginsDown);
+        }
+        call.await.map_err(|_| {
+            self.count_fallback();
+            SharedLoginsDown
+        })
     }
 }

@@ -111,10 +111,10 @@ async fn a_dead_server_marks_the_fleet_down_fast_and_the_probe_brings_it_back() 
 
 #[tokio::test]
 async fn parallel_password_guesses_on_two_nodes_get_no_more_tries_than_on_one() {
-    use fleet::{LoginEnd, LoginKey, LoginLimits, LoginVerdict};
+    use accounts::throttle::{Attempt, LoginKeys, LoginRules, Outcome};
     let Some(r) = testkit::redis::shared_redis() else { return };
     let (a, b) = (node(&r), node(&r));
-    let limits = LoginLimits {
+    let limits = LoginRules {
         free_per_account: 5,
         free_per_address: 20,
         base_delay: Duration::from_secs(30),
@@ -122,10 +122,10 @@ async fn parallel_password_guesses_on_two_nodes_get_no_more_tries_than_on_one() 
         forget_after: Duration::from_secs(3600),
         remember_network: Duration::from_secs(3600),
     };
-    let key = |n: u8| LoginKey {
+    let key = |n: u8| LoginKeys {
         account: b"victim",
-        network: "198.18.0.0/24",
-        address: if n == 0 { "198.18.0.1" } else { "198.18.0.2" },
+        network: Some("198.18.0.0/24".parse().unwrap()),
+        address: Some(std::net::IpAddr::from([198, 18, 0, 1 + n])),
     };
     // Forty guesses at once, half on each node, none answered before the next is asked.
     let guesses = (0..40u8).map(|i| {
@@ -133,16 +133,20 @@ async fn parallel_password_guesses_on_two_nodes_get_no_more_tries_than_on_one() 
         node.login_attempt(key(i % 2), &limits)
     });
     let verdicts = futures_util::future::join_all(guesses).await;
-    let went = verdicts.iter().filter(|v| matches!(v, Ok(LoginVerdict::Go { .. }))).count();
+    let went = verdicts.iter().filter(|v| matches!(v, Ok(Attempt::Go { .. }))).count();
     assert_eq!(went, 6, "the five free guesses and the one that starts the wait: {verdicts:?}");
-    let Ok(LoginVerdict::Wait(wait)) = b.login_attempt(key(1), &limits).await else { panic!("held off") };
+    let Ok(Attempt::Wait(wait)) = b.login_attempt(key(1), &limits).await else { panic!("held off") };
     assert!(wait > Duration::from_secs(25), "{wait:?}");
 
     // The owner signs in from another network (a refund first: a second factor was due).
-    let owner = LoginKey { account: b"owner", network: "192.0.2.0/24", address: "192.0.2.9" };
-    assert_eq!(a.login_attempt(owner, &limits).await.unwrap(), LoginVerdict::Go { known: false });
-    a.login_settle(owner, &limits, LoginEnd::Refund).await.unwrap();
-    assert_eq!(b.login_attempt(owner, &limits).await.unwrap(), LoginVerdict::Go { known: false });
-    b.login_settle(owner, &limits, LoginEnd::Success { known: false }).await.unwrap();
-    assert_eq!(a.login_attempt(owner, &limits).await.unwrap(), LoginVerdict::Go { known: true }, "known on every node");
+    let owner = LoginKeys {
+        account: b"owner",
+        network: Some("192.0.2.0/24".parse().unwrap()),
+        address: Some(std::net::IpAddr::from([192, 0, 2, 9])),
+    };
+    assert_eq!(a.login_attempt(owner, &limits).await.unwrap(), Attempt::Go { known: false });
+    a.login_settle(owner, &limits, Outcome::Refund).await.unwrap();
+    assert_eq!(b.login_attempt(owner, &limits).await.unwrap(), Attempt::Go { known: false });
+    b.login_settle(owner, &limits, Outcome::Success { known: false }).await.unwrap();
+    assert_eq!(a.login_attempt(owner, &limits).await.unwrap(), Attempt::Go { known: true }, "known on every node");
 }

@@ -93,7 +93,7 @@ impl Gateway {
         let shield_fingerprint = fingerprint(&key);
         let edge = Arc::new(build_edge(&config, key, audit.clone())?);
         if let Some(fleet) = edge.fleet() {
-            accounts.share_logins(Arc::new(crate::shared_logins::FleetLogins(fleet.clone())));
+            accounts.share_logins(fleet.clone());
         }
         let guard = Arc::new(
             AiGuard::new(config.guard.clone(), config.abuse.clone(), metrics.clone(), audit)

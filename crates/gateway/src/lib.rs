@@ -31,7 +31,6 @@ pub mod proxy_protocol;
 pub mod refusal;
 pub mod request;
 pub mod server;
-pub mod shared_logins;
 pub mod status_page;
 pub mod upstream;
 pub mod validation;
