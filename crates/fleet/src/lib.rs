@@ -5,8 +5,9 @@
 //! in one server-side script per decision, all the limits of one request at once, with
 //! the account's concurrency lease), one-time claims ([`Fleet::claim_once`],
 //! proof-of-work replay), the login back-off ([`logins`]), the registration waiting room
-//! ([`room`]), the attack detector's signals summed over the fleet ([`signals`]), and the
-//! switches every node must see within a second ([`switches`]).
+//! ([`room`]), the attack detector's signals summed over the fleet ([`signals`]), the AI
+//! guard's strikes ([`strikes`]), and the switches every node must see within a second
+//! ([`switches`]).
 //!
 //! Every call is bounded by [`FleetConfig::timeout`]. A failure marks the fleet down
 //! ([`Fleet::is_up`]); callers then decide locally (the gateway scales its local limits to
@@ -23,10 +24,12 @@ pub mod logins;
 pub mod room;
 pub mod signals;
 pub mod state;
+pub mod strikes;
 pub mod switches;
 
 pub use error::FleetError;
 pub use limits::{Checked, Decided, Lease, LimitKey, SharedLimit};
 pub use room::{RoomAnswer, RoomRules};
 pub use state::{Fleet, FleetConfig};
+pub use strikes::StrikeRecord;
 pub use switches::{Switch, SwitchVersions};

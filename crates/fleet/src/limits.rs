@@ -19,33 +19,40 @@ use crate::error::FleetError;
 use crate::state::Fleet;
 
 /// KEYS: one arrival time (µs since the epoch) per limit, in two groups: the first
-/// `split` keys, then the rest; then, with a lease, the caller's lease set.
+/// `split` keys, then the rest; then `peeks` keys only read; then, with a lease, the
+/// caller's lease set.
 /// ARGV[1]: the cost; ARGV[2]: `split`; ARGV[3..5]: the most leases the caller may
-/// hold (0: no lease asked), this lease's id, and how long it lasts (ms);
-/// ARGV[2i+4], ARGV[2i+5]: limit i's emission interval (µs) and burst.
+/// hold (0: no lease asked), this lease's id, and how long it lasts (ms); ARGV[6]:
+/// `peeks`; ARGV[2i+5], ARGV[2i+6]: limit i's emission interval (µs) and burst.
 /// Each group is all or nothing, and the second is decided only when the first allowed
 /// (the source's limits, then the caller's: one round trip for both); the lease only
 /// when both did.
-/// Returns {ok_1, ok_2, leased, ahead_1, …, ahead_n}: whether each group allowed and
-/// the lease was taken (a step not taken counts as allowed), and each limit's arrival
-/// time minus now *before* this request, in µs (0 for a full bucket or a limit not
-/// looked at).
+/// Returns {ok_1, ok_2, leased, ahead_1, …, ahead_n, peeked_1, …}: whether each group
+/// allowed and the lease was taken (a step not taken counts as allowed), each limit's
+/// arrival time minus now *before* this request, in µs (0 for a full bucket or a limit
+/// not looked at), and the same for each key only read (a budget this node decides on
+/// from that reading, see [`Fleet::adjust`]).
 const GCRA_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
 local split = tonumber(ARGV[2])
 local lease_max = tonumber(ARGV[3])
-local n = #KEYS
+local peeks = tonumber(ARGV[6])
+local n = #KEYS - peeks
 if lease_max > 0 then n = n - 1 end
 local out = {1, 1, 1}
 for i = 1, n do out[i + 3] = 0 end
+for i = n + 1, n + peeks do
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+  out[i + 3] = math.max(tat - now, 0)
+end
 local function decide(first, last)
   local ok = 1
   local new = {}
   for i = first, last do
-    local interval = tonumber(ARGV[2 * i + 4])
-    local tau = interval * tonumber(ARGV[2 * i + 5])
+    local interval = tonumber(ARGV[2 * i + 5])
+    local tau = interval * tonumber(ARGV[2 * i + 6])
     local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
     local base = math.max(tat, now)
     new[i] = base + interval * cost
@@ -65,7 +72,7 @@ out[1] = decide(1, split)
 if out[1] == 1 and split < n then out[2] = decide(split + 1, n) end
 if out[1] == 1 and out[2] == 1 and lease_max > 0 then
   -- Leases are scored by when they lapse: a dead node's free themselves.
-  local key = KEYS[n + 1]
+  local key = KEYS[n + peeks + 1]
   local now_ms = math.floor(now / 1000)
   local ttl = tonumber(ARGV[5])
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms)
@@ -78,6 +85,45 @@ if out[1] == 1 and out[2] == 1 and lease_max > 0 then
 end
 return out
 ";
+
+/// ARGV[1], ARGV[2]: the bucket's emission interval (µs) and burst; ARGV[3]: tokens to
+/// charge (positive) or give back (negative). A charge is capped at one window past
+/// empty; a refund never makes the bucket fuller than full.
+const ADJUST_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tau = interval * tonumber(ARGV[2])
+local delta = tonumber(ARGV[3]) * interval
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local new
+if delta >= 0 then
+  new = math.min(math.max(tat, now) + delta, now + 2 * tau)
+else
+  new = math.max(tat + delta, math.min(now, tat))
+end
+if new <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1)
+end
+return 1
+";
+
+/// Most budget updates one trip carries.
+const MAX_BATCH: usize = 512;
+/// Most budget updates waiting to be sent; more are dropped (counted as fallbacks).
+pub(crate) const MAX_QUEUED: usize = 65_536;
+
+/// One queued budget update.
+#[derive(Debug)]
+pub(crate) struct Update {
+    key: String,
+    rate: Gcra,
+    tokens: i64,
+    /// Told when the update was applied.
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
 
 /// Which bucket a limit uses: the caller (the hash tag: everything one decision touches
 /// must share it) and the dimension within it.
@@ -128,13 +174,15 @@ impl Lease {
 }
 
 /// What [`Fleet::check_then`] decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decided {
     pub first: Checked,
     /// `None` when the first group refused or there was no second.
     pub then: Option<Checked>,
     /// Whether the lease was taken; `None` when none was asked or a limit refused.
     pub leased: Option<bool>,
+    /// How far each key only read was ahead of the server's clock (zero: a full bucket).
+    pub peeked: Vec<Duration>,
 }
 
 /// A decision and, when refused, the index of the first limit that refused.
@@ -152,19 +200,21 @@ impl Fleet {
         if limits.is_empty() {
             return Ok(Checked { decision: Decision::unlimited(), refused_by: None });
         }
-        Ok(self.check_then(limits, &[], None, cost).await?.first)
+        Ok(self.check_then(limits, &[], &[], None, cost).await?.first)
     }
 
     /// [`Fleet::check`] on `first`, then, only when it allowed, on `then`: two groups of
     /// limits in one script, so one round trip (the source's limits and a known caller's).
     /// `then` is `None` when the first refused (nothing of it was spent). With `lease`,
     /// when both allowed, one of the caller's concurrent-request leases is taken too.
+    /// `peek`: buckets only read, in the same trip (they must share `then`'s caller).
     /// The groups' callers differ, so on Redis Cluster their keys would need one slot;
     /// this release talks to one Redis endpoint.
     pub async fn check_then(
         &self,
         first: &[SharedLimit],
         then: &[SharedLimit],
+        peek: &[LimitKey],
         lease: Option<&Lease>,
         cost: u32,
     ) -> Result<Decided, FleetError> {
@@ -177,23 +227,123 @@ impl Fleet {
             }
             None => invocation.arg(0).arg("").arg(0),
         };
+        invocation.arg(peek.len());
         for limit in first.iter().chain(then) {
             let interval_us = limit.rate.emission_interval().as_micros().max(1);
             invocation.key(limit.key.render(self.prefix())).arg(u64::try_from(interval_us).unwrap_or(u64::MAX));
             invocation.arg(limit.rate.burst());
         }
+        for key in peek {
+            invocation.key(key.render(self.prefix()));
+        }
         if let Some(l) = lease {
             invocation.key(l.key(self.prefix()));
         }
         let answer: Vec<i64> = self.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
-        if answer.len() != first.len() + then.len() + 3 {
+        if answer.len() != first.len() + then.len() + peek.len() + 3 {
             return Err(FleetError::Protocol("the limit script answered the wrong number of values"));
         }
-        let (ahead_first, ahead_then) = answer[3..].split_at(first.len());
+        let (ahead, peeked) = answer[3..].split_at(first.len() + then.len());
+        let (ahead_first, ahead_then) = ahead.split_at(first.len());
+        let peeked = peeked.iter().map(|&us| Duration::from_micros(u64::try_from(us).unwrap_or(0))).collect();
         let checked = decide(first, answer[0] == 1, ahead_first, cost);
         let second = (answer[0] == 1 && !then.is_empty()).then(|| decide(then, answer[1] == 1, ahead_then, cost));
         let both = answer[0] == 1 && answer[1] == 1;
-        Ok(Decided { first: checked, then: second, leased: (both && lease.is_some()).then_some(answer[2] == 1) })
+        Ok(Decided {
+            first: checked,
+            then: second,
+            leased: (both && lease.is_some()).then_some(answer[2] == 1),
+            peeked,
+        })
+    }
+
+    /// Spends `tokens` more from `limit`'s bucket (positive: whether or not it has them,
+    /// the debt capped at one window past empty, as `shield::Gcra::charge` caps it) or
+    /// gives them back (negative: never fuller than full). For budgets this node decided
+    /// on from a reading (see [`Fleet::check_then`]'s `peek`): queued, not awaited, and
+    /// sent by [`Fleet::run_updates`]. `false`: the queue is full and it was dropped.
+    pub fn adjust_later(&self, limit: &SharedLimit, tokens: i64) -> bool {
+        self.queue_update(limit, tokens, None)
+    }
+
+    /// [`Fleet::adjust_later`], and a receiver that hears when the fleet applied it (or
+    /// is dropped when it never will: the queue was full, the trip failed). For a
+    /// settlement the client must not outrun: its next request, on another node, must
+    /// find the tokens given back.
+    pub fn adjust_confirmed(&self, limit: &SharedLimit, tokens: i64) -> tokio::sync::oneshot::Receiver<()> {
+        let (done, heard) = tokio::sync::oneshot::channel();
+        if tokens == 0 {
+            let _ = done.send(());
+        } else {
+            self.queue_update(limit, tokens, Some(done));
+        }
+        heard
+    }
+
+    fn queue_update(&self, limit: &SharedLimit, tokens: i64, done: Option<tokio::sync::oneshot::Sender<()>>) -> bool {
+        if tokens == 0 {
+            return true;
+        }
+        let update = Update { key: limit.key.render(self.prefix()), rate: limit.rate, tokens, done };
+        self.queue.try_send(update).is_ok()
+    }
+
+    /// Until aborted: sends queued budget updates, in the order they were queued. Each
+    /// trip carries every update queued since the last (one script call per bucket,
+    /// pipelined, a bucket's updates summed first), so the fleet's load grows with the
+    /// buckets touched, not with requests. Updates to one bucket are applied in order:
+    /// a refund is never applied before the charge it gives back.
+    pub async fn run_updates(&self) {
+        let Some(mut queue) = self.queued.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        let mut batch: Vec<Update> = Vec::with_capacity(MAX_BATCH);
+        let mut loaded = false;
+        loop {
+            if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+            // Summed per bucket, in the order first seen.
+            let mut net: Vec<Update> = Vec::with_capacity(batch.len());
+            let mut waiting = Vec::new();
+            for mut u in batch.drain(..) {
+                waiting.extend(u.done.take());
+                match net.iter_mut().find(|n| n.key == u.key) {
+                    Some(n) => n.tokens = n.tokens.saturating_add(u.tokens),
+                    None => net.push(u),
+                }
+            }
+            net.retain(|u| u.tokens != 0);
+            if !self.is_up() {
+                // Lost while the fleet is away: the buckets are read afresh when it is back.
+                continue;
+            }
+            if !net.is_empty() {
+                self.updates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                loaded = self.send_updates(&net, !loaded).await.is_ok();
+                if !loaded {
+                    self.count_fallback();
+                    continue;
+                }
+            }
+            for done in waiting {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// One pipelined trip; `load`: send the script first (the first trip, and after a
+    /// failure: the server may have restarted and forgotten it).
+    async fn send_updates(&self, net: &[Update], load: bool) -> Result<(), FleetError> {
+        static HASH: LazyLock<String> = LazyLock::new(|| redis::Script::new(ADJUST_SCRIPT).get_hash().to_owned());
+        let mut p = redis::pipe();
+        if load {
+            p.cmd("SCRIPT").arg("LOAD").arg(ADJUST_SCRIPT).ignore();
+        }
+        for u in net {
+            let interval_us = u64::try_from(u.rate.emission_interval().as_micros().max(1)).unwrap_or(u64::MAX);
+            p.cmd("EVALSHA").arg(HASH.as_str()).arg(1).arg(&u.key).arg(interval_us).arg(u.rate.burst()).arg(u.tokens);
+            p.ignore();
+        }
+        self.call(|mut c| async move { p.query_async::<()>(&mut c).await }).await
     }
 
     /// Gives a lease back (the reply is over). A lease not given back lapses by itself.

@@ -44,6 +44,11 @@ pub struct Fleet {
     round_trips: AtomicU64,
     /// Of those, leases given back (after a reply, off its path).
     pub(crate) releases: AtomicU64,
+    /// Of those, trips carrying budget updates (off every request's path).
+    pub(crate) updates: AtomicU64,
+    /// Budget updates waiting for [`Fleet::run_updates`].
+    pub(crate) queue: tokio::sync::mpsc::Sender<crate::limits::Update>,
+    pub(crate) queued: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::limits::Update>>>,
 }
 
 impl Fleet {
@@ -64,6 +69,7 @@ impl Fleet {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, manager)?;
+        let (queue, queued) = tokio::sync::mpsc::channel(crate::limits::MAX_QUEUED);
         Ok(Fleet {
             conn,
             prefix: prefix.clone(),
@@ -73,6 +79,9 @@ impl Fleet {
             outages: AtomicU64::new(0),
             round_trips: AtomicU64::new(0),
             releases: AtomicU64::new(0),
+            updates: AtomicU64::new(0),
+            queue,
+            queued: std::sync::Mutex::new(Some(queued)),
         })
     }
 
@@ -100,6 +109,13 @@ impl Fleet {
     /// no request's path.
     pub fn releases(&self) -> u64 {
         self.releases.load(Ordering::Relaxed)
+    }
+
+    /// Of [`Fleet::round_trips`], those that carried budget updates decided on this node
+    /// ([`Fleet::adjust_later`]): made beside requests or after their replies, awaited by
+    /// none.
+    pub fn updates(&self) -> u64 {
+        self.updates.load(Ordering::Relaxed)
     }
 
     /// Counts one decision taken locally (the caller's fallback).

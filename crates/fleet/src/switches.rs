@@ -1,5 +1,6 @@
 //! Switches every node must apply within a second: block and allow list entries, the
-//! operator's attack-mode override, credential revocation and the registration policy.
+//! operator's attack-mode override, credential revocation, the registration policy and
+//! the AI guard's strikes.
 //!
 //! Each switch has a version counter in one Redis hash. A change writes its value and
 //! bumps the counter in one `MULTI` (so no node sees the new version without the new
@@ -25,17 +26,21 @@ pub enum Switch {
     Credentials,
     /// The registration policy changed in the store: reload it.
     Registration,
+    /// A caller got a strike, or was forgiven (values in [`Fleet::strikes`]).
+    Strikes,
 }
 
 impl Switch {
-    pub const ALL: [Switch; 4] = [Switch::Lists, Switch::Attack, Switch::Credentials, Switch::Registration];
+    pub const ALL: [Switch; 5] =
+        [Switch::Lists, Switch::Attack, Switch::Credentials, Switch::Registration, Switch::Strikes];
 
-    fn field(self) -> &'static str {
+    pub(crate) fn field(self) -> &'static str {
         match self {
             Switch::Lists => "lists",
             Switch::Attack => "attack",
             Switch::Credentials => "credentials",
             Switch::Registration => "registration",
+            Switch::Strikes => "strikes",
         }
     }
 }
@@ -56,7 +61,7 @@ impl SwitchVersions {
 const MAX_RULES: usize = 100_000;
 
 impl Fleet {
-    fn switch_key(&self, what: &str) -> String {
+    pub(crate) fn switch_key(&self, what: &str) -> String {
         format!("{}:{{switches}}:{what}", self.prefix())
     }
 
@@ -150,8 +155,8 @@ mod tests {
 
     #[test]
     fn only_changed_switches_are_reported() {
-        let before = SwitchVersions([1, 2, 3, 4]);
-        let now = SwitchVersions([1, 3, 3, 5]);
+        let before = SwitchVersions([1, 2, 3, 4, 0]);
+        let now = SwitchVersions([1, 3, 3, 5, 0]);
         assert_eq!(now.changed_since(&before).collect::<Vec<_>>(), [Switch::Attack, Switch::Registration]);
         assert_eq!(before.changed_since(&before).count(), 0);
     }

@@ -75,7 +75,25 @@ pub struct Strikes {
     policy: AbusePolicy,
     entries: Mutex<HashMap<u64, Strike>>,
     capacity: usize,
+    /// In a fleet: strikes given and forgiven here, for the fleet to hear (bounded by
+    /// [`MAX_UNSENT`]); `None` on a single node.
+    unsent: Option<Mutex<Vec<StrikeChange>>>,
 }
+
+/// Changes a fleet node holds for the shared state at most; more are kept locally only.
+const MAX_UNSENT: usize = 10_000;
+
+/// A change to a caller's strikes made on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StrikeChange {
+    Added { who: u64, reason: &'static str },
+    Cleared { who: u64 },
+}
+
+/// Every reason a strike is given for, so one read back from the fleet names its reason
+/// without an allocation per caller.
+const REASONS: [&str; 5] =
+    ["flagged_prompt", "prompt_leak", "repeated_prompt", "many_accounts_on_subnet", "token_spike"];
 
 #[derive(Clone, Copy, Debug)]
 struct Strike {
@@ -107,10 +125,56 @@ pub enum Standing {
 
 impl Strikes {
     pub fn new(policy: AbusePolicy, capacity: usize) -> Strikes {
-        Strikes { policy, entries: Mutex::new(HashMap::new()), capacity }
+        Strikes { policy, entries: Mutex::new(HashMap::new()), capacity, unsent: None }
+    }
+
+    /// Keeps every change for [`Strikes::take_changes`]: this node is one of a fleet.
+    pub fn shared(mut self) -> Strikes {
+        self.unsent = Some(Mutex::new(Vec::new()));
+        self
+    }
+
+    /// How long strikes are remembered after the first.
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.policy.window_s)
+    }
+
+    /// The changes made here since the last call, oldest first.
+    pub fn take_changes(&self) -> Vec<StrikeChange> {
+        self.unsent
+            .as_ref()
+            .map(|u| std::mem::take(&mut *u.lock().unwrap_or_else(|e| e.into_inner())))
+            .unwrap_or_default()
+    }
+
+    fn note(&self, change: StrikeChange) {
+        if let Some(unsent) = &self.unsent {
+            let mut unsent = unsent.lock().unwrap_or_else(|e| e.into_inner());
+            if unsent.len() < MAX_UNSENT {
+                unsent.push(change);
+            }
+        }
+    }
+
+    /// Replaces every caller's strikes with the fleet's: `(caller, count, reason, how
+    /// long ago the first strike was, how long ago the latest)`.
+    pub fn replace(&self, records: impl IntoIterator<Item = (u64, u32, String, Duration, Duration)>, now: Instant) {
+        let window = self.window();
+        let fresh: HashMap<u64, Strike> = records
+            .into_iter()
+            .filter(|(_, count, _, first_ago, _)| *count > 0 && *first_ago < window)
+            .take(self.capacity)
+            .map(|(who, count, reason, first_ago, last_ago)| {
+                let reason = REASONS.iter().find(|r| **r == reason).copied().unwrap_or("shared");
+                let at = |ago: Duration| now.checked_sub(ago).unwrap_or(now);
+                (who, Strike { count, reason, first: at(first_ago), last: at(last_ago) })
+            })
+            .collect();
+        *self.entries.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
     }
 
     pub fn add(&self, who: u64, reason: &'static str, now: Instant) -> u32 {
+        self.note(StrikeChange::Added { who, reason });
         let window = Duration::from_secs(self.policy.window_s);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.capacity && !entries.contains_key(&who) {
@@ -169,7 +233,11 @@ impl Strikes {
     }
 
     pub fn clear(&self, who: u64) -> bool {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(&who).is_some()
+        let had = self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(&who).is_some();
+        if had {
+            self.note(StrikeChange::Cleared { who });
+        }
+        had
     }
 }
 

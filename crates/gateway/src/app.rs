@@ -96,7 +96,7 @@ impl Gateway {
             accounts.share_logins(fleet.clone());
         }
         let guard = Arc::new(
-            AiGuard::new(config.guard.clone(), config.abuse.clone(), metrics.clone(), audit)
+            AiGuard::new(config.guard.clone(), config.abuse.clone(), metrics.clone(), audit, edge.fleet().is_some())
                 .map_err(|e| GatewayError::Guard(e.to_string()))?,
         );
         let status = Arc::new(StatusBoard::new(StatusSources {
@@ -221,10 +221,16 @@ impl Gateway {
         let detector = edge::run_detector(self.edge.clone(), self.metrics.clone(), move || status.wake());
         let fleet = self.edge.fleet().cloned().map(|fleet| {
             let every = Duration::from_millis(self.config.fleet.poll_ms);
-            let sync =
-                fleet_sync::run(fleet.clone(), self.edge.clone(), self.accounts.clone(), every, move || wake.wake());
+            let sync = fleet_sync::run(
+                fleet.clone(),
+                self.edge.clone(),
+                self.accounts.clone(),
+                self.guard.strikes().clone(),
+                every,
+                move || wake.wake(),
+            );
             async move {
-                tokio::join!(fleet.run_probe(every), sync);
+                tokio::join!(fleet.run_probe(every), fleet.run_updates(), sync);
             }
         });
         tokio::spawn(async move {

@@ -206,7 +206,7 @@ impl Edge {
         lease: Option<&str>,
         now: Duration,
     ) -> Result<Option<fleet::Lease>, (shield::Decision, Refused)> {
-        if let Some(decided) = self.shared_identified(Some(client), key, account, lease).await {
+        if let Some(decided) = self.shared_identified(Some(client), key, account, lease, now).await {
             return decided;
         }
         let source = self.check_source(client, 1, now).await;
@@ -224,13 +224,14 @@ impl Edge {
         key: Option<(&str, Option<u32>)>,
         account: u64,
         lease: Option<&str>,
+        now: Duration,
     ) -> Option<Result<Option<fleet::Lease>, (shield::Decision, Refused)>> {
         let shared = self.shared_up()?;
         let bare = key.map(|(prefix, rpm)| (prefix.strip_prefix("pal_").unwrap_or(prefix), rpm));
         let lease = lease.map(|id| shared.lease(account, id.to_owned()));
         let decided = match client {
-            Some(client) => shared.check_source_then_identified(client, bare, account, lease.as_ref()).await,
-            None => shared.check_identified(bare, account, lease.as_ref()).await,
+            Some(client) => shared.check_source_then_identified(client, bare, account, lease.as_ref(), now).await,
+            None => shared.check_identified(bare, account, lease.as_ref(), now).await,
         };
         match decided {
             Ok((_, None)) => Some(Ok(lease)),
@@ -252,7 +253,7 @@ impl Edge {
         lease: Option<&str>,
         now: Duration,
     ) -> Result<Option<fleet::Lease>, (shield::Decision, Refused)> {
-        if let Some(decided) = self.shared_identified(None, key, account, lease).await {
+        if let Some(decided) = self.shared_identified(None, key, account, lease, now).await {
             return decided;
         }
         if let Some((prefix, rpm)) = key {
@@ -265,6 +266,52 @@ impl Edge {
         }
         let d = self.limits.check_account(account, now);
         if d.allowed { Ok(None) } else { Err((d, Refused::Account)) }
+    }
+
+    /// Reserves `tokens` of the account's inference budget: fleet-wide when shared (see
+    /// [`shared`] for how), else on this node. Returns the decision and whether the fleet
+    /// holds the reservation (settle it with [`Edge::settle_tokens`]).
+    pub fn spend_tokens(&self, account: u64, tokens: u32, now: Duration) -> (shield::Decision, bool) {
+        match self.shared_up() {
+            Some(shared) => (shared.spend_tokens(account, tokens, now), true),
+            None => (self.limits.check_tokens(account, tokens, now), false),
+        }
+    }
+
+    /// Draws `tokens` more for a reply already reserved `in_fleet` or not (a stream past
+    /// its reservation), from the same budget.
+    pub fn draw_tokens(&self, account: u64, tokens: u32, in_fleet: bool, now: Duration) -> shield::Decision {
+        match self.shared.as_ref().filter(|_| in_fleet) {
+            Some(shared) => shared.spend_tokens(account, tokens, now),
+            None => self.limits.check_tokens(account, tokens, now),
+        }
+    }
+
+    /// Settles what [`Edge::spend_tokens`] reserved (`in_fleet`: where) to `used`. In the
+    /// fleet, the receiver hears when every node would see it.
+    pub fn settle_tokens(
+        &self,
+        account: u64,
+        charged: u32,
+        used: u32,
+        in_fleet: bool,
+        now: Duration,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        match self.shared.as_ref().filter(|_| in_fleet) {
+            Some(shared) => Some(shared.settle_tokens(account, charged, used, now)),
+            None => {
+                self.limits.settle_tokens(account, charged, used, now);
+                None
+            }
+        }
+    }
+
+    /// Charges `cost` more requests to the account's rate (fleet-wide when shared).
+    pub fn charge_account(&self, account: u64, cost: u32, now: Duration) -> shield::Decision {
+        match self.shared_up() {
+            Some(shared) => shared.charge_account(account, cost, now),
+            None => self.limits.charge_account(account, cost, now),
+        }
     }
 
     /// Gives a lease back in the background (the reply is over or the client left).
@@ -532,8 +579,21 @@ impl Edge {
         t
     }
 
-    /// Every configured limit for `zone`; the tightest decision.
-    pub fn check_route(&self, zone: Zone, client: &Client, account: Option<u64>, now: Duration) -> shield::Decision {
+    /// Every configured limit for `zone` (fleet-wide when shared); the tightest decision.
+    pub async fn check_route(
+        &self,
+        zone: Zone,
+        client: &Client,
+        account: Option<u64>,
+        now: Duration,
+    ) -> shield::Decision {
+        if let Some(shared) = self.shared_up() {
+            match shared.check_route(zone.name(), client, account).await {
+                Some(Ok(d)) => return d,
+                None => return shield::Decision::unlimited(),
+                Some(Err(_)) => shared.fleet().count_fallback(),
+            }
+        }
         let mut decision = shield::Decision::unlimited();
         for id in &self.routes[zone as usize] {
             decision = decision.tightest(self.limits.check_route(*id, client, account, now));
@@ -629,6 +689,9 @@ impl Edge {
             out.push_str("# HELP palisade_shared_state_lease_releases_total Of those, leases given back after a reply (off the request's path).\n");
             out.push_str("# TYPE palisade_shared_state_lease_releases_total counter\n");
             let _ = writeln!(out, "palisade_shared_state_lease_releases_total {}", fleet.releases());
+            out.push_str("# HELP palisade_shared_state_budget_updates_total Of those, token and request budgets decided here and charged or settled in the fleet beside a request (off its path).\n");
+            out.push_str("# TYPE palisade_shared_state_budget_updates_total counter\n");
+            let _ = writeln!(out, "palisade_shared_state_budget_updates_total {}", fleet.updates());
         }
         let (_, _, _, rates) = self.attack_state();
         out.push_str("# HELP palisade_edge_attack_rate Recent rate per second the attack detector watches.\n");

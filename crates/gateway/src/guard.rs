@@ -65,17 +65,20 @@ pub struct Protection {
 }
 
 impl AiGuard {
+    /// `in_fleet`: the strikes are counted for the fleet (see `fleet_sync`).
     pub fn new(
         config: aiguard::GuardConfig,
         policy: AbusePolicy,
         metrics: Arc<Metrics>,
         audit: Arc<AuditLog>,
+        in_fleet: bool,
     ) -> Result<AiGuard, aiguard::ConfigError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let strikes = Strikes::new(policy.clone(), 100_000);
         Ok(AiGuard {
             guard: Guard::new(config)?,
             semantic_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
-            strikes: Arc::new(Strikes::new(policy.clone(), 100_000)),
+            strikes: Arc::new(if in_fleet { strikes.shared() } else { strikes }),
             activity: ActivityMonitor::new(policy),
             metrics,
             audit,

@@ -362,7 +362,7 @@ impl Proxy {
         let now = crate::clock::now();
         let extra_requests = (cost.round() as u32).saturating_sub(1);
         if extra_requests > 0 {
-            let decision = self.edge.limits.charge_account(p.user_id as u64, extra_requests, now);
+            let decision = self.edge.charge_account(p.user_id as u64, extra_requests, now);
             if !decision.allowed {
                 let message = "this account is over its request rate (a recent account gets a smaller share)";
                 return Err(ApiError::limited(message, &decision));
@@ -370,7 +370,7 @@ impl Proxy {
         }
         let estimate = token_estimate(outbound.body.len(), asked.completion_tokens);
         let charged = (f64::from(estimate) * cost).ceil().min(f64::from(u32::MAX)) as u32;
-        let decision = self.edge.limits.check_tokens(p.user_id as u64, charged, now);
+        let (decision, in_fleet) = self.edge.spend_tokens(p.user_id as u64, charged, now);
         if !decision.allowed && charged > decision.limit {
             // Waiting would never help: say so with a 400 instead of a 429 without end.
             let message = format!(
@@ -384,7 +384,13 @@ impl Proxy {
             let message = "this account has used its inference budget for now (tokens per minute); retry later";
             return Err(ApiError::limited(message, &decision));
         }
-        Ok(Some(usage::Reservation { account: p.user_id as u64, charged, completion: asked.completion_tokens, cost }))
+        Ok(Some(usage::Reservation {
+            account: p.user_id as u64,
+            charged,
+            completion: asked.completion_tokens,
+            cost,
+            in_fleet,
+        }))
     }
 
     /// Phase 5: a slot toward the upstreams, by priority class and trust tier. A day of

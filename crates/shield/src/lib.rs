@@ -38,7 +38,7 @@ pub use meter::{DecayingCount, TimingStats, TimingTracker};
 pub use pow::{Challenge, ClientBinding, PowError, PowIssuer, Solved, solve};
 pub use replay::{ReplayError, ReplayGuard};
 pub use signer::{Signer, epoch_key, fresh_epoch};
-pub use table::{BoundedTable, Key, LimiterTable};
+pub use table::{BoundedTable, Key, LimiterTable, Tat};
 pub use waiting_room::{
     AdmissionPass, Status as WaitingStatus, Ticket, WaitingRoom, WaitingRoomConfig, WaitingRoomError,
 };

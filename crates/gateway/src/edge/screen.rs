@@ -187,7 +187,7 @@ async fn check(
     if zone == Zone::Register && request.method() == Method::POST {
         verdict = super::waiting::admit_registration(edge, client, request.headers(), now).await?;
     } else {
-        let d = edge.check_route(zone, client, account, now);
+        let d = edge.check_route(zone, client, account, now).await;
         if !d.allowed {
             edge.metrics.record(EdgeAction::Limit, "route_limit");
             return Err(ApiError::limited("too many requests to this endpoint", &d).into());

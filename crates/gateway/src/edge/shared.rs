@@ -6,14 +6,26 @@
 //! slower than its timeout, the edge decides with its local tables, which were built
 //! from the limits divided by the fleet's node count ([`share`]): a balancer spreading
 //! clients evenly keeps the fleet near the configured limit, and nothing fails open.
-//! Route limits and token budgets always use those local shares (their accuracy depends
-//! on the balancer's spread; see `docs/multi-node.md`).
+//!
+//! Route limits (login, registration) are decided fleet-wide too, in a trip of their own:
+//! those requests are not proxied, and a balancer's spread is no limit for a credential
+//! stuffer.
+//!
+//! Token budgets, and the extra requests a recent account's tier pays, are the local fast
+//! path: they are decided on this node against the fleet's bucket as the request's own
+//! trip read it (`peek`), and the charge is sent to the fleet beside the request, not
+//! awaited. Requests of one account started on several nodes within one round trip of
+//! each other can each see the bucket before the other's charge: the budget is exceeded
+//! by at most those requests' estimates, and the account's fleet-wide concurrency leases
+//! bound how many there can be. Settlement (the reply's real usage) goes the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use fleet::{Decided, Fleet, FleetError, Lease, LimitKey, SharedLimit};
-use shield::{BlockEntry, Cidr, Client, Decision, Gcra, LimitsConfig, ListKind, RateConfig};
+use shield::{
+    BlockEntry, Cidr, Client, Decision, Gcra, Key, LimiterTable, LimitsConfig, ListKind, RateConfig, Subject, Tat,
+};
 
 /// The fleet and the full (unshared) rates of the limits it decides.
 pub struct SharedLimits {
@@ -26,6 +38,14 @@ pub struct SharedLimits {
     nodes: u32,
     /// Inference requests one account may have in flight across the fleet.
     concurrent: u32,
+    account_tokens: Gcra,
+    /// Per-route limits: the route's name, what it is keyed on, its rate.
+    routes: Vec<(String, Subject, Gcra)>,
+    /// Each account's fleet-wide token bucket as its last request's trip read it, then
+    /// spent here: what this node decides token budgets on.
+    tokens_seen: LimiterTable,
+    /// The same for the account's request bucket (a recent tier's extra requests).
+    requests_seen: LimiterTable,
 }
 
 /// Which limit refused an identified request.
@@ -53,6 +73,14 @@ impl SharedLimits {
             per_api_key: limits.per_api_key.gcra()?,
             nodes: nodes.max(1),
             concurrent: limits.concurrent_per_account,
+            account_tokens: limits.account_tokens.gcra()?,
+            routes: limits
+                .routes
+                .iter()
+                .map(|r| Ok((r.route.clone(), r.per, r.rate.gcra()?)))
+                .collect::<Result<_, _>>()?,
+            tokens_seen: LimiterTable::new(limits.account_entries),
+            requests_seen: LimiterTable::new(limits.account_entries),
         })
     }
 
@@ -90,6 +118,12 @@ impl SharedLimits {
         limits
     }
 
+    /// The account's buckets this node decides on itself, read in the caller's trip.
+    fn peeks(account: u64) -> [LimitKey; 2] {
+        let caller = format!("a/{account}");
+        [LimitKey::new(caller.clone(), "tok"), LimitKey::new(caller, "acct")]
+    }
+
     /// The source's limits and then (when they allowed) the caller's, in one round trip;
     /// with `lease`, one of the account's concurrent-request leases in the same trip.
     pub async fn check_source_then_identified(
@@ -98,13 +132,126 @@ impl SharedLimits {
         key: Option<(&str, Option<u32>)>,
         account: u64,
         lease: Option<&Lease>,
+        now: Duration,
     ) -> Result<(Decision, Option<Refused>), FleetError> {
         let limits = self.identified_limits(key, account);
-        let decided = self.fleet.check_then(&self.source_limits(client), &limits, lease, 1).await?;
+        let peeks = Self::peeks(account);
+        let decided = self.fleet.check_then(&self.source_limits(client), &limits, &peeks, lease, 1).await?;
         if !decided.first.decision.allowed {
             return Ok((decided.first.decision, Some(Refused::Source)));
         }
+        self.seen(account, &decided, now);
         Ok(caller_verdict(decided, key.is_some()))
+    }
+
+    /// Remembers the account's buckets as the trip read them, once its limits allowed.
+    fn seen(&self, account: u64, decided: &Decided, now: Duration) {
+        if !decided.then.is_some_and(|t| t.decision.allowed) {
+            return;
+        }
+        let at = |ahead: Duration| u64::try_from((now + ahead).as_nanos()).unwrap_or(u64::MAX);
+        let key = Key::account(account);
+        if let Some(&tokens) = decided.peeked.first() {
+            self.tokens_seen.update(key, now, |t: &mut Tat| t.0 = at(tokens));
+        }
+        if let Some(&requests) = decided.peeked.get(1) {
+            // Read before this request spent its one.
+            let spent = requests + self.per_account.emission_interval();
+            self.requests_seen.update(key, now, |t: &mut Tat| t.0 = at(spent));
+        }
+    }
+
+    /// Reserves `tokens` of the account's fleet-wide budget, decided here on what its
+    /// request's trip read; the charge reaches the fleet in the background.
+    pub fn spend_tokens(&self, account: u64, tokens: u32, now: Duration) -> Decision {
+        let d = self.tokens_seen.check(Key::account(account), &self.account_tokens, now, tokens);
+        if d.allowed {
+            self.send(LimitKey::new(format!("a/{account}"), "tok"), self.account_tokens, i64::from(tokens));
+        }
+        d
+    }
+
+    /// Settles a reservation made with [`SharedLimits::spend_tokens`]: the difference
+    /// between what was charged and what the reply used, here and in the fleet. The
+    /// receiver hears when the fleet has it (see [`Fleet::adjust_confirmed`]).
+    pub fn settle_tokens(
+        &self,
+        account: u64,
+        charged: u32,
+        used: u32,
+        now: Duration,
+    ) -> tokio::sync::oneshot::Receiver<()> {
+        let key = Key::account(account);
+        if used > charged {
+            self.tokens_seen.charge(key, &self.account_tokens, now, used - charged);
+        } else {
+            self.tokens_seen.refund(key, &self.account_tokens, now, charged - used);
+        }
+        let delta = i64::from(used) - i64::from(charged);
+        let limit = SharedLimit { key: LimitKey::new(format!("a/{account}"), "tok"), rate: self.account_tokens };
+        self.fleet.adjust_confirmed(&limit, delta)
+    }
+
+    /// Charges `cost` more requests to the account's fleet-wide rate (a recent tier pays
+    /// more per request), decided like [`SharedLimits::spend_tokens`].
+    pub fn charge_account(&self, account: u64, cost: u32, now: Duration) -> Decision {
+        let d = self.requests_seen.check(Key::account(account), &self.per_account, now, cost);
+        if d.allowed {
+            self.send(LimitKey::new(format!("a/{account}"), "acct"), self.per_account, i64::from(cost));
+        }
+        d
+    }
+
+    /// Queues a charge (or, negative, a refund) for the fleet, not waited for.
+    fn send(&self, key: LimitKey, rate: Gcra, tokens: i64) {
+        // Dropped when the queue is full: the local reading still had it, and a later
+        // trip reads the fleet's bucket afresh.
+        if !self.fleet.adjust_later(&SharedLimit { key, rate }, tokens) {
+            self.fleet.count_fallback();
+        }
+    }
+
+    /// Every limit configured for route `name`, fleet-wide and all or nothing (one round
+    /// trip); `None` when the route has none.
+    pub async fn check_route(
+        &self,
+        name: &str,
+        client: &Client,
+        account: Option<u64>,
+    ) -> Option<Result<Decision, FleetError>> {
+        // Keyed on the subnet (the source's hash tag) unless an account is the subject.
+        let (mut by_source, mut by_account) = (Vec::new(), Vec::new());
+        for (route, per, rate) in self.routes.iter().filter(|(route, ..)| route == name) {
+            let (group, key) = match (per, account) {
+                (Subject::Account, Some(id)) => {
+                    (&mut by_account, LimitKey::new(format!("a/{id}"), format!("route/{route}")))
+                }
+                (Subject::Subnet, _) => {
+                    (&mut by_source, LimitKey::new(format!("s/{}", client.subnet()), format!("route/{route}/net")))
+                }
+                (Subject::Ip | Subject::Account, _) => (
+                    &mut by_source,
+                    LimitKey::new(format!("s/{}", client.subnet()), format!("route/{route}/ip/{}", client.ip())),
+                ),
+            };
+            group.push(SharedLimit { key, rate: *rate });
+        }
+        if by_source.is_empty() && by_account.is_empty() {
+            return None;
+        }
+        // One trip per caller (all of one is spent or none), as the local check goes
+        // limit by limit.
+        let mut decision = Decision::unlimited();
+        for group in [by_source, by_account].iter().filter(|g| !g.is_empty()) {
+            match self.fleet.check(group, 1).await {
+                Ok(checked) => decision = decision.tightest(checked.decision),
+                Err(e) => return Some(Err(e)),
+            }
+            if !decision.allowed {
+                break;
+            }
+        }
+        Some(Ok(decision))
     }
 
     /// A lease of `account`'s for one request, `id` unique to it.
@@ -119,8 +266,11 @@ impl SharedLimits {
         key: Option<(&str, Option<u32>)>,
         account: u64,
         lease: Option<&Lease>,
+        now: Duration,
     ) -> Result<(Decision, Option<Refused>), FleetError> {
-        let decided = self.fleet.check_then(&[], &self.identified_limits(key, account), lease, 1).await?;
+        let peeks = Self::peeks(account);
+        let decided = self.fleet.check_then(&[], &self.identified_limits(key, account), &peeks, lease, 1).await?;
+        self.seen(account, &decided, now);
         Ok(caller_verdict(decided, key.is_some()))
     }
 }

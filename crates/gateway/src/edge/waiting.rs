@@ -65,7 +65,7 @@ pub(crate) async fn admit_registration(
     }
     let someone_waits = someone_waits(edge, now).await;
     if !someone_waits {
-        let d = edge.check_route(Zone::Register, client, None, now);
+        let d = edge.check_route(Zone::Register, client, None, now).await;
         if d.allowed {
             return Ok("passed");
         }

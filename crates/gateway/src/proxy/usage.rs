@@ -45,14 +45,17 @@ pub(super) struct Reservation {
     pub completion: u32,
     /// What a token costs this account (its tier's share of the budget, inverted).
     pub cost: f64,
+    /// Whether the fleet's budget holds it (else this node's).
+    pub in_fleet: bool,
 }
 
 impl Reservation {
-    /// Gives back or charges the difference between the estimate and `used` tokens.
-    pub fn settle(self, edge: &Edge, used: u64) {
+    /// Gives back or charges the difference between the estimate and `used` tokens; in a
+    /// fleet, the receiver hears when the other nodes would see it.
+    pub fn settle(self, edge: &Edge, used: u64) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let actual = (used as f64 * self.cost).ceil().min(f64::from(u32::MAX)) as u32;
-        edge.limits.settle_tokens(self.account, self.charged, actual, crate::clock::now());
         edge.metrics.settled_tokens(self.charged, actual);
+        edge.settle_tokens(self.account, self.charged, actual, self.in_fleet, crate::clock::now())
     }
 }
 
@@ -119,8 +122,9 @@ pub(super) fn meter(
     strip: bool,
 ) -> Response<Body> {
     if !response.status().is_success() {
-        // Nothing was generated: the whole estimate goes back.
-        reservation.settle(&edge, 0);
+        // Nothing was generated: the whole estimate goes back (not waited for: a client
+        // retrying at once on another node may find it still spent for a moment).
+        let _ = reservation.settle(&edge, 0);
         return response;
     }
     let (mut parts, body) = response.into_parts();
@@ -136,6 +140,8 @@ pub(super) fn meter(
         generated: 0,
         allowed: reservation.completion,
         cut: false,
+        settling: None,
+        held: None,
     };
     Response::from_parts(parts, Body::new(metered))
 }
@@ -159,13 +165,37 @@ struct Metered {
     allowed: u32,
     /// The budget ran out and the cut was sent: nothing more follows.
     cut: bool,
+    /// The fleet's word that the settlement is in, awaited before the frame that
+    /// followed it (`held`, `None` for the end) goes out: a client whose next request
+    /// reaches another node must find its tokens given back. Bounded by [`HOLD_AT_MOST`].
+    settling: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    held: Option<Option<Bytes>>,
 }
+
+/// The longest the end of a reply waits for the fleet to have its settlement.
+const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Metered {
     fn settle(&mut self, used: u64) {
-        if let Some(r) = self.reservation.take() {
-            r.settle(&self.edge, used);
+        if let Some(r) = self.reservation.take()
+            && let Some(heard) = r.settle(&self.edge, used)
+        {
+            self.settling = Some(Box::pin(async move {
+                let _ = tokio::time::timeout(HOLD_AT_MOST, heard).await;
+            }));
         }
+    }
+
+    /// `frame` now, or after the settlement just made is in the fleet.
+    fn send(&mut self, frame: Option<Bytes>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        if let Some(settling) = self.settling.as_mut() {
+            if settling.as_mut().poll(cx).is_pending() {
+                self.held = Some(frame);
+                return Poll::Pending;
+            }
+            self.settling = None;
+        }
+        Poll::Ready(frame.map(|b| Ok(Frame::data(b))))
     }
 
     /// The whole reply has arrived: read its usage.
@@ -232,7 +262,7 @@ impl Metered {
     fn draw_more(&mut self) -> bool {
         let Some(r) = self.reservation.as_mut() else { return true };
         let charge = (f64::from(SLICE) * r.cost).ceil().min(f64::from(u32::MAX)) as u32;
-        if !self.edge.limits.check_tokens(r.account, charge, crate::clock::now()).allowed {
+        if !self.edge.draw_tokens(r.account, charge, r.in_fleet, crate::clock::now()).allowed {
             return false;
         }
         r.charged = r.charged.saturating_add(charge);
@@ -291,6 +321,9 @@ impl http_body::Body for Metered {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
+        if let Some(frame) = this.held.take() {
+            return this.send(frame, cx);
+        }
         loop {
             if this.cut {
                 return Poll::Ready(None);
@@ -301,7 +334,7 @@ impl http_body::Body for Metered {
                 Poll::Ready(None) => {
                     this.finish_whole();
                     let rest = this.complete_events(true);
-                    return Poll::Ready(rest.map(|b| Ok(Frame::data(b))));
+                    return this.send(rest, cx);
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else { continue };
@@ -314,16 +347,16 @@ impl http_body::Body for Metered {
                             if this.inner.is_end_stream() {
                                 this.finish_whole();
                             }
-                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                            return this.send(Some(data), cx);
                         }
                         Mode::Stream { pending, .. } => {
                             pending.extend_from_slice(&data);
                             let last = this.inner.is_end_stream();
                             if let Some(out) = this.complete_events(last) {
-                                return Poll::Ready(Some(Ok(Frame::data(out))));
+                                return this.send(Some(out), cx);
                             }
                             if last {
-                                return Poll::Ready(None);
+                                return this.send(None, cx);
                             }
                         }
                     }
@@ -333,6 +366,9 @@ impl http_body::Body for Metered {
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.held.is_some() {
+            return false;
+        }
         if self.cut {
             return true;
         }
