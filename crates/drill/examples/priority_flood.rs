@@ -115,7 +115,7 @@ async fn run_mode(bin: &Path, admission: bool, capacity: u64) -> Vec<Phase> {
     wait_ready(&format!("http://127.0.0.1:{sim_port}/v1/models")).await;
     wait_ready(&format!("{base}/readyz")).await;
 
-    let outbox = Outbox::new(data.join("outbox.jsonl"));
+    let outbox = Outbox::new(vec![data.join("outbox.jsonl")]);
     let mut member_clients = Vec::new();
     let mut cookies = Vec::new();
     for i in 0..members {

@@ -3,9 +3,11 @@
 //! [`sim`] is an OpenAI-compatible upstream with a fixed capacity, used by the
 //! quick start (when no upstream is configured), the tests and the benchmarks.
 //! [`scenario`] is the drill's TOML, [`traffic`] the users and bots, [`run`] one run
-//! against one target, [`report`] the tables and verdicts, [`chart`] the picture.
+//! against one target, [`fleet`] several nodes of it, [`report`] the tables and verdicts,
+//! [`chart`] the picture.
 
 pub mod chart;
+pub mod fleet;
 pub mod load;
 pub mod report;
 pub mod run;

@@ -1,6 +1,8 @@
 //! From a run's raw events and metric samples to what an operator reads: a table per
 //! traffic class and phase, what the defences did, attack-mode transitions, who got
 //! the model's capacity, the verdict on each target, and the baselines side by side.
+//! With several nodes, each node's share and the fleet's, and how exactly a per-key
+//! limit held across them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,6 +10,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::chart::{ChartInput, Series, Span};
+use crate::fleet::LimitProbe;
 use crate::run::{
     MEMBERS_CLASS, MEMBERS_LABEL, Metrics, NEWCOMERS_CLASS, NEWCOMERS_LABEL, RunData, TargetKind, is_bot_class,
 };
@@ -99,6 +102,78 @@ pub struct RunReport {
     pub upstream: Option<Vec<UsageRow>>,
     pub bot_capacity_pct: Option<f64>,
     pub solved_challenges: usize,
+    /// With several nodes: each one's figures and the fleet's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetReport>,
+}
+
+/// One node's share of a run, or the fleet's (the nodes' sum).
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeRow {
+    /// `1`..`N`, or `fleet`.
+    pub node: String,
+    pub url: Option<String>,
+    /// What the drill's clients sent to it and got back.
+    pub requests: usize,
+    pub ok: usize,
+    pub refused: usize,
+    pub denied: usize,
+    pub errors: usize,
+    /// From its own /metrics over the phases: requests it answered, its edge's
+    /// decisions other than allow, its calls to the shared state and the decisions it
+    /// took locally because the shared state did not answer in time.
+    pub answered: u64,
+    pub edge_actions: u64,
+    pub shared_state_calls: u64,
+    pub shared_state_fallbacks: u64,
+}
+
+/// The cross-node limit probe's figures (see [`crate::fleet::limit_probe`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct LimitAccuracy {
+    pub limit_per_minute: u32,
+    pub nodes: usize,
+    pub sent: usize,
+    pub admitted: usize,
+    pub admitted_per_node: Vec<usize>,
+    pub refused: usize,
+    /// Neither 200 nor 429: these did not test the limit.
+    pub other: usize,
+    pub elapsed_s: f64,
+    /// What the limit allows in `elapsed_s`.
+    pub allowed: f64,
+    /// `admitted / allowed`: 1.0 is exact.
+    pub ratio: f64,
+    /// What `nodes` independent nodes, each with the whole limit, would have allowed.
+    pub independent_allowed: f64,
+}
+
+impl LimitAccuracy {
+    fn of(p: &LimitProbe) -> LimitAccuracy {
+        LimitAccuracy {
+            limit_per_minute: p.limit_per_minute,
+            nodes: p.admitted.len(),
+            sent: p.sent,
+            admitted: p.admitted_total(),
+            admitted_per_node: p.admitted.clone(),
+            refused: p.refused,
+            other: p.other,
+            elapsed_s: p.elapsed_s,
+            allowed: p.allowed(),
+            ratio: p.ratio(),
+            independent_allowed: p.independent_allowed(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FleetReport {
+    pub nodes: Vec<NodeRow>,
+    pub fleet: NodeRow,
+    pub limit_accuracy: Option<LimitAccuracy>,
+    /// Why the limit accuracy was not measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_not_measured: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -152,20 +227,26 @@ fn nearest<T>(samples: &[(f64, T)], t: f64) -> Option<&T> {
     samples.iter().min_by(|a, b| (a.0 - t).abs().total_cmp(&(b.0 - t).abs())).map(|s| &s.1)
 }
 
+/// `family{a="x",b="y"}` as the family and its labels.
+fn split_key(key: &str) -> (&str, BTreeMap<&str, &str>) {
+    let Some((family, labels)) = key.split_once('{') else { return (key, BTreeMap::new()) };
+    let labels = labels
+        .trim_end_matches('}')
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k, v.trim_matches('"')))
+        .collect();
+    (family, labels)
+}
+
 fn defences(first: &Metrics, last: &Metrics) -> Vec<DefenceRow> {
     let mut rows = Vec::new();
     for (key, value) in last {
         let delta = (value - first.get(key).copied().unwrap_or(0.0)).max(0.0) as u64;
-        if delta == 0 {
+        if delta == 0 || !key.contains('{') {
             continue;
         }
-        let Some((family, labels)) = key.split_once('{') else { continue };
-        let labels: BTreeMap<&str, &str> = labels
-            .trim_end_matches('}')
-            .split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k, v.trim_matches('"')))
-            .collect();
+        let (family, labels) = split_key(key);
         let label = |k: &str| labels.get(k).copied().unwrap_or("").to_owned();
         let (action, reason) = match family {
             "palisade_edge_decisions_total" => {
@@ -306,6 +387,79 @@ fn series(classes: &[String], events: &[Event], total: f64) -> Vec<Series> {
         .collect()
 }
 
+/// How much the counters that `counts` picks grew between two samples.
+fn grew(first: &Metrics, last: &Metrics, counts: impl Fn(&str, &BTreeMap<&str, &str>) -> bool) -> u64 {
+    last.iter()
+        .filter(|(key, _)| {
+            let (family, labels) = split_key(key);
+            counts(family, &labels)
+        })
+        .map(|(key, value)| (value - first.get(key).copied().unwrap_or(0.0)).max(0.0))
+        .sum::<f64>() as u64
+}
+
+/// Each node's figures, from the clients' events and its own metrics, and the fleet's.
+fn fleet_report(data: &RunData) -> FleetReport {
+    let empty = Metrics::new();
+    let mut nodes: Vec<NodeRow> = data
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let mine: Vec<&Event> = data.events.iter().filter(|e| e.node == Some(i)).collect();
+            let count = |o: Outcome| mine.iter().filter(|e| e.outcome == o).count();
+            let samples = data.node_metrics.get(i).map(Vec::as_slice).unwrap_or_default();
+            let first = samples.first().map_or(&empty, |s| &s.1);
+            let last = samples.last().map_or(&empty, |s| &s.1);
+            NodeRow {
+                node: (i + 1).to_string(),
+                url: Some(url.clone()),
+                requests: mine.len(),
+                ok: count(Outcome::Ok),
+                refused: count(Outcome::Refused),
+                denied: count(Outcome::Denied),
+                errors: count(Outcome::Error),
+                answered: grew(first, last, |f, _| f == "palisade_requests_total"),
+                edge_actions: grew(first, last, |f, l| {
+                    f == "palisade_edge_decisions_total" && l.get("action").is_some_and(|a| *a != "allow")
+                }),
+                shared_state_calls: grew(first, last, |f, _| f == "palisade_shared_state_round_trips_total"),
+                shared_state_fallbacks: grew(first, last, |f, _| f == "palisade_shared_state_fallbacks_total"),
+            }
+        })
+        .collect();
+    let mut fleet = NodeRow {
+        node: "fleet".into(),
+        url: None,
+        requests: 0,
+        ok: 0,
+        refused: 0,
+        denied: 0,
+        errors: 0,
+        answered: 0,
+        edge_actions: 0,
+        shared_state_calls: 0,
+        shared_state_fallbacks: 0,
+    };
+    for n in &mut nodes {
+        fleet.requests += n.requests;
+        fleet.ok += n.ok;
+        fleet.refused += n.refused;
+        fleet.denied += n.denied;
+        fleet.errors += n.errors;
+        fleet.answered += n.answered;
+        fleet.edge_actions += n.edge_actions;
+        fleet.shared_state_calls += n.shared_state_calls;
+        fleet.shared_state_fallbacks += n.shared_state_fallbacks;
+    }
+    let (limit_accuracy, limit_not_measured) = match &data.limit_probe {
+        Some(Ok(p)) => (Some(LimitAccuracy::of(p)), None),
+        Some(Err(why)) => (None, Some(why.clone())),
+        None => (None, Some("the probe did not run".into())),
+    };
+    FleetReport { nodes, fleet, limit_accuracy, limit_not_measured }
+}
+
 /// Everything about one run.
 pub fn run_report(s: &Scenario, data: &RunData) -> RunReport {
     let mut summaries = Vec::new();
@@ -343,6 +497,7 @@ pub fn run_report(s: &Scenario, data: &RunData) -> RunReport {
         upstream,
         bot_capacity_pct: bots,
         solved_challenges: data.solved_challenges,
+        fleet: (data.nodes.len() > 1).then(|| fleet_report(data)),
     }
 }
 
@@ -412,6 +567,28 @@ pub fn build(s: &Scenario, runs: &[RunData], skipped: Vec<(String, String)>) -> 
                 pass: pct >= t.newcomers_admitted_pct,
             });
         }
+        if let Some(fleet) = &reports[m].fleet {
+            let target = format!(
+                "a per-key limit across {} nodes admits ≤ {}× what it allows",
+                fleet.nodes.len(),
+                t.fleet_limit_ratio
+            );
+            verdicts.push(match &fleet.limit_accuracy {
+                Some(a) => Verdict {
+                    target,
+                    measured: format!(
+                        "{} admitted of {} sent, {:.1} allowed = {:.2}×",
+                        a.admitted, a.sent, a.allowed, a.ratio
+                    ),
+                    pass: a.ratio <= t.fleet_limit_ratio && a.other == 0,
+                },
+                None => Verdict {
+                    target,
+                    measured: format!("not measured: {}", fleet.limit_not_measured.as_deref().unwrap_or("")),
+                    pass: false,
+                },
+            });
+        }
         if let (Some(bots), false) = (reports[m].bot_capacity_pct, s.bots.is_empty()) {
             verdicts.push(Verdict {
                 target: format!("bots' share of the model's capacity in attack phases < {}%", t.bot_capacity_pct),
@@ -446,6 +623,70 @@ pub fn build(s: &Scenario, runs: &[RunData], skipped: Vec<(String, String)>) -> 
     }
 }
 
+fn render_fleet(out: &mut String, fleet: &FleetReport) {
+    let n = fleet.nodes.len();
+    let _ = writeln!(
+        out,
+        "\n### {n} nodes\n\n{n} Palisade nodes share one Redis and one PostgreSQL; each client stays on one node, \
+         clients dealt round-robin as a balancer would. The first five figures are what the drill's clients sent to the \
+         node and got back, the last four the node's own /metrics over the phases.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| node | requests | ok | refused 429/503 | denied 4xx | errors | answered | edge actions | shared-state calls | local fallbacks |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in fleet.nodes.iter().chain([&fleet.fleet]) {
+        let name = match &r.url {
+            Some(url) => format!("{} ({})", r.node, url.trim_start_matches("http://")),
+            None => format!("**{}**", r.node),
+        };
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.requests,
+            r.ok,
+            r.refused,
+            r.denied,
+            r.errors,
+            r.answered,
+            r.edge_actions,
+            r.shared_state_calls,
+            r.shared_state_fallbacks
+        );
+    }
+    match &fleet.limit_accuracy {
+        Some(a) => {
+            let per_node: Vec<String> = a.admitted_per_node.iter().map(usize::to_string).collect();
+            let _ = write!(
+                out,
+                "\nCross-node limit accuracy: a key limited to {limit} requests a minute (burst {limit}) sent {sent} \
+                 requests (`GET /v1/models`) round-robin over {n} nodes in {secs:.2} s: {admitted} admitted ({per}), {refused} refused; \
+                 the limit allows {allowed:.1} in that time: **{ratio:.2}×** the limit. {n} independent nodes, each with \
+                 the whole limit, would have admitted up to {independent:.0} ({times:.1}×).",
+                limit = a.limit_per_minute,
+                sent = a.sent,
+                secs = a.elapsed_s,
+                admitted = a.admitted,
+                per = per_node.join(" + "),
+                refused = a.refused,
+                allowed = a.allowed,
+                ratio = a.ratio,
+                independent = a.independent_allowed,
+                times = a.independent_allowed / a.allowed.max(1e-9),
+            );
+            if a.other > 0 {
+                let _ = write!(out, " {} answers were neither 200 nor 429.", a.other);
+            }
+            let _ = writeln!(out);
+        }
+        None => {
+            let why = fleet.limit_not_measured.as_deref().unwrap_or("");
+            let _ = writeln!(out, "\nCross-node limit accuracy: not measured ({why}).");
+        }
+    }
+}
+
 /// The report as Markdown: readable in a terminal, pasteable into RESULTS.md.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
@@ -476,6 +717,9 @@ pub fn render(report: &Report) -> String {
                 c.errors,
                 c.dropped
             );
+        }
+        if let Some(fleet) = &run.fleet {
+            render_fleet(&mut out, fleet);
         }
         if !run.defences.is_empty() {
             let _ = writeln!(out, "\nWhat the defences did (from the gateway's /metrics, whole drill):\n");
@@ -554,7 +798,7 @@ mod tests {
     use super::*;
 
     fn event(class: usize, at: f64, latency: f64, outcome: Outcome) -> Event {
-        Event { class, at, latency, status: 200, outcome }
+        Event { class, at, latency, node: Some(0), status: 200, outcome }
     }
 
     #[test]
@@ -610,6 +854,85 @@ mod tests {
         assert_eq!(lines[1].points[1].1, 2.0, "both bot successes finish in second 1");
         assert_eq!(lines[1].points[1].2, Some(300.0));
         assert_eq!(lines[1].points[0], (0.5, 0.0, None));
+    }
+
+    fn fleet_run(probe: Option<Result<LimitProbe, String>>) -> RunData {
+        let m = |answered: f64, calls: f64| -> Metrics {
+            [
+                ("palisade_requests_total{route=\"models\",status=\"200\"}".to_owned(), answered),
+                ("palisade_edge_decisions_total{action=\"allow\",reason=\"passed\"}".to_owned(), answered),
+                ("palisade_edge_decisions_total{action=\"limit\",reason=\"per_ip\"}".to_owned(), calls / 10.0),
+                ("palisade_shared_state_round_trips_total".to_owned(), calls),
+            ]
+            .into_iter()
+            .collect()
+        };
+        let on = |node: usize, outcome: Outcome| Event { node: Some(node), ..event(0, 1.0, 0.1, outcome) };
+        RunData {
+            kind: TargetKind::Palisade,
+            classes: vec![MEMBERS_CLASS.to_owned()],
+            events: vec![
+                on(0, Outcome::Ok),
+                on(0, Outcome::Refused),
+                on(1, Outcome::Ok),
+                Event { node: None, ..event(0, 1.0, 0.0, Outcome::Dropped) },
+            ],
+            metrics: Vec::new(),
+            usage: Vec::new(),
+            setup_s: 1.0,
+            owns_upstream: false,
+            solved_challenges: 0,
+            nodes: vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
+            node_metrics: vec![
+                vec![(0.0, m(5.0, 10.0)), (9.0, m(7.0, 30.0))],
+                vec![(0.0, m(0.0, 0.0)), (9.0, m(1.0, 10.0))],
+            ],
+            limit_probe: probe,
+        }
+    }
+
+    #[test]
+    fn each_node_is_counted_from_its_clients_and_its_own_metrics_and_the_fleet_is_their_sum() {
+        let probe = LimitProbe {
+            limit_per_minute: 30,
+            sent: 90,
+            admitted: vec![15, 15],
+            refused: 60,
+            other: 0,
+            elapsed_s: 0.6,
+        };
+        let data = fleet_run(Some(Ok(probe)));
+        let fleet = fleet_report(&data);
+        let row = |r: &NodeRow| (r.requests, r.ok, r.refused, r.answered, r.edge_actions, r.shared_state_calls);
+        assert_eq!(row(&fleet.nodes[0]), (2, 1, 1, 2, 2, 20));
+        assert_eq!(row(&fleet.nodes[1]), (1, 1, 0, 1, 1, 10));
+        assert_eq!(row(&fleet.fleet), (3, 2, 1, 3, 3, 30), "the dropped attempt went to no node");
+        let a = fleet.limit_accuracy.as_ref().expect("measured");
+        assert!((a.allowed - 30.3).abs() < 1e-9 && (a.ratio - 30.0 / 30.3).abs() < 1e-9, "{a:?}");
+
+        let s = Scenario::parse("[upstream]\ncapacity = 2\n", "t").expect("scenario");
+        let report = build(&s, &[data], Vec::new());
+        let text = render(&report);
+        assert!(text.contains("### 2 nodes") && text.contains("| **fleet** | 3 | 2 | 1 |"), "{text}");
+        assert!(text.contains("**0.99×** the limit") && text.contains("up to 61 (2.0×)"), "{text}");
+        let verdict = report.verdicts.iter().find(|v| v.target.contains("per-key limit")).expect("a verdict");
+        assert!(verdict.pass, "{verdict:?}");
+
+        let unmeasured = build(&s, &[fleet_run(Some(Err("sign-up answered 503".into())))], Vec::new());
+        let verdict = unmeasured.verdicts.iter().find(|v| v.target.contains("per-key limit")).expect("a verdict");
+        assert!(!verdict.pass && verdict.measured.contains("sign-up answered 503"), "{verdict:?}");
+    }
+
+    #[test]
+    fn one_node_has_no_fleet_section() {
+        let mut data = fleet_run(None);
+        data.nodes.clear();
+        data.node_metrics.clear();
+        let s = Scenario::parse("[upstream]\ncapacity = 2\n", "t").expect("scenario");
+        let report = build(&s, &[data], Vec::new());
+        assert!(report.runs[0].fleet.is_none());
+        assert!(!render(&report).contains("nodes"));
+        assert!(report.verdicts.iter().all(|v| !v.target.contains("per-key limit")));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Running a scenario against one target: start what it needs (the simulated model in
 //! this process, the gateway as a child process, nginx for the baseline), sign the
 //! members up, play the phases, sample the gateway's metrics once a second, and hand
-//! back everything the report is made of. Every child process runs in its own process
-//! group, stopped with all it started when its handle drops, so nothing outlives the
-//! drill.
+//! back everything the report is made of. With several nodes, each is a `palisade
+//! serve` of its own on the run's Redis prefix and database (see [`crate::fleet`]), and
+//! clients are dealt over them. Every child process runs in its own process group,
+//! stopped with all it started when its handle drops, so nothing outlives the drill.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::json;
 
+use crate::fleet::{FleetError, FleetOptions, LimitProbe, SharedBacking, node_of};
 use crate::scenario::{BotKind, Scenario};
 use crate::sim::{SimConfig, SimStats, Usage};
 use crate::traffic::{self, Browser, Outbox, Outcome, Recorder, Solver};
@@ -57,6 +59,8 @@ pub enum RunError {
     Io(#[from] std::io::Error),
     #[error("nginx is not available: {0}")]
     NoNginx(String),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
 }
 
 /// How to reach or start the gateway.
@@ -70,6 +74,8 @@ pub struct Options {
     pub external: Option<(String, PathBuf)>,
     /// Show a live progress bar.
     pub progress: bool,
+    /// How many Palisade nodes (baselines always run one), and their shared state.
+    pub fleet: FleetOptions,
 }
 
 /// One gauge/counter sample from `/metrics`.
@@ -89,6 +95,14 @@ pub struct RunData {
     /// Whether the drill owns the upstream (so model usage is known).
     pub owns_upstream: bool,
     pub solved_challenges: usize,
+    /// The nodes' URLs, when there is more than one.
+    pub nodes: Vec<String>,
+    /// Each node's own metric samples (`metrics` holds their sum), when there is more
+    /// than one.
+    pub node_metrics: Vec<Vec<(f64, Metrics)>>,
+    /// The cross-node limit probe, run when there is more than one node; the error says
+    /// why it could not measure.
+    pub limit_probe: Option<Result<LimitProbe, String>>,
 }
 
 /// A child process in a process group of its own, stopped with everything it started
@@ -177,24 +191,56 @@ pub fn parse_metrics(text: &str) -> Metrics {
         .collect()
 }
 
+/// One node of several: the state they share, and which one this is (from 0).
+struct FleetNode<'a> {
+    backing: &'a SharedBacking,
+    nodes: usize,
+    index: usize,
+}
+
+/// A started `palisade serve`, not yet known to be ready.
+struct Started {
+    proc: Proc,
+    port: u16,
+    log: PathBuf,
+    data: PathBuf,
+}
+
 fn start_gateway(
     opts: &Options,
     scenario: &Scenario,
     kind: TargetKind,
     sim: SocketAddr,
     dir: &Path,
-) -> Result<(Proc, u16, PathBuf), RunError> {
+    node: Option<FleetNode>,
+) -> Result<Started, RunError> {
     let port = free_port()?;
-    let log = dir.join("palisade.log");
-    let data = dir.join("data");
+    let (log, data) = match &node {
+        None => (dir.join("palisade.log"), dir.join("data")),
+        Some(n) => (dir.join(format!("node-{}.log", n.index + 1)), dir.join(format!("node-{}", n.index + 1))),
+    };
     let mut command = Command::new(&opts.palisade);
     command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
         .env("PALISADE_UPSTREAMS", format!("[{{name=\"sim\", url=\"http://{sim}\"}}]"))
         .env("PALISADE_DATA_DIR", &data)
-        .env("PALISADE_LOG__LEVEL", "warn");
+        .env("PALISADE_LOG__LEVEL", "warn")
+        // The drill reads these for its fleet; a single node keeps its state to itself.
+        .env_remove("PALISADE_SHARED_STATE")
+        .env_remove("PALISADE_DATABASE_URL");
     for (k, v) in &scenario.gateway.env {
         command.env(k, v);
+    }
+    if let Some(n) = &node {
+        // Node 1 writes the shield and personal-data keys where every node reads them:
+        // a fleet must sign and index with one key (docs/multi-node.md).
+        command
+            .env("PALISADE_SHARED_STATE", &n.backing.redis_url)
+            .env("PALISADE_DATABASE_URL", &n.backing.database_url)
+            .env("PALISADE_FLEET__NODES", n.nodes.to_string())
+            .env("PALISADE_FLEET__KEY_PREFIX", &n.backing.prefix)
+            .env("PALISADE_SHIELD__SECRET_FILE", dir.join("shield.key"))
+            .env("PALISADE_PII__KEY_FILE", dir.join("pii.key"));
     }
     match kind {
         TargetKind::DefencesOff | TargetKind::Nginx => {
@@ -213,7 +259,7 @@ fn start_gateway(
     command.stdout(Stdio::null()).stderr(file);
     let proc = Proc::spawn(&mut command, libc::SIGKILL)
         .map_err(|source| RunError::Spawn { what: format!("{}", opts.palisade.display()), source })?;
-    Ok((proc, port, log))
+    Ok(Started { proc, port, log, data })
 }
 
 /// nginx from PATH or /usr/sbin; installed with apt-get when missing and allowed.
@@ -298,15 +344,35 @@ pub async fn run(scenario: &Scenario, kind: TargetKind, opts: &Options) -> Resul
             .await;
     });
 
+    // Declared before the processes, so it is dropped after them: the database goes
+    // once no node uses it.
+    let mut backing = None;
     let mut procs = Vec::new();
-    let (base, metrics_url, outbox) = match (&opts.external, kind) {
-        (Some((url, outbox)), _) => (url.trim_end_matches('/').to_owned(), None, outbox.clone()),
+    let (bases, metrics_urls, outboxes) = match (&opts.external, kind) {
+        (Some((url, outbox)), _) => (vec![url.trim_end_matches('/').to_owned()], Vec::new(), vec![outbox.clone()]),
+        (None, TargetKind::Palisade) if opts.fleet.nodes > 1 => {
+            let shared = backing.insert(SharedBacking::prepare(&opts.fleet).await?);
+            let (mut bases, mut metrics, mut outboxes) = (Vec::new(), Vec::new(), Vec::new());
+            // One after the other: the first creates the schema and the shared keys.
+            for index in 0..opts.fleet.nodes {
+                let node = FleetNode { backing: shared, nodes: opts.fleet.nodes, index };
+                let mut gw = start_gateway(opts, scenario, kind, sim_addr, &dir, Some(node))?;
+                let url = format!("http://127.0.0.1:{}", gw.port);
+                let what = format!("palisade serve (node {} of {})", index + 1, opts.fleet.nodes);
+                wait_ready(&format!("{url}/readyz"), &what, Some(&mut gw.proc), Some(&gw.log)).await?;
+                procs.push(gw.proc);
+                metrics.push(format!("{url}/metrics"));
+                outboxes.push(gw.data.join("outbox.jsonl"));
+                bases.push(url);
+            }
+            (bases, metrics, outboxes)
+        }
         (None, kind) => {
-            let (mut gw, port, log) = start_gateway(opts, scenario, kind, sim_addr, &dir)?;
+            let Started { proc: mut gw, port, log, data } = start_gateway(opts, scenario, kind, sim_addr, &dir, None)?;
             let url = format!("http://127.0.0.1:{port}");
             wait_ready(&format!("{url}/readyz"), "palisade serve", Some(&mut gw), Some(&log)).await?;
             procs.push(gw);
-            let outbox = dir.join("data").join("outbox.jsonl");
+            let outbox = data.join("outbox.jsonl");
             if kind == TargetKind::Nginx {
                 let nginx = find_nginx(true)?;
                 let front = free_port()?;
@@ -320,15 +386,16 @@ pub async fn run(scenario: &Scenario, kind: TargetKind, opts: &Options) -> Resul
                 wait_ready(&format!("{front_url}/healthz"), "nginx", Some(&mut p), Some(&dir.join("nginx-error.log")))
                     .await?;
                 procs.push(p);
-                (front_url, Some(format!("{url}/metrics")), outbox)
+                (vec![front_url], vec![format!("{url}/metrics")], vec![outbox])
             } else {
-                (url.clone(), Some(format!("{url}/metrics")), outbox)
+                (vec![url.clone()], vec![format!("{url}/metrics")], vec![outbox])
             }
         }
     };
 
-    let data = play(scenario, kind, &base, metrics_url, Outbox::new(outbox), &sim_stats, opts).await;
+    let data = play(scenario, kind, &bases, metrics_urls, Outbox::new(outboxes), &sim_stats, opts).await;
     drop(procs);
+    drop(backing);
     let _ = sim_stop.send(());
     let _ = sim_task.await;
     let mut data = data?;
@@ -370,11 +437,13 @@ const MEMBERS: usize = 0;
 const LOGINS: usize = 1;
 const NEWCOMERS: usize = 2;
 
+/// Plays the scenario against `bases` (one URL per node), reading `metrics_urls` (one
+/// per node, none for an external gateway).
 async fn play(
     scenario: &Scenario,
     kind: TargetKind,
-    base: &str,
-    metrics_url: Option<String>,
+    bases: &[String],
+    metrics_urls: Vec<String>,
     outbox: Outbox,
     sim: &Arc<SimStats>,
     opts: &Options,
@@ -387,14 +456,20 @@ async fn play(
     // gateway's, and bots' backlog never delays people.
     let solver = Arc::new(Solver::new(1));
     let bot_solver = Arc::new(Solver::new(1));
+    let n_nodes = bases.len().max(1);
 
-    // Members: one /24 each (127.1.x.1, 127.2.x.1, ...), signed up before the clock starts.
+    // Members: one /24 each (127.1.x.1, 127.2.x.1, ...), signed up before the clock
+    // starts, each on its node for the whole drill.
     let setup_started = Instant::now();
     let setup_deadline = setup_started + Duration::from_secs(120);
+    let member_node = {
+        let count = scenario.members.count;
+        move |i: usize| node_of(i, count, n_nodes)
+    };
     let members: Vec<Arc<Browser>> = (0..scenario.members.count)
         .map(|i| {
             let source = IpAddr::V4(Ipv4Addr::new(127, 1 + (i / 250) as u8, (i % 250) as u8, 1));
-            Arc::new(Browser::new(source, base, timeout))
+            Arc::new(Browser::new(source, &bases[member_node(i)], timeout))
         })
         .collect();
     let results: Vec<(usize, Result<String, traffic::StepFailed>)> =
@@ -419,6 +494,23 @@ async fn play(
     if !opts.progress {
         eprintln!("  {} members signed up and logged in in {setup_s:.1} s", members.len());
     }
+    let limit_probe = if bases.len() > 1 {
+        let probe = crate::fleet::limit_probe(bases, &solver, &outbox, timeout).await;
+        match &probe {
+            Ok(p) => eprintln!(
+                "  limit probe: a key limited to {}/min got {} of {} requests through {} nodes ({:?} per node)",
+                p.limit_per_minute,
+                p.admitted_total(),
+                p.sent,
+                bases.len(),
+                p.admitted
+            ),
+            Err(why) => eprintln!("  limit probe: not measured: {why}"),
+        }
+        Some(probe)
+    } else {
+        None
+    };
 
     let (class_names, bot_class) = classes(scenario);
     let epoch = Instant::now();
@@ -433,19 +525,23 @@ async fn play(
         let (r, m) = (recorder.clone(), members.clone());
         let body = traffic::chat_body(MEMBERS_LABEL, scenario.upstream.max_tokens, "What is a good name for a cat?");
         tasks.spawn(traffic::schedule(recorder.clone(), MEMBERS, chat_rate, all.clone(), max_in_flight, move |n| {
-            let (r, b, body) = (r.clone(), m[n % m.len()].clone(), body.clone());
+            let i = n % m.len();
+            let (r, b, body, node) = (r.clone(), m[i].clone(), body.clone(), member_node(i));
             async move {
                 let at = r.now();
                 let status = b.chat(&body).await;
-                r.record(MEMBERS, at, status, Outcome::of_status(status));
+                r.record(MEMBERS, node, at, status, Outcome::of_status(status));
             }
         }));
-        let (r, s, base) = (recorder.clone(), solver.clone(), base.to_owned());
+        let (r, s, bases) = (recorder.clone(), solver.clone(), bases.to_vec());
         let count = members.len();
         let rate = scenario.members.logins_per_s;
         tasks.spawn(traffic::schedule(recorder.clone(), LOGINS, rate, all.clone(), max_in_flight, move |n| {
-            let (r, s, base) = (r.clone(), s.clone(), base.clone());
+            let (r, s) = (r.clone(), s.clone());
             let i = n % count;
+            // A second device is a new connection: the balancer's next node.
+            let node = node_of(n, count, n_nodes);
+            let base = bases[node].clone();
             async move {
                 let at = r.now();
                 // A second device: same network, fresh browser.
@@ -454,7 +550,7 @@ async fn play(
                 let deadline = Instant::now() + timeout;
                 let result = device.log_in(&s, &traffic::member_email(i), &traffic::member_password(i), deadline).await;
                 let status = result.map_or_else(|e| e.status, |_| 200);
-                r.record(LOGINS, at, status, Outcome::of_status(status));
+                r.record(LOGINS, node, at, status, Outcome::of_status(status));
             }
         }));
     }
@@ -467,12 +563,13 @@ async fn play(
         let journey_end = epoch + Duration::from_secs_f64(total + scenario.limits.drain_s);
         let (r, s, o) = (recorder.clone(), solver.clone(), outbox.clone());
         let subnets = n.subnets;
-        let base = base.to_owned();
+        let bases = bases.to_vec();
         let body = traffic::chat_body(NEWCOMERS_LABEL, scenario.upstream.max_tokens, "Hello! What can you do?");
         let count = n.count;
         tasks.spawn(traffic::schedule(recorder.clone(), NEWCOMERS, rate, vec![window], count.max(1), move |j| {
             let (r, s, o, body) = (r.clone(), s.clone(), o.clone(), body.clone());
-            let browser = Browser::new(traffic::address(60, subnets, j), &base, timeout);
+            let node = node_of(j, subnets, n_nodes);
+            let browser = Browser::new(traffic::address(60, subnets, j), &bases[node], timeout);
             async move {
                 if j >= count {
                     return;
@@ -492,7 +589,7 @@ async fn play(
                     }
                     Err(e) => e.status,
                 };
-                r.record(NEWCOMERS, at, status, Outcome::of_status(status));
+                r.record(NEWCOMERS, node, at, status, Outcome::of_status(status));
             }
         }));
     }
@@ -504,20 +601,31 @@ async fn play(
         let windows: Vec<(f64, f64)> = scenario.bot_phases(bot).into_iter().map(|p| scenario.window(p)).collect();
         let second = 100 + 20 * b as u8;
         let sources: Vec<IpAddr> = (0..bot.sources).map(|i| traffic::address(second, bot.subnets, i)).collect();
+        // Each source stays on one node; a subnet's sources are spread over all of them.
+        let source_node = {
+            let subnets = bot.subnets;
+            move |k: usize| node_of(k, subnets, n_nodes)
+        };
         let r = recorder.clone();
         match bot.kind {
             BotKind::Slowloris => {
-                let Ok(target) = base.trim_start_matches("http://").parse::<SocketAddr>() else { continue };
+                let targets: Vec<SocketAddr> =
+                    bases.iter().filter_map(|b| b.trim_start_matches("http://").parse().ok()).collect();
+                if targets.len() != bases.len() {
+                    continue;
+                }
                 let ends: Vec<(f64, f64)> = windows.clone();
                 tasks.spawn(traffic::schedule(recorder.clone(), class, bot.rate, windows, max_in_flight, move |n| {
                     let r = r.clone();
-                    let source = sources[n % sources.len()];
+                    let k = n % sources.len();
+                    let (source, node) = (sources[k], source_node(k));
+                    let target = targets[node];
                     let at = r.now();
                     let end = ends.iter().find(|w| w.0 <= at && at < w.1).map_or(at, |w| w.1);
                     let until = r.epoch() + Duration::from_secs_f64(end);
                     async move {
                         let (status, outcome) = traffic::slowloris(source, target, Duration::from_secs(1), until).await;
-                        r.record(class, at, status, outcome);
+                        r.record(class, node, at, status, outcome);
                     }
                 }));
             }
@@ -533,20 +641,26 @@ async fn play(
                     })
                     .collect();
                 let browsers: Vec<Arc<Browser>> = if kind == BotKind::PowSolvers {
-                    sources.iter().map(|&s| Arc::new(Browser::new(s, base, timeout))).collect()
+                    sources
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &s)| Arc::new(Browser::new(s, &bases[source_node(k)], timeout)))
+                        .collect()
                 } else {
                     Vec::new()
                 };
-                let (noise, solver, base) = (noise.clone(), bot_solver.clone(), base.to_owned());
+                let (noise, solver, bases) = (noise.clone(), bot_solver.clone(), bases.to_vec());
                 let members = scenario.members.count.max(1);
                 let fake_keys = bot.fake_keys;
                 let body = traffic::chat_body("drill-bots", scenario.upstream.max_tokens, "Write me a long essay");
                 tasks.spawn(traffic::schedule(recorder.clone(), class, bot.rate, windows, max_in_flight, move |n| {
                     let r = r.clone();
                     let x = noise.next();
-                    let client = clients[n % clients.len()].clone();
-                    let browser = browsers.get(n % browsers.len().max(1)).cloned();
-                    let (solver, base, body) = (solver.clone(), base.clone(), body.clone());
+                    let k = n % clients.len();
+                    let node = source_node(k);
+                    let client = clients[k].clone();
+                    let browser = browsers.get(k).cloned();
+                    let (solver, base, body) = (solver.clone(), bases[node].clone(), body.clone());
                     async move {
                         let at = r.now();
                         let status = match kind {
@@ -585,7 +699,7 @@ async fn play(
                             },
                             BotKind::Slowloris => 0,
                         };
-                        r.record(class, at, status, Outcome::of_status(status));
+                        r.record(class, node, at, status, Outcome::of_status(status));
                     }
                 }));
             }
@@ -594,7 +708,7 @@ async fn play(
 
     // Metrics, model usage and the progress line, once a second until the traffic ends.
     let done = Arc::new(AtomicBool::new(false));
-    let samples = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+    let samples = Arc::new(Mutex::new(Samples::default()));
     let sampler = {
         let (done, samples, sim, recorder) = (done.clone(), samples.clone(), sim.clone(), recorder.clone());
         let bar = progress_bar(opts.progress, kind, total);
@@ -607,19 +721,24 @@ async fn play(
             loop {
                 ticker.tick().await;
                 let t = recorder.now();
-                let metrics = match &metrics_url {
-                    Some(url) => match http.get(url).send().await {
-                        Ok(r) => r.text().await.ok().map(|t| parse_metrics(&t)),
-                        Err(_) => None,
-                    },
-                    None => None,
-                };
+                let nodes: Vec<Option<Metrics>> =
+                    futures_util::future::join_all(metrics_urls.iter().map(|url| fetch_metrics(&http, url))).await;
+                // The fleet's sample only when every node answered: a missing node
+                // would look like counters going back.
+                let metrics = (!nodes.is_empty() && nodes.iter().all(Option::is_some))
+                    .then(|| crate::fleet::fleet_metrics(&nodes.iter().flatten().cloned().collect::<Vec<_>>()));
                 let attack = metrics.as_ref().and_then(|m| m.get("palisade_edge_under_attack").copied()).unwrap_or(0.0);
                 if let Ok(mut s) = samples.lock() {
                     if let Some(m) = metrics {
-                        s.0.push((t, m));
+                        s.fleet.push((t, m));
                     }
-                    s.1.push((t, sim.usage()));
+                    if nodes.len() > 1 {
+                        s.nodes.resize_with(nodes.len(), Vec::new);
+                        for (mine, m) in s.nodes.iter_mut().zip(nodes) {
+                            mine.extend(m.map(|m| (t, m)));
+                        }
+                    }
+                    s.usage.push((t, sim.usage()));
                 }
                 let phase_index = (0..scenario.phases.len()).find(|&i| t < scenario.window(i).1);
                 let phase = phase_index.map_or("draining", |i| scenario.phases[i].name.as_str());
@@ -657,21 +776,37 @@ async fn play(
     tasks.abort_all();
     done.store(true, Ordering::Relaxed);
     let _ = sampler.await;
-    let (metrics, usage) =
-        samples.lock().map(|mut s| (std::mem::take(&mut s.0), std::mem::take(&mut s.1))).unwrap_or_default();
+    let samples = samples.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
     Ok(RunData {
         kind,
         classes: class_names,
         events: recorder.take(),
-        metrics,
-        usage,
+        metrics: samples.fleet,
+        usage: samples.usage,
         setup_s,
         owns_upstream: true,
         solved_challenges: solver.solved.load(Ordering::Relaxed) + bot_solver.solved.load(Ordering::Relaxed),
+        nodes: if bases.len() > 1 { bases.to_vec() } else { Vec::new() },
+        node_metrics: samples.nodes,
+        limit_probe,
     })
 }
 
-async fn send(request: reqwest::RequestBuilder) -> u16 {
+/// What the sampler collects once a second.
+#[derive(Default)]
+struct Samples {
+    fleet: Vec<(f64, Metrics)>,
+    /// Per node, when there are several.
+    nodes: Vec<Vec<(f64, Metrics)>>,
+    usage: Vec<(f64, BTreeMap<String, Usage>)>,
+}
+
+async fn fetch_metrics(http: &reqwest::Client, url: &str) -> Option<Metrics> {
+    let text = http.get(url).send().await.ok()?.text().await.ok()?;
+    Some(parse_metrics(&text))
+}
+
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> u16 {
     match request.send().await {
         Ok(r) => {
             let status = r.status().as_u16();

@@ -200,11 +200,20 @@ fn yes() -> bool {
 }
 
 /// How the gateway under test runs: `PALISADE_*` variables on top of the drill's own
-/// (upstream, data directory, logging).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// (upstream, data directory, logging), and on how many nodes.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewaySpec {
     pub env: BTreeMap<String, String>,
+    /// Palisade nodes sharing one Redis and one PostgreSQL, traffic spread over them as
+    /// a balancer would (`--nodes` overrides it). The baselines run on one node.
+    pub nodes: usize,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        GatewaySpec { env: BTreeMap::new(), nodes: 1 }
+    }
 }
 
 /// The same traffic against what an operator would otherwise run.
@@ -258,6 +267,9 @@ pub struct TargetsSpec {
     pub newcomers_admitted_pct: f64,
     /// Upstream capacity (slot-time) bots obtain during attack phases, percent.
     pub bot_capacity_pct: f64,
+    /// With several nodes: what a per-key limit admits across all of them, over what
+    /// the limit allows (1.0 is exact; independent nodes would reach the node count).
+    pub fleet_limit_ratio: f64,
 }
 
 impl Default for TargetsSpec {
@@ -267,6 +279,7 @@ impl Default for TargetsSpec {
             member_p99_ratio: 2.0,
             newcomers_admitted_pct: 95.0,
             bot_capacity_pct: 1.0,
+            fleet_limit_ratio: 1.05,
         }
     }
 }
@@ -325,6 +338,11 @@ impl Scenario {
                 check(self.phase(p).is_some(), format!("bots[{i}].phases: no phase named {p:?}"));
             }
         }
+        check(
+            (1..=crate::fleet::MAX_NODES).contains(&self.gateway.nodes),
+            format!("gateway.nodes must be 1..={}", crate::fleet::MAX_NODES),
+        );
+        check(self.targets.fleet_limit_ratio > 0.0, "targets.fleet_limit_ratio must be > 0".into());
         for key in self.gateway.env.keys() {
             check(key.starts_with("PALISADE_"), format!("gateway.env.{key}: only PALISADE_* variables"));
         }
@@ -373,6 +391,7 @@ mod tests {
         for name in ["attack", "flash-crowd"] {
             let s = Scenario::load(name).unwrap_or_else(|e| panic!("{e}"));
             assert!(s.total_seconds() > 0.0, "{name}");
+            assert_eq!(s.gateway.nodes, 1, "{name} runs on one node unless told");
         }
         let attack = Scenario::load("attack").expect("attack");
         assert!(attack.phases.iter().any(|p| p.attack));
@@ -395,9 +414,9 @@ mod tests {
         let e = Scenario::parse("[members]\ncount = 1\ncolour = 3\n", "x.toml").unwrap_err().to_string();
         assert!(e.contains("colour") && e.starts_with("x.toml"), "{e}");
         let text = "[[phase]]\nname = \"a\"\nseconds = 0\n[[bots]]\nkind = \"slowloris\"\nsources = 10\nrate = 1\n\
-                    phases = [\"b\"]\n[gateway.env]\nRUST_LOG = \"debug\"\n";
+                    phases = [\"b\"]\n[gateway]\nnodes = 0\n[gateway.env]\nRUST_LOG = \"debug\"\n";
         let e = Scenario::parse(text, "y.toml").unwrap_err().to_string();
-        for field in ["phase[0].seconds", "bots[0].phases", "gateway.env.RUST_LOG"] {
+        for field in ["phase[0].seconds", "bots[0].phases", "gateway.env.RUST_LOG", "gateway.nodes"] {
             assert!(e.contains(field), "{field} missing from: {e}");
         }
     }

@@ -55,6 +55,8 @@ pub struct Event {
     /// Seconds since the first phase began (negative during setup).
     pub at: f64,
     pub latency: f64,
+    /// The gateway node it was sent to; None when it was never sent.
+    pub node: Option<usize>,
     /// The last HTTP status (0 when there was none).
     pub status: u16,
     pub outcome: Outcome,
@@ -96,13 +98,18 @@ impl Recorder {
         self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_ok()
     }
 
-    pub fn record(&self, class: usize, at: f64, status: u16, outcome: Outcome) {
+    /// An attempt of `class` started at `at` and sent to `node` is over.
+    pub fn record(&self, class: usize, node: usize, at: f64, status: u16, outcome: Outcome) {
+        self.push(class, Some(node), at, status, outcome);
+    }
+
+    fn push(&self, class: usize, node: Option<usize>, at: f64, status: u16, outcome: Outcome) {
         let latency = (self.now() - at).max(0.0);
         if outcome == Outcome::Ok {
             self.ok[class].fetch_add(1, Ordering::Relaxed);
         }
         if let Ok(mut events) = self.events.lock() {
-            events.push(Event { class, at, latency, status, outcome });
+            events.push(Event { class, at, latency, node, status, outcome });
         }
     }
 
@@ -175,7 +182,7 @@ pub async fn schedule<F, Fut>(
             recorder.started[class].fetch_add(1, Ordering::Relaxed);
             let slot = gate.clone().try_acquire_owned();
             let (Ok(slot), true) = (slot, recorder.spend()) else {
-                recorder.record(class, at, 0, Outcome::Dropped);
+                recorder.push(class, None, at, 0, Outcome::Dropped);
                 continue;
             };
             let attempt = attempt.clone();
@@ -193,15 +200,18 @@ pub async fn schedule<F, Fut>(
 }
 
 /// Verification codes as the operator's SMS/e-mail provider would deliver them: read
-/// from the gateway's outbox file, incrementally (bots fill it too).
+/// from the gateway's outbox file (one per node of a fleet), incrementally (bots fill
+/// them too).
 pub struct Outbox {
-    path: PathBuf,
-    state: Mutex<(u64, HashMap<i64, String>)>,
+    paths: Vec<PathBuf>,
+    /// How far each file has been read, and the codes found so far by user id.
+    state: Mutex<(Vec<u64>, HashMap<i64, String>)>,
 }
 
 impl Outbox {
-    pub fn new(path: PathBuf) -> Outbox {
-        Outbox { path, state: Mutex::new((0, HashMap::new())) }
+    pub fn new(paths: Vec<PathBuf>) -> Outbox {
+        let read = vec![0; paths.len()];
+        Outbox { paths, state: Mutex::new((read, HashMap::new())) }
     }
 
     fn code_now(&self, user: i64) -> Option<String> {
@@ -209,19 +219,25 @@ impl Outbox {
         if let Some(code) = state.1.get(&user) {
             return Some(code.clone());
         }
-        let mut file = std::fs::File::open(&self.path).ok()?;
-        file.seek(SeekFrom::Start(state.0)).ok()?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).ok()?;
-        // Only whole lines; a line being written is read next time.
-        let complete = text.rfind('\n').map_or(0, |i| i + 1);
-        state.0 += complete as u64;
-        for line in text[..complete].lines() {
-            let Ok(entry) = serde_json::from_str::<Value>(line) else { continue };
-            let (Some(id), Some(text)) = (entry["user_id"].as_i64(), entry["text"].as_str()) else { continue };
-            let code: String = text.chars().filter(char::is_ascii_digit).take(6).collect();
-            if code.len() == 6 {
-                state.1.insert(id, code);
+        for (i, path) in self.paths.iter().enumerate() {
+            let Ok(mut file) = std::fs::File::open(path) else { continue };
+            if file.seek(SeekFrom::Start(state.0[i])).is_err() {
+                continue;
+            }
+            let mut text = String::new();
+            if file.read_to_string(&mut text).is_err() {
+                continue;
+            }
+            // Only whole lines; a line being written is read next time.
+            let complete = text.rfind('\n').map_or(0, |i| i + 1);
+            state.0[i] += complete as u64;
+            for line in text[..complete].lines() {
+                let Ok(entry) = serde_json::from_str::<Value>(line) else { continue };
+                let (Some(id), Some(text)) = (entry["user_id"].as_i64(), entry["text"].as_str()) else { continue };
+                let code: String = text.chars().filter(char::is_ascii_digit).take(6).collect();
+                if code.len() == 6 {
+                    state.1.insert(id, code);
+                }
             }
         }
         state.1.get(&user).cloned()
@@ -272,6 +288,10 @@ pub struct Browser {
     /// while another is being solved wait for that clearance instead of solving again.
     clearing: tokio::sync::Mutex<()>,
 }
+
+/// The CSRF token the drill's browsers hold: any value works, as long as the cookie and
+/// the header agree.
+const CSRF: &str = "drill-csrf-token";
 
 /// A step of a user's journey that did not succeed: its last status (0 when there
 /// was no answer) and what was said.
@@ -382,7 +402,12 @@ impl Browser {
             request = request.header("x-palisade-clearance", c.as_str());
         }
         if let Some(s) = self.session() {
-            request = request.header("cookie", s);
+            // The page's CSRF cookie goes with the session, and a form would echo it:
+            // the gateway checks the two match (double submit) on account changes.
+            request = request.header("cookie", format!("{s}; palisade_csrf={CSRF}"));
+            if method != "GET" {
+                request = request.header("x-csrf-token", CSRF);
+            }
         }
         (request, sent)
     }
@@ -641,12 +666,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("outbox.jsonl");
         std::fs::write(&path, "{\"user_id\":1,\"text\":\"Your code is 123456\"}\n{\"user_id\":2,\"te").expect("write");
-        let outbox = Outbox::new(path.clone());
+        // A second node's outbox, not written yet.
+        let other = dir.path().join("node-2-outbox.jsonl");
+        let outbox = Outbox::new(vec![path.clone(), other.clone()]);
         assert_eq!(outbox.code_now(1).as_deref(), Some("123456"));
         assert_eq!(outbox.code_now(2), None);
         let mut f = std::fs::OpenOptions::new().append(true).open(&path).expect("open");
         std::io::Write::write_all(&mut f, b"xt\":\"code 654321\"}\n").expect("append");
         assert_eq!(outbox.code(2).await.as_deref(), Some("654321"));
+        std::fs::write(&other, "{\"user_id\":3,\"text\":\"Your code is 111222\"}\n").expect("write");
+        assert_eq!(outbox.code_now(3).as_deref(), Some("111222"), "codes from every node's outbox");
     }
 
     #[tokio::test]
@@ -655,7 +684,7 @@ mod tests {
         let r = recorder.clone();
         schedule(recorder.clone(), 0, 200.0, vec![(0.0, 0.2)], 100, move |_| {
             let r = r.clone();
-            async move { r.record(0, r.now(), 200, Outcome::Ok) }
+            async move { r.record(0, 0, r.now(), 200, Outcome::Ok) }
         })
         .await;
         let events = recorder.take();

@@ -79,6 +79,19 @@ pub struct DrillArgs {
     /// Print the scenario with every default filled in, and exit.
     #[arg(long)]
     pub show: bool,
+    /// Start this many Palisade nodes sharing one Redis and one PostgreSQL, and spread
+    /// the traffic over them as a round-robin balancer would (overrides the scenario's
+    /// `gateway.nodes`). The baselines run on one node.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=drill::fleet::MAX_NODES as i64))]
+    pub nodes: Option<u16>,
+    /// The Redis the nodes share (default redis://127.0.0.1:6379); the drill uses a key
+    /// prefix of its own and deletes its keys at the end.
+    #[arg(long, env = "PALISADE_SHARED_STATE", value_name = "URL")]
+    pub shared_state: Option<String>,
+    /// A PostgreSQL server for the nodes (default postgres://postgres@127.0.0.1:5432/test): the
+    /// drill creates a database of its own there, and drops it at the end.
+    #[arg(long, env = "PALISADE_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,11 +1,13 @@
 //! `palisade drill`: runs a scenario against Palisade and its baselines, then writes
 //! the report (Markdown, JSON) and one chart per target. Exit status 0 when every
-//! target of the scenario was met, 1 when one was not.
+//! target of the scenario was met, 1 when one was not. With `--nodes N` Palisade runs as
+//! N nodes on one Redis and one PostgreSQL (see `drill::fleet`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use drill::fleet::FleetOptions;
 use drill::run::{Options, TargetKind};
 use drill::scenario::Scenario;
 
@@ -13,7 +15,10 @@ use crate::cli::{BaselineChoice, DrillArgs};
 use crate::serve::runtime;
 
 pub fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
-    let scenario = Scenario::load(&args.scenario)?;
+    let mut scenario = Scenario::load(&args.scenario)?;
+    if let Some(n) = args.nodes {
+        scenario.gateway.nodes = usize::from(n);
+    }
     if args.show {
         print!("{}", toml::to_string_pretty(&scenario).context("cannot print the scenario")?);
         return Ok(ExitCode::SUCCESS);
@@ -22,6 +27,10 @@ pub fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
         let host = target.trim_start_matches("http://").split(['/', ':']).next().unwrap_or("");
         let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
         anyhow::ensure!(loopback, "--target must be a gateway on loopback (http://127.x.y.z:port), not {target}");
+        anyhow::ensure!(
+            scenario.gateway.nodes == 1,
+            "--target drills one gateway someone else started; --nodes (or gateway.nodes) starts its own"
+        );
     }
     let (off, nginx) = match (args.target.is_some(), args.baselines) {
         (true, _) => (false, false),
@@ -38,6 +47,11 @@ pub fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
         work_dir: out.join("work"),
         external: args.target.clone().zip(args.outbox.clone()),
         progress: std::io::stderr().is_terminal(),
+        fleet: FleetOptions {
+            nodes: scenario.gateway.nodes,
+            shared_state: args.shared_state.clone(),
+            database_url: args.database_url.clone(),
+        },
     };
     let fds = drill::run::raise_fd_limit();
     let mut kinds = vec![if args.target.is_some() { TargetKind::External } else { TargetKind::Palisade }];
@@ -48,11 +62,19 @@ pub fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
         kinds.push(TargetKind::Nginx);
     }
     let seconds = scenario.total_seconds();
+    let nodes = scenario.gateway.nodes;
     eprintln!(
         "drill {:?}: {} phase(s), {seconds:.0} s per target, against: {} (file descriptors: {fds})",
         scenario.name,
         scenario.phases.len(),
-        kinds.iter().map(|k| k.label()).collect::<Vec<_>>().join("; ")
+        kinds
+            .iter()
+            .map(|k| match k {
+                TargetKind::Palisade if nodes > 1 => format!("{} ({nodes} nodes)", k.label()),
+                _ => k.label().to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     );
     let rt = runtime()?;
     let mut runs = Vec::new();

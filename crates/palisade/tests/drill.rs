@@ -99,6 +99,77 @@ fn a_drill_reports_every_class_the_defences_and_the_baselines_side_by_side() {
     assert!(left.is_empty(), "processes left behind by the drill: {left:#?}");
 }
 
+const FLEET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/drill-fleet.toml");
+
+#[test]
+fn a_drill_on_three_nodes_reports_each_node_the_fleet_and_the_cross_node_limit_accuracy() {
+    // The nodes share a Redis and a PostgreSQL server, found or started as every
+    // fleet test does: a skip without them locally, a failure under CI=true.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(redis) = testkit::redis::shared_redis() else { return };
+    let Some(db) = rt.block_on(testkit::postgres::fresh_postgres()) else { return };
+    let dir = scratch_dir();
+    let out = dir.path().join("report");
+    // The fixture says 2 nodes: the flag wins.
+    let output = Command::new(BIN)
+        .args(["drill", FLEET, "--nodes", "3", "--baselines", "none"])
+        .args(["--shared-state", &redis.url, "--database-url", &db.url, "--out"])
+        .arg(&out)
+        .current_dir(dir.path())
+        .output()
+        .expect("run palisade drill");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "drill failed:\n{stdout}\n{stderr}");
+    for text in ["### 3 nodes", "| **fleet** |", "Cross-node limit accuracy: a key limited to 30"] {
+        assert!(stdout.contains(text), "{text} missing from:\n{stdout}");
+    }
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("json"))
+        .expect("report.json parses");
+    let fleet = &report["runs"][0]["fleet"];
+    let nodes = fleet["nodes"].as_array().expect("per-node figures");
+    assert_eq!(nodes.len(), 3, "{fleet}");
+    let n = |row: &Value, field: &str| row[field].as_u64().unwrap_or_else(|| panic!("{field} in {row}"));
+    for node in nodes {
+        // Every node got traffic, answered it, and kept its limits in the shared state.
+        assert!(n(node, "requests") > 0 && n(node, "ok") > 0, "{node}");
+        assert!(n(node, "answered") > 0 && n(node, "shared_state_calls") > 0, "{node}");
+        assert_eq!(n(node, "shared_state_fallbacks"), 0, "Redis answered throughout: {node}");
+    }
+    for field in ["requests", "ok", "refused", "answered"] {
+        let sum: u64 = nodes.iter().map(|r| n(r, field)).sum();
+        assert_eq!(n(&fleet["fleet"], field), sum, "the fleet's {field} is the nodes' sum");
+    }
+    let accuracy = &fleet["limit_accuracy"];
+    let ratio = accuracy["ratio"].as_f64().unwrap_or_else(|| panic!("measured: {fleet}"));
+    println!("cross-node limit accuracy over 3 nodes: {accuracy}");
+    assert!(ratio <= 1.05, "{accuracy}");
+    // The whole burst got through, from every node, and nothing but 200 and 429 came back.
+    assert!(n(accuracy, "admitted") >= 30 && n(accuracy, "other") == 0, "{accuracy}");
+    assert!(accuracy["admitted_per_node"].as_array().is_some_and(|a| a.iter().all(|x| x.as_u64() > Some(0))));
+    let verdicts = report["verdicts"].as_array().expect("verdicts");
+    assert!(verdicts.iter().any(|v| v["target"].as_str().is_some_and(|t| t.contains("3 nodes")) && v["pass"] == true));
+
+    assert!(!out.join("work").exists(), "the drill's scratch data is cleaned up");
+    let left = processes_touching(&out);
+    assert!(left.is_empty(), "processes left behind by the drill: {left:#?}");
+}
+
+#[test]
+fn nodes_need_shared_state_that_answers() {
+    let dir = scratch_dir();
+    // Nothing listens on port 1.
+    let (ok, _, stderr) = run(
+        dir.path(),
+        &["drill", FLEET, "--nodes", "2", "--baselines", "none", "--shared-state", "redis://127.0.0.1:1"],
+    );
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("redis://127.0.0.1:1") && stderr.contains("--shared-state"), "{stderr}");
+    let (ok, _, stderr) = run(dir.path(), &["drill", FLEET, "--target", "http://127.0.0.1:9", "--outbox", "x"]);
+    assert!(!ok && stderr.contains("--nodes"), "{stderr}");
+}
+
 /// Every process other than this one whose command line, working directory or open
 /// files name a path under `dir`, as `(pid, command line)`.
 fn processes_touching(dir: &Path) -> Vec<(u32, String)> {
