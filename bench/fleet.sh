@@ -16,8 +16,9 @@
 # For each: requests/s at $CONNS connections (fleet3: three wrk processes, one per node,
 # summed), latency at one connection (local and shared), CPU per request of the
 # palisade processes (utime+stime from /proc), and Redis round trips per request (from
-# palisade_shared_state_round_trips_total, lease returns counted apart: they come
-# after the reply). Loopback only; stops by itself.
+# palisade_shared_state_round_trips_total; lease returns and the batched token-budget
+# trips counted apart: they come beside or after the request, on no request's path).
+# Loopback only; stops by itself.
 #
 #   bench/fleet.sh            # DURATION=5 CONNS=32 BASE_PORT=18500
 set -euo pipefail
@@ -77,6 +78,9 @@ HZ=$(getconf CLK_TCK)
 metric() { # PORT NAME -> value (0 when absent)
     curl -fsS -m 5 "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n { print $2; found = 1 } END { if (!found) print 0 }'
 }
+beside() { # PORT -> calls made beside or after requests: lease returns and budget trips
+    echo $(($(metric "$1" palisade_shared_state_lease_releases_total) + $(metric "$1" palisade_shared_state_budget_updates_total)))
+}
 # wrk PORT CONNS SECONDS [--latency] -> "<requests> <seconds> <non2xx> <avg latency> <p99>" on stdout
 run_wrk() {
     local port=$1 conns=$2 secs=$3 extra=${4:-} out
@@ -127,7 +131,7 @@ measure() { # MODE N
     for ((i = 0; i < n; i++)); do
         ticks0=$((ticks0 + $(group_ticks "${PGID[node$i]}")))
         trips0=$(awk -v a="$trips0" -v b="$(metric "${NODE_PORTS[$i]}" palisade_shared_state_round_trips_total)" 'BEGIN { print a + b }')
-        back0=$(awk -v a="$back0" -v b="$(metric "${NODE_PORTS[$i]}" palisade_shared_state_lease_releases_total)" 'BEGIN { print a + b }')
+        back0=$(awk -v a="$back0" -v b="$(beside "${NODE_PORTS[$i]}")" 'BEGIN { print a + b }')
     done
     local per=$(((CONNS + n - 1) / n)) total=0 non2xx=0 pids=() files=()
     for ((i = 0; i < n; i++)); do
@@ -142,11 +146,11 @@ measure() { # MODE N
         total=$((total + r))
         non2xx=$((non2xx + x))
     done
-    sleep 0.5 # lease returns come just after the replies
+    sleep 0.5 # lease returns and budget settlements come just after the replies
     for ((i = 0; i < n; i++)); do
         ticks1=$((ticks1 + $(group_ticks "${PGID[node$i]}")))
         trips1=$(awk -v a="$trips1" -v b="$(metric "${NODE_PORTS[$i]}" palisade_shared_state_round_trips_total)" 'BEGIN { print a + b }')
-        back1=$(awk -v a="$back1" -v b="$(metric "${NODE_PORTS[$i]}" palisade_shared_state_lease_releases_total)" 'BEGIN { print a + b }')
+        back1=$(awk -v a="$back1" -v b="$(beside "${NODE_PORTS[$i]}")" 'BEGIN { print a + b }')
     done
     local latency="-"
     if ((n == 1)); then
