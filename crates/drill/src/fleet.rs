@@ -14,7 +14,7 @@ use serde_json::json;
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection};
 
-use crate::run::Metrics;
+use crate::load::Metrics;
 use crate::traffic::{Browser, Outbox, Solver};
 
 /// Where the nodes' shared state is, when nobody says.
@@ -24,8 +24,7 @@ pub const DEFAULT_SHARED_STATE: &str = "redis://127.0.0.1:6379";
 /// is); `postgres` is the superuser a packaged server starts with.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// Most nodes a drill starts: each is a process on this machine.
-pub const MAX_NODES: usize = 16;
+pub use crate::scenario::MAX_NODES;
 
 /// How long a service may take to answer before the drill says it is not there, and
 /// how long cleaning up may hold the drill's exit.
@@ -308,7 +307,7 @@ pub async fn limit_probe(
         .map(|i| {
             let node = i % nodes.len();
             let request = clients[i % clients.len()].get(format!("{}/v1/models", nodes[node])).bearer_auth(&key);
-            async move { (node, crate::run::send(request).await) }
+            async move { (node, crate::load::send(request).await) }
         })
         .buffer_unordered(4 * nodes.len())
         .collect()

@@ -174,6 +174,21 @@ pub fn summarize(name: &str, samples: &[Sample], dropped: usize, duration: Durat
     }
 }
 
+/// One gauge/counter sample from `/metrics`.
+pub type Metrics = std::collections::BTreeMap<String, f64>;
+
+/// Sends a request and reads its body; the status, or 0 when it failed.
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> u16 {
+    match request.send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let _ = r.bytes().await;
+            status
+        }
+        Err(_) => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::fleet::{FleetError, FleetOptions, LimitProbe, SharedBacking, node_of};
+use crate::load::send;
 use crate::scenario::{BotKind, Scenario};
 use crate::sim::{SimConfig, SimStats, Usage};
 use crate::traffic::{self, Browser, Outbox, Outcome, Recorder, Solver};
@@ -78,8 +79,7 @@ pub struct Options {
     pub fleet: FleetOptions,
 }
 
-/// One gauge/counter sample from `/metrics`.
-pub type Metrics = BTreeMap<String, f64>;
+pub use crate::load::Metrics;
 
 /// Everything one run produced.
 pub struct RunData {
@@ -804,17 +804,6 @@ struct Samples {
 async fn fetch_metrics(http: &reqwest::Client, url: &str) -> Option<Metrics> {
     let text = http.get(url).send().await.ok()?.text().await.ok()?;
     Some(parse_metrics(&text))
-}
-
-pub(crate) async fn send(request: reqwest::RequestBuilder) -> u16 {
-    match request.send().await {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let _ = r.bytes().await;
-            status
-        }
-        Err(_) => 0,
-    }
 }
 
 fn progress_bar(enabled: bool, kind: TargetKind, total: f64) -> Option<indicatif::ProgressBar> {

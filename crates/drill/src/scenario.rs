@@ -9,6 +9,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+/// Most nodes a drill starts: each is a process on this machine.
+pub const MAX_NODES: usize = 16;
+
 /// The default attack scenario, shipped in the binary.
 pub const ATTACK: &str = include_str!("../../../bench/scenarios/attack.toml");
 /// The flash-crowd scenario: real newcomers only.
@@ -338,10 +341,7 @@ impl Scenario {
                 check(self.phase(p).is_some(), format!("bots[{i}].phases: no phase named {p:?}"));
             }
         }
-        check(
-            (1..=crate::fleet::MAX_NODES).contains(&self.gateway.nodes),
-            format!("gateway.nodes must be 1..={}", crate::fleet::MAX_NODES),
-        );
+        check((1..=MAX_NODES).contains(&self.gateway.nodes), format!("gateway.nodes must be 1..={}", MAX_NODES));
         check(self.targets.fleet_limit_ratio > 0.0, "targets.fleet_limit_ratio must be > 0".into());
         for key in self.gateway.env.keys() {
             check(key.starts_with("PALISADE_"), format!("gateway.env.{key}: only PALISADE_* variables"));

@@ -21,6 +21,7 @@
 pub mod error;
 pub mod limits;
 pub mod logins;
+mod queue;
 pub mod room;
 pub mod signals;
 pub mod state;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use shield::{Decision, Gcra};
 
 use crate::error::FleetError;
+use crate::queue::{MAX_BATCH, Update};
 use crate::state::Fleet;
 
 /// KEYS: one arrival time (µs since the epoch) per limit, in two groups: the first
@@ -109,21 +110,6 @@ else
 end
 return 1
 ";
-
-/// Most budget updates one trip carries.
-const MAX_BATCH: usize = 512;
-/// Most budget updates waiting to be sent; more are dropped (counted as fallbacks).
-pub(crate) const MAX_QUEUED: usize = 65_536;
-
-/// One queued budget update.
-#[derive(Debug)]
-pub(crate) struct Update {
-    key: String,
-    rate: Gcra,
-    tokens: i64,
-    /// Told when the update was applied.
-    done: Option<tokio::sync::oneshot::Sender<()>>,
-}
 
 /// Which bucket a limit uses: the caller (the hash tag: everything one decision touches
 /// must share it) and the dimension within it.

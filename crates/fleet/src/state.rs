@@ -47,8 +47,8 @@ pub struct Fleet {
     /// Of those, trips carrying budget updates (off every request's path).
     pub(crate) updates: AtomicU64,
     /// Budget updates waiting for [`Fleet::run_updates`].
-    pub(crate) queue: tokio::sync::mpsc::Sender<crate::limits::Update>,
-    pub(crate) queued: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::limits::Update>>>,
+    pub(crate) queue: tokio::sync::mpsc::Sender<crate::queue::Update>,
+    pub(crate) queued: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::queue::Update>>>,
 }
 
 impl Fleet {
@@ -69,7 +69,7 @@ impl Fleet {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, manager)?;
-        let (queue, queued) = tokio::sync::mpsc::channel(crate::limits::MAX_QUEUED);
+        let (queue, queued) = tokio::sync::mpsc::channel(crate::queue::MAX_QUEUED);
         Ok(Fleet {
             conn,
             prefix: prefix.clone(),
