@@ -20,6 +20,7 @@
 
 pub mod error;
 pub mod limits;
+mod link;
 pub mod logins;
 mod queue;
 pub mod room;

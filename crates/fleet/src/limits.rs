@@ -204,6 +204,28 @@ impl Fleet {
         lease: Option<&Lease>,
         cost: u32,
     ) -> Result<Decided, FleetError> {
+        if self.is_cluster() && !first.is_empty() && (!then.is_empty() || !peek.is_empty() || lease.is_some()) {
+            // The two groups' keys live in two slots: one call each, the second only when
+            // the first allowed.
+            let source = self.check_once(first, &[], &[], None, cost).await?;
+            if !source.first.decision.allowed {
+                return Ok(source);
+            }
+            let caller = self.check_once(&[], then, peek, lease, cost).await?;
+            return Ok(Decided { first: source.first, ..caller });
+        }
+        self.check_once(first, then, peek, lease, cost).await
+    }
+
+    /// [`Fleet::check_then`] in one script call.
+    async fn check_once(
+        &self,
+        first: &[SharedLimit],
+        then: &[SharedLimit],
+        peek: &[LimitKey],
+        lease: Option<&Lease>,
+        cost: u32,
+    ) -> Result<Decided, FleetError> {
         static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA_SCRIPT));
         let mut invocation = SCRIPT.prepare_invoke();
         invocation.arg(cost).arg(first.len());
@@ -319,6 +341,21 @@ impl Fleet {
     /// One pipelined trip; `load`: send the script first (the first trip, and after a
     /// failure: the server may have restarted and forgotten it).
     async fn send_updates(&self, net: &[Update], load: bool) -> Result<(), FleetError> {
+        if self.is_cluster() {
+            // Buckets in many slots: a call each, all at once (the script is loaded on
+            // whichever node lacks it).
+            static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADJUST_SCRIPT));
+            let calls = net.iter().map(|u| {
+                let interval_us = u64::try_from(u.rate.emission_interval().as_micros().max(1)).unwrap_or(u64::MAX);
+                let mut invocation = SCRIPT.prepare_invoke();
+                invocation.key(&u.key).arg(interval_us).arg(u.rate.burst()).arg(u.tokens);
+                self.call(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
+            });
+            for result in futures_util::future::join_all(calls).await {
+                result?;
+            }
+            return Ok(());
+        }
         static HASH: LazyLock<String> = LazyLock::new(|| redis::Script::new(ADJUST_SCRIPT).get_hash().to_owned());
         let mut p = redis::pipe();
         if load {

@@ -4,15 +4,15 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
 use crate::error::FleetError;
+use crate::link::{Link, Topology};
 
 /// How a node reaches the shared state.
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
     /// `redis://` or `rediss://` (with `?protocol=resp3` and the like, as the `redis` crate
-    /// reads it).
+    /// reads it), `redis-sentinel://host:port,…/<master>` or `redis-cluster://host:port,…`
+    /// (see [`crate::link`]).
     pub url: String,
     /// Put before every key, so several fleets (or tests) can share one server.
     pub prefix: String,
@@ -32,7 +32,9 @@ impl Default for FleetConfig {
 
 /// The shared state and whether it is answering. All methods take `&self`.
 pub struct Fleet {
-    conn: ConnectionManager,
+    topology: Topology,
+    /// Replaced when a Sentinel names another master, or a Cluster is first reached.
+    link: std::sync::RwLock<Link>,
     prefix: String,
     timeout: Duration,
     up: AtomicBool,
@@ -60,18 +62,11 @@ impl Fleet {
         if prefix.is_empty() || prefix.len() > 64 || prefix.contains(['{', '}']) {
             return Err(FleetError::Prefix(prefix.clone()));
         }
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| FleetError::Url(e.to_string()))?;
-        // Reconnection is the manager's job; the probe only watches. Few quick retries,
-        // so a dead server fails calls fast instead of queueing them behind backoff.
-        let manager = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.timeout))
-            .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(250))))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager)?;
+        let (topology, link) = Topology::open(&config.url, config.timeout)?;
         let (queue, queued) = tokio::sync::mpsc::channel(crate::queue::MAX_QUEUED);
         Ok(Fleet {
-            conn,
+            topology,
+            link: std::sync::RwLock::new(link),
             prefix: prefix.clone(),
             timeout: config.timeout,
             up: AtomicBool::new(true),
@@ -127,15 +122,37 @@ impl Fleet {
         &self.prefix
     }
 
+    /// Whether the shared state is a Redis Cluster (keys of two hash tags need two calls).
+    pub fn is_cluster(&self) -> bool {
+        self.topology.is_cluster()
+    }
+
+    fn link(&self) -> Link {
+        self.link.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reaches a Sentinel's master or a Cluster now rather than on the probe's next tick
+    /// (a node joining the fleet); a single endpoint connects on first use.
+    pub async fn connect(&self) -> Result<(), FleetError> {
+        let Some(connected) = tokio::time::timeout(self.timeout * 20, self.topology.connect(self.timeout))
+            .await
+            .map_err(|_| FleetError::Timeout(self.timeout * 20))?
+        else {
+            return Ok(());
+        };
+        *self.link.write().unwrap_or_else(|e| e.into_inner()) = connected?;
+        Ok(())
+    }
+
     /// Runs `op` on a clone of the connection within the timeout; any failure marks the
     /// fleet down (logged once per outage, not per request).
     pub(crate) async fn call<T, F, Fut>(&self, op: F) -> Result<T, FleetError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Link) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let result = match tokio::time::timeout(self.timeout, op(self.conn.clone())).await {
+        let result = match tokio::time::timeout(self.timeout, op(self.link())).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => FleetError::Redis(e),
             Err(_) => FleetError::Timeout(self.timeout),
@@ -161,8 +178,13 @@ impl Fleet {
             if self.is_up() {
                 continue;
             }
+            // A Sentinel may name another master by now; a Cluster may not be reached yet.
+            if let Err(error) = self.connect().await {
+                tracing::debug!(%error, "shared state: reconnecting failed");
+                continue;
+            }
             let ping = tokio::time::timeout(self.timeout, async {
-                let mut conn = self.conn.clone();
+                let mut conn = self.link();
                 redis::cmd("PING").query_async::<String>(&mut conn).await
             })
             .await;

@@ -156,6 +156,10 @@ impl Gateway {
     /// reason to refuse to start; the node runs on its local shares meanwhile.
     pub async fn join_fleet(&self) -> Result<(), GatewayError> {
         let Some(fleet) = self.edge.fleet() else { return Ok(()) };
+        if let Err(error) = fleet.connect().await {
+            tracing::warn!(%error, "shared state unreachable at start: limits are local shares until it answers");
+            return Ok(());
+        }
         match fleet.check_shield_key(&self.shield_fingerprint).await {
             Ok(()) => Ok(()),
             Err(e @ fleet::FleetError::ShieldKeyMismatch) => Err(e.into()),

@@ -793,3 +793,124 @@ async fn load(urls: &[String], key: &str, n: usize) {
         assert!(!status.is_server_error(), "request {i}: {status}");
     }
 }
+
+/// The shared-state metric `name` on `node`.
+async fn shared_metric(node: &TestGateway, name: &str) -> u64 {
+    let m = metrics(node).await;
+    let prefix = format!("palisade_shared_state_{name} ");
+    let line = m.lines().find(|l| l.starts_with(&prefix)).expect("the metric");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Decisions `node` took alone.
+async fn fallbacks(node: &TestGateway) -> u64 {
+    shared_metric(node, "fallbacks_total").await
+}
+
+/// No route limits, and a timeout a busy test machine cannot trip: these tests count
+/// what the shared state decided, not the fallback (tested on its own above).
+fn patient(c: &mut GatewayConfig) {
+    without_route_limits(c);
+    c.fleet.timeout_ms = 1_000;
+}
+
+/// `n` requests of `key` to `nodes` in turn; how many were served.
+async fn admitted_of(nodes: &[&TestGateway], key: &str, n: usize) -> u32 {
+    let c = client();
+    let mut admitted = 0;
+    for i in 0..n {
+        let r = c.get(format!("{}/v1/models", nodes[i % nodes.len()].url)).bearer_auth(key).send().await.unwrap();
+        assert!(r.status() == StatusCode::OK || r.status() == StatusCode::TOO_MANY_REQUESTS, "{}", r.status());
+        admitted += u32::from(r.status() == StatusCode::OK);
+    }
+    admitted
+}
+
+/// The same fleet on a Redis Cluster (`redis-cluster://`): each script's keys in one slot,
+/// the source's and the caller's limits in a call each, budget updates one per bucket.
+/// Nothing falls back to the local shares.
+#[tokio::test]
+async fn a_fleet_on_a_redis_cluster_holds_its_limits_logins_and_switches() {
+    let Some(cluster) = testkit::redis_ha::PrivateCluster::start() else { return };
+    let Some(f) = fleet_on(&cluster.url, "palisade-cluster", patient).await else { return };
+    let accounts = f.nodes[0].gateway.accounts();
+    let user = accounts.service_user().await.unwrap();
+    let (_, key) = accounts.create_key(user, "cluster", "inference", Some(30), "test").await.unwrap();
+    let started = Instant::now();
+    let nodes: Vec<&TestGateway> = f.nodes.iter().collect();
+    let admitted = admitted_of(&nodes, &key, 120).await;
+    check_fleet_limit("per-key limit on a Redis Cluster", admitted, 120, 30, started.elapsed());
+    // An inference request: its lease and token budget in the caller's slot.
+    let chat = client().post(format!("{}/v1/chat/completions", f.nodes[1].url)).bearer_auth(&key);
+    let r = chat.json(&chat_body(false)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "the key's limit is spent on every node");
+
+    // A block entry set on A holds on C.
+    let blocked = from("127.0.3.9", AGENT);
+    let models = format!("{}/v1/models", f.nodes[2].url);
+    let (status, _) =
+        admin(&f.nodes[0], reqwest::Method::POST, "/admin/blocklist", Some(json!({"cidr": "127.0.3.0/24"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    within(Duration::from_secs(1), "the block entry enforced on C", || async {
+        blocked.get(&models).send().await.unwrap().status() == StatusCode::FORBIDDEN
+    })
+    .await;
+    for node in &f.nodes {
+        assert_eq!(fallbacks(node).await, 0, "every decision was the cluster's");
+    }
+}
+
+/// The same fleet behind a Sentinel (`redis-sentinel://`): when the master dies and the
+/// Sentinel promotes the replica, every node follows it and the limits are the fleet's
+/// again within seconds.
+#[tokio::test]
+async fn a_fleet_follows_its_sentinel_to_a_new_master() {
+    let Some(sentinel) = testkit::redis_ha::PrivateSentinel::start() else { return };
+    let Some(f) = fleet_on(&sentinel.url, "palisade-sentinel", patient).await else { return };
+    let accounts = f.nodes[0].gateway.accounts();
+    let user = accounts.service_user().await.unwrap();
+    let (_, before) = accounts.create_key(user, "before", "inference", Some(30), "test").await.unwrap();
+    let started = Instant::now();
+    let nodes: Vec<&TestGateway> = f.nodes.iter().collect();
+    let admitted = admitted_of(&nodes, &before, 120).await;
+    check_fleet_limit("per-key limit behind a Sentinel", admitted, 120, 30, started.elapsed());
+    for node in &f.nodes {
+        assert_eq!(fallbacks(node).await, 0, "every decision was the master's");
+    }
+
+    let (_, probe) = accounts.create_key(user, "probe", "inference", None, "test").await.unwrap();
+    let killed = Instant::now();
+    // (Off the runtime: the nodes keep serving while the Sentinel works.)
+    let (promoted, sentinel) = tokio::task::spawn_blocking(move || {
+        let mut sentinel = sentinel;
+        (sentinel.kill_master(), sentinel)
+    })
+    .await
+    .unwrap();
+    let promoted_after = killed.elapsed();
+    // Each node's next call fails; it decides alone (on its share) while its probe asks
+    // the Sentinel again, and follows the master it names.
+    let took = within(Duration::from_secs(10), "every node on the new master", || async {
+        let _ = admitted_of(&nodes, &probe, 3).await;
+        let mut all = true;
+        for node in &f.nodes {
+            let (o, u) = (shared_metric(node, "outages_total").await, shared_metric(node, "up").await);
+            all &= o >= 1 && u == 1;
+        }
+        all
+    })
+    .await;
+    println!(
+        "the master killed: the Sentinel promoted port {promoted} after {promoted_after:?}, every node shared \
+         again {took:?} later"
+    );
+    // A new key's whole limit, all on one node: the fleet's count (a node's own share
+    // would stop at 10).
+    let (_, after) = accounts.create_key(user, "after", "inference", Some(30), "test").await.unwrap();
+    let base: Vec<u64> = futures_util::future::join_all(f.nodes.iter().map(fallbacks)).await;
+    let admitted = admitted_of(&[&f.nodes[0]], &after, 45).await;
+    assert_eq!(admitted, 30, "the new master holds the limit");
+    assert_eq!(admitted_of(&[&f.nodes[1], &f.nodes[2]], &after, 6).await, 0, "and every node sees it");
+    let now: Vec<u64> = futures_util::future::join_all(f.nodes.iter().map(fallbacks)).await;
+    assert_eq!(base, now, "no decision fell back after the failover");
+}

@@ -8,6 +8,7 @@
 
 pub mod postgres;
 pub mod redis;
+pub mod redis_ha;
 
 /// True when running under CI, where a missing service is a failure, not a skip.
 pub fn in_ci() -> bool {

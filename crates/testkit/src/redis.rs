@@ -99,39 +99,59 @@ impl Drop for PrivateRedis {
 
 /// A `redis-server` under a shell that kills it when our end of its stdin closes, so it
 /// dies with the test process however that ends.
-struct Supervised {
+pub(crate) struct Supervised {
     child: Child,
     lifeline: ChildStdin,
 }
 
 impl Supervised {
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         drop(self.lifeline);
         let _ = self.child.wait();
     }
 }
 
+/// Runs `$2 $3…` with its output in `$1`, killed when our end of its stdin closes.
 const SUPERVISOR: &str = r#"
-"$3" --port "$1" --bind 127.0.0.1 --save '' --appendonly no --dir "$2" --daemonize no \
-    >"$2/server.log" 2>&1 &
+log=$1; shift
+"$@" >"$log" 2>&1 &
 pid=$!
 cat >/dev/null
 kill -9 "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
 "#;
 
-fn spawn(port: u16, dir: &std::path::Path) -> Result<Supervised, String> {
-    let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+/// The `redis-server` binary.
+pub(crate) fn binary() -> Result<&'static str, String> {
+    ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
         .into_iter()
         .find(|p| std::path::Path::new(p).is_file())
-        .ok_or("no redis-server installed (apt-get install -y redis-server)")?;
+        .ok_or_else(|| "no redis-server installed (apt-get install -y redis-server)".to_owned())
+}
+
+/// A plain server on `port`, nothing kept on disk, with `extra` arguments.
+pub(crate) fn spawn_server(port: u16, dir: &std::path::Path, extra: &[&str]) -> Result<Supervised, String> {
+    let port_s = port.to_string();
+    let dir_s = dir.to_string_lossy();
+    let mut args = vec!["--port", &port_s, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", &dir_s];
+    args.extend_from_slice(&["--daemonize", "no"]);
+    args.extend_from_slice(extra);
+    supervise(&dir.join(format!("server-{port}.log")), binary()?, &args)
+}
+
+fn spawn(port: u16, dir: &std::path::Path) -> Result<Supervised, String> {
+    spawn_server(port, dir, &[])
+}
+
+/// `program args…` under [`SUPERVISOR`], its output in `log`.
+pub(crate) fn supervise(log: &std::path::Path, program: &str, args: &[&str]) -> Result<Supervised, String> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(SUPERVISOR)
         .arg("palisade-redis")
-        .arg(port.to_string())
-        .arg(dir)
-        .arg(binary)
+        .arg(log)
+        .arg(program)
+        .args(args)
         .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -160,7 +180,7 @@ fn start_private() -> Result<PrivateRedis, String> {
             Ok(()) => return Ok(PrivateRedis { url, port, dir, server: Some(server) }),
             Err(e) => {
                 server.stop();
-                let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(dir.path().join(format!("server-{port}.log"))).unwrap_or_default();
                 why = format!("{e}; server log: {}", log.trim());
             }
         }
@@ -183,13 +203,13 @@ fn find_server() -> Result<String, String> {
     Ok(url)
 }
 
-fn ping(url: &str) -> Result<(), String> {
+pub(crate) fn ping(url: &str) -> Result<(), String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     let mut conn = client.get_connection_with_timeout(CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
     redis::cmd("PING").query::<String>(&mut conn).map(drop).map_err(|e| e.to_string())
 }
 
-fn wait_until_answering(url: &str) -> Result<(), String> {
+pub(crate) fn wait_until_answering(url: &str) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         match ping(url) {
@@ -209,7 +229,7 @@ fn unique_prefix() -> String {
     format!("palisade-t-{}-{n}-{random:08x}", std::process::id())
 }
 
-fn skip_or_fail<T>(why: &str) -> Option<T> {
+pub(crate) fn skip_or_fail<T>(why: &str) -> Option<T> {
     const HOW: &str = "install Redis (`apt-get install -y redis-server`) or set PALISADE_TEST_REDIS_URL";
     if crate::in_ci() {
         panic!("testkit: Redis is required under CI but none is available: {why}; {HOW}");
