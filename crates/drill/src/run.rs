@@ -206,6 +206,45 @@ struct Started {
     data: PathBuf,
 }
 
+/// The admin token of the gateways this drill starts (random per run).
+fn admin_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        use std::hash::{BuildHasher, RandomState};
+        let words: Vec<String> = (0..4u64).map(|i| format!("{:016x}", RandomState::new().hash_one(i))).collect();
+        format!("drill-{}", words.concat())
+    })
+}
+
+/// The drill's members stand for existing users with weeks of ordinary use, which a
+/// drill cannot wait for: accounts created seconds before an attack are exactly what
+/// the trust tiers put below newcomers. So the operator pins them established, as
+/// `palisade admin tier pin` would (a gateway started elsewhere, `--target`, is left
+/// as it is).
+async fn pin_established(base: &str, members: &[i64], timeout: Duration) -> Result<(), RunError> {
+    let http = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| RunError::Member { index: 0, message: format!("an HTTP client for the admin API: {e}") })?;
+    for (index, id) in members.iter().enumerate() {
+        let answer = http
+            .put(format!("{base}/admin/users/{id}/tier"))
+            .bearer_auth(admin_token())
+            .json(&json!({"tier": "established"}))
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => {
+                let message = format!("pinning its tier answered {}", r.status());
+                return Err(RunError::Member { index, message });
+            }
+            Err(e) => return Err(RunError::Member { index, message: format!("pinning its tier: {e}") }),
+        }
+    }
+    Ok(())
+}
+
 fn start_gateway(
     opts: &Options,
     scenario: &Scenario,
@@ -225,6 +264,7 @@ fn start_gateway(
         .env("PALISADE_UPSTREAMS", format!("[{{name=\"sim\", url=\"http://{sim}\"}}]"))
         .env("PALISADE_DATA_DIR", &data)
         .env("PALISADE_LOG__LEVEL", "warn")
+        .env("PALISADE_ADMIN__TOKEN", admin_token())
         // The drill reads these for its fleet; a single node keeps its state to itself.
         .env_remove("PALISADE_SHARED_STATE")
         .env_remove("PALISADE_DATABASE_URL");
@@ -472,7 +512,7 @@ async fn play(
             Arc::new(Browser::new(source, &bases[member_node(i)], timeout))
         })
         .collect();
-    let results: Vec<(usize, Result<String, traffic::StepFailed>)> =
+    let results: Vec<(usize, Result<i64, traffic::StepFailed>)> =
         futures_util::stream::iter(members.iter().cloned().enumerate())
             .map(|(i, b)| {
                 let (solver, outbox) = (solver.clone(), outbox.clone());
@@ -485,10 +525,15 @@ async fn play(
             .buffer_unordered(4)
             .collect()
             .await;
+    let mut member_ids = Vec::with_capacity(results.len());
     for (index, result) in results {
-        if let Err(message) = result {
-            return Err(RunError::Member { index, message: message.to_string() });
+        match result {
+            Ok(id) => member_ids.push(id),
+            Err(message) => return Err(RunError::Member { index, message: message.to_string() }),
         }
+    }
+    if kind != TargetKind::External {
+        pin_established(&bases[0], &member_ids, timeout).await?;
     }
     let setup_s = setup_started.elapsed().as_secs_f64();
     if !opts.progress {

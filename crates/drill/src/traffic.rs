@@ -497,7 +497,7 @@ impl Browser {
         email: &str,
         password: &str,
         deadline: Instant,
-    ) -> Result<String, StepFailed> {
+    ) -> Result<i64, StepFailed> {
         let register = json!({"email": email, "password": password});
         let r = self.call(solver, "POST", "/auth/register", Some(&register), deadline).await;
         let user = r.body["user_id"].as_i64().ok_or_else(|| StepFailed::of("register", &r))?;
@@ -511,7 +511,8 @@ impl Browser {
         if !(200..300).contains(&r.status) {
             return Err(StepFailed::of("verify", &r));
         }
-        self.log_in(solver, email, password, deadline).await
+        self.log_in(solver, email, password, deadline).await?;
+        Ok(user)
     }
 
     pub async fn log_in(

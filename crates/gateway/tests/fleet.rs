@@ -213,6 +213,8 @@ async fn a_known_callers_proxied_request_costs_one_redis_round_trip() {
     let c = client();
     let ask = || c.post(format!("{}/v1/chat/completions", node.url)).bearer_auth(&key).json(&chat_body(false)).send();
     assert_eq!(ask().await.unwrap().status(), StatusCode::OK, "warm: the key is now in the credential cache");
+    // Its lease comes back just after its reply: count from there.
+    within(Duration::from_secs(2), "the warm-up's lease given back", || async { fleet.releases() == 1 }).await;
     const N: u64 = 100;
     let (before, released, updated, started) = (fleet.round_trips(), fleet.releases(), fleet.updates(), Instant::now());
     for _ in 0..N {
@@ -826,24 +828,49 @@ async fn admitted_of(nodes: &[&TestGateway], key: &str, n: usize) -> u32 {
     admitted
 }
 
+/// A key limited to 30 a minute, sent 120 requests over the three nodes: the fleet lets
+/// 30 through, every one decided by the shared state (none fell back). Returns the key.
+async fn a_key_of_30_a_minute_holds(f: &Fleet, on: &str) -> String {
+    let accounts = f.nodes[0].gateway.accounts();
+    let user = accounts.service_user().await.unwrap();
+    let (_, key) = accounts.create_key(user, on, "inference", Some(30), "test").await.unwrap();
+    let started = Instant::now();
+    let nodes: Vec<&TestGateway> = f.nodes.iter().collect();
+    let admitted = admitted_of(&nodes, &key, 120).await;
+    check_fleet_limit(&format!("per-key limit on {on}"), admitted, 120, 30, started.elapsed());
+    for node in &f.nodes {
+        assert_eq!(fallbacks(node).await, 0, "every decision was the shared state's ({on})");
+    }
+    key
+}
+
 /// The same fleet on a Redis Cluster (`redis-cluster://`): each script's keys in one slot,
 /// the source's and the caller's limits in a call each, budget updates one per bucket.
 /// Nothing falls back to the local shares.
 #[tokio::test]
-async fn a_fleet_on_a_redis_cluster_holds_its_limits_logins_and_switches() {
+async fn a_fleet_on_a_redis_cluster_holds_its_limits_and_switches() {
     let Some(cluster) = testkit::redis_ha::PrivateCluster::start() else { return };
     let Some(f) = fleet_on(&cluster.url, "palisade-cluster", patient).await else { return };
+    let key = a_key_of_30_a_minute_holds(&f, "a Redis Cluster").await;
+    // From an address of its own: the 120 requests above spent 127.0.0.1's limit.
+    let chat = |key: &str, stream: bool| {
+        from("127.0.7.1", AGENT)
+            .post(format!("{}/v1/chat/completions", f.nodes[1].url))
+            .bearer_auth(key)
+            .json(&chat_body(stream))
+            .send()
+    };
+    assert_eq!(chat(&key, false).await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS, "spent on every node");
+    // Inference: a lease, the token bucket read, a charge and a settlement, in the
+    // caller's slot; the source's limits in another.
     let accounts = f.nodes[0].gateway.accounts();
     let user = accounts.service_user().await.unwrap();
-    let (_, key) = accounts.create_key(user, "cluster", "inference", Some(30), "test").await.unwrap();
-    let started = Instant::now();
-    let nodes: Vec<&TestGateway> = f.nodes.iter().collect();
-    let admitted = admitted_of(&nodes, &key, 120).await;
-    check_fleet_limit("per-key limit on a Redis Cluster", admitted, 120, 30, started.elapsed());
-    // An inference request: its lease and token budget in the caller's slot.
-    let chat = client().post(format!("{}/v1/chat/completions", f.nodes[1].url)).bearer_auth(&key);
-    let r = chat.json(&chat_body(false)).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "the key's limit is spent on every node");
+    let (_, open) = accounts.create_key(user, "chat", "inference", None, "test").await.unwrap();
+    for stream in [false, true] {
+        let r = chat(&open, stream).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "stream {stream}: {}", r.text().await.unwrap());
+        assert!(r.text().await.unwrap().contains("palisade-sim"));
+    }
 
     // A block entry set on A holds on C.
     let blocked = from("127.0.3.9", AGENT);
@@ -867,16 +894,10 @@ async fn a_fleet_on_a_redis_cluster_holds_its_limits_logins_and_switches() {
 async fn a_fleet_follows_its_sentinel_to_a_new_master() {
     let Some(sentinel) = testkit::redis_ha::PrivateSentinel::start() else { return };
     let Some(f) = fleet_on(&sentinel.url, "palisade-sentinel", patient).await else { return };
+    a_key_of_30_a_minute_holds(&f, "a Sentinel's master").await;
     let accounts = f.nodes[0].gateway.accounts();
     let user = accounts.service_user().await.unwrap();
-    let (_, before) = accounts.create_key(user, "before", "inference", Some(30), "test").await.unwrap();
-    let started = Instant::now();
     let nodes: Vec<&TestGateway> = f.nodes.iter().collect();
-    let admitted = admitted_of(&nodes, &before, 120).await;
-    check_fleet_limit("per-key limit behind a Sentinel", admitted, 120, 30, started.elapsed());
-    for node in &f.nodes {
-        assert_eq!(fallbacks(node).await, 0, "every decision was the master's");
-    }
 
     let (_, probe) = accounts.create_key(user, "probe", "inference", None, "test").await.unwrap();
     let killed = Instant::now();
