@@ -60,7 +60,7 @@ async fn member(base: &str, outbox: &Outbox, i: usize, source: IpAddr) -> String
     let browser = Browser::new(source, base, Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(60);
     let email = format!("member{i}@example.test");
-    browser.sign_up(&Solver::new(1), outbox, &email, PASSWORD, deadline).await.unwrap_or_else(|e| panic!("{e}"))
+    browser.sign_up(&Solver::new(1), outbox, &email, PASSWORD, deadline).await.unwrap_or_else(|e| panic!("{e}")).1
 }
 
 fn chat_body() -> Bytes {

@@ -512,7 +512,7 @@ async fn play(
             Arc::new(Browser::new(source, &bases[member_node(i)], timeout))
         })
         .collect();
-    let results: Vec<(usize, Result<i64, traffic::StepFailed>)> =
+    let results: Vec<(usize, Result<(i64, String), traffic::StepFailed>)> =
         futures_util::stream::iter(members.iter().cloned().enumerate())
             .map(|(i, b)| {
                 let (solver, outbox) = (solver.clone(), outbox.clone());
@@ -528,7 +528,7 @@ async fn play(
     let mut member_ids = Vec::with_capacity(results.len());
     for (index, result) in results {
         match result {
-            Ok(id) => member_ids.push(id),
+            Ok((id, _)) => member_ids.push(id),
             Err(message) => return Err(RunError::Member { index, message: message.to_string() }),
         }
     }

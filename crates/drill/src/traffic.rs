@@ -489,7 +489,8 @@ impl Browser {
         }
     }
 
-    /// Register, verify with the code from the outbox, log in: the session cookie.
+    /// Register, verify with the code from the outbox, log in: the account id and the
+    /// session cookie.
     pub async fn sign_up(
         &self,
         solver: &Solver,
@@ -497,7 +498,7 @@ impl Browser {
         email: &str,
         password: &str,
         deadline: Instant,
-    ) -> Result<i64, StepFailed> {
+    ) -> Result<(i64, String), StepFailed> {
         let register = json!({"email": email, "password": password});
         let r = self.call(solver, "POST", "/auth/register", Some(&register), deadline).await;
         let user = r.body["user_id"].as_i64().ok_or_else(|| StepFailed::of("register", &r))?;
@@ -511,8 +512,8 @@ impl Browser {
         if !(200..300).contains(&r.status) {
             return Err(StepFailed::of("verify", &r));
         }
-        self.log_in(solver, email, password, deadline).await?;
-        Ok(user)
+        let session = self.log_in(solver, email, password, deadline).await?;
+        Ok((user, session))
     }
 
     pub async fn log_in(

@@ -902,7 +902,7 @@ async fn a_fleet_follows_its_sentinel_to_a_new_master() {
     let (_, probe) = accounts.create_key(user, "probe", "inference", None, "test").await.unwrap();
     let killed = Instant::now();
     // (Off the runtime: the nodes keep serving while the Sentinel works.)
-    let (promoted, sentinel) = tokio::task::spawn_blocking(move || {
+    let (promoted, _sentinel) = tokio::task::spawn_blocking(move || {
         let mut sentinel = sentinel;
         (sentinel.kill_master(), sentinel)
     })
