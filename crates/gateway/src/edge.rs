@@ -288,7 +288,7 @@ impl Edge {
     }
 
     /// Settles what [`Edge::spend_tokens`] reserved (`in_fleet`: where) to `used`. In the
-    /// fleet, the receiver hears when every node would see it.
+    /// fleet, for a refund that matters, the receiver hears when every node would see it.
     pub fn settle_tokens(
         &self,
         account: u64,
@@ -298,7 +298,7 @@ impl Edge {
         now: Duration,
     ) -> Option<tokio::sync::oneshot::Receiver<()>> {
         match self.shared.as_ref().filter(|_| in_fleet) {
-            Some(shared) => Some(shared.settle_tokens(account, charged, used, now)),
+            Some(shared) => shared.settle_tokens(account, charged, used, now),
             None => {
                 self.limits.settle_tokens(account, charged, used, now);
                 None

@@ -343,6 +343,81 @@ async fn a_token_budget_is_one_count_across_nodes_settled_to_the_reported_usage(
     }
 }
 
+/// The local fast path's price, measured: one account's requests sent all at once over
+/// the three nodes each see the fleet's token bucket as their own trip read it, before
+/// the others' charges land. The budget is overdrawn by at most the requests that
+/// raced, and never by more than `concurrent_per_account` of them.
+#[tokio::test]
+async fn a_burst_of_one_accounts_requests_over_three_nodes_overdraws_its_budget_by_at_most_its_leases() {
+    const BUDGET: u32 = 20_000;
+    const LEASES: u32 = 6;
+    let Some(f) = fleet(|c| {
+        c.shield.limits.account_tokens = RateConfig::new(BUDGET, 3_600_000, BUDGET);
+        c.shield.limits.per_account = RateConfig::new(10_000, 60_000, 10_000);
+        c.shield.limits.per_api_key = RateConfig::new(10_000, 60_000, 10_000);
+        c.shield.limits.concurrent_per_account = LEASES;
+    })
+    .await
+    else {
+        return;
+    };
+    let accounts = f.nodes[0].gateway.accounts();
+    let user = accounts.service_user().await.unwrap();
+    let (_, key) = accounts.create_key(user, "burst", "inference", None, "test").await.unwrap();
+    let nodes: Vec<String> = f.nodes.iter().map(|n| n.url.clone()).collect();
+    // Warm every node's credential cache, so each request is one trip.
+    for url in &nodes {
+        let r = client().get(format!("{url}/v1/models")).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    // Each reserves about 1,030 tokens and is settled to what it used (1,000 and its
+    // prompt): twenty fit. Waves of six at once (as many as the leases allow), two on
+    // each node, until the budget refuses.
+    let started = Instant::now();
+    let (mut used, mut served, mut waves) = (0u64, 0usize, 0);
+    loop {
+        waves += 1;
+        let answers = futures_util::future::join_all((0..LEASES as usize).map(|i| {
+            let (url, key) = (nodes[i % 3].clone(), key.clone());
+            async move {
+                let body = json!({"model": "palisade-sim", "max_tokens": 1_000,
+                                  "messages": [{"role": "user", "content": "hello"}]});
+                let c = from(&format!("127.0.{}.9", 100 + i), AGENT);
+                let url = format!("{url}/v1/chat/completions");
+                let r = c.post(url).bearer_auth(&key).json(&body).send().await.unwrap();
+                let status = r.status();
+                let body: Value = r.json().await.unwrap();
+                (status, body["usage"]["total_tokens"].as_u64().unwrap_or(0), body)
+            }
+        }))
+        .await;
+        let mut out_of_budget = false;
+        for (status, tokens, body) in &answers {
+            match *status {
+                StatusCode::OK => (served, used) = (served + 1, used + tokens),
+                StatusCode::TOO_MANY_REQUESTS => {
+                    out_of_budget |= body.to_string().contains("inference budget");
+                }
+                other => panic!("{other}: {body}"),
+            }
+        }
+        if out_of_budget || waves == 10 {
+            break;
+        }
+    }
+    let allowed = allowance(BUDGET, BUDGET, Duration::from_secs(3_600), started.elapsed());
+    let excess = used as f64 / allowed - 1.0;
+    println!(
+        "one account, waves of {LEASES} requests at once over 3 nodes, budget {BUDGET}: {served} served in {waves} \
+         waves, {used} tokens ({:+.1}% of {allowed:.0})",
+        excess * 100.0
+    );
+    assert!(waves < 10, "the budget ran out");
+    // The most the race can add: every lease's request reserved against one reading.
+    let bound = allowed + f64::from(LEASES) * 1_030.0;
+    assert!((used as f64) <= bound, "{used} tokens served, at most {bound:.0}");
+}
+
 /// A route's limit (logins per address) is one limit for the fleet: a client a balancer
 /// keeps on one node gets all of it there (not that node's third), and the other nodes
 /// know it is spent.

@@ -59,6 +59,10 @@ pub enum Refused {
     Concurrency,
 }
 
+/// A refund of at least this fraction of the budget (1/64) holds the end of its reply until
+/// the fleet has it.
+const NOTICEABLE: u32 = 64;
+
 /// How long a lease lasts when its node never gives it back (it died): longer than any
 /// reply should take, short enough that a dead node's slots come back by themselves.
 pub const LEASE_TTL: Duration = Duration::from_secs(600);
@@ -172,15 +176,18 @@ impl SharedLimits {
     }
 
     /// Settles a reservation made with [`SharedLimits::spend_tokens`]: the difference
-    /// between what was charged and what the reply used, here and in the fleet. The
-    /// receiver hears when the fleet has it (see [`Fleet::adjust_confirmed`]).
+    /// between what was charged and what the reply used, here and in the fleet. When the
+    /// refund is a noticeable part of the budget (at least [`NOTICEABLE`] of it) the
+    /// receiver hears when the fleet has it (see [`Fleet::adjust_confirmed`]): the reply's
+    /// end waits for that, so the client's next request, on any node, finds the tokens
+    /// back. A smaller refund is sent without making anyone wait.
     pub fn settle_tokens(
         &self,
         account: u64,
         charged: u32,
         used: u32,
         now: Duration,
-    ) -> tokio::sync::oneshot::Receiver<()> {
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let key = Key::account(account);
         if used > charged {
             self.tokens_seen.charge(key, &self.account_tokens, now, used - charged);
@@ -189,7 +196,13 @@ impl SharedLimits {
         }
         let delta = i64::from(used) - i64::from(charged);
         let limit = SharedLimit { key: LimitKey::new(format!("a/{account}"), "tok"), rate: self.account_tokens };
-        self.fleet.adjust_confirmed(&limit, delta)
+        if -delta >= i64::from(self.account_tokens.burst() / NOTICEABLE) {
+            return Some(self.fleet.adjust_confirmed(&limit, delta));
+        }
+        if !self.fleet.adjust_later(&limit, delta) {
+            self.fleet.count_fallback();
+        }
+        None
     }
 
     /// Charges `cost` more requests to the account's fleet-wide rate (a recent tier pays
