@@ -573,6 +573,17 @@ async fn one_node_records_the_status_page_and_every_node_serves_it() {
     assert!(attack.is_some(), "the attack notice is open");
 }
 
+/// The challenge `node` puts to `bot` (refused at once), solved: the body to submit.
+async fn solved_challenge(bot: &reqwest::Client, node: &TestGateway) -> Value {
+    let r = bot.get(format!("{}/auth/csrf", node.url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let challenge = r.json::<Value>().await.unwrap()["challenge"].clone();
+    let nonce = shield::solve(challenge["seed"].as_str().unwrap(), challenge["difficulty"].as_u64().unwrap() as u8)
+        .unwrap()
+        .to_string();
+    json!({"token": challenge["token"], "nonce": nonce})
+}
+
 #[tokio::test]
 async fn a_challenge_solved_on_one_node_is_refused_on_another() {
     let Some(f) = fleet(|c| {
@@ -585,14 +596,7 @@ async fn a_challenge_solved_on_one_node_is_refused_on_another() {
         return;
     };
     let bot = from("127.0.0.9", "python-requests/2.32");
-    let r = bot.get(format!("{}/auth/csrf", f.nodes[0].url)).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let body: Value = r.json().await.unwrap();
-    let challenge = &body["challenge"];
-    let nonce = shield::solve(challenge["seed"].as_str().unwrap(), challenge["difficulty"].as_u64().unwrap() as u8)
-        .unwrap()
-        .to_string();
-    let answer = json!({"token": challenge["token"], "nonce": nonce});
+    let answer = solved_challenge(&bot, &f.nodes[0]).await;
     let submit = |node: &TestGateway| bot.post(format!("{}/challenge", node.url)).json(&answer).send();
     let on_a = submit(&f.nodes[0]).await.unwrap();
     assert_eq!(on_a.status(), StatusCode::OK, "the fleet's key verifies it");
@@ -654,13 +658,7 @@ async fn a_clearance_is_good_for_its_budget_in_the_whole_fleet_not_on_each_node(
         return;
     };
     let bot = from("127.0.0.19", "python-requests/2.32");
-    let r = bot.get(format!("{}/auth/csrf", f.nodes[0].url)).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let challenge = r.json::<Value>().await.unwrap()["challenge"].clone();
-    let nonce = shield::solve(challenge["seed"].as_str().unwrap(), challenge["difficulty"].as_u64().unwrap() as u8)
-        .unwrap()
-        .to_string();
-    let answer = json!({"token": challenge["token"], "nonce": nonce});
+    let answer = solved_challenge(&bot, &f.nodes[0]).await;
     let r = bot.post(format!("{}/challenge", f.nodes[0].url)).json(&answer).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let clearance = r.json::<Value>().await.unwrap()["clearance"].as_str().unwrap().to_owned();

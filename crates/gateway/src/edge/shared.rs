@@ -124,8 +124,7 @@ impl SharedLimits {
 
     /// The account's buckets this node decides on itself, read in the caller's trip.
     fn peeks(account: u64) -> [LimitKey; 2] {
-        let caller = format!("a/{account}");
-        [LimitKey::new(caller.clone(), "tok"), LimitKey::new(caller, "acct")]
+        [account_bucket(account, "tok"), account_bucket(account, "acct")]
     }
 
     /// The source's limits and then (when they allowed) the caller's, in one round trip;
@@ -170,7 +169,7 @@ impl SharedLimits {
     pub fn spend_tokens(&self, account: u64, tokens: u32, now: Duration) -> Decision {
         let d = self.tokens_seen.check(Key::account(account), &self.account_tokens, now, tokens);
         if d.allowed {
-            self.send(LimitKey::new(format!("a/{account}"), "tok"), self.account_tokens, i64::from(tokens));
+            self.send(account_bucket(account, "tok"), self.account_tokens, i64::from(tokens));
         }
         d
     }
@@ -195,13 +194,11 @@ impl SharedLimits {
             self.tokens_seen.refund(key, &self.account_tokens, now, charged - used);
         }
         let delta = i64::from(used) - i64::from(charged);
-        let limit = SharedLimit { key: LimitKey::new(format!("a/{account}"), "tok"), rate: self.account_tokens };
         if -delta >= i64::from(self.account_tokens.burst() / NOTICEABLE) {
+            let limit = SharedLimit { key: account_bucket(account, "tok"), rate: self.account_tokens };
             return Some(self.fleet.adjust_confirmed(&limit, delta));
         }
-        if !self.fleet.adjust_later(&limit, delta) {
-            self.fleet.count_fallback();
-        }
+        self.send(account_bucket(account, "tok"), self.account_tokens, delta);
         None
     }
 
@@ -210,7 +207,7 @@ impl SharedLimits {
     pub fn charge_account(&self, account: u64, cost: u32, now: Duration) -> Decision {
         let d = self.requests_seen.check(Key::account(account), &self.per_account, now, cost);
         if d.allowed {
-            self.send(LimitKey::new(format!("a/{account}"), "acct"), self.per_account, i64::from(cost));
+            self.send(account_bucket(account, "acct"), self.per_account, i64::from(cost));
         }
         d
     }
@@ -301,6 +298,11 @@ fn caller_verdict(decided: Decided, has_key: bool) -> (Decision, Option<Refused>
 /// Which of the caller's limits refused: the key's comes first when there is a key.
 fn refused_by(has_key: bool, index: Option<usize>) -> Option<Refused> {
     index.map(|i| if has_key && i == 0 { Refused::ApiKey } else { Refused::Account })
+}
+
+/// One of an account's buckets (`dimension`), under the account's hash tag.
+fn account_bucket(account: u64, dimension: &str) -> LimitKey {
+    LimitKey::new(format!("a/{account}"), dimension)
 }
 
 /// A list entry as the fleet stores it: the field names the entry (`block 10.0.0.0/8`),
