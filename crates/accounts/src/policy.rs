@@ -130,6 +130,12 @@ pub enum RegistrationRefused {
         "Sign-ups by text message to this number range are paused for now: sign up with an e-mail address, or try again later."
     )]
     TextsPaused,
+    #[error(
+        "Few of the codes sent by text to this number range are entered, so a text needs an extra check first: \
+         solve the proof-of-work challenge in `challenge` and repeat the request with the header \
+         `X-Palisade-Proof: <token> <nonce>` (or sign up with an e-mail address)."
+    )]
+    TextsNeedProof,
 }
 
 fn list(regions: &[Region]) -> String {
@@ -150,6 +156,7 @@ impl RegistrationRefused {
             Self::PhoneRequired { .. } => "phone_required_for_region_policy",
             Self::InviteRequired { .. } => "invite_required",
             Self::TextsPaused => "sms_paused",
+            Self::TextsNeedProof => "sms_proof_required",
         }
     }
 }

@@ -70,6 +70,14 @@ pub enum SendGate {
     Paused,
 }
 
+/// A key's gate and the (sliding-window) counts it was judged on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reading {
+    pub gate: SendGate,
+    pub sent: f64,
+    pub verified: f64,
+}
+
 /// When the breaker acts.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BreakerConfig {
@@ -144,22 +152,28 @@ impl ConversionBreaker {
 
     /// What a send to `key` needs at `now_ms`.
     pub fn gate<K: Hash + ?Sized>(&self, key: &K, now_ms: u64) -> SendGate {
+        self.reading(key, now_ms).gate
+    }
+
+    /// The gate of `key` at `now_ms`, with the sends and entries it was judged on.
+    pub fn reading<K: Hash + ?Sized>(&self, key: &K, now_ms: u64) -> Reading {
         let digest = self.hasher.hash_one(key);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(counts) = entries.get_mut(&digest) else { return SendGate::Open };
+        let Some(counts) = entries.get_mut(&digest) else {
+            return Reading { gate: SendGate::Open, sent: 0.0, verified: 0.0 };
+        };
         counts.roll(now_ms, self.window_ms);
         let (sent, verified) = counts.estimate(now_ms, self.window_ms);
-        if sent < f64::from(self.config.min_sends) {
-            return SendGate::Open;
-        }
-        let conversion = verified / sent;
-        if conversion < self.config.pause_below {
+        let gate = if sent < f64::from(self.config.min_sends) {
+            SendGate::Open
+        } else if verified / sent < self.config.pause_below {
             SendGate::Paused
-        } else if conversion < self.config.pow_below {
+        } else if verified / sent < self.config.pow_below {
             SendGate::ProofOfWork
         } else {
             SendGate::Open
-        }
+        };
+        Reading { gate, sent, verified }
     }
 
     /// A code was sent to `key`.

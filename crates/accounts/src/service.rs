@@ -28,7 +28,7 @@ use crate::policy::RegistrationPolicy;
 pub use crate::principal::Principal;
 use crate::principal_cache::{Credential, PrincipalCache};
 use crate::send_budget::{BreakerConfig, SendBudget};
-use crate::sms::{Held, SmsGuard, SmsRules};
+use crate::sms::{Held, SmsGuard, SmsRules, TextProof};
 use crate::throttle::{
     Attempt, FailureThrottle, LocalLogins, LoginKeys, LoginRules, Outcome, SharedLogins, ThrottleConfig,
 };
@@ -36,6 +36,7 @@ use crate::tier::{Tenure, TrustTier};
 use crate::{recovery, tokens, totp, unix_millis};
 
 pub mod factors;
+pub mod texts;
 
 /// Account settings (the `[accounts]` section of the configuration).
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -76,14 +77,24 @@ pub struct AccountsConfig {
     /// whatever the account.
     pub max_code_sends_per_destination: u32,
     /// Texts (codes by SMS) per country and per number range (`+` and six digits) an
-    /// hour, and the conversion breaker: over `sms_breaker_window_s`, once a range or
-    /// country has had `sms_breaker_min_sends` texts, fewer than `sms_pause_below` of
-    /// their codes entered pauses texts to it until conversion recovers.
+    /// hour, and the conversion breaker: over `sms_breaker_window_s`, once a range,
+    /// country or sender subnet has had `sms_breaker_min_sends` texts, fewer than
+    /// `sms_proof_below` of their codes entered makes each further text need a proof of
+    /// work of `sms_proof_difficulty` bits, and fewer than `sms_pause_below` pauses texts
+    /// there until conversion recovers.
     pub sms_per_country_per_hour: u32,
     pub sms_per_prefix_per_hour: u32,
     pub sms_breaker_window_s: u64,
     pub sms_breaker_min_sends: u32,
+    pub sms_proof_below: f64,
+    pub sms_proof_difficulty: u8,
     pub sms_pause_below: f64,
+    /// With `sms_auto_narrow`, when texts to a whole country outside `sms_home_regions`
+    /// pause (or codes stop being entered anywhere), an open registration policy narrows
+    /// itself to phone numbers of the home regions, and opens again once conversion has
+    /// recovered (after one breaker window, doubling each time it trips again within a day).
+    pub sms_home_regions: Vec<String>,
+    pub sms_auto_narrow: bool,
     /// Price of one text by country (ISO region, e.g. "GB"), for the estimated-cost
     /// metric; `sms_default_price` for the others.
     pub sms_prices: std::collections::BTreeMap<String, f64>,
@@ -117,7 +128,11 @@ impl Default for AccountsConfig {
             sms_per_prefix_per_hour: 200,
             sms_breaker_window_s: 900,
             sms_breaker_min_sends: 20,
+            sms_proof_below: 0.3,
+            sms_proof_difficulty: 20,
             sms_pause_below: 0.1,
+            sms_home_regions: Vec::new(),
+            sms_auto_narrow: false,
             sms_prices: std::collections::BTreeMap::new(),
             sms_default_price: 0.05,
         }
@@ -275,6 +290,14 @@ const MAX_IDENTIFIER: usize = 320;
 const MAX_PASSWORD_BYTES: usize = 1024;
 const POLICY_KEY: &str = "registration_policy";
 
+/// Who asks for a code to be sent: where from, and whether they solved the proof of work
+/// a text may need.
+struct Sender {
+    ip: Option<IpAddr>,
+    subnet: Option<String>,
+    proof: TextProof,
+}
+
 /// The account service; one per process, shared.
 pub struct Accounts {
     store: Store,
@@ -294,8 +317,10 @@ pub struct Accounts {
     /// phone number or address.
     sends_per_account: SendBudget,
     sends_per_destination: SendBudget,
-    /// Texts per country and number range, and the pumping breaker.
+    /// Texts per country and number range, and the pumping breaker...
     sms: SmsGuard,
+    /// ...and what it holds, as of the last review (see [`texts`]).
+    texts: std::sync::Mutex<texts::TextsState>,
     principals: PrincipalCache,
     /// Bumped on every local change other nodes must hear of (see [`Accounts::changes`]).
     credential_changes: std::sync::atomic::AtomicU64,
@@ -383,13 +408,13 @@ impl Accounts {
                 breaker: BreakerConfig {
                     window: Duration::from_secs(config.sms_breaker_window_s.max(1)),
                     min_sends: config.sms_breaker_min_sends,
-                    // Only the pause acts here (a proof of work would have to come from the edge).
-                    pow_below: config.sms_pause_below,
+                    pow_below: config.sms_proof_below.max(config.sms_pause_below),
                     pause_below: config.sms_pause_below,
                 },
                 prices: config.sms_prices.clone(),
                 default_price: config.sms_default_price,
             }),
+            texts: std::sync::Mutex::new(texts::TextsState::default()),
             store,
             keys: RwLock::new(Arc::new(keys)),
             passwords: PasswordPolicy::default(),
@@ -546,16 +571,26 @@ impl Accounts {
     }
 
     /// Register a new account and send its verification code.
-    pub async fn register(&self, reg: Registration, client: Option<&Client>) -> Result<Registered, AccountError> {
+    /// `proof`: whether the sender solved the proof of work a text to a range with few
+    /// codes entered needs ([`RegistrationRefused::TextsNeedProof`] asks for it).
+    ///
+    /// [`RegistrationRefused::TextsNeedProof`]: crate::policy::RegistrationRefused::TextsNeedProof
+    pub async fn register(
+        &self,
+        reg: Registration,
+        client: Option<&Client>,
+        proof: TextProof,
+    ) -> Result<Registered, AccountError> {
         let ip = client.map(Client::ip);
-        let result = self.register_inner(reg, ip).await;
+        let sender = Sender { ip, subnet: client.map(|c| c.subnet().to_string()), proof };
+        let result = self.register_inner(reg, &sender).await;
         if let Err(e) = &result {
             self.audit("anonymous", "auth.register", "refused", ip, Some(e.code()), None).await;
         }
         result
     }
 
-    async fn register_inner(&self, reg: Registration, ip: Option<IpAddr>) -> Result<Registered, AccountError> {
+    async fn register_inner(&self, reg: Registration, sender: &Sender) -> Result<Registered, AccountError> {
         check_len("password", &reg.password, MAX_PASSWORD_BYTES)?;
         let phone = match reg.phone.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
             Some(raw) => {
@@ -594,7 +629,7 @@ impl Accounts {
             return Err(invalid("invalid_invite", "the invite code is unknown, used or expired"));
         }
         let created =
-            self.create_account(&keys, phone.as_ref(), email.as_ref(), invite.is_some(), reg.password, ip).await;
+            self.create_account(&keys, phone.as_ref(), email.as_ref(), invite.is_some(), reg.password, sender).await;
         let (user_id, delivery) = match created {
             Ok(created) => created,
             Err(e) => {
@@ -629,7 +664,7 @@ impl Accounts {
         email: Option<&crate::email::Email>,
         invite: bool,
         password: String,
-        ip: Option<IpAddr>,
+        sender: &Sender,
     ) -> Result<(i64, Delivery), AccountError> {
         let (channel, to, field, normalized) = match (phone, email) {
             (Some(p), _) => (Channel::Sms, p.e164.clone(), "phone", p.e164.as_str()),
@@ -637,13 +672,14 @@ impl Accounts {
             (None, None) => return Err(invalid("identifier_required", "give a phone number or an e-mail address")),
         };
         let now = unix_millis();
+        // Before the destination's budget: a text held for a proof of work is asked again.
+        if let Some(p) = phone {
+            self.texts_allowed(&p.region, &p.e164, sender, now)?;
+        }
         let destination = keys.blind_index(field, normalized);
         self.sends_per_destination
             .spend(&destination[..], now as u64)
             .map_err(|retry_after| AccountError::TooManyAttempts { retry_after })?;
-        if let Some(p) = phone {
-            self.texts_allowed(&p.region, &p.e164, now)?;
-        }
         let identifier =
             if field == "phone" { Identifier::Phone(&destination) } else { Identifier::Email(&destination) };
         let taken = self.store.holder_of(identifier).await?.is_some();
@@ -663,7 +699,7 @@ impl Accounts {
             actor: String::new(),
             action: "auth.register".into(),
             outcome: "ok".into(),
-            ip: ip.map(|ip| ip.to_string()),
+            ip: sender.ip.map(|ip| ip.to_string()),
             reason: None,
             detail: Some(
                 serde_json::json!({"channel": channel, "region": phone.map(|p| p.region.clone()), "invite": invite}),
@@ -675,7 +711,7 @@ impl Accounts {
         let user_id = self.store.register(&registration, now).await?;
         if let Some(p) = phone {
             // The notice to a taken number costs a text as much as a code does.
-            self.sms.sent(&p.region, &p.e164, now as u64);
+            self.sms.sent(&p.region, &p.e164, sender.subnet.as_deref(), now as u64);
         }
         let text = if taken {
             let what = if channel == Channel::Sms { "phone number" } else { "address" };
@@ -692,7 +728,13 @@ impl Accounts {
     /// Send a fresh code to an account that is not verified yet. The answer is the
     /// same whether the account exists, is verified already, or is someone else's:
     /// only the budget of sends to the id asked about shows.
-    pub async fn resend_code(&self, user_id: i64) -> Result<(), AccountError> {
+    pub async fn resend_code(
+        &self,
+        user_id: i64,
+        client: Option<&Client>,
+        proof: TextProof,
+    ) -> Result<(), AccountError> {
+        let sender = Sender { ip: client.map(Client::ip), subnet: client.map(|c| c.subnet().to_string()), proof };
         let now = unix_millis();
         self.sends_per_account
             .spend(&user_id, now as u64)
@@ -717,8 +759,8 @@ impl Accounts {
         }
         let region = user.phone_region.clone().unwrap_or_default();
         if channel == Channel::Sms {
-            self.texts_allowed(&region, &to, now)?;
-            self.sms.sent(&region, &to, now as u64);
+            self.texts_allowed(&region, &to, &sender, now)?;
+            self.sms.sent(&region, &to, sender.subnet.as_deref(), now as u64);
         }
         let code = self.put_code(user_id, CodePurpose::Verify, now).await?;
         let text = code_text(&code, self.config.code_ttl_s);
@@ -773,10 +815,11 @@ impl Accounts {
     }
 
     /// Whether a text may go to `e164` now (see [`crate::sms`]).
-    fn texts_allowed(&self, region: &str, e164: &str, now: i64) -> Result<(), AccountError> {
-        match self.sms.check(region, e164, now as u64) {
+    fn texts_allowed(&self, region: &str, e164: &str, sender: &Sender, now: i64) -> Result<(), AccountError> {
+        match self.sms.check(region, e164, sender.subnet.as_deref(), sender.proof, now as u64) {
             Ok(()) => Ok(()),
             Err(Held::Paused) => Err(AccountError::Refused(crate::policy::RegistrationRefused::TextsPaused)),
+            Err(Held::Proof) => Err(AccountError::Refused(crate::policy::RegistrationRefused::TextsNeedProof)),
             Err(Held::Budget(retry_after)) => Err(AccountError::TooManyAttempts { retry_after }),
         }
     }
@@ -827,7 +870,7 @@ impl Accounts {
         if let (Some(region), Some(blob)) = (&user.phone_region, &user.phone_enc)
             && let Ok(e164) = self.decrypt("phone", blob).map(|b| String::from_utf8_lossy(&b).into_owned())
         {
-            self.sms.verified(region, &e164, now as u64);
+            self.sms.verified(region, &e164, client.map(|c| c.subnet().to_string()).as_deref(), now as u64);
         }
         self.audit(&actor, "auth.verify", "ok", ip, None, None).await;
         Ok(())

@@ -4,6 +4,7 @@
 //! subnet digest of anonymous traffic (`shield::Client::subnet_digest`, ≥ 2^63).
 
 pub mod activity;
+pub mod cohort;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,6 +38,12 @@ pub struct AbusePolicy {
     /// its usual minute and `token_spike_floor` (0: off).
     pub token_spike_factor: f64,
     pub token_spike_floor: u64,
+    /// Cohorts (see `cohort`): this many accounts (0: off), created within the same
+    /// `cohort_created_window_s`, each running into its own limits within
+    /// `cohort_recent_s`, from one network or with one prompt, are flagged together.
+    pub cohort_min_accounts: u32,
+    pub cohort_created_window_s: u64,
+    pub cohort_recent_s: u64,
 }
 
 impl AbusePolicy {
@@ -48,8 +55,24 @@ impl AbusePolicy {
         if self.repeated_prompts as usize > RECENT_PROMPTS {
             bad("repeated_prompts", format!("at most {} (0 turns it off)", RECENT_PROMPTS));
         }
+        if self.cohort_min_accounts == 1 {
+            bad("cohort_min_accounts", "one account is not a cohort: at least 2 (0 turns it off)".into());
+        }
+        if self.cohort_min_accounts > 0 && (self.cohort_created_window_s == 0 || self.cohort_recent_s == 0) {
+            bad("cohort_created_window_s", "cohort_created_window_s and cohort_recent_s must be at least 1".into());
+        }
         if !(self.token_spike_factor >= 0.0 && self.token_spike_factor.is_finite()) {
             bad("token_spike_factor", "must be 0 (off) or a positive number".into());
+        }
+    }
+}
+
+impl AbusePolicy {
+    pub fn cohorts(&self) -> cohort::CohortPolicy {
+        cohort::CohortPolicy {
+            min_accounts: self.cohort_min_accounts,
+            created_window: Duration::from_secs(self.cohort_created_window_s),
+            recent: Duration::from_secs(self.cohort_recent_s),
         }
     }
 }
@@ -65,6 +88,9 @@ impl Default for AbusePolicy {
             accounts_per_subnet: 50,
             token_spike_factor: 10.0,
             token_spike_floor: 50_000,
+            cohort_min_accounts: 8,
+            cohort_created_window_s: 3600,
+            cohort_recent_s: 600,
         }
     }
 }

@@ -117,6 +117,7 @@ impl Gateway {
             anonymous_inference: config.auth.allow_anonymous_inference,
             accounts: accounts.clone(),
             metrics: metrics.clone(),
+            cohorts: crate::abuse::cohort::CohortWatch::new(config.abuse.cohorts()),
         });
         let listener = Arc::new(Listener {
             config: config.server.clone(),
@@ -223,6 +224,8 @@ impl Gateway {
         let status = self.status.clone();
         let wake = status.clone();
         let detector = edge::run_detector(self.edge.clone(), self.metrics.clone(), move || status.wake());
+        let texts_changed = self.status.clone();
+        let texts = auth::run_texts_review(self.accounts.clone(), move || texts_changed.wake());
         let fleet = self.edge.fleet().cloned().map(|fleet| {
             let every = Duration::from_millis(self.config.fleet.poll_ms);
             let sync = fleet_sync::run(
@@ -240,10 +243,10 @@ impl Gateway {
         tokio::spawn(async move {
             match fleet {
                 Some(fleet) => {
-                    tokio::join!(checks, detector, fleet);
+                    tokio::join!(checks, detector, texts, fleet);
                 }
                 None => {
-                    tokio::join!(checks, detector);
+                    tokio::join!(checks, detector, texts);
                 }
             }
         })

@@ -15,8 +15,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use accounts::policy::RegistrationRefused;
 use accounts::service::factors::{PasswordChange, Reauth, ResetConfirmation, ResetRequest};
 use accounts::service::{AccountError, Accounts, Login, Principal, Registration};
+use accounts::sms::TextProof;
 use accounts::tokens;
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -28,7 +30,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::clock::now;
 use crate::cookies::{CSRF_COOKIE, CookiePolicy, SESSION_COOKIE, cookie};
+use crate::edge::{Edge, PROOF_HEADER};
 use crate::error::{ApiError, Reject};
 use crate::request::{Identity, IdentityError, RequestContext};
 
@@ -185,6 +189,7 @@ pub async fn csrf(State(auth): State<AuthState>, headers: HeaderMap) -> Response
 /// `POST /auth/register`
 pub async fn register(
     State(auth): State<AuthState>,
+    State(edge): State<Arc<Edge>>,
     ctx: RequestContext,
     headers: HeaderMap,
     input: Input<Registration>,
@@ -192,8 +197,50 @@ pub async fn register(
     if input.form && !csrf_ok(&headers, input.csrf_field.as_deref()) {
         return Err(csrf_refused());
     }
-    let registered = auth.accounts.register(input.value, Some(&ctx.client)).await?;
-    Ok((StatusCode::CREATED, Json(registered)).into_response())
+    let proof = text_proof(&edge, &ctx, &headers, auth.accounts.config().sms_proof_difficulty).await?;
+    match auth.accounts.register(input.value, Some(&ctx.client), proof).await {
+        Ok(registered) => Ok((StatusCode::CREATED, Json(registered)).into_response()),
+        Err(e) => Err(texts_refusal(&edge, &auth, &ctx, &headers, &e)),
+    }
+}
+
+/// Whether the request carries a solved proof of work for a text ([`PROOF_HEADER`]); a
+/// proof that does not hold is refused rather than ignored, so the client learns why.
+async fn text_proof(
+    edge: &Edge,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+    difficulty: u8,
+) -> Result<TextProof, ApiError> {
+    let Some(proof) = headers.get(PROOF_HEADER) else { return Ok(TextProof::Absent) };
+    let proof = proof.to_str().unwrap_or("");
+    let binding = edge.binding(&ctx.client, headers);
+    match edge.prove(proof, difficulty, &binding, &ctx.client, now()).await {
+        Ok(()) => Ok(TextProof::Solved),
+        Err(e) => {
+            let message =
+                format!("the proof of work in {PROOF_HEADER} does not hold: {e} ({}); solve a new challenge", e.code());
+            Err(ApiError::new(Reject::ChallengeFailed, message))
+        }
+    }
+}
+
+/// An account refusal as the client gets it; a text that needs a proof of work comes
+/// with a challenge of the configured difficulty to solve.
+fn texts_refusal(
+    edge: &Edge,
+    auth: &AuthState,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+    e: &AccountError,
+) -> ApiError {
+    let mut error = ApiError::from(e);
+    if matches!(e, AccountError::Refused(RegistrationRefused::TextsNeedProof)) {
+        let binding = edge.binding(&ctx.client, headers);
+        let challenge = edge.challenge_at(&binding, auth.accounts.config().sms_proof_difficulty, now());
+        error.challenge = Some(Box::new(challenge));
+    }
+    error
 }
 
 #[derive(Deserialize)]
@@ -218,9 +265,18 @@ pub struct ResendBody {
 }
 
 /// `POST /auth/verify/resend`: the same answer for every id, known or not.
-pub async fn resend(State(auth): State<AuthState>, input: Input<ResendBody>) -> Result<Response, ApiError> {
-    auth.accounts.resend_code(input.value.user_id).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"sent": true}))).into_response())
+pub async fn resend(
+    State(auth): State<AuthState>,
+    State(edge): State<Arc<Edge>>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    input: Input<ResendBody>,
+) -> Result<Response, ApiError> {
+    let proof = text_proof(&edge, &ctx, &headers, auth.accounts.config().sms_proof_difficulty).await?;
+    match auth.accounts.resend_code(input.value.user_id, Some(&ctx.client), proof).await {
+        Ok(()) => Ok((StatusCode::ACCEPTED, Json(json!({"sent": true}))).into_response()),
+        Err(e) => Err(texts_refusal(&edge, &auth, &ctx, &headers, &e)),
+    }
 }
 
 /// `POST /auth/login`: on success sets the session and CSRF cookies.
@@ -436,4 +492,24 @@ pub async fn confirm_totp(
     let codes =
         auth.accounts.confirm_totp(principal.user_id, &v.enrollment, &v.code, session, Some(&ctx.client)).await?;
     Ok(Json(json!({"enabled": true, "recovery_codes": codes})).into_response())
+}
+
+/// Reviews the SMS breaker once a second (see `accounts::service::texts`): audits what
+/// was held or released, narrows or reopens registration, and calls `changed` when what
+/// is held changed, so the status page says so at once.
+pub async fn run_texts_review(accounts: Arc<Accounts>, changed: impl Fn() + Send + 'static) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last = None;
+    loop {
+        tick.tick().await;
+        match accounts.review_texts().await {
+            Ok(held) if last != Some(held) => {
+                last = Some(held);
+                changed();
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "reviewing the SMS breaker failed"),
+        }
+    }
 }

@@ -41,6 +41,8 @@ use crate::refusal::{Admit, Turnstile};
 use crate::request::Zone;
 
 pub const CLEARANCE_HEADER: &str = "x-palisade-clearance";
+/// A solved proof of work sent with the one request it pays for: `<token> <nonce>`.
+pub const PROOF_HEADER: &str = "x-palisade-proof";
 pub const PASS_HEADER: &str = "x-palisade-pass";
 
 /// How long a failed challenge counts against an address in the bot score.
@@ -461,6 +463,39 @@ impl Edge {
 
     pub fn challenge(&self, binding: &ClientBinding, bot_score: u8, now: Duration) -> Challenge {
         self.issuer.challenge(binding, self.difficulty(bot_score), now)
+    }
+
+    /// A challenge of `difficulty` bits whatever the bot score: the price of a text to a
+    /// number range whose codes are seldom entered (see `auth::register`).
+    pub fn challenge_at(&self, binding: &ClientBinding, difficulty: u8, now: Duration) -> Challenge {
+        self.issuer.challenge(binding, difficulty, now)
+    }
+
+    /// Checks a proof of work sent with the request it pays for (`<token> <nonce>`, see
+    /// [`PROOF_HEADER`]) rather than redeemed for a clearance: a solution of at least
+    /// `difficulty` bits, used once (fleet-wide when shared, and never also as a clearance).
+    pub async fn prove(
+        &self,
+        proof: &str,
+        difficulty: u8,
+        binding: &ClientBinding,
+        client: &Client,
+        now: Duration,
+    ) -> Result<(), PowError> {
+        let result = match proof.trim().split_once(' ') {
+            None => Err(PowError::Malformed),
+            Some((token, nonce)) => match self.issuer.verify(token, nonce.trim(), binding, now) {
+                Ok(solved) if solved.difficulty < difficulty => Err(PowError::InsufficientWork),
+                Ok(solved) => {
+                    self.claim_once("pow", &solved.seed, solved.expires_at, now).await.map_err(PowError::from)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if result.is_err() {
+            self.failed_challenge(client, now);
+        }
+        result
     }
 
     /// Checks a solution (once, fleet-wide when shared) and returns a fresh clearance token.

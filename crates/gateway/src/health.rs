@@ -88,6 +88,16 @@ pub async fn metrics(State(t): State<Telemetry>, ctx: RequestContext) -> Result<
     out.push_str("# TYPE palisade_password_hash_queued gauge\n");
     out.push_str(&format!("palisade_password_hash_queued {}\n", hasher.queued()));
     render_sms(&t.accounts.sms_counts(), &mut out);
+    let held = t.accounts.texts_held();
+    out.push_str(
+        "# HELP palisade_sms_held Number ranges, countries and sender subnets whose texts are held, by gate.\n",
+    );
+    out.push_str("# TYPE palisade_sms_held gauge\n");
+    out.push_str(&format!("palisade_sms_held{{gate=\"proof_required\"}} {}\n", held.proof));
+    out.push_str(&format!("palisade_sms_held{{gate=\"paused\"}} {}\n", held.paused));
+    out.push_str("# HELP palisade_registration_narrowed 1 while the SMS breaker has narrowed registration to the home regions.\n");
+    out.push_str("# TYPE palisade_registration_narrowed gauge\n");
+    out.push_str(&format!("palisade_registration_narrowed {}\n", u8::from(held.narrowed)));
     render_admission(&t.admission.snapshot(), &mut out);
     let conns = &t.connections;
     out.push_str("# HELP palisade_connections_open Client connections open now.\n");
@@ -161,12 +171,19 @@ fn render_admission(snap: &admission::AdmissionSnapshot, out: &mut String) {
 /// Texts by country: what SMS pumping would show first (many sent, few entered).
 fn render_sms(counts: &std::collections::BTreeMap<String, accounts::sms::CountryCounts>, out: &mut String) {
     use std::fmt::Write as _;
-    let series: [(&str, &str, fn(&accounts::sms::CountryCounts) -> f64); 4] = [
+    let series: [(&str, &str, fn(&accounts::sms::CountryCounts) -> f64); 5] = [
         ("palisade_sms_sent_total", "Codes and notices sent by text, by country.", |c| c.sent as f64),
         ("palisade_sms_verified_total", "Codes sent by text that were entered, by country.", |c| c.verified as f64),
-        ("palisade_sms_paused_total", "Texts not sent because the breaker paused their range or country.", |c| {
-            c.paused as f64
-        }),
+        (
+            "palisade_sms_paused_total",
+            "Texts not sent because the breaker paused their range, country or subnet.",
+            |c| c.paused as f64,
+        ),
+        (
+            "palisade_sms_proof_required_total",
+            "Texts held until the sender solved a proof of work (few codes entered there).",
+            |c| c.proof_required as f64,
+        ),
         ("palisade_sms_estimated_cost_total", "What the texts sent cost, from the price table.", |c| {
             c.estimated_cost()
         }),

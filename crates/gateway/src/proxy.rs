@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use accounts::service::{Accounts, Principal};
-use accounts::tier::TierReason;
+use accounts::tier::{TierReason, TrustTier};
 use admission::{Admission, AdmissionRequest, Outcome, Permit, PriorityClass, Refusal, RefusalReason};
 use axum::body::Body;
 use axum::extract::State;
@@ -61,6 +61,8 @@ pub struct Proxy {
     /// Where a day of an account's use is recorded, for its trust tier.
     pub accounts: Arc<Accounts>,
     pub metrics: Arc<Metrics>,
+    /// Accounts made together that saturate their limits alike.
+    pub cohorts: crate::abuse::cohort::CohortWatch,
 }
 
 /// The few request fields the proxy and the guard need, read in one pass
@@ -176,6 +178,8 @@ struct Asked {
 struct Outbound {
     body: Bytes,
     protection: Option<Protection>,
+    /// The prompt's fingerprint, for cohorts (see `abuse::cohort`).
+    prompt: Option<u64>,
 }
 
 /// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
@@ -201,7 +205,10 @@ impl Proxy {
         };
         let path = parts.uri.path();
         let mut outbound = self.screen(&ctx, path, &asker, meta, &asked, &body).await?;
-        let reservation = self.budget(&asker, placement, &asked, &outbound)?;
+        let prompt = outbound.prompt;
+        let reservation = self
+            .budget(&asker, placement, &asked, &outbound)
+            .inspect_err(|e| self.watch_cohort(&ctx, &asker, placement, prompt, e))?;
         // A stream reports what it cost only when asked: ask, and hide the answer again.
         let strip = reservation.is_some()
             && asked.streamed
@@ -219,6 +226,7 @@ impl Proxy {
                 if let Some(r) = r {
                     r.settle(&self.edge, 0);
                 }
+                self.watch_cohort(&ctx, &asker, placement, prompt, &e);
                 return Err(e);
             }
         };
@@ -299,6 +307,41 @@ impl Proxy {
         placement
     }
 
+    /// A request refused by one of its account's own limits (rate, tokens, requests in
+    /// flight) counts toward a cohort; an account that has earned or been given a tier
+    /// of its own is not watched. A cohort found is flagged in the background.
+    fn watch_cohort(
+        &self,
+        ctx: &RequestContext,
+        asker: &Asker,
+        placement: Placement,
+        prompt: Option<u64>,
+        refusal: &ApiError,
+    ) {
+        let Some(p) = &asker.principal else { return };
+        let own_limit = matches!(refusal.reject, Reject::RateLimited | Reject::AccountBusy);
+        let earned = matches!(placement.trust, Some((TrustTier::Established, _)) | Some((_, TierReason::Pinned)))
+            || p.tenure.flagged;
+        if !own_limit || earned || !self.cohorts.enabled() {
+            return;
+        }
+        let network = crate::abuse::cohort::network(ctx.client.ip());
+        let found = self.cohorts.saturated(p.user_id, p.tenure.created_at, network, prompt, Instant::now());
+        for cohort in found {
+            tracing::warn!(
+                accounts = cohort.accounts.len(),
+                reason = cohort.reason,
+                "a cohort of accounts was flagged"
+            );
+            let accounts = self.accounts.clone();
+            tokio::spawn(async move {
+                if let Err(e) = accounts.flag_cohort(&cohort.accounts, cohort.reason, "cohort-detector").await {
+                    tracing::warn!(error = %e, "a cohort could not be flagged");
+                }
+            });
+        }
+    }
+
     /// Phase 3: the guard's verdict, the activity signals, and the system prompt.
     async fn screen(
         &self,
@@ -309,7 +352,7 @@ impl Proxy {
         asked: &Asked,
         body: &Bytes,
     ) -> Result<Outbound, ApiError> {
-        let mut outbound = Outbound { body: body.clone(), protection: None };
+        let mut outbound = Outbound { body: body.clone(), protection: None, prompt: None };
         if !ctx.route.generates_text() {
             return Ok(outbound);
         }
@@ -329,6 +372,9 @@ impl Proxy {
         }
         let estimate = token_estimate(body.len(), asked.completion_tokens);
         self.guard.watch_activity(asker.caller, ctx.client.subnet_digest(), &text, estimate, now);
+        if asker.principal.is_some() && self.cohorts.enabled() {
+            outbound.prompt = text.last_user_text().map(crate::abuse::activity::fingerprint);
+        }
         // Only a request that gets the operator's system prompt needs its body as a
         // tree, to be rewritten; every other one is forwarded byte for byte.
         let model = asked.model.as_deref();
@@ -337,7 +383,8 @@ impl Proxy {
             && let Some(p) = self.guard.protect(model, &mut value)
             && let Ok(bytes) = serde_json::to_vec(&value)
         {
-            outbound = Outbound { body: Bytes::from(bytes), protection: Some(p) };
+            outbound.body = Bytes::from(bytes);
+            outbound.protection = Some(p);
         }
         Ok(outbound)
     }

@@ -618,12 +618,22 @@ async fn texts_to_a_range_whose_codes_are_never_entered_pause_while_other_countr
         let (status, body) = register(n, format!("+44 7400 123{n:03}")).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
-    // Its codes are never entered: texts to that range stop.
-    let (status, body) = register(10, "+44 7400 123999".into()).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // Its codes are never entered: texts to that range stop (within a send or two: the
+    // sliding window weighs the previous fixed window by its overlap, so ten texts just
+    // either side of a window's start count a hair under ten).
+    let mut sent = 10;
+    let body = loop {
+        let (status, body) = register(sent, format!("+44 7400 123{sent:03}")).await;
+        if status == StatusCode::FORBIDDEN {
+            break body;
+        }
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        sent += 1;
+        assert!(sent <= 12, "texts to the range were never paused");
+    };
     assert_eq!(body["error"]["code"], "sms_paused", "{body}");
-    // A genuine newcomer elsewhere signs up and verifies.
-    let (status, body) = register(11, CN_PHONE.into()).await;
+    // A genuine newcomer elsewhere (another country, another network) signs up and verifies.
+    let (status, body) = register(400, CN_PHONE.into()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let user_id = body["user_id"].as_i64().unwrap();
     let code = code_in(&gw.outbox, user_id);
@@ -636,12 +646,12 @@ async fn texts_to_a_range_whose_codes_are_never_entered_pause_while_other_countr
     assert_eq!(r.status(), StatusCode::OK);
     let metrics = client().get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
     for line in [
-        "palisade_sms_sent_total{country=\"GB\"} 10",
+        &format!("palisade_sms_sent_total{{country=\"GB\"}} {sent}"),
         "palisade_sms_verified_total{country=\"GB\"} 0",
         "palisade_sms_paused_total{country=\"GB\"} 1",
         "palisade_sms_sent_total{country=\"CN\"} 1",
         "palisade_sms_verified_total{country=\"CN\"} 1",
-        "palisade_sms_estimated_cost_total{country=\"GB\"} 0.5",
+        &format!("palisade_sms_estimated_cost_total{{country=\"GB\"}} {}", f64::from(sent * 50_000) / 1e6),
     ] {
         assert!(
             metrics.contains(line),
@@ -649,4 +659,186 @@ async fn texts_to_a_range_whose_codes_are_never_entered_pause_while_other_countr
             metrics.lines().filter(|l| l.contains("sms")).collect::<Vec<_>>().join("\n")
         );
     }
+}
+
+/// Polls `check` every 50 ms until it gives a value or `limit` passes.
+async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn audit_of(gw: &TestGateway, action: &str) -> Vec<Value> {
+    let (_, body) = admin_call_json(gw, reqwest::Method::GET, &format!("/admin/audit?action={action}"), None).await;
+    body["entries"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn texts_to_a_range_with_few_codes_entered_cost_a_proof_of_work_and_the_status_page_says_so() {
+    let sim = spawn_sim(instant_sim()).await;
+    let accounts =
+        accounts::service::AccountsConfig { sms_breaker_min_sends: 10, sms_proof_difficulty: 10, ..test_accounts() };
+    let gw = spawn_node(
+        None,
+        accounts::crypto::PiiKeys::generate(),
+        accounts,
+        vec![upstream("sim", &sim.server.url)],
+        without_route_limits,
+    )
+    .await;
+    let c = client_from([127, 0, 61, 1]);
+    let register = |phone: String, proof: Option<String>| {
+        let mut r = c.post(format!("{}/auth/register", gw.url)).json(&json!({"phone": phone, "password": PASSWORD}));
+        if let Some(p) = proof {
+            r = r.header("x-palisade-proof", p);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // Ten texts to one range, two of their codes entered: 20 %, under the proof line (30 %).
+    for n in 0..10 {
+        let (status, body) = register(format!("+44 7400 123{n:03}"), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        if n < 2 {
+            let user_id = body["user_id"].as_i64().unwrap();
+            let code = code_in(&gw.outbox, user_id);
+            let r = c
+                .post(format!("{}/auth/verify", gw.url))
+                .json(&json!({"user_id": user_id, "code": code}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+    }
+    // (Within a send or two: see the window's edge in the test above.)
+    let mut sent = 10;
+    let body = loop {
+        let (status, body) = register(format!("+44 7400 123{sent:03}"), None).await;
+        if status == StatusCode::FORBIDDEN {
+            break body;
+        }
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        sent += 1;
+        assert!(sent <= 12, "texts to the range never needed a proof");
+    };
+    assert_eq!(body["error"]["code"], "sms_proof_required", "{body}");
+    let challenge = &body["challenge"];
+    assert_eq!(challenge["difficulty"], 10, "{body}");
+    let nonce = shield::pow::solve(challenge["seed"].as_str().unwrap(), 10).unwrap();
+    let proof = format!("{} {nonce}", challenge["token"].as_str().unwrap());
+    let (status, body) = register("+44 7400 123500".into(), Some(proof.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "the paid text goes out: {body}");
+    // A proof pays for one text only.
+    let (status, body) = register("+44 7400 123501".into(), Some(proof)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "challenge_failed", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("pow_replayed"), "{body}");
+
+    // The public page says texts are limited, and that the rest works.
+    let summary = until(Duration::from_secs(10), "the texts notice on the status page", || async {
+        let s: Value = client().get(format!("{}/api/v2/summary.json", gw.url)).send().await.ok()?.json().await.ok()?;
+        let open = s["incidents"].as_array()?.iter().any(|i| i["name"] == "Sign-up texts limited for some numbers");
+        open.then_some(s)
+    })
+    .await;
+    let registration =
+        summary["components"].as_array().unwrap().iter().find(|c| c["name"] == "Registration").unwrap().clone();
+    assert_eq!(registration["status"], "degraded_performance", "{summary}");
+    // The audit log names the range and what the breaker did.
+    let held = audit_of(&gw, "sms.breaker").await;
+    assert!(held.iter().any(|e| e["outcome"] == "proof_required" && e["detail"]["key"] == "+447400"), "{held:?}");
+    let metrics = client().get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+    for line in ["palisade_sms_proof_required_total{country=\"GB\"} 1", "palisade_sms_held{gate=\"proof_required\"} "] {
+        assert!(
+            metrics.contains(line),
+            "{line} in {}",
+            metrics.lines().filter(|l| l.contains("sms")).collect::<Vec<_>>().join("\n")
+        );
+    }
+}
+
+#[tokio::test]
+async fn pumping_abroad_narrows_registration_to_the_home_regions_until_conversion_recovers() {
+    let sim = spawn_sim(instant_sim()).await;
+    let accounts = accounts::service::AccountsConfig {
+        sms_breaker_min_sends: 10,
+        // A short window, so the test sees the evidence slide out and registration reopen.
+        sms_breaker_window_s: 2,
+        sms_home_regions: vec!["CN".into()],
+        sms_auto_narrow: true,
+        ..test_accounts()
+    };
+    let gw = spawn_node(
+        None,
+        accounts::crypto::PiiKeys::generate(),
+        accounts,
+        vec![upstream("sim", &sim.server.url)],
+        without_route_limits,
+    )
+    .await;
+    let register = |n: u32, phone: String| {
+        let c = client_from([127, 0, 70 + (n / 200) as u8, 1 + (n % 200) as u8]);
+        let url = format!("{}/auth/register", gw.url);
+        async move {
+            let r = c.post(url).json(&json!({"phone": phone, "password": PASSWORD})).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let policy = || async { admin_call_json(&gw, reqwest::Method::GET, "/admin/registration", None).await.1 };
+    assert_eq!(policy().await["mode"], "open");
+    // Texts to numbers all over one country abroad, none ever entered.
+    for n in 0..10 {
+        let (status, body) = register(n, format!("+44 74{n:02} 123456")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let mut sent = 10;
+    let body = loop {
+        let (status, body) = register(sent, format!("+44 74{sent:02} 123456")).await;
+        if status == StatusCode::FORBIDDEN {
+            break body;
+        }
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        sent += 1;
+        assert!(sent <= 12, "texts to the country were never paused");
+    };
+    assert_eq!(body["error"]["code"], "sms_paused", "the whole country is paused: {body}");
+
+    // Registration narrows to the home region by itself; home numbers still sign up.
+    let narrowed = until(Duration::from_secs(10), "registration narrowed", || async {
+        let p = policy().await;
+        (p["mode"] == "regions").then_some(p)
+    })
+    .await;
+    assert_eq!(narrowed["allow"], json!(["CN"]), "{narrowed}");
+    let (status, body) = register(11, "+44 7400 999999".into()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"]["code"], "region_not_allowed", "{body}");
+    // (From a network of its own: the pumpers' subnet is held too.)
+    let (status, body) = register(400, CN_PHONE.into()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let metrics = client().get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("palisade_registration_narrowed 1"), "{metrics}");
+
+    // Once the evidence has slid out of the window (no texts abroad meanwhile), it opens.
+    until(Duration::from_secs(20), "registration open again", || async {
+        (policy().await["mode"] == "open").then_some(())
+    })
+    .await;
+    let changes = audit_of(&gw, "registration.policy").await;
+    let by_breaker: Vec<&Value> = changes.iter().filter(|e| e["actor"] == "sms-breaker").collect();
+    assert_eq!(by_breaker.len(), 2, "narrowed, then opened, both audited: {changes:?}");
+    let (status, body) = register(401, "+44 7500 123456".into()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
 }

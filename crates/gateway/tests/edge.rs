@@ -517,8 +517,13 @@ async fn forced_attack_mode_raises_difficulty_and_puts_registration_behind_a_cha
 async fn a_session_or_key_does_not_exempt_sign_up_or_login_from_the_bot_score() {
     let (gw, _sim) = edge_gateway(low_difficulty).await;
     // The attacker's own account: signed up, never verified, with a session and a key.
-    let user_id =
-        gw.gateway.accounts().register(serde_json::from_value(registration(9)).unwrap(), None).await.unwrap().user_id;
+    let user_id = gw
+        .gateway
+        .accounts()
+        .register(serde_json::from_value(registration(9)).unwrap(), None, accounts::sms::TextProof::Absent)
+        .await
+        .unwrap()
+        .user_id;
     let login = json!({"email": "newcomer9@example.com", "password": "correct horse battery staple"});
     let session =
         gw.gateway.accounts().login(serde_json::from_value(login.clone()).unwrap(), None).await.unwrap().token;

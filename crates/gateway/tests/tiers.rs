@@ -326,3 +326,92 @@ async fn the_operator_pins_lifts_and_flags_tiers_and_every_change_is_audited() {
     let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["account.cohort.clear", "account.cohort.flag", "account.tier.lift", "account.tier.pin"]);
 }
+
+/// `per_account` chat requests at once from each of `keys`, account `i` calling from
+/// `from(i)` with `prompt(i)`; how many were refused by the account's own limits.
+async fn saturate(
+    url: &str,
+    keys: &[String],
+    per_account: usize,
+    from: impl Fn(usize) -> String,
+    prompt: impl Fn(usize) -> String,
+) -> usize {
+    let http = client();
+    let mut sent = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        for _ in 0..per_account {
+            let body =
+                json!({"model": "palisade-sim", "max_tokens": 5, "messages": [{"role": "user", "content": prompt(i)}]});
+            let request = http.post(url).bearer_auth(key).header("x-forwarded-for", from(i)).json(&body).send();
+            sent.push(tokio::spawn(request));
+        }
+    }
+    let mut refused = 0;
+    for request in sent {
+        if request.await.unwrap().is_ok_and(|r| r.status() == 429) {
+            refused += 1;
+        }
+    }
+    refused
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_accounts_saturating_their_limits_alike_are_flagged_as_a_cohort_and_listed() {
+    let sim = spawn_sim(SimConfig { ttft: Duration::from_millis(300), tokens_per_s: 0, ..SimConfig::default() }).await;
+    let gw = spawn_gateway_on(None, vec![upstream("sim", &sim.server.url)], config).await;
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let now = now_ms();
+    // Ten accounts made minutes apart, each on a network of its own (a /16 apart), all
+    // asking the same thing, more at once than a recent account may.
+    let mut farm = Vec::new();
+    for i in 0..10 {
+        farm.push(account(&gw, now - 600_000 + i * 1000, 0).await);
+    }
+    // And ten like them that vary their prompts: busy, but not alike.
+    let mut busy = Vec::new();
+    for i in 0..10 {
+        busy.push(account(&gw, now - 600_000 + i * 1000, 0).await);
+    }
+    let refused = saturate(
+        &url,
+        &busy,
+        4,
+        |i| format!("10.{}.7.1", 100 + i),
+        |i| {
+            format!(
+                "question number {i} about {}",
+                ["rust", "tea", "maps", "jazz", "moss", "kites", "owls", "salt", "glass", "rain"][i]
+            )
+        },
+    )
+    .await;
+    assert!(refused >= 10, "each account ran into its limit: {refused} refusals");
+    let refused =
+        saturate(&url, &farm, 4, |i| format!("10.{}.7.1", i + 1), |_| "write a long poem about harvest".into()).await;
+    assert!(refused >= 10, "each account ran into its limit: {refused} refusals");
+
+    let flagged = until_flagged(&gw, 10).await;
+    assert!(flagged.iter().all(|f| f["reason"] == "cohort_prompt"), "{flagged:?}");
+    let (_, audit) = admin_call(&gw, reqwest::Method::GET, "/admin/audit?action=account.cohort.flag", None).await;
+    assert_eq!(audit["entries"][0]["actor"], "cohort-detector", "{audit}");
+    // The accounts with prompts of their own were left alone: exactly the farm is flagged.
+    let (_, flags) = admin_call(&gw, reqwest::Method::GET, "/admin/flags", None).await;
+    assert_eq!(flags["cohorts"].as_array().unwrap().len(), 10, "{flags}");
+    // A flagged account is placed in the newcomer tier from its next request.
+    let before = decisions(&gw, "newcomer", "cohort").await;
+    chat(&client(), &url, &farm[0], "10.1.7.1", "x").await.unwrap();
+    assert_eq!(decisions(&gw, "newcomer", "cohort").await, before + 1);
+}
+
+async fn until_flagged(gw: &TestGateway, n: usize) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, flags) = admin_call(gw, reqwest::Method::GET, "/admin/flags", None).await;
+        let cohorts = flags["cohorts"].as_array().cloned().unwrap_or_default();
+        if cohorts.len() >= n {
+            return cohorts;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{n} accounts flagged: {flags}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -264,6 +264,7 @@ impl Config {
                 reason: format!("`{}` is not a log filter (try `info` or `info,gateway=debug`)", self.log.level),
             });
         }
+        validate_texts(&self.accounts, &mut problems);
         if self.notify.smtp_url.is_some() != self.notify.smtp_from.is_some() {
             problems.push(InvalidField { field: "notify".into(), reason: "smtp_url and smtp_from go together".into() });
         }
@@ -458,5 +459,32 @@ mod tests {
         let config = load_str("shared_state = \"redis://10.0.0.5:6379\"\n[fleet]\nnodes = 3\n", &[]).unwrap();
         config.validate().unwrap();
         assert_eq!(config.fleet.nodes, 3);
+    }
+}
+
+/// The SMS breaker's fields: shares in [0, 1] in order, a difficulty a browser can pay,
+/// home regions that are regions.
+fn validate_texts(a: &AccountsConfig, problems: &mut Vec<InvalidField>) {
+    let mut bad = |field: &str, reason: String| {
+        problems.push(InvalidField { field: format!("accounts.{field}"), reason });
+    };
+    for (field, share) in [("sms_pause_below", a.sms_pause_below), ("sms_proof_below", a.sms_proof_below)] {
+        if !(0.0..=1.0).contains(&share) {
+            bad(field, "must be a share between 0 and 1".into());
+        }
+    }
+    if a.sms_proof_below < a.sms_pause_below {
+        bad("sms_proof_below", "must be at least sms_pause_below (the proof of work comes before the pause)".into());
+    }
+    if !(1..=shield::pow::MAX_DIFFICULTY).contains(&a.sms_proof_difficulty) {
+        bad("sms_proof_difficulty", format!("must be 1..={} bits", shield::pow::MAX_DIFFICULTY));
+    }
+    for region in &a.sms_home_regions {
+        if accounts::policy::Region::new(region).is_err() {
+            bad("sms_home_regions", format!("`{region}` is not a two-letter region code such as \"CN\""));
+        }
+    }
+    if a.sms_auto_narrow && a.sms_home_regions.is_empty() {
+        bad("sms_auto_narrow", "needs sms_home_regions: the regions registration narrows to".into());
     }
 }

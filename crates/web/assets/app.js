@@ -72,12 +72,12 @@
 
   // --- refusals as readable messages ----------------------------------------
 
-  var RESTRICTED = ['registration_closed', 'region_not_allowed', 'phone_required', 'invite_required'];
+  var RESTRICTED = ['registration_closed', 'region_not_allowed', 'phone_required', 'invite_required', 'sms_paused'];
   var BUSY = ['overloaded', 'queue_timeout', 'waiting_room_full', 'busy', 'no_healthy_upstream',
     'upstream_unavailable', 'upstream_timeout', 'shutting_down'];
   var KNOWN = {
     network: 'network', blocked: 'blocked', challenge_failed: 'check', challenge_required: 'check',
-    challenge_unsupported: 'check', account_suspended: 'suspended', account_flagged: 'suspended',
+    challenge_unsupported: 'check', sms_proof_required: 'check', account_suspended: 'suspended', account_flagged: 'suspended',
     prompt_rejected: 'prompt', content_filter: 'filter', invalid_credentials: 'login', invalid_code: 'code',
     already_registered: 'exists', ticket_expired: 'ticket', ticket_invalid: 'ticket', unauthenticated: 'signedout',
     invalid_api_key: 'signedout', not_found: 'missing', method_not_allowed: 'missing',

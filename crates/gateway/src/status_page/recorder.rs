@@ -86,6 +86,13 @@ pub const REGISTRATION_KEY: &str = "registration";
 pub const ATTACK_NOTICE: &str =
     "We are mitigating a large-scale malicious attack; existing users may see degraded performance.";
 const ATTACK_OVER: &str = "The attack has been mitigated and the service is operating normally again.";
+/// The `auto_key` of the incident kept open while the SMS breaker holds texts.
+pub const TEXTS_KEY: &str = "sms_breaker";
+/// Posted when texts to some numbers are held (SMS pumping).
+pub const TEXTS_NOTICE: &str = "Verification codes by text to some number ranges need an extra check in the browser or \
+     are paused, because their codes are not being entered (a sign of fraudulent sign-ups). Sign-up by e-mail and by \
+     other numbers works normally; existing users are not affected.";
+const TEXTS_OVER: &str = "Verification codes by text are being sent normally again.";
 
 /// The `auto_key` of a component's automatic incident.
 pub fn component_key(id: &str) -> String {
@@ -235,6 +242,7 @@ pub struct Recorder {
     pruned_on: Option<time::Date>,
     last_policy: Option<RegistrationPolicy>,
     last_attack: Option<bool>,
+    last_texts: Option<bool>,
     incidents: Vec<IncidentRecord>,
     maintenances: Vec<MaintenanceRow>,
     overrides: HashMap<String, ComponentStatus>,
@@ -295,6 +303,7 @@ impl Recorder {
         let mut changed = self.component_incidents(&src.store, src.config.auto_incident_after_s, &defs, now_ms).await;
         changed |= self.registration_incident(src, now_ms).await;
         changed |= self.attack_incident(src, now_ms).await;
+        changed |= self.texts_incident(src, now_ms).await;
         if changed {
             self.read_store(&src.store, now_ms).await;
         }
@@ -399,6 +408,8 @@ impl Recorder {
         // limit: users may be refused a little early, and the public should hear of it.
         let degraded = src.edge.under_attack() || src.edge.fleet().is_some_and(|f| !f.is_up());
         let policy = src.accounts.policy();
+        let held = src.accounts.texts_held();
+        let texts_held = held.paused + held.proof > 0;
         let in_maintenance: HashSet<&str> = self
             .maintenances
             .iter()
@@ -412,7 +423,12 @@ impl Recorder {
                 }
                 let mut status = self.measured(&def.id);
                 match def.kind {
-                    Kind::Registration => status = status.max(registration_status(&policy)),
+                    Kind::Registration => {
+                        status = status.max(registration_status(&policy));
+                        if texts_held {
+                            status = status.max(ComponentStatus::DegradedPerformance);
+                        }
+                    }
                     Kind::Web | Kind::Api if degraded => status = status.max(ComponentStatus::DegradedPerformance),
                     _ => {}
                 }
@@ -573,35 +589,71 @@ impl Recorder {
     /// Open the attack notice when under-attack mode comes on, resolve it when it goes off.
     async fn attack_incident(&mut self, src: &StatusSources, now_ms: i64) -> bool {
         let attack = src.edge.under_attack();
-        let open = self.open_incident(ATTACK_KEY).map(|r| r.incident.id);
-        let (done, changed) = match (attack, open) {
-            (true, None) if self.last_attack != Some(true) => {
-                let incident = NewIncident {
-                    name: "Large-scale malicious attack".to_owned(),
-                    status: IncidentStatus::Identified.as_str().to_owned(),
-                    impact: Impact::Minor.as_str().to_owned(),
-                    body: ATTACK_NOTICE.to_owned(),
-                    component_ids: vec!["web".to_owned(), "api".to_owned()],
-                    auto_key: Some(ATTACK_KEY.to_owned()),
-                };
-                let ok = self.open(&src.store, &incident, now_ms).await;
+        let opening = NewIncident {
+            name: "Large-scale malicious attack".to_owned(),
+            status: IncidentStatus::Identified.as_str().to_owned(),
+            impact: Impact::Minor.as_str().to_owned(),
+            body: ATTACK_NOTICE.to_owned(),
+            component_ids: vec!["web".to_owned(), "api".to_owned()],
+            auto_key: Some(ATTACK_KEY.to_owned()),
+        };
+        let (done, changed) = self.notice(&src.store, now_ms, attack, self.last_attack, &opening, ATTACK_OVER).await;
+        if done {
+            self.last_attack = Some(attack);
+        }
+        changed
+    }
+
+    /// Open the texts notice while the SMS breaker holds texts to some numbers (SMS
+    /// pumping), resolve it when they all go out again.
+    async fn texts_incident(&mut self, src: &StatusSources, now_ms: i64) -> bool {
+        let held = src.accounts.texts_held();
+        let holding = held.paused + held.proof > 0;
+        let opening = NewIncident {
+            name: "Sign-up texts limited for some numbers".to_owned(),
+            status: IncidentStatus::Identified.as_str().to_owned(),
+            impact: Impact::Minor.as_str().to_owned(),
+            body: TEXTS_NOTICE.to_owned(),
+            component_ids: vec!["registration".to_owned()],
+            auto_key: Some(TEXTS_KEY.to_owned()),
+        };
+        let (done, changed) = self.notice(&src.store, now_ms, holding, self.last_texts, &opening, TEXTS_OVER).await;
+        if done {
+            self.last_texts = Some(holding);
+        }
+        changed
+    }
+
+    /// An automatic notice that is open while `on`: opened when it comes on (not again on
+    /// a restart that finds it open), resolved with `over` when it goes off. Whether the
+    /// store is up to date with `on`, and whether it changed.
+    async fn notice(
+        &mut self,
+        store: &Store,
+        now_ms: i64,
+        on: bool,
+        last: Option<bool>,
+        opening: &NewIncident,
+        over: &str,
+    ) -> (bool, bool) {
+        let key = opening.auto_key.as_deref().unwrap_or_default();
+        let open = self.open_incident(key).map(|r| r.incident.id);
+        match (on, open) {
+            (true, None) if last != Some(true) => {
+                let ok = self.open(store, opening, now_ms).await;
                 (ok, ok)
             }
             (false, Some(id)) => {
                 let change = IncidentChange {
                     status: IncidentStatus::Resolved.as_str().to_owned(),
-                    body: ATTACK_OVER.to_owned(),
+                    body: over.to_owned(),
                     ..IncidentChange::default()
                 };
-                let ok = self.post(&src.store, id, &change, now_ms, "status.incident.auto_resolve").await;
+                let ok = self.post(store, id, &change, now_ms, "status.incident.auto_resolve").await;
                 (ok, ok)
             }
             _ => (true, false),
-        };
-        if done {
-            self.last_attack = Some(attack);
         }
-        changed
     }
 
     /// Open an automatic incident; `true` when the store now holds one for its
