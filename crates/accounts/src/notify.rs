@@ -142,11 +142,17 @@ impl Notifier {
                     .body(message.text.clone())
                     .map_err(|e| NotifyError::Smtp(e.to_string()))?;
                 transport.send(email).await.map(drop).map_err(|e| {
-                    // The server's refusal (its reply code), or the connection's failure.
+                    // The server's refusal (its reply code only: its text may quote the
+                    // address), or the connection's failure with its cause (an I/O or TLS
+                    // error, e.g. an untrusted certificate; never the URL).
                     let why = if e.is_permanent() || e.is_transient() {
                         e.status().map_or_else(|| "refused".to_owned(), |c| format!("refused with {c}"))
                     } else if e.is_timeout() {
                         "timed out".to_owned()
+                    } else if e.is_response() || e.is_client() {
+                        "the exchange with the server failed".to_owned()
+                    } else if let Some(cause) = std::error::Error::source(&e) {
+                        format!("could not reach the server or set up TLS with it: {cause}")
                     } else {
                         "could not reach the server".to_owned()
                     };
