@@ -17,9 +17,11 @@
 //!
 //! Any 2xx answer within five seconds counts as delivered.
 //!
-//! [`Notifier::smtp`] sends e-mail codes over SMTP (`lettre`: `smtp://host:587?tls=required`
-//! for STARTTLS, `smtps://host:465` for TLS from the start, credentials in the URL) and
-//! hands every other message (text messages) to the notifier it wraps.
+//! [`Notifier::smtp`] sends e-mail codes over SMTP (`lettre` on rustls:
+//! `smtp://host:587?tls=required` for STARTTLS, `smtps://host:465` for TLS from the start,
+//! credentials in the URL) and hands every other message (text messages) to the notifier it
+//! wraps. The relay's certificate is checked against the public (Mozilla) roots, plus the
+//! operator's own CA when [`SmtpRelay::ca_pem`] is given.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,7 +35,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use serde::Serialize;
 use sha2::Sha256;
 
@@ -73,6 +78,22 @@ pub enum NotifyError {
     /// Never carries the SMTP URL (it may hold a password) nor the address.
     #[error("sending the e-mail failed: {0}")]
     Smtp(String),
+    /// The SMTP settings cannot be used; names the `[notify]` field, never the URL.
+    #[error("notify.{field}: {reason}")]
+    SmtpSettings { field: &'static str, reason: String },
+}
+
+/// The SMTP server that e-mail codes go through.
+#[derive(Clone, Copy)]
+pub struct SmtpRelay<'a> {
+    /// `smtp://` (plain, or STARTTLS with `?tls=required`) or `smtps://`. May hold a
+    /// password: never logged nor repeated in an error.
+    pub url: &'a str,
+    /// The sender, `Name <address>`.
+    pub from: &'a str,
+    /// PEM certificates of a private CA that issued the relay's certificate, trusted on
+    /// top of the public roots; only meaningful with TLS.
+    pub ca_pem: Option<&'a [u8]>,
 }
 
 /// Where codes go.
@@ -109,15 +130,20 @@ impl Notifier {
         Ok(Notifier::Webhook { url, secret: secret.to_vec(), client })
     }
 
-    /// E-mail through the SMTP server at `url` (`smtp://`, `smtps://`; see the module
-    /// notes), from `from` (`Name <address>`); every other message to `others`.
-    pub fn smtp(url: &str, from: &str, others: Notifier) -> Result<Notifier, NotifyError> {
+    /// E-mail through `relay` (see the module notes); every other message to `others`.
+    /// Fails, naming the field, on a URL lettre cannot use, a bad sender, or a CA file
+    /// that holds no valid certificate or is given for a URL without TLS.
+    pub fn smtp(relay: SmtpRelay<'_>, others: Notifier) -> Result<Notifier, NotifyError> {
+        let setting = |field, reason: &str| NotifyError::SmtpSettings { field, reason: reason.to_owned() };
         // lettre's own error could repeat the URL, and with it a password: say only what.
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|_| NotifyError::Smtp("notify.smtp_url is not a valid smtp:// or smtps:// URL".into()))?
-            .timeout(Some(Duration::from_secs(10)))
-            .build();
-        let from = from.parse().map_err(|e| NotifyError::Smtp(format!("notify.smtp_from: {e}")))?;
+        let bad_url = || setting("smtp_url", "is not a valid smtp:// or smtps:// URL");
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(relay.url).map_err(|_| bad_url())?;
+        if let Some(pem) = relay.ca_pem {
+            builder = builder.tls(tls_with_ca(relay.url, pem)?);
+        }
+        let transport = builder.timeout(Some(Duration::from_secs(10))).build();
+        let from =
+            relay.from.parse().map_err(|e: lettre::address::AddressError| setting("smtp_from", &e.to_string()))?;
         Ok(Notifier::Smtp { transport, from, others: Box::new(others) })
     }
 
@@ -142,11 +168,17 @@ impl Notifier {
                     .body(message.text.clone())
                     .map_err(|e| NotifyError::Smtp(e.to_string()))?;
                 transport.send(email).await.map(drop).map_err(|e| {
-                    // The server's refusal (its reply code), or the connection's failure.
+                    // The server's refusal (its reply code only: its text may quote the
+                    // address), or the connection's failure with its cause (an I/O or TLS
+                    // error, e.g. an untrusted certificate; never the URL).
                     let why = if e.is_permanent() || e.is_transient() {
                         e.status().map_or_else(|| "refused".to_owned(), |c| format!("refused with {c}"))
                     } else if e.is_timeout() {
                         "timed out".to_owned()
+                    } else if e.is_response() || e.is_client() {
+                        "the exchange with the server failed".to_owned()
+                    } else if let Some(cause) = std::error::Error::source(&e) {
+                        format!("could not reach the server or set up TLS with it: {cause}")
                     } else {
                         "could not reach the server".to_owned()
                     };
@@ -189,6 +221,40 @@ impl Notifier {
             }
         }
     }
+}
+
+/// The TLS mode `url` asks for (as lettre's `from_url` reads it), with the CA in `pem`
+/// trusted besides the public roots.
+fn tls_with_ca(url: &str, pem: &[u8]) -> Result<Tls, NotifyError> {
+    let setting = |field, reason: &str| NotifyError::SmtpSettings { field, reason: reason.to_owned() };
+    // `from_url` accepted it already; this parse only reads the host and the TLS mode.
+    let url = url::Url::parse(url).map_err(|_| setting("smtp_url", "is not a valid URL"))?;
+    let host = url.host_str().ok_or_else(|| setting("smtp_url", "names no host"))?;
+    let mode = url.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v.into_owned());
+    let wrap: fn(TlsParameters) -> Tls = match (url.scheme(), mode.as_deref()) {
+        ("smtps", _) => Tls::Wrapper,
+        ("smtp", Some("required")) => Tls::Required,
+        ("smtp", Some("opportunistic")) => Tls::Opportunistic,
+        _ => {
+            return Err(setting(
+                "smtp_ca_file",
+                "is only used with TLS: give smtp_url as smtp://…?tls=required (STARTTLS) or smtps://…",
+            ));
+        }
+    };
+    let unreadable = || setting("smtp_ca_file", "is not a readable PEM file");
+    let ders = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|_| unreadable())?;
+    if ders.is_empty() {
+        return Err(setting("smtp_ca_file", "holds no certificate (-----BEGIN CERTIFICATE-----)"));
+    }
+    let mut parameters = TlsParameters::builder(host.to_owned());
+    for der in ders {
+        parameters = parameters.add_root_certificate(Certificate::from_der(der.to_vec()).map_err(|_| unreadable())?);
+    }
+    // rustls reads each certificate here: one that is not X.509 fails now, not at the first send.
+    let parameters =
+        parameters.build().map_err(|_| setting("smtp_ca_file", "holds a certificate that cannot be read as a CA"))?;
+    Ok(wrap(parameters))
 }
 
 /// The subject of a message: its first sentence, short.
@@ -289,6 +355,45 @@ mod tests {
             assert!(seen.insert(value["text"].as_str().unwrap()[..28].to_owned()));
         }
         assert_eq!(seen.len(), (writers * each) as usize);
+    }
+
+    fn smtp_settings_error(url: &str, ca_pem: Option<&[u8]>) -> String {
+        let relay = SmtpRelay { url, from: "Palisade <no-reply@example.com>", ca_pem };
+        match Notifier::smtp(relay, Notifier::outbox(PathBuf::from("unused"))) {
+            Ok(_) => panic!("accepted {url} with {ca_pem:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn unusable_smtp_settings_name_their_field_and_never_the_password() {
+        let why = smtp_settings_error("smtp://palisade:hunter2@/?tls=bogus", None);
+        assert!(why.starts_with("notify.smtp_url: "), "{why}");
+        assert!(!why.contains("hunter2"), "{why}");
+
+        let url = "smtp://palisade:hunter2@mail.example.com:587?tls=required";
+        let no_certificate = b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        let why = smtp_settings_error(url, Some(no_certificate));
+        assert_eq!(why, "notify.smtp_ca_file: holds no certificate (-----BEGIN CERTIFICATE-----)");
+        let why = smtp_settings_error(url, Some(b"not PEM at all"));
+        assert!(why.starts_with("notify.smtp_ca_file: holds no certificate"), "{why}");
+        // Well-formed PEM whose contents are not X.509: refused at start, not at the first send.
+        let not_x509 = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let why = smtp_settings_error(url, Some(not_x509));
+        assert_eq!(why, "notify.smtp_ca_file: holds a certificate that cannot be read as a CA");
+        let broken_pem = b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        let why = smtp_settings_error(url, Some(broken_pem));
+        assert_eq!(why, "notify.smtp_ca_file: is not a readable PEM file");
+    }
+
+    #[test]
+    fn a_private_ca_needs_a_url_with_tls() {
+        // Checked before the certificate is read: the mode is the mistake to report.
+        for url in ["smtp://mail.example.com:25", "smtp://palisade:hunter2@mail.example.com"] {
+            let why = smtp_settings_error(url, Some(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"));
+            assert!(why.starts_with("notify.smtp_ca_file: is only used with TLS"), "{url}: {why}");
+            assert!(!why.contains("hunter2"), "{why}");
+        }
     }
 
     #[cfg(unix)]

@@ -643,7 +643,7 @@ impl Accounts {
             self.store.attach_invite(hash, user_id).await?;
         }
         let channel = delivery.message.channel;
-        self.notifier.send(&delivery.message).await?;
+        self.notifier.send(&delivery.message).await.inspect_err(code_not_sent)?;
         Ok(Registered {
             user_id,
             status: "unverified",
@@ -764,7 +764,7 @@ impl Accounts {
         }
         let code = self.put_code(user_id, CodePurpose::Verify, now).await?;
         let text = code_text(&code, self.config.code_ttl_s);
-        self.notifier.send(&Message { channel, to, text, user_id }).await?;
+        self.notifier.send(&Message { channel, to, text, user_id }).await.inspect_err(code_not_sent)?;
         Ok(())
     }
 
@@ -1396,6 +1396,12 @@ fn session_id(token_hash: &[u8]) -> String {
 /// What a registration sends: a code, or the owner's notice.
 struct Delivery {
     message: Message,
+}
+
+/// The caller is answered `notification_failed`; the operator reads why here (a
+/// `NotifyError` holds neither the destination nor the SMTP URL).
+fn code_not_sent(e: &crate::notify::NotifyError) {
+    tracing::warn!(error = %e, "a verification code could not be sent");
 }
 
 fn code_text(code: &str, ttl_s: u64) -> String {

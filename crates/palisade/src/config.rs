@@ -92,6 +92,11 @@ pub struct NotifyConfig {
     /// The sender of those e-mails, e.g. `Palisade <no-reply@example.com>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub smtp_from: Option<String>,
+    /// PEM file with the certificate(s) of a private CA that issued the SMTP server's
+    /// certificate, trusted on top of the public roots. Only with TLS in `smtp_url`; read
+    /// once at start, where a file that cannot be read or holds no certificate is an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_ca_file: Option<PathBuf>,
 }
 
 /// The operator API.
@@ -268,6 +273,9 @@ impl Config {
         if self.notify.smtp_url.is_some() != self.notify.smtp_from.is_some() {
             problems.push(InvalidField { field: "notify".into(), reason: "smtp_url and smtp_from go together".into() });
         }
+        if self.notify.smtp_ca_file.is_some() && self.notify.smtp_url.is_none() {
+            problems.push(InvalidField { field: "notify.smtp_ca_file".into(), reason: "needs smtp_url".into() });
+        }
         if self.notify.webhook_url.is_some() != self.notify.webhook_secret.is_some() {
             problems.push(InvalidField {
                 field: "notify".into(),
@@ -428,6 +436,20 @@ mod tests {
         assert!(e.contains("proxy.max_body_bytes: must be greater than 0"), "{e}");
         assert!(e.contains("upstreams[0].url: https upstreams are not supported"), "{e}");
         assert!(e.contains("upstreams[1].name: `a` is used twice"), "{e}");
+    }
+
+    #[test]
+    fn the_smtp_ca_file_goes_with_an_smtp_url() {
+        let config = load_str("[notify]\nsmtp_ca_file = \"/etc/palisade/mail-ca.pem\"\n", &[]).unwrap();
+        let e = config.validate().unwrap_err().to_string();
+        assert!(e.contains("notify.smtp_ca_file: needs smtp_url"), "{e}");
+        let config = load_str(
+            "[notify]\nsmtp_url = \"smtp://mail.internal:587?tls=required\"\nsmtp_from = \"P <p@example.com>\"\n",
+            &[("PALISADE_NOTIFY__SMTP_CA_FILE", "/etc/palisade/mail-ca.pem")],
+        )
+        .unwrap();
+        assert_eq!(config.notify.smtp_ca_file.as_deref(), Some(Path::new("/etc/palisade/mail-ca.pem")));
+        config.validate().unwrap();
     }
 
     #[test]

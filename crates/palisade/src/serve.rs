@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accounts::crypto::PiiKeys;
-use accounts::notify::Notifier;
+use accounts::notify::{Notifier, SmtpRelay};
 use accounts::service::Accounts;
 use accounts::tokens;
 use anyhow::Context;
@@ -145,7 +145,17 @@ pub(crate) async fn open_accounts(config: &Config) -> anyhow::Result<Arc<Account
         _ => Notifier::outbox(config.data_dir.join("outbox.jsonl")),
     };
     let notifier = match (&config.notify.smtp_url, &config.notify.smtp_from) {
-        (Some(url), Some(from)) => Notifier::smtp(url, from, notifier).context("notify.smtp_url")?,
+        (Some(url), Some(from)) => {
+            let ca_pem = match &config.notify.smtp_ca_file {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .with_context(|| format!("notify.smtp_ca_file: cannot read {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let relay = SmtpRelay { url, from, ca_pem: ca_pem.as_deref() };
+            Notifier::smtp(relay, notifier).context("setting up e-mail delivery over SMTP")?
+        }
         _ => notifier,
     };
     let accounts = Accounts::new(store, keys, notifier, config.accounts.clone()).await?;
