@@ -61,8 +61,9 @@ impl SendBudget {
 }
 
 /// What sends to one prefix, country or subnet need now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SendGate {
+    #[default]
     Open,
     /// Conversion is low: a sender must solve a high-difficulty proof of work first.
     ProofOfWork,
@@ -112,6 +113,9 @@ struct Counts {
     start: u64,
     sent: [u32; 2],
     verified: [u32; 2],
+    /// The gate last judged: a held key is released only once half its evidence has slid
+    /// out (or its codes are entered again), so it does not flap at `min_sends`.
+    gate: SendGate,
 }
 
 impl Counts {
@@ -164,7 +168,11 @@ impl ConversionBreaker {
         };
         counts.roll(now_ms, self.window_ms);
         let (sent, verified) = counts.estimate(now_ms, self.window_ms);
-        let gate = if sent < f64::from(self.config.min_sends) {
+        let evidence = match counts.gate {
+            SendGate::Open => f64::from(self.config.min_sends),
+            _ => f64::from(self.config.min_sends) / 2.0,
+        };
+        let gate = if sent < evidence {
             SendGate::Open
         } else if verified / sent < self.config.pause_below {
             SendGate::Paused
@@ -173,6 +181,7 @@ impl ConversionBreaker {
         } else {
             SendGate::Open
         };
+        counts.gate = gate;
         Reading { gate, sent, verified }
     }
 
@@ -257,6 +266,29 @@ mod tests {
         assert_eq!(breaker.gate("+86138", t), SendGate::Open, "other prefixes unaffected");
         // Two quiet windows later the evidence has slid out.
         assert_eq!(breaker.gate("+88213", t + 30 * MINUTE), SendGate::Open);
+    }
+
+    #[test]
+    fn a_held_key_stays_held_until_half_its_evidence_has_slid_out() {
+        let config = BreakerConfig { min_sends: 10, ..BreakerConfig::default() };
+        let breaker = ConversionBreaker::new(config, 100);
+        let window = 15 * MINUTE;
+        let start = window * 100;
+        // Ten texts just before a window's start, judged just after it.
+        for _ in 0..10 {
+            breaker.sent("x", start - 1);
+        }
+        assert_eq!(breaker.gate("x", start - 1), SendGate::Paused);
+        // A minute on they weigh 9.3: under the ten it took to judge, but held still...
+        assert_eq!(breaker.gate("x", start + MINUTE), SendGate::Paused);
+        // ...until under five.
+        assert_eq!(breaker.gate("x", start + 7 * MINUTE), SendGate::Paused);
+        assert_eq!(breaker.gate("x", start + 8 * MINUTE), SendGate::Open);
+        // Released, it needs the full ten again.
+        for _ in 0..4 {
+            breaker.sent("x", start + 8 * MINUTE);
+        }
+        assert_eq!(breaker.gate("x", start + 8 * MINUTE), SendGate::Open, "8.7 texts, none entered");
     }
 
     #[test]

@@ -466,6 +466,10 @@ impl From<&AccountError> for ApiError {
         let message = if reject == Reject::Internal {
             tracing::error!(error = %e, "account operation failed");
             Cow::Borrowed("internal error; the operator has the details in the log")
+        } else if reject == Reject::NotificationFailed {
+            // Why (a TLS or connection failure toward the operator's provider) is the
+            // operator's to read, in the log the account service wrote; not a stranger's.
+            Cow::Borrowed("the verification code could not be sent just now; try again in a few minutes")
         } else if reject == Reject::StoreUnavailable {
             tracing::warn!(error = %e, "account operation refused: the store is unreachable");
             Cow::Borrowed("accounts are unavailable for a moment (nothing was changed); try again shortly")

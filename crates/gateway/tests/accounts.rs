@@ -774,8 +774,9 @@ async fn pumping_abroad_narrows_registration_to_the_home_regions_until_conversio
     let sim = spawn_sim(instant_sim()).await;
     let accounts = accounts::service::AccountsConfig {
         sms_breaker_min_sends: 10,
-        // A short window, so the test sees the evidence slide out and registration reopen.
-        sms_breaker_window_s: 2,
+        // A short window, so the test sees the evidence slide out and registration reopen
+        // (long enough for eleven sign-ups, each a password hash, on a loaded machine).
+        sms_breaker_window_s: 8,
         sms_home_regions: vec!["CN".into()],
         sms_auto_narrow: true,
         ..test_accounts()
@@ -832,7 +833,7 @@ async fn pumping_abroad_narrows_registration_to_the_home_regions_until_conversio
     assert!(metrics.contains("palisade_registration_narrowed 1"), "{metrics}");
 
     // Once the evidence has slid out of the window (no texts abroad meanwhile), it opens.
-    until(Duration::from_secs(20), "registration open again", || async {
+    until(Duration::from_secs(45), "registration open again", || async {
         (policy().await["mode"] == "open").then_some(())
     })
     .await;
