@@ -598,42 +598,51 @@ async fn the_public_status_page_shows_the_registration_policy() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
+/// A phone sign-up from 127.0.`base + n / 200`.`1 + n % 200` (a /24 per 200 `n`), with
+/// a proof of work when given; the status and the body.
+async fn text_sign_up(gw: &TestGateway, base: u8, n: u32, phone: &str, proof: Option<&str>) -> (StatusCode, Value) {
+    let c = client_from([127, 0, base + (n / 200) as u8, 1 + (n % 200) as u8]);
+    let mut r = c.post(format!("{}/auth/register", gw.url)).json(&json!({"phone": phone, "password": PASSWORD}));
+    if let Some(p) = proof {
+        r = r.header("x-palisade-proof", p);
+    }
+    let r = r.send().await.unwrap();
+    (r.status(), r.json::<Value>().await.unwrap())
+}
+
+/// Sign-ups to `number(n)` for `n` from `first` on until one is held (403): not before
+/// `n` reaches `held_at`, and within two texts of it (the sliding window weighs the
+/// previous fixed window by its overlap, so texts just either side of a window's start
+/// count a hair under what was sent). The `n` held, and the refusal.
+async fn until_held(
+    gw: &TestGateway,
+    base: u8,
+    first: u32,
+    held_at: u32,
+    number: impl Fn(u32) -> String,
+) -> (u32, Value) {
+    for n in first..=held_at + 2 {
+        let (status, body) = text_sign_up(gw, base, n, &number(n), None).await;
+        if status == StatusCode::FORBIDDEN && n >= held_at {
+            return (n, body);
+        }
+        assert_eq!(status, StatusCode::CREATED, "text {n}: {body}");
+    }
+    panic!("texts were never held");
+}
+
 #[tokio::test]
 async fn texts_to_a_range_whose_codes_are_never_entered_pause_while_other_countries_go_on() {
     let sim = spawn_sim(instant_sim()).await;
     let accounts = accounts::service::AccountsConfig { sms_breaker_min_sends: 10, ..test_accounts() };
     let keys = accounts::crypto::PiiKeys::generate();
     let gw = spawn_node(None, keys, accounts, vec![upstream("sim", &sim.server.url)], without_route_limits).await;
-    let register = |n: u32, phone: String| {
-        let c = client_from([127, 0, 50 + (n / 200) as u8, 1 + (n % 200) as u8]);
-        let url = format!("{}/auth/register", gw.url);
-        async move {
-            let r = c.post(url).json(&json!({"phone": phone, "password": PASSWORD})).send().await.unwrap();
-            let status = r.status();
-            (status, r.json::<Value>().await.unwrap())
-        }
-    };
-    // Pumping: sign-ups to numbers of one premium-looking range, none ever verified.
-    for n in 0..10 {
-        let (status, body) = register(n, format!("+44 7400 123{n:03}")).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
-    // Its codes are never entered: texts to that range stop (within a send or two: the
-    // sliding window weighs the previous fixed window by its overlap, so ten texts just
-    // either side of a window's start count a hair under ten).
-    let mut sent = 10;
-    let body = loop {
-        let (status, body) = register(sent, format!("+44 7400 123{sent:03}")).await;
-        if status == StatusCode::FORBIDDEN {
-            break body;
-        }
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        sent += 1;
-        assert!(sent <= 12, "texts to the range were never paused");
-    };
+    // Pumping: sign-ups to numbers of one premium-looking range, none ever verified: texts
+    // to that range stop.
+    let (sent, body) = until_held(&gw, 50, 0, 10, |n| format!("+44 7400 123{n:03}")).await;
     assert_eq!(body["error"]["code"], "sms_paused", "{body}");
     // A genuine newcomer elsewhere (another country, another network) signs up and verifies.
-    let (status, body) = register(400, CN_PHONE.into()).await;
+    let (status, body) = text_sign_up(&gw, 50, 400, CN_PHONE, None).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let user_id = body["user_id"].as_i64().unwrap();
     let code = code_in(&gw.outbox, user_id);
@@ -695,25 +704,15 @@ async fn texts_to_a_range_with_few_codes_entered_cost_a_proof_of_work_and_the_st
         without_route_limits,
     )
     .await;
-    let c = client_from([127, 0, 61, 1]);
-    let register = |phone: String, proof: Option<String>| {
-        let mut r = c.post(format!("{}/auth/register", gw.url)).json(&json!({"phone": phone, "password": PASSWORD}));
-        if let Some(p) = proof {
-            r = r.header("x-palisade-proof", p);
-        }
-        async move {
-            let r = r.send().await.unwrap();
-            (r.status(), r.json::<Value>().await.unwrap())
-        }
-    };
-    // Ten texts to one range, two of their codes entered: 20 %, under the proof line (30 %).
+    // Ten texts to one range from one network, two of their codes entered: 20 %, under
+    // the proof line (30 %).
     for n in 0..10 {
-        let (status, body) = register(format!("+44 7400 123{n:03}"), None).await;
+        let (status, body) = text_sign_up(&gw, 61, n, &format!("+44 7400 123{n:03}"), None).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         if n < 2 {
             let user_id = body["user_id"].as_i64().unwrap();
             let code = code_in(&gw.outbox, user_id);
-            let r = c
+            let r = client_from([127, 0, 61, 1])
                 .post(format!("{}/auth/verify", gw.url))
                 .json(&json!({"user_id": user_id, "code": code}))
                 .send()
@@ -722,26 +721,16 @@ async fn texts_to_a_range_with_few_codes_entered_cost_a_proof_of_work_and_the_st
             assert_eq!(r.status(), StatusCode::OK);
         }
     }
-    // (Within a send or two: see the window's edge in the test above.)
-    let mut sent = 10;
-    let body = loop {
-        let (status, body) = register(format!("+44 7400 123{sent:03}"), None).await;
-        if status == StatusCode::FORBIDDEN {
-            break body;
-        }
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        sent += 1;
-        assert!(sent <= 12, "texts to the range never needed a proof");
-    };
+    let (_, body) = until_held(&gw, 61, 10, 10, |n| format!("+44 7400 123{n:03}")).await;
     assert_eq!(body["error"]["code"], "sms_proof_required", "{body}");
     let challenge = &body["challenge"];
     assert_eq!(challenge["difficulty"], 10, "{body}");
     let nonce = shield::pow::solve(challenge["seed"].as_str().unwrap(), 10).unwrap();
     let proof = format!("{} {nonce}", challenge["token"].as_str().unwrap());
-    let (status, body) = register("+44 7400 123500".into(), Some(proof.clone())).await;
+    let (status, body) = text_sign_up(&gw, 61, 20, "+44 7400 123500", Some(&proof)).await;
     assert_eq!(status, StatusCode::CREATED, "the paid text goes out: {body}");
     // A proof pays for one text only.
-    let (status, body) = register("+44 7400 123501".into(), Some(proof)).await;
+    let (status, body) = text_sign_up(&gw, 61, 21, "+44 7400 123501", Some(&proof)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "challenge_failed", "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("pow_replayed"), "{body}");
@@ -789,31 +778,10 @@ async fn pumping_abroad_narrows_registration_to_the_home_regions_until_conversio
         without_route_limits,
     )
     .await;
-    let register = |n: u32, phone: String| {
-        let c = client_from([127, 0, 70 + (n / 200) as u8, 1 + (n % 200) as u8]);
-        let url = format!("{}/auth/register", gw.url);
-        async move {
-            let r = c.post(url).json(&json!({"phone": phone, "password": PASSWORD})).send().await.unwrap();
-            (r.status(), r.json::<Value>().await.unwrap())
-        }
-    };
     let policy = || async { admin_call_json(&gw, reqwest::Method::GET, "/admin/registration", None).await.1 };
     assert_eq!(policy().await["mode"], "open");
     // Texts to numbers all over one country abroad, none ever entered.
-    for n in 0..10 {
-        let (status, body) = register(n, format!("+44 74{n:02} 123456")).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
-    let mut sent = 10;
-    let body = loop {
-        let (status, body) = register(sent, format!("+44 74{sent:02} 123456")).await;
-        if status == StatusCode::FORBIDDEN {
-            break body;
-        }
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        sent += 1;
-        assert!(sent <= 12, "texts to the country were never paused");
-    };
+    let (_, body) = until_held(&gw, 70, 0, 10, |n| format!("+44 74{n:02} 123456")).await;
     assert_eq!(body["error"]["code"], "sms_paused", "the whole country is paused: {body}");
 
     // Registration narrows to the home region by itself; home numbers still sign up.
@@ -823,11 +791,11 @@ async fn pumping_abroad_narrows_registration_to_the_home_regions_until_conversio
     })
     .await;
     assert_eq!(narrowed["allow"], json!(["CN"]), "{narrowed}");
-    let (status, body) = register(11, "+44 7400 999999".into()).await;
+    let (status, body) = text_sign_up(&gw, 70, 11, "+44 7400 999999", None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body["error"]["code"], "region_not_allowed", "{body}");
     // (From a network of its own: the pumpers' subnet is held too.)
-    let (status, body) = register(400, CN_PHONE.into()).await;
+    let (status, body) = text_sign_up(&gw, 70, 400, CN_PHONE, None).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let metrics = client().get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("palisade_registration_narrowed 1"), "{metrics}");
@@ -840,6 +808,6 @@ async fn pumping_abroad_narrows_registration_to_the_home_regions_until_conversio
     let changes = audit_of(&gw, "registration.policy").await;
     let by_breaker: Vec<&Value> = changes.iter().filter(|e| e["actor"] == "sms-breaker").collect();
     assert_eq!(by_breaker.len(), 2, "narrowed, then opened, both audited: {changes:?}");
-    let (status, body) = register(401, "+44 7500 123456".into()).await;
+    let (status, body) = text_sign_up(&gw, 70, 401, "+44 7500 123456", None).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
