@@ -738,7 +738,7 @@ async fn play(
                                     let body = json!({"email": format!("p{x:x}@mail.example"), "password": format!("Pw-{x:x}-{x:o}")});
                                     // Pays for challenges; does not wait in line.
                                     let deadline = Instant::now() + timeout;
-                                    b.call_once_cleared(&solver, "/auth/register", &body, deadline).await
+                                    b.call_once_cleared(&solver, "/auth/register", &body, false, deadline).await
                                 }
                                 None => 0,
                             },

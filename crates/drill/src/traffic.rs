@@ -331,8 +331,8 @@ impl Browser {
         self.session.lock().ok().and_then(|s| s.clone())
     }
 
-    /// `method path` with a JSON body, getting past challenges, waiting-room tickets and
-    /// `Retry-After` until `deadline`; the last answer.
+    /// `method path` with a JSON body, getting past challenges, proofs asked before a
+    /// text, waiting-room tickets and `Retry-After` until `deadline`; the last answer.
     pub async fn call(
         &self,
         solver: &Solver,
@@ -342,11 +342,17 @@ impl Browser {
         deadline: Instant,
     ) -> Answer {
         let mut pass: Option<String> = None;
-        let mut solves = 0;
+        // Sent with every repeat of this request once solved (it may meet the waiting
+        // room before it reaches the account service again); solved anew when asked again.
+        let mut proof: Option<String> = None;
+        let (mut solves, mut proofs) = (0, 0);
         loop {
             let (mut request, sent) = self.request(method, path, body);
             if let Some(p) = pass.take() {
                 request = request.header("x-palisade-pass", p);
+            }
+            if let Some(p) = &proof {
+                request = request.header(PROOF_HEADER, p.as_str());
             }
             let Ok(response) = request.send().await else {
                 return Answer { status: 0, body: Value::Null, session: None };
@@ -369,7 +375,15 @@ impl Browser {
             }
             let body: Value = response.json().await.unwrap_or(Value::Null);
             let challenge = &body["challenge"];
-            if status == 403 && challenge.is_object() && solves < 3 {
+            if status == 403 && asks_proof(&body) {
+                if proofs < 3 {
+                    proofs += 1;
+                    proof = prove(solver, challenge, deadline).await;
+                    if proof.is_some() {
+                        continue;
+                    }
+                }
+            } else if status == 403 && challenge.is_object() && solves < 3 {
                 solves += 1;
                 if self.clear(solver, challenge, sent.as_deref(), deadline).await {
                     continue;
@@ -413,17 +427,34 @@ impl Browser {
     }
 
     /// A bot's way: one POST, paying a challenge when asked (the clearance is kept for
-    /// the next ones), but never waiting in line. The status.
-    pub async fn call_once_cleared(&self, solver: &Solver, path: &str, body: &Value, deadline: Instant) -> u16 {
-        for _ in 0..2 {
-            let (request, sent) = self.request("POST", path, Some(body));
+    /// the next ones), but never waiting in line. With `proves`, it also solves the proof
+    /// asked before a text (`sms_proof_required`). The status.
+    pub async fn call_once_cleared(
+        &self,
+        solver: &Solver,
+        path: &str,
+        body: &Value,
+        proves: bool,
+        deadline: Instant,
+    ) -> u16 {
+        let mut proof: Option<String> = None;
+        for _ in 0..3 {
+            let (mut request, sent) = self.request("POST", path, Some(body));
+            if let Some(p) = &proof {
+                request = request.header(PROOF_HEADER, p.as_str());
+            }
             let Ok(response) = request.send().await else { return 0 };
             let status = response.status().as_u16();
             let answer: Value = response.json().await.unwrap_or(Value::Null);
             if status != 403 || !answer["challenge"].is_object() || Instant::now() >= deadline {
                 return status;
             }
-            if !self.clear(solver, &answer["challenge"], sent.as_deref(), deadline).await {
+            if asks_proof(&answer) {
+                proof = if proves { prove(solver, &answer["challenge"], deadline).await } else { None };
+                if proof.is_none() {
+                    return status;
+                }
+            } else if !self.clear(solver, &answer["challenge"], sent.as_deref(), deadline).await {
                 return status;
             }
         }
@@ -549,6 +580,27 @@ impl Browser {
             Err(_) => 0,
         }
     }
+}
+
+/// The header a request repeated with a proof of work carries: the challenge's token,
+/// one space, the nonce in decimal.
+pub const PROOF_HEADER: &str = "x-palisade-proof";
+
+/// Whether a 403's body asks for a proof of work before a text goes out. That challenge
+/// is answered by repeating the request with [`PROOF_HEADER`], never at `/challenge` (a
+/// clearance is not a proof).
+fn asks_proof(body: &Value) -> bool {
+    body["error"]["code"] == "sms_proof_required" && body["challenge"].is_object()
+}
+
+/// Solves a proof-of-work `challenge`: the [`PROOF_HEADER`] value, or None when it is
+/// malformed or no solver thread was free before `deadline`.
+async fn prove(solver: &Solver, challenge: &Value, deadline: Instant) -> Option<String> {
+    let token = challenge["token"].as_str()?;
+    let seed = challenge["seed"].as_str()?;
+    let difficulty = challenge["difficulty"].as_u64()?;
+    let nonce = solver.solve(seed.to_owned(), difficulty.min(32) as u8, deadline).await?;
+    Some(format!("{token} {nonce}"))
 }
 
 /// A chat request body, labelled with `user` so the simulated model can tell who got
@@ -678,6 +730,59 @@ mod tests {
         assert_eq!(outbox.code(2).await.as_deref(), Some("654321"));
         std::fs::write(&other, "{\"user_id\":3,\"text\":\"Your code is 111222\"}\n").expect("write");
         assert_eq!(outbox.code_now(3).as_deref(), Some("111222"), "codes from every node's outbox");
+    }
+
+    #[tokio::test]
+    async fn a_proof_asked_before_a_text_is_solved_and_sent_with_the_repeated_request() {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::routing::post;
+        // A sign-up that texts only with a valid proof for its challenge, and counts
+        // what reaches `/challenge` (where this proof must never go).
+        let to_challenge = Arc::new(AtomicUsize::new(0));
+        let counted = to_challenge.clone();
+        let app = axum::Router::new()
+            .route(
+                "/auth/register",
+                post(|headers: HeaderMap| async move {
+                    let proof = headers.get(PROOF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let proven = proof.split_once(' ').is_some_and(|(token, nonce)| {
+                        token == "tok-1"
+                            && nonce.parse::<u64>().is_ok_and(|n| {
+                                shield::pow::leading_zero_bits(&shield::pow::work_hash("seed-1", n)) >= 8
+                            })
+                    });
+                    if proven {
+                        (StatusCode::CREATED, axum::Json(json!({"user_id": 7})))
+                    } else {
+                        let challenge = json!({"token": "tok-1", "seed": "seed-1", "difficulty": 8});
+                        let error = json!({"code": "sms_proof_required", "message": "prove it"});
+                        (StatusCode::FORBIDDEN, axum::Json(json!({"error": error, "challenge": challenge})))
+                    }
+                }),
+            )
+            .route(
+                "/challenge",
+                post(move || {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    async { StatusCode::BAD_REQUEST }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let browser = Browser::new(IpAddr::V4(Ipv4Addr::LOCALHOST), &base, Duration::from_secs(5));
+        let solver = Solver::new(1);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let body = json!({"phone": "+447400100000", "password": "a long enough password"});
+
+        let answer = browser.call(&solver, "POST", "/auth/register", Some(&body), deadline).await;
+        assert_eq!((answer.status, answer.body["user_id"].as_i64()), (201, Some(7)), "{}", answer.body);
+        assert_eq!(solver.solved.load(Ordering::Relaxed), 1);
+        // Bots stop at the proof unless told to solve it.
+        assert_eq!(browser.call_once_cleared(&solver, "/auth/register", &body, false, deadline).await, 403);
+        assert_eq!(browser.call_once_cleared(&solver, "/auth/register", &body, true, deadline).await, 201);
+        assert_eq!(to_challenge.load(Ordering::Relaxed), 0, "a proof is not a clearance");
+        server.abort();
     }
 
     #[tokio::test]
