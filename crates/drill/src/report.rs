@@ -897,6 +897,7 @@ mod tests {
                 vec![(0.0, m(0.0, 0.0)), (9.0, m(1.0, 10.0))],
             ],
             limit_probe: probe,
+            newcomer_sign_ups: None,
         }
     }
 

@@ -21,7 +21,7 @@ use crate::fleet::{FleetError, FleetOptions, LimitProbe, SharedBacking, node_of}
 use crate::load::send;
 use crate::scenario::{BotKind, Scenario};
 use crate::sim::{SimConfig, SimStats, Usage};
-use crate::traffic::{self, Browser, Outbox, Outcome, Recorder, Solver};
+use crate::traffic::{self, Browser, Identifier, Outbox, Outcome, Recorder, SignUpCounts, SignUpTally, Solver};
 
 /// What the traffic is sent to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -103,6 +103,8 @@ pub struct RunData {
     /// The cross-node limit probe, run when there is more than one node; the error says
     /// why it could not measure.
     pub limit_probe: Option<Result<LimitProbe, String>>,
+    /// How far the newcomers' sign-ups got, when the scenario has newcomers.
+    pub newcomer_sign_ups: Option<SignUpTally>,
 }
 
 /// A child process in a process group of its own, stopped with everything it started
@@ -517,9 +519,9 @@ async fn play(
             .map(|(i, b)| {
                 let (solver, outbox) = (solver.clone(), outbox.clone());
                 async move {
-                    let email = traffic::member_email(i);
+                    let who = Identifier::Email(traffic::member_email(i));
                     let password = traffic::member_password(i);
-                    (i, b.sign_up(&solver, &outbox, &email, &password, setup_deadline).await)
+                    (i, b.sign_up(&solver, &outbox, &who, &password, setup_deadline, None).await)
                 }
             })
             .buffer_unordered(4)
@@ -593,7 +595,8 @@ async fn play(
                 let source = IpAddr::V4(Ipv4Addr::new(127, 1 + (i / 250) as u8, (i % 250) as u8, 2));
                 let device = Browser::new(source, &base, timeout);
                 let deadline = Instant::now() + timeout;
-                let result = device.log_in(&s, &traffic::member_email(i), &traffic::member_password(i), deadline).await;
+                let who = Identifier::Email(traffic::member_email(i));
+                let result = device.log_in(&s, &who, &traffic::member_password(i), deadline).await;
                 let status = result.map_or_else(|e| e.status, |_| 200);
                 r.record(LOGINS, node, at, status, Outcome::of_status(status));
             }
@@ -601,6 +604,7 @@ async fn play(
     }
 
     // Newcomers: arrive evenly over their phase, each one a whole journey.
+    let newcomer_counts = Arc::new(SignUpCounts::default());
     if let Some(n) = &scenario.newcomers {
         let phase = scenario.phase(&n.arrive_in).unwrap_or(0);
         let window = scenario.window(phase);
@@ -611,18 +615,25 @@ async fn play(
         let bases = bases.to_vec();
         let body = traffic::chat_body(NEWCOMERS_LABEL, scenario.upstream.max_tokens, "Hello! What can you do?");
         let count = n.count;
+        let phones = n.phones.clone();
+        let counts = newcomer_counts.clone();
         tasks.spawn(traffic::schedule(recorder.clone(), NEWCOMERS, rate, vec![window], count.max(1), move |j| {
-            let (r, s, o, body) = (r.clone(), s.clone(), o.clone(), body.clone());
+            let (r, s, o, body, counts) = (r.clone(), s.clone(), o.clone(), body.clone(), counts.clone());
             let node = node_of(j, subnets, n_nodes);
             let browser = Browser::new(traffic::address(60, subnets, j), &bases[node], timeout);
+            let who = if phones.is_empty() {
+                Identifier::Email(format!("newcomer{j}@drill.example"))
+            } else {
+                Identifier::Phone(crate::phones::nth(&phones, j as u64))
+            };
             async move {
                 if j >= count {
                     return;
                 }
                 let at = r.now();
-                let email = format!("newcomer{j}@drill.example");
+                counts.started.fetch_add(1, Ordering::Relaxed);
                 let password = traffic::member_password(100_000 + j);
-                let status = match browser.sign_up(&s, &o, &email, &password, journey_end).await {
+                let status = match browser.sign_up(&s, &o, &who, &password, journey_end, Some(&counts)).await {
                     Ok(_) => {
                         // The first question; a busy model is retried as a person would.
                         let mut status = browser.chat(&body).await;
@@ -834,6 +845,7 @@ async fn play(
         nodes: if bases.len() > 1 { bases.to_vec() } else { Vec::new() },
         node_metrics: samples.nodes,
         limit_probe,
+        newcomer_sign_ups: scenario.newcomers.is_some().then(|| newcomer_counts.tally()),
     })
 }
 

@@ -9,6 +9,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::phones;
+
 /// Most nodes a drill starts: each is a process on this machine.
 pub const MAX_NODES: usize = 16;
 
@@ -140,6 +142,11 @@ pub struct NewcomersSpec {
     /// /24 networks they come from (a carrier NAT puts many behind one).
     #[serde(default = "default_newcomer_subnets")]
     pub subnets: usize,
+    /// Sign up with a phone number instead of an e-mail address: number ranges written
+    /// with an `x` for each digit that varies (`"+44 7400 1xxxxx"`), taken in turn, every
+    /// number a valid one of its region. Empty: e-mail addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<String>,
 }
 
 fn default_newcomer_subnets() -> usize {
@@ -332,6 +339,9 @@ impl Scenario {
             check(self.phase(&n.arrive_in).is_some(), format!("newcomers.arrive_in: no phase named {:?}", n.arrive_in));
             check((1..=200).contains(&n.subnets), "newcomers.subnets must be 1..=200".into());
             check(n.count <= 50_000, "newcomers.count must be at most 50000".into());
+            for problem in phones::problems(&n.phones, n.count as u64) {
+                check(false, format!("newcomers.phones{problem}"));
+            }
         }
         for (i, b) in self.bots.iter().enumerate() {
             check(b.sources >= 1 && b.sources <= 65_000, format!("bots[{i}].sources must be 1..=65000"));
@@ -419,6 +429,16 @@ mod tests {
         for field in ["phase[0].seconds", "bots[0].phases", "gateway.env.RUST_LOG", "gateway.nodes"] {
             assert!(e.contains(field), "{field} missing from: {e}");
         }
+    }
+
+    #[test]
+    fn newcomers_phone_ranges_are_checked() {
+        let text = "[newcomers]\ncount = 20\narrive_in = \"quiet\"\nphones = [\"+44 7400 12345x\", \"+44 7400\"]\n";
+        let e = Scenario::parse(text, "n.toml").unwrap_err().to_string();
+        assert!(e.contains("newcomers.phones[1]"), "{e}");
+        let text = "[newcomers]\ncount = 20\narrive_in = \"quiet\"\nphones = [\"+44 7400 12345x\"]\n";
+        let e = Scenario::parse(text, "n.toml").unwrap_err().to_string();
+        assert!(e.contains("newcomers.phones: 10 distinct numbers"), "{e}");
     }
 
     #[test]

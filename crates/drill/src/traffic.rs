@@ -521,40 +521,48 @@ impl Browser {
     }
 
     /// Register, verify with the code from the outbox, log in: the account id and the
-    /// session cookie.
+    /// session cookie. Each step passed is counted in `counts` when given.
     pub async fn sign_up(
         &self,
         solver: &Solver,
         outbox: &Outbox,
-        email: &str,
+        who: &Identifier,
         password: &str,
         deadline: Instant,
+        counts: Option<&SignUpCounts>,
     ) -> Result<(i64, String), StepFailed> {
-        let register = json!({"email": email, "password": password});
-        let r = self.call(solver, "POST", "/auth/register", Some(&register), deadline).await;
+        let count = |step: fn(&SignUpCounts) -> &AtomicU64| {
+            if let Some(c) = counts {
+                step(c).fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        let r = self.call(solver, "POST", "/auth/register", Some(&who.with_password(password)), deadline).await;
         let user = r.body["user_id"].as_i64().ok_or_else(|| StepFailed::of("register", &r))?;
+        count(|c| &c.registered);
         let code = outbox.code(user).await.ok_or(StepFailed {
             step: "verify",
             status: 0,
             detail: "no verification code in the outbox".into(),
         })?;
+        count(|c| &c.got_code);
         let verify = json!({"user_id": user, "code": code});
         let r = self.call(solver, "POST", "/auth/verify", Some(&verify), deadline).await;
         if !(200..300).contains(&r.status) {
             return Err(StepFailed::of("verify", &r));
         }
-        let session = self.log_in(solver, email, password, deadline).await?;
+        count(|c| &c.verified);
+        let session = self.log_in(solver, who, password, deadline).await?;
         Ok((user, session))
     }
 
     pub async fn log_in(
         &self,
         solver: &Solver,
-        email: &str,
+        who: &Identifier,
         password: &str,
         deadline: Instant,
     ) -> Result<String, StepFailed> {
-        let login = json!({"email": email, "password": password});
+        let login = who.with_password(password);
         let r = self.call(solver, "POST", "/auth/login", Some(&login), deadline).await;
         match &r.session {
             Some(s) if (200..300).contains(&r.status) => Ok(s.clone()),
@@ -601,6 +609,56 @@ async fn prove(solver: &Solver, challenge: &Value, deadline: Instant) -> Option<
     let difficulty = challenge["difficulty"].as_u64()?;
     let nonce = solver.solve(seed.to_owned(), difficulty.min(32) as u8, deadline).await?;
     Some(format!("{token} {nonce}"))
+}
+
+/// Who signs up or logs in: an e-mail address or a phone number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identifier {
+    Email(String),
+    Phone(String),
+}
+
+impl Identifier {
+    /// The body of a sign-up or login.
+    fn with_password(&self, password: &str) -> Value {
+        match self {
+            Identifier::Email(e) => json!({"email": e, "password": password}),
+            Identifier::Phone(p) => json!({"phone": p, "password": password}),
+        }
+    }
+}
+
+/// How far sign-ups got: counted as each step passes.
+#[derive(Debug, Default)]
+pub struct SignUpCounts {
+    /// Journeys begun.
+    pub started: AtomicU64,
+    /// Registrations answered with an account id (a code was sent).
+    pub registered: AtomicU64,
+    /// Codes found in the outbox: the code reached its owner.
+    pub got_code: AtomicU64,
+    /// Codes entered and accepted: a completed sign-up.
+    pub verified: AtomicU64,
+}
+
+/// A copy of [`SignUpCounts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SignUpTally {
+    pub started: u64,
+    pub registered: u64,
+    pub got_code: u64,
+    pub verified: u64,
+}
+
+impl SignUpCounts {
+    pub fn tally(&self) -> SignUpTally {
+        SignUpTally {
+            started: self.started.load(Ordering::Relaxed),
+            registered: self.registered.load(Ordering::Relaxed),
+            got_code: self.got_code.load(Ordering::Relaxed),
+            verified: self.verified.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A chat request body, labelled with `user` so the simulated model can tell who got
