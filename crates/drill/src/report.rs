@@ -10,11 +10,13 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::chart::{ChartInput, Series, Span};
+use crate::farm::FarmSetup;
 use crate::fleet::LimitProbe;
 use crate::run::{
-    MEMBERS_CLASS, MEMBERS_LABEL, Metrics, NEWCOMERS_CLASS, NEWCOMERS_LABEL, RunData, TargetKind, is_bot_class,
+    FARM_LABEL, MEMBERS_CLASS, MEMBERS_LABEL, Metrics, NEWCOMERS_CLASS, NEWCOMERS_LABEL, RunData, TargetKind,
+    is_bot_class,
 };
-use crate::scenario::Scenario;
+use crate::scenario::{BotKind, Scenario};
 use crate::sim::Usage;
 use crate::traffic::{Event, Outcome};
 
@@ -100,8 +102,13 @@ pub struct RunReport {
     pub transitions: Vec<Transition>,
     /// None when the drill does not own the upstream (`--target`).
     pub upstream: Option<Vec<UsageRow>>,
+    /// Bots' share of the model's capacity in attack phases, percent (the account farm's
+    /// is apart, in `farm`).
     pub bot_capacity_pct: Option<f64>,
     pub solved_challenges: usize,
+    /// With an account farm: its sign-ups and its share of the model against the members'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub farm: Option<FarmReport>,
     /// With several nodes: each one's figures and the fleet's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<FleetReport>,
@@ -176,6 +183,24 @@ pub struct FleetReport {
     pub limit_not_measured: Option<String>,
 }
 
+/// The account farm in one run. Shares are of the model's capacity during the attack
+/// phases: slot-seconds held (the simulated model tallies them by the request's `user`
+/// label) over capacity × the attack phases' seconds, percent. None when the drill does
+/// not own the upstream.
+#[derive(Clone, Debug, Serialize)]
+pub struct FarmReport {
+    pub setup: FarmSetup,
+    pub in_flight_per_account: usize,
+    /// The farm's chat requests in attack phases, and those answered 2xx.
+    pub requests: usize,
+    pub served: usize,
+    pub farm_capacity_pct: Option<f64>,
+    pub member_capacity_pct: Option<f64>,
+    pub newcomer_capacity_pct: Option<f64>,
+    /// The most the farm may hold: 100 − the members' share + the target's margin.
+    pub farm_allowed_pct: Option<f64>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Verdict {
     pub target: String,
@@ -193,6 +218,10 @@ pub struct Comparison {
     pub palisade_ratio: f64,
     pub newcomers_admitted_pct: Option<f64>,
     pub bot_capacity_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub farm_capacity_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_capacity_pct: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -304,9 +333,10 @@ fn transitions(metrics: &[(f64, Metrics)]) -> Vec<Transition> {
     out
 }
 
-/// Bots are every `user` label but the members' and newcomers'.
+/// Bots are every `user` label but the members', the newcomers' and the account
+/// farm's (reported on its own).
 fn is_bot_label(user: &str) -> bool {
-    !matches!(user, MEMBERS_LABEL | NEWCOMERS_LABEL)
+    !matches!(user, MEMBERS_LABEL | NEWCOMERS_LABEL | FARM_LABEL)
 }
 
 fn usage_rows(s: &Scenario, usage: &[(f64, BTreeMap<String, Usage>)]) -> (Vec<UsageRow>, f64) {
@@ -481,9 +511,11 @@ pub fn run_report(s: &Scenario, data: &RunData) -> RunReport {
         (Some(first), Some(last)) => (defences(&first.1, &last.1), transitions(&data.metrics)),
         _ => (Vec::new(), Vec::new()),
     };
+    // A farm alone has its own share; "bots" then has nothing to say.
+    let only_farm = !s.bots.is_empty() && s.bots.iter().all(|b| b.kind == BotKind::AccountFarm);
     let (upstream, bots) = if data.owns_upstream {
         let (rows, bots) = usage_rows(s, &data.usage);
-        (Some(rows), (!attack.is_empty()).then_some(bots))
+        (Some(rows), (!attack.is_empty() && !only_farm).then_some(bots))
     } else {
         (None, None)
     };
@@ -494,11 +526,35 @@ pub fn run_report(s: &Scenario, data: &RunData) -> RunReport {
         summaries,
         defences,
         transitions,
+        farm: farm_report(s, data, upstream.as_deref()),
         upstream,
         bot_capacity_pct: bots,
         solved_challenges: data.solved_challenges,
         fleet: (data.nodes.len() > 1).then(|| fleet_report(data)),
     }
+}
+
+/// One `user` label's share of the model in attack phases, when the usage is known.
+fn attack_share(upstream: Option<&[UsageRow]>, label: &str) -> Option<f64> {
+    upstream.map(|rows| rows.iter().find(|r| r.user == label).map_or(0.0, |r| r.attack_capacity_pct))
+}
+
+fn farm_report(s: &Scenario, data: &RunData, upstream: Option<&[UsageRow]>) -> Option<FarmReport> {
+    let spec = s.bots.iter().find(|b| b.kind == BotKind::AccountFarm)?;
+    let class = data.classes.iter().position(|c| c == BotKind::AccountFarm.label());
+    let mine: Vec<&Event> = data.events.iter().filter(|e| Some(e.class) == class).collect();
+    let member_capacity_pct = attack_share(upstream, MEMBERS_LABEL);
+    let setup = data.farm.clone().unwrap_or(FarmSetup { accounts: spec.accounts, ..FarmSetup::default() });
+    Some(FarmReport {
+        setup,
+        in_flight_per_account: spec.in_flight_per_account,
+        requests: mine.iter().filter(|e| e.outcome != Outcome::Dropped).count(),
+        served: mine.iter().filter(|e| e.outcome == Outcome::Ok).count(),
+        farm_capacity_pct: attack_share(upstream, FARM_LABEL),
+        member_capacity_pct,
+        newcomer_capacity_pct: attack_share(upstream, NEWCOMERS_LABEL),
+        farm_allowed_pct: member_capacity_pct.map(|m| 100.0 - m + s.targets.farm_capacity_margin_pct),
+    })
 }
 
 /// The chart of one run: goodput and p99 per class over time, attack phases shaded,
@@ -589,6 +645,19 @@ pub fn build(s: &Scenario, runs: &[RunData], skipped: Vec<(String, String)>) -> 
                 },
             });
         }
+        if let Some(f) = &reports[m].farm
+            && let (Some(farm), Some(members), Some(allowed)) =
+                (f.farm_capacity_pct, f.member_capacity_pct, f.farm_allowed_pct)
+        {
+            verdicts.push(Verdict {
+                target: format!(
+                    "the account farm's share of the model's capacity in attack phases ≤ 100 − the members' share + {}",
+                    t.farm_capacity_margin_pct
+                ),
+                measured: format!("farm {farm:.2}%, members {members:.2}%: at most {allowed:.2}%"),
+                pass: farm <= allowed,
+            });
+        }
         if let (Some(bots), false) = (reports[m].bot_capacity_pct, s.bots.is_empty()) {
             verdicts.push(Verdict {
                 target: format!("bots' share of the model's capacity in attack phases < {}%", t.bot_capacity_pct),
@@ -610,6 +679,8 @@ pub fn build(s: &Scenario, runs: &[RunData], skipped: Vec<(String, String)>) -> 
             palisade_ratio: main_goodput / attack.goodput.max(1e-9),
             newcomers_admitted_pct: newcomers_pct(d),
             bot_capacity_pct: r.bot_capacity_pct,
+            farm_capacity_pct: r.farm.as_ref().and_then(|f| f.farm_capacity_pct),
+            member_capacity_pct: r.farm.as_ref().and_then(|f| f.member_capacity_pct),
         })
         .collect();
     Report {
@@ -683,6 +754,42 @@ fn render_fleet(out: &mut String, fleet: &FleetReport) {
         None => {
             let why = fleet.limit_not_measured.as_deref().unwrap_or("");
             let _ = writeln!(out, "\nCross-node limit accuracy: not measured ({why}).");
+        }
+    }
+}
+
+fn render_farm(out: &mut String, farm: &FarmReport) {
+    let setup = &farm.setup;
+    let _ = write!(
+        out,
+        "\n### The account farm\n\n{} of {} farm accounts signed up through the public flow (register, the code from \
+         the outbox, verify, log in), each from a /24 of its own, in {:.1} s just before the phases",
+        setup.signed_up, setup.accounts, setup.seconds
+    );
+    if setup.failures.is_empty() {
+        let _ = writeln!(out, ".");
+    } else {
+        let failed: Vec<String> = setup.failures.iter().map(|(why, n)| format!("{n} × {why}")).collect();
+        let _ = writeln!(out, "; the others failed: {}.", failed.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "Each kept {} chat requests in flight with the same prompt (sent again as soon as answered or refused, after \
+         its `Retry-After`, up to a bound): {} requests, {} answered.",
+        farm.in_flight_per_account, farm.requests, farm.served
+    );
+    match (farm.farm_capacity_pct, farm.member_capacity_pct, farm.farm_allowed_pct) {
+        (Some(f), Some(m), Some(allowed)) => {
+            let _ = writeln!(
+                out,
+                "\nShares of the model's capacity in attack phases (slot-seconds held over capacity × the attack \
+                 phases' seconds): the farm **{f:.2}%**, members {m:.2}%, newcomers {:.2}%. The farm may have only what \
+                 members leave unused: at most 100 − {m:.2} + the margin = {allowed:.2}%.",
+                farm.newcomer_capacity_pct.unwrap_or(0.0)
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "\nShares of the model's capacity: not known (the drill does not own the upstream).");
         }
     }
 }
@@ -766,6 +873,9 @@ pub fn render(report: &Report) -> String {
                 let _ = writeln!(out, "\nModel usage: not known (the drill does not own this gateway's upstream).");
             }
         }
+        if let Some(farm) = &run.farm {
+            render_farm(&mut out, farm);
+        }
         let _ = writeln!(out);
     }
     if report.comparison.len() > 1 || !report.skipped.is_empty() {
@@ -790,6 +900,31 @@ pub fn render(report: &Report) -> String {
         }
         for (target, why) in &report.skipped {
             let _ = writeln!(out, "| {target} | skipped: {why} | | | | | |");
+        }
+        let _ = writeln!(out);
+    }
+    let farms: Vec<(&str, &FarmReport)> =
+        report.runs.iter().filter_map(|r| r.farm.as_ref().map(|f| (r.label.as_str(), f))).collect();
+    if farms.len() > 1 {
+        let _ = writeln!(out, "## The account farm, side by side\n");
+        let _ = writeln!(
+            out,
+            "| target | farm accounts | farm requests | answered | farm's capacity share | members' share | at most (100 − members + margin) |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        for (label, f) in farms {
+            let pct = |p: Option<f64>| p.map_or("–".into(), |p| format!("{p:.2}%"));
+            let _ = writeln!(
+                out,
+                "| {label} | {} of {} | {} | {} | {} | {} | {} |",
+                f.setup.signed_up,
+                f.setup.accounts,
+                f.requests,
+                f.served,
+                pct(f.farm_capacity_pct),
+                pct(f.member_capacity_pct),
+                pct(f.farm_allowed_pct)
+            );
         }
         let _ = writeln!(out);
     }
@@ -898,6 +1033,7 @@ mod tests {
             ],
             limit_probe: probe,
             newcomer_sign_ups: None,
+            farm: None,
         }
     }
 

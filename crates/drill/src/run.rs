@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::json;
 
+use crate::farm::FarmSetup;
 use crate::fleet::{FleetError, FleetOptions, LimitProbe, SharedBacking, node_of};
 use crate::load::send;
 use crate::scenario::{BotKind, Scenario};
@@ -105,6 +106,8 @@ pub struct RunData {
     pub limit_probe: Option<Result<LimitProbe, String>>,
     /// How far the newcomers' sign-ups got, when the scenario has newcomers.
     pub newcomer_sign_ups: Option<SignUpTally>,
+    /// The account farm's sign-ups, when the scenario has one.
+    pub farm: Option<FarmSetup>,
 }
 
 /// A child process in a process group of its own, stopped with everything it started
@@ -452,6 +455,8 @@ pub const NEWCOMERS_CLASS: &str = "newcomers";
 /// The `user` labels people's chat requests carry; every other label is a bot's.
 pub const MEMBERS_LABEL: &str = "drill-members";
 pub const NEWCOMERS_LABEL: &str = "drill-newcomers";
+/// The account farm's label: a bot's, reported on its own.
+pub const FARM_LABEL: &str = "drill-farm";
 
 pub fn is_bot_class(class: &str) -> bool {
     !matches!(class, MEMBERS_CLASS | LOGINS_CLASS | NEWCOMERS_CLASS)
@@ -478,6 +483,14 @@ pub fn classes(scenario: &Scenario) -> (Vec<String>, Vec<usize>) {
 const MEMBERS: usize = 0;
 const LOGINS: usize = 1;
 const NEWCOMERS: usize = 2;
+
+/// The longest the account farm's sign-ups may take.
+const FARM_SIGN_UP_LIMIT: Duration = Duration::from_secs(300);
+
+/// Bots of spec `b` send from 127.<this>.0.0 up.
+fn bot_second(b: usize) -> u8 {
+    100u8.wrapping_add(20u8.wrapping_mul(b as u8))
+}
 
 /// Plays the scenario against `bases` (one URL per node), reading `metrics_urls` (one
 /// per node, none for an external gateway).
@@ -557,6 +570,23 @@ async fn play(
         Some(probe)
     } else {
         None
+    };
+
+    // The account farm signs up last, just before the clock starts: accounts made
+    // moments before the attack, verified like anyone else.
+    let farm_spec = scenario.bots.iter().enumerate().find(|(_, b)| b.kind == BotKind::AccountFarm);
+    let farm = match farm_spec {
+        Some((b, spec)) => {
+            let deadline = Instant::now() + FARM_SIGN_UP_LIMIT;
+            let farm = crate::farm::sign_up(spec, bot_second(b), bases, &bot_solver, &outbox, timeout, deadline).await;
+            let s = &farm.setup;
+            eprintln!(
+                "  account farm: {} of {} accounts signed up and logged in in {:.1} s",
+                s.signed_up, s.accounts, s.seconds
+            );
+            Some(farm)
+        }
+        None => None,
     };
 
     let (class_names, bot_class) = classes(scenario);
@@ -655,7 +685,7 @@ async fn play(
     for (b, bot) in scenario.bots.iter().enumerate() {
         let class = bot_class[b];
         let windows: Vec<(f64, f64)> = scenario.bot_phases(bot).into_iter().map(|p| scenario.window(p)).collect();
-        let second = 100 + 20 * b as u8;
+        let second = bot_second(b);
         let sources: Vec<IpAddr> = (0..bot.sources).map(|i| traffic::address(second, bot.subnets, i)).collect();
         // Each source stays on one node; a subnet's sources are spread over all of them.
         let source_node = {
@@ -664,6 +694,26 @@ async fn play(
         };
         let r = recorder.clone();
         match bot.kind {
+            BotKind::AccountFarm => {
+                let Some(farm) = &farm else { continue };
+                // One prompt for every account, as a farm script sends.
+                let body =
+                    traffic::chat_body(FARM_LABEL, scenario.upstream.max_tokens, "Summarise this article for me");
+                let max_retry_after = Duration::from_secs_f64(bot.max_retry_after_s);
+                for (account, node) in &farm.accounts {
+                    for _ in 0..bot.in_flight_per_account {
+                        tasks.spawn(crate::farm::keep_in_flight(
+                            r.clone(),
+                            class,
+                            account.clone(),
+                            *node,
+                            body.clone(),
+                            windows.clone(),
+                            max_retry_after,
+                        ));
+                    }
+                }
+            }
             BotKind::Slowloris => {
                 let targets: Vec<SocketAddr> =
                     bases.iter().filter_map(|b| b.trim_start_matches("http://").parse().ok()).collect();
@@ -753,7 +803,7 @@ async fn play(
                                 }
                                 None => 0,
                             },
-                            BotKind::Slowloris => 0,
+                            BotKind::Slowloris | BotKind::AccountFarm => 0,
                         };
                         r.record(class, node, at, status, Outcome::of_status(status));
                     }
@@ -846,6 +896,7 @@ async fn play(
         node_metrics: samples.nodes,
         limit_probe,
         newcomer_sign_ups: scenario.newcomers.is_some().then(|| newcomer_counts.tally()),
+        farm: farm.map(|f| f.setup),
     })
 }
 

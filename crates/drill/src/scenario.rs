@@ -18,6 +18,15 @@ pub const MAX_NODES: usize = 16;
 pub const ATTACK: &str = include_str!("../../../bench/scenarios/attack.toml");
 /// The flash-crowd scenario: real newcomers only.
 pub const FLASH_CROWD: &str = include_str!("../../../bench/scenarios/flash-crowd.toml");
+/// An account farm's verified accounts against the members, with a flash crowd.
+pub const ACCOUNT_FARM: &str = include_str!("../../../bench/scenarios/account-farm.toml");
+
+/// The scenarios shipped in the binary, by name.
+pub const BUILT_IN: [(&str, &str); 3] =
+    [("attack", ATTACK), ("flash-crowd", FLASH_CROWD), ("account-farm", ACCOUNT_FARM)];
+
+/// Most accounts an account farm signs up (each from a /24 of its own).
+pub const MAX_FARM_ACCOUNTS: usize = 5_000;
 
 /// Most requests a drill may start, whatever the scenario says.
 pub const MAX_REQUESTS_CEILING: u64 = 2_000_000;
@@ -166,6 +175,10 @@ pub enum BotKind {
     Slowloris,
     /// Sign-ups from bots that solve the proof-of-work challenge.
     PowSolvers,
+    /// Verified accounts, signed up through the public flow just before the attack (one
+    /// /24 each), each keeping `in_flight_per_account` chat requests in flight with the
+    /// same prompt: one is sent again as soon as the last is answered or refused.
+    AccountFarm,
 }
 
 impl BotKind {
@@ -176,6 +189,7 @@ impl BotKind {
             BotKind::InferenceFlood => "inference flood",
             BotKind::Slowloris => "slowloris",
             BotKind::PowSolvers => "pow-solving bots",
+            BotKind::AccountFarm => "account farm",
         }
     }
 }
@@ -184,11 +198,15 @@ impl BotKind {
 #[serde(deny_unknown_fields)]
 pub struct BotSpec {
     pub kind: BotKind,
-    /// Source addresses, spread over `subnets` /24 networks of 127.0.0.0/8.
+    /// Source addresses, spread over `subnets` /24 networks of 127.0.0.0/8 (not for an
+    /// account farm: each of its accounts has a /24 of its own).
+    #[serde(default)]
     pub sources: usize,
     #[serde(default = "default_bot_subnets")]
     pub subnets: usize,
-    /// Requests (or, for slowloris, new connections) started per second.
+    /// Requests (or, for slowloris, new connections) started per second (not for an
+    /// account farm, which keeps its requests in flight instead).
+    #[serde(default)]
     pub rate: f64,
     /// Phases it runs in; default: every phase marked `attack`.
     #[serde(default)]
@@ -199,10 +217,32 @@ pub struct BotSpec {
     /// Inference flood only: send a made-up `Authorization: Bearer` key.
     #[serde(default = "yes")]
     pub fake_keys: bool,
+    /// Account farm only: accounts it signs up, verifies and logs in before the phases.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub accounts: usize,
+    /// Account farm only: chat requests each account keeps in flight.
+    #[serde(default = "default_in_flight_per_account")]
+    pub in_flight_per_account: usize,
+    /// Account farm only: the longest `Retry-After` honoured before sending again, in
+    /// seconds (a longer one is cut to this).
+    #[serde(default = "default_max_retry_after_s")]
+    pub max_retry_after_s: f64,
 }
 
 fn default_bot_subnets() -> usize {
     64
+}
+
+fn default_in_flight_per_account() -> usize {
+    3
+}
+
+fn default_max_retry_after_s() -> f64 {
+    5.0
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn yes() -> bool {
@@ -280,6 +320,10 @@ pub struct TargetsSpec {
     /// With several nodes: what a per-key limit admits across all of them, over what
     /// the limit allows (1.0 is exact; independent nodes would reach the node count).
     pub fleet_limit_ratio: f64,
+    /// With an account farm: its share of the model's capacity (slot-time) in attack
+    /// phases may be at most 100 − the members' share + this many points, i.e. the farm
+    /// gets only what the members leave unused.
+    pub farm_capacity_margin_pct: f64,
 }
 
 impl Default for TargetsSpec {
@@ -290,6 +334,7 @@ impl Default for TargetsSpec {
             newcomers_admitted_pct: 95.0,
             bot_capacity_pct: 1.0,
             fleet_limit_ratio: 1.05,
+            farm_capacity_margin_pct: 5.0,
         }
     }
 }
@@ -297,15 +342,12 @@ impl Default for TargetsSpec {
 impl Scenario {
     /// A built-in scenario by name, or a file.
     pub fn load(name_or_path: &str) -> Result<Scenario, ScenarioError> {
-        match name_or_path {
-            "attack" => Scenario::parse(ATTACK, "attack (built in)"),
-            "flash-crowd" => Scenario::parse(FLASH_CROWD, "flash-crowd (built in)"),
-            path => {
-                let text = std::fs::read_to_string(Path::new(path))
-                    .map_err(|source| ScenarioError::Read { path: path.to_owned(), source })?;
-                Scenario::parse(&text, path)
-            }
+        if let Some((name, text)) = BUILT_IN.iter().find(|(name, _)| *name == name_or_path) {
+            return Scenario::parse(text, &format!("{name} (built in)"));
         }
+        let text = std::fs::read_to_string(Path::new(name_or_path))
+            .map_err(|source| ScenarioError::Read { path: name_or_path.to_owned(), source })?;
+        Scenario::parse(&text, name_or_path)
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
@@ -344,13 +386,38 @@ impl Scenario {
             }
         }
         for (i, b) in self.bots.iter().enumerate() {
-            check(b.sources >= 1 && b.sources <= 65_000, format!("bots[{i}].sources must be 1..=65000"));
-            check((1..=250).contains(&b.subnets), format!("bots[{i}].subnets must be 1..=250"));
-            check(b.rate > 0.0 && b.rate <= 50_000.0, format!("bots[{i}].rate must be in (0, 50000]"));
+            if b.kind == BotKind::AccountFarm {
+                check(
+                    (1..=MAX_FARM_ACCOUNTS).contains(&b.accounts),
+                    format!("bots[{i}].accounts must be 1..={MAX_FARM_ACCOUNTS}"),
+                );
+                check(
+                    (1..=16).contains(&b.in_flight_per_account),
+                    format!("bots[{i}].in_flight_per_account must be 1..=16"),
+                );
+                check(
+                    (0.0..=60.0).contains(&b.max_retry_after_s),
+                    format!("bots[{i}].max_retry_after_s must be in [0, 60]"),
+                );
+                let unused = "an account farm keeps in_flight_per_account requests in flight from one /24 per account";
+                check(b.sources == 0, format!("bots[{i}].sources: not used ({unused})"));
+                check(b.rate == 0.0, format!("bots[{i}].rate: not used ({unused})"));
+            } else {
+                check(b.sources >= 1 && b.sources <= 65_000, format!("bots[{i}].sources must be 1..=65000"));
+                check((1..=250).contains(&b.subnets), format!("bots[{i}].subnets must be 1..=250"));
+                check(b.rate > 0.0 && b.rate <= 50_000.0, format!("bots[{i}].rate must be in (0, 50000]"));
+                check(b.accounts == 0, format!("bots[{i}].accounts: only for kind = \"account_farm\""));
+            }
             for p in &b.phases {
                 check(self.phase(p).is_some(), format!("bots[{i}].phases: no phase named {p:?}"));
             }
         }
+        let farms = self.bots.iter().filter(|b| b.kind == BotKind::AccountFarm).count();
+        check(farms <= 1, "at most one [[bots]] of kind = \"account_farm\"".into());
+        check(
+            self.targets.farm_capacity_margin_pct.is_finite(),
+            "targets.farm_capacity_margin_pct must be a number".into(),
+        );
         check((1..=MAX_NODES).contains(&self.gateway.nodes), format!("gateway.nodes must be 1..={}", MAX_NODES));
         check(self.targets.fleet_limit_ratio > 0.0, "targets.fleet_limit_ratio must be > 0".into());
         for key in self.gateway.env.keys() {
@@ -398,7 +465,7 @@ mod tests {
 
     #[test]
     fn shipped_scenarios_parse_and_validate() {
-        for name in ["attack", "flash-crowd"] {
+        for (name, _) in BUILT_IN {
             let s = Scenario::load(name).unwrap_or_else(|e| panic!("{e}"));
             assert!(s.total_seconds() > 0.0, "{name}");
             assert_eq!(s.gateway.nodes, 1, "{name} runs on one node unless told");
@@ -417,6 +484,23 @@ mod tests {
         }
         let crowd = Scenario::load("flash-crowd").expect("flash-crowd");
         assert!(crowd.bots.is_empty() && crowd.newcomers.is_some());
+
+        // Ten farm accounts per member, in the same run as a flash crowd of newcomers.
+        let farm = Scenario::load("account-farm").expect("account-farm");
+        let spec = farm.bots.iter().find(|b| b.kind == BotKind::AccountFarm).expect("a farm");
+        assert_eq!(spec.accounts, 10 * farm.members.count);
+        assert!((2..=4).contains(&spec.in_flight_per_account));
+        assert!(farm.newcomers.is_some() && farm.baselines.defences_off);
+    }
+
+    #[test]
+    fn kind_specific_fields_are_checked() {
+        let farm = "[[phase]]\nname = \"a\"\nseconds = 1\nattack = true\n[[bots]]\nkind = \"account_farm\"\n\
+                    rate = 3\nin_flight_per_account = 0\n";
+        let e = Scenario::parse(farm, "f.toml").unwrap_err().to_string();
+        for field in ["bots[0].accounts", "bots[0].in_flight_per_account", "bots[0].rate: not used"] {
+            assert!(e.contains(field), "{field} missing from: {e}");
+        }
     }
 
     #[test]
@@ -455,6 +539,9 @@ mod tests {
             phases: vec![],
             browser_like: false,
             fake_keys: true,
+            accounts: 0,
+            in_flight_per_account: 3,
+            max_retry_after_s: 5.0,
         };
         let attack_phases: Vec<usize> = (0..s.phases.len()).filter(|&i| s.phases[i].attack).collect();
         assert_eq!(s.bot_phases(&bot), attack_phases);

@@ -98,6 +98,20 @@ impl Recorder {
         self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_ok()
     }
 
+    /// A closed-loop sender (one that sends again when answered, not on a clock) starts
+    /// an attempt of `class`: its start time, or None (recorded as dropped) once the run's
+    /// request budget is spent.
+    pub fn begin(&self, class: usize) -> Option<f64> {
+        let at = self.now();
+        self.started[class].fetch_add(1, Ordering::Relaxed);
+        if self.spend() {
+            Some(at)
+        } else {
+            self.push(class, None, at, 0, Outcome::Dropped);
+            None
+        }
+    }
+
     /// An attempt of `class` started at `at` and sent to `node` is over.
     pub fn record(&self, class: usize, node: usize, at: f64, status: u16, outcome: Outcome) {
         self.push(class, Some(node), at, status, outcome);
@@ -572,6 +586,12 @@ impl Browser {
 
     /// One chat request with the session; the status once the whole reply arrived.
     pub async fn chat(&self, body: &Bytes) -> u16 {
+        self.chat_answer(body).await.0
+    }
+
+    /// One chat request with the session: the status once the whole reply arrived, and
+    /// the `Retry-After` it carried.
+    pub async fn chat_answer(&self, body: &Bytes) -> (u16, Option<Duration>) {
         let mut request = self
             .http
             .post(format!("{}/v1/chat/completions", self.base))
@@ -583,9 +603,15 @@ impl Browser {
         match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
-                if response.bytes().await.is_ok() { status } else { 0 }
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                if response.bytes().await.is_ok() { (status, retry_after) } else { (0, None) }
             }
-            Err(_) => 0,
+            Err(_) => (0, None),
         }
     }
 }
