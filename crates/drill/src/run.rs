@@ -30,7 +30,8 @@ use crate::traffic::{self, Browser, Identifier, Outbox, Outcome, Recorder, SignU
 pub enum TargetKind {
     /// Palisade with the scenario's settings: every defence on.
     Palisade,
-    /// Palisade as a plain proxy: edge guard and admission off.
+    /// Palisade as a plain proxy: edge guard, admission, and the texts' breaker and
+    /// budgets off.
     DefencesOff,
     /// nginx `limit_req`/`limit_conn` in front of the plain proxy.
     Nginx,
@@ -250,6 +251,9 @@ async fn pin_established(base: &str, members: &[i64], timeout: Duration) -> Resu
     Ok(())
 }
 
+/// A count no drill reaches, for limits the baselines switch off (fits a `u32`).
+const UNLIMITED: &str = "1000000000";
+
 fn start_gateway(
     opts: &Options,
     scenario: &Scenario,
@@ -293,7 +297,12 @@ fn start_gateway(
                 .env("PALISADE_SHIELD__ENABLED", "false")
                 .env("PALISADE_ADMISSION__ENABLED", "false")
                 .env("PALISADE_SERVER__MAX_CONNECTIONS_PER_ADDRESS", "1000000")
-                .env("PALISADE_SERVER__MAX_CONNECTIONS", "1000000");
+                .env("PALISADE_SERVER__MAX_CONNECTIONS", "1000000")
+                // Texts too: no breaker (it never judges a range) and no budgets per
+                // country or range.
+                .env("PALISADE_ACCOUNTS__SMS_BREAKER_MIN_SENDS", UNLIMITED)
+                .env("PALISADE_ACCOUNTS__SMS_PER_PREFIX_PER_HOUR", UNLIMITED)
+                .env("PALISADE_ACCOUNTS__SMS_PER_COUNTRY_PER_HOUR", UNLIMITED);
             if kind == TargetKind::Nginx {
                 command.env("PALISADE_SHIELD__TRUSTED_PROXIES", "[\"127.0.0.1/32\"]");
             }
@@ -746,7 +755,7 @@ async fn play(
                         }
                     })
                     .collect();
-                let browsers: Vec<Arc<Browser>> = if kind == BotKind::PowSolvers {
+                let browsers: Vec<Arc<Browser>> = if matches!(kind, BotKind::PowSolvers | BotKind::SmsPumping) {
                     sources
                         .iter()
                         .enumerate()
@@ -758,6 +767,7 @@ async fn play(
                 let (noise, solver, bases) = (noise.clone(), bot_solver.clone(), bases.to_vec());
                 let members = scenario.members.count.max(1);
                 let fake_keys = bot.fake_keys;
+                let (phones, solves_proof) = (bot.phones.clone(), bot.solves_proof);
                 let body = traffic::chat_body("drill-bots", scenario.upstream.max_tokens, "Write me a long essay");
                 tasks.spawn(traffic::schedule(recorder.clone(), class, bot.rate, windows, max_in_flight, move |n| {
                     let r = r.clone();
@@ -767,6 +777,8 @@ async fn play(
                     let client = clients[k].clone();
                     let browser = browsers.get(k).cloned();
                     let (solver, base, body) = (solver.clone(), bases[node].clone(), body.clone());
+                    // SMS pumping: the ranges in turn, a fresh number each time.
+                    let phone = crate::phones::nth(&phones, n as u64);
                     async move {
                         let at = r.now();
                         let status = match kind {
@@ -800,6 +812,15 @@ async fn play(
                                     // Pays for challenges; does not wait in line.
                                     let deadline = Instant::now() + timeout;
                                     b.call_once_cleared(&solver, "/auth/register", &body, false, deadline).await
+                                }
+                                None => 0,
+                            },
+                            BotKind::SmsPumping => match browser {
+                                Some(b) => {
+                                    let body = json!({"phone": phone, "password": format!("Pw-{x:x}-{x:o}")});
+                                    // A text is sent when this answers 201; the code is never entered.
+                                    let deadline = Instant::now() + timeout;
+                                    b.call_once_cleared(&solver, "/auth/register", &body, solves_proof, deadline).await
                                 }
                                 None => 0,
                             },

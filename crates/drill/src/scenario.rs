@@ -20,10 +20,12 @@ pub const ATTACK: &str = include_str!("../../../bench/scenarios/attack.toml");
 pub const FLASH_CROWD: &str = include_str!("../../../bench/scenarios/flash-crowd.toml");
 /// An account farm's verified accounts against the members, with a flash crowd.
 pub const ACCOUNT_FARM: &str = include_str!("../../../bench/scenarios/account-farm.toml");
+/// SMS pumping: sign-ups to premium number ranges that never enter their codes.
+pub const SMS_PUMPING: &str = include_str!("../../../bench/scenarios/sms-pumping.toml");
 
 /// The scenarios shipped in the binary, by name.
-pub const BUILT_IN: [(&str, &str); 3] =
-    [("attack", ATTACK), ("flash-crowd", FLASH_CROWD), ("account-farm", ACCOUNT_FARM)];
+pub const BUILT_IN: [(&str, &str); 4] =
+    [("attack", ATTACK), ("flash-crowd", FLASH_CROWD), ("account-farm", ACCOUNT_FARM), ("sms-pumping", SMS_PUMPING)];
 
 /// Most accounts an account farm signs up (each from a /24 of its own).
 pub const MAX_FARM_ACCOUNTS: usize = 5_000;
@@ -179,6 +181,10 @@ pub enum BotKind {
     /// /24 each), each keeping `in_flight_per_account` chat requests in flight with the
     /// same prompt: one is sent again as soon as the last is answered or refused.
     AccountFarm,
+    /// Sign-ups with phone numbers from premium ranges (`phones`) whose codes are never
+    /// entered: toll fraud, paid per text. They pay the edge's proof-of-work (every text
+    /// earns them money) but do not wait in the waiting room.
+    SmsPumping,
 }
 
 impl BotKind {
@@ -190,6 +196,7 @@ impl BotKind {
             BotKind::Slowloris => "slowloris",
             BotKind::PowSolvers => "pow-solving bots",
             BotKind::AccountFarm => "account farm",
+            BotKind::SmsPumping => "sms pumping",
         }
     }
 }
@@ -227,6 +234,14 @@ pub struct BotSpec {
     /// seconds (a longer one is cut to this).
     #[serde(default = "default_max_retry_after_s")]
     pub max_retry_after_s: f64,
+    /// SMS pumping only: the number ranges signed up, as for newcomers (`x` for each
+    /// digit that varies), taken in turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<String>,
+    /// SMS pumping only: solve the proof of work the gateway asks before it texts a range
+    /// whose codes are rarely entered (`sms_proof_required`), as a genuine browser does.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub solves_proof: bool,
 }
 
 fn default_bot_subnets() -> usize {
@@ -243,6 +258,10 @@ fn default_max_retry_after_s() -> f64 {
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn yes() -> bool {
@@ -270,7 +289,8 @@ impl Default for GatewaySpec {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BaselinesSpec {
-    /// Palisade as a plain proxy: edge guard and admission off.
+    /// Palisade as a plain proxy: edge guard, admission, and the texts' breaker and
+    /// budgets off.
     pub defences_off: bool,
     /// nginx `limit_req`/`limit_conn` in front of that plain proxy.
     pub nginx: bool,
@@ -324,6 +344,11 @@ pub struct TargetsSpec {
     /// phases may be at most 100 − the members' share + this many points, i.e. the farm
     /// gets only what the members leave unused.
     pub farm_capacity_margin_pct: f64,
+    /// With SMS pumping: how much texts to bots per genuine sign-up must fall against
+    /// the defences-off run, percent.
+    pub sms_bot_texts_reduction_pct: f64,
+    /// With SMS pumping: newcomers whose verification code was sent, percent.
+    pub newcomer_codes_pct: f64,
 }
 
 impl Default for TargetsSpec {
@@ -335,6 +360,8 @@ impl Default for TargetsSpec {
             bot_capacity_pct: 1.0,
             fleet_limit_ratio: 1.05,
             farm_capacity_margin_pct: 5.0,
+            sms_bot_texts_reduction_pct: 90.0,
+            newcomer_codes_pct: 99.0,
         }
     }
 }
@@ -407,6 +434,17 @@ impl Scenario {
                 check((1..=250).contains(&b.subnets), format!("bots[{i}].subnets must be 1..=250"));
                 check(b.rate > 0.0 && b.rate <= 50_000.0, format!("bots[{i}].rate must be in (0, 50000]"));
                 check(b.accounts == 0, format!("bots[{i}].accounts: only for kind = \"account_farm\""));
+            }
+            if b.kind == BotKind::SmsPumping {
+                check(!b.phones.is_empty(), format!("bots[{i}].phones: list the number ranges it signs up"));
+                // Bots may run out of fresh numbers and reuse them (the gateway's
+                // per-number budget then answers), so only the templates are checked.
+                for problem in phones::problems(&b.phones, 0) {
+                    check(false, format!("bots[{i}].phones{problem}"));
+                }
+            } else {
+                check(b.phones.is_empty(), format!("bots[{i}].phones: only for kind = \"sms_pumping\""));
+                check(!b.solves_proof, format!("bots[{i}].solves_proof: only for kind = \"sms_pumping\""));
             }
             for p in &b.phases {
                 check(self.phase(p).is_some(), format!("bots[{i}].phases: no phase named {p:?}"));
@@ -491,6 +529,21 @@ mod tests {
         assert_eq!(spec.accounts, 10 * farm.members.count);
         assert!((2..=4).contains(&spec.in_flight_per_account));
         assert!(farm.newcomers.is_some() && farm.baselines.defences_off);
+
+        // Bots on premium ranges of other countries than the newcomers' ordinary ones.
+        let sms = Scenario::load("sms-pumping").expect("sms-pumping");
+        let pumping = sms.bots.iter().find(|b| b.kind == BotKind::SmsPumping).expect("pumping bots");
+        let newcomers = sms.newcomers.as_ref().expect("newcomers");
+        let regions = |ranges: &[String]| -> std::collections::BTreeSet<String> {
+            ranges.iter().map(|r| crate::phones::range_region(r).expect("valid")).collect()
+        };
+        let (bots, people) = (regions(&pumping.phones), regions(&newcomers.phones));
+        assert!((2..=3).contains(&bots.len()) && bots.is_disjoint(&people), "{bots:?} {people:?}");
+        assert!(!pumping.solves_proof && sms.baselines.defences_off && !sms.baselines.nginx);
+        assert!(
+            crate::phones::capacity(&pumping.phones) as f64 >= pumping.rate * sms.total_seconds(),
+            "every bot sign-up has a number of its own"
+        );
     }
 
     #[test]
@@ -499,6 +552,12 @@ mod tests {
                     rate = 3\nin_flight_per_account = 0\n";
         let e = Scenario::parse(farm, "f.toml").unwrap_err().to_string();
         for field in ["bots[0].accounts", "bots[0].in_flight_per_account", "bots[0].rate: not used"] {
+            assert!(e.contains(field), "{field} missing from: {e}");
+        }
+        let sms = "[[bots]]\nkind = \"sms_pumping\"\nsources = 1\nrate = 1\nphones = [\"+44 7400 1\"]\n\
+                   [[bots]]\nkind = \"signup_flood\"\nsources = 1\nrate = 1\nsolves_proof = true\n";
+        let e = Scenario::parse(sms, "s.toml").unwrap_err().to_string();
+        for field in ["bots[0].phones[0]", "bots[1].solves_proof"] {
             assert!(e.contains(field), "{field} missing from: {e}");
         }
     }
@@ -542,6 +601,8 @@ mod tests {
             accounts: 0,
             in_flight_per_account: 3,
             max_retry_after_s: 5.0,
+            phones: Vec::new(),
+            solves_proof: false,
         };
         let attack_phases: Vec<usize> = (0..s.phases.len()).filter(|&i| s.phases[i].attack).collect();
         assert_eq!(s.bot_phases(&bot), attack_phases);

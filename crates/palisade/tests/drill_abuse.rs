@@ -1,5 +1,5 @@
-//! `palisade drill` with the abuse scenarios in small form: an account farm, against
-//! Palisade and the defences-off baseline. What is asserted is
+//! `palisade drill` with the abuse scenarios in small form: an account farm and SMS
+//! pumping, each against Palisade and the defences-off baseline. What is asserted is
 //! what an operator reads (the sections, the figures in report.json and that they are
 //! plausible), not the shipped scenarios' targets, which need their full size and a
 //! machine of their own to be judged.
@@ -14,6 +14,7 @@ use common::*;
 use serde_json::Value;
 
 const FARM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/drill-farm-tiny.toml");
+const SMS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/drill-sms-tiny.toml");
 
 /// One drill at a time: each starts gateways and a model, and two at once on a small
 /// machine would measure each other.
@@ -85,5 +86,49 @@ fn an_account_farm_is_reported_with_its_share_of_the_model_against_the_members()
     let success = report["comparison"][0]["member_success_pct"].as_f64();
     assert!(success.is_some_and(|s| (0.0..=100.0).contains(&s)), "{}", report["comparison"]);
     assert!(report["comparison"][0]["farm_capacity_pct"].is_number());
+    assert!(!out.join("work").exists(), "the drill's scratch data is cleaned up");
+}
+
+#[test]
+fn sms_pumping_is_reported_with_texts_to_bots_per_genuine_sign_up_against_defences_off() {
+    let dir = scratch_dir();
+    let out = dir.path().join("report");
+    let (_, stdout, report) = drill(SMS, dir.path(), &out);
+    for text in ["### SMS pumping", "## SMS pumping, side by side", "Texts by country", "## Targets"] {
+        assert!(stdout.contains(text), "{text} missing from:\n{stdout}");
+    }
+    let runs = report["runs"].as_array().expect("runs");
+    let sms = |i: usize| &runs[i]["sms"];
+    let (on, off) = (sms(0), sms(1));
+    assert_eq!(runs[1]["target"], "defences-off");
+    let texts = |s: &Value| s["bot_texts"].as_u64().unwrap_or_else(|| panic!("bot_texts in {s}"));
+    // With the breaker off, every sign-up the bots sent was texted; with it on, far fewer.
+    assert!(texts(off) > texts(on), "off {off}\non {on}");
+    assert!(off["bot_sign_ups"].as_u64() > Some(0) && texts(off) > 0, "{off}");
+    for s in [on, off] {
+        // The gateway counted at least the texts the bots saw answered 201, all to the
+        // bots' countries.
+        let metered = s["bot_country_texts"].as_u64().unwrap_or_else(|| panic!("metered texts in {s}"));
+        assert!(metered >= texts(s), "{s}");
+        let countries = s["countries"].as_array().expect("countries");
+        let of = |owner: &str| countries.iter().filter(|c| c["numbers_of"] == owner).count();
+        assert!(of("other") == 0 && of("both") == 0, "{countries:?}");
+        // Newcomers signed up by phone; how many got their code is a percentage.
+        let started = s["newcomers"]["started"].as_u64().unwrap_or(0);
+        assert!(started > 0 && s["newcomers"]["got_code"].as_u64() <= Some(started), "{s}");
+        assert!((0.0..=100.0).contains(&number(&s["newcomer_codes_pct"], "newcomers' codes")), "{s}");
+    }
+    assert!(off["countries"].as_array().is_some_and(|c| c.iter().any(|c| c["numbers_of"] == "bots")));
+    assert!(report["comparison"].as_array().is_some_and(|c| c.iter().all(|c| c["bot_texts"].is_u64())));
+    for about in ["texts to bots per genuine sign-up", "newcomers whose verification code was sent"] {
+        assert!(verdict(&report, about)["pass"].is_boolean());
+    }
+    // Texts to bots per genuine sign-up fell: a reduction is a percentage when both runs
+    // had a genuine sign-up.
+    if on["bot_texts_per_sign_up"].is_number() && off["bot_texts_per_sign_up"].is_number() {
+        let reduction = number(&report["sms_reduction_pct"], "the reduction");
+        assert!(reduction > 0.0 && reduction <= 100.0, "{reduction}");
+        assert!(stdout.contains("fewer texts per genuine sign-up than with them off"), "{stdout}");
+    }
     assert!(!out.join("work").exists(), "the drill's scratch data is cleaned up");
 }
