@@ -426,6 +426,11 @@ impl Scenario {
                     (0.0..=60.0).contains(&b.max_retry_after_s),
                     format!("bots[{i}].max_retry_after_s must be in [0, 60]"),
                 );
+                let max = self.limits.max_in_flight;
+                check(
+                    b.accounts.saturating_mul(b.in_flight_per_account) <= max,
+                    format!("bots[{i}]: accounts × in_flight_per_account must be at most limits.max_in_flight ({max})"),
+                );
                 let unused = "an account farm keeps in_flight_per_account requests in flight from one /24 per account";
                 check(b.sources == 0, format!("bots[{i}].sources: not used ({unused})"));
                 check(b.rate == 0.0, format!("bots[{i}].rate: not used ({unused})"));
@@ -554,6 +559,9 @@ mod tests {
         for field in ["bots[0].accounts", "bots[0].in_flight_per_account", "bots[0].rate: not used"] {
             assert!(e.contains(field), "{field} missing from: {e}");
         }
+        let many = "[[bots]]\nkind = \"account_farm\"\naccounts = 1000\nin_flight_per_account = 4\n";
+        let e = Scenario::parse(many, "m.toml").unwrap_err().to_string();
+        assert!(e.contains("at most limits.max_in_flight (2048)"), "{e}");
         let sms = "[[bots]]\nkind = \"sms_pumping\"\nsources = 1\nrate = 1\nphones = [\"+44 7400 1\"]\n\
                    [[bots]]\nkind = \"signup_flood\"\nsources = 1\nrate = 1\nsolves_proof = true\n";
         let e = Scenario::parse(sms, "s.toml").unwrap_err().to_string();
