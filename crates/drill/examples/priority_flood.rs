@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use drill::load::{self, Summary, Traffic};
-use drill::traffic::{Browser, Outbox, Solver};
+use drill::traffic::{Browser, Identifier, Outbox, Solver};
 use serde_json::json;
 
 const TTFT_MS: u64 = 100;
@@ -59,8 +59,8 @@ async fn wait_ready(url: &str) {
 async fn member(base: &str, outbox: &Outbox, i: usize, source: IpAddr) -> String {
     let browser = Browser::new(source, base, Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(60);
-    let email = format!("member{i}@example.test");
-    browser.sign_up(&Solver::new(1), outbox, &email, PASSWORD, deadline).await.unwrap_or_else(|e| panic!("{e}")).1
+    let who = Identifier::Email(format!("member{i}@example.test"));
+    browser.sign_up(&Solver::new(1), outbox, &who, PASSWORD, deadline, None).await.unwrap_or_else(|e| panic!("{e}")).1
 }
 
 fn chat_body() -> Bytes {

@@ -15,7 +15,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection};
 
 use crate::load::Metrics;
-use crate::traffic::{Browser, Outbox, Solver};
+use crate::traffic::{Browser, Identifier, Outbox, Solver};
 
 /// Where the nodes' shared state is, when nobody says.
 pub const DEFAULT_SHARED_STATE: &str = "redis://127.0.0.1:6379";
@@ -290,7 +290,8 @@ pub async fn limit_probe(
     let deadline = Instant::now() + Duration::from_secs(60);
     let owner = Browser::new(IpAddr::V4(Ipv4Addr::new(127, 253, 0, 1)), first, timeout);
     let password = crate::traffic::member_password(usize::MAX);
-    owner.sign_up(solver, outbox, "limit-probe@drill.example", &password, deadline).await.map_err(|e| e.to_string())?;
+    let who = Identifier::Email("limit-probe@drill.example".into());
+    owner.sign_up(solver, outbox, &who, &password, deadline, None).await.map_err(|e| e.to_string())?;
     let body = json!({"name": "drill limit probe", "scopes": "inference", "rpm_limit": PROBE_LIMIT_PER_MINUTE});
     let answer = owner.call(solver, "POST", "/auth/keys", Some(&body), deadline).await;
     let key = answer.body["key"]

@@ -10,13 +10,15 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::chart::{ChartInput, Series, Span};
+use crate::farm::FarmSetup;
 use crate::fleet::LimitProbe;
 use crate::run::{
-    MEMBERS_CLASS, MEMBERS_LABEL, Metrics, NEWCOMERS_CLASS, NEWCOMERS_LABEL, RunData, TargetKind, is_bot_class,
+    FARM_LABEL, MEMBERS_CLASS, MEMBERS_LABEL, Metrics, NEWCOMERS_CLASS, NEWCOMERS_LABEL, RunData, TargetKind,
+    is_bot_class,
 };
-use crate::scenario::Scenario;
+use crate::scenario::{BotKind, Scenario};
 use crate::sim::Usage;
-use crate::traffic::{Event, Outcome};
+use crate::traffic::{Event, Outcome, SignUpTally};
 
 /// One class in one phase (or over the whole drill).
 #[derive(Clone, Debug, Default, Serialize)]
@@ -100,8 +102,16 @@ pub struct RunReport {
     pub transitions: Vec<Transition>,
     /// None when the drill does not own the upstream (`--target`).
     pub upstream: Option<Vec<UsageRow>>,
+    /// Bots' share of the model's capacity in attack phases, percent (the account farm's
+    /// is apart, in `farm`).
     pub bot_capacity_pct: Option<f64>,
     pub solved_challenges: usize,
+    /// With an account farm: its sign-ups and its share of the model against the members'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub farm: Option<FarmReport>,
+    /// With SMS pumping: texts to bots against genuine sign-ups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sms: Option<SmsReport>,
     /// With several nodes: each one's figures and the fleet's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<FleetReport>,
@@ -176,6 +186,60 @@ pub struct FleetReport {
     pub limit_not_measured: Option<String>,
 }
 
+/// The account farm in one run. Shares are of the model's capacity during the attack
+/// phases: slot-seconds held (the simulated model tallies them by the request's `user`
+/// label) over capacity × the attack phases' seconds, percent. None when the drill does
+/// not own the upstream.
+#[derive(Clone, Debug, Serialize)]
+pub struct FarmReport {
+    pub setup: FarmSetup,
+    pub in_flight_per_account: usize,
+    /// The farm's chat requests in attack phases, and those answered 2xx.
+    pub requests: usize,
+    pub served: usize,
+    pub farm_capacity_pct: Option<f64>,
+    pub member_capacity_pct: Option<f64>,
+    pub newcomer_capacity_pct: Option<f64>,
+    /// The most the farm may hold: 100 − the members' share + the target's margin.
+    pub farm_allowed_pct: Option<f64>,
+}
+
+/// Texts by country, from the gateway's /metrics over the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct CountryTexts {
+    /// ISO 3166 region, as the gateway labels it.
+    pub country: String,
+    /// Whose numbers the scenario draws from it: `bots`, `newcomers`, `both` or `other`.
+    pub numbers_of: String,
+    pub sent: u64,
+    pub verified: u64,
+    /// Texts the breaker held back (range or country paused).
+    pub paused: u64,
+    pub estimated_cost: f64,
+}
+
+/// SMS pumping in one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct SmsReport {
+    /// Sign-ups the pumping bots sent, and those answered 201: each one a text to a bot's
+    /// number whose code is never entered.
+    pub bot_sign_ups: usize,
+    pub bot_texts: usize,
+    /// Texts sent by country (empty when the gateway's /metrics could not be read).
+    pub countries: Vec<CountryTexts>,
+    /// Texts to countries only bots' numbers are in, and their estimated cost (the
+    /// gateway's price table), from /metrics.
+    pub bot_country_texts: Option<u64>,
+    pub bot_country_cost: Option<f64>,
+    /// How far the newcomers got: began, registered, got their code (it reached the
+    /// outbox), entered it (a genuine sign-up).
+    pub newcomers: SignUpTally,
+    /// Newcomers who got their code, percent of those who began.
+    pub newcomer_codes_pct: f64,
+    /// `bot_texts` per genuine sign-up; None when no newcomer entered a code.
+    pub bot_texts_per_sign_up: Option<f64>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Verdict {
     pub target: String,
@@ -193,6 +257,16 @@ pub struct Comparison {
     pub palisade_ratio: f64,
     pub newcomers_admitted_pct: Option<f64>,
     pub bot_capacity_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub farm_capacity_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_capacity_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bot_texts: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bot_texts_per_sign_up: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newcomer_codes_pct: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -204,6 +278,10 @@ pub struct Report {
     /// Baselines that could not run, and why.
     pub skipped: Vec<(String, String)>,
     pub comparison: Vec<Comparison>,
+    /// With SMS pumping and a defences-off run: how much fewer texts bots got per genuine
+    /// sign-up with the defences on, percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sms_reduction_pct: Option<f64>,
     pub verdicts: Vec<Verdict>,
 }
 
@@ -304,9 +382,10 @@ fn transitions(metrics: &[(f64, Metrics)]) -> Vec<Transition> {
     out
 }
 
-/// Bots are every `user` label but the members' and newcomers'.
+/// Bots are every `user` label but the members', the newcomers' and the account
+/// farm's (reported on its own).
 fn is_bot_label(user: &str) -> bool {
-    !matches!(user, MEMBERS_LABEL | NEWCOMERS_LABEL)
+    !matches!(user, MEMBERS_LABEL | NEWCOMERS_LABEL | FARM_LABEL)
 }
 
 fn usage_rows(s: &Scenario, usage: &[(f64, BTreeMap<String, Usage>)]) -> (Vec<UsageRow>, f64) {
@@ -336,7 +415,8 @@ fn usage_rows(s: &Scenario, usage: &[(f64, BTreeMap<String, Usage>)]) -> (Vec<Us
             },
         })
         .collect();
-    let bots = rows.iter().filter(|r| is_bot_label(&r.user)).map(|r| r.attack_capacity_pct).sum::<f64>().max(0.0);
+    // An empty float sum is -0.0; + 0.0 makes it print as 0.
+    let bots = rows.iter().filter(|r| is_bot_label(&r.user)).map(|r| r.attack_capacity_pct).sum::<f64>().max(0.0) + 0.0;
     (rows, bots)
 }
 
@@ -481,9 +561,11 @@ pub fn run_report(s: &Scenario, data: &RunData) -> RunReport {
         (Some(first), Some(last)) => (defences(&first.1, &last.1), transitions(&data.metrics)),
         _ => (Vec::new(), Vec::new()),
     };
+    // A farm alone has its own share; "bots" then has nothing to say.
+    let only_farm = !s.bots.is_empty() && s.bots.iter().all(|b| b.kind == BotKind::AccountFarm);
     let (upstream, bots) = if data.owns_upstream {
         let (rows, bots) = usage_rows(s, &data.usage);
-        (Some(rows), (!attack.is_empty()).then_some(bots))
+        (Some(rows), (!attack.is_empty() && !only_farm).then_some(bots))
     } else {
         (None, None)
     };
@@ -494,11 +576,121 @@ pub fn run_report(s: &Scenario, data: &RunData) -> RunReport {
         summaries,
         defences,
         transitions,
+        farm: farm_report(s, data, upstream.as_deref()),
+        sms: sms_report(s, data),
         upstream,
         bot_capacity_pct: bots,
         solved_challenges: data.solved_challenges,
         fleet: (data.nodes.len() > 1).then(|| fleet_report(data)),
     }
+}
+
+/// One `user` label's share of the model in attack phases, when the usage is known.
+fn attack_share(upstream: Option<&[UsageRow]>, label: &str) -> Option<f64> {
+    upstream.map(|rows| rows.iter().find(|r| r.user == label).map_or(0.0, |r| r.attack_capacity_pct))
+}
+
+fn farm_report(s: &Scenario, data: &RunData, upstream: Option<&[UsageRow]>) -> Option<FarmReport> {
+    let spec = s.bots.iter().find(|b| b.kind == BotKind::AccountFarm)?;
+    let class = data.classes.iter().position(|c| c == BotKind::AccountFarm.label());
+    let mine: Vec<&Event> = data.events.iter().filter(|e| Some(e.class) == class).collect();
+    let member_capacity_pct = attack_share(upstream, MEMBERS_LABEL);
+    let setup = data.farm.clone().unwrap_or(FarmSetup { accounts: spec.accounts, ..FarmSetup::default() });
+    Some(FarmReport {
+        setup,
+        in_flight_per_account: spec.in_flight_per_account,
+        requests: mine.iter().filter(|e| e.outcome != Outcome::Dropped).count(),
+        served: mine.iter().filter(|e| e.outcome == Outcome::Ok).count(),
+        farm_capacity_pct: attack_share(upstream, FARM_LABEL),
+        member_capacity_pct,
+        newcomer_capacity_pct: attack_share(upstream, NEWCOMERS_LABEL),
+        farm_allowed_pct: member_capacity_pct.map(|m| 100.0 - m + s.targets.farm_capacity_margin_pct),
+    })
+}
+
+/// Whose numbers each region's are: the pumping bots', the newcomers', or both.
+fn number_owners(s: &Scenario) -> BTreeMap<String, &'static str> {
+    let mut owners: BTreeMap<String, &'static str> = BTreeMap::new();
+    let mut add = |ranges: &[String], who: &'static str| {
+        for region in ranges.iter().filter_map(|r| crate::phones::range_region(r)) {
+            let entry = owners.entry(region).or_insert(who);
+            if *entry != who {
+                *entry = "both";
+            }
+        }
+    };
+    for bot in s.bots.iter().filter(|b| b.kind == BotKind::SmsPumping) {
+        add(&bot.phones, "bots");
+    }
+    if let Some(n) = &s.newcomers {
+        add(&n.phones, "newcomers");
+    }
+    owners
+}
+
+/// Texts by country over the run, from the first and last metric samples.
+fn country_texts(s: &Scenario, first: &Metrics, last: &Metrics) -> Vec<CountryTexts> {
+    let owners = number_owners(s);
+    let mut by_country: BTreeMap<String, CountryTexts> = BTreeMap::new();
+    for (key, value) in last {
+        let (family, labels) = split_key(key);
+        let Some(country) = labels.get("country") else { continue };
+        let delta = (value - first.get(key).copied().unwrap_or(0.0)).max(0.0);
+        let row = by_country.entry((*country).to_owned()).or_insert_with(|| CountryTexts {
+            country: (*country).to_owned(),
+            numbers_of: owners.get(*country).copied().unwrap_or("other").to_owned(),
+            sent: 0,
+            verified: 0,
+            paused: 0,
+            estimated_cost: 0.0,
+        });
+        match family {
+            "palisade_sms_sent_total" => row.sent = delta.round() as u64,
+            "palisade_sms_verified_total" => row.verified = delta.round() as u64,
+            "palisade_sms_paused_total" => row.paused = delta.round() as u64,
+            "palisade_sms_estimated_cost_total" => row.estimated_cost = delta,
+            _ => {}
+        }
+    }
+    by_country.into_values().filter(|c| c.sent + c.verified + c.paused > 0).collect()
+}
+
+fn sms_report(s: &Scenario, data: &RunData) -> Option<SmsReport> {
+    if !s.bots.iter().any(|b| b.kind == BotKind::SmsPumping) {
+        return None;
+    }
+    let class = data.classes.iter().position(|c| c == BotKind::SmsPumping.label());
+    let sent: Vec<&Event> = data.events.iter().filter(|e| Some(e.class) == class && e.node.is_some()).collect();
+    let bot_texts = sent.iter().filter(|e| e.status == 201).count();
+    let countries = match (data.metrics.first(), data.metrics.last()) {
+        (Some(first), Some(last)) => country_texts(s, &first.1, &last.1),
+        _ => Vec::new(),
+    };
+    let bots_only: Vec<&CountryTexts> = countries.iter().filter(|c| c.numbers_of == "bots").collect();
+    let measured = !data.metrics.is_empty();
+    let newcomers = data.newcomer_sign_ups.unwrap_or_default();
+    Some(SmsReport {
+        bot_sign_ups: sent.len(),
+        bot_texts,
+        bot_country_texts: measured.then(|| bots_only.iter().map(|c| c.sent).sum()),
+        bot_country_cost: measured.then(|| bots_only.iter().map(|c| c.estimated_cost).sum()),
+        countries,
+        newcomer_codes_pct: if newcomers.started == 0 {
+            0.0
+        } else {
+            100.0 * newcomers.got_code as f64 / newcomers.started as f64
+        },
+        bot_texts_per_sign_up: (newcomers.verified > 0).then(|| bot_texts as f64 / newcomers.verified as f64),
+        newcomers,
+    })
+}
+
+/// How much fewer texts bots got per genuine sign-up with the defences on than off,
+/// percent; None when either run had no genuine sign-up or bots got no text with the
+/// defences off.
+fn sms_reduction(on: &SmsReport, off: &SmsReport) -> Option<f64> {
+    let (on, off) = (on.bot_texts_per_sign_up?, off.bot_texts_per_sign_up?);
+    (off > 0.0).then(|| 100.0 * (1.0 - on / off))
 }
 
 /// The chart of one run: goodput and p99 per class over time, attack phases shaded,
@@ -589,6 +781,57 @@ pub fn build(s: &Scenario, runs: &[RunData], skipped: Vec<(String, String)>) -> 
                 },
             });
         }
+        if let Some(f) = &reports[m].farm
+            && let (Some(farm), Some(members), Some(allowed)) =
+                (f.farm_capacity_pct, f.member_capacity_pct, f.farm_allowed_pct)
+        {
+            verdicts.push(Verdict {
+                target: format!(
+                    "the account farm's share of the model's capacity in attack phases ≤ 100 − the members' share + {}",
+                    t.farm_capacity_margin_pct
+                ),
+                measured: format!("farm {farm:.2}%, members {members:.2}%: at most {allowed:.2}%"),
+                pass: farm <= allowed,
+            });
+        }
+        if let Some(sms) = &reports[m].sms {
+            let target = format!(
+                "texts to bots per genuine sign-up ≥ {}% fewer than with defences off",
+                t.sms_bot_texts_reduction_pct
+            );
+            let off = reports.iter().find(|r| r.target == TargetKind::DefencesOff).and_then(|r| r.sms.as_ref());
+            let per = |r: &SmsReport| {
+                r.bot_texts_per_sign_up.map_or("– (no genuine sign-up)".into(), |x| format!("{x:.2}"))
+            };
+            verdicts.push(match off {
+                Some(off) => {
+                    let reduction = sms_reduction(sms, off);
+                    Verdict {
+                        target,
+                        measured: format!(
+                            "{} vs {} = {}",
+                            per(sms),
+                            per(off),
+                            reduction.map_or("not measurable".into(), |r| format!("{r:.1}% fewer"))
+                        ),
+                        pass: reduction.is_some_and(|r| r >= t.sms_bot_texts_reduction_pct),
+                    }
+                }
+                None => Verdict {
+                    target,
+                    measured: format!("{} per genuine sign-up; not compared: no defences-off run", per(sms)),
+                    pass: false,
+                },
+            });
+            if s.newcomers.is_some() {
+                let n = &sms.newcomers;
+                verdicts.push(Verdict {
+                    target: format!("newcomers whose verification code was sent ≥ {}%", t.newcomer_codes_pct),
+                    measured: format!("{:.2}% ({} of {})", sms.newcomer_codes_pct, n.got_code, n.started),
+                    pass: n.started > 0 && sms.newcomer_codes_pct >= t.newcomer_codes_pct,
+                });
+            }
+        }
         if let (Some(bots), false) = (reports[m].bot_capacity_pct, s.bots.is_empty()) {
             verdicts.push(Verdict {
                 target: format!("bots' share of the model's capacity in attack phases < {}%", t.bot_capacity_pct),
@@ -610,8 +853,18 @@ pub fn build(s: &Scenario, runs: &[RunData], skipped: Vec<(String, String)>) -> 
             palisade_ratio: main_goodput / attack.goodput.max(1e-9),
             newcomers_admitted_pct: newcomers_pct(d),
             bot_capacity_pct: r.bot_capacity_pct,
+            farm_capacity_pct: r.farm.as_ref().and_then(|f| f.farm_capacity_pct),
+            member_capacity_pct: r.farm.as_ref().and_then(|f| f.member_capacity_pct),
+            bot_texts: r.sms.as_ref().map(|x| x.bot_texts),
+            bot_texts_per_sign_up: r.sms.as_ref().and_then(|x| x.bot_texts_per_sign_up),
+            newcomer_codes_pct: r.sms.as_ref().map(|x| x.newcomer_codes_pct),
         })
         .collect();
+    let sms_of = |kind: TargetKind| reports.iter().find(|r| r.target == kind).and_then(|r| r.sms.as_ref());
+    let sms_reduction_pct = main
+        .and_then(|m| reports[m].sms.as_ref())
+        .zip(sms_of(TargetKind::DefencesOff))
+        .and_then(|(on, off)| sms_reduction(on, off));
     Report {
         scenario: s.name.clone(),
         description: s.description.clone(),
@@ -619,6 +872,7 @@ pub fn build(s: &Scenario, runs: &[RunData], skipped: Vec<(String, String)>) -> 
         runs: reports,
         skipped,
         comparison,
+        sms_reduction_pct,
         verdicts,
     }
 }
@@ -684,6 +938,84 @@ fn render_fleet(out: &mut String, fleet: &FleetReport) {
             let why = fleet.limit_not_measured.as_deref().unwrap_or("");
             let _ = writeln!(out, "\nCross-node limit accuracy: not measured ({why}).");
         }
+    }
+}
+
+fn render_farm(out: &mut String, farm: &FarmReport) {
+    let setup = &farm.setup;
+    let _ = write!(
+        out,
+        "\n### The account farm\n\n{} of {} farm accounts signed up through the public flow (register, the code from \
+         the outbox, verify, log in), each from a /24 of its own, in {:.1} s just before the phases",
+        setup.signed_up, setup.accounts, setup.seconds
+    );
+    if setup.failures.is_empty() {
+        let _ = writeln!(out, ".");
+    } else {
+        let failed: Vec<String> = setup.failures.iter().map(|(why, n)| format!("{n} × {why}")).collect();
+        let _ = writeln!(out, "; the others failed: {}.", failed.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "Each kept {} chat requests in flight with the same prompt (sent again as soon as answered or refused, after \
+         its `Retry-After`, up to a bound): {} requests, {} answered.",
+        farm.in_flight_per_account, farm.requests, farm.served
+    );
+    match (farm.farm_capacity_pct, farm.member_capacity_pct, farm.farm_allowed_pct) {
+        (Some(f), Some(m), Some(allowed)) => {
+            let _ = writeln!(
+                out,
+                "\nShares of the model's capacity in attack phases (slot-seconds held over capacity × the attack \
+                 phases' seconds): the farm **{f:.2}%**, members {m:.2}%, newcomers {:.2}%. The farm may have only what \
+                 members leave unused: at most 100 − {m:.2} + the margin = {allowed:.2}%.",
+                farm.newcomer_capacity_pct.unwrap_or(0.0)
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "\nShares of the model's capacity: not known (the drill does not own the upstream).");
+        }
+    }
+}
+
+/// The bots' countries' texts and their estimated cost, from /metrics.
+fn bot_country_figures(sms: &SmsReport) -> String {
+    match (sms.bot_country_texts, sms.bot_country_cost) {
+        (Some(texts), Some(cost)) => format!("{texts}, {cost:.2}"),
+        _ => "–".into(),
+    }
+}
+
+fn render_sms(out: &mut String, sms: &SmsReport) {
+    let n = &sms.newcomers;
+    let _ = writeln!(
+        out,
+        "\n### SMS pumping\n\nBots sent {} sign-ups with numbers from premium ranges; {} were answered 201, each a \
+         text to a bot's number whose code is never entered. Newcomers signing up by phone: {} began, {} registered, \
+         {} got their code ({:.2}%), {} entered it (genuine sign-ups). Texts to bots per genuine sign-up: **{}**.",
+        sms.bot_sign_ups,
+        sms.bot_texts,
+        n.started,
+        n.registered,
+        n.got_code,
+        sms.newcomer_codes_pct,
+        n.verified,
+        sms.bot_texts_per_sign_up.map_or("– (no genuine sign-up)".into(), |r| format!("{r:.2}"))
+    );
+    if sms.countries.is_empty() {
+        let _ = writeln!(out, "\nTexts by country: none counted in the gateway's /metrics.");
+        return;
+    }
+    let _ = writeln!(out, "\nTexts by country (the gateway's /metrics, whole drill; cost from its price table):\n");
+    let _ = writeln!(
+        out,
+        "| country | numbers of | texts sent | codes entered | held by the breaker | estimated cost |\n|---|---|---:|---:|---:|---:|"
+    );
+    for c in &sms.countries {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.2} |",
+            c.country, c.numbers_of, c.sent, c.verified, c.paused, c.estimated_cost
+        );
     }
 }
 
@@ -766,6 +1098,12 @@ pub fn render(report: &Report) -> String {
                 let _ = writeln!(out, "\nModel usage: not known (the drill does not own this gateway's upstream).");
             }
         }
+        if let Some(farm) = &run.farm {
+            render_farm(&mut out, farm);
+        }
+        if let Some(sms) = &run.sms {
+            render_sms(&mut out, sms);
+        }
         let _ = writeln!(out);
     }
     if report.comparison.len() > 1 || !report.skipped.is_empty() {
@@ -790,6 +1128,60 @@ pub fn render(report: &Report) -> String {
         }
         for (target, why) in &report.skipped {
             let _ = writeln!(out, "| {target} | skipped: {why} | | | | | |");
+        }
+        let _ = writeln!(out);
+    }
+    let farms: Vec<(&str, &FarmReport)> =
+        report.runs.iter().filter_map(|r| r.farm.as_ref().map(|f| (r.label.as_str(), f))).collect();
+    if farms.len() > 1 {
+        let _ = writeln!(out, "## The account farm, side by side\n");
+        let _ = writeln!(
+            out,
+            "| target | farm accounts | farm requests | answered | farm's capacity share | members' share | at most (100 − members + margin) |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        for (label, f) in farms {
+            let pct = |p: Option<f64>| p.map_or("–".into(), |p| format!("{p:.2}%"));
+            let _ = writeln!(
+                out,
+                "| {label} | {} of {} | {} | {} | {} | {} | {} |",
+                f.setup.signed_up,
+                f.setup.accounts,
+                f.requests,
+                f.served,
+                pct(f.farm_capacity_pct),
+                pct(f.member_capacity_pct),
+                pct(f.farm_allowed_pct)
+            );
+        }
+        let _ = writeln!(out);
+    }
+    let sms: Vec<(&str, &SmsReport)> =
+        report.runs.iter().filter_map(|r| r.sms.as_ref().map(|x| (r.label.as_str(), x))).collect();
+    if sms.len() > 1 {
+        let _ = writeln!(out, "## SMS pumping, side by side\n");
+        let _ = writeln!(
+            out,
+            "| target | bot sign-ups | texts to bots (201) | genuine sign-ups | texts to bots per genuine sign-up | newcomers' codes sent | bots' countries: texts, est. cost |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        for (label, x) in sms {
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} | {} | {} | {:.2}% | {} |",
+                x.bot_sign_ups,
+                x.bot_texts,
+                x.newcomers.verified,
+                x.bot_texts_per_sign_up.map_or("–".into(), |r| format!("{r:.2}")),
+                x.newcomer_codes_pct,
+                bot_country_figures(x)
+            );
+        }
+        if let Some(r) = report.sms_reduction_pct {
+            let _ = writeln!(
+                out,
+                "\nWith the defences on, bots got {r:.1}% fewer texts per genuine sign-up than with them off."
+            );
         }
         let _ = writeln!(out);
     }
@@ -897,6 +1289,8 @@ mod tests {
                 vec![(0.0, m(0.0, 0.0)), (9.0, m(1.0, 10.0))],
             ],
             limit_probe: probe,
+            newcomer_sign_ups: None,
+            farm: None,
         }
     }
 

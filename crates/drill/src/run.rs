@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::json;
 
+use crate::farm::FarmSetup;
 use crate::fleet::{FleetError, FleetOptions, LimitProbe, SharedBacking, node_of};
 use crate::load::send;
 use crate::scenario::{BotKind, Scenario};
 use crate::sim::{SimConfig, SimStats, Usage};
-use crate::traffic::{self, Browser, Outbox, Outcome, Recorder, Solver};
+use crate::traffic::{self, Browser, Identifier, Outbox, Outcome, Recorder, SignUpCounts, SignUpTally, Solver};
 
 /// What the traffic is sent to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -29,7 +30,8 @@ use crate::traffic::{self, Browser, Outbox, Outcome, Recorder, Solver};
 pub enum TargetKind {
     /// Palisade with the scenario's settings: every defence on.
     Palisade,
-    /// Palisade as a plain proxy: edge guard and admission off.
+    /// Palisade as a plain proxy: edge guard, admission, and the texts' breaker and
+    /// budgets off.
     DefencesOff,
     /// nginx `limit_req`/`limit_conn` in front of the plain proxy.
     Nginx,
@@ -103,6 +105,10 @@ pub struct RunData {
     /// The cross-node limit probe, run when there is more than one node; the error says
     /// why it could not measure.
     pub limit_probe: Option<Result<LimitProbe, String>>,
+    /// How far the newcomers' sign-ups got, when the scenario has newcomers.
+    pub newcomer_sign_ups: Option<SignUpTally>,
+    /// The account farm's sign-ups, when the scenario has one.
+    pub farm: Option<FarmSetup>,
 }
 
 /// A child process in a process group of its own, stopped with everything it started
@@ -245,6 +251,9 @@ async fn pin_established(base: &str, members: &[i64], timeout: Duration) -> Resu
     Ok(())
 }
 
+/// A count no drill reaches, for limits the baselines switch off (fits a `u32`).
+const UNLIMITED: &str = "1000000000";
+
 fn start_gateway(
     opts: &Options,
     scenario: &Scenario,
@@ -288,7 +297,12 @@ fn start_gateway(
                 .env("PALISADE_SHIELD__ENABLED", "false")
                 .env("PALISADE_ADMISSION__ENABLED", "false")
                 .env("PALISADE_SERVER__MAX_CONNECTIONS_PER_ADDRESS", "1000000")
-                .env("PALISADE_SERVER__MAX_CONNECTIONS", "1000000");
+                .env("PALISADE_SERVER__MAX_CONNECTIONS", "1000000")
+                // Texts too: no breaker (it never judges a range) and no budgets per
+                // country or range.
+                .env("PALISADE_ACCOUNTS__SMS_BREAKER_MIN_SENDS", UNLIMITED)
+                .env("PALISADE_ACCOUNTS__SMS_PER_PREFIX_PER_HOUR", UNLIMITED)
+                .env("PALISADE_ACCOUNTS__SMS_PER_COUNTRY_PER_HOUR", UNLIMITED);
             if kind == TargetKind::Nginx {
                 command.env("PALISADE_SHIELD__TRUSTED_PROXIES", "[\"127.0.0.1/32\"]");
             }
@@ -450,6 +464,8 @@ pub const NEWCOMERS_CLASS: &str = "newcomers";
 /// The `user` labels people's chat requests carry; every other label is a bot's.
 pub const MEMBERS_LABEL: &str = "drill-members";
 pub const NEWCOMERS_LABEL: &str = "drill-newcomers";
+/// The account farm's label: a bot's, reported on its own.
+pub const FARM_LABEL: &str = "drill-farm";
 
 pub fn is_bot_class(class: &str) -> bool {
     !matches!(class, MEMBERS_CLASS | LOGINS_CLASS | NEWCOMERS_CLASS)
@@ -476,6 +492,14 @@ pub fn classes(scenario: &Scenario) -> (Vec<String>, Vec<usize>) {
 const MEMBERS: usize = 0;
 const LOGINS: usize = 1;
 const NEWCOMERS: usize = 2;
+
+/// The longest the account farm's sign-ups may take.
+const FARM_SIGN_UP_LIMIT: Duration = Duration::from_secs(300);
+
+/// Bots of spec `b` send from 127.<this>.0.0 up.
+fn bot_second(b: usize) -> u8 {
+    100u8.wrapping_add(20u8.wrapping_mul(b as u8))
+}
 
 /// Plays the scenario against `bases` (one URL per node), reading `metrics_urls` (one
 /// per node, none for an external gateway).
@@ -517,9 +541,9 @@ async fn play(
             .map(|(i, b)| {
                 let (solver, outbox) = (solver.clone(), outbox.clone());
                 async move {
-                    let email = traffic::member_email(i);
+                    let who = Identifier::Email(traffic::member_email(i));
                     let password = traffic::member_password(i);
-                    (i, b.sign_up(&solver, &outbox, &email, &password, setup_deadline).await)
+                    (i, b.sign_up(&solver, &outbox, &who, &password, setup_deadline, None).await)
                 }
             })
             .buffer_unordered(4)
@@ -555,6 +579,23 @@ async fn play(
         Some(probe)
     } else {
         None
+    };
+
+    // The account farm signs up last, just before the clock starts: accounts made
+    // moments before the attack, verified like anyone else.
+    let farm_spec = scenario.bots.iter().enumerate().find(|(_, b)| b.kind == BotKind::AccountFarm);
+    let farm = match farm_spec {
+        Some((b, spec)) => {
+            let deadline = Instant::now() + FARM_SIGN_UP_LIMIT;
+            let farm = crate::farm::sign_up(spec, bot_second(b), bases, &bot_solver, &outbox, timeout, deadline).await;
+            let s = &farm.setup;
+            eprintln!(
+                "  account farm: {} of {} accounts signed up and logged in in {:.1} s",
+                s.signed_up, s.accounts, s.seconds
+            );
+            Some(farm)
+        }
+        None => None,
     };
 
     let (class_names, bot_class) = classes(scenario);
@@ -593,7 +634,8 @@ async fn play(
                 let source = IpAddr::V4(Ipv4Addr::new(127, 1 + (i / 250) as u8, (i % 250) as u8, 2));
                 let device = Browser::new(source, &base, timeout);
                 let deadline = Instant::now() + timeout;
-                let result = device.log_in(&s, &traffic::member_email(i), &traffic::member_password(i), deadline).await;
+                let who = Identifier::Email(traffic::member_email(i));
+                let result = device.log_in(&s, &who, &traffic::member_password(i), deadline).await;
                 let status = result.map_or_else(|e| e.status, |_| 200);
                 r.record(LOGINS, node, at, status, Outcome::of_status(status));
             }
@@ -601,6 +643,7 @@ async fn play(
     }
 
     // Newcomers: arrive evenly over their phase, each one a whole journey.
+    let newcomer_counts = Arc::new(SignUpCounts::default());
     if let Some(n) = &scenario.newcomers {
         let phase = scenario.phase(&n.arrive_in).unwrap_or(0);
         let window = scenario.window(phase);
@@ -611,18 +654,25 @@ async fn play(
         let bases = bases.to_vec();
         let body = traffic::chat_body(NEWCOMERS_LABEL, scenario.upstream.max_tokens, "Hello! What can you do?");
         let count = n.count;
+        let phones = n.phones.clone();
+        let counts = newcomer_counts.clone();
         tasks.spawn(traffic::schedule(recorder.clone(), NEWCOMERS, rate, vec![window], count.max(1), move |j| {
-            let (r, s, o, body) = (r.clone(), s.clone(), o.clone(), body.clone());
+            let (r, s, o, body, counts) = (r.clone(), s.clone(), o.clone(), body.clone(), counts.clone());
             let node = node_of(j, subnets, n_nodes);
             let browser = Browser::new(traffic::address(60, subnets, j), &bases[node], timeout);
+            let who = if phones.is_empty() {
+                Identifier::Email(format!("newcomer{j}@drill.example"))
+            } else {
+                Identifier::Phone(crate::phones::nth(&phones, j as u64))
+            };
             async move {
                 if j >= count {
                     return;
                 }
                 let at = r.now();
-                let email = format!("newcomer{j}@drill.example");
+                counts.started.fetch_add(1, Ordering::Relaxed);
                 let password = traffic::member_password(100_000 + j);
-                let status = match browser.sign_up(&s, &o, &email, &password, journey_end).await {
+                let status = match browser.sign_up(&s, &o, &who, &password, journey_end, Some(&counts)).await {
                     Ok(_) => {
                         // The first question; a busy model is retried as a person would.
                         let mut status = browser.chat(&body).await;
@@ -644,7 +694,7 @@ async fn play(
     for (b, bot) in scenario.bots.iter().enumerate() {
         let class = bot_class[b];
         let windows: Vec<(f64, f64)> = scenario.bot_phases(bot).into_iter().map(|p| scenario.window(p)).collect();
-        let second = 100 + 20 * b as u8;
+        let second = bot_second(b);
         let sources: Vec<IpAddr> = (0..bot.sources).map(|i| traffic::address(second, bot.subnets, i)).collect();
         // Each source stays on one node; a subnet's sources are spread over all of them.
         let source_node = {
@@ -653,6 +703,26 @@ async fn play(
         };
         let r = recorder.clone();
         match bot.kind {
+            BotKind::AccountFarm => {
+                let Some(farm) = &farm else { continue };
+                // One prompt for every account, as a farm script sends.
+                let body =
+                    traffic::chat_body(FARM_LABEL, scenario.upstream.max_tokens, "Summarise this article for me");
+                let max_retry_after = Duration::from_secs_f64(bot.max_retry_after_s);
+                for (account, node) in &farm.accounts {
+                    for _ in 0..bot.in_flight_per_account {
+                        tasks.spawn(crate::farm::keep_in_flight(
+                            r.clone(),
+                            class,
+                            account.clone(),
+                            *node,
+                            body.clone(),
+                            windows.clone(),
+                            max_retry_after,
+                        ));
+                    }
+                }
+            }
             BotKind::Slowloris => {
                 let targets: Vec<SocketAddr> =
                     bases.iter().filter_map(|b| b.trim_start_matches("http://").parse().ok()).collect();
@@ -685,7 +755,7 @@ async fn play(
                         }
                     })
                     .collect();
-                let browsers: Vec<Arc<Browser>> = if kind == BotKind::PowSolvers {
+                let browsers: Vec<Arc<Browser>> = if matches!(kind, BotKind::PowSolvers | BotKind::SmsPumping) {
                     sources
                         .iter()
                         .enumerate()
@@ -697,6 +767,7 @@ async fn play(
                 let (noise, solver, bases) = (noise.clone(), bot_solver.clone(), bases.to_vec());
                 let members = scenario.members.count.max(1);
                 let fake_keys = bot.fake_keys;
+                let (phones, solves_proof) = (bot.phones.clone(), bot.solves_proof);
                 let body = traffic::chat_body("drill-bots", scenario.upstream.max_tokens, "Write me a long essay");
                 tasks.spawn(traffic::schedule(recorder.clone(), class, bot.rate, windows, max_in_flight, move |n| {
                     let r = r.clone();
@@ -706,6 +777,8 @@ async fn play(
                     let client = clients[k].clone();
                     let browser = browsers.get(k).cloned();
                     let (solver, base, body) = (solver.clone(), bases[node].clone(), body.clone());
+                    // SMS pumping: the ranges in turn, a fresh number each time.
+                    let phone = crate::phones::nth(&phones, n as u64);
                     async move {
                         let at = r.now();
                         let status = match kind {
@@ -738,11 +811,20 @@ async fn play(
                                     let body = json!({"email": format!("p{x:x}@mail.example"), "password": format!("Pw-{x:x}-{x:o}")});
                                     // Pays for challenges; does not wait in line.
                                     let deadline = Instant::now() + timeout;
-                                    b.call_once_cleared(&solver, "/auth/register", &body, deadline).await
+                                    b.call_once_cleared(&solver, "/auth/register", &body, false, deadline).await
                                 }
                                 None => 0,
                             },
-                            BotKind::Slowloris => 0,
+                            BotKind::SmsPumping => match browser {
+                                Some(b) => {
+                                    let body = json!({"phone": phone, "password": format!("Pw-{x:x}-{x:o}")});
+                                    // A text is sent when this answers 201; the code is never entered.
+                                    let deadline = Instant::now() + timeout;
+                                    b.call_once_cleared(&solver, "/auth/register", &body, solves_proof, deadline).await
+                                }
+                                None => 0,
+                            },
+                            BotKind::Slowloris | BotKind::AccountFarm => 0,
                         };
                         r.record(class, node, at, status, Outcome::of_status(status));
                     }
@@ -834,6 +916,8 @@ async fn play(
         nodes: if bases.len() > 1 { bases.to_vec() } else { Vec::new() },
         node_metrics: samples.nodes,
         limit_probe,
+        newcomer_sign_ups: scenario.newcomers.is_some().then(|| newcomer_counts.tally()),
+        farm: farm.map(|f| f.setup),
     })
 }
 

@@ -9,6 +9,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::phones;
+
 /// Most nodes a drill starts: each is a process on this machine.
 pub const MAX_NODES: usize = 16;
 
@@ -16,6 +18,17 @@ pub const MAX_NODES: usize = 16;
 pub const ATTACK: &str = include_str!("../../../bench/scenarios/attack.toml");
 /// The flash-crowd scenario: real newcomers only.
 pub const FLASH_CROWD: &str = include_str!("../../../bench/scenarios/flash-crowd.toml");
+/// An account farm's verified accounts against the members, with a flash crowd.
+pub const ACCOUNT_FARM: &str = include_str!("../../../bench/scenarios/account-farm.toml");
+/// SMS pumping: sign-ups to premium number ranges that never enter their codes.
+pub const SMS_PUMPING: &str = include_str!("../../../bench/scenarios/sms-pumping.toml");
+
+/// The scenarios shipped in the binary, by name.
+pub const BUILT_IN: [(&str, &str); 4] =
+    [("attack", ATTACK), ("flash-crowd", FLASH_CROWD), ("account-farm", ACCOUNT_FARM), ("sms-pumping", SMS_PUMPING)];
+
+/// Most accounts an account farm signs up (each from a /24 of its own).
+pub const MAX_FARM_ACCOUNTS: usize = 5_000;
 
 /// Most requests a drill may start, whatever the scenario says.
 pub const MAX_REQUESTS_CEILING: u64 = 2_000_000;
@@ -140,6 +153,11 @@ pub struct NewcomersSpec {
     /// /24 networks they come from (a carrier NAT puts many behind one).
     #[serde(default = "default_newcomer_subnets")]
     pub subnets: usize,
+    /// Sign up with a phone number instead of an e-mail address: number ranges written
+    /// with an `x` for each digit that varies (`"+44 7400 1xxxxx"`), taken in turn, every
+    /// number a valid one of its region. Empty: e-mail addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<String>,
 }
 
 fn default_newcomer_subnets() -> usize {
@@ -159,6 +177,14 @@ pub enum BotKind {
     Slowloris,
     /// Sign-ups from bots that solve the proof-of-work challenge.
     PowSolvers,
+    /// Verified accounts, signed up through the public flow just before the attack (one
+    /// /24 each), each keeping `in_flight_per_account` chat requests in flight with the
+    /// same prompt: one is sent again as soon as the last is answered or refused.
+    AccountFarm,
+    /// Sign-ups with phone numbers from premium ranges (`phones`) whose codes are never
+    /// entered: toll fraud, paid per text. They pay the edge's proof-of-work (every text
+    /// earns them money) but do not wait in the waiting room.
+    SmsPumping,
 }
 
 impl BotKind {
@@ -169,6 +195,8 @@ impl BotKind {
             BotKind::InferenceFlood => "inference flood",
             BotKind::Slowloris => "slowloris",
             BotKind::PowSolvers => "pow-solving bots",
+            BotKind::AccountFarm => "account farm",
+            BotKind::SmsPumping => "sms pumping",
         }
     }
 }
@@ -177,11 +205,15 @@ impl BotKind {
 #[serde(deny_unknown_fields)]
 pub struct BotSpec {
     pub kind: BotKind,
-    /// Source addresses, spread over `subnets` /24 networks of 127.0.0.0/8.
+    /// Source addresses, spread over `subnets` /24 networks of 127.0.0.0/8 (not for an
+    /// account farm: each of its accounts has a /24 of its own).
+    #[serde(default)]
     pub sources: usize,
     #[serde(default = "default_bot_subnets")]
     pub subnets: usize,
-    /// Requests (or, for slowloris, new connections) started per second.
+    /// Requests (or, for slowloris, new connections) started per second (not for an
+    /// account farm, which keeps its requests in flight instead).
+    #[serde(default)]
     pub rate: f64,
     /// Phases it runs in; default: every phase marked `attack`.
     #[serde(default)]
@@ -192,10 +224,44 @@ pub struct BotSpec {
     /// Inference flood only: send a made-up `Authorization: Bearer` key.
     #[serde(default = "yes")]
     pub fake_keys: bool,
+    /// Account farm only: accounts it signs up, verifies and logs in before the phases.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub accounts: usize,
+    /// Account farm only: chat requests each account keeps in flight.
+    #[serde(default = "default_in_flight_per_account")]
+    pub in_flight_per_account: usize,
+    /// Account farm only: the longest `Retry-After` honoured before sending again, in
+    /// seconds (a longer one is cut to this).
+    #[serde(default = "default_max_retry_after_s")]
+    pub max_retry_after_s: f64,
+    /// SMS pumping only: the number ranges signed up, as for newcomers (`x` for each
+    /// digit that varies), taken in turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<String>,
+    /// SMS pumping only: solve the proof of work the gateway asks before it texts a range
+    /// whose codes are rarely entered (`sms_proof_required`), as a genuine browser does.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub solves_proof: bool,
 }
 
 fn default_bot_subnets() -> usize {
     64
+}
+
+fn default_in_flight_per_account() -> usize {
+    3
+}
+
+fn default_max_retry_after_s() -> f64 {
+    5.0
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn yes() -> bool {
@@ -223,7 +289,8 @@ impl Default for GatewaySpec {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BaselinesSpec {
-    /// Palisade as a plain proxy: edge guard and admission off.
+    /// Palisade as a plain proxy: edge guard, admission, and the texts' breaker and
+    /// budgets off.
     pub defences_off: bool,
     /// nginx `limit_req`/`limit_conn` in front of that plain proxy.
     pub nginx: bool,
@@ -273,6 +340,15 @@ pub struct TargetsSpec {
     /// With several nodes: what a per-key limit admits across all of them, over what
     /// the limit allows (1.0 is exact; independent nodes would reach the node count).
     pub fleet_limit_ratio: f64,
+    /// With an account farm: its share of the model's capacity (slot-time) in attack
+    /// phases may be at most 100 − the members' share + this many points, i.e. the farm
+    /// gets only what the members leave unused.
+    pub farm_capacity_margin_pct: f64,
+    /// With SMS pumping: how much texts to bots per genuine sign-up must fall against
+    /// the defences-off run, percent.
+    pub sms_bot_texts_reduction_pct: f64,
+    /// With SMS pumping: newcomers whose verification code was sent, percent.
+    pub newcomer_codes_pct: f64,
 }
 
 impl Default for TargetsSpec {
@@ -283,6 +359,9 @@ impl Default for TargetsSpec {
             newcomers_admitted_pct: 95.0,
             bot_capacity_pct: 1.0,
             fleet_limit_ratio: 1.05,
+            farm_capacity_margin_pct: 5.0,
+            sms_bot_texts_reduction_pct: 90.0,
+            newcomer_codes_pct: 99.0,
         }
     }
 }
@@ -290,15 +369,12 @@ impl Default for TargetsSpec {
 impl Scenario {
     /// A built-in scenario by name, or a file.
     pub fn load(name_or_path: &str) -> Result<Scenario, ScenarioError> {
-        match name_or_path {
-            "attack" => Scenario::parse(ATTACK, "attack (built in)"),
-            "flash-crowd" => Scenario::parse(FLASH_CROWD, "flash-crowd (built in)"),
-            path => {
-                let text = std::fs::read_to_string(Path::new(path))
-                    .map_err(|source| ScenarioError::Read { path: path.to_owned(), source })?;
-                Scenario::parse(&text, path)
-            }
+        if let Some((name, text)) = BUILT_IN.iter().find(|(name, _)| *name == name_or_path) {
+            return Scenario::parse(text, &format!("{name} (built in)"));
         }
+        let text = std::fs::read_to_string(Path::new(name_or_path))
+            .map_err(|source| ScenarioError::Read { path: name_or_path.to_owned(), source })?;
+        Scenario::parse(&text, name_or_path)
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
@@ -332,15 +408,59 @@ impl Scenario {
             check(self.phase(&n.arrive_in).is_some(), format!("newcomers.arrive_in: no phase named {:?}", n.arrive_in));
             check((1..=200).contains(&n.subnets), "newcomers.subnets must be 1..=200".into());
             check(n.count <= 50_000, "newcomers.count must be at most 50000".into());
+            for problem in phones::problems(&n.phones, n.count as u64) {
+                check(false, format!("newcomers.phones{problem}"));
+            }
         }
         for (i, b) in self.bots.iter().enumerate() {
-            check(b.sources >= 1 && b.sources <= 65_000, format!("bots[{i}].sources must be 1..=65000"));
-            check((1..=250).contains(&b.subnets), format!("bots[{i}].subnets must be 1..=250"));
-            check(b.rate > 0.0 && b.rate <= 50_000.0, format!("bots[{i}].rate must be in (0, 50000]"));
+            if b.kind == BotKind::AccountFarm {
+                check(
+                    (1..=MAX_FARM_ACCOUNTS).contains(&b.accounts),
+                    format!("bots[{i}].accounts must be 1..={MAX_FARM_ACCOUNTS}"),
+                );
+                check(
+                    (1..=16).contains(&b.in_flight_per_account),
+                    format!("bots[{i}].in_flight_per_account must be 1..=16"),
+                );
+                check(
+                    (0.0..=60.0).contains(&b.max_retry_after_s),
+                    format!("bots[{i}].max_retry_after_s must be in [0, 60]"),
+                );
+                let max = self.limits.max_in_flight;
+                check(
+                    b.accounts.saturating_mul(b.in_flight_per_account) <= max,
+                    format!("bots[{i}]: accounts × in_flight_per_account must be at most limits.max_in_flight ({max})"),
+                );
+                let unused = "an account farm keeps in_flight_per_account requests in flight from one /24 per account";
+                check(b.sources == 0, format!("bots[{i}].sources: not used ({unused})"));
+                check(b.rate == 0.0, format!("bots[{i}].rate: not used ({unused})"));
+            } else {
+                check(b.sources >= 1 && b.sources <= 65_000, format!("bots[{i}].sources must be 1..=65000"));
+                check((1..=250).contains(&b.subnets), format!("bots[{i}].subnets must be 1..=250"));
+                check(b.rate > 0.0 && b.rate <= 50_000.0, format!("bots[{i}].rate must be in (0, 50000]"));
+                check(b.accounts == 0, format!("bots[{i}].accounts: only for kind = \"account_farm\""));
+            }
+            if b.kind == BotKind::SmsPumping {
+                check(!b.phones.is_empty(), format!("bots[{i}].phones: list the number ranges it signs up"));
+                // Bots may run out of fresh numbers and reuse them (the gateway's
+                // per-number budget then answers), so only the templates are checked.
+                for problem in phones::problems(&b.phones, 0) {
+                    check(false, format!("bots[{i}].phones{problem}"));
+                }
+            } else {
+                check(b.phones.is_empty(), format!("bots[{i}].phones: only for kind = \"sms_pumping\""));
+                check(!b.solves_proof, format!("bots[{i}].solves_proof: only for kind = \"sms_pumping\""));
+            }
             for p in &b.phases {
                 check(self.phase(p).is_some(), format!("bots[{i}].phases: no phase named {p:?}"));
             }
         }
+        let farms = self.bots.iter().filter(|b| b.kind == BotKind::AccountFarm).count();
+        check(farms <= 1, "at most one [[bots]] of kind = \"account_farm\"".into());
+        check(
+            self.targets.farm_capacity_margin_pct.is_finite(),
+            "targets.farm_capacity_margin_pct must be a number".into(),
+        );
         check((1..=MAX_NODES).contains(&self.gateway.nodes), format!("gateway.nodes must be 1..={}", MAX_NODES));
         check(self.targets.fleet_limit_ratio > 0.0, "targets.fleet_limit_ratio must be > 0".into());
         for key in self.gateway.env.keys() {
@@ -388,7 +508,7 @@ mod tests {
 
     #[test]
     fn shipped_scenarios_parse_and_validate() {
-        for name in ["attack", "flash-crowd"] {
+        for (name, _) in BUILT_IN {
             let s = Scenario::load(name).unwrap_or_else(|e| panic!("{e}"));
             assert!(s.total_seconds() > 0.0, "{name}");
             assert_eq!(s.gateway.nodes, 1, "{name} runs on one node unless told");
@@ -407,6 +527,47 @@ mod tests {
         }
         let crowd = Scenario::load("flash-crowd").expect("flash-crowd");
         assert!(crowd.bots.is_empty() && crowd.newcomers.is_some());
+
+        // Ten farm accounts per member, in the same run as a flash crowd of newcomers.
+        let farm = Scenario::load("account-farm").expect("account-farm");
+        let spec = farm.bots.iter().find(|b| b.kind == BotKind::AccountFarm).expect("a farm");
+        assert_eq!(spec.accounts, 10 * farm.members.count);
+        assert!((2..=4).contains(&spec.in_flight_per_account));
+        assert!(farm.newcomers.is_some() && farm.baselines.defences_off);
+
+        // Bots on premium ranges of other countries than the newcomers' ordinary ones.
+        let sms = Scenario::load("sms-pumping").expect("sms-pumping");
+        let pumping = sms.bots.iter().find(|b| b.kind == BotKind::SmsPumping).expect("pumping bots");
+        let newcomers = sms.newcomers.as_ref().expect("newcomers");
+        let regions = |ranges: &[String]| -> std::collections::BTreeSet<String> {
+            ranges.iter().map(|r| crate::phones::range_region(r).expect("valid")).collect()
+        };
+        let (bots, people) = (regions(&pumping.phones), regions(&newcomers.phones));
+        assert!((2..=3).contains(&bots.len()) && bots.is_disjoint(&people), "{bots:?} {people:?}");
+        assert!(!pumping.solves_proof && sms.baselines.defences_off && !sms.baselines.nginx);
+        assert!(
+            crate::phones::capacity(&pumping.phones) as f64 >= pumping.rate * sms.total_seconds(),
+            "every bot sign-up has a number of its own"
+        );
+    }
+
+    #[test]
+    fn kind_specific_fields_are_checked() {
+        let farm = "[[phase]]\nname = \"a\"\nseconds = 1\nattack = true\n[[bots]]\nkind = \"account_farm\"\n\
+                    rate = 3\nin_flight_per_account = 0\n";
+        let e = Scenario::parse(farm, "f.toml").unwrap_err().to_string();
+        for field in ["bots[0].accounts", "bots[0].in_flight_per_account", "bots[0].rate: not used"] {
+            assert!(e.contains(field), "{field} missing from: {e}");
+        }
+        let many = "[[bots]]\nkind = \"account_farm\"\naccounts = 1000\nin_flight_per_account = 4\n";
+        let e = Scenario::parse(many, "m.toml").unwrap_err().to_string();
+        assert!(e.contains("at most limits.max_in_flight (2048)"), "{e}");
+        let sms = "[[bots]]\nkind = \"sms_pumping\"\nsources = 1\nrate = 1\nphones = [\"+44 7400 1\"]\n\
+                   [[bots]]\nkind = \"signup_flood\"\nsources = 1\nrate = 1\nsolves_proof = true\n";
+        let e = Scenario::parse(sms, "s.toml").unwrap_err().to_string();
+        for field in ["bots[0].phones[0]", "bots[1].solves_proof"] {
+            assert!(e.contains(field), "{field} missing from: {e}");
+        }
     }
 
     #[test]
@@ -419,6 +580,16 @@ mod tests {
         for field in ["phase[0].seconds", "bots[0].phases", "gateway.env.RUST_LOG", "gateway.nodes"] {
             assert!(e.contains(field), "{field} missing from: {e}");
         }
+    }
+
+    #[test]
+    fn newcomers_phone_ranges_are_checked() {
+        let text = "[newcomers]\ncount = 20\narrive_in = \"quiet\"\nphones = [\"+44 7400 12345x\", \"+44 7400\"]\n";
+        let e = Scenario::parse(text, "n.toml").unwrap_err().to_string();
+        assert!(e.contains("newcomers.phones[1]"), "{e}");
+        let text = "[newcomers]\ncount = 20\narrive_in = \"quiet\"\nphones = [\"+44 7400 12345x\"]\n";
+        let e = Scenario::parse(text, "n.toml").unwrap_err().to_string();
+        assert!(e.contains("newcomers.phones: 10 distinct numbers"), "{e}");
     }
 
     #[test]
@@ -435,6 +606,11 @@ mod tests {
             phases: vec![],
             browser_like: false,
             fake_keys: true,
+            accounts: 0,
+            in_flight_per_account: 3,
+            max_retry_after_s: 5.0,
+            phones: Vec::new(),
+            solves_proof: false,
         };
         let attack_phases: Vec<usize> = (0..s.phases.len()).filter(|&i| s.phases[i].attack).collect();
         assert_eq!(s.bot_phases(&bot), attack_phases);

@@ -98,6 +98,20 @@ impl Recorder {
         self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_ok()
     }
 
+    /// A closed-loop sender (one that sends again when answered, not on a clock) starts
+    /// an attempt of `class`: its start time, or None (recorded as dropped) once the run's
+    /// request budget is spent.
+    pub fn begin(&self, class: usize) -> Option<f64> {
+        let at = self.now();
+        self.started[class].fetch_add(1, Ordering::Relaxed);
+        if self.spend() {
+            Some(at)
+        } else {
+            self.push(class, None, at, 0, Outcome::Dropped);
+            None
+        }
+    }
+
     /// An attempt of `class` started at `at` and sent to `node` is over.
     pub fn record(&self, class: usize, node: usize, at: f64, status: u16, outcome: Outcome) {
         self.push(class, Some(node), at, status, outcome);
@@ -331,8 +345,8 @@ impl Browser {
         self.session.lock().ok().and_then(|s| s.clone())
     }
 
-    /// `method path` with a JSON body, getting past challenges, waiting-room tickets and
-    /// `Retry-After` until `deadline`; the last answer.
+    /// `method path` with a JSON body, getting past challenges, proofs asked before a
+    /// text, waiting-room tickets and `Retry-After` until `deadline`; the last answer.
     pub async fn call(
         &self,
         solver: &Solver,
@@ -342,11 +356,17 @@ impl Browser {
         deadline: Instant,
     ) -> Answer {
         let mut pass: Option<String> = None;
-        let mut solves = 0;
+        // Sent with every repeat of this request once solved (it may meet the waiting
+        // room before it reaches the account service again); solved anew when asked again.
+        let mut proof: Option<String> = None;
+        let (mut solves, mut proofs) = (0, 0);
         loop {
             let (mut request, sent) = self.request(method, path, body);
             if let Some(p) = pass.take() {
                 request = request.header("x-palisade-pass", p);
+            }
+            if let Some(p) = &proof {
+                request = request.header(PROOF_HEADER, p.as_str());
             }
             let Ok(response) = request.send().await else {
                 return Answer { status: 0, body: Value::Null, session: None };
@@ -369,7 +389,15 @@ impl Browser {
             }
             let body: Value = response.json().await.unwrap_or(Value::Null);
             let challenge = &body["challenge"];
-            if status == 403 && challenge.is_object() && solves < 3 {
+            if status == 403 && asks_proof(&body) {
+                if proofs < 3 {
+                    proofs += 1;
+                    proof = prove(solver, challenge, deadline).await;
+                    if proof.is_some() {
+                        continue;
+                    }
+                }
+            } else if status == 403 && challenge.is_object() && solves < 3 {
                 solves += 1;
                 if self.clear(solver, challenge, sent.as_deref(), deadline).await {
                     continue;
@@ -413,17 +441,34 @@ impl Browser {
     }
 
     /// A bot's way: one POST, paying a challenge when asked (the clearance is kept for
-    /// the next ones), but never waiting in line. The status.
-    pub async fn call_once_cleared(&self, solver: &Solver, path: &str, body: &Value, deadline: Instant) -> u16 {
-        for _ in 0..2 {
-            let (request, sent) = self.request("POST", path, Some(body));
+    /// the next ones), but never waiting in line. With `proves`, it also solves the proof
+    /// asked before a text (`sms_proof_required`). The status.
+    pub async fn call_once_cleared(
+        &self,
+        solver: &Solver,
+        path: &str,
+        body: &Value,
+        proves: bool,
+        deadline: Instant,
+    ) -> u16 {
+        let mut proof: Option<String> = None;
+        for _ in 0..3 {
+            let (mut request, sent) = self.request("POST", path, Some(body));
+            if let Some(p) = &proof {
+                request = request.header(PROOF_HEADER, p.as_str());
+            }
             let Ok(response) = request.send().await else { return 0 };
             let status = response.status().as_u16();
             let answer: Value = response.json().await.unwrap_or(Value::Null);
             if status != 403 || !answer["challenge"].is_object() || Instant::now() >= deadline {
                 return status;
             }
-            if !self.clear(solver, &answer["challenge"], sent.as_deref(), deadline).await {
+            if asks_proof(&answer) {
+                proof = if proves { prove(solver, &answer["challenge"], deadline).await } else { None };
+                if proof.is_none() {
+                    return status;
+                }
+            } else if !self.clear(solver, &answer["challenge"], sent.as_deref(), deadline).await {
                 return status;
             }
         }
@@ -490,40 +535,48 @@ impl Browser {
     }
 
     /// Register, verify with the code from the outbox, log in: the account id and the
-    /// session cookie.
+    /// session cookie. Each step passed is counted in `counts` when given.
     pub async fn sign_up(
         &self,
         solver: &Solver,
         outbox: &Outbox,
-        email: &str,
+        who: &Identifier,
         password: &str,
         deadline: Instant,
+        counts: Option<&SignUpCounts>,
     ) -> Result<(i64, String), StepFailed> {
-        let register = json!({"email": email, "password": password});
-        let r = self.call(solver, "POST", "/auth/register", Some(&register), deadline).await;
+        let count = |step: fn(&SignUpCounts) -> &AtomicU64| {
+            if let Some(c) = counts {
+                step(c).fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        let r = self.call(solver, "POST", "/auth/register", Some(&who.with_password(password)), deadline).await;
         let user = r.body["user_id"].as_i64().ok_or_else(|| StepFailed::of("register", &r))?;
+        count(|c| &c.registered);
         let code = outbox.code(user).await.ok_or(StepFailed {
             step: "verify",
             status: 0,
             detail: "no verification code in the outbox".into(),
         })?;
+        count(|c| &c.got_code);
         let verify = json!({"user_id": user, "code": code});
         let r = self.call(solver, "POST", "/auth/verify", Some(&verify), deadline).await;
         if !(200..300).contains(&r.status) {
             return Err(StepFailed::of("verify", &r));
         }
-        let session = self.log_in(solver, email, password, deadline).await?;
+        count(|c| &c.verified);
+        let session = self.log_in(solver, who, password, deadline).await?;
         Ok((user, session))
     }
 
     pub async fn log_in(
         &self,
         solver: &Solver,
-        email: &str,
+        who: &Identifier,
         password: &str,
         deadline: Instant,
     ) -> Result<String, StepFailed> {
-        let login = json!({"email": email, "password": password});
+        let login = who.with_password(password);
         let r = self.call(solver, "POST", "/auth/login", Some(&login), deadline).await;
         match &r.session {
             Some(s) if (200..300).contains(&r.status) => Ok(s.clone()),
@@ -533,6 +586,12 @@ impl Browser {
 
     /// One chat request with the session; the status once the whole reply arrived.
     pub async fn chat(&self, body: &Bytes) -> u16 {
+        self.chat_answer(body).await.0
+    }
+
+    /// One chat request with the session: the status once the whole reply arrived, and
+    /// the `Retry-After` it carried.
+    pub async fn chat_answer(&self, body: &Bytes) -> (u16, Option<Duration>) {
         let mut request = self
             .http
             .post(format!("{}/v1/chat/completions", self.base))
@@ -544,9 +603,86 @@ impl Browser {
         match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
-                if response.bytes().await.is_ok() { status } else { 0 }
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                if response.bytes().await.is_ok() { (status, retry_after) } else { (0, None) }
             }
-            Err(_) => 0,
+            Err(_) => (0, None),
+        }
+    }
+}
+
+/// The header a request repeated with a proof of work carries: the challenge's token,
+/// one space, the nonce in decimal.
+pub const PROOF_HEADER: &str = "x-palisade-proof";
+
+/// Whether a 403's body asks for a proof of work before a text goes out. That challenge
+/// is answered by repeating the request with [`PROOF_HEADER`], never at `/challenge` (a
+/// clearance is not a proof).
+fn asks_proof(body: &Value) -> bool {
+    body["error"]["code"] == "sms_proof_required" && body["challenge"].is_object()
+}
+
+/// Solves a proof-of-work `challenge`: the [`PROOF_HEADER`] value, or None when it is
+/// malformed or no solver thread was free before `deadline`.
+async fn prove(solver: &Solver, challenge: &Value, deadline: Instant) -> Option<String> {
+    let token = challenge["token"].as_str()?;
+    let seed = challenge["seed"].as_str()?;
+    let difficulty = challenge["difficulty"].as_u64()?;
+    let nonce = solver.solve(seed.to_owned(), difficulty.min(32) as u8, deadline).await?;
+    Some(format!("{token} {nonce}"))
+}
+
+/// Who signs up or logs in: an e-mail address or a phone number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identifier {
+    Email(String),
+    Phone(String),
+}
+
+impl Identifier {
+    /// The body of a sign-up or login.
+    fn with_password(&self, password: &str) -> Value {
+        match self {
+            Identifier::Email(e) => json!({"email": e, "password": password}),
+            Identifier::Phone(p) => json!({"phone": p, "password": password}),
+        }
+    }
+}
+
+/// How far sign-ups got: counted as each step passes.
+#[derive(Debug, Default)]
+pub struct SignUpCounts {
+    /// Journeys begun.
+    pub started: AtomicU64,
+    /// Registrations answered with an account id (a code was sent).
+    pub registered: AtomicU64,
+    /// Codes found in the outbox: the code reached its owner.
+    pub got_code: AtomicU64,
+    /// Codes entered and accepted: a completed sign-up.
+    pub verified: AtomicU64,
+}
+
+/// A copy of [`SignUpCounts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SignUpTally {
+    pub started: u64,
+    pub registered: u64,
+    pub got_code: u64,
+    pub verified: u64,
+}
+
+impl SignUpCounts {
+    pub fn tally(&self) -> SignUpTally {
+        SignUpTally {
+            started: self.started.load(Ordering::Relaxed),
+            registered: self.registered.load(Ordering::Relaxed),
+            got_code: self.got_code.load(Ordering::Relaxed),
+            verified: self.verified.load(Ordering::Relaxed),
         }
     }
 }
@@ -678,6 +814,59 @@ mod tests {
         assert_eq!(outbox.code(2).await.as_deref(), Some("654321"));
         std::fs::write(&other, "{\"user_id\":3,\"text\":\"Your code is 111222\"}\n").expect("write");
         assert_eq!(outbox.code_now(3).as_deref(), Some("111222"), "codes from every node's outbox");
+    }
+
+    #[tokio::test]
+    async fn a_proof_asked_before_a_text_is_solved_and_sent_with_the_repeated_request() {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::routing::post;
+        // A sign-up that texts only with a valid proof for its challenge, and counts
+        // what reaches `/challenge` (where this proof must never go).
+        let to_challenge = Arc::new(AtomicUsize::new(0));
+        let counted = to_challenge.clone();
+        let app = axum::Router::new()
+            .route(
+                "/auth/register",
+                post(|headers: HeaderMap| async move {
+                    let proof = headers.get(PROOF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let proven = proof.split_once(' ').is_some_and(|(token, nonce)| {
+                        token == "tok-1"
+                            && nonce.parse::<u64>().is_ok_and(|n| {
+                                shield::pow::leading_zero_bits(&shield::pow::work_hash("seed-1", n)) >= 8
+                            })
+                    });
+                    if proven {
+                        (StatusCode::CREATED, axum::Json(json!({"user_id": 7})))
+                    } else {
+                        let challenge = json!({"token": "tok-1", "seed": "seed-1", "difficulty": 8});
+                        let error = json!({"code": "sms_proof_required", "message": "prove it"});
+                        (StatusCode::FORBIDDEN, axum::Json(json!({"error": error, "challenge": challenge})))
+                    }
+                }),
+            )
+            .route(
+                "/challenge",
+                post(move || {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    async { StatusCode::BAD_REQUEST }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let browser = Browser::new(IpAddr::V4(Ipv4Addr::LOCALHOST), &base, Duration::from_secs(5));
+        let solver = Solver::new(1);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let body = json!({"phone": "+447400100000", "password": "a long enough password"});
+
+        let answer = browser.call(&solver, "POST", "/auth/register", Some(&body), deadline).await;
+        assert_eq!((answer.status, answer.body["user_id"].as_i64()), (201, Some(7)), "{}", answer.body);
+        assert_eq!(solver.solved.load(Ordering::Relaxed), 1);
+        // Bots stop at the proof unless told to solve it.
+        assert_eq!(browser.call_once_cleared(&solver, "/auth/register", &body, false, deadline).await, 403);
+        assert_eq!(browser.call_once_cleared(&solver, "/auth/register", &body, true, deadline).await, 201);
+        assert_eq!(to_challenge.load(Ordering::Relaxed), 0, "a proof is not a clearance");
+        server.abort();
     }
 
     #[tokio::test]

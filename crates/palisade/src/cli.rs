@@ -60,7 +60,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct DrillArgs {
     /// A scenario file (see bench/scenarios/), or the name of a built-in one: `attack`
-    /// (the default) or `flash-crowd`.
+    /// (the default), `flash-crowd`, `account-farm` or `sms-pumping`.
     #[arg(default_value = "attack")]
     pub scenario: String,
     /// Where to write report.md, report.json and the charts.
