@@ -453,6 +453,16 @@ impl ServerConfig {
                 out.push(invalid(format!("server.metrics_allow[{i}]"), e.to_string()));
             }
         }
+        // The files are read here too, so `palisade config check` finds a wrong path
+        // or a key that does not fit before a restart does.
+        if let Some(Err(e)) = self.tls.as_ref().map(crate::tls::Tls::new) {
+            out.push(match e {
+                crate::tls::TlsError::File { field, path, problem } => {
+                    invalid(format!("server.tls.{field}"), format!("{}: {problem}", path.display()))
+                }
+                other => invalid("server.tls", other.to_string()),
+            });
+        }
     }
 }
 

@@ -390,6 +390,36 @@ async fn the_openai_python_sdk_works_over_tls() {
 }
 
 #[test]
+fn config_check_reads_the_certificate_files() {
+    let dir = scratch_dir();
+    let ca = PrivateCa::new();
+    let files = CertFiles::in_dir(dir.path());
+    let (cert, _, _) = ca.server_cert(1);
+    let (_, other_key, _) = ca.server_cert(2);
+    files.install(&cert, &other_key);
+    let config = dir.path().join("tls.toml");
+    let write = |cert: &Path| {
+        let text = format!("[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n", cert, files.key);
+        std::fs::write(&config, text).unwrap();
+    };
+    write(&dir.path().join("missing.pem"));
+    let (ok, _, stderr) = run(dir.path(), &["config", "check", "tls.toml"]);
+    assert!(!ok);
+    assert!(stderr.contains("server.tls.cert_file:"), "{stderr}");
+
+    write(&files.cert);
+    let (ok, _, stderr) = run(dir.path(), &["config", "check", "tls.toml"]);
+    assert!(!ok, "a key from another certificate must be refused");
+    assert!(stderr.contains("server.tls.key_file:") && stderr.contains("does not fit"), "{stderr}");
+
+    let (cert, key, _) = ca.server_cert(3);
+    files.install(&cert, &key);
+    let (ok, stdout, stderr) = run(dir.path(), &["config", "check", "tls.toml"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.ends_with(": ok\n"), "{stdout}");
+}
+
+#[test]
 fn pem_from_the_test_ca_parses() {
     // Guards the helper itself: what the gateway reads is what the test wrote.
     let ca = PrivateCa::new();
