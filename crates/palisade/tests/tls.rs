@@ -244,6 +244,24 @@ async fn a_rustls_client_gets_h2_or_http1_by_alpn() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_lane_speaks_tls_too() {
+    let dir = scratch_dir();
+    let ca = PrivateCa::new();
+    let (mut palisade, _files, served) = start_tls(dir.path(), &ca, &[("PALISADE_STATUS__LISTEN", "127.0.0.1:0")]);
+    let lane = tokio::task::block_in_place(|| {
+        palisade.wait_for_log(Duration::from_secs(10), |l| l["message"] == "status page lane listening")
+    });
+    let address = lane["address"].as_str().unwrap();
+    assert!(address.starts_with("https://"), "{address}");
+    let connected = connect(port(address), &ca.der(), &[b"h2"]).await;
+    assert_eq!(connected.peer, served);
+    let mut sender = h2(connected).await;
+    let response = sender.send_request(get("/healthz")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["strict-transport-security"], "max-age=63072000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_closed_before_its_handshake() {
     let dir = scratch_dir();
     let ca = PrivateCa::new();
