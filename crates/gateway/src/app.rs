@@ -39,6 +39,7 @@ use crate::refusal::Prerendered;
 use crate::request::{RequestContext, Route};
 use crate::server::{self, Dispatch, Listener};
 use crate::status_page::{self, StatusBoard, StatusRecorder, StatusSources};
+use crate::tls::Tls;
 use crate::upstream::UpstreamPool;
 
 /// What went wrong building the gateway.
@@ -54,6 +55,8 @@ pub enum GatewayError {
     Shield(shield::ConfigError),
     #[error("{0}")]
     SharedState(#[from] fleet::FleetError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error(
         "shared_state needs a shield key every node shares (the same key file or PALISADE_SHIELD_KEY on every node)"
     )]
@@ -79,7 +82,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: GatewayConfig, accounts: Arc<Accounts>) -> Result<Arc<Gateway>, GatewayError> {
+    pub fn new(mut config: GatewayConfig, accounts: Arc<Accounts>) -> Result<Arc<Gateway>, GatewayError> {
+        let tls = config.server.tls.as_ref().map(Tls::new).transpose()?.map(Arc::new);
+        // Clients reach a TLS listener over TLS: its cookies need never travel in clear.
+        config.auth.cookie_secure |= tls.is_some();
         let pool = Arc::new(UpstreamPool::new(&config.proxy, &config.upstreams).map_err(GatewayError::Upstream)?);
         let admission =
             Arc::new(Admission::new(config.admission.clone()).map_err(|e| GatewayError::Admission(e.to_string()))?);
@@ -133,6 +139,7 @@ impl Gateway {
             proxy_protocol: config.shield.proxy_protocol,
             turnstile: Some(edge.clone()),
             refusals: Prerendered::new(),
+            tls,
         });
         let detail_networks = config.server.metrics_networks().into();
         Ok(Arc::new(Gateway {
@@ -194,6 +201,11 @@ impl Gateway {
 
     pub fn admission(&self) -> &Admission {
         &self.admission
+    }
+
+    /// The listener's TLS, when `server.tls` is set: [`Tls::reload`] swaps its certificate.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.listener.tls.as_deref()
     }
 
     pub fn connections(&self) -> &ConnectionGate {
@@ -506,7 +518,8 @@ impl StatusLane {
     fn start(gateway: &Gateway, address: std::net::SocketAddr) -> std::io::Result<StatusLane> {
         let listener = std::net::TcpListener::bind(address)?;
         listener.set_nonblocking(true)?;
-        tracing::info!(address = %format!("http://{}", listener.local_addr()?), "status page lane listening");
+        let scheme = if gateway.tls().is_some() { "https" } else { "http" };
+        tracing::info!(address = %format!("{scheme}://{}", listener.local_addr()?), "status page lane listening");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let routes = status_page::router(gateway.status.clone())
             .route("/healthz", get(health::healthz))

@@ -41,6 +41,20 @@ pub struct ServerConfig {
     /// `/readyz` only its status. The client is the one the listener resolved (after a
     /// trusted proxy's word).
     pub metrics_allow: Vec<String>,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) instead of plain HTTP. With it the
+    /// gateway sends `Strict-Transport-Security` and marks cookies `Secure`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The listener's certificate (`[server.tls]`). Both files are read again on SIGHUP.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM: the server's certificate first, then any intermediates.
+    pub cert_file: std::path::PathBuf,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +71,7 @@ impl Default for ServerConfig {
             body_read_timeout_ms: 30_000,
             min_body_bytes_per_s: 1024,
             metrics_allow: vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()],
+            tls: None,
         }
     }
 }
@@ -437,6 +452,16 @@ impl ServerConfig {
             if let Err(e) = text.parse::<shield::Cidr>() {
                 out.push(invalid(format!("server.metrics_allow[{i}]"), e.to_string()));
             }
+        }
+        // The files are read here too, so `palisade config check` finds a wrong path
+        // or a key that does not fit before a restart does.
+        if let Some(Err(e)) = self.tls.as_ref().map(crate::tls::Tls::new) {
+            out.push(match e {
+                crate::tls::TlsError::File { field, path, problem } => {
+                    invalid(format!("server.tls.{field}"), format!("{}: {problem}", path.display()))
+                }
+                other => invalid("server.tls", other.to_string()),
+            });
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod refusal;
 pub mod request;
 pub mod server;
 pub mod status_page;
+pub mod tls;
 pub mod upstream;
 pub mod validation;
 

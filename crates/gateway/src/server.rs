@@ -1,4 +1,5 @@
-//! The listener: accepts connections, speaks HTTP/1.1 and HTTP/2 (h2c), resolves
+//! The listener: accepts connections, reads a trusted proxy's PROXY header, completes
+//! the TLS handshake when TLS is on, speaks HTTP/1.1 and HTTP/2 (h2c, or h2 by ALPN), resolves
 //! each request's context once (id, client, route), hands it to the lane's
 //! [`Dispatch`], renders and counts refusals (one place for all of them), records
 //! the request metrics, and on shutdown stops accepting and drains what is in
@@ -29,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::pages;
 use crate::refusal::{self, Admit, Prerendered, Turnstile};
 use crate::request::{Identity, RequestContext, RequestId, Route};
+use crate::tls::Tls;
 
 /// Where the listener hands each request, with its [`RequestContext`] in its
 /// extensions, and gets the response back.
@@ -48,7 +50,13 @@ pub struct Listener {
     /// The edge's cheapest refusals, run here before a request has a context.
     pub turnstile: Option<Arc<dyn Turnstile>>,
     pub refusals: Prerendered,
+    /// Serve HTTPS: the handshake follows the PROXY header, if any, and must finish
+    /// within the header-read timeout.
+    pub tls: Option<Arc<Tls>>,
 }
+
+/// Sent on every answer over TLS: browsers use HTTPS for this host for two years.
+static HSTS: HeaderValue = HeaderValue::from_static("max-age=63072000");
 
 /// Makes request ids: a per-process random prefix and a counter, so ids are
 /// unique across restarts without a random draw per request.
@@ -150,11 +158,20 @@ pub async fn serve<D: Dispatch>(
                 }
             }
             let watch = ConnWatch::new(slot);
-            let io = TokioIo::new(WatchedIo::new(stream, watch.clone(), silence));
+            let io = WatchedIo::new(stream, watch.clone(), silence);
+            let tls = parts.tls.clone();
             let service = RequestService { dispatch, parts, ids, peer, pace, watch };
-            let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let Some(tls) = tls else {
+                return serve_connection(&builder, watcher, TokioIo::new(io), service).await;
+            };
+            // The silence timer in `WatchedIo` would end a stalled handshake too; this
+            // says why in the log.
+            match tokio::time::timeout(header_timeout, tls.acceptor().accept(io)).await {
+                Ok(Ok(io)) => serve_connection(&builder, watcher, TokioIo::new(io), service).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed; connection closed"),
+                Err(_) => {
+                    tracing::debug!("TLS handshake not finished within the header-read timeout; connection closed")
+                }
             }
         });
     }
@@ -166,6 +183,22 @@ pub async fn serve<D: Dispatch>(
         tracing::warn!("shutdown grace period over; closing the remaining connections");
     }
     Ok(())
+}
+
+/// Serve HTTP on one connection (plain or TLS) until it closes or the drain ends it.
+async fn serve_connection<I, D>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: I,
+    service: RequestService<D>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    D: Dispatch,
+{
+    let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// The per-connection service: the request's context, a tracing span, the lane's
@@ -204,6 +237,9 @@ impl<D: Dispatch> hyper::service::Service<Request<Incoming>> for RequestService<
                 self.parts.metrics.refused_reject(reject);
                 let headers = response.headers_mut();
                 headers.insert(X_REQUEST_ID.clone(), id);
+                if self.parts.tls.is_some() {
+                    headers.insert(header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+                }
                 if refusal::close_after(self.watch.refused(), request.version()) {
                     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
@@ -227,6 +263,9 @@ impl<D: Dispatch> hyper::service::Service<Request<Incoming>> for RequestService<
                 let response = dispatch.dispatch(request).await;
                 let mut response = finish(response, html, &parts.metrics);
                 response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+                if parts.tls.is_some() {
+                    response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+                }
                 let status = response.status().as_u16();
                 parts.metrics.observe(route, status, started.elapsed());
                 tracing::debug!(status, "answered");

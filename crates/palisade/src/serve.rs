@@ -99,7 +99,11 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (is another server using it?)", config.listen))?;
     let address = listener.local_addr()?;
-    tracing::info!(address = %format!("http://{address}"), upstreams = config.upstreams.len(), "listening");
+    let scheme = if gateway.tls().is_some() { "https" } else { "http" };
+    if gateway.tls().is_some() {
+        reload_tls_on_hangup(gateway.clone())?;
+    }
+    tracing::info!(address = %format!("{scheme}://{address}"), upstreams = config.upstreams.len(), "listening");
 
     gateway::run(Arc::clone(&gateway), listener, wait_for(stop_rx)).await?;
     if let Some(simulator) = simulator {
@@ -306,6 +310,33 @@ pub fn sim_upstream(args: SimArgs) -> anyhow::Result<ExitCode> {
         sim::serve(listener, config, shutdown_signal()).await.context("simulated model server failed")
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// On SIGHUP, read the TLS certificate and key again: handshakes from then on present
+/// the new certificate, connections already open go on. A file that does not load
+/// leaves the certificate in use as it was. The handler is in place when this returns
+/// (before the "listening" line), so an early SIGHUP cannot end the process.
+fn reload_tls_on_hangup(gateway: Arc<Gateway>) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP (TLS certificate reload)")?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let Some(tls) = gateway.tls() else { return };
+                let cert_file = tls.files().cert_file.display().to_string();
+                match tls.reload() {
+                    Ok(()) => tracing::info!(%cert_file, "TLS certificate reloaded"),
+                    Err(error) => tracing::error!(
+                        %error, %cert_file, "TLS certificate reload failed; still serving the previous one"
+                    ),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = gateway;
+    Ok(())
 }
 
 async fn wait_for(mut stop: watch::Receiver<bool>) {

@@ -4,44 +4,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-
-const OPENAI_SDK: &str = "openai==3.57.0";
-
-/// A Python interpreter that can `import openai`: `PALISADE_TEST_PYTHON`, or a
-/// virtualenv made here. `None` (skip) only outside CI.
-fn python_with_openai() -> Option<PathBuf> {
-    if let Ok(python) = std::env::var("PALISADE_TEST_PYTHON") {
-        return Some(PathBuf::from(python));
-    }
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("openai-venv");
-    let python = venv.join("bin/python");
-    let ready = |python: &PathBuf| {
-        Command::new(python).args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success())
-    };
-    if !ready(&python) {
-        let made =
-            Command::new("python3").args(["-m", "venv", venv.to_str().unwrap()]).status().is_ok_and(|s| s.success())
-                && Command::new(&python)
-                    .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", OPENAI_SDK])
-                    .status()
-                    .is_ok_and(|s| s.success());
-        if !made || !ready(&python) {
-            let why = format!(
-                "cannot install the OpenAI SDK ({OPENAI_SDK}) into {}: needs python3 with venv and PyPI",
-                venv.display()
-            );
-            assert!(!testkit::in_ci(), "{why}");
-            eprintln!("SKIPPED (no OpenAI SDK): {why}");
-            return None;
-        }
-    }
-    Some(python)
-}
 
 #[tokio::test]
 async fn the_official_openai_python_sdk_works_through_palisade() {
