@@ -105,6 +105,14 @@ impl PrincipalCache {
     pub fn clear(&self) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
+
+    /// Forget the answers naming one of `users` (and every known-invalid one, which names
+    /// no one): for a change to a few accounts that must not send every other caller back
+    /// to the store, as a cohort flagged during a flood would.
+    pub fn forget_users(&self, users: &[i64]) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, (principal, _)| principal.as_ref().is_some_and(|p| !users.contains(&p.user_id)));
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +157,21 @@ mod tests {
         assert_eq!(cache.stale(Credential::ApiKey, "pal_bad", t0, grace), None);
         cache.clear();
         assert_eq!(cache.stale(Credential::ApiKey, "pal_x", t0, grace), None, "a revocation here forgets it");
+    }
+
+    #[test]
+    fn forgetting_some_users_keeps_everyone_else() {
+        let cache = PrincipalCache::new(Duration::from_secs(60), 100);
+        let now = Instant::now();
+        cache.put(Credential::ApiKey, "a", Some(principal(1)), now);
+        cache.put(Credential::ApiKey, "b", Some(principal(2)), now);
+        cache.put(Credential::Session, "c", Some(principal(3)), now);
+        cache.put(Credential::ApiKey, "bogus", None, now);
+        cache.forget_users(&[1, 3]);
+        assert!(cache.get(Credential::ApiKey, "a", now).is_none());
+        assert!(cache.get(Credential::Session, "c", now).is_none());
+        assert!(cache.get(Credential::ApiKey, "bogus", now).is_none());
+        assert_eq!(cache.get(Credential::ApiKey, "b", now).flatten().map(|p| p.user_id), Some(2));
     }
 
     #[test]

@@ -1280,7 +1280,9 @@ impl Accounts {
     pub async fn flag_cohort(&self, ids: &[i64], reason: &str, actor: &str) -> Result<u64, AccountError> {
         let flagged = self.store.flag_users(ids, reason, unix_millis()).await?;
         if flagged > 0 {
-            self.principals.clear();
+            // Only these accounts' cached credentials: clearing them all, as often as a
+            // farm's accounts are found, would send every member back to the store.
+            self.principals.forget_users(ids);
             let detail = serde_json::json!({"users": ids, "newly_flagged": flagged});
             self.audit(actor, "account.cohort.flag", "ok", None, Some(reason), Some(detail)).await;
         }
