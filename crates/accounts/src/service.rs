@@ -319,8 +319,8 @@ pub struct Accounts {
     sends_per_destination: SendBudget,
     /// Texts per country and number range, and the pumping breaker...
     sms: SmsGuard,
-    /// ...and what it holds, as of the last review (see [`texts`]).
-    texts: std::sync::Mutex<texts::TextsState>,
+    /// ...and what it holds, as of the last review (see `texts`).
+    texts: std::sync::Mutex<crate::sms::TextsState>,
     principals: PrincipalCache,
     /// Bumped on every local change other nodes must hear of (see [`Accounts::changes`]).
     credential_changes: std::sync::atomic::AtomicU64,
@@ -414,7 +414,7 @@ impl Accounts {
                 prices: config.sms_prices.clone(),
                 default_price: config.sms_default_price,
             }),
-            texts: std::sync::Mutex::new(texts::TextsState::default()),
+            texts: std::sync::Mutex::new(crate::sms::TextsState::default()),
             store,
             keys: RwLock::new(Arc::new(keys)),
             passwords: PasswordPolicy::default(),

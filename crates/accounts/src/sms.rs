@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::policy::RegistrationPolicy;
 use crate::send_budget::{BreakerConfig, ConversionBreaker, SendBudget, SendGate};
 
 /// Countries remembered for the counters (ISO regions: about 250 exist).
@@ -88,6 +89,30 @@ pub struct Review {
     /// Codes entered over codes sent, every text of this process over the window (`None`
     /// under the breaker's minimum of sends).
     pub conversion: Option<f64>,
+}
+
+/// What is held now (as of the last review), for the status page and the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TextsHeld {
+    /// Ranges, countries and subnets whose texts need a proof of work...
+    pub proof: usize,
+    /// ...or are paused.
+    pub paused: usize,
+    /// Registration narrowed to the home regions by the breaker.
+    pub narrowed: bool,
+}
+
+/// What the account service remembers between reviews (see `service::texts`).
+#[derive(Debug, Default)]
+pub(crate) struct TextsState {
+    pub(crate) held: TextsHeld,
+    /// While narrowed: the policy set, and the one to go back to.
+    pub(crate) narrowed: Option<(RegistrationPolicy, RegistrationPolicy)>,
+    pub(crate) hold_until_ms: i64,
+    pub(crate) trips: u32,
+    pub(crate) last_trip_ms: i64,
+    /// The policy whose stored restore marker was last read (one read per policy seen).
+    pub(crate) looked_for: Option<RegistrationPolicy>,
 }
 
 /// Sent and entered codes of one country.

@@ -44,17 +44,7 @@ pub struct ServerConfig {
     /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) instead of plain HTTP. With it the
     /// gateway sends `Strict-Transport-Security` and marks cookies `Secure`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsConfig>,
-}
-
-/// The listener's certificate (`[server.tls]`). Both files are read again on SIGHUP.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM: the server's certificate first, then any intermediates.
-    pub cert_file: std::path::PathBuf,
-    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: std::path::PathBuf,
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for ServerConfig {

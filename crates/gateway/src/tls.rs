@@ -13,9 +13,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
 use tokio_rustls::TlsAcceptor;
-
-use crate::config::TlsConfig;
 
 /// Why a certificate could not be loaded; names the setting and the file.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +23,16 @@ pub enum TlsError {
     File { field: &'static str, path: PathBuf, problem: String },
     #[error("server.tls: {0}")]
     Rustls(#[from] rustls::Error),
+}
+
+/// The listener's certificate (`[server.tls]`). Both files are read again on SIGHUP.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM: the server's certificate first, then any intermediates.
+    pub cert_file: PathBuf,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// The listener's TLS: the acceptor for new connections and the certificate it

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::{AccountError, Accounts};
 use crate::policy::{Region, RegistrationPolicy};
 use crate::send_budget::SendGate;
-use crate::sms::{Review, Scope};
+use crate::sms::{Review, Scope, TextsHeld};
 use crate::unix_millis;
 
 /// Where the policy before an automatic narrowing is kept ("" when not narrowed).
@@ -26,30 +26,6 @@ pub const NARROWED_MESSAGE: &str =
 /// Longest hold of a narrowing however often it trips again.
 const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
 const DAY_MS: i64 = 24 * 3600 * 1000;
-
-/// What is held now, for the status page and the metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TextsHeld {
-    /// Ranges, countries and subnets whose texts need a proof of work...
-    pub proof: usize,
-    /// ...or are paused.
-    pub paused: usize,
-    /// Registration narrowed to the home regions by the breaker.
-    pub narrowed: bool,
-}
-
-/// The breaker's view between reviews.
-#[derive(Debug, Default)]
-pub(super) struct TextsState {
-    held: TextsHeld,
-    /// While narrowed: the policy set, and the one to go back to.
-    narrowed: Option<(RegistrationPolicy, RegistrationPolicy)>,
-    hold_until_ms: i64,
-    trips: u32,
-    last_trip_ms: i64,
-    /// The policy whose stored restore marker was last read (one read per policy seen).
-    looked_for: Option<RegistrationPolicy>,
-}
 
 fn gate_word(gate: SendGate) -> &'static str {
     match gate {
