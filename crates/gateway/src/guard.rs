@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use shield::Key;
 
-use crate::abuse::activity::{self, ActivityMonitor, Signal};
+use crate::abuse::activity::{ActivityMonitor, Signal};
 use crate::abuse::{AbusePolicy, Strikes};
 use crate::audit::{Actor, AuditLog, Event};
 use crate::metrics::Metrics;
@@ -148,8 +148,8 @@ impl AiGuard {
 
     /// Feed the activity signals; each one raised is a strike (against the
     /// subnet for many accounts on it, else against the caller) and an audit entry.
-    pub fn watch_activity(&self, caller: Caller, subnet: u64, text: &aiguard::RequestText, tokens: u32, now: Instant) {
-        let prompt = text.last_user_text().map(activity::fingerprint);
+    /// `prompt`: the fingerprint of the last user turn (`activity::fingerprint`).
+    pub fn watch_activity(&self, caller: Caller, subnet: u64, prompt: Option<u64>, tokens: u32, now: Instant) {
         let account = caller.actor.0;
         for signal in self.activity.observe(caller.who, subnet, account, prompt, tokens, now) {
             let target = if signal == Signal::ManyAccountsOnSubnet { subnet } else { caller.who };

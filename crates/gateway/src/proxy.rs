@@ -371,10 +371,9 @@ impl Proxy {
             }
         }
         let estimate = token_estimate(body.len(), asked.completion_tokens);
-        self.guard.watch_activity(asker.caller, ctx.client.subnet_digest(), &text, estimate, now);
-        if asker.principal.is_some() && self.cohorts.enabled() {
-            outbound.prompt = text.last_user_text().map(crate::abuse::activity::fingerprint);
-        }
+        // One fingerprint for the activity signals and, on a refusal, the cohorts.
+        outbound.prompt = text.last_user_text().map(crate::abuse::activity::fingerprint);
+        self.guard.watch_activity(asker.caller, ctx.client.subnet_digest(), outbound.prompt, estimate, now);
         // Only a request that gets the operator's system prompt needs its body as a
         // tree, to be rewritten; every other one is forwarded byte for byte.
         let model = asked.model.as_deref();

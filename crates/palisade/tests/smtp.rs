@@ -19,26 +19,7 @@ const AIOSMTPD: &str = "aiosmtpd==1.4.6";
 
 /// A Python interpreter that can `import aiosmtpd`; `None` (skip) only outside CI.
 fn python_with_aiosmtpd() -> Option<PathBuf> {
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("smtp-venv");
-    let python = venv.join("bin/python");
-    let ready = |python: &PathBuf| {
-        Command::new(python).args(["-c", "import aiosmtpd"]).output().is_ok_and(|o| o.status.success())
-    };
-    if !ready(&python) {
-        let made =
-            Command::new("python3").args(["-m", "venv", venv.to_str().unwrap()]).status().is_ok_and(|s| s.success())
-                && Command::new(&python)
-                    .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", AIOSMTPD])
-                    .status()
-                    .is_ok_and(|s| s.success());
-        if !made || !ready(&python) {
-            let why = format!("cannot install {AIOSMTPD} into {}: needs python3 with venv and PyPI", venv.display());
-            assert!(!testkit::in_ci(), "{why}");
-            eprintln!("SKIPPED (no aiosmtpd): {why}");
-            return None;
-        }
-    }
-    Some(python)
+    python_with("smtp-venv", "aiosmtpd", AIOSMTPD)
 }
 
 /// The SMTP server, killed when dropped.

@@ -140,25 +140,29 @@ pub fn python_with_openai() -> Option<PathBuf> {
     if let Ok(python) = std::env::var("PALISADE_TEST_PYTHON") {
         return Some(PathBuf::from(python));
     }
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("openai-venv");
+    python_with("openai-venv", "openai", OPENAI_SDK)
+}
+
+/// A Python interpreter in the virtualenv `venv` (under the target directory, kept between
+/// runs) that can `import module`, installing `package` from PyPI on first use. `None`
+/// (skip) only outside CI.
+pub fn python_with(venv: &str, module: &str, package: &str) -> Option<PathBuf> {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(venv);
     let python = venv.join("bin/python");
     let ready = |python: &PathBuf| {
-        Command::new(python).args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success())
+        Command::new(python).args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success())
     };
     if !ready(&python) {
         let made =
             Command::new("python3").args(["-m", "venv", venv.to_str().unwrap()]).status().is_ok_and(|s| s.success())
                 && Command::new(&python)
-                    .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", OPENAI_SDK])
+                    .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", package])
                     .status()
                     .is_ok_and(|s| s.success());
         if !made || !ready(&python) {
-            let why = format!(
-                "cannot install the OpenAI SDK ({OPENAI_SDK}) into {}: needs python3 with venv and PyPI",
-                venv.display()
-            );
+            let why = format!("cannot install {package} into {}: needs python3 with venv and PyPI", venv.display());
             assert!(!testkit::in_ci(), "{why}");
-            eprintln!("SKIPPED (no OpenAI SDK): {why}");
+            eprintln!("SKIPPED (no {module}): {why}");
             return None;
         }
     }
