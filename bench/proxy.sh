@@ -39,6 +39,10 @@
 #              before other processes' CPU work on a shared machine [-20]
 #   BASE_PORT  first of five consecutive ports on 127.0.0.1 [18400]
 #   NO_BUILD=1 use target/release/palisade as it is
+#   TLS=1      Palisade and nginx serve HTTPS on one certificate (ECDSA P-256,
+#              made here with openssl), and MODES defaults to "whole handshake":
+#              `handshake` is the plain request on a new connection each time
+#              (`Connection: close`), so its req/s are full TLS handshakes per second
 #
 # Exit status: 0 when every target started and answered its runs with 2xx only;
 # 1 when a target failed to start (or to install), or a run had errors.
@@ -54,7 +58,11 @@ TARGETS=${TARGETS:-"direct palisade nginx litellm"}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-32}
-MODES=${MODES:-"whole stream"}
+TLS=${TLS:-0}
+if [[ $TLS == 1 ]]; then MODES=${MODES:-"whole handshake"}; else MODES=${MODES:-"whole stream"}; fi
+SCHEME=http
+CURL_TLS=()
+if [[ $TLS == 1 ]]; then SCHEME=https CURL_TLS=(--cacert "$OUT/tls/cert.pem"); fi
 EXTRA_BUDGET=${EXTRA_BUDGET:-90}
 QUIET_PCT=${QUIET_PCT:-15}
 OTHER_PCT=${OTHER_PCT:-20}
@@ -97,13 +105,13 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 chat_ok() {
     local url bearer=${BEARER[$1]:-$LITELLM_KEY} reply
     url=$(target_url "$1")
-    reply=$(curl -sS --noproxy '*' -m 10 -w '\n%{http_code}' -H 'content-type: application/json' \
+    reply=$(curl -sS --noproxy '*' "${CURL_TLS[@]}" -m 10 -w '\n%{http_code}' -H 'content-type: application/json' \
         -H "authorization: Bearer $bearer" -d "$BODY" "$url$CHAT_PATH") || return 1
     if [[ ${reply##*$'\n'} != 200 || $reply != *'"choices"'* ]]; then
         log "bad reply from $1: $reply"
         return 1
     fi
-    reply=$(curl -sS --noproxy '*' -m 10 -w '\n%{http_code}' -H 'content-type: application/json' \
+    reply=$(curl -sS --noproxy '*' "${CURL_TLS[@]}" -m 10 -w '\n%{http_code}' -H 'content-type: application/json' \
         -H "authorization: Bearer $bearer" -d "$STREAM_BODY" "$url$CHAT_PATH") || return 1
     if [[ ${reply##*$'\n'} != 200 || $reply != *'data: [DONE]'* ]]; then
         log "bad streamed reply from $1: $reply"
@@ -298,13 +306,14 @@ start_target() {
         rm -rf "$OUT/palisade-data"
         palisade_proxy_env "$SIM_PORT" "$OUT/palisade-data"
         local -a env=("${PALISADE_ENV[@]}")
+        [[ $TLS != 1 ]] || env+=(PALISADE_SERVER__TLS__CERT_FILE="$OUT/tls/cert.pem" PALISADE_SERVER__TLS__KEY_FILE="$OUT/tls/key.pem")
         # /v1 wants an API key (or a session): make one in the fresh store.
         BEARER[palisade]=$(env "${env[@]}" "$PALISADE" keys create --name bench 2>>"$OUT/palisade.log" |
             grep -Eo '^pal_[A-Za-z0-9_-]+' || true)
         [[ -n ${BEARER[palisade]} ]] || { log "palisade keys create printed no key; see $OUT/palisade.log"; return 1; }
         start palisade "$PROXY_CPU" env TOKIO_WORKER_THREADS=1 "${env[@]}" \
             "$PALISADE" serve --listen "127.0.0.1:$PALISADE_PORT" --log-format json
-        wait_ready palisade 30 "http://127.0.0.1:$PALISADE_PORT/readyz" || return 1
+        wait_ready palisade 30 "${CURL_TLS[@]}" "$SCHEME://127.0.0.1:$PALISADE_PORT/readyz" || return 1
         PALISADE_WORKERS=$(tokio_workers "${PGID[palisade]}")
         log "palisade: $PALISADE_WORKERS tokio worker thread(s), $(ls /proc/"${PGID[palisade]}"/task | wc -l) threads in all"
         ;;
@@ -314,12 +323,18 @@ start_target() {
         ;;
     nginx)
         mkdir -p "$OUT/nginx"
+        local listen_ssl="" tls_conf="# plain HTTP"
+        if [[ $TLS == 1 ]]; then
+            listen_ssl=" ssl"
+            tls_conf="ssl_certificate $OUT/tls/cert.pem; ssl_certificate_key $OUT/tls/key.pem;"
+        fi
         sed -e "s|@OUT@|$OUT|g" -e "s|@SIM_PORT@|$SIM_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
+            -e "s|@LISTEN_SSL@|$listen_ssl|g" -e "s|@TLS@|$tls_conf|g" \
             "$BENCH/nginx-proxy.conf.template" >"$OUT/nginx/nginx.conf"
         local nginx_bin
         nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
         start nginx "$PROXY_CPU" "$nginx_bin" -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -e "$OUT/nginx/error.log"
-        wait_ready nginx 15 "http://127.0.0.1:$NGINX_PORT/v1/models" || return 1
+        wait_ready nginx 15 "${CURL_TLS[@]}" "$SCHEME://127.0.0.1:$NGINX_PORT/v1/models" || return 1
         ;;
     litellm)
         [[ $LITELLM_STATUS == ok ]] || return 1
@@ -345,8 +360,8 @@ start_target() {
 target_url() {
     case $1 in
     direct) echo "http://127.0.0.1:$SIM_PORT" ;;
-    palisade) echo "http://127.0.0.1:$PALISADE_PORT" ;;
-    nginx) echo "http://127.0.0.1:$NGINX_PORT" ;;
+    palisade) echo "$SCHEME://127.0.0.1:$PALISADE_PORT" ;;
+    nginx) echo "$SCHEME://127.0.0.1:$NGINX_PORT" ;;
     hyper) echo "http://127.0.0.1:$HYPER_PORT" ;;
     litellm) echo "http://127.0.0.1:$LITELLM_PORT" ;;
     esac
@@ -378,6 +393,14 @@ done
 rm -f "$OUT"/*-c*.txt "$OUT"/*-warmup.txt "$OUT"/table.md "$OUT"/results.tsv "$OUT"/chat*.lua
 write_lua whole "$BODY"
 write_lua stream "$STREAM_BODY"
+write_lua handshake "$BODY"
+echo 'wrk.headers["Connection"] = "close"' >>"$OUT/chat-handshake.lua"
+if [[ $TLS == 1 ]]; then
+    mkdir -p "$OUT/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+        -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout "$OUT/tls/key.pem" -out "$OUT/tls/cert.pem" \
+        2>"$OUT/tls/openssl.log" || die "openssl could not make the benchmark certificate; see $OUT/tls/openssl.log"
+fi
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "nproc: $(nproc)"
@@ -445,6 +468,7 @@ for mode in $MODES; do
     case $mode in
     whole) echo "Plain replies (the request as given; one JSON body back)" ;;
     stream) echo "Streamed replies (the same request with \"stream\": true; 11 server-sent events back)" ;;
+    handshake) echo "A new connection per request (\`Connection: close\`): over TLS, a full handshake each (the direct row is the sim over plain HTTP)" ;;
     esac
     echo
     awk -F'\t' -v mode="$mode" -v conns="$CONNS" -v other_pct="$OTHER_PCT" '
