@@ -66,7 +66,7 @@ start_palisade() {
     mkdir -p "$WORK/$name"
     # exec: the recorded pid is palisade itself, so stop_last stops it.
     (cd "$WORK/$name" && exec env TOKIO_WORKER_THREADS=1 PALISADE_LOG__LEVEL=warn \
-        PALISADE_LISTEN="127.0.0.1:$PORT_PALISADE" "$@" taskset -c 1 "$BIN" serve >"$WORK/$name.log" 2>&1) &
+        PALISADE_LISTEN="127.0.0.1:$PORT_PALISADE" PALISADE_ADMIN__LISTEN=127.0.0.1:0 "$@" taskset -c 1 "$BIN" serve >"$WORK/$name.log" 2>&1) &
     PIDS+=($!)
     wait_port "$PORT_PALISADE"
 }

@@ -6,6 +6,10 @@
 
 declare -A PGID=()
 
+# Every `palisade serve` a script starts puts its admin API on a port of its own
+# choosing, so several nodes (or a developer's own gateway on 8081) do not collide.
+export PALISADE_ADMIN__LISTEN=127.0.0.1:0
+
 # stop_group NAME — TERM the group, wait up to 5 s, then KILL what is left.
 stop_group() {
     local name=$1 pg=${PGID[$1]:-}

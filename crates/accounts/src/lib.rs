@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod email;
 pub mod hasher;
 pub mod notify;
+pub mod operator;
 pub mod password;
 pub mod phone;
 pub mod policy;

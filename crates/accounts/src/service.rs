@@ -36,6 +36,7 @@ use crate::tier::{Tenure, TrustTier};
 use crate::{recovery, tokens, totp, unix_millis};
 
 pub mod factors;
+pub mod operators;
 pub mod texts;
 
 /// Account settings (the `[accounts]` section of the configuration).
@@ -56,6 +57,10 @@ pub struct AccountsConfig {
     /// Issuer shown in authenticator apps.
     pub totp_issuer: String,
     pub invite_ttl_s: u64,
+    /// How long an operator's token from `palisade admin login` lasts, and how long a
+    /// new operator's setup code stays usable.
+    pub operator_token_ttl_s: u64,
+    pub operator_setup_ttl_s: u64,
     /// Seconds a node may keep answering from memory who an API key or session
     /// belongs to (0: ask the store every request). A key revoked on another
     /// node or from the CLI stops working here within this time.
@@ -117,6 +122,8 @@ impl Default for AccountsConfig {
             login_free_failures: 5,
             totp_issuer: "Palisade".to_owned(),
             invite_ttl_s: 7 * 24 * 3600,
+            operator_token_ttl_s: 3600,
+            operator_setup_ttl_s: 24 * 3600,
             credential_cache_s: 5,
             credential_grace_s: 900,
             unverified_claim_ttl_s: 24 * 3600,
@@ -1368,6 +1375,14 @@ impl Accounts {
                         again("totp", &user.totp_secret_enc)?.as_deref(),
                     )
                     .await?;
+                rewritten += 1;
+            }
+        }
+        // Operators' authenticator secrets are under the same key.
+        for operator in self.store.operators().await? {
+            if let Some(sealed) = operator.totp_secret_enc.as_deref().filter(|b| keys.needs_rotation(b)) {
+                let again = keys.encrypt("operator-totp", &keys.decrypt("operator-totp", sealed)?);
+                self.store.set_operator_totp_secret(operator.id, &again).await?;
                 rewritten += 1;
             }
         }

@@ -208,6 +208,8 @@ struct FleetNode<'a> {
 struct Started {
     proc: Proc,
     port: u16,
+    /// The admin API's own port.
+    admin_port: u16,
     log: PathBuf,
     data: PathBuf,
 }
@@ -263,6 +265,7 @@ fn start_gateway(
     node: Option<FleetNode>,
 ) -> Result<Started, RunError> {
     let port = free_port()?;
+    let admin_port = free_port()?;
     let (log, data) = match &node {
         None => (dir.join("palisade.log"), dir.join("data")),
         Some(n) => (dir.join(format!("node-{}.log", n.index + 1)), dir.join(format!("node-{}", n.index + 1))),
@@ -274,6 +277,7 @@ fn start_gateway(
         .env("PALISADE_DATA_DIR", &data)
         .env("PALISADE_LOG__LEVEL", "warn")
         .env("PALISADE_ADMIN__TOKEN", admin_token())
+        .env("PALISADE_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
         // The drill reads these for its fleet; a single node keeps its state to itself.
         .env_remove("PALISADE_SHARED_STATE")
         .env_remove("PALISADE_DATABASE_URL");
@@ -313,7 +317,7 @@ fn start_gateway(
     command.stdout(Stdio::null()).stderr(file);
     let proc = Proc::spawn(&mut command, libc::SIGKILL)
         .map_err(|source| RunError::Spawn { what: format!("{}", opts.palisade.display()), source })?;
-    Ok(Started { proc, port, log, data })
+    Ok(Started { proc, port, admin_port, log, data })
 }
 
 /// nginx from PATH or /usr/sbin; installed with apt-get when missing and allowed.
@@ -402,6 +406,8 @@ pub async fn run(scenario: &Scenario, kind: TargetKind, opts: &Options) -> Resul
     // once no node uses it.
     let mut backing = None;
     let mut procs = Vec::new();
+    // The first gateway's admin API, where the operator pins the members' tier.
+    let mut admin_base = None;
     let (bases, metrics_urls, outboxes) = match (&opts.external, kind) {
         (Some((url, outbox)), _) => (vec![url.trim_end_matches('/').to_owned()], Vec::new(), vec![outbox.clone()]),
         (None, TargetKind::Palisade) if opts.fleet.nodes > 1 => {
@@ -412,6 +418,7 @@ pub async fn run(scenario: &Scenario, kind: TargetKind, opts: &Options) -> Resul
                 let node = FleetNode { backing: shared, nodes: opts.fleet.nodes, index };
                 let mut gw = start_gateway(opts, scenario, kind, sim_addr, &dir, Some(node))?;
                 let url = format!("http://127.0.0.1:{}", gw.port);
+                admin_base.get_or_insert_with(|| format!("http://127.0.0.1:{}", gw.admin_port));
                 let what = format!("palisade serve (node {} of {})", index + 1, opts.fleet.nodes);
                 wait_ready(&format!("{url}/readyz"), &what, Some(&mut gw.proc), Some(&gw.log)).await?;
                 procs.push(gw.proc);
@@ -422,8 +429,10 @@ pub async fn run(scenario: &Scenario, kind: TargetKind, opts: &Options) -> Resul
             (bases, metrics, outboxes)
         }
         (None, kind) => {
-            let Started { proc: mut gw, port, log, data } = start_gateway(opts, scenario, kind, sim_addr, &dir, None)?;
+            let Started { proc: mut gw, port, admin_port, log, data } =
+                start_gateway(opts, scenario, kind, sim_addr, &dir, None)?;
             let url = format!("http://127.0.0.1:{port}");
+            admin_base = Some(format!("http://127.0.0.1:{admin_port}"));
             wait_ready(&format!("{url}/readyz"), "palisade serve", Some(&mut gw), Some(&log)).await?;
             procs.push(gw);
             let outbox = data.join("outbox.jsonl");
@@ -447,7 +456,8 @@ pub async fn run(scenario: &Scenario, kind: TargetKind, opts: &Options) -> Resul
         }
     };
 
-    let data = play(scenario, kind, &bases, metrics_urls, Outbox::new(outboxes), &sim_stats, opts).await;
+    let targets = Targets { bases: &bases, admin: admin_base.as_deref() };
+    let data = play(scenario, kind, targets, metrics_urls, Outbox::new(outboxes), &sim_stats, opts).await;
     drop(procs);
     drop(backing);
     let _ = sim_stop.send(());
@@ -503,15 +513,24 @@ fn bot_second(b: usize) -> u8 {
 
 /// Plays the scenario against `bases` (one URL per node), reading `metrics_urls` (one
 /// per node, none for an external gateway).
+/// Where the drill's clients go: each node's public address, and the first node's
+/// admin API (none for a gateway started elsewhere).
+#[derive(Clone, Copy)]
+struct Targets<'a> {
+    bases: &'a [String],
+    admin: Option<&'a str>,
+}
+
 async fn play(
     scenario: &Scenario,
     kind: TargetKind,
-    bases: &[String],
+    targets: Targets<'_>,
     metrics_urls: Vec<String>,
     outbox: Outbox,
     sim: &Arc<SimStats>,
     opts: &Options,
 ) -> Result<RunData, RunError> {
+    let Targets { bases, admin: admin_base } = targets;
     let timeout = Duration::from_secs_f64(scenario.limits.request_timeout_s);
     let total = scenario.total_seconds();
     let outbox = Arc::new(outbox);
@@ -556,8 +575,8 @@ async fn play(
             Err(message) => return Err(RunError::Member { index, message: message.to_string() }),
         }
     }
-    if kind != TargetKind::External {
-        pin_established(&bases[0], &member_ids, timeout).await?;
+    if let Some(admin_base) = admin_base {
+        pin_established(admin_base, &member_ids, timeout).await?;
     }
     let setup_s = setup_started.elapsed().as_secs_f64();
     if !opts.progress {

@@ -8,13 +8,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use accounts::operator::{Actor, OperatorRole};
 use accounts::policy::RegistrationPolicy;
 use accounts::service::Accounts;
+use accounts::service::operators::{BOOTSTRAP_ACTOR, OPERATOR_TOKEN_TAG};
 use accounts::tier::TrustTier;
 use accounts::tokens;
 use axum::Json;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Extension, Path, Query, Request, State};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -27,12 +29,17 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::abuse::{Standing, Strikes};
 use crate::error::{ApiError, Reject};
+use crate::request::RequestContext;
 use crate::status_page::StatusBoard;
 use crate::status_page::recorder::audit as audit_status;
 
-/// The admin token, as its SHA-256; `None` closes `/admin`.
-#[derive(Clone, Copy)]
-pub struct AdminToken(pub Option<[u8; 32]>);
+/// The bootstrap secret, as its SHA-256 (`None`: none configured), and the accounts
+/// that hold the operators.
+#[derive(Clone)]
+pub struct AdminGate {
+    pub token: Option<[u8; 32]>,
+    pub accounts: Arc<Accounts>,
+}
 
 /// What the operator's API changes: accounts and the registration switch, the
 /// status page, and the AI guard's strikes.
@@ -49,21 +56,66 @@ impl Operator {
     }
 }
 
-/// Refuse any admin request without the right token.
-pub async fn require_admin(State(token): State<AdminToken>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| tokens::hash(t.trim()));
-    let allowed = match (&token.0, presented) {
-        (Some(expected), Some(presented)) => tokens::constant_time_eq(expected, &presented),
-        _ => false,
-    };
-    if !allowed {
-        return ApiError::new(Reject::AdminUnauthorized, "admin token required").into_response();
+/// What an admin path needs: managing operators needs an admin, reading a viewer,
+/// any other change an operator.
+fn needed_role(method: &Method, path: &str) -> OperatorRole {
+    let path = path.strip_prefix("/admin").unwrap_or(path);
+    if path == "/operators" || path.starts_with("/operators/") {
+        OperatorRole::Admin
+    } else if method == Method::GET {
+        OperatorRole::Viewer
+    } else {
+        OperatorRole::Operator
     }
+}
+
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// Who presented `token`. The bootstrap secret acts as an admin only while no operator
+/// has enrolled; after that it may only manage operators.
+async fn actor_of(gate: &AdminGate, token: &str, needed: OperatorRole) -> Result<Actor, ApiError> {
+    if token.starts_with(OPERATOR_TOKEN_TAG) {
+        return match gate.accounts.operator_by_token(token).await? {
+            Some(id) => Ok(Actor { name: format!("operator:{}", id.name), role: id.role }),
+            None => Err(ApiError::new(
+                Reject::AdminUnauthorized,
+                "the operator token is unknown or has expired; log in again (`palisade admin login`)",
+            )),
+        };
+    }
+    let matches = gate.token.is_some_and(|expected| tokens::constant_time_eq(&expected, &tokens::hash(token)));
+    if !matches {
+        return Err(ApiError::new(Reject::AdminUnauthorized, "an operator token or the bootstrap secret is required"));
+    }
+    if needed != OperatorRole::Admin && gate.accounts.active_operators().await? > 0 {
+        return Err(ApiError::new(
+            Reject::AdminForbidden,
+            "operators exist: the bootstrap secret only manages operators; log in with `palisade admin login`",
+        )
+        .detail("bootstrap_only"));
+    }
+    Ok(Actor { name: BOOTSTRAP_ACTOR.to_owned(), role: OperatorRole::Admin })
+}
+
+/// Refuse any admin request without a live operator token whose role allows it (or the
+/// bootstrap secret, see [`actor_of`]); hand the handler its [`Actor`].
+pub async fn require_admin(State(gate): State<AdminGate>, mut request: Request, next: Next) -> Response {
+    let needed = needed_role(request.method(), request.uri().path());
+    let Some(token) = bearer(request.headers()) else {
+        return ApiError::new(Reject::AdminUnauthorized, "an operator token or the bootstrap secret is required")
+            .into_response();
+    };
+    let actor = match actor_of(&gate, token, needed).await {
+        Ok(actor) => actor,
+        Err(refusal) => return refusal.into_response(),
+    };
+    if !actor.role.allows(needed) {
+        let message = format!("this needs the {needed} role; {} has {}", actor.name, actor.role);
+        return ApiError::new(Reject::AdminForbidden, message).detail("role_required").into_response();
+    }
+    request.extensions_mut().insert(actor);
     next.run(request).await
 }
 
@@ -73,24 +125,35 @@ pub async fn get_policy(State(op): State<Operator>) -> Response {
 }
 
 /// `PUT /admin/registration`: switch the policy live.
-pub async fn set_policy(State(op): State<Operator>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn set_policy(
+    State(op): State<Operator>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let policy: RegistrationPolicy = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(Reject::InvalidInput, format!("invalid policy: {e}")).detail("invalid_policy"))?;
-    op.accounts.set_policy(policy, "operator").await?;
+    op.accounts.set_policy(policy, &actor.name).await?;
     // The status page states the policy; show the change at once.
     op.status.refresh().await;
     Ok(Json(op.accounts.policy()).into_response())
 }
 
 /// `POST /admin/invites`
-pub async fn create_invite(State(op): State<Operator>) -> Result<Response, ApiError> {
-    let code = op.accounts.create_invite("operator").await?;
+pub async fn create_invite(
+    State(op): State<Operator>,
+    Extension(actor): Extension<Actor>,
+) -> Result<Response, ApiError> {
+    let code = op.accounts.create_invite(&actor.name).await?;
     Ok((StatusCode::CREATED, Json(json!({"invite": code}))).into_response())
 }
 
 /// `POST /admin/users/{id}/mfa/reset`
-pub async fn reset_mfa(State(op): State<Operator>, Path(id): Path<i64>) -> Result<Response, ApiError> {
-    op.accounts.reset_mfa(id, "operator").await?;
+pub async fn reset_mfa(
+    State(op): State<Operator>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    op.accounts.reset_mfa(id, &actor.name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -102,11 +165,12 @@ pub struct RequireMfa {
 /// `PUT /admin/users/{id}/mfa/required`
 pub async fn require_mfa(
     State(op): State<Operator>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let body: RequireMfa = parse(&body)?;
-    op.accounts.require_mfa(id, body.required, "operator").await?;
+    op.accounts.require_mfa(id, body.required, &actor.name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -119,6 +183,7 @@ pub struct PinTier {
 /// `PUT /admin/users/{id}/tier` `{"tier": "established"}`: pin an account's trust tier.
 pub async fn pin_tier(
     State(op): State<Operator>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -126,19 +191,27 @@ pub async fn pin_tier(
     let tier: TrustTier = body.tier.parse().map_err(|e: accounts::tier::ParseTrustTierError| {
         ApiError::new(Reject::InvalidRequest, e.to_string()).param("tier")
     })?;
-    op.accounts.pin_tier(id, Some(tier), "operator").await?;
+    op.accounts.pin_tier(id, Some(tier), &actor.name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `DELETE /admin/users/{id}/tier`: lift the pin; the tier follows the account's history again.
-pub async fn lift_tier(State(op): State<Operator>, Path(id): Path<i64>) -> Result<Response, ApiError> {
-    op.accounts.pin_tier(id, None, "operator").await?;
+pub async fn lift_tier(
+    State(op): State<Operator>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    op.accounts.pin_tier(id, None, &actor.name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `DELETE /admin/users/{id}/cohort`: clear an account's cohort flag.
-pub async fn clear_cohort(State(op): State<Operator>, Path(id): Path<i64>) -> Result<Response, ApiError> {
-    op.accounts.clear_flag(id, "operator").await?;
+pub async fn clear_cohort(
+    State(op): State<Operator>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    op.accounts.clear_flag(id, &actor.name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -187,12 +260,16 @@ pub async fn flags(State(op): State<Operator>) -> Result<Response, ApiError> {
 }
 
 /// `DELETE /admin/flags/{caller}`: forgive a caller's strikes.
-pub async fn clear_flag(State(op): State<Operator>, Path(caller): Path<u64>) -> Result<Response, ApiError> {
+pub async fn clear_flag(
+    State(op): State<Operator>,
+    Extension(actor): Extension<Actor>,
+    Path(caller): Path<u64>,
+) -> Result<Response, ApiError> {
     if !op.strikes.clear(caller) {
         return Err(ApiError::new(Reject::NotFound, format!("caller {caller} has no strikes")));
     }
     let detail = serde_json::json!({"caller": caller.to_string()});
-    op.accounts.audit("operator", "guard.flag.clear", "ok", None, None, Some(detail)).await;
+    op.accounts.audit(&actor.name, "guard.flag.clear", "ok", None, None, Some(detail)).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -309,7 +386,11 @@ pub struct OpenIncident {
 }
 
 /// `POST /admin/incidents` `{name, body, status?, impact?, component_ids?}`
-pub async fn open_incident(State(op): State<Operator>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn open_incident(
+    State(op): State<Operator>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let req: OpenIncident = parse(&body)?;
     let incident = NewIncident {
         name: text("name", &req.name, 200)?,
@@ -322,7 +403,7 @@ pub async fn open_incident(State(op): State<Operator>, body: axum::body::Bytes) 
     let id = op.store().open_incident(&incident, now_ms()).await.map_err(store_error)?;
     let detail = json!({"id": id, "name": incident.name, "status": incident.status, "impact": incident.impact,
                         "component_ids": incident.component_ids});
-    audit_status(op.store(), "operator", "status.incident.open", detail).await;
+    audit_status(op.store(), &actor.name, "status.incident.open", detail).await;
     answer_incident(&op, id, StatusCode::CREATED).await
 }
 
@@ -339,6 +420,7 @@ pub struct UpdateIncident {
 /// `POST /admin/incidents/{id}/updates` `{status, body, name?, impact?, component_ids?}`
 pub async fn update_incident(
     State(op): State<Operator>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -350,7 +432,7 @@ pub async fn update_incident(
         impact: req.impact.as_deref().map(incident_impact).transpose()?.map(|i| i.as_str().to_owned()),
         component_ids: req.component_ids.as_deref().map(|ids| known_components(&op, ids)).transpose()?,
     };
-    post_update(&op, id, change, "status.incident.update").await
+    post_update(&op, &actor, id, change, "status.incident.update").await
 }
 
 #[derive(Deserialize, Default)]
@@ -362,6 +444,7 @@ pub struct ResolveIncident {
 /// `POST /admin/incidents/{id}/resolve` `{body?}`
 pub async fn resolve_incident(
     State(op): State<Operator>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<i64>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -371,16 +454,22 @@ pub async fn resolve_incident(
         None => "This incident has been resolved.".to_owned(),
     };
     let change = IncidentChange { status: IncidentStatus::Resolved.as_str().to_owned(), body, ..Default::default() };
-    post_update(&op, id, change, "status.incident.resolve").await
+    post_update(&op, &actor, id, change, "status.incident.resolve").await
 }
 
-async fn post_update(op: &Operator, id: i64, change: IncidentChange, action: &str) -> Result<Response, ApiError> {
+async fn post_update(
+    op: &Operator,
+    actor: &Actor,
+    id: i64,
+    change: IncidentChange,
+    action: &str,
+) -> Result<Response, ApiError> {
     if !op.store().update_incident(id, &change, now_ms()).await.map_err(store_error)? {
         return Err(ApiError::new(Reject::NotFound, format!("no incident {id}")));
     }
     let detail = json!({"id": id, "status": change.status, "name": change.name, "impact": change.impact,
                         "component_ids": change.component_ids});
-    audit_status(op.store(), "operator", action, detail).await;
+    audit_status(op.store(), &actor.name, action, detail).await;
     answer_incident(op, id, StatusCode::OK).await
 }
 
@@ -395,6 +484,7 @@ pub struct SetComponent {
 /// component's status until cleared.
 pub async fn set_component(
     State(op): State<Operator>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -409,7 +499,7 @@ pub async fn set_component(
     let action = if status.is_some() { "status.component.override" } else { "status.component.clear" };
     audit_status(
         op.store(),
-        "operator",
+        &actor.name,
         action,
         json!({"component": id, "status": status.map(ComponentStatus::as_str)}),
     )
@@ -431,7 +521,11 @@ pub struct ScheduleMaintenance {
 }
 
 /// `POST /admin/maintenances` `{name, body, component_ids, scheduled_for, scheduled_until}`
-pub async fn schedule_maintenance(State(op): State<Operator>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn schedule_maintenance(
+    State(op): State<Operator>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let req: ScheduleMaintenance = parse(&body)?;
     let time = |field: &str, value: &str| {
         OffsetDateTime::parse(value, &Rfc3339)
@@ -451,10 +545,135 @@ pub async fn schedule_maintenance(State(op): State<Operator>, body: axum::body::
     let id = op.store().create_maintenance(&maintenance, now_ms()).await.map_err(store_error)?;
     let detail = json!({"id": id, "name": maintenance.name, "component_ids": maintenance.component_ids,
                         "scheduled_for": req.scheduled_for, "scheduled_until": req.scheduled_until});
-    audit_status(op.store(), "operator", "status.maintenance.schedule", detail).await;
+    audit_status(op.store(), &actor.name, "status.maintenance.schedule", detail).await;
     op.status.refresh().await;
     let answer = json!({"id": id, "name": maintenance.name, "component_ids": maintenance.component_ids,
                         "scheduled_for": rfc3339(maintenance.scheduled_for),
                         "scheduled_until": rfc3339(maintenance.scheduled_until)});
     Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorLoginBody {
+    name: String,
+    password: String,
+    totp: Option<String>,
+}
+
+/// `POST /admin/login` `{"name", "password", "totp"}`: a short-lived operator token.
+pub async fn login(
+    State(gate): State<AdminGate>,
+    ctx: RequestContext,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: OperatorLoginBody = parse(&body)?;
+    let token =
+        gate.accounts.operator_login(&body.name, &body.password, body.totp.as_deref(), Some(ctx.client.ip())).await?;
+    Ok(Json(token).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollBody {
+    name: String,
+    setup_code: String,
+    password: String,
+}
+
+/// `POST /admin/operators/enroll` `{"name", "setup_code", "password"}`: the operator's
+/// TOTP secret, once.
+pub async fn enroll(
+    State(gate): State<AdminGate>,
+    ctx: RequestContext,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: EnrollBody = parse(&body)?;
+    let enrollment =
+        gate.accounts.enroll_operator(&body.name, &body.setup_code, &body.password, Some(ctx.client.ip())).await?;
+    Ok((StatusCode::CREATED, Json(enrollment)).into_response())
+}
+
+/// `POST /admin/logout`: ends the operator token presented.
+pub async fn logout(
+    State(gate): State<AdminGate>,
+    Extension(actor): Extension<Actor>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(token) = bearer(&headers).filter(|t| t.starts_with(OPERATOR_TOKEN_TAG)) {
+        gate.accounts.operator_logout(token, &actor.name).await?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /admin/whoami`
+pub async fn whoami(Extension(actor): Extension<Actor>) -> Response {
+    Json(json!({"actor": actor.name, "role": actor.role})).into_response()
+}
+
+/// `GET /admin/operators`
+pub async fn list_operators(State(gate): State<AdminGate>) -> Result<Response, ApiError> {
+    Ok(Json(json!({"operators": gate.accounts.list_operators().await?})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOperatorBody {
+    name: String,
+    role: String,
+}
+
+fn role(text: &str) -> Result<OperatorRole, ApiError> {
+    text.parse().map_err(|e: accounts::operator::ParseRoleError| {
+        ApiError::new(Reject::InvalidRequest, e.to_string()).param("role")
+    })
+}
+
+/// `POST /admin/operators` `{"name", "role"}`: the new operator's setup code, once.
+pub async fn add_operator(
+    State(gate): State<AdminGate>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: NewOperatorBody = parse(&body)?;
+    let setup = gate.accounts.add_operator(&body.name, role(&body.role)?, &actor.name).await?;
+    Ok((StatusCode::CREATED, Json(setup)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBody {
+    role: String,
+}
+
+/// `PUT /admin/operators/{name}/role` `{"role"}`
+pub async fn set_operator_role(
+    State(gate): State<AdminGate>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: RoleBody = parse(&body)?;
+    gate.accounts.set_operator_role(&name, role(&body.role)?, &actor.name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /admin/operators/{name}/reset`: a new setup code; the old password,
+/// authenticator and tokens stop working.
+pub async fn reset_operator(
+    State(gate): State<AdminGate>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(gate.accounts.reset_operator(&name, &actor.name).await?).into_response())
+}
+
+/// `DELETE /admin/operators/{name}`: disables the operator and ends their tokens.
+pub async fn disable_operator(
+    State(gate): State<AdminGate>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    gate.accounts.disable_operator(&name, &actor.name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower_service::Service;
 
-use crate::admin::{self, AdminToken, Operator};
+use crate::admin::{self, AdminGate, Operator};
 use crate::audit::AuditLog;
 use crate::auth::{self, AuthState};
 use crate::client::{ClientResolver, TrustedProxies};
@@ -75,6 +75,7 @@ pub struct Gateway {
     status: Arc<StatusBoard>,
     proxy: Arc<Proxy>,
     listener: Arc<Listener>,
+    admin_tls: Option<Arc<Tls>>,
     /// `server.metrics_allow`, parsed once.
     detail_networks: Arc<[shield::Cidr]>,
     /// With `shared_state`: a digest of the shield key, which every node must share.
@@ -84,6 +85,7 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(mut config: GatewayConfig, accounts: Arc<Accounts>) -> Result<Arc<Gateway>, GatewayError> {
         let tls = config.server.tls.as_ref().map(Tls::new).transpose()?.map(Arc::new);
+        let admin_tls = config.admin_tls.as_ref().map(Tls::admin).transpose()?.map(Arc::new);
         // Clients reach a TLS listener over TLS: its cookies need never travel in clear.
         config.auth.cookie_secure |= tls.is_some();
         let pool = Arc::new(UpstreamPool::new(&config.proxy, &config.upstreams).map_err(GatewayError::Upstream)?);
@@ -153,6 +155,7 @@ impl Gateway {
             status,
             proxy,
             listener,
+            admin_tls,
             detail_networks,
             shield_fingerprint,
         }))
@@ -201,6 +204,11 @@ impl Gateway {
 
     pub fn admission(&self) -> &Admission {
         &self.admission
+    }
+
+    /// The admin listener's TLS, when `admin_tls` is set: [`Tls::reload`] swaps its certificate.
+    pub fn admin_tls(&self) -> Option<&Tls> {
+        self.admin_tls.as_deref()
     }
 
     /// The listener's TLS, when `server.tls` is set: [`Tls::reload`] swaps its certificate.
@@ -312,6 +320,12 @@ impl FromRef<AppState> for AuthState {
     }
 }
 
+impl FromRef<AppState> for AdminGate {
+    fn from_ref(s: &AppState) -> AdminGate {
+        AdminGate { token: s.0.config.admin_token_hash, accounts: s.0.accounts.clone() }
+    }
+}
+
 impl FromRef<AppState> for Operator {
     fn from_ref(s: &AppState) -> Operator {
         Operator { accounts: s.0.accounts.clone(), status: s.0.status.clone(), strikes: s.0.guard.strikes().clone() }
@@ -354,13 +368,15 @@ impl FromRef<AppState> for Arc<Proxy> {
 
 /// All routes, in the order a request meets them: the edge (as a layer over all of
 /// them), then the route.
-pub fn router(gateway: &Arc<Gateway>) -> Router {
+/// With `admin`, `/admin` too (when no admin listener of its own serves it).
+pub fn router(gateway: &Arc<Gateway>, admin: bool) -> Router {
     let post_only = || post(proxy::forward).fallback(proxy::method_not_allowed);
     let generation = Route::ALL
         .into_iter()
         .filter(|r| r.costs_model())
         .filter_map(api_path)
         .fold(Router::new(), |r, path| r.route(path, post_only()));
+    let generation = if admin { generation.nest("/admin", admin_router(gateway)) } else { generation };
     generation
         .route("/v1/models", get(proxy::models::list_models).fallback(proxy::method_not_allowed))
         .route("/v1/{*rest}", any(proxy::unknown_endpoint))
@@ -371,7 +387,6 @@ pub fn router(gateway: &Arc<Gateway>) -> Router {
         .merge(auth_router())
         .route("/auth/register/ticket", get(edge::waiting::poll))
         .route("/challenge", get(edge::challenge::get).post(edge::challenge::post))
-        .nest("/admin", admin_router(gateway))
         .merge(web::router())
         .fallback(health::not_found)
         .layer(axum::middleware::from_fn_with_state(gateway.screen(), edge::screen::screen))
@@ -412,6 +427,7 @@ fn api_path(route: Route) -> Option<&'static str> {
 }
 
 fn admin_router(gateway: &Gateway) -> Router<AppState> {
+    let gate = AdminGate { token: gateway.config.admin_token_hash, accounts: gateway.accounts.clone() };
     Router::new()
         .route("/registration", get(admin::get_policy).put(admin::set_policy))
         .route("/invites", post(admin::create_invite))
@@ -429,10 +445,16 @@ fn admin_router(gateway: &Gateway) -> Router<AppState> {
         .route("/maintenances", post(admin::schedule_maintenance))
         .route("/blocklist", get(edge::admin::list).post(edge::admin::add).delete(edge::admin::remove))
         .route("/attack-mode", get(edge::admin::get_attack).put(edge::admin::set_attack))
-        .route_layer(axum::middleware::from_fn_with_state(
-            AdminToken(gateway.config.admin_token_hash),
-            admin::require_admin,
-        ))
+        .route("/whoami", get(admin::whoami))
+        .route("/logout", post(admin::logout))
+        .route("/operators", get(admin::list_operators).post(admin::add_operator))
+        .route("/operators/{name}", delete(admin::disable_operator))
+        .route("/operators/{name}/role", put(admin::set_operator_role))
+        .route("/operators/{name}/reset", post(admin::reset_operator))
+        .route_layer(axum::middleware::from_fn_with_state(gate, admin::require_admin))
+        // The two ways in: neither needs a token, both count failures per operator name.
+        .route("/login", post(admin::login))
+        .route("/operators/enroll", post(admin::enroll))
 }
 
 /// The main listener's lane: the routes a flood and a busy API hit (`POST` to a
@@ -465,11 +487,11 @@ impl Dispatch for MainLane {
     }
 }
 
-/// The status lane: the status page's router and nothing else.
+/// A lane that is one router and nothing else: the status page's, the admin API's.
 #[derive(Clone)]
-struct StatusOnly(Router);
+struct RouterOnly(Router);
 
-impl Dispatch for StatusOnly {
+impl Dispatch for RouterOnly {
     async fn dispatch(&self, request: Request<Body>) -> Response<Body> {
         match self.0.clone().call(request).await {
             Ok(response) => response,
@@ -479,10 +501,23 @@ impl Dispatch for StatusOnly {
 }
 
 /// Build the router and serve it on `listener` until `shutdown` resolves,
-/// with health checks and the status recorder running meanwhile.
+/// with health checks and the status recorder running meanwhile. `/admin` is served
+/// there too: for an embedded gateway and tests; `palisade serve` uses [`run_with_admin`].
 pub async fn run(
     gateway: Arc<Gateway>,
     listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    run_with_admin(gateway, listener, None, shutdown).await
+}
+
+/// [`run`], with the admin API on `admin` instead of the main listener: an address of
+/// its own (loopback by default), outside the edge's limits and attack mode (an
+/// operator must get in during a flood), over TLS with `admin_tls`.
+pub async fn run_with_admin(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     match crate::edge::admin::restore_lists(&gateway.edge, gateway.store()).await {
@@ -496,8 +531,33 @@ pub async fn run(
         Some(address) => Some(StatusLane::start(&gateway, address)?),
         None => None,
     };
-    let main = MainLane { router: router(&gateway), screen: gateway.screen(), proxy: gateway.proxy.clone() };
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = admin.map(|socket| {
+        let parts = admin_listener(&gateway);
+        let lane = RouterOnly(
+            Router::new()
+                .nest("/admin", admin_router(&gateway))
+                .fallback(health::not_found)
+                .with_state(AppState(gateway.clone())),
+        );
+        tokio::spawn(server::serve(parts, socket, lane, async {
+            let _ = admin_stopped.await;
+        }))
+    });
+    let main = MainLane {
+        router: router(&gateway, admin_task.is_none()),
+        screen: gateway.screen(),
+        proxy: gateway.proxy.clone(),
+    };
     let result = server::serve(gateway.listener.clone(), listener, main, shutdown).await;
+    let _ = admin_stop.send(());
+    if let Some(task) = admin_task {
+        match task.await {
+            Ok(Err(error)) => tracing::warn!(%error, "admin listener ended with an error"),
+            Err(error) => tracing::warn!(%error, "admin listener task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     if let Some(lane) = lane {
         lane.stop();
     }
@@ -538,7 +598,7 @@ impl StatusLane {
                 let stopped = async {
                     let _ = stopped.await;
                 };
-                if let Err(e) = server::serve(parts, listener, StatusOnly(routes), stopped).await {
+                if let Err(e) = server::serve(parts, listener, RouterOnly(routes), stopped).await {
                     tracing::error!(error = %e, "status lane stopped");
                 }
             });
@@ -550,4 +610,26 @@ impl StatusLane {
         let _ = self.stop.send(());
         let _ = self.thread.join();
     }
+}
+
+/// The admin listener's own parts: its own connection caps and TLS, no PROXY header and
+/// no trusted proxies (operators connect directly), no turnstile.
+fn admin_listener(gateway: &Gateway) -> Arc<Listener> {
+    let config = &gateway.config;
+    Arc::new(Listener {
+        config: config.server.clone(),
+        connections: Arc::new(ConnectionGate::new(ConnectionCaps {
+            total: 256,
+            per_address: 64,
+            silent_per_address: config.server.max_silent_connections_per_address,
+            silent_per_subnet: config.server.max_silent_connections_per_subnet,
+            prefixes: config.shield.limits.prefixes(),
+        })),
+        metrics: gateway.metrics.clone(),
+        clients: ClientResolver::new(TrustedProxies::new(Vec::new()), config.shield.limits.prefixes()),
+        proxy_protocol: false,
+        turnstile: None,
+        refusals: Prerendered::new(),
+        tls: gateway.admin_tls.clone(),
+    })
 }

@@ -200,8 +200,11 @@ pub struct GatewayConfig {
     pub proxy: ProxyConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub auth: AuthConfig,
-    /// SHA-256 of the admin token; `None` disables `/admin`.
+    /// SHA-256 of the bootstrap secret (the admin token); `None`: only operators get in.
     pub admin_token_hash: Option<[u8; 32]>,
+    /// The admin listener's TLS (only with [`crate::run_with_admin`]), which may
+    /// require client certificates.
+    pub admin_tls: Option<crate::tls::TlsConfig>,
     pub status: StatusConfig,
     /// Priority admission in front of the upstreams.
     pub admission: admission::AdmissionConfig,
@@ -447,7 +450,7 @@ impl ServerConfig {
         // or a key that does not fit before a restart does.
         if let Some(Err(e)) = self.tls.as_ref().map(crate::tls::Tls::new) {
             out.push(match e {
-                crate::tls::TlsError::File { field, path, problem } => {
+                crate::tls::TlsError::File { field, path, problem, .. } => {
                     invalid(format!("server.tls.{field}"), format!("{}: {problem}", path.display()))
                 }
                 other => invalid("server.tls", other.to_string()),

@@ -71,6 +71,9 @@ pub enum Reject {
     CsrfFailed,
     /// `/admin` without the admin token.
     AdminUnauthorized,
+    /// An operator whose role does not allow the admin action, or the bootstrap secret
+    /// once operators exist (the JSON `code` says which).
+    AdminForbidden,
     /// An API key without the scope the endpoint needs.
     InsufficientScope,
     /// A body that is not the JSON (or form) the endpoint expects.
@@ -104,7 +107,7 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 47] = [
+    pub const ALL: [Reject; 48] = [
         Reject::BodyTooLarge,
         Reject::BodyTimeout,
         Reject::InvalidJson,
@@ -133,6 +136,7 @@ impl Reject {
         Reject::TicketExpired,
         Reject::CsrfFailed,
         Reject::AdminUnauthorized,
+        Reject::AdminForbidden,
         Reject::InsufficientScope,
         Reject::InvalidBody,
         Reject::InvalidInput,
@@ -192,6 +196,7 @@ impl Reject {
             | Reject::TicketInvalid
             | Reject::CsrfFailed
             | Reject::InsufficientScope
+            | Reject::AdminForbidden
             | Reject::RegistrationRefused
             | Reject::AccountSuspended
             | Reject::CrossOrigin => StatusCode::FORBIDDEN,
@@ -244,6 +249,7 @@ impl Reject {
             Reject::TicketExpired => "ticket_expired",
             Reject::CsrfFailed => "csrf_failed",
             Reject::AdminUnauthorized => "admin_unauthorized",
+            Reject::AdminForbidden => "admin_forbidden",
             Reject::InsufficientScope => "insufficient_scope",
             Reject::InvalidBody => "invalid_body",
             Reject::InvalidInput => "invalid_input",

@@ -36,5 +36,5 @@ pub mod tls;
 pub mod upstream;
 pub mod validation;
 
-pub use app::{Gateway, GatewayError, router, run};
+pub use app::{Gateway, GatewayError, router, run, run_with_admin};
 pub use config::GatewayConfig;

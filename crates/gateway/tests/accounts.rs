@@ -116,7 +116,7 @@ async fn the_registration_policy_switches_live_and_login_is_never_affected() {
     assert_eq!(policy["mode"], "closed");
     let (_, audit) = site.admin(reqwest::Method::GET, "/admin/audit?action=registration.", None).await;
     assert_eq!(audit["entries"].as_array().unwrap().len(), 2, "{audit}");
-    assert_eq!(audit["entries"][0]["actor"], "operator");
+    assert_eq!(audit["entries"][0]["actor"], "bootstrap", "no operator has enrolled: the bootstrap secret acts");
 }
 
 #[tokio::test]

@@ -161,16 +161,43 @@ pub enum KeysCommand {
 pub struct AdminTarget {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// Gateway base URL; default: http:// + the configured listen address.
+    /// Admin API base URL; default: http:// (https:// with [admin.tls]) + `admin.listen`.
     #[arg(long, global = true)]
     pub url: Option<String>,
-    /// Admin token; default: `admin.token` from the configuration, else <data_dir>/admin.token.
+    /// Operator token or bootstrap secret; default: the token `palisade admin login` saved
+    /// in <data_dir>/operator.token, else `admin.token` from the configuration, else
+    /// <data_dir>/admin.token.
     #[arg(long, global = true)]
     pub token: Option<String>,
+    /// PEM file of the CA that issued the admin listener's certificate (https only).
+    #[arg(long, global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for an admin listener that requires one.
+    #[arg(long, global = true, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    #[arg(long, global = true, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
+    /// Log in as an operator: the password is read from standard input, the code is the
+    /// authenticator app's. The short-lived token is saved in <data_dir>/operator.token.
+    Login {
+        name: String,
+        /// The current six-digit code from the authenticator app.
+        #[arg(long)]
+        code: String,
+    },
+    /// End the saved operator token, here and on the gateway.
+    Logout,
+    /// Who the token names, and their role.
+    Whoami,
+    /// Operator accounts: add, enroll, list, change a role, reset, disable.
+    Operator {
+        #[command(subcommand)]
+        action: OperatorCommand,
+    },
     /// Show or change the registration policy, live.
     Registration {
         #[command(subcommand)]
@@ -332,6 +359,39 @@ pub enum FlagsCommand {
     Clear { caller: u64 },
     /// Clear an account's cohort flag (as listed under `cohorts`), restoring its tier.
     ClearCohort { user: i64 },
+}
+
+const ROLES: [&str; 3] = ["viewer", "operator", "admin"];
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Add an operator (needs an admin, or the bootstrap secret); prints their one-time
+    /// setup code.
+    Add {
+        name: String,
+        #[arg(long, value_parser = ROLES)]
+        role: String,
+    },
+    /// Enroll with a setup code: the new password is read from standard input; prints
+    /// the authenticator secret (and an otpauth:// URI for a QR code).
+    Enroll {
+        name: String,
+        #[arg(long)]
+        setup_code: String,
+    },
+    /// Every operator, with role and state.
+    List,
+    /// Change an operator's role.
+    Role {
+        name: String,
+        #[arg(value_parser = ROLES)]
+        role: String,
+    },
+    /// A new setup code for an operator who lost their password or authenticator; their
+    /// old ones and their tokens stop working.
+    Reset { name: String },
+    /// Disable an operator; their tokens stop working at once.
+    Disable { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -100,12 +100,25 @@ pub struct NotifyConfig {
 }
 
 /// The operator API.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
-    /// The admin token; default: `<data_dir>/admin.token`, generated on first start.
+    /// The admin API's own address, apart from the public listener.
+    pub listen: SocketAddr,
+    /// The bootstrap secret (admin token); default: `<data_dir>/admin.token`, generated
+    /// on first start. It does everything until an operator enrolls, then only manages
+    /// operators.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// TLS on the admin listener; with `client_ca_file`, client certificates are required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<gateway::tls::TlsConfig>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8081)), token: None, tls: None }
+    }
 }
 
 impl Default for Config {
@@ -282,6 +295,28 @@ impl Config {
                 reason: "webhook_url and webhook_secret go together".into(),
             });
         }
+        // Read here too, so `palisade config check` finds a wrong path before a restart does.
+        if let Some(Err(e)) = self.admin.tls.as_ref().map(gateway::tls::Tls::admin) {
+            problems.push(match e {
+                gateway::tls::TlsError::File { field, path, problem, .. } => InvalidField {
+                    field: format!("admin.tls.{field}"),
+                    reason: format!("{}: {problem}", path.display()),
+                },
+                other => InvalidField { field: "admin.tls".into(), reason: other.to_string() },
+            });
+        }
+        if self.server.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()) {
+            problems.push(InvalidField {
+                field: "server.tls.client_ca_file".into(),
+                reason: "client certificates are for the admin listener only ([admin.tls])".into(),
+            });
+        }
+        if self.admin.listen == self.listen && self.listen.port() != 0 {
+            problems.push(InvalidField {
+                field: "admin.listen".into(),
+                reason: "must differ from listen: the admin API has an address of its own".into(),
+            });
+        }
         if self.admin.token.as_ref().is_some_and(|t| t.len() < 24) {
             problems
                 .push(InvalidField { field: "admin.token".into(), reason: "must be at least 24 characters".into() });
@@ -299,6 +334,11 @@ impl Config {
     /// Where the shield's signing key is kept when not given inline.
     pub fn shield_key_file(&self) -> PathBuf {
         self.shield.secret_file.clone().unwrap_or_else(|| self.data_dir.join("shield.key"))
+    }
+
+    /// Where `palisade admin login` keeps the operator's token.
+    pub fn operator_token_file(&self) -> PathBuf {
+        self.data_dir.join("operator.token")
     }
 
     pub fn admin_token_file(&self) -> PathBuf {

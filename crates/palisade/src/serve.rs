@@ -82,6 +82,7 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
         upstreams: config.upstreams.clone(),
         auth: config.auth.clone(),
         admin_token_hash: Some(tokens::hash(&admin_token)),
+        admin_tls: config.admin.tls.clone(),
         admission: config.admission.clone(),
         priority: config.priority.clone(),
         guard: config.guard.clone(),
@@ -99,13 +100,25 @@ async fn serve_config(mut config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (is another server using it?)", config.listen))?;
     let address = listener.local_addr()?;
+    let admin = TcpListener::bind(config.admin.listen).await.with_context(|| {
+        format!("cannot listen on admin.listen {} (is another server using it?)", config.admin.listen)
+    })?;
+    let admin_address = admin.local_addr()?;
     let scheme = if gateway.tls().is_some() { "https" } else { "http" };
-    if gateway.tls().is_some() {
+    if gateway.tls().is_some() || gateway.admin_tls().is_some() {
         reload_tls_on_hangup(gateway.clone())?;
+    }
+    let admin_scheme = if gateway.admin_tls().is_some() { "https" } else { "http" };
+    tracing::info!(address = %format!("{admin_scheme}://{admin_address}"), "admin API listening");
+    if accounts_have_no_operator(&gateway).await {
+        tracing::warn!(
+            "no operator has enrolled: the bootstrap secret (admin token) can do everything on the admin API \
+             until one does; add one with `palisade admin operator add <name> --role admin`"
+        );
     }
     tracing::info!(address = %format!("{scheme}://{address}"), upstreams = config.upstreams.len(), "listening");
 
-    gateway::run(Arc::clone(&gateway), listener, wait_for(stop_rx)).await?;
+    gateway::run_with_admin(Arc::clone(&gateway), listener, Some(admin), wait_for(stop_rx)).await?;
     if let Some(simulator) = simulator {
         simulator.abort();
     }
@@ -278,7 +291,7 @@ fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// Write a file only its owner can read.
-fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -323,13 +336,14 @@ fn reload_tls_on_hangup(gateway: Arc<Gateway>) -> anyhow::Result<()> {
         let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP (TLS certificate reload)")?;
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
-                let Some(tls) = gateway.tls() else { return };
-                let cert_file = tls.files().cert_file.display().to_string();
-                match tls.reload() {
-                    Ok(()) => tracing::info!(%cert_file, "TLS certificate reloaded"),
-                    Err(error) => tracing::error!(
-                        %error, %cert_file, "TLS certificate reload failed; still serving the previous one"
-                    ),
+                for tls in [gateway.tls(), gateway.admin_tls()].into_iter().flatten() {
+                    let cert_file = tls.files().cert_file.display().to_string();
+                    match tls.reload() {
+                        Ok(()) => tracing::info!(%cert_file, "TLS certificate reloaded"),
+                        Err(error) => tracing::error!(
+                            %error, %cert_file, "TLS certificate reload failed; still serving the previous one"
+                        ),
+                    }
                 }
             }
         });
@@ -337,6 +351,10 @@ fn reload_tls_on_hangup(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     #[cfg(not(unix))]
     let _ = gateway;
     Ok(())
+}
+
+async fn accounts_have_no_operator(gateway: &Gateway) -> bool {
+    gateway.accounts().active_operators().await.is_ok_and(|n| n == 0)
 }
 
 async fn wait_for(mut stop: watch::Receiver<bool>) {

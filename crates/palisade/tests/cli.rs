@@ -154,7 +154,7 @@ async fn the_operator_switches_registration_live_from_the_cli() {
     let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
     assert!(dir.path().join("palisade-data/admin.token").exists());
     let admin = |args: &[&str]| {
-        let mut all = vec!["admin", "--url", palisade.url.as_str()];
+        let mut all = vec!["admin", "--url", palisade.admin_url.as_str()];
         all.extend_from_slice(args);
         run(dir.path(), &all)
     };
@@ -190,7 +190,7 @@ async fn the_operator_switches_registration_live_from_the_cli() {
 
     let (ok, _, err) = run(
         dir.path(),
-        &["admin", "--url", &palisade.url, "--token", "wrong-token-wrong-token!!", "registration", "show"],
+        &["admin", "--url", &palisade.admin_url, "--token", "wrong-token-wrong-token!!", "registration", "show"],
     );
     assert!(!ok && err.contains("401"), "{err}");
 }
@@ -223,7 +223,7 @@ async fn the_operators_message_reaches_refused_visitors_and_the_status_page_in_e
     let dir = scratch_dir();
     let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
     let admin = |args: &[&str]| {
-        let mut all = vec!["admin", "--url", palisade.url.as_str()];
+        let mut all = vec!["admin", "--url", palisade.admin_url.as_str()];
         all.extend_from_slice(args);
         run(dir.path(), &all)
     };
@@ -274,7 +274,7 @@ async fn the_operator_runs_the_status_page_from_the_cli() {
     let dir = scratch_dir();
     let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
     let admin = |args: &[&str]| {
-        let mut all = vec!["admin", "--url", palisade.url.as_str()];
+        let mut all = vec!["admin", "--url", palisade.admin_url.as_str()];
         all.extend_from_slice(args);
         run(dir.path(), &all)
     };
@@ -385,7 +385,7 @@ async fn the_operator_blocks_addresses_and_switches_attack_mode_from_the_cli() {
     let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
     assert!(dir.path().join("palisade-data/shield.key").exists(), "signing key generated on first start");
     let admin = |args: &[&str]| {
-        let mut all = vec!["admin", "--url", palisade.url.as_str()];
+        let mut all = vec!["admin", "--url", palisade.admin_url.as_str()];
         all.extend_from_slice(args);
         run(dir.path(), &all)
     };
@@ -503,4 +503,55 @@ async fn the_operator_verifies_and_exports_the_audit_log_and_finds_an_edit() {
     let (ok, out, _) = run(dir.path(), &["audit", "verify"]);
     assert!(!ok, "a broken chain exits non-zero: {out}");
     assert!(out.contains("CHAIN BROKEN") && out.contains("was edited"), "{out}");
+}
+
+/// The operator's whole way in, as a person does it with the CLI: the bootstrap secret
+/// adds them, they enroll (password on standard input, the authenticator secret back),
+/// log in with a code from the app, work, and log out; the bootstrap secret is then
+/// refused anything but managing operators.
+#[test]
+fn an_operator_enrolls_logs_in_with_a_code_and_is_audited_by_name() {
+    let dir = scratch_dir();
+    let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+    assert!(palisade.admin_url.starts_with("http://127.0.0.1:"), "{}", palisade.admin_url);
+    assert_ne!(palisade.admin_url, palisade.url, "the admin API has an address of its own");
+    let base = ["admin", "--url", palisade.admin_url.as_str()];
+    let admin = |args: &[&str], input: &str| {
+        let all: Vec<&str> = base.iter().chain(args).copied().collect();
+        run_with_input(dir.path(), &all, input)
+    };
+
+    let (ok, out, err) = admin(&["operator", "add", "alice", "--role", "admin"], "");
+    assert!(ok, "{out}{err}");
+    let setup: Value = serde_json::from_str(&out).unwrap();
+    let code = setup["setup_code"].as_str().unwrap();
+    let password = "a long and private passphrase 9\n";
+    let (ok, out, err) = admin(&["operator", "enroll", "alice", "--setup-code", code], password);
+    assert!(ok, "{out}{err}");
+    let enrolled: Value = serde_json::from_str(&out).unwrap();
+    let secret = accounts::totp::TotpSecret::from_base32(enrolled["totp_secret"].as_str().unwrap()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+
+    let (ok, out, err) = admin(&["login", "alice", "--code", "000000"], password);
+    assert!(!ok && err.contains("400"), "a wrong code: {out}{err}");
+    let totp = accounts::totp::code_at(&secret, now);
+    let (ok, out, err) = admin(&["login", "alice", "--code", &totp], password);
+    assert!(ok && out.contains("logged in as alice (admin)"), "{out}{err}");
+    assert!(dir.path().join("palisade-data/operator.token").exists());
+
+    let (ok, out, err) = admin(&["whoami"], "");
+    assert!(ok && out.contains("operator:alice"), "{out}{err}");
+    let (ok, out, err) = admin(&["attack", "on"], "");
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = admin(&["audit", "--action", "shield."], "");
+    assert!(ok && out.contains("operator:alice"), "audited by name: {out}{err}");
+
+    let (ok, out, err) = admin(&["logout"], "");
+    assert!(ok, "{out}{err}");
+    assert!(!dir.path().join("palisade-data/operator.token").exists(), "the saved token is gone");
+    // Back on the bootstrap secret, which now only manages operators.
+    let (ok, _, err) = admin(&["attack", "show"], "");
+    assert!(!ok && err.contains("403") && err.contains("palisade admin login"), "{err}");
+    let (ok, out, err) = admin(&["operator", "list"], "");
+    assert!(ok && out.contains("alice"), "{out}{err}");
 }

@@ -90,6 +90,7 @@ async fn a_node_with_another_personal_data_key_refuses_to_join() {
     let out = std::process::Command::new(BIN)
         .current_dir(dir_b.path())
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PALISADE_ADMIN__LISTEN", "127.0.0.1:0")
         .envs(settings(&db.url, &redis.url, &redis.prefix))
         .output()
         .unwrap();

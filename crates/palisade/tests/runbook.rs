@@ -66,7 +66,7 @@ async fn every_playbook_command_runs_against_a_live_gateway() {
         assert_eq!(args.remove(0), "palisade", "{heading}: `{line}` is not a palisade command");
         if args[0] == "admin" {
             args.insert(1, "--url".into());
-            args.insert(2, palisade.url.clone());
+            args.insert(2, palisade.admin_url.clone());
         }
         for arg in &mut args {
             if arg == "$INCIDENT" {
@@ -96,9 +96,9 @@ async fn every_playbook_command_runs_against_a_live_gateway() {
         }
     }
     // The playbooks left the switches as they found them.
-    let (ok, out, err) = run(dir.path(), &["admin", "--url", &palisade.url, "registration", "show"]);
+    let (ok, out, err) = run(dir.path(), &["admin", "--url", &palisade.admin_url, "registration", "show"]);
     assert!(ok && out.contains("\"open\""), "{out}{err}");
-    let (ok, out, err) = run(dir.path(), &["admin", "--url", &palisade.url, "attack", "show"]);
+    let (ok, out, err) = run(dir.path(), &["admin", "--url", &palisade.admin_url, "attack", "show"]);
     assert!(ok && out.contains("\"switch\": \"auto\""), "{out}{err}");
     assert!(dir.path().join("audit.jsonl").exists());
     drop(palisade);

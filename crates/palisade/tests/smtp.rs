@@ -233,6 +233,7 @@ fn serve_refuses(dir: &Path, smtp_url: &str, ca_file: &Path) -> String {
     let mut child = Command::new(BIN)
         .current_dir(dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PALISADE_ADMIN__LISTEN", "127.0.0.1:0")
         .env("PALISADE_NOTIFY__SMTP_URL", smtp_url)
         .env("PALISADE_NOTIFY__SMTP_FROM", "Palisade <no-reply@palisade.test>")
         .env("PALISADE_NOTIFY__SMTP_CA_FILE", ca_file)

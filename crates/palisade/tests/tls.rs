@@ -46,6 +46,20 @@ impl PrivateCa {
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem(), cert.der().clone())
     }
+
+    /// A client certificate for `name`: (cert PEM, key PEM).
+    fn client_cert(&self, name: &str) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
 }
 
 /// The certificate files the gateway is configured with, in a scratch directory.
@@ -443,4 +457,65 @@ fn pem_from_the_test_ca_parses() {
     let ca = PrivateCa::new();
     let (cert, _, der) = ca.server_cert(7);
     assert_eq!(CertificateDer::from_pem_slice(cert.as_bytes()).unwrap(), der);
+}
+
+/// `[admin.tls]` with `client_ca_file`: the admin API is refused at the handshake to a
+/// client without a certificate from the operators' CA (or with one from another CA),
+/// and served to `palisade admin` presenting one.
+#[test]
+fn the_admin_listener_requires_a_client_certificate_from_its_ca() {
+    let dir = scratch_dir();
+    let (server_ca, operators_ca, stranger_ca) = (PrivateCa::new(), PrivateCa::new(), PrivateCa::new());
+    let files = CertFiles::in_dir(dir.path());
+    let (cert, key, _) = server_ca.server_cert(7);
+    files.install(&cert, &key);
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let server_ca_file = write("server-ca.pem", &server_ca.pem());
+    let client_ca_file = write("operators-ca.pem", &operators_ca.pem());
+    let (c, k) = operators_ca.client_cert("alice");
+    let (client_cert, client_key) = (write("alice.pem", &c), write("alice-key.pem", &k));
+    let (c, k) = stranger_ca.client_cert("mallory");
+    let (stranger_cert, stranger_key) = (write("mallory.pem", &c), write("mallory-key.pem", &k));
+    let cert_file = files.cert.display().to_string();
+    let key_file = files.key.display().to_string();
+    let palisade = Running::start(
+        dir.path(),
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[
+            ("PALISADE_ADMIN__TLS__CERT_FILE", &cert_file),
+            ("PALISADE_ADMIN__TLS__KEY_FILE", &key_file),
+            ("PALISADE_ADMIN__TLS__CLIENT_CA_FILE", &client_ca_file),
+        ],
+    );
+    assert!(palisade.admin_url.starts_with("https://127.0.0.1:"), "{}", palisade.admin_url);
+    assert!(palisade.url.starts_with("http://"), "the public listener is unchanged: {}", palisade.url);
+    let admin = |extra: &[&str]| {
+        let mut args = vec!["admin", "--url", palisade.admin_url.as_str(), "--ca-file", server_ca_file.as_str()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["registration", "show"]);
+        run(dir.path(), &args)
+    };
+    // Refused at the TLS layer: no HTTP answer at all (in TLS 1.3 the client learns it
+    // from the server's alert after its own handshake messages).
+    let (ok, _, err) = admin(&[]);
+    assert!(!ok && !err.contains("answered"), "no client certificate: {err}");
+    let (ok, _, err) = admin(&["--client-cert", &stranger_cert, "--client-key", &stranger_key]);
+    assert!(!ok && !err.contains("answered"), "another CA's certificate: {err}");
+    let (ok, out, err) = admin(&["--client-cert", &client_cert, "--client-key", &client_key]);
+    assert!(ok && out.contains("\"open\""), "{out}{err}");
+
+    if curl_available() {
+        let url = format!("{}/admin/registration", palisade.admin_url);
+        let (code, _, _) = curl(&["--cacert", &server_ca_file, &url]);
+        assert_ne!(code, 0, "curl without a certificate is refused");
+        let token = std::fs::read_to_string(dir.path().join("palisade-data/admin.token")).unwrap();
+        let bearer = format!("Authorization: Bearer {}", token.trim());
+        let (code, out, err) =
+            curl(&["--cacert", &server_ca_file, "--cert", &client_cert, "--key", &client_key, "-H", &bearer, &url]);
+        assert!(code == 0 && out.contains("\"open\""), "{code} {out}{err}");
+    }
 }

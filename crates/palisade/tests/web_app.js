@@ -11,6 +11,8 @@ const crypto = require('crypto');
 const jsQR = require('jsqr');
 
 const [scenario, base, executablePath, dataDir, shots, assets] = process.argv.slice(2);
+// The admin API listens on an address of its own.
+const adminBase = process.env.PALISADE_ADMIN_URL;
 const LIMIT_S = 240;
 setTimeout(() => {
   console.error(`FAILED: the ${scenario} scenario did not finish within ${LIMIT_S} s`);
@@ -44,7 +46,7 @@ async function eventually(what, probe, limitMs = 30000) {
 
 async function admin(method, route, body) {
   const token = fs.readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim();
-  const res = await fetch(base + route, {
+  const res = await fetch(adminBase + route, {
     method,
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),

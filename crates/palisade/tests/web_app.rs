@@ -89,6 +89,7 @@ fn run_scenario(scenario: &str, env: &[(&str, &str)]) {
     let mut child = Command::new("node")
         .current_dir(&modules)
         .env("NODE_PATH", modules.join("node_modules"))
+        .env("PALISADE_ADMIN_URL", &palisade.admin_url)
         .arg(&script)
         .args([scenario, palisade.url.as_str(), browser.to_str().unwrap()])
         .arg(dir.path().join("palisade-data"))

@@ -9,6 +9,7 @@
 mod accounts;
 mod audit;
 mod lists;
+mod operators;
 mod pool;
 mod status;
 
@@ -17,6 +18,7 @@ pub use accounts::{
 };
 pub use audit::{AuditEntry, AuditRecord, ChainBreak, ChainReport, ChainedRecord};
 pub use lists::{ListRuleRow, MAX_LIST_RULES};
+pub use operators::{OperatorRow, OperatorSessionRow};
 pub use pool::{Backend, Store, StoreError, redact_url};
 pub use status::{
     IncidentChange, IncidentRecord, IncidentRow, IncidentUpdateRow, MaintenanceRow, NewIncident, NewMaintenance,

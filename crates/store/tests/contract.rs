@@ -80,6 +80,8 @@ contract!(
     incidents_and_history_survive_close_and_reopen,
     use_is_counted_once_a_day_and_pins_are_set_and_lifted,
     cohorts_are_flagged_once_listed_and_cleared,
+    operators_enroll_once_with_their_setup_code,
+    operator_tokens_expire_and_end_with_the_operator,
 );
 
 async fn open_migrated(url: &str) -> Store {
@@ -900,4 +902,47 @@ async fn a_lease_has_one_holder_until_it_lapses(store: Store, _: &str) {
     });
     let won = futures_util::future::join_all(claims).await.into_iter().filter(|w| *w).count();
     assert_eq!(won, 1);
+}
+
+async fn operators_enroll_once_with_their_setup_code(store: Store, _url: &str) {
+    let id = store.create_operator("alice", "admin", b"setup-a", 1_000, 10).await.unwrap().expect("new name");
+    assert_eq!(store.create_operator("alice", "viewer", b"setup-b", 1_000, 10).await.unwrap(), None, "name taken");
+    assert_eq!(store.active_operators().await.unwrap(), 0, "not enrolled yet");
+    assert!(!store.enroll_operator("alice", b"wrong", "phc", b"totp", 20).await.unwrap());
+    assert!(!store.enroll_operator("alice", b"setup-a", "phc", b"totp", 1_000).await.unwrap(), "expired");
+    assert!(store.enroll_operator("alice", b"setup-a", "phc", b"totp", 20).await.unwrap());
+    assert!(!store.enroll_operator("alice", b"setup-a", "phc2", b"totp2", 21).await.unwrap(), "spent");
+    let alice = store.operator_by_name("alice").await.unwrap().unwrap();
+    assert_eq!((alice.id, alice.role.as_str(), alice.password_hash.as_deref()), (id, "admin", Some("phc")));
+    assert_eq!((alice.totp_secret_enc.as_deref(), alice.setup_hash), (Some(&b"totp"[..]), None));
+    assert_eq!(store.active_operators().await.unwrap(), 1);
+    assert!(store.advance_operator_totp_step(id, 5).await.unwrap());
+    assert!(!store.advance_operator_totp_step(id, 5).await.unwrap(), "replayed step");
+    assert!(store.set_operator_role("alice", "viewer").await.unwrap());
+    assert!(!store.set_operator_role("bob", "viewer").await.unwrap());
+    // A reset takes the credentials away until the new setup code is used.
+    assert!(store.reset_operator("alice", b"setup-c", 2_000).await.unwrap());
+    let alice = store.operator_by_name("alice").await.unwrap().unwrap();
+    assert_eq!((alice.password_hash, alice.totp_secret_enc, alice.role.as_str()), (None, None, "viewer"));
+    assert_eq!(store.active_operators().await.unwrap(), 0);
+    assert!(store.enroll_operator("alice", b"setup-c", "phc3", b"totp3", 30).await.unwrap());
+    assert_eq!(store.operators().await.unwrap().len(), 1);
+}
+
+async fn operator_tokens_expire_and_end_with_the_operator(store: Store, _url: &str) {
+    let id = store.create_operator("carol", "operator", b"s", 1_000, 1).await.unwrap().unwrap();
+    assert!(store.enroll_operator("carol", b"s", "phc", b"totp", 2).await.unwrap());
+    store.create_operator_session(b"tok-1", id, 100, 1_000).await.unwrap();
+    store.create_operator_session(b"tok-2", id, 100, 1_000).await.unwrap();
+    let session = store.operator_session(b"tok-1", 500).await.unwrap().expect("live token");
+    assert_eq!((session.name.as_str(), session.role.as_str(), session.expires_at), ("carol", "operator", 1_000));
+    assert!(store.operator_session(b"tok-1", 1_000).await.unwrap().is_none(), "expired");
+    assert!(store.delete_operator_session(b"tok-1").await.unwrap());
+    assert!(!store.delete_operator_session(b"tok-1").await.unwrap());
+    assert!(store.disable_operator("carol", 600).await.unwrap());
+    assert!(store.operator_session(b"tok-2", 700).await.unwrap().is_none(), "disabled operator's token");
+    assert!(!store.disable_operator("carol", 601).await.unwrap(), "already disabled");
+    // Re-enabled by a reset, but the old token stays gone.
+    assert!(store.reset_operator("carol", b"s2", 5_000).await.unwrap());
+    assert!(store.operator_session(b"tok-2", 700).await.unwrap().is_none());
 }

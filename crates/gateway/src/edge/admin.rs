@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use shield::{Cidr, ListKind, Mode};
 
+use accounts::operator::Actor;
 use accounts::service::AccountError;
 use store::ListRuleRow;
 
@@ -99,7 +100,11 @@ pub async fn list(State(s): State<EdgeSwitches>) -> Response {
 }
 
 /// `POST /admin/blocklist` `{"kind": "block"|"allow", "cidr", "ttl_s", "note"}`.
-pub async fn add(State(s): State<EdgeSwitches>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn add(
+    State(s): State<EdgeSwitches>,
+    Extension(actor): Extension<Actor>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let rule: NewRule = parse(&body)?;
     let net = cidr(&rule.cidr)?;
     let now = now();
@@ -126,12 +131,16 @@ pub async fn add(State(s): State<EdgeSwitches>, body: Bytes) -> Result<Response,
         ListKind::Block => "shield.blocklist.add",
         ListKind::Allow => "shield.allowlist.add",
     };
-    s.edge.audit().record(Event::new("operator", action, "ok").detail(detail.clone())).await;
+    s.edge.audit().record(Event::new(&actor.name, action, "ok").detail(detail.clone())).await;
     Ok((StatusCode::CREATED, Json(detail)).into_response())
 }
 
 /// `DELETE /admin/blocklist` `{"kind", "cidr"}`: 204, or 404 when no such entry.
-pub async fn remove(State(s): State<EdgeSwitches>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn remove(
+    State(s): State<EdgeSwitches>,
+    Extension(actor): Extension<Actor>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let rule: OldRule = parse(&body)?;
     let net = cidr(&rule.cidr)?;
     let stored = s
@@ -149,7 +158,7 @@ pub async fn remove(State(s): State<EdgeSwitches>, body: Bytes) -> Result<Respon
         ListKind::Allow => "shield.allowlist.remove",
     };
     let detail = json!({"kind": rule.kind, "cidr": net});
-    s.edge.audit().record(Event::new("operator", action, "ok").detail(detail)).await;
+    s.edge.audit().record(Event::new(&actor.name, action, "ok").detail(detail)).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -176,18 +185,22 @@ pub struct AttackBody {
 }
 
 /// `PUT /admin/attack-mode` `{"mode": "auto"|"on"|"off"}`.
-pub async fn set_attack(State(s): State<EdgeSwitches>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn set_attack(
+    State(s): State<EdgeSwitches>,
+    Extension(actor): Extension<Actor>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let body: AttackBody = parse(&body)?;
     s.edge.publish_attack(body.mode).await;
     match s.edge.force(body.mode, now()) {
         Some(t) => {
-            s.edge.announce(t, "operator").await;
+            s.edge.announce(t, &actor.name).await;
             // The page states attack mode; show the change now, not at the next tick.
             s.status.wake();
         }
         None => {
             let switch = json!({"switch": body.mode});
-            s.edge.audit().record(Event::new("operator", "shield.attack_switch", "ok").detail(switch)).await;
+            s.edge.audit().record(Event::new(&actor.name, "shield.attack_switch", "ok").detail(switch)).await;
         }
     }
     Ok(Json(attack_state(&s.edge)).into_response())

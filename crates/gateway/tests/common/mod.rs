@@ -80,6 +80,9 @@ pub async fn dead_url() -> String {
 
 pub struct TestGateway {
     pub url: String,
+    /// Where `/admin` answers: `url`, unless the gateway runs an admin listener of its
+    /// own ([`spawn_with_admin_listener`]).
+    pub admin_url: String,
     pub gateway: Arc<Gateway>,
     /// Where one-time codes are delivered (the outbox notifier's file).
     pub outbox: std::path::PathBuf,
@@ -198,7 +201,31 @@ async fn serve_gateway(
     let done = tokio::spawn(gateway::run(gateway.clone(), listener, async {
         let _ = stopped.await;
     }));
-    TestGateway { url, gateway, outbox, _dir: dir, stop: Some(stop), done: Some(done) }
+    TestGateway { admin_url: url.clone(), url, gateway, outbox, _dir: dir, stop: Some(stop), done: Some(done) }
+}
+
+/// The real gateway as `palisade serve` runs it: `/admin` on a listener of its own
+/// (accounts on a fresh SQLite store, the bootstrap secret [`ADMIN_TOKEN`]).
+pub async fn spawn_with_admin_listener(tweak: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
+    let mut config = GatewayConfig::default();
+    config.admin_token_hash = Some(accounts::tokens::hash(ADMIN_TOKEN));
+    tweak(&mut config);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let store = fresh_store(&dir).await;
+    let outbox = dir.path().join("outbox.jsonl");
+    let accounts =
+        Accounts::new(store, PiiKeys::generate(), Notifier::outbox(outbox.clone()), test_accounts()).await.unwrap();
+    let gateway = Gateway::new(config, Arc::new(accounts)).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let scheme = if gateway.admin_tls().is_some() { "https" } else { "http" };
+    let admin_url = format!("{scheme}://{}", admin.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(gateway::run_with_admin(gateway.clone(), listener, Some(admin), async {
+        let _ = stopped.await;
+    }));
+    TestGateway { url, admin_url, gateway, outbox, _dir: dir, stop: Some(stop), done: Some(done) }
 }
 
 /// An upstream whose streamed replies the test writes chunk by chunk, and which
@@ -397,7 +424,7 @@ pub async fn admin_call_json(
     path: &str,
     body: Option<Value>,
 ) -> (reqwest::StatusCode, Value) {
-    let mut r = client().request(method, format!("{}{path}", gw.url)).bearer_auth(ADMIN_TOKEN);
+    let mut r = client().request(method, format!("{}{path}", gw.admin_url)).bearer_auth(ADMIN_TOKEN);
     if let Some(body) = body {
         r = r.json(&body);
     }

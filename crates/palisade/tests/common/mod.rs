@@ -15,6 +15,8 @@ pub struct Running {
     pub child: Child,
     /// `http://127.0.0.1:PORT`
     pub url: String,
+    /// The admin API's own listener (`palisade serve` only; empty otherwise).
+    pub admin_url: String,
     /// Every log line printed so far and later, as JSON values.
     pub logs: mpsc::Receiver<serde_json::Value>,
     pub seen: Vec<serde_json::Value>,
@@ -26,6 +28,8 @@ impl Running {
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut command = Command::new(BIN);
         command.current_dir(dir).args(args).args(["--log-format", "json"]);
+        // Tests run side by side: each gateway's admin API on a port of its own.
+        command.env("PALISADE_ADMIN__LISTEN", "127.0.0.1:0");
         for (key, value) in env {
             command.env(key, value);
         }
@@ -49,12 +53,16 @@ impl Running {
                 }
             }
         });
-        let mut running = Running { child, url: String::new(), logs, seen: Vec::new() };
+        let mut running = Running { child, url: String::new(), admin_url: String::new(), logs, seen: Vec::new() };
         let line = running.wait_for_log(Duration::from_secs(60), |l| {
             let message = l["message"].as_str().unwrap_or("");
             message == "listening" || message == "simulated model listening"
         });
         running.url = line["address"].as_str().expect("address in the listening line").to_owned();
+        // Logged before "listening", so already seen when there is one.
+        if let Some(admin) = running.seen.iter().find(|l| l["message"] == "admin API listening") {
+            running.admin_url = admin["address"].as_str().unwrap_or_default().to_owned();
+        }
         running
     }
 
@@ -114,6 +122,26 @@ pub fn scratch_dir() -> tempfile::TempDir {
 /// Run `palisade ARGS` to completion, returning (success, stdout, stderr).
 pub fn run(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(BIN).current_dir(dir).args(args).output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// [`run`] with `input` on standard input (a password, say).
+pub fn run_with_input(dir: &Path, args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
