@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use aiguard::{Canary, LeakConfig, LeakScanner, ProtectedPrompt, RequestText, SseScanner, score_text};
+use aiguard::{Canary, LeakConfig, LeakScanner, NgramModel, ProtectedPrompt, RequestText, SseScanner, score_text};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const CASES: &str = include_str!("../eval/leak_cases.json");
@@ -129,6 +129,15 @@ fn input_scoring(c: &mut Criterion) {
     {
         group.throughput(Throughput::Bytes(text.len() as u64));
         group.bench_function(name, |b| b.iter(|| score_text(black_box(text))));
+    }
+    group.finish();
+    // The n-gram classifier on the same texts: the 16 KB one is cut to its first 8 KB.
+    let model = NgramModel::builtin();
+    let mut group = c.benchmark_group("ngram_classifier");
+    for (name, text) in [("benign_90B", short), ("attack_4KB", attack.as_str()), ("benign_16KB", long_benign.as_str())]
+    {
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_function(name, |b| b.iter(|| model.score(black_box(text))));
     }
     group.finish();
 }

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aiguard::{
-    Canary, Completion, DEFAULT_SEMANTIC_THRESHOLD, InputConfig, LeakConfig, ProtectedPrompt, SemanticIndex,
-    SemanticScore, SseScanner, builtin_references, inject, scan_completion, score_text,
+    Canary, Completion, DEFAULT_SEMANTIC_THRESHOLD, InputConfig, InputScore, LeakConfig, NgramModel, ProtectedPrompt,
+    SemanticIndex, SemanticScore, SseScanner, builtin_references, inject, scan_completion, score_text,
 };
 use base64::Engine as _;
 use serde_json::Value;
@@ -140,13 +140,61 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
         }
     }
     let heldout = rows_of(&root.join("target/aiguard-heldout/heldout.jsonl"));
-    report_split("TUNING split (patterns were written looking at these)", &tuning, threshold, true, None);
+    let model = NgramModel::builtin();
+    println!(
+        "n-gram classifier: 2^{} hashed features, threshold {:.3} log-odds (chosen by examples/train.rs)\n",
+        model.dimension_bits(),
+        model.threshold()
+    );
+    // AIGUARD_EVAL_LAYERS=patterns: only the pattern figures, as before the classifier.
+    let layers: &[Layers] = if std::env::var("AIGUARD_EVAL_LAYERS").is_ok_and(|v| v == "patterns") {
+        &[Layers::Patterns]
+    } else {
+        &[Layers::Patterns, Layers::Ngram, Layers::PatternsNgram]
+    };
+    for &layer in layers {
+        report_split(
+            &format!("TUNING split (patterns and classifier tuned/trained on these), {}", layer.name()),
+            &tuning,
+            threshold,
+            true,
+            None,
+            layer,
+        );
+    }
     if heldout.is_empty() {
         println!("\n(no held-out split: run crates/aiguard/eval/fetch_heldout.sh)");
     } else {
-        report_split("HELD-OUT split (sources never read while writing patterns)", &heldout, threshold, false, None);
+        for &layer in layers {
+            report_split(
+                &format!("HELD-OUT split (sources never read while tuning), {}", layer.name()),
+                &heldout,
+                threshold,
+                false,
+                None,
+                layer,
+            );
+        }
     }
     semantic_layer(&root, &tuning, &heldout, threshold);
+}
+
+/// Which input-scoring layers decide in a report.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layers {
+    Patterns,
+    Ngram,
+    PatternsNgram,
+}
+
+impl Layers {
+    fn name(self) -> &'static str {
+        match self {
+            Layers::Patterns => "patterns alone",
+            Layers::Ngram => "n-gram classifier alone",
+            Layers::PatternsNgram => "patterns + n-gram classifier",
+        }
+    }
 }
 
 fn is_attack(r: &Row) -> bool {
@@ -236,10 +284,11 @@ fn semantic_layer(root: &std::path::Path, tuning: &[Row], heldout: &[Row], thres
     let decide = |sims: &[(f32, f32)]| -> Vec<SemanticScore> {
         sims.iter().map(|&(a, b)| SemanticScore::decide(a, b, chosen)).collect()
     };
-    report_split("TUNING split, patterns + semantic", tuning, threshold, true, Some(&decide(&tuning_sims)));
+    let layers = Layers::Patterns;
+    report_split("TUNING split, patterns + semantic", tuning, threshold, true, Some(&decide(&tuning_sims)), layers);
     if !heldout.is_empty() {
         let sims = scored(heldout, false);
-        report_split("HELD-OUT split, patterns + semantic", heldout, threshold, false, Some(&decide(&sims)));
+        report_split("HELD-OUT split, patterns + semantic", heldout, threshold, false, Some(&decide(&sims)), layers);
     }
 }
 
@@ -263,8 +312,17 @@ fn choose_threshold(rows: &[Row], sims: &[(f32, f32)], threshold: u32) -> f32 {
     0.99
 }
 
-fn report_split(title: &str, rows: &[Row], threshold: u32, show_misses: bool, semantic: Option<&[SemanticScore]>) {
+fn report_split(
+    title: &str,
+    rows: &[Row],
+    threshold: u32,
+    show_misses: bool,
+    semantic: Option<&[SemanticScore]>,
+    layers: Layers,
+) {
     println!("== input scoring, {title}, threshold {threshold} ==");
+    let model = NgramModel::builtin();
+    let (mut ngram_only, mut ngram_fp, mut ngram_time, mut ngram_texts) = (0, 0, 0f64, 0usize);
     let attack = is_attack;
     let (mut sem_only, mut sem_fp) = (0, 0);
     let mut by_cat: BTreeMap<String, (usize, usize)> = BTreeMap::new();
@@ -280,6 +338,23 @@ fn report_split(title: &str, rows: &[Row], threshold: u32, show_misses: bool, se
         let mut s = score_text(&r.text);
         bytes += r.text.len();
         let by_patterns = s.score >= threshold;
+        if layers != Layers::Patterns {
+            let t = Instant::now();
+            let verdict = model.score(&r.text);
+            ngram_time += t.elapsed().as_secs_f64();
+            ngram_texts += 1;
+            if layers == Layers::Ngram {
+                s = InputScore::default();
+            }
+            s.add_ngram(&verdict, threshold);
+            if verdict.flagged && !by_patterns {
+                if attack(r) {
+                    ngram_only += 1;
+                } else if r.label == "benign" {
+                    ngram_fp += 1;
+                }
+            }
+        }
         if let Some(sem) = semantic {
             s.add_semantic(&sem[i], threshold);
         }
@@ -347,6 +422,15 @@ fn report_split(title: &str, rows: &[Row], threshold: u32, show_misses: bool, se
     line("  of which hard negatives flagged", (hfp, hn));
     if semantic.is_some() {
         println!("  flagged by the semantic layer only: {sem_only} attacks, {sem_fp} benign");
+    }
+    if layers == Layers::PatternsNgram {
+        println!("  flagged by the n-gram classifier and not the patterns: {ngram_only} attacks, {ngram_fp} benign");
+    }
+    if ngram_texts > 0 {
+        println!(
+            "  cost (n-gram classifier): {:.1} µs per text on average over {ngram_texts} texts",
+            ngram_time * 1e6 / ngram_texts as f64
+        );
     }
     println!(
         "  cost (patterns only): {:.2} µs per KB over {} KB",

@@ -126,6 +126,9 @@ pub struct InputConfig {
     /// Extra reference attacks for the semantic layer, one per line, on top of the
     /// built-in ones.
     pub semantic_examples: Option<PathBuf>,
+    /// The n-gram classifier (built in, microseconds per prompt): a request whose user
+    /// turns it flags scores `threshold` whatever its patterns said. On by default.
+    pub ngram: bool,
 }
 
 impl Default for InputConfig {
@@ -138,6 +141,7 @@ impl Default for InputConfig {
             semantic_model: None,
             semantic_threshold: DEFAULT_SEMANTIC_THRESHOLD,
             semantic_examples: None,
+            ngram: true,
         }
     }
 }

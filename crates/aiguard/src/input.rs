@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::fold::fold;
+use crate::ngram::NgramScore;
 pub use crate::reason::ReasonCode;
 use crate::request::{Messages, RequestText};
 use crate::semantic::SemanticScore;
@@ -45,6 +46,17 @@ impl InputScore {
             self.score = self.score.max(threshold);
             if !self.reasons.contains(&ReasonCode::SemanticMatch) {
                 self.reasons.push(ReasonCode::SemanticMatch);
+            }
+        }
+    }
+
+    /// Folds in the n-gram classifier's verdict the same way: a flagged request scores at
+    /// least `threshold`, and the reason says which layer flagged it.
+    pub fn add_ngram(&mut self, ngram: &NgramScore, threshold: u32) {
+        if ngram.flagged {
+            self.score = self.score.max(threshold);
+            if !self.reasons.contains(&ReasonCode::NgramClassifier) {
+                self.reasons.push(ReasonCode::NgramClassifier);
             }
         }
     }

@@ -43,6 +43,9 @@ pub enum ReasonCode {
     /// The semantic layer: close in meaning to a reference attack. Not in `ALL`, which
     /// indexes the pattern scorer's reasons.
     SemanticMatch,
+    /// The n-gram classifier: the request's vocabulary as a whole reads like the attacks it
+    /// was trained on. Not in `ALL` either.
+    NgramClassifier,
 }
 
 impl ReasonCode {
@@ -85,6 +88,7 @@ impl ReasonCode {
             Self::PolicyFormat => "policy_format",
             Self::CognitiveOverload => "cognitive_overload",
             Self::SemanticMatch => "semantic_match",
+            Self::NgramClassifier => "ngram_classifier",
         }
     }
 }

@@ -111,8 +111,8 @@ impl AiGuard {
         }
     }
 
-    /// Score the client's messages (patterns, plus the semantic layer's verdict when
-    /// configured); audit and count a strike when they look like an extraction or
+    /// Score the client's messages (patterns and the n-gram classifier, plus the semantic
+    /// layer's verdict when configured); audit and count a strike when they look like an extraction or
     /// jailbreak attempt.
     pub fn check_input(
         &self,
@@ -122,7 +122,7 @@ impl AiGuard {
         caller: Caller,
         now: Instant,
     ) -> InputVerdict {
-        let mut score = aiguard::score_texts(text);
+        let mut score = self.guard.score_input(text);
         let input = &self.guard.config().input;
         if let Some(semantic) = semantic {
             score.add_semantic(semantic, input.threshold);
