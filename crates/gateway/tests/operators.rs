@@ -170,7 +170,8 @@ async fn a_login_needs_the_password_and_a_fresh_code_and_guessing_is_slowed() {
     let code = alice.code(0);
     let (status, answer) = login(&gw, &alice, &code).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert!(answer["token"].as_str().unwrap().starts_with("pop_"));
+    let token = answer["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("pop_"));
     assert_eq!((answer["role"].as_str(), answer["expires_in_s"].as_u64()), (Some("admin"), Some(3600)));
     let (status, answer) = login(&gw, &alice, &code).await;
     assert_eq!(
@@ -202,7 +203,7 @@ async fn a_login_needs_the_password_and_a_fresh_code_and_guessing_is_slowed() {
     assert!(at <= 6, "refused only after {at} guesses");
     assert_eq!(code, "too_many_attempts");
     // The failures are audited, without the password.
-    let (_, audit) = call(&gw, Some(ADMIN_TOKEN), Method::GET, "/admin/audit?action=operator.login", None).await;
+    let (_, audit) = call(&gw, Some(&token), Method::GET, "/admin/audit?action=operator.login", None).await;
     let text = audit.to_string();
     assert!(text.contains("bad_password") && text.contains("unknown_operator"), "{audit}");
     assert!(!text.contains("guess number"), "{audit}");
