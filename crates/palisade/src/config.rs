@@ -199,15 +199,32 @@ const TEST_PREFIX: &str = "PALISADE_TEST_";
 impl Config {
     /// Load defaults, then `file` if given, then `PALISADE_*` variables from `env`.
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
-        let mut table = match file {
+        match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?
+                Self::parse(&text, path, env)
             }
-            None => toml::Table::new(),
-        };
+            None => Self::from_table(toml::Table::new(), env),
+        }
+    }
+
+    /// [`Self::load`] of a file's text, already read; `path` only names it in errors.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
+        Self::from_table(table, env)
+    }
+
+    fn from_table(
+        mut table: toml::Table,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let mut from_env = Vec::new();
         for (var, raw) in env {
             let Some(rest) = var.strip_prefix("PALISADE_") else {
