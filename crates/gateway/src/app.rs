@@ -34,6 +34,7 @@ use crate::fleet_sync;
 use crate::guard::AiGuard;
 use crate::health::{self, Telemetry};
 use crate::metrics::Metrics;
+use crate::openapi;
 use crate::proxy::{self, Proxy};
 use crate::refusal::Prerendered;
 use crate::request::{RequestContext, Route};
@@ -356,6 +357,7 @@ impl FromRef<AppState> for Arc<Proxy> {
 /// them), then the route.
 pub fn router(gateway: &Arc<Gateway>) -> Router {
     let post_only = || post(proxy::forward).fallback(proxy::method_not_allowed);
+    let document = openapi::document();
     let generation = Route::ALL
         .into_iter()
         .filter(|r| r.costs_model())
@@ -371,9 +373,12 @@ pub fn router(gateway: &Arc<Gateway>) -> Router {
         .merge(auth_router())
         .route("/auth/register/ticket", get(edge::waiting::poll))
         .route("/challenge", get(edge::challenge::get).post(edge::challenge::post))
+        .route("/openapi.json", get(move || std::future::ready(openapi::serve(document.clone()))))
         .nest("/admin", admin_router(gateway))
         .merge(web::router())
         .fallback(health::not_found)
+        // A known path with the wrong method answers in the error shape too (axum's own 405 has no body).
+        .method_not_allowed_fallback(proxy::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(gateway.screen(), edge::screen::screen))
         .with_state(AppState(gateway.clone()))
 }
