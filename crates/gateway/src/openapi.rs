@@ -115,7 +115,7 @@ fn openapi_json() {}
     request_body = schema::CompletionRequest,
     responses(
         (status = 200, description = "The model server's answer; with `stream: true`, server-sent events",
-            content((schema::ModelReply = "application/json"), (String = "text/event-stream"))),
+            content((schema::ModelReply = "application/json"), (schema::StreamEvent = "text/event-stream"))),
         E400, E401, E403, E404, E405, E408, E413, E429, E502, E503, E504,
     )
 )]

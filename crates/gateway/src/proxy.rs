@@ -190,7 +190,7 @@ struct Outbound {
     request_body = crate::schema::ChatCompletionRequest,
     responses(
         (status = 200, description = "The model server's answer; with `stream: true`, server-sent events",
-            content((crate::schema::ModelReply = "application/json"), (String = "text/event-stream"))),
+            content((crate::schema::ModelReply = "application/json"), (crate::schema::StreamEvent = "text/event-stream"))),
         crate::schema::E400, crate::schema::E401, crate::schema::E403, crate::schema::E404, crate::schema::E405, crate::schema::E408, crate::schema::E413, crate::schema::E429, crate::schema::E502, crate::schema::E503, crate::schema::E504,
     )
 )]

@@ -386,6 +386,15 @@ pub struct ModelReply {
     object: Option<String>,
 }
 
+/// One server-sent event of a streamed reply: `data` is a chunk object as JSON text,
+/// or `[DONE]` at the end.
+#[derive(ToSchema)]
+pub struct StreamEvent {
+    data: String,
+    event: Option<String>,
+    id: Option<String>,
+}
+
 /// The model servers' models, as they list them.
 #[derive(ToSchema)]
 pub struct ModelList {
