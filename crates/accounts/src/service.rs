@@ -292,6 +292,10 @@ pub struct KeyListing {
     pub revoked_at: Option<i64>,
 }
 
+/// The stored hash of an account that has no password (the service user's): no PHC
+/// string, so no password matches it.
+pub(crate) const NO_PASSWORD: &str = "!";
+
 /// Longest input accepted before any parsing (bounds CPU spent on garbage).
 const MAX_IDENTIFIER: usize = 320;
 const MAX_PASSWORD_BYTES: usize = 1024;
@@ -476,7 +480,7 @@ impl Accounts {
             phone_region: None,
             email_enc: None,
             email_idx: None,
-            password_hash: "!".to_owned(),
+            password_hash: NO_PASSWORD.to_owned(),
             status: UserStatus::Active,
         };
         let id = self.store.create_user(&user, unix_millis()).await?;

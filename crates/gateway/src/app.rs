@@ -34,6 +34,7 @@ use crate::fleet_sync;
 use crate::guard::AiGuard;
 use crate::health::{self, Telemetry};
 use crate::metrics::Metrics;
+use crate::openapi;
 use crate::proxy::{self, Proxy};
 use crate::refusal::Prerendered;
 use crate::request::{RequestContext, Route};
@@ -371,6 +372,7 @@ impl FromRef<AppState> for Arc<Proxy> {
 /// With `admin`, `/admin` too (when no admin listener of its own serves it).
 pub fn router(gateway: &Arc<Gateway>, admin: bool) -> Router {
     let post_only = || post(proxy::forward).fallback(proxy::method_not_allowed);
+    let document = openapi::document();
     let generation = Route::ALL
         .into_iter()
         .filter(|r| r.costs_model())
@@ -387,8 +389,11 @@ pub fn router(gateway: &Arc<Gateway>, admin: bool) -> Router {
         .merge(auth_router())
         .route("/auth/register/ticket", get(edge::waiting::poll))
         .route("/challenge", get(edge::challenge::get).post(edge::challenge::post))
+        .route("/openapi.json", get(move || std::future::ready(openapi::serve(document.clone()))))
         .merge(web::router())
         .fallback(health::not_found)
+        // A known path with the wrong method answers in the error shape too (axum's own 405 has no body).
+        .method_not_allowed_fallback(proxy::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(gateway.screen(), edge::screen::screen))
         .with_state(AppState(gateway.clone()))
 }
@@ -538,6 +543,7 @@ pub async fn run_with_admin(
             Router::new()
                 .nest("/admin", admin_router(&gateway))
                 .fallback(health::not_found)
+                .method_not_allowed_fallback(proxy::method_not_allowed)
                 .with_state(AppState(gateway.clone())),
         );
         tokio::spawn(server::serve(parts, socket, lane, async {

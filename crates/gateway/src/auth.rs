@@ -178,6 +178,10 @@ fn account_holder(
 }
 
 /// `GET /auth/csrf`: a CSRF token (also set as a cookie) for HTML forms.
+#[utoipa::path(
+    get, path = "/auth/csrf", tag = "auth",
+    responses((status = 200, description = "A CSRF token, also set as the `palisade_csrf` cookie", body = crate::schema::CsrfToken), crate::schema::E403, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn csrf(State(auth): State<AuthState>, headers: HeaderMap) -> Response {
     let token = cookie(&headers, CSRF_COOKIE).map(str::to_owned).unwrap_or_else(new_token);
     let mut response = Json(json!({"csrf_token": token})).into_response();
@@ -187,6 +191,15 @@ pub async fn csrf(State(auth): State<AuthState>, headers: HeaderMap) -> Response
 }
 
 /// `POST /auth/register`
+#[utoipa::path(
+    post, path = "/auth/register", tag = "auth",
+    request_body = crate::schema::Registration,
+    responses(
+        (status = 201, description = "The account, unverified; the code went to the phone or address", body = crate::schema::Registered),
+        (status = 202, description = "The waiting room holds the sign-up: poll the ticket", body = crate::schema::WaitingTicket),
+        crate::schema::E400, crate::schema::E403, crate::schema::E409, crate::schema::E410, crate::schema::E413, crate::schema::E415, crate::schema::E429, crate::schema::E502, crate::schema::E503,
+    )
+)]
 pub async fn register(
     State(auth): State<AuthState>,
     State(edge): State<Arc<Edge>>,
@@ -243,13 +256,19 @@ fn texts_refusal(
     error
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct VerifyBody {
     user_id: i64,
     code: String,
 }
 
 /// `POST /auth/verify`
+#[utoipa::path(
+    post, path = "/auth/verify", tag = "auth",
+    request_body = VerifyBody,
+    responses((status = 200, description = "The account is active", body = crate::schema::Verified),
+        crate::schema::E400, crate::schema::E403, crate::schema::E404, crate::schema::E413, crate::schema::E415, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn verify(
     State(auth): State<AuthState>,
     ctx: RequestContext,
@@ -259,12 +278,18 @@ pub async fn verify(
     Ok(Json(json!({"user_id": input.value.user_id, "status": "active"})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ResendBody {
     user_id: i64,
 }
 
 /// `POST /auth/verify/resend`: the same answer for every id, known or not.
+#[utoipa::path(
+    post, path = "/auth/verify/resend", tag = "auth",
+    request_body = ResendBody,
+    responses((status = 202, description = "A new code, if the id is an unverified account's", body = crate::schema::Sent),
+        crate::schema::E400, crate::schema::E403, crate::schema::E413, crate::schema::E415, crate::schema::E429, crate::schema::E502, crate::schema::E503)
+)]
 pub async fn resend(
     State(auth): State<AuthState>,
     State(edge): State<Arc<Edge>>,
@@ -280,6 +305,12 @@ pub async fn resend(
 }
 
 /// `POST /auth/login`: on success sets the session and CSRF cookies.
+#[utoipa::path(
+    post, path = "/auth/login", tag = "auth",
+    request_body = crate::schema::Login,
+    responses((status = 200, description = "Signed in; sets the `palisade_session` and `palisade_csrf` cookies", body = crate::schema::SignedIn),
+        crate::schema::E400, crate::schema::E401, crate::schema::E403, crate::schema::E413, crate::schema::E415, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn login(
     State(auth): State<AuthState>,
     ctx: RequestContext,
@@ -313,6 +344,12 @@ fn form_csrf(headers: &HeaderMap, body: &[u8]) -> Option<String> {
 }
 
 /// `POST /auth/logout`
+#[utoipa::path(
+    post, path = "/auth/logout", tag = "auth",
+    security(("session" = []), ("api_key" = [])),
+    responses((status = 204, description = "Signed out; the session cookie is cleared"),
+        crate::schema::E401, crate::schema::E403, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn logout(
     State(auth): State<AuthState>,
     ctx: RequestContext,
@@ -330,6 +367,11 @@ pub async fn logout(
 }
 
 /// `GET /auth/me`
+#[utoipa::path(
+    get, path = "/auth/me", tag = "auth",
+    security(("session" = []), ("api_key" = [])),
+    responses((status = 200, description = "Who the credential names", body = crate::schema::Me), crate::schema::E401, crate::schema::E403, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn me(ctx: RequestContext) -> Result<Response, ApiError> {
     let p = signed_in(&ctx)?;
     let body = json!({"user_id": p.user_id, "status": p.status.as_str(), "key": p.key_prefix, "scopes": p.scopes});
@@ -337,6 +379,11 @@ pub async fn me(ctx: RequestContext) -> Result<Response, ApiError> {
 }
 
 /// `GET /auth/sessions`
+#[utoipa::path(
+    get, path = "/auth/sessions", tag = "auth",
+    security(("session" = []), ("api_key" = [])),
+    responses((status = 200, description = "The account's sessions", body = crate::schema::SessionList), crate::schema::E401, crate::schema::E403, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn sessions(
     State(auth): State<AuthState>,
     ctx: RequestContext,
@@ -348,6 +395,12 @@ pub async fn sessions(
 }
 
 /// `DELETE /auth/sessions/{id}`
+#[utoipa::path(
+    delete, path = "/auth/sessions/{id}", tag = "auth",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "A session id from `GET /auth/sessions`")),
+    responses((status = 204, description = "The session is over"), crate::schema::E401, crate::schema::E403, crate::schema::E404, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn revoke_session(
     State(auth): State<AuthState>,
     ctx: RequestContext,
@@ -359,7 +412,7 @@ pub async fn revoke_session(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewKeyBody {
     name: String,
     #[serde(default)]
@@ -368,6 +421,13 @@ pub struct NewKeyBody {
 }
 
 /// `POST /auth/keys`: the key is in the answer, once.
+#[utoipa::path(
+    post, path = "/auth/keys", tag = "auth",
+    security(("session" = []), ("api_key" = [])),
+    request_body = NewKeyBody,
+    responses((status = 201, description = "The key, shown this once", body = crate::schema::NewKey),
+        crate::schema::E400, crate::schema::E401, crate::schema::E403, crate::schema::E413, crate::schema::E415, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn create_key(
     State(auth): State<AuthState>,
     ctx: RequestContext,
@@ -382,6 +442,12 @@ pub async fn create_key(
 }
 
 /// `GET /auth/keys`
+#[utoipa::path(
+    get, path = "/auth/keys", tag = "auth",
+    security(("session" = []), ("api_key" = [])),
+    responses((status = 200, description = "The account's API keys (never the keys themselves)", body = crate::schema::KeyList),
+        crate::schema::E401, crate::schema::E403, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn list_keys(
     State(auth): State<AuthState>,
     ctx: RequestContext,
@@ -393,6 +459,12 @@ pub async fn list_keys(
 }
 
 /// `DELETE /auth/keys/{prefix}`
+#[utoipa::path(
+    delete, path = "/auth/keys/{prefix}", tag = "auth",
+    security(("session" = []), ("api_key" = [])),
+    params(("prefix" = String, Path, description = "The key's prefix")),
+    responses((status = 204, description = "The key no longer works"), crate::schema::E401, crate::schema::E403, crate::schema::E404, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn revoke_key(
     State(auth): State<AuthState>,
     ctx: RequestContext,
@@ -407,6 +479,13 @@ pub async fn revoke_key(
 
 /// `POST /auth/mfa/totp` `{password, totp?}`: start enrolment, or the replacement of
 /// the factor, after re-authentication.
+#[utoipa::path(
+    post, path = "/auth/mfa/totp", tag = "auth",
+    security(("session" = []), ("api_key" = [])),
+    request_body = crate::schema::Reauth,
+    responses((status = 200, description = "The secret to enrol, to be confirmed with a code", body = crate::schema::TotpEnrollment),
+        crate::schema::E400, crate::schema::E401, crate::schema::E403, crate::schema::E413, crate::schema::E415, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn start_totp(
     State(auth): State<AuthState>,
     ctx: RequestContext,
@@ -419,6 +498,13 @@ pub async fn start_totp(
 }
 
 /// `DELETE /auth/mfa/totp` `{password, totp}`: remove the second factor.
+#[utoipa::path(
+    delete, path = "/auth/mfa/totp", tag = "auth",
+    security(("session" = []), ("api_key" = [])),
+    request_body = crate::schema::Reauth,
+    responses((status = 204, description = "TOTP is off; the account's other sessions ended"),
+        crate::schema::E400, crate::schema::E401, crate::schema::E403, crate::schema::E404, crate::schema::E413, crate::schema::E415, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn remove_totp(
     State(auth): State<AuthState>,
     ctx: RequestContext,
@@ -432,6 +518,13 @@ pub async fn remove_totp(
 }
 
 /// `POST /auth/password` `{current_password, new_password, totp?}`.
+#[utoipa::path(
+    post, path = "/auth/password", tag = "auth",
+    security(("session" = []), ("api_key" = [])),
+    request_body = crate::schema::PasswordChange,
+    responses((status = 204, description = "The password changed; the account's other sessions ended"),
+        crate::schema::E400, crate::schema::E401, crate::schema::E403, crate::schema::E413, crate::schema::E415, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn change_password(
     State(auth): State<AuthState>,
     ctx: RequestContext,
@@ -446,6 +539,12 @@ pub async fn change_password(
 
 /// `POST /auth/password/reset` `{phone? | email?}`: a code to the verified phone or
 /// address, if there is such an account; the answer is the same either way.
+#[utoipa::path(
+    post, path = "/auth/password/reset", tag = "auth",
+    request_body = crate::schema::ResetRequest,
+    responses((status = 202, description = "A code, if a verified account has that phone or address", body = crate::schema::Sent),
+        crate::schema::E400, crate::schema::E403, crate::schema::E413, crate::schema::E415, crate::schema::E429, crate::schema::E502, crate::schema::E503)
+)]
 pub async fn request_password_reset(
     State(auth): State<AuthState>,
     ctx: RequestContext,
@@ -460,6 +559,12 @@ pub async fn request_password_reset(
 }
 
 /// `POST /auth/password/reset/confirm` `{phone? | email?, code, new_password}`.
+#[utoipa::path(
+    post, path = "/auth/password/reset/confirm", tag = "auth",
+    request_body = crate::schema::ResetConfirmation,
+    responses((status = 204, description = "The password changed; every session ended"),
+        crate::schema::E400, crate::schema::E401, crate::schema::E403, crate::schema::E413, crate::schema::E415, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn reset_password(
     State(auth): State<AuthState>,
     ctx: RequestContext,
@@ -473,13 +578,20 @@ pub async fn reset_password(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ConfirmTotpBody {
     enrollment: String,
     code: String,
 }
 
 /// `POST /auth/mfa/totp/confirm`: returns the ten recovery codes, once.
+#[utoipa::path(
+    post, path = "/auth/mfa/totp/confirm", tag = "auth",
+    security(("session" = []), ("api_key" = [])),
+    request_body = ConfirmTotpBody,
+    responses((status = 200, description = "TOTP is on: the recovery codes, shown this once", body = crate::schema::RecoveryCodes),
+        crate::schema::E400, crate::schema::E401, crate::schema::E403, crate::schema::E404, crate::schema::E413, crate::schema::E415, crate::schema::E429, crate::schema::E503)
+)]
 pub async fn confirm_totp(
     State(auth): State<AuthState>,
     ctx: RequestContext,

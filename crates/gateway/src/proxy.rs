@@ -182,7 +182,18 @@ struct Outbound {
     prompt: Option<u64>,
 }
 
-/// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
+/// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` (the document
+/// describes the other two in `openapi.rs`: one function, one path).
+#[utoipa::path(
+    post, path = "/v1/chat/completions", tag = "inference",
+    security(("api_key" = []), ("session" = []), ()),
+    request_body = crate::schema::ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The model server's answer; with `stream: true`, server-sent events",
+            content((crate::schema::ModelReply = "application/json"), (crate::schema::StreamEvent = "text/event-stream"))),
+        crate::schema::E400, crate::schema::E401, crate::schema::E403, crate::schema::E404, crate::schema::E405, crate::schema::E408, crate::schema::E413, crate::schema::E429, crate::schema::E502, crate::schema::E503, crate::schema::E504,
+    )
+)]
 pub async fn forward(State(proxy): State<Arc<Proxy>>, request: Request<Body>) -> Response<Body> {
     proxy.generate(request).await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -61,7 +61,10 @@ impl Accounts {
             return Err(AccountError::TooManyAttempts { retry_after });
         }
         let actor = format!("user:{}", user.id);
-        if !self.hasher.verify(reauth.password.clone(), user.password_hash.clone()).await? {
+        // The service user has no password to re-authenticate with; its hash is no PHC
+        // string, which the hasher would report as a fault of the store.
+        let usable = user.password_hash != super::NO_PASSWORD;
+        if !usable || !self.hasher.verify(reauth.password.clone(), user.password_hash.clone()).await? {
             self.reauth.record_failure(key.as_bytes(), now);
             self.audit(&actor, "auth.reauth", "failed", ip, Some("bad_password"), None).await;
             return Err(AccountError::InvalidCredentials);

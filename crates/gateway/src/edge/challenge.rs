@@ -43,12 +43,21 @@ pub(crate) fn required(
     ApiError::challenge(message, challenge)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChallengeQuery {
     return_to: Option<String>,
 }
 
 /// `GET /challenge`: a fresh challenge (JSON, or the solver page for browsers).
+#[utoipa::path(
+    get, path = "/challenge", tag = "edge",
+    params(ChallengeQuery),
+    responses(
+        (status = 200, description = "A fresh challenge (a browser asking for HTML gets the solver page)", body = crate::schema::Challenge),
+        crate::schema::E403, crate::schema::E429, crate::schema::E503,
+    )
+)]
 pub async fn get(
     State(edge): State<Arc<Edge>>,
     ctx: RequestContext,
@@ -76,6 +85,14 @@ struct Answer {
 
 /// `POST /challenge` `{"token", "nonce"}`: a clearance token (and cookie) for a valid,
 /// unused solution from the client the challenge was issued to.
+#[utoipa::path(
+    post, path = "/challenge", tag = "edge",
+    request_body = crate::schema::ChallengeAnswer,
+    responses(
+        (status = 200, description = "A clearance, also set as a cookie", body = crate::schema::Clearance),
+        crate::schema::E400, crate::schema::E403, crate::schema::E429, crate::schema::E503,
+    )
+)]
 pub async fn post(
     State(edge): State<Arc<Edge>>,
     ctx: RequestContext,

@@ -153,12 +153,21 @@ async fn poll_ticket(
     edge.room().poll(ticket, binding, now)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TicketQuery {
     ticket: Option<String>,
 }
 
 /// `GET /auth/register/ticket?ticket=…`: where the ticket stands.
+#[utoipa::path(
+    get, path = "/auth/register/ticket", tag = "auth",
+    params(TicketQuery),
+    responses(
+        (status = 200, description = "Still waiting (with `Retry-After`), or admitted with a pass", body = crate::schema::TicketStatus),
+        crate::schema::E400, crate::schema::E403, crate::schema::E410, crate::schema::E429, crate::schema::E503,
+    )
+)]
 pub async fn poll(
     State(edge): State<Arc<Edge>>,
     ctx: RequestContext,

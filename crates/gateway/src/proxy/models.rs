@@ -11,6 +11,15 @@ use axum::response::IntoResponse;
 use super::{Proxy, context, upstream_headers};
 use crate::error::ApiError;
 
+/// `GET /v1/models`
+#[utoipa::path(
+    get, path = "/v1/models", tag = "inference",
+    security(("api_key" = []), ("session" = []), ()),
+    responses(
+        (status = 200, description = "The models the model servers serve", body = crate::schema::ModelList),
+        crate::schema::E401, crate::schema::E403, crate::schema::E405, crate::schema::E429, crate::schema::E502, crate::schema::E503, crate::schema::E504,
+    )
+)]
 pub async fn list_models(State(proxy): State<Arc<Proxy>>, request: Request<Body>) -> Response<Body> {
     list(&proxy, request).await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -1,0 +1,76 @@
+//! schemathesis (PyPI, pinned) fuzzes the real binary from its own `/openapi.json`: no
+//! answer may be a 5xx, and every answer must have a status, a content type and a body
+//! the document describes. Installed into a cached virtualenv under the target
+//! directory on first run; skipped without python3 only outside CI.
+//!
+//! The gateway runs on its embedded defaults with the built-in simulated model. Its
+//! limits stay on: a fuzzer from one address is refused with 429 (and anonymous
+//! requests may be challenged with 403), which the document describes, so those
+//! answers are checked like any other.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// The whole run's wall-clock bound; schemathesis gets less (`--max-time`) and is
+/// killed past this.
+const WALL_CLOCK: Duration = Duration::from_secs(150);
+
+#[tokio::test]
+async fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
+    let Some(python) = python_with("schemathesis-venv", "schemathesis", SCHEMATHESIS) else { return };
+    let cli = python.with_file_name("schemathesis");
+    let dir = scratch_dir();
+    let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+    let (ok, key, stderr) =
+        run(dir.path(), &["keys", "create", "--name", "schemathesis", "--scopes", "inference account"]);
+    assert!(ok, "{stderr}");
+    let key = key.trim().to_owned();
+    // To files: a pipe nobody reads while we wait would stop a talkative run.
+    let out_path = dir.path().join("schemathesis.out");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut child = Command::new(&cli)
+        .current_dir(dir.path())
+        .args(["--no-color", "run", &format!("{}/openapi.json", palisade.url)])
+        .args([
+            "--checks",
+            "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+            "--max-examples",
+            "20",
+            "--request-timeout",
+            "10",
+            "--max-time",
+            "90",
+            "--workers",
+            "1",
+            "--seed",
+            "20",
+            "--generation-database",
+            "none",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {key}")])
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .expect("start schemathesis");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > WALL_CLOCK {
+            let _ = child.kill();
+            panic!("schemathesis ran past {WALL_CLOCK:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let output = std::fs::read_to_string(&out_path).unwrap();
+    eprintln!("schemathesis took {:?}", started.elapsed());
+    assert!(status.success(), "schemathesis found problems:\n{output}");
+    drop(palisade);
+}
