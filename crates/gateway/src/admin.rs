@@ -15,7 +15,7 @@ use accounts::service::operators::{BOOTSTRAP_ACTOR, OPERATOR_TOKEN_TAG};
 use accounts::tier::TrustTier;
 use accounts::tokens;
 use axum::Json;
-use axum::extract::{Extension, Path, Query, Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -29,7 +29,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::abuse::{Standing, Strikes};
 use crate::error::{ApiError, Reject};
-use crate::request::RequestContext;
+use crate::request::{PathParam, QueryParam, RequestContext};
 use crate::status_page::StatusBoard;
 use crate::status_page::recorder::audit as audit_status;
 
@@ -151,7 +151,7 @@ pub async fn create_invite(
 pub async fn reset_mfa(
     State(op): State<Operator>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
 ) -> Result<Response, ApiError> {
     op.accounts.reset_mfa(id, &actor.name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -166,7 +166,7 @@ pub struct RequireMfa {
 pub async fn require_mfa(
     State(op): State<Operator>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let body: RequireMfa = parse(&body)?;
@@ -184,7 +184,7 @@ pub struct PinTier {
 pub async fn pin_tier(
     State(op): State<Operator>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let body: PinTier = parse(&body)?;
@@ -199,7 +199,7 @@ pub async fn pin_tier(
 pub async fn lift_tier(
     State(op): State<Operator>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
 ) -> Result<Response, ApiError> {
     op.accounts.pin_tier(id, None, &actor.name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -209,7 +209,7 @@ pub async fn lift_tier(
 pub async fn clear_cohort(
     State(op): State<Operator>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
 ) -> Result<Response, ApiError> {
     op.accounts.clear_flag(id, &actor.name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -222,7 +222,7 @@ pub struct AuditQuery {
 }
 
 /// `GET /admin/audit?limit=&action=`: newest first.
-pub async fn audit(State(op): State<Operator>, Query(q): Query<AuditQuery>) -> Result<Response, ApiError> {
+pub async fn audit(State(op): State<Operator>, QueryParam(q): QueryParam<AuditQuery>) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows = op.store().recent_audit(limit, q.action.as_deref()).await.map_err(store_error)?;
     let entries: Vec<_> = rows
@@ -263,7 +263,7 @@ pub async fn flags(State(op): State<Operator>) -> Result<Response, ApiError> {
 pub async fn clear_flag(
     State(op): State<Operator>,
     Extension(actor): Extension<Actor>,
-    Path(caller): Path<u64>,
+    PathParam(caller): PathParam<u64>,
 ) -> Result<Response, ApiError> {
     if !op.strikes.clear(caller) {
         return Err(ApiError::new(Reject::NotFound, format!("caller {caller} has no strikes")));
@@ -421,7 +421,7 @@ pub struct UpdateIncident {
 pub async fn update_incident(
     State(op): State<Operator>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let req: UpdateIncident = parse(&body)?;
@@ -445,7 +445,7 @@ pub struct ResolveIncident {
 pub async fn resolve_incident(
     State(op): State<Operator>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let req: ResolveIncident = parse(&body)?;
@@ -485,7 +485,7 @@ pub struct SetComponent {
 pub async fn set_component(
     State(op): State<Operator>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let req: SetComponent = parse(&body)?;
@@ -650,7 +650,7 @@ pub struct RoleBody {
 pub async fn set_operator_role(
     State(gate): State<AdminGate>,
     Extension(actor): Extension<Actor>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let body: RoleBody = parse(&body)?;
@@ -663,7 +663,7 @@ pub async fn set_operator_role(
 pub async fn reset_operator(
     State(gate): State<AdminGate>,
     Extension(actor): Extension<Actor>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(gate.accounts.reset_operator(&name, &actor.name).await?).into_response())
 }
@@ -672,7 +672,7 @@ pub async fn reset_operator(
 pub async fn disable_operator(
     State(gate): State<AdminGate>,
     Extension(actor): Extension<Actor>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
 ) -> Result<Response, ApiError> {
     gate.accounts.disable_operator(&name, &actor.name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document served at `GET /openapi.json`: the public API (`/v1`,
 //! `/auth`, `/challenge`, `/api/v2`), gathered from the handlers' `#[utoipa::path]`
-//! annotations and the bodies in `schema.rs`, rendered once when the router is built.
+//! annotations and the bodies in `schema.rs`, and the operators' API (`/admin`, on the
+//! admin listener), rendered once when the router is built.
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
@@ -55,6 +56,37 @@ use crate::{auth, edge, proxy};
         upcoming_maintenances,
         active_maintenances,
         openapi_json,
+        admin_login,
+        admin_enroll,
+        admin_whoami,
+        admin_logout,
+        admin_operators,
+        admin_add_operator,
+        admin_disable_operator,
+        admin_operator_role,
+        admin_reset_operator,
+        admin_get_registration,
+        admin_set_registration,
+        admin_invite,
+        admin_mfa_reset,
+        admin_mfa_required,
+        admin_pin_tier,
+        admin_lift_tier,
+        admin_clear_cohort,
+        admin_audit,
+        admin_flags,
+        admin_clear_flag,
+        admin_incidents,
+        admin_open_incident,
+        admin_update_incident,
+        admin_resolve_incident,
+        admin_set_component,
+        admin_maintenance,
+        admin_list_rules,
+        admin_add_rule,
+        admin_remove_rule,
+        admin_get_attack,
+        admin_set_attack,
     ),
     components(schemas(schema::ErrorBody)),
     modifiers(&Finish)
@@ -73,6 +105,10 @@ impl Modify for Finish {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(what)).build())
         };
         components.add_security_scheme("api_key", bearer("An API key (`Authorization: Bearer sk-…`)"));
+        components.add_security_scheme(
+            "operator",
+            bearer("An operator token from `POST /admin/login` (`pop_…`), or the bootstrap secret"),
+        );
         components.add_security_scheme(
             "session",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::cookies::SESSION_COOKIE))),
@@ -159,6 +195,84 @@ statuspage! {
     scheduled_maintenances = "/api/v2/scheduled-maintenances.json", schema::MaintenancesDoc;
     upcoming_maintenances = "/api/v2/scheduled-maintenances/upcoming.json", schema::MaintenancesDoc;
     active_maintenances = "/api/v2/scheduled-maintenances/active.json", schema::MaintenancesDoc;
+}
+
+// The operators' API, served only on the admin listener (`admin.listen`). Reads need
+// the viewer role, operator management the admin role, other changes the operator role
+// (403 `admin_forbidden` otherwise). Bodies are the operator's JSON, described loosely.
+macro_rules! admin {
+    ($($name:ident: $method:ident $path:literal
+        $(params($($param:tt)*))? $(body($req:ty))?
+        => $ok:literal $(json($json:literal))? $(empty($empty:literal))?;)*) => {$(
+        #[utoipa::path(
+            $method, path = $path, tag = "admin",
+            $(params($($param)*),)?
+            $(request_body = $req,)?
+            security(("operator" = [])),
+            responses(
+                $((status = $ok, description = $json, body = Object),)?
+                $((status = $ok, description = $empty),)?
+                E400, E401, schema::E403, E404, E405, E413, E429, E503,
+            )
+        )]
+        #[allow(dead_code)]
+        fn $name() {}
+    )*};
+}
+
+/// The two ways in need no token; failures count per operator name (429 when guessed).
+#[utoipa::path(
+    post, path = "/admin/login", tag = "admin",
+    request_body = Object,
+    responses(
+        (status = 200, description = "A short-lived operator token (`pop_…`)", body = Object),
+        E400, E401, E404, E405, E413, E429, E503,
+    )
+)]
+#[allow(dead_code)]
+fn admin_login() {}
+
+#[utoipa::path(
+    post, path = "/admin/operators/enroll", tag = "admin",
+    request_body = Object,
+    responses(
+        (status = 201, description = "The TOTP secret and its otpauth:// URI, once", body = Object),
+        E400, E404, E405, E413, E429, E503,
+    )
+)]
+#[allow(dead_code)]
+fn admin_enroll() {}
+
+admin! {
+    admin_whoami: get "/admin/whoami" => 200 json("The token's operator and role");
+    admin_logout: post "/admin/logout" => 204 empty("The token ended");
+    admin_operators: get "/admin/operators" => 200 json("Every operator, with role and state");
+    admin_add_operator: post "/admin/operators" body(Object) => 201 json("The new operator's one-time setup code");
+    admin_disable_operator: delete "/admin/operators/{name}" params(("name" = String, Path)) => 204 empty("Disabled; their tokens end");
+    admin_operator_role: put "/admin/operators/{name}/role" params(("name" = String, Path)) body(Object) => 204 empty("The role changed");
+    admin_reset_operator: post "/admin/operators/{name}/reset" params(("name" = String, Path)) => 200 json("A new setup code");
+    admin_get_registration: get "/admin/registration" => 200 json("The registration policy");
+    admin_set_registration: put "/admin/registration" body(Object) => 200 json("The policy now in force");
+    admin_invite: post "/admin/invites" => 201 json("An invite code");
+    admin_mfa_reset: post "/admin/users/{id}/mfa/reset" params(("id" = i64, Path)) => 204 empty("The second factor removed");
+    admin_mfa_required: put "/admin/users/{id}/mfa/required" params(("id" = i64, Path)) body(Object) => 204 empty("Set");
+    admin_pin_tier: put "/admin/users/{id}/tier" params(("id" = i64, Path)) body(Object) => 204 empty("Pinned");
+    admin_lift_tier: delete "/admin/users/{id}/tier" params(("id" = i64, Path)) => 204 empty("The pin lifted");
+    admin_clear_cohort: delete "/admin/users/{id}/cohort" params(("id" = i64, Path)) => 204 empty("The cohort flag cleared");
+    admin_audit: get "/admin/audit" params(("limit" = Option<i64>, Query), ("action" = Option<String>, Query)) => 200 json("Recent audit entries, newest first");
+    admin_flags: get "/admin/flags" => 200 json("Callers with strikes, and flagged accounts");
+    admin_clear_flag: delete "/admin/flags/{caller}" params(("caller" = u64, Path)) => 204 empty("The strikes cleared");
+    admin_incidents: get "/admin/incidents" => 200 json("Unresolved and recent incidents");
+    admin_open_incident: post "/admin/incidents" body(Object) => 201 json("The incident, on the page");
+    admin_update_incident: post "/admin/incidents/{id}/updates" params(("id" = i64, Path)) body(Object) => 200 json("The incident with its new update");
+    admin_resolve_incident: post "/admin/incidents/{id}/resolve" params(("id" = i64, Path)) body(Object) => 200 json("The incident, resolved");
+    admin_set_component: put "/admin/components/{id}" params(("id" = String, Path)) body(Object) => 200 json("The override now in force");
+    admin_maintenance: post "/admin/maintenances" body(Object) => 201 json("The maintenance, announced");
+    admin_list_rules: get "/admin/blocklist" => 200 json("Block and allow list entries");
+    admin_add_rule: post "/admin/blocklist" body(Object) => 201 json("The entry");
+    admin_remove_rule: delete "/admin/blocklist" body(Object) => 204 empty("The entry removed");
+    admin_get_attack: get "/admin/attack-mode" => 200 json("Attack mode, its switch and the detector's rates");
+    admin_set_attack: put "/admin/attack-mode" body(Object) => 200 json("Attack mode after the switch");
 }
 
 #[cfg(test)]

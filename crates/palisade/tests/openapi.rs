@@ -48,6 +48,41 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v2/scheduled-maintenances/active.json"),
 ];
 
+/// Every route of the operators' API, served on the admin listener only.
+const ADMIN_ROUTES: &[(&str, &str)] = &[
+    ("post", "/admin/login"),
+    ("post", "/admin/operators/enroll"),
+    ("get", "/admin/whoami"),
+    ("post", "/admin/logout"),
+    ("get", "/admin/operators"),
+    ("post", "/admin/operators"),
+    ("delete", "/admin/operators/{name}"),
+    ("put", "/admin/operators/{name}/role"),
+    ("post", "/admin/operators/{name}/reset"),
+    ("get", "/admin/registration"),
+    ("put", "/admin/registration"),
+    ("post", "/admin/invites"),
+    ("post", "/admin/users/{id}/mfa/reset"),
+    ("put", "/admin/users/{id}/mfa/required"),
+    ("put", "/admin/users/{id}/tier"),
+    ("delete", "/admin/users/{id}/tier"),
+    ("delete", "/admin/users/{id}/cohort"),
+    ("get", "/admin/audit"),
+    ("get", "/admin/flags"),
+    ("delete", "/admin/flags/{caller}"),
+    ("get", "/admin/incidents"),
+    ("post", "/admin/incidents"),
+    ("post", "/admin/incidents/{id}/updates"),
+    ("post", "/admin/incidents/{id}/resolve"),
+    ("put", "/admin/components/{id}"),
+    ("post", "/admin/maintenances"),
+    ("get", "/admin/blocklist"),
+    ("post", "/admin/blocklist"),
+    ("delete", "/admin/blocklist"),
+    ("get", "/admin/attack-mode"),
+    ("put", "/admin/attack-mode"),
+];
+
 const PREFIXES: [&str; 5] = ["/v1/", "/auth/", "/challenge", "/api/v2/", "/admin/"];
 
 /// The (method, path) pairs a document describes under `PREFIXES`.
@@ -82,7 +117,8 @@ async fn the_openapi_document_describes_every_public_route() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."), "{}", doc["openapi"]);
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
 
-    let expected: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+    let expected: BTreeSet<(String, String)> =
+        ROUTES.iter().chain(ADMIN_ROUTES).map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
     let found = described(&doc);
     let missing: Vec<_> = expected.difference(&found).collect();
     let unknown: Vec<_> = found.difference(&expected).collect();
@@ -95,7 +131,8 @@ async fn the_openapi_document_describes_every_public_route() {
         let refusals: Vec<&str> =
             responses.as_object().unwrap().keys().map(String::as_str).filter(|s| s.starts_with('4')).collect();
         assert!(!refusals.is_empty(), "{method} {path} lists no refusal");
-        if !path.starts_with("/api/v2/") {
+        // The admin listener has no edge; its 403 is a role refusal.
+        if !path.starts_with("/api/v2/") && !path.starts_with("/admin/") {
             for status in ["403", "429"] {
                 let schema = &responses[status]["content"]["application/json"]["schema"]["$ref"];
                 assert_eq!(schema, "#/components/schemas/Error", "{method} {path} {status}");
@@ -103,13 +140,18 @@ async fn the_openapi_document_describes_every_public_route() {
         }
     }
 
-    // The live router serves each listed route: none falls through to the 404 for
-    // unknown paths or answers 405.
-    for (method, path) in ROUTES {
-        let url = format!("{}{}", palisade.url, path.replace("{id}", "x").replace("{prefix}", "x"));
+    // The live routers serve each listed route: none falls through to the 404 for
+    // unknown paths or answers 405. The admin API answers on its own listener, to the
+    // bootstrap secret here (no operator has enrolled).
+    let bootstrap = std::fs::read_to_string(dir.path().join("palisade-data/admin.token")).unwrap();
+    let routes = ROUTES.iter().map(|r| (r, &palisade.url, key.as_str()));
+    let admin_routes = ADMIN_ROUTES.iter().map(|r| (r, &palisade.admin_url, bootstrap.trim()));
+    for ((method, path), base, token) in routes.chain(admin_routes) {
+        let path = ["{id}", "{prefix}", "{name}", "{caller}"].iter().fold(path.to_string(), |p, v| p.replace(v, "x"));
+        let url = format!("{base}{path}");
         let request = http
             .request(method.to_uppercase().parse().unwrap(), url)
-            .bearer_auth(&key)
+            .bearer_auth(token)
             .header("content-type", "application/json")
             .body("{}");
         let response = request.send().await.unwrap();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -25,7 +25,7 @@ use crate::clock::now;
 use crate::cookies::{CLEARANCE_COOKIE, CookiePolicy};
 use crate::error::{ApiError, Reject, wants_html};
 use crate::pages;
-use crate::request::RequestContext;
+use crate::request::{QueryParam, RequestContext};
 
 /// The 403 a request gets when it needs a clearance, with a fresh challenge inside: the
 /// JSON for API clients, the solver page for browsers (which returns to the same URL).
@@ -62,7 +62,7 @@ pub async fn get(
     State(edge): State<Arc<Edge>>,
     ctx: RequestContext,
     headers: HeaderMap,
-    Query(q): Query<ChallengeQuery>,
+    QueryParam(q): QueryParam<ChallengeQuery>,
 ) -> Response {
     let now = now();
     let score = edge.bot_verdict(&ctx.client, &headers, now).score;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fleet::{RoomAnswer, RoomRules};
@@ -24,7 +24,7 @@ use super::metrics::EdgeAction;
 use super::{Edge, PASS_HEADER, Stop};
 use crate::clock::now;
 use crate::error::{ApiError, Reject};
-use crate::request::{RequestContext, Zone};
+use crate::request::{QueryParam, RequestContext, Zone};
 
 fn secs_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -172,7 +172,7 @@ pub async fn poll(
     State(edge): State<Arc<Edge>>,
     ctx: RequestContext,
     headers: HeaderMap,
-    Query(q): Query<TicketQuery>,
+    QueryParam(q): QueryParam<TicketQuery>,
 ) -> Result<Response, ApiError> {
     let Some(ticket) = q.ticket else {
         return Err(ApiError::new(Reject::InvalidRequest, "pass the ticket as ?ticket=…"));
