@@ -43,10 +43,7 @@ impl InputScore {
     /// (the configured action's), so either layer alone can trigger the action.
     pub fn add_semantic(&mut self, semantic: &SemanticScore, threshold: u32) {
         if semantic.flagged {
-            self.score = self.score.max(threshold);
-            if !self.reasons.contains(&ReasonCode::SemanticMatch) {
-                self.reasons.push(ReasonCode::SemanticMatch);
-            }
+            self.flag(ReasonCode::SemanticMatch, threshold);
         }
     }
 
@@ -54,10 +51,15 @@ impl InputScore {
     /// least `threshold`, and the reason says which layer flagged it.
     pub fn add_ngram(&mut self, ngram: &NgramScore, threshold: u32) {
         if ngram.flagged {
-            self.score = self.score.max(threshold);
-            if !self.reasons.contains(&ReasonCode::NgramClassifier) {
-                self.reasons.push(ReasonCode::NgramClassifier);
-            }
+            self.flag(ReasonCode::NgramClassifier, threshold);
+        }
+    }
+
+    /// A layer flagged the request: it scores at least `threshold`, under `reason` once.
+    fn flag(&mut self, reason: ReasonCode, threshold: u32) {
+        self.score = self.score.max(threshold);
+        if !self.reasons.contains(&reason) {
+            self.reasons.push(reason);
         }
     }
 }

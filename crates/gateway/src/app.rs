@@ -141,7 +141,7 @@ impl Gateway {
             clients: ClientResolver::new(TrustedProxies::new(config.shield.trusted()), config.shield.limits.prefixes()),
             proxy_protocol: config.shield.proxy_protocol,
             turnstile: Some(edge.clone()),
-            refusals: Prerendered::new(),
+            refusals: Arc::new(Prerendered::new()),
             tls,
         });
         let detail_networks = config.server.metrics_networks().into();
@@ -635,7 +635,7 @@ fn admin_listener(gateway: &Gateway) -> Arc<Listener> {
         clients: ClientResolver::new(TrustedProxies::new(Vec::new()), config.shield.limits.prefixes()),
         proxy_protocol: false,
         turnstile: None,
-        refusals: Prerendered::new(),
+        refusals: gateway.listener.refusals.clone(),
         tls: gateway.admin_tls.clone(),
     })
 }

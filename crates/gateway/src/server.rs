@@ -49,7 +49,8 @@ pub struct Listener {
     pub proxy_protocol: bool,
     /// The edge's cheapest refusals, run here before a request has a context.
     pub turnstile: Option<Arc<dyn Turnstile>>,
-    pub refusals: Prerendered,
+    /// Rendered once per process and shared by its listeners.
+    pub refusals: Arc<Prerendered>,
     /// Serve HTTPS: the handshake follows the PROXY header, if any, and must finish
     /// within the header-read timeout.
     pub tls: Option<Arc<Tls>>,

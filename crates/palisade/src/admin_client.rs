@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use accounts::service::operators::OPERATOR_TOKEN_TAG;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -161,13 +162,13 @@ pub fn run(target: AdminTarget, action: AdminCommand) -> anyhow::Result<ExitCode
         }
     };
     let (status, answer) = runtime()?.block_on(transport.call(&base, method, &path, &token, body))?;
-    if matches!(action, AdminCommand::Logout) && (200..300).contains(&status) || status == 401 {
-        // A token the gateway no longer takes is of no use kept.
-        if matches!(action, AdminCommand::Logout) || token.starts_with("pop_") {
-            let _ = std::fs::remove_file(config.operator_token_file());
-        }
+    let ok = (200..300).contains(&status);
+    let logout = matches!(action, AdminCommand::Logout);
+    // A token ended, or one the gateway no longer takes, is of no use kept.
+    if (logout && ok) || (status == 401 && (logout || token.starts_with(OPERATOR_TOKEN_TAG))) {
+        let _ = std::fs::remove_file(config.operator_token_file());
     }
-    if !(200..300).contains(&status) {
+    if !ok {
         let message = answer["error"]["message"].as_str().unwrap_or("no message");
         bail!("{method} {path} answered {status}: {message}");
     }

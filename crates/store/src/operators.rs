@@ -41,6 +41,10 @@ macro_rules! select_operators {
     };
 }
 
+/// Ends every token of the operator named `$1` (a reset, a disable).
+const END_TOKENS: &str =
+    "DELETE FROM operator_sessions WHERE operator_id IN (SELECT id FROM operators WHERE name = $1)";
+
 impl Store {
     /// A new operator who has only a setup code; `Ok(None)` when the name is taken.
     pub async fn create_operator(
@@ -104,12 +108,10 @@ impl Store {
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE operators SET password_hash = NULL, totp_secret_enc = NULL, totp_last_step = NULL, \
                            setup_hash = $1, setup_expires_at = $2, disabled_at = NULL WHERE name = $3";
-        const END: &str =
-            "DELETE FROM operator_sessions WHERE operator_id IN (SELECT id FROM operators WHERE name = $1)";
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let n = sqlx::query(SQL).bind(setup_hash).bind(setup_expires_at).bind(name).execute(&mut *tx).await?.rows_affected();
-            sqlx::query(END).bind(name).execute(&mut *tx).await?;
+            sqlx::query(END_TOKENS).bind(name).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(n == 1)
         })
@@ -125,12 +127,10 @@ impl Store {
     /// Disables an operator and ends their tokens; `false` when there is no such operator.
     pub async fn disable_operator(&self, name: &str, now: i64) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE operators SET disabled_at = $1 WHERE name = $2 AND disabled_at IS NULL";
-        const END: &str =
-            "DELETE FROM operator_sessions WHERE operator_id IN (SELECT id FROM operators WHERE name = $1)";
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let n = sqlx::query(SQL).bind(now).bind(name).execute(&mut *tx).await?.rows_affected();
-            sqlx::query(END).bind(name).execute(&mut *tx).await?;
+            sqlx::query(END_TOKENS).bind(name).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(n == 1)
         })
