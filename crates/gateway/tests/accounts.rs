@@ -610,6 +610,15 @@ async fn text_sign_up(gw: &TestGateway, base: u8, n: u32, phone: &str, proof: Op
     (r.status(), r.json::<Value>().await.unwrap())
 }
 
+/// A gateway with these account settings (texts' budgets and breaker), in front of an
+/// instant simulated model, without route limits; and that model.
+async fn texts_gateway(accounts: accounts::service::AccountsConfig) -> (Sim, TestGateway) {
+    let sim = spawn_sim(instant_sim()).await;
+    let keys = accounts::crypto::PiiKeys::generate();
+    let gw = spawn_node(None, keys, accounts, vec![upstream("sim", &sim.server.url)], without_route_limits).await;
+    (sim, gw)
+}
+
 /// Sign-ups to `number(n)` for `n` from `first` on until one is held (403): not before
 /// `n` reaches `held_at`, and within two texts of it (the sliding window weighs the
 /// previous fixed window by its overlap, so texts just either side of a window's start
@@ -633,10 +642,8 @@ async fn until_held(
 
 #[tokio::test]
 async fn texts_to_a_range_whose_codes_are_never_entered_pause_while_other_countries_go_on() {
-    let sim = spawn_sim(instant_sim()).await;
-    let accounts = accounts::service::AccountsConfig { sms_breaker_min_sends: 10, ..test_accounts() };
-    let keys = accounts::crypto::PiiKeys::generate();
-    let gw = spawn_node(None, keys, accounts, vec![upstream("sim", &sim.server.url)], without_route_limits).await;
+    let (_sim, gw) =
+        texts_gateway(accounts::service::AccountsConfig { sms_breaker_min_sends: 10, ..test_accounts() }).await;
     // Pumping: sign-ups to numbers of one premium-looking range, none ever verified: texts
     // to that range stop.
     let (sent, body) = until_held(&gw, 50, 0, 10, |n| format!("+44 7400 123{n:03}")).await;
@@ -670,22 +677,6 @@ async fn texts_to_a_range_whose_codes_are_never_entered_pause_while_other_countr
     }
 }
 
-/// Polls `check` every 50 ms until it gives a value or `limit` passes.
-async fn until<T, F: std::future::Future<Output = Option<T>>>(
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn audit_of(gw: &TestGateway, action: &str) -> Vec<Value> {
     let (_, body) = admin_call_json(gw, reqwest::Method::GET, &format!("/admin/audit?action={action}"), None).await;
     body["entries"].as_array().cloned().unwrap_or_default()
@@ -693,17 +684,9 @@ async fn audit_of(gw: &TestGateway, action: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn texts_to_a_range_with_few_codes_entered_cost_a_proof_of_work_and_the_status_page_says_so() {
-    let sim = spawn_sim(instant_sim()).await;
     let accounts =
         accounts::service::AccountsConfig { sms_breaker_min_sends: 10, sms_proof_difficulty: 10, ..test_accounts() };
-    let gw = spawn_node(
-        None,
-        accounts::crypto::PiiKeys::generate(),
-        accounts,
-        vec![upstream("sim", &sim.server.url)],
-        without_route_limits,
-    )
-    .await;
+    let (_sim, gw) = texts_gateway(accounts).await;
     // Ten texts to one range from one network, two of their codes entered: 20 %, under
     // the proof line (30 %).
     for n in 0..10 {
@@ -760,7 +743,6 @@ async fn texts_to_a_range_with_few_codes_entered_cost_a_proof_of_work_and_the_st
 
 #[tokio::test]
 async fn pumping_abroad_narrows_registration_to_the_home_regions_until_conversion_recovers() {
-    let sim = spawn_sim(instant_sim()).await;
     let accounts = accounts::service::AccountsConfig {
         sms_breaker_min_sends: 10,
         // A short window, so the test sees the evidence slide out and registration reopen
@@ -770,14 +752,7 @@ async fn pumping_abroad_narrows_registration_to_the_home_regions_until_conversio
         sms_auto_narrow: true,
         ..test_accounts()
     };
-    let gw = spawn_node(
-        None,
-        accounts::crypto::PiiKeys::generate(),
-        accounts,
-        vec![upstream("sim", &sim.server.url)],
-        without_route_limits,
-    )
-    .await;
+    let (_sim, gw) = texts_gateway(accounts).await;
     let policy = || async { admin_call_json(&gw, reqwest::Method::GET, "/admin/registration", None).await.1 };
     assert_eq!(policy().await["mode"], "open");
     // Texts to numbers all over one country abroad, none ever entered.

@@ -55,19 +55,12 @@ async fn admin(base: &str, method: Method, path: &str, body: Option<Value>) -> (
 }
 
 /// Poll `check` until it returns `Some`, failing after [`PATIENCE`].
-async fn until<T, F, Fut>(what: &str, mut check: F) -> T
+async fn until<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::until(PATIENCE, what, check).await
 }
 
 fn component<'a>(doc: &'a Value, id: &str) -> &'a Value {

@@ -257,13 +257,8 @@ async fn admin_call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
-    let mut request = client().request(method, format!("{}{path}", gw.url)).bearer_auth(ADMIN_TOKEN);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    let (status, body) = admin_call_json(gw, method, path, body).await;
+    (status.as_u16(), body)
 }
 
 async fn decisions(gw: &TestGateway, tier: &str, reason: &str) -> u64 {
@@ -404,14 +399,10 @@ async fn fresh_accounts_saturating_their_limits_alike_are_flagged_as_a_cohort_an
 }
 
 async fn until_flagged(gw: &TestGateway, n: usize) -> Vec<serde_json::Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    until(Duration::from_secs(10), &format!("{n} accounts flagged"), || async {
         let (_, flags) = admin_call(gw, reqwest::Method::GET, "/admin/flags", None).await;
         let cohorts = flags["cohorts"].as_array().cloned().unwrap_or_default();
-        if cohorts.len() >= n {
-            return cohorts;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{n} accounts flagged: {flags}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (cohorts.len() >= n).then_some(cohorts)
+    })
+    .await
 }

@@ -158,7 +158,21 @@ pub async fn spawn_node(
     store.migrate().await.unwrap();
     let outbox = dir.path().join("outbox.jsonl");
     let accounts = Accounts::new(store, keys, Notifier::outbox(outbox.clone()), accounts_config).await.unwrap();
-    serve_gateway(config, accounts, outbox, dir).await
+    serve_gateway(config, accounts, outbox, dir, false).await
+}
+
+/// The real gateway as `palisade serve` runs it: `/admin` on a listener of its own
+/// (accounts on a fresh SQLite store, the bootstrap secret [`ADMIN_TOKEN`]).
+pub async fn spawn_with_admin_listener(tweak: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
+    let mut config = GatewayConfig::default();
+    config.admin_token_hash = Some(accounts::tokens::hash(ADMIN_TOKEN));
+    tweak(&mut config);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let store = fresh_store(&dir).await;
+    let outbox = dir.path().join("outbox.jsonl");
+    let notifier = Notifier::outbox(outbox.clone());
+    let accounts = Accounts::new(store, PiiKeys::generate(), notifier, test_accounts()).await.unwrap();
+    serve_gateway(config, accounts, outbox, dir, true).await
 }
 
 /// A fresh SQLite store in `dir`, migrated.
@@ -185,44 +199,31 @@ pub async fn spawn_gateway_with(
     config.admin_token_hash = Some(accounts::tokens::hash(ADMIN_TOKEN));
     without_route_limits(&mut config);
     let outbox = dir.path().join("outbox.jsonl");
-    serve_gateway(config, accounts, outbox, dir).await
+    serve_gateway(config, accounts, outbox, dir, false).await
 }
 
+/// Serve `accounts` behind a gateway on ephemeral ports; with `admin_listener`, `/admin`
+/// on a listener of its own (`run_with_admin`), else on the main one (`run`).
 async fn serve_gateway(
     config: GatewayConfig,
     accounts: Accounts,
     outbox: std::path::PathBuf,
     dir: Arc<tempfile::TempDir>,
+    admin_listener: bool,
 ) -> TestGateway {
     let gateway = Gateway::new(config, Arc::new(accounts)).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let admin = if admin_listener { Some(TcpListener::bind("127.0.0.1:0").await.unwrap()) } else { None };
+    let admin_url = match &admin {
+        Some(admin) => {
+            let scheme = if gateway.admin_tls().is_some() { "https" } else { "http" };
+            format!("{scheme}://{}", admin.local_addr().unwrap())
+        }
+        None => url.clone(),
+    };
     let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(gateway::run(gateway.clone(), listener, async {
-        let _ = stopped.await;
-    }));
-    TestGateway { admin_url: url.clone(), url, gateway, outbox, _dir: dir, stop: Some(stop), done: Some(done) }
-}
-
-/// The real gateway as `palisade serve` runs it: `/admin` on a listener of its own
-/// (accounts on a fresh SQLite store, the bootstrap secret [`ADMIN_TOKEN`]).
-pub async fn spawn_with_admin_listener(tweak: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
-    let mut config = GatewayConfig::default();
-    config.admin_token_hash = Some(accounts::tokens::hash(ADMIN_TOKEN));
-    tweak(&mut config);
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let store = fresh_store(&dir).await;
-    let outbox = dir.path().join("outbox.jsonl");
-    let accounts =
-        Accounts::new(store, PiiKeys::generate(), Notifier::outbox(outbox.clone()), test_accounts()).await.unwrap();
-    let gateway = Gateway::new(config, Arc::new(accounts)).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let scheme = if gateway.admin_tls().is_some() { "https" } else { "http" };
-    let admin_url = format!("{scheme}://{}", admin.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(gateway::run_with_admin(gateway.clone(), listener, Some(admin), async {
+    let done = tokio::spawn(gateway::run_with_admin(gateway.clone(), listener, admin, async {
         let _ = stopped.await;
     }));
     TestGateway { url, admin_url, gateway, outbox, _dir: dir, stop: Some(stop), done: Some(done) }
@@ -271,6 +272,22 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> 
     while !check() {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Poll the async `check` until it gives a value, failing after `limit`.
+pub async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
