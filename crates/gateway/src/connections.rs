@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::error::Error;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -213,8 +213,14 @@ pub struct ConnWatch {
     last_io_ms: AtomicU64,
     /// Requests the listener refused in a row on this connection.
     refused_in_a_row: AtomicU32,
+    /// The front let the connection's next request through (`PASSED`, or
+    /// `PASSED_ALLOW_LISTED`): the listener does not ask the turnstile again.
+    preadmitted: AtomicU8,
     slot: ConnectionSlot,
 }
+
+const PASSED: u8 = 1;
+const PASSED_ALLOW_LISTED: u8 = 2;
 
 /// A request in progress on a watched connection; dropping it ends it.
 pub struct RequestInProgress(Arc<ConnWatch>);
@@ -227,6 +233,7 @@ impl ConnWatch {
             in_flight: AtomicUsize::new(0),
             last_io_ms: AtomicU64::new(0),
             refused_in_a_row: AtomicU32::new(0),
+            preadmitted: AtomicU8::new(0),
             slot,
         })
     }
@@ -240,6 +247,23 @@ impl ConnWatch {
     pub fn passed(&self) {
         if self.refused_in_a_row.load(Ordering::Relaxed) != 0 {
             self.refused_in_a_row.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The turnstile let the next request through before hyper saw it.
+    pub fn preadmit(&self, allow_listed: bool) {
+        self.preadmitted.store(if allow_listed { PASSED_ALLOW_LISTED } else { PASSED }, Ordering::Relaxed);
+    }
+
+    /// The front's verdict on this request, if it gave one: `Some(allow_listed)`.
+    pub fn take_preadmitted(&self) -> Option<bool> {
+        if self.preadmitted.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        match self.preadmitted.swap(0, Ordering::Relaxed) {
+            PASSED => Some(false),
+            PASSED_ALLOW_LISTED => Some(true),
+            _ => None,
         }
     }
 
@@ -295,13 +319,20 @@ pin_project_lite::pin_project! {
         watch: Arc<ConnWatch>,
         silence: Silence,
         timer: Pin<Box<Sleep>>,
+        // Read from the socket by the front and not answered there: read again first.
+        unread: Bytes,
     }
 }
 
 impl<S> WatchedIo<S> {
     pub fn new(inner: S, watch: Arc<ConnWatch>, silence: Silence) -> WatchedIo<S> {
         let timer = Box::pin(tokio::time::sleep_until(watch.opened + silence.head));
-        WatchedIo { inner, watch, silence, timer }
+        WatchedIo { inner, watch, silence, timer, unread: Bytes::new() }
+    }
+
+    /// Put bytes back in front of what the socket will deliver next.
+    pub fn unread(&mut self, bytes: Bytes) {
+        self.unread = bytes;
     }
 }
 
@@ -335,6 +366,11 @@ fn check(watch: &ConnWatch, silence: Silence, timer: &mut Pin<Box<Sleep>>, cx: &
 impl<S: AsyncRead> AsyncRead for WatchedIo<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.project();
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         match this.inner.poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {

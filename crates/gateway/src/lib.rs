@@ -19,6 +19,7 @@ pub mod cookies;
 pub mod edge;
 pub mod error;
 pub mod fleet_sync;
+pub mod front;
 pub mod guard;
 pub mod health;
 pub mod identity;

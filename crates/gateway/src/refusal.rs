@@ -5,8 +5,10 @@
 //! no number printed, no router, no audit entry beyond the edge's sampled one.
 //!
 //! The edge decides ([`Turnstile`], implemented by `Edge`); this module only turns
-//! its decision into the same response [`ApiError::render`] would give, which
-//! `tests::prerendered_matches_the_rendered_refusal` holds it to.
+//! its decision into the same response [`ApiError::render`] would give, as a hyper
+//! response for the listener and as HTTP/1.1 bytes for [`crate::front`], which
+//! `tests::prerendered_matches_the_rendered_refusal` and
+//! `tests::the_wire_form_matches_the_rendered_refusal` hold it to.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -48,12 +50,15 @@ pub const MAX_REFUSALS_IN_A_ROW: u32 = 32;
 /// Numbers up to this are headers without an allocation.
 const SMALL_NUMBERS: usize = 4096;
 
-/// The two refusals, rendered once as JSON and as a page.
+/// The two refusals, rendered once as JSON and as a page, as hyper responses and as
+/// the HTTP/1.1 bytes the [`crate::front`] writes itself.
 pub struct Prerendered {
     blocked_json: Bytes,
     blocked_html: Bytes,
     limited_json: Bytes,
     limited_html: Bytes,
+    /// Indexed by [`wire_index`].
+    wire: [Wire; 4],
     numbers: Vec<HeaderValue>,
     /// `RateLimit-Policy` values seen, at most a few (one per configured limit).
     policies: [OnceLock<(u32, u32, HeaderValue)>; 4],
@@ -78,7 +83,7 @@ impl Prerendered {
         }
         let blocked = ApiError::new(Reject::Blocked, BLOCKED_MESSAGE);
         let limited = ApiError::new(Reject::RateLimited, LIMITED_MESSAGE);
-        Prerendered {
+        let mut pre = Prerendered {
             blocked_json: Bytes::from(blocked.json_body()),
             blocked_html: Bytes::from(pages::refusal_page(Reject::Blocked.status(), BLOCKED_MESSAGE, "blocked", None)),
             limited_json: Bytes::from(limited.json_body()),
@@ -88,19 +93,28 @@ impl Prerendered {
                 "rate_limited",
                 None,
             )),
+            wire: Default::default(),
             numbers,
             policies: Default::default(),
+        };
+        // The wire form is the hyper response's own status, headers and body, so the
+        // two cannot drift apart; only the per-request headers are left out.
+        for reject in [Reject::Blocked, Reject::RateLimited] {
+            for html in [false, true] {
+                let (base, body) = pre.base(reject, html);
+                pre.wire[wire_index(reject, html)] = Wire::of(&base, body);
+            }
         }
+        pre
     }
 
-    /// The response for a refusal (`None` for [`Admit::Pass`]).
-    pub fn response(&self, admit: &Admit, html: bool) -> Option<(Reject, Response<Body>)> {
-        let (reject, body, limit) = match admit {
-            Admit::Pass { .. } => return None,
-            Admit::Blocked => (Reject::Blocked, if html { &self.blocked_html } else { &self.blocked_json }, None),
-            Admit::Limited(d) => {
-                (Reject::RateLimited, if html { &self.limited_html } else { &self.limited_json }, Some(d))
-            }
+    /// A refusal's status, fixed headers and body: everything but the per-request values.
+    fn base(&self, reject: Reject, html: bool) -> (Response<Body>, &Bytes) {
+        let body = match (reject, html) {
+            (Reject::Blocked, false) => &self.blocked_json,
+            (Reject::Blocked, true) => &self.blocked_html,
+            (_, false) => &self.limited_json,
+            (_, true) => &self.limited_html,
         };
         let mut response = Response::new(Body::from(body.clone()));
         *response.status_mut() = reject.status();
@@ -108,16 +122,78 @@ impl Prerendered {
         headers.reserve(12);
         let content_type = if html { "text/html; charset=utf-8" } else { "application/json" };
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if html {
+            pages::secure_html(headers);
+        }
+        (response, body)
+    }
+
+    /// Append a refusal as HTTP/1.1 bytes to `out`: the fixed part rendered at start,
+    /// then this request's `date`, `x-request-id`, limit values and `connection`. No
+    /// allocation once `out` has grown to a response's size. `None` for a pass.
+    pub fn write_wire(&self, out: &mut Vec<u8>, admit: &Admit, wire: WireRequest<'_>) -> Option<Reject> {
+        let (reject, limit) = match admit {
+            Admit::Pass { .. } => return None,
+            Admit::Blocked => (Reject::Blocked, None),
+            Admit::Limited(d) => (Reject::RateLimited, Some(d)),
+        };
+        let form = &self.wire[wire_index(reject, wire.html)];
+        out.extend_from_slice(&form.head);
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(wire.date);
+        out.extend_from_slice(b"\r\nx-request-id: ");
+        out.extend_from_slice(wire.id);
+        out.extend_from_slice(b"\r\n");
         if let Some(d) = limit {
+            let mut n = itoa::Buffer::new();
+            if let Some(l) = LimitHeaders::of(d) {
+                for (name, value) in [
+                    (&b"ratelimit-limit: "[..], l.limit),
+                    (b"ratelimit-remaining: ", l.remaining),
+                    (b"ratelimit-reset: ", l.reset_s),
+                ] {
+                    out.extend_from_slice(name);
+                    out.extend_from_slice(n.format(value).as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"ratelimit-policy: ");
+                out.extend_from_slice(n.format(l.limit).as_bytes());
+                out.extend_from_slice(b";w=");
+                out.extend_from_slice(n.format(l.window_s).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            if let Some(seconds) = d.retry_after_secs() {
+                out.extend_from_slice(b"retry-after: ");
+                out.extend_from_slice(n.format(seconds).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        if wire.close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(&form.length);
+        if !wire.head_only {
+            out.extend_from_slice(&form.body);
+        }
+        Some(reject)
+    }
+
+    /// The response for a refusal (`None` for [`Admit::Pass`]).
+    pub fn response(&self, admit: &Admit, html: bool) -> Option<(Reject, Response<Body>)> {
+        let (reject, limit) = match admit {
+            Admit::Pass { .. } => return None,
+            Admit::Blocked => (Reject::Blocked, None),
+            Admit::Limited(d) => (Reject::RateLimited, Some(d)),
+        };
+        let (mut response, _) = self.base(reject, html);
+        if let Some(d) = limit {
+            let headers = response.headers_mut();
             if let Some(l) = LimitHeaders::of(d) {
                 self.write_limit(headers, &l);
             }
             if let Some(seconds) = d.retry_after_secs() {
                 headers.insert(header::RETRY_AFTER, self.number(seconds));
             }
-        }
-        if html {
-            pages::secure_html(headers);
         }
         Some((reject, response))
     }
@@ -151,6 +227,49 @@ impl Prerendered {
     }
 }
 
+/// What a request tells the wire form of its refusal.
+#[derive(Clone, Copy, Debug)]
+pub struct WireRequest<'a> {
+    /// The client asked for HTML (a browser): the page, not JSON.
+    pub html: bool,
+    /// A `HEAD` request: the head only.
+    pub head_only: bool,
+    /// Say `connection: close` (the connection ends after this answer).
+    pub close: bool,
+    /// The `date` value (IMF-fixdate).
+    pub date: &'a [u8],
+    pub id: &'a [u8],
+}
+
+/// One refusal as bytes: the status line and fixed headers, then `content-length` and
+/// the blank line, then the body.
+#[derive(Default)]
+struct Wire {
+    head: Bytes,
+    length: Bytes,
+    body: Bytes,
+}
+
+impl Wire {
+    fn of(response: &Response<Body>, body: &Bytes) -> Wire {
+        let status = response.status();
+        let mut head =
+            format!("HTTP/1.1 {} {}\r\n", status.as_str(), status.canonical_reason().unwrap_or("")).into_bytes();
+        for (name, value) in response.headers() {
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        let length = format!("content-length: {}\r\n\r\n", body.len()).into_bytes();
+        Wire { head: Bytes::from(head), length: Bytes::from(length), body: body.clone() }
+    }
+}
+
+fn wire_index(reject: Reject, html: bool) -> usize {
+    usize::from(reject != Reject::Blocked) * 2 + usize::from(html)
+}
+
 /// Whether the answer to a refusal should also close the connection (HTTP/1 only:
 /// HTTP/2 has no `Connection` header; its streams are cheap to refuse).
 pub fn close_after(refusals_in_a_row: u32, version: axum::http::Version) -> bool {
@@ -159,7 +278,7 @@ pub fn close_after(refusals_in_a_row: u32, version: axum::http::Version) -> bool
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use axum::http::StatusCode;
     use http_body_util::BodyExt;
@@ -170,7 +289,8 @@ mod tests {
         (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
     }
 
-    fn limited() -> Decision {
+    /// A per-address limit of one an hour, spent.
+    pub(crate) fn limited() -> Decision {
         let gcra = Gcra::per_period(1, Duration::from_secs(3600), 1).unwrap();
         let mut tat = 0;
         let now = Duration::from_secs(5);
@@ -206,6 +326,59 @@ mod tests {
                         assert_eq!(qh.get(name), sh.get(name), "{name} (html: {html})");
                     }
                 }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_wire_form_matches_the_rendered_refusal() {
+        let pre = Prerendered::new();
+        for html in [false, true] {
+            let cases = [
+                (Admit::Blocked, ApiError::new(Reject::Blocked, BLOCKED_MESSAGE)),
+                (Admit::Limited(limited()), ApiError::limited(LIMITED_MESSAGE, &limited())),
+            ];
+            for (admit, error) in cases {
+                let mut out = Vec::new();
+                let request = WireRequest {
+                    html,
+                    head_only: false,
+                    close: true,
+                    date: b"Mon, 07 Dec 2026 04:00:00 GMT",
+                    id: b"0000002a-000000000000002a",
+                };
+                assert_eq!(pre.write_wire(&mut out, &admit, request), Some(error.reject));
+                let mut lines = [httparse::EMPTY_HEADER; 32];
+                let mut wire = httparse::Response::new(&mut lines);
+                let httparse::Status::Complete(head) = wire.parse(&out).unwrap() else { panic!("a whole head") };
+                let body = &out[head..];
+                let value = |name: &str| {
+                    wire.headers.iter().find(|h| h.name == name).map(|h| std::str::from_utf8(h.value).unwrap())
+                };
+                let mut slow = error.render(html);
+                pages::secure_html(slow.headers_mut());
+                let (status, headers, slow_body) = parts(slow).await;
+                assert_eq!(wire.code, Some(status.as_u16()));
+                assert_eq!(wire.reason, status.canonical_reason());
+                if !html {
+                    assert_eq!(body, &slow_body[..]);
+                }
+                assert_eq!(value("content-length"), Some(body.len().to_string().as_str()));
+                for (name, expected) in &headers {
+                    if name != header::CONTENT_LENGTH {
+                        assert_eq!(value(name.as_str()), expected.to_str().ok(), "{name} (html: {html})");
+                    }
+                }
+                let own = ["content-length", "date", "x-request-id", "connection"];
+                for line in wire.headers.iter() {
+                    assert!(
+                        headers.contains_key(line.name) || own.contains(&line.name),
+                        "{} only on the wire",
+                        line.name
+                    );
+                }
+                assert_eq!(value("date"), Some("Mon, 07 Dec 2026 04:00:00 GMT"));
+                assert_eq!(value("connection"), Some("close"));
             }
         }
     }

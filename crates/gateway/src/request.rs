@@ -4,6 +4,7 @@
 //! reads it instead of looking at the socket, the path or the credentials again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use accounts::service::Principal;
 use axum::extract::FromRequestParts;
@@ -16,6 +17,43 @@ use crate::error::{ApiError, Reject};
 /// The id of one request, echoed in `x-request-id` and in every log line about it.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub HeaderValue);
+
+/// Makes request ids: a per-process random prefix and a counter, so ids are
+/// unique across restarts without a random draw per request.
+pub struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> RequestIds {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        RequestIds { prefix: nanos ^ std::process::id().rotate_left(16), next: AtomicU64::new(1) }
+    }
+
+    pub fn next(&self) -> HeaderValue {
+        let mut buf = [0u8; 25];
+        HeaderValue::from_str(self.next_into(&mut buf)).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    }
+
+    /// The next id, written into `buf`: for answers written without a header map.
+    pub fn next_into<'b>(&self, buf: &'b mut [u8; 25]) -> &'b str {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        hex_id(buf, self.prefix, n)
+    }
+}
+
+fn hex_id(buf: &mut [u8; 25], prefix: u32, n: u64) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..8 {
+        buf[i] = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    buf[8] = b'-';
+    for i in 0..16 {
+        buf[9 + i] = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    std::str::from_utf8(buf).unwrap_or("")
+}
 
 /// Which endpoint a request is for, from its path alone (the method is the handler's
 /// business). Also the `route` label of the request metrics, so it is a closed set.
@@ -261,6 +299,18 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Que
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_fixed_width_hex_and_distinct() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 25);
+        let mut buf = [0u8; 25];
+        assert_eq!(hex_id(&mut buf, 0xdeadbeef, 1), "deadbeef-0000000000000001");
+        assert_ne!(ids.next_into(&mut buf).to_owned(), ids.next_into(&mut [0u8; 25]));
+    }
 
     #[test]
     fn routes_are_classified_by_exact_paths_and_prefixes() {

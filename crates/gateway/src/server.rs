@@ -9,7 +9,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -26,10 +25,11 @@ use crate::client::ClientResolver;
 use crate::config::ServerConfig;
 use crate::connections::{BodyPace, ConnWatch, ConnectionGate, PacedBody, Silence, WatchedIo};
 use crate::error::{Unrendered, wants_html};
+use crate::front::{Front, Screened};
 use crate::metrics::Metrics;
 use crate::pages;
 use crate::refusal::{self, Admit, Prerendered, Turnstile};
-use crate::request::{Identity, RequestContext, RequestId, Route};
+use crate::request::{Identity, RequestContext, RequestId, RequestIds, Route};
 use crate::tls::Tls;
 
 /// Where the listener hands each request, with its [`RequestContext`] in its
@@ -58,39 +58,6 @@ pub struct Listener {
 
 /// Sent on every answer over TLS: browsers use HTTPS for this host for two years.
 static HSTS: HeaderValue = HeaderValue::from_static("max-age=63072000");
-
-/// Makes request ids: a per-process random prefix and a counter, so ids are
-/// unique across restarts without a random draw per request.
-struct RequestIds {
-    prefix: u32,
-    next: AtomicU64,
-}
-
-impl RequestIds {
-    fn new() -> RequestIds {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        RequestIds { prefix: nanos ^ std::process::id().rotate_left(16), next: AtomicU64::new(1) }
-    }
-
-    fn next(&self) -> HeaderValue {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut buf = [0u8; 25];
-        let text = hex_id(&mut buf, self.prefix, n);
-        HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-    }
-}
-
-fn hex_id(buf: &mut [u8; 25], prefix: u32, n: u64) -> &str {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in 0..8 {
-        buf[i] = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
-    }
-    buf[8] = b'-';
-    for i in 0..16 {
-        buf[9 + i] = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
-    }
-    std::str::from_utf8(buf).unwrap_or("")
-}
 
 /// Serve `dispatch` on `socket` until `shutdown` resolves, then drain for at
 /// most the configured grace period.
@@ -159,8 +126,30 @@ pub async fn serve<D: Dispatch>(
                 }
             }
             let watch = ConnWatch::new(slot);
-            let io = WatchedIo::new(stream, watch.clone(), silence);
+            let mut io = WatchedIo::new(stream, watch.clone(), silence);
             let tls = parts.tls.clone();
+            // A client named by its socket, in plain HTTP/1: refusals are answered
+            // before hyper (see `front`). Over TLS, or behind a trusted proxy (whose
+            // requests name their clients in headers), hyper reads every request.
+            if let Some(turnstile) = parts.turnstile.as_deref()
+                && tls.is_none()
+                && !parts.clients.is_trusted(peer.ip())
+            {
+                let front = Front {
+                    turnstile,
+                    refusals: &parts.refusals,
+                    metrics: &parts.metrics,
+                    ids: &ids,
+                    watch: &watch,
+                    client: parts.clients.resolve(peer.ip(), &axum::http::HeaderMap::new()),
+                    max_head: parts.config.max_header_bytes,
+                    header_timeout,
+                };
+                match front.screen(&mut io).await {
+                    Screened::Hyper(rest) => io.unread(rest),
+                    Screened::Closed => return,
+                }
+            }
             let service = RequestService { dispatch, parts, ids, peer, pace, watch };
             let Some(tls) = tls else {
                 return serve_connection(&builder, watcher, TokioIo::new(io), service).await;
@@ -232,7 +221,10 @@ impl<D: Dispatch> hyper::service::Service<Request<Incoming>> for RequestService<
         let html = wants_html(request.headers());
         let mut allow_listed = false;
         if let (Some(zone), Some(turnstile)) = (route.zone(), &self.parts.turnstile) {
-            let admit = turnstile.admit(&client, zone, crate::clock::now());
+            let admit = match self.watch.take_preadmitted() {
+                Some(allow_listed) => Admit::Pass { allow_listed },
+                None => turnstile.admit(&client, zone, crate::clock::now()),
+            };
             if let Some((reject, mut response)) = self.parts.refusals.response(&admit, html) {
                 // Answered from bytes rendered at start: see `refusal`.
                 self.parts.metrics.refused_reject(reject);
@@ -291,20 +283,4 @@ fn finish(mut response: Response<Body>, html: bool, metrics: &Metrics) -> Respon
     };
     pages::secure_html(response.headers_mut());
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_fixed_width_hex_and_distinct() {
-        let ids = RequestIds::new();
-        let a = ids.next();
-        let b = ids.next();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 25);
-        let mut buf = [0u8; 25];
-        assert_eq!(hex_id(&mut buf, 0xdeadbeef, 1), "deadbeef-0000000000000001");
-    }
 }

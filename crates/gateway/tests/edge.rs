@@ -185,6 +185,39 @@ async fn a_blocked_address_gets_403_until_its_entry_expires_and_allow_entries_ov
 }
 
 #[tokio::test]
+async fn a_blocked_client_on_one_connection_is_refused_then_still_reaches_the_health_check() {
+    let (gw, _sim) = edge_gateway(|_| {}).await;
+    let (status, _) =
+        admin(&gw, reqwest::Method::POST, "/admin/blocklist", Some(json!({"cidr": "127.0.0.12/32"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.12:0".parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr(&gw.url).parse().unwrap()).await.unwrap();
+    // Pipelined on one connection: a chat request with its body, a browser's request,
+    // then the health check, which is outside the edge's zones.
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let host = addr(&gw.url);
+    let sent = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}\
+         GET /v1/models HTTP/1.1\r\nhost: {host}\r\naccept: text/html\r\n\r\n\
+         GET /healthz HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(sent.as_bytes()).await.unwrap();
+    let replies = read_all(&mut stream).await;
+    let answers: Vec<&str> = replies.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 3, "{replies}");
+    assert!(answers[0].starts_with("403 Forbidden") && answers[0].contains("\"code\":\"blocked\""), "{}", answers[0]);
+    assert!(answers[0].contains("x-request-id: ") && answers[0].contains("date: "), "{}", answers[0]);
+    assert!(answers[1].starts_with("403") && answers[1].contains("<code>blocked</code>"), "{}", answers[1]);
+    assert!(answers[1].contains("content-security-policy: "), "{}", answers[1]);
+    assert!(answers[2].starts_with("200 OK"), "{}", answers[2]);
+    let text = metrics(&gw).await;
+    assert!(text.contains("palisade_rejections_total{reason=\"blocked\"} 2"), "{text}");
+}
+
+#[tokio::test]
 async fn over_the_per_address_limit_answers_429_with_rate_limit_headers() {
     let (gw, _sim) = edge_gateway(|c| {
         c.shield.limits.per_ip = shield::RateConfig::new(1, 60_000, 2);

@@ -1,0 +1,497 @@
+//! The listener's first look at a plain HTTP/1 connection whose client is its socket's
+//! address (no TLS, no trusted proxy speaking for others). Under a flood most requests
+//! are refused, and hyper's parsing and response building cost more than a whole
+//! hello-world answer; so here request heads are read with `httparse` into a borrowed
+//! table, the [`Turnstile`] is asked, and a refusal is written from bytes rendered at
+//! start ([`Prerendered::write_wire`]), for as long as the turnstile refuses.
+//!
+//! The first request it lets through, and anything it does not handle (HTTP/2, a route
+//! outside the edge's zones, a head that does not parse or is too long), hands the
+//! connection to hyper with every byte read and not answered; it never comes back, so
+//! hyper never shares the socket with it. Every refusal written here was complete on
+//! the socket before hyper reads a byte, which keeps pipelined answers in order.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes, BytesMut};
+use shield::Client;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::connections::ConnWatch;
+use crate::metrics::Metrics;
+use crate::refusal::{self, Admit, Prerendered, Turnstile, WireRequest};
+use crate::request::{RequestIds, Route};
+
+/// Body bytes of a refused request read and dropped to keep its connection; a
+/// longer body closes the connection after the answer instead.
+const MAX_SKIPPED_BODY: u64 = 64 * 1024;
+
+/// Header lines a head may have to be answered here; one with more goes to hyper,
+/// whose own limits apply.
+const MAX_HEADERS: usize = 64;
+
+/// What the front leaves of a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Screened {
+    /// Serve it with hyper, which reads these bytes first.
+    Hyper(Bytes),
+    /// Closed: the client left, stalled, or was refused too often.
+    Closed,
+}
+
+/// One connection's front: what it needs to decide and answer.
+pub struct Front<'a> {
+    pub turnstile: &'a dyn Turnstile,
+    pub refusals: &'a Prerendered,
+    pub metrics: &'a Metrics,
+    pub ids: &'a RequestIds,
+    pub watch: &'a Arc<ConnWatch>,
+    pub client: Client,
+    /// The longest request head hyper accepts; a longer one goes to hyper to refuse.
+    pub max_head: usize,
+    /// How long one request head (or a refused request's body) may take to arrive.
+    pub header_timeout: Duration,
+}
+
+/// What one complete or partial head in the buffer came to.
+enum Step {
+    /// Not a whole head yet.
+    Partial,
+    /// Hyper's to answer, from this head on.
+    Hyper,
+    /// Answered in `out`: drop `consumed` bytes, then `body` more.
+    Refused { consumed: usize, body: u64, close: bool },
+}
+
+impl Front<'_> {
+    pub async fn screen<S: AsyncRead + AsyncWrite + Unpin>(&self, io: &mut S) -> Screened {
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut out = Vec::new();
+        let mut date = DateCache::default();
+        let mut skip = 0u64;
+        // Set while a head or a refused body is on its way: when it must have arrived.
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let mut next = None;
+            loop {
+                if skip > 0 {
+                    let n = usize::try_from(skip).unwrap_or(usize::MAX).min(buf.len());
+                    buf.advance(n);
+                    skip -= n as u64;
+                    if skip > 0 {
+                        break;
+                    }
+                }
+                if buf.is_empty() {
+                    break;
+                }
+                match self.step(&buf, &mut out, &mut date) {
+                    Step::Partial => {
+                        if buf.len() > self.max_head {
+                            next = Some(Screened::Hyper(Bytes::new()));
+                        }
+                        break;
+                    }
+                    Step::Hyper => {
+                        next = Some(Screened::Hyper(Bytes::new()));
+                        break;
+                    }
+                    Step::Refused { consumed, body, close } => {
+                        buf.advance(consumed);
+                        skip = body;
+                        if close {
+                            next = Some(Screened::Closed);
+                            break;
+                        }
+                    }
+                }
+            }
+            if !out.is_empty() {
+                if io.write_all(&out).await.is_err() {
+                    return Screened::Closed;
+                }
+                out.clear();
+            }
+            match next {
+                Some(Screened::Hyper(_)) => return Screened::Hyper(buf.freeze()),
+                Some(Screened::Closed) => {
+                    let _ = io.shutdown().await;
+                    return Screened::Closed;
+                }
+                None => {}
+            }
+            let read = if buf.is_empty() && skip == 0 {
+                // Between requests the connection's own idle watch applies.
+                deadline = None;
+                io.read_buf(&mut buf).await
+            } else {
+                let at = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.header_timeout);
+                match tokio::time::timeout_at(at, io.read_buf(&mut buf)).await {
+                    Ok(read) => read,
+                    Err(_) => return Screened::Closed,
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => return Screened::Closed,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Look at the head at the start of `buf`; answer it into `out` if the turnstile
+    /// refuses it.
+    fn step(&self, buf: &[u8], out: &mut Vec<u8>, date: &mut DateCache) -> Step {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        let consumed = match request.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Step::Partial,
+            // HTTP/2's preface, too many headers, or not HTTP: hyper answers it.
+            Err(_) => return Step::Hyper,
+        };
+        let (Some(method), Some(target), Some(version)) = (request.method, request.path, request.version) else {
+            return Step::Hyper;
+        };
+        // An absolute-form or `*` target: rare, and hyper's to interpret.
+        if !target.starts_with('/') || method == "CONNECT" {
+            return Step::Hyper;
+        }
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        let route = Route::of(path);
+        let Some(zone) = route.zone() else { return Step::Hyper };
+        let Some(head) = Head::read(request.headers, version) else { return Step::Hyper };
+
+        let started = Instant::now();
+        let admit = self.turnstile.admit(&self.client, zone, crate::clock::now());
+        if let Admit::Pass { allow_listed } = admit {
+            self.watch.preadmit(allow_listed);
+            return Step::Hyper;
+        }
+        let answered = self.watch.request();
+        let close = head.close || refusal::close_after(self.watch.refused(), http::Version::HTTP_11);
+        let mut id = [0u8; 25];
+        let wire = WireRequest {
+            html: head.html,
+            head_only: method == "HEAD",
+            close,
+            date: date.now(),
+            id: self.ids.next_into(&mut id).as_bytes(),
+        };
+        let Some(reject) = self.refusals.write_wire(out, &admit, wire) else { return Step::Hyper };
+        self.metrics.refused_reject(reject);
+        self.metrics.observe(route, reject.status().as_u16(), started.elapsed());
+        drop(answered);
+        Step::Refused { consumed, body: if close { 0 } else { head.body }, close }
+    }
+}
+
+/// What a refusal needs from a request's header lines.
+struct Head {
+    /// Body bytes that follow the head.
+    body: u64,
+    /// The connection ends after the answer.
+    close: bool,
+    /// The client asked for HTML, judged as [`crate::error::wants_html`] judges it.
+    html: bool,
+}
+
+impl Head {
+    /// `None` for a head hyper must judge: conflicting or malformed lengths.
+    fn read(headers: &[httparse::Header<'_>], version: u8) -> Option<Head> {
+        let mut head = Head { body: 0, close: false, html: false };
+        let mut length: Option<u64> = None;
+        let mut accept_seen = false;
+        // HTTP/1.0 closes unless it asks to stay.
+        let mut keep_alive = version != 0;
+        for h in headers {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                let value = std::str::from_utf8(h.value).ok()?.trim();
+                if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let n: u64 = value.parse().ok()?;
+                if length.is_some_and(|l| l != n) {
+                    return None;
+                }
+                length = Some(n);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") || name.eq_ignore_ascii_case("expect") {
+                // A chunked body is not skipped here, and a client waiting for
+                // `100 Continue` may never send the body it announced.
+                head.close = true;
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        head.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive = true;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case("accept") && !accept_seen {
+                accept_seen = true;
+                head.html = std::str::from_utf8(h.value).is_ok_and(|v| v.contains("text/html"));
+            }
+        }
+        head.body = length.unwrap_or(0);
+        if head.body > MAX_SKIPPED_BODY || !keep_alive {
+            head.close = true;
+        }
+        Some(head)
+    }
+}
+
+/// The `date` value, formatted once a second.
+#[derive(Default)]
+struct DateCache {
+    second: u64,
+    text: [u8; 29],
+}
+
+impl DateCache {
+    fn now(&mut self) -> &[u8] {
+        let now = SystemTime::now();
+        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if second != self.second || self.text[0] == 0 {
+            self.second = second;
+            let mut cursor = std::io::Cursor::new(&mut self.text[..]);
+            let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{}", httpdate::HttpDate::from(now)));
+        }
+        &self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connections::{ConnectionCaps, ConnectionGate};
+    use crate::request::Zone;
+    use shield::SubnetPrefixes;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// Refuses everything but the first `passes` requests: blocked, or limited.
+    struct Fixed {
+        limited: bool,
+        passes: AtomicU32,
+    }
+
+    impl Turnstile for Fixed {
+        fn admit(&self, _: &Client, _: Zone, _: Duration) -> Admit {
+            if self.passes.load(Ordering::Relaxed) > 0 {
+                self.passes.fetch_sub(1, Ordering::Relaxed);
+                return Admit::Pass { allow_listed: false };
+            }
+            if self.limited { Admit::Limited(refusal::tests::limited()) } else { Admit::Blocked }
+        }
+    }
+
+    struct Rig {
+        turnstile: Fixed,
+        refusals: Prerendered,
+        metrics: Metrics,
+        ids: RequestIds,
+        watch: Arc<ConnWatch>,
+    }
+
+    impl Rig {
+        fn new(limited: bool, passes: u32) -> Rig {
+            let gate = Arc::new(ConnectionGate::new(ConnectionCaps {
+                total: 10,
+                per_address: 10,
+                silent_per_address: 10,
+                silent_per_subnet: 10,
+                prefixes: SubnetPrefixes::default(),
+            }));
+            let slot = gate.admit("127.0.0.9".parse().unwrap(), true).unwrap();
+            Rig {
+                turnstile: Fixed { limited, passes: AtomicU32::new(passes) },
+                refusals: Prerendered::new(),
+                metrics: Metrics::default(),
+                ids: RequestIds::new(),
+                watch: ConnWatch::new(slot),
+            }
+        }
+
+        fn front(&self) -> Front<'_> {
+            Front {
+                turnstile: &self.turnstile,
+                refusals: &self.refusals,
+                metrics: &self.metrics,
+                ids: &self.ids,
+                watch: &self.watch,
+                client: Client::new("127.0.0.9".parse().unwrap(), SubnetPrefixes::default()),
+                max_head: 1024,
+                header_timeout: Duration::from_secs(5),
+            }
+        }
+
+        /// Writes `sent` (then closes the writing side if `eof`), runs the front, and
+        /// returns what it decided and every byte the client read.
+        async fn run(&self, sent: &[&[u8]], eof: bool) -> (Screened, String) {
+            let (mut client, mut server): (DuplexStream, DuplexStream) = tokio::io::duplex(1 << 20);
+            let front = self.front();
+            let sent: Vec<Vec<u8>> = sent.iter().map(|s| s.to_vec()).collect();
+            let writer = async move {
+                for part in sent {
+                    client.write_all(&part).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                if eof {
+                    client.shutdown().await.unwrap();
+                }
+                client
+            };
+            let (screened, mut client) = tokio::join!(front.screen(&mut server), writer);
+            drop(server);
+            let mut read = String::new();
+            client.read_to_string(&mut read).await.unwrap();
+            (screened, read)
+        }
+    }
+
+    const GET: &[u8] = b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    fn answers(read: &str) -> Vec<&str> {
+        read.split("HTTP/1.1 ").skip(1).collect()
+    }
+
+    #[tokio::test]
+    async fn pipelined_refusals_are_answered_in_order_and_the_client_may_leave() {
+        let rig = Rig::new(false, 0);
+        let sent = [GET, GET, b"HEAD /v1/models HTTP/1.1\r\naccept: text/html\r\n\r\n"].concat();
+        let (screened, read) = rig.run(&[&sent], true).await;
+        assert_eq!(screened, Screened::Closed);
+        let answers = answers(&read);
+        assert_eq!(answers.len(), 3, "{read}");
+        assert!(answers[0].starts_with("403 Forbidden\r\n") && answers[0].contains("\"code\":\"blocked\""));
+        assert!(answers[1].contains("x-request-id: "));
+        assert!(answers[2].contains("content-type: text/html"), "the browser's HEAD gets the page's head");
+        assert!(answers[2].ends_with("\r\n\r\n"), "and no body: {}", answers[2]);
+        assert!(!read.contains("connection: close"));
+        assert_eq!(rig.metrics.rejected(crate::error::Reject::Blocked), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refused_body_is_skipped_and_a_head_may_come_in_pieces() {
+        let rig = Rig::new(true, 0);
+        let post = b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: 11\r\n\r\n{\"a\":\"b\"}\r\n";
+        let (screened, read) = rig.run(&[&post[..20], &post[20..60], &post[60..], &GET[..5], &GET[5..]], true).await;
+        assert_eq!(screened, Screened::Closed);
+        let answers = answers(&read);
+        assert_eq!(answers.len(), 2, "{read}");
+        for a in answers {
+            assert!(a.starts_with("429 Too Many Requests\r\n"), "{a}");
+            assert!(a.contains("retry-after: ") && a.contains("ratelimit-policy: 1;w=3600\r\n"), "{a}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_request_let_through_goes_to_hyper_with_what_follows() {
+        let rig = Rig::new(false, 0);
+        let health = b"GET /healthz HTTP/1.1\r\n\r\n";
+        let sent = [GET, &health[..], GET].concat();
+        let (screened, read) = rig.run(&[&sent], false).await;
+        assert_eq!(screened, Screened::Hyper(Bytes::from([&health[..], GET].concat())), "outside the zones");
+        assert_eq!(answers(&read).len(), 1, "the refusal before it was written first");
+        assert_eq!(rig.watch.take_preadmitted(), None);
+
+        let rig = Rig::new(false, 1);
+        let (screened, read) = rig.run(&[GET], false).await;
+        assert_eq!(screened, Screened::Hyper(Bytes::from_static(GET)));
+        assert!(read.is_empty());
+        assert_eq!(rig.watch.take_preadmitted(), Some(false), "hyper does not ask the turnstile again");
+        assert_eq!(rig.watch.take_preadmitted(), None, "only for that request");
+    }
+
+    #[tokio::test]
+    async fn what_the_front_does_not_handle_goes_to_hyper_untouched() {
+        let preface: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let two_lengths: &[u8] = b"POST /v1/completions HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab";
+        let absolute: &[u8] = b"GET http://x/v1/models HTTP/1.1\r\n\r\n";
+        let long = [&b"GET /v1/models HTTP/1.1\r\nx: "[..], &[b'a'; 2000]].concat();
+        for sent in [preface, two_lengths, absolute, &long] {
+            let rig = Rig::new(false, 0);
+            let (screened, read) = rig.run(&[sent], false).await;
+            assert_eq!(screened, Screened::Hyper(Bytes::copy_from_slice(sent)));
+            assert!(read.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closing_request_an_unskippable_body_and_a_long_run_end_the_connection() {
+        for (sent, answered) in [
+            (&b"GET /v1/models HTTP/1.1\r\nconnection: close\r\n\r\n"[..], 1),
+            (b"GET /v1/models HTTP/1.0\r\n\r\n", 1),
+            (b"POST /v1/completions HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 1),
+            (b"POST /v1/completions HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n", 1),
+            (b"POST /v1/completions HTTP/1.1\r\ncontent-length: 1000000\r\n\r\n", 1),
+        ] {
+            let rig = Rig::new(false, 0);
+            let (screened, read) = rig.run(&[sent, GET], false).await;
+            assert_eq!(screened, Screened::Closed);
+            assert_eq!(answers(&read).len(), answered, "{read}");
+            assert!(read.contains("connection: close\r\n"), "{read}");
+        }
+        let rig = Rig::new(false, 0);
+        let flood = GET.repeat(40);
+        let (screened, read) = rig.run(&[&flood], false).await;
+        assert_eq!(screened, Screened::Closed);
+        let answers = answers(&read);
+        assert_eq!(answers.len(), refusal::MAX_REFUSALS_IN_A_ROW as usize);
+        assert!(answers.last().unwrap().contains("connection: close\r\n"));
+        assert!(!answers[answers.len() - 2].contains("connection: close\r\n"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_stalls_half_way_is_closed_after_the_header_timeout() {
+        let rig = Rig::new(false, 0);
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        client.write_all(b"GET /v1/mod").await.unwrap();
+        let front = rig.front();
+        let started = tokio::time::Instant::now();
+        assert_eq!(front.screen(&mut server).await, Screened::Closed);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        drop(client);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Whatever arrives, in whatever pieces: the front ends, and what it hands to
+        /// hyper is exactly the unanswered end of what was sent.
+        #[test]
+        fn any_bytes_end_in_a_close_or_an_untouched_rest(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(GET.to_vec()),
+                    proptest::strategy::Just(b"POST /auth/login HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc".to_vec()),
+                    proptest::strategy::Just(b"GET /status HTTP/1.1\r\n\r\n".to_vec()),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+                ],
+                0..8,
+            ),
+            cut in 0usize..200,
+        ) {
+            let sent = parts.concat();
+            let cut = cut.min(sent.len());
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+            let (screened, read) = runtime.block_on(async {
+                let rig = Rig::new(false, 0);
+                rig.run(&[&sent[..cut], &sent[cut..]], true).await
+            });
+            if let Screened::Hyper(rest) = screened {
+                proptest::prop_assert!(sent.ends_with(&rest));
+            }
+            proptest::prop_assert!(answers(&read).len() <= refusal::MAX_REFUSALS_IN_A_ROW as usize);
+        }
+    }
+
+    #[test]
+    fn the_date_is_an_imf_fixdate() {
+        let mut date = DateCache::default();
+        let text = std::str::from_utf8(date.now()).unwrap().to_owned();
+        assert!(text.ends_with(" GMT") && text.len() == 29, "{text}");
+        assert!(httpdate::parse_http_date(&text).is_ok());
+    }
+}
