@@ -8,14 +8,21 @@
 # same run. Loopback only; stops by itself (about 60 s after the release build, which is
 # cached after the first run).
 #
-#   bench/edge.sh            # DURATION=5 CONNECTIONS=32 by default
+# Wall-clock rates on a shared 2-vCPU VM move by ±30% from one minute to the next, so
+# each case also reports the server CPU's busy time per request (CPU 1's jiffies from
+# /proc/stat over the measurement, divided by the requests answered), and ROUNDS
+# repeats the five cases, interleaved, and prints each round and the medians.
+#
+#   bench/edge.sh            # DURATION=5 CONNECTIONS=32 ROUNDS=1 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-32}
+ROUNDS=${ROUNDS:-1}
 PORT_CEILING=${PORT_CEILING:-9311}
 PORT_PALISADE=${PORT_PALISADE:-9312}
 PORT_NGINX=${PORT_NGINX:-9313}
+PORT_ADMIN=${PORT_ADMIN:-9314}
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { echo "nginx is required (apt-get install nginx-light)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
@@ -49,15 +56,30 @@ wait_port() {
     exit 1
 }
 
-# Prints "<requests/s> <non-2xx count> <total requests>".
+# Busy and total jiffies of one CPU (busy counts irq, softirq and steal too).
+cpu_busy_total() {
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# Prints "<requests/s> <non-2xx count> <total requests> <server CPU µs per request>
+# <load CPU busy %>".
 measure() {
-    local out
+    local out s0 s1 l0 l1
+    read -r -a s0 < <(cpu_busy_total 1)
+    read -r -a l0 < <(cpu_busy_total 0)
     out=$(timeout $((DURATION + 10)) taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "$1")
+    read -r -a s1 < <(cpu_busy_total 1)
+    read -r -a l1 < <(cpu_busy_total 0)
     local rps total non2xx
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     total=$(awk '/requests in/ {print $1}' <<<"$out")
     non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' <<<"$out")
-    echo "${rps:-0} ${non2xx:-0} ${total:-0}"
+    awk -v rps="${rps:-0}" -v non="${non2xx:-0}" -v total="${total:-0}" \
+        -v sb=$((s1[0] - s0[0])) -v lb=$((l1[0] - l0[0])) -v lt=$((l1[1] - l0[1])) \
+        -v hz="$(getconf CLK_TCK)" 'BEGIN {
+            printf "%.0f %d %d %.2f %.0f\n", rps, non, total, (total > 0 ? sb * 1e6 / hz / total : 0),
+                (lt > 0 ? 100 * lb / lt : 0)
+        }'
 }
 
 start_palisade() {
@@ -66,7 +88,7 @@ start_palisade() {
     mkdir -p "$WORK/$name"
     # exec: the recorded pid is palisade itself, so stop_last stops it.
     (cd "$WORK/$name" && exec env TOKIO_WORKER_THREADS=1 PALISADE_LOG__LEVEL=warn \
-        PALISADE_LISTEN="127.0.0.1:$PORT_PALISADE" PALISADE_ADMIN__LISTEN=127.0.0.1:0 "$@" taskset -c 1 "$BIN" serve >"$WORK/$name.log" 2>&1) &
+        PALISADE_LISTEN="127.0.0.1:$PORT_PALISADE" PALISADE_ADMIN__LISTEN="127.0.0.1:$PORT_ADMIN" "$@" taskset -c 1 "$BIN" serve >"$WORK/$name.log" 2>&1) &
     PIDS+=($!)
     wait_port "$PORT_PALISADE"
 }
@@ -78,13 +100,6 @@ stop_last() {
     unset 'PIDS[-1]'
     sleep 0.3
 }
-
-echo "1/5 ceiling: minimal hyper handler" >&2
-taskset -c 1 "$CEILING_BIN" "127.0.0.1:$PORT_CEILING" 2>/dev/null &
-PIDS+=($!)
-wait_port "$PORT_CEILING"
-read -r CEIL _ _ < <(measure "http://127.0.0.1:$PORT_CEILING/")
-stop_last
 
 # nginx refusing as cheaply as it can: `deny all` (403) and `limit_req` at one request
 # an hour with no burst and status 429, one worker pinned like the others.
@@ -117,37 +132,82 @@ CONF
     wait_port "$PORT_NGINX"
 }
 
-echo "2/5 nginx deny all" >&2
-start_nginx deny "deny all;"
-read -r NGINX_DENY NGINX_DENY_NON2XX NGINX_DENY_TOTAL < <(measure "http://127.0.0.1:$PORT_NGINX/v1/models")
-stop_last
+CASES=(ceiling nginx_deny nginx_limit blocked limited)
+declare -A LABEL=(
+    [ceiling]="minimal hyper 200 (ceiling)" [nginx_deny]="nginx 403 deny all" [nginx_limit]="nginx 429 limit_req"
+    [blocked]="palisade 403 blocked" [limited]="palisade 429 over per-IP limit"
+)
+ROWS="$WORK/rows" # round case rps non2xx total cpu_us load_pct
+: >"$ROWS"
+record() { read -r rps non total cpu load < <(measure "$3"); echo "$1 $2 $rps $non $total $cpu $load" >>"$ROWS"; }
 
-echo "3/5 nginx limit_req" >&2
-# (`return` would answer before limit_req runs, so the one request let through gets a 404.)
-start_nginx limit "limit_req zone=perip; limit_req_status 429; root $WORK/empty;"
-read -r NGINX_LIMIT NGINX_LIMIT_NON2XX NGINX_LIMIT_TOTAL < <(measure "http://127.0.0.1:$PORT_NGINX/v1/models")
-stop_last
+for round in $(seq 1 "$ROUNDS"); do
+    echo "round $round/$ROUNDS: ceiling (minimal hyper handler)" >&2
+    taskset -c 1 "$CEILING_BIN" "127.0.0.1:$PORT_CEILING" 2>/dev/null &
+    PIDS+=($!)
+    wait_port "$PORT_CEILING"
+    record "$round" ceiling "http://127.0.0.1:$PORT_CEILING/"
+    stop_last
 
-echo "4/5 palisade, client address on the block list" >&2
-start_palisade blocked
-(cd "$WORK/blocked" && "$BIN" admin --url "http://127.0.0.1:$PORT_PALISADE" block add 127.0.0.1/32 --note bench >/dev/null)
-read -r BLOCKED BLOCKED_NON2XX BLOCKED_TOTAL < <(measure "http://127.0.0.1:$PORT_PALISADE/v1/models")
-stop_last
+    echo "round $round/$ROUNDS: nginx deny all" >&2
+    start_nginx deny "deny all;"
+    record "$round" nginx_deny "http://127.0.0.1:$PORT_NGINX/v1/models"
+    stop_last
 
-echo "5/5 palisade, per-address limit of one request" >&2
-start_palisade limited PALISADE_SHIELD__LIMITS__PER_IP='{count = 1, period_ms = 3600000, burst = 1}'
-read -r LIMITED LIMITED_NON2XX LIMITED_TOTAL < <(measure "http://127.0.0.1:$PORT_PALISADE/v1/models")
-stop_last
+    echo "round $round/$ROUNDS: nginx limit_req" >&2
+    # (`return` would answer before limit_req runs, so the one request let through gets a 404.)
+    start_nginx limit "limit_req zone=perip; limit_req_status 429; root $WORK/empty;"
+    record "$round" nginx_limit "http://127.0.0.1:$PORT_NGINX/v1/models"
+    stop_last
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+    echo "round $round/$ROUNDS: palisade, client address on the block list" >&2
+    start_palisade "blocked-$round"
+    (cd "$WORK/blocked-$round" && "$BIN" admin --url "http://127.0.0.1:$PORT_ADMIN" block add 127.0.0.1/32 --note bench >/dev/null)
+    record "$round" blocked "http://127.0.0.1:$PORT_PALISADE/v1/models"
+    stop_last
+
+    echo "round $round/$ROUNDS: palisade, per-address limit of one request" >&2
+    start_palisade "limited-$round" PALISADE_SHIELD__LIMITS__PER_IP='{count = 1, period_ms = 3600000, burst = 1}'
+    record "$round" limited "http://127.0.0.1:$PORT_PALISADE/v1/models"
+    stop_last
+done
+
 echo
 echo "edge refusals vs. a minimal hyper handler (wrk -t1 -c$CONNECTIONS -d${DURATION}s, wrk on CPU 0, server on CPU 1)"
-printf '%-34s %12s %16s %10s\n' "case" "requests/s" "refused/total" "vs ceiling"
-printf '%-34s %12s %16s %10s\n' "minimal hyper 200 (ceiling)" "$CEIL" "-" "1.00"
-printf '%-34s %12s %16s %10s\n' "nginx 403 deny all" "$NGINX_DENY" "$NGINX_DENY_NON2XX/$NGINX_DENY_TOTAL" "$(ratio "$NGINX_DENY" "$CEIL")"
-printf '%-34s %12s %16s %10s\n' "nginx 429 limit_req" "$NGINX_LIMIT" "$NGINX_LIMIT_NON2XX/$NGINX_LIMIT_TOTAL" "$(ratio "$NGINX_LIMIT" "$CEIL")"
-printf '%-34s %12s %16s %10s\n' "palisade 403 blocked" "$BLOCKED" "$BLOCKED_NON2XX/$BLOCKED_TOTAL" "$(ratio "$BLOCKED" "$CEIL")"
-printf '%-34s %12s %16s %10s\n' "palisade 429 over per-IP limit" "$LIMITED" "$LIMITED_NON2XX/$LIMITED_TOTAL" "$(ratio "$LIMITED" "$CEIL")"
+echo "cpu µs/req: CPU 1's busy time per request answered (lower is cheaper); load %: CPU 0 (wrk) busy"
+for round in $(seq 1 "$ROUNDS"); do
+    echo
+    echo "round $round"
+    printf '%-32s %11s %16s %9s %11s %9s %7s\n' "case" "requests/s" "refused/total" "vs ceil" "cpu µs/req" "vs ceil" "load %"
+    for case in "${CASES[@]}"; do
+        awk -v r="$round" -v c="$case" -v label="${LABEL[$case]}" '
+            $1 == r && $2 == "ceiling" { crps = $3; ccpu = $6 }
+            $1 == r && $2 == c { rps = $3; non = $4; total = $5; cpu = $6; load = $7 }
+            END {
+                refused = (c == "ceiling") ? "-" : non "/" total
+                printf "%-32s %11d %16s %9.2f %11.2f %9.2f %7d\n", label, rps, refused, rps / crps, cpu, cpu / ccpu, load
+            }' "$ROWS"
+    done
+done
+if [ "$ROUNDS" -gt 1 ]; then
+    echo
+    echo "medians over $ROUNDS rounds (each ratio against the ceiling of its own round)"
+    printf '%-32s %11s %9s %11s %9s\n' "case" "requests/s" "vs ceil" "cpu µs/req" "vs ceil"
+    for case in "${CASES[@]}"; do
+        awk -v c="$case" -v label="${LABEL[$case]}" '
+            $2 == "ceiling" { crps[$1] = $3; ccpu[$1] = $6 }
+            $2 == c { rps[$1] = $3; cpu[$1] = $6 }
+            function median(a, n,   i, j, t, v, k) {
+                k = 0; for (i in a) v[++k] = a[i]
+                for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+                return (k % 2) ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2
+            }
+            END {
+                for (r in rps) { rr[r] = rps[r] / crps[r]; cr[r] = cpu[r] / ccpu[r] }
+                printf "%-32s %11d %9.2f %11.2f %9.2f\n", label, median(rps), median(rr), median(cpu), median(cr)
+            }' "$ROWS"
+    done
+fi
 echo
 echo "proof of work, one core (verify is what the gateway pays; solve is what a client pays)"
 timeout 60 "$POW_BIN"

@@ -109,3 +109,30 @@ group_ticks() { # PGID -> ticks
     done
     echo "$total"
 }
+
+# callgrind_per_request NAME DUMP PATTERN REQUESTS — the inclusive instruction count of
+# the first `callgrind_annotate` line containing PATTERN ("PROGRAM TOTALS" for all),
+# divided by REQUESTS, into RESULT[NAME]. Uses the caller's OUT, log and die.
+callgrind_per_request() {
+    local name=$1 dump=$2 pattern=$3 requests=$4 counted
+    callgrind_annotate --inclusive=yes "$dump" >"$OUT/annotate.$name" 2>/dev/null
+    counted=$(awk -v pattern="$pattern" 'index($0, pattern) { gsub(",", "", $1); print $1; exit }' "$OUT/annotate.$name")
+    [[ -n $counted && $requests -gt 0 ]] || die "no count for $name in $dump"
+    RESULT[$name]=$((counted / requests))
+    log "$name: $requests requests, ${RESULT[$name]} instructions each"
+}
+
+# instruction_table ANCHOR — RESULT for every target of TARGETS, with its ratio to
+# RESULT[ANCHOR], as a Markdown table.
+instruction_table() {
+    local anchor=$1 target ratio
+    echo
+    echo "| target | instructions per request | vs $anchor |"
+    echo "|---|---:|---:|"
+    for target in $TARGETS; do
+        ratio=-
+        [[ -n ${RESULT[$anchor]:-} ]] &&
+            ratio=$(awk -v a="${RESULT[$target]}" -v b="${RESULT[$anchor]}" 'BEGIN { printf "%.2f×", a / b }')
+        echo "| $target | ${RESULT[$target]} | $ratio |"
+    done
+}

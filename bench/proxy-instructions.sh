@@ -107,18 +107,7 @@ EOF
     else
         pattern='PROGRAM TOTALS'
     fi
-    callgrind_annotate --inclusive=yes "$dump" >"$OUT/annotate.$target" 2>/dev/null
-    counted=$(awk -v pattern="$pattern" 'index($0, pattern) { gsub(",", "", $1); print $1; exit }' "$OUT/annotate.$target")
-    [[ -n $counted && $requests -gt 0 ]] || die "no count for $target in $dump"
-    RESULT[$target]=$((counted / requests))
-    log "$target: $requests requests, ${RESULT[$target]} instructions each"
+    callgrind_per_request "$target" "$dump" "$pattern" "$requests"
 done
 
-echo
-echo "| target | instructions per request | vs hyper |"
-echo "|---|---:|---:|"
-for target in $TARGETS; do
-    ratio=-
-    [[ -n ${RESULT[hyper]:-} ]] && ratio=$(awk -v a="${RESULT[$target]}" -v b="${RESULT[hyper]}" 'BEGIN { printf "%.2f×", a / b }')
-    echo "| $target | ${RESULT[$target]} | $ratio |"
-done
+instruction_table hyper

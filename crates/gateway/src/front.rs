@@ -142,9 +142,10 @@ impl Front<'_> {
     /// Look at the head at the start of `buf`; answer it into `out` if the turnstile
     /// refuses it.
     fn step(&self, buf: &[u8], out: &mut Vec<u8>, date: &mut DateCache) -> Step {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        let consumed = match request.parse(buf) {
+        // Left uninitialised: zeroing the table cost more than parsing a short head.
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
+        let consumed = match request.parse_with_uninit_headers(buf, &mut headers) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Step::Partial,
             // HTTP/2's preface, too many headers, or not HTTP: hyper answers it.
@@ -163,20 +164,21 @@ impl Front<'_> {
         let Some(head) = Head::read(request.headers, version) else { return Step::Hyper };
 
         let started = Instant::now();
-        let admit = self.turnstile.admit(&self.client, zone, crate::clock::now());
+        let now = SystemTime::now();
+        let admit = self.turnstile.admit(&self.client, zone, now.duration_since(UNIX_EPOCH).unwrap_or_default());
         if let Admit::Pass { allow_listed } = admit {
             self.watch.preadmit(allow_listed);
             return Step::Hyper;
         }
         let answered = self.watch.request();
-        let close = head.close || refusal::close_after(self.watch.refused(), http::Version::HTTP_11);
+        let close = head.close || self.watch.refused() >= refusal::MAX_FRONT_REFUSALS_IN_A_ROW;
         let mut id = [0u8; 25];
         let wire = WireRequest {
             html: head.html,
             head_only: method == "HEAD",
             close,
-            date: date.now(),
-            id: self.ids.next_into(&mut id).as_bytes(),
+            date: date.at(now),
+            id: self.ids.next_into(&mut id),
         };
         let Some(reject) = self.refusals.write_wire(out, &admit, wire) else { return Step::Hyper };
         self.metrics.refused_reject(reject);
@@ -250,8 +252,7 @@ struct DateCache {
 }
 
 impl DateCache {
-    fn now(&mut self) -> &[u8] {
-        let now = SystemTime::now();
+    fn at(&mut self, now: SystemTime) -> &[u8] {
         let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if second != self.second || self.text[0] == 0 {
             self.second = second;
@@ -435,11 +436,11 @@ mod tests {
             assert!(read.contains("connection: close\r\n"), "{read}");
         }
         let rig = Rig::new(false, 0);
-        let flood = GET.repeat(40);
+        let flood = GET.repeat(refusal::MAX_FRONT_REFUSALS_IN_A_ROW as usize + 8);
         let (screened, read) = rig.run(&[&flood], false).await;
         assert_eq!(screened, Screened::Closed);
         let answers = answers(&read);
-        assert_eq!(answers.len(), refusal::MAX_REFUSALS_IN_A_ROW as usize);
+        assert_eq!(answers.len(), refusal::MAX_FRONT_REFUSALS_IN_A_ROW as usize);
         assert!(answers.last().unwrap().contains("connection: close\r\n"));
         assert!(!answers[answers.len() - 2].contains("connection: close\r\n"));
     }
@@ -483,14 +484,14 @@ mod tests {
             if let Screened::Hyper(rest) = screened {
                 proptest::prop_assert!(sent.ends_with(&rest));
             }
-            proptest::prop_assert!(answers(&read).len() <= refusal::MAX_REFUSALS_IN_A_ROW as usize);
+            proptest::prop_assert!(answers(&read).len() <= refusal::MAX_FRONT_REFUSALS_IN_A_ROW as usize);
         }
     }
 
     #[test]
     fn the_date_is_an_imf_fixdate() {
         let mut date = DateCache::default();
-        let text = std::str::from_utf8(date.now()).unwrap().to_owned();
+        let text = std::str::from_utf8(date.at(SystemTime::now())).unwrap().to_owned();
         assert!(text.ends_with(" GMT") && text.len() == 29, "{text}");
         assert!(httpdate::parse_http_date(&text).is_ok());
     }

@@ -33,17 +33,18 @@ impl RequestIds {
 
     pub fn next(&self) -> HeaderValue {
         let mut buf = [0u8; 25];
-        HeaderValue::from_str(self.next_into(&mut buf)).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        HeaderValue::from_bytes(self.next_into(&mut buf)).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 
     /// The next id, written into `buf`: for answers written without a header map.
-    pub fn next_into<'b>(&self, buf: &'b mut [u8; 25]) -> &'b str {
+    pub fn next_into<'b>(&self, buf: &'b mut [u8; 25]) -> &'b [u8] {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        hex_id(buf, self.prefix, n)
+        hex_id(buf, self.prefix, n);
+        buf
     }
 }
 
-fn hex_id(buf: &mut [u8; 25], prefix: u32, n: u64) -> &str {
+fn hex_id(buf: &mut [u8; 25], prefix: u32, n: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for i in 0..8 {
         buf[i] = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
@@ -52,7 +53,6 @@ fn hex_id(buf: &mut [u8; 25], prefix: u32, n: u64) -> &str {
     for i in 0..16 {
         buf[9 + i] = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
     }
-    std::str::from_utf8(buf).unwrap_or("")
 }
 
 /// Which endpoint a request is for, from its path alone (the method is the handler's
@@ -308,7 +308,8 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 25);
         let mut buf = [0u8; 25];
-        assert_eq!(hex_id(&mut buf, 0xdeadbeef, 1), "deadbeef-0000000000000001");
+        hex_id(&mut buf, 0xdeadbeef, 1);
+        assert_eq!(&buf, b"deadbeef-0000000000000001");
         assert_ne!(ids.next_into(&mut buf).to_owned(), ids.next_into(&mut [0u8; 25]));
     }
 

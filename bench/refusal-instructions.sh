@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# bench/refusal-instructions.sh — instructions per refused request, counted.
+#
+# bench/edge.sh's rates are bounded by wrk on the other core and move with the VM, so
+# this counts, under valgrind's callgrind, every instruction each server executes while
+# wrk sends it GET /v1/models (4 connections, DURATION seconds, after a 2 s warm-up that
+# is not counted), and prints instructions per request. Kernel work (the socket calls)
+# is not counted: it is about the same per request for every row, since each reads one
+# request and writes one answer per system call.
+#
+#   ceiling           crates/gateway/examples/minimal_hyper.rs answering 200 "ok"
+#   nginx-deny        nginx `deny all` (403), one process (master_process off)
+#   nginx-limit       nginx `limit_req` at 1 r/m, status 429
+#   palisade-blocked  palisade serve, 127.0.0.1 on the block list: refused in the front
+#   palisade-limited  palisade serve, per-address limit of one an hour: in the front
+#   *-hyper           the same behind `trusted_proxies = ["127.0.0.1/32"]`, which sends
+#                     every request through hyper (as over TLS or behind a load
+#                     balancer): the listener's refusal from pre-rendered parts in
+#                     hyper's response, which every refusal took before the front
+#
+# Environment: TARGETS [all of the above], DURATION [5], CONNS [4], BASE_PORT [18470],
+# NO_BUILD=1 to use the release binaries as they are.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT=$ROOT/bench/out/refusal-instructions
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+TARGETS=${TARGETS:-"ceiling nginx-deny nginx-limit palisade-blocked palisade-blocked-hyper palisade-limited palisade-limited-hyper"}
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-4}
+BASE_PORT=${BASE_PORT:-18470}
+PORT=$BASE_PORT
+ADMIN_PORT=$((BASE_PORT + 1))
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+log() { printf '[refusal-instructions.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+trap 'stop_all' EXIT
+trap 'exit 130' INT
+
+mkdir -p "$OUT"
+for tool in valgrind wrk curl; do command -v "$tool" >/dev/null || die "$tool is required (apt-get install $tool)"; done
+[ -x "$NGINX" ] || die "nginx is required (apt-get install nginx-light)"
+if [[ ${NO_BUILD:-} != 1 ]]; then
+    log "cargo build --release -p palisade; --example minimal_hyper"
+    { cargo build --release -p palisade && cargo build --release -p gateway --example minimal_hyper; } \
+        >"$OUT/build.log" 2>&1 || { tail -n 30 "$OUT/build.log" >&2; die "build failed"; }
+fi
+
+nginx_conf() { # DIR LOCATION
+    mkdir -p "$1/empty"
+    cat >"$1/nginx.conf" <<CONF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log crit;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $1/body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+    keepalive_requests 1000000;
+    limit_req_zone \$binary_remote_addr zone=perip:10m rate=1r/m;
+    server {
+        listen 127.0.0.1:$PORT;
+        location / { $2 }
+    }
+}
+CONF
+}
+
+declare -A RESULT=()
+for target in $TARGETS; do
+    file=$OUT/callgrind.$target
+    rm -f "$file"*
+    grind=(valgrind --tool=callgrind --callgrind-out-file="$file")
+    data=$OUT/data-$target
+    rm -rf "$data"
+    mkdir -p "$data"
+    palisade=(env TOKIO_WORKER_THREADS=1 PALISADE_LOG__LEVEL=warn PALISADE_DATA_DIR="$data"
+        PALISADE_LISTEN="127.0.0.1:$PORT" PALISADE_ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT")
+    [[ $target == *-hyper ]] && palisade+=(PALISADE_SHIELD__TRUSTED_PROXIES='["127.0.0.1/32"]')
+    [[ $target == palisade-limited* ]] &&
+        palisade+=(PALISADE_SHIELD__LIMITS__PER_IP='{count = 1, period_ms = 3600000, burst = 1}')
+    probe=/v1/models
+    case $target in
+    ceiling)
+        start "$target" 1 "${grind[@]}" "$BIN/examples/minimal_hyper" "127.0.0.1:$PORT"
+        ;;
+    nginx-deny | nginx-limit)
+        location="deny all;"
+        [[ $target == nginx-limit ]] && location="limit_req zone=perip; limit_req_status 429; root $data/empty;"
+        nginx_conf "$data" "$location"
+        start "$target" 1 "${grind[@]}" "$NGINX" -p "$data" -c "$data/nginx.conf" -e "$data/error.log"
+        probe=/nothing-here
+        ;;
+    palisade-*)
+        start "$target" 1 "${palisade[@]}" "${grind[@]}" "$BIN/palisade" serve
+        probe=/healthz
+        ;;
+    *) die "unknown target $target" ;;
+    esac
+    # valgrind starts slowly; nginx answers the probe with its refusal, which curl -f
+    # counts as a failure, so it is probed on the admin-free port with plain TCP.
+    if [[ $target == nginx-* ]]; then
+        for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
+    else
+        wait_ready "$target" 60 "http://127.0.0.1:$PORT$probe" || die "$target did not start; see $OUT/$target.log"
+    fi
+    if [[ $target == palisade-blocked* ]]; then
+        PALISADE_DATA_DIR="$data" "$BIN/palisade" admin --url "http://127.0.0.1:$ADMIN_PORT" block add 127.0.0.1/32 --note bench >/dev/null ||
+            die "could not block 127.0.0.1"
+    fi
+    url="http://127.0.0.1:$PORT/v1/models"
+    taskset -c 0 wrk -t1 -c"$CONNS" -d2s "$url" >/dev/null # warm-up
+    callgrind_control -z "${PGID[$target]}" >/dev/null 2>&1
+    taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" >"$OUT/wrk.$target"
+    callgrind_control -d "${PGID[$target]}" >/dev/null 2>&1
+    stop_group "$target"
+    requests=$(awk '/requests in/ { print $1 }' "$OUT/wrk.$target")
+    refused=$(awk '/Non-2xx or 3xx responses:/ { print $5 }' "$OUT/wrk.$target")
+    if [[ $target != ceiling ]]; then
+        [[ ${refused:-0} -ge $((requests - 1)) ]] || die "$target: only ${refused:-0} of $requests refused"
+    fi
+    dump=$(ls -t "$file".* | head -n 1)
+    callgrind_per_request "$target" "$dump" "PROGRAM TOTALS" "$requests"
+done
+
+instruction_table ceiling
