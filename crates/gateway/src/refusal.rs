@@ -314,7 +314,7 @@ pub(crate) mod tests {
     }
 
     /// What `ApiError::render` and the listener's security headers make of `error`.
-    async fn rendered(error: &ApiError, html: bool) -> (StatusCode, HeaderMap, Bytes) {
+    async fn rendered(error: ApiError, html: bool) -> (StatusCode, HeaderMap, Bytes) {
         let mut slow = error.render(html);
         pages::secure_html(slow.headers_mut());
         parts(slow).await
@@ -327,7 +327,7 @@ pub(crate) mod tests {
             for (admit, error) in cases() {
                 let (_, quick) = pre.response(&admit, html).unwrap();
                 let (qs, qh, qb) = parts(quick).await;
-                let (ss, sh, sb) = rendered(&error, html).await;
+                let (ss, sh, sb) = rendered(error, html).await;
                 assert_eq!(qs, ss);
                 if html {
                     // The page leaves the wait to `Retry-After`, the same for every client.
@@ -365,7 +365,7 @@ pub(crate) mod tests {
                 let value = |name: &str| {
                     wire.headers.iter().find(|h| h.name == name).map(|h| std::str::from_utf8(h.value).unwrap())
                 };
-                let (status, headers, slow_body) = rendered(&error, html).await;
+                let (status, headers, slow_body) = rendered(error, html).await;
                 assert_eq!(wire.code, Some(status.as_u16()));
                 assert_eq!(wire.reason, status.canonical_reason());
                 if !html {
