@@ -108,10 +108,12 @@ impl Front<'_> {
                 }
             }
             if !out.is_empty() {
-                if io.write_all(&out).await.is_err() {
-                    return Screened::Closed;
+                // A client that sends and never reads fills its socket's buffer: it gets
+                // as long to take its answers as it had to send a head.
+                match tokio::time::timeout(self.header_timeout, io.write_all(&out)).await {
+                    Ok(Ok(())) => out.clear(),
+                    Ok(Err(_)) | Err(_) => return Screened::Closed,
                 }
-                out.clear();
             }
             match next {
                 Some(Screened::Hyper(_)) => return Screened::Hyper(buf.freeze()),
@@ -486,6 +488,19 @@ mod tests {
             }
             proptest::prop_assert!(answers(&read).len() <= refusal::MAX_FRONT_REFUSALS_IN_A_ROW as usize);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_reads_its_refusals_is_closed_after_the_header_timeout() {
+        let rig = Rig::new(false, 0);
+        // Room for a few requests but not for their answers.
+        let (mut client, mut server) = tokio::io::duplex(256);
+        client.write_all(&GET.repeat(6)).await.unwrap();
+        let front = rig.front();
+        let started = tokio::time::Instant::now();
+        assert_eq!(front.screen(&mut server).await, Screened::Closed);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        drop(client);
     }
 
     #[test]

@@ -82,7 +82,11 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
     let Some(python) = python_with("schemathesis-venv", "schemathesis", SCHEMATHESIS) else { return };
     let cli = python.with_file_name("schemathesis");
     let dir = scratch_dir();
-    let palisade = Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+    // The built-in model answers at once: at its default 200 tokens a second, a generated
+    // `max_tokens` of a few thousand takes longer than schemathesis's 10 s read timeout,
+    // and whether such a request gets past the rate limits depends on the machine's speed.
+    let palisade =
+        Running::start(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &[("PALISADE_SIMULATOR__TOKENS_PER_S", "0")]);
     let (ok, key, stderr) =
         run(dir.path(), &["keys", "create", "--name", "schemathesis", "--scopes", "inference account"]);
     assert!(ok, "{stderr}");
