@@ -93,6 +93,12 @@ pub fn parse_phone(input: &str, default_region: Option<&str>) -> Result<Phone, P
     if e164.len() > 1 + MAX_E164_DIGITS {
         return Err(PhoneError::Invalid);
     }
+    // One spelling per number: what is stored must read back as itself, or an account
+    // registered as "00 7 800…" could not be found again by its own E.164 form, which
+    // phonenumber 0.3.10 refuses for some numbers it accepts through a dialling prefix.
+    if !international && parse_phone(&e164, None).map(|p| p.e164).as_deref() != Ok(e164.as_str()) {
+        return Err(PhoneError::Invalid);
+    }
     Ok(Phone { e164, region: region.as_ref().to_owned() })
 }
 
@@ -123,6 +129,14 @@ mod tests {
         // German number valid, with 16 digits.
         assert_eq!(err("+4  996171 123456256", Some("IN")), "invalid_phone");
         assert_eq!(err("+49 96171 123456256", None), "invalid_phone");
+    }
+
+    #[test]
+    fn a_number_whose_e164_form_does_not_read_back_is_refused() {
+        // Found by the `phone` fuzz target (fuzz/regressions/): through China's "00" prefix phonenumber took
+        // this as +7 800 338 0000, then refused "+78003380000" itself.
+        assert_eq!(err("+78003380000", None), "invalid_phone");
+        assert_eq!(err("00 78003380000", Some("CN")), "invalid_phone");
     }
 
     #[test]
