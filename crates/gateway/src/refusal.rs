@@ -39,6 +39,17 @@ pub enum Admit {
     Limited(Decision),
 }
 
+impl Admit {
+    /// The refusal and, for a limit, the decision behind it; `None` for a pass.
+    fn refusal(&self) -> Option<(Reject, Option<&Decision>)> {
+        match self {
+            Admit::Pass { .. } => None,
+            Admit::Blocked => Some((Reject::Blocked, None)),
+            Admit::Limited(d) => Some((Reject::RateLimited, Some(d))),
+        }
+    }
+}
+
 pub const BLOCKED_MESSAGE: &str = "requests from your network are blocked";
 pub const LIMITED_MESSAGE: &str = "too many requests from your address or network";
 
@@ -137,11 +148,7 @@ impl Prerendered {
     /// then this request's `date`, `x-request-id`, limit values and `connection`. No
     /// allocation once `out` has grown to a response's size. `None` for a pass.
     pub fn write_wire(&self, out: &mut Vec<u8>, admit: &Admit, wire: WireRequest<'_>) -> Option<Reject> {
-        let (reject, limit) = match admit {
-            Admit::Pass { .. } => return None,
-            Admit::Blocked => (Reject::Blocked, None),
-            Admit::Limited(d) => (Reject::RateLimited, Some(d)),
-        };
+        let (reject, limit) = admit.refusal()?;
         let form = &self.wire[wire_index(reject, wire.html)];
         out.extend_from_slice(&form.head);
         out.extend_from_slice(b"date: ");
@@ -185,11 +192,7 @@ impl Prerendered {
 
     /// The response for a refusal (`None` for [`Admit::Pass`]).
     pub fn response(&self, admit: &Admit, html: bool) -> Option<(Reject, Response<Body>)> {
-        let (reject, limit) = match admit {
-            Admit::Pass { .. } => return None,
-            Admit::Blocked => (Reject::Blocked, None),
-            Admit::Limited(d) => (Reject::RateLimited, Some(d)),
-        };
+        let (reject, limit) = admit.refusal()?;
         let (mut response, _) = self.base(reject, html);
         if let Some(d) = limit {
             let headers = response.headers_mut();
