@@ -131,7 +131,11 @@ pub(super) fn meter(
     if strip {
         parts.headers.remove(http::header::CONTENT_LENGTH);
     }
-    let mode = if streamed { Mode::Stream { pending: BytesMut::new(), strip } } else { Mode::Whole(Vec::new(), 0) };
+    let mode = if streamed {
+        Mode::Stream { pending: BytesMut::new(), strip }
+    } else {
+        Mode::Whole { first: None, rest: Vec::new(), len: 0 }
+    };
     let metered = Metered {
         inner: body,
         mode,
@@ -147,8 +151,9 @@ pub(super) fn meter(
 }
 
 enum Mode {
-    /// The reply's frames so far (shared, not copied) and their length.
-    Whole(Vec<Bytes>, usize),
+    /// The reply's frames so far (shared, not copied) and their length. Most replies
+    /// come in one frame, which needs no list.
+    Whole { first: Option<Bytes>, rest: Vec<Bytes>, len: usize },
     /// What followed the last complete event.
     Stream { pending: BytesMut, strip: bool },
 }
@@ -200,16 +205,23 @@ impl Metered {
 
     /// The whole reply has arrived: read its usage.
     fn finish_whole(&mut self) {
-        let Mode::Whole(frames, len) = &mut self.mode else { return };
+        let Mode::Whole { first, rest, len } = &mut self.mode else { return };
         if *len > MAX_WHOLE_REPLY {
             return;
         }
-        let mut whole = BytesMut::with_capacity(*len);
-        for f in frames.drain(..) {
-            whole.extend_from_slice(&f);
-        }
-        if let Ok(Reported { usage: Some(u), .. }) = serde_json::from_slice::<Reported>(&whole) {
-            self.settle(u.tokens());
+        let Some(first) = first.take() else { return };
+        let used = if rest.is_empty() {
+            whole_reply_usage(&first)
+        } else {
+            let mut whole = BytesMut::with_capacity(*len);
+            whole.extend_from_slice(&first);
+            for f in rest.drain(..) {
+                whole.extend_from_slice(&f);
+            }
+            whole_reply_usage(&whole)
+        };
+        if let Some(tokens) = used {
+            self.settle(tokens);
         }
     }
 
@@ -315,6 +327,40 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The tokens a whole reply's `usage` reports.
+fn whole_reply_usage(reply: &[u8]) -> Option<u64> {
+    if let Some(usage) = trailing_usage(reply) {
+        return Some(usage.tokens());
+    }
+    serde_json::from_slice::<Reported>(reply).ok()?.usage.map(|u| u.tokens())
+}
+
+/// The `usage` of a reply whose last member it is, read without parsing the rest: the
+/// `choices` before it hold all the generated text, and model servers put `usage` last.
+/// `None` when the reply does not end that way (it is then parsed whole).
+///
+/// The bytes `"usage"`, not after a backslash and followed by `:`, can only be that key:
+/// inside a JSON string every quote is escaped, and a string value is not followed by `:`.
+/// And when what lies between the key and the reply's closing brace is one JSON value, the
+/// key belongs to the outermost object: a nested member's value would be followed by its
+/// own object's `}`.
+fn trailing_usage(reply: &[u8]) -> Option<Usage> {
+    let end = reply.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if reply[end] != b'}' || reply.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let key = memchr::memmem::rfind(&reply[..end], b"\"usage\"")?;
+    if key > 0 && reply[key - 1] == b'\\' {
+        return None;
+    }
+    let after = &reply[key + b"\"usage\"".len()..end];
+    let colon = after.iter().position(|b| !b.is_ascii_whitespace())?;
+    if after[colon] != b':' {
+        return None;
+    }
+    serde_json::from_slice::<Usage>(&after[colon + 1..]).ok()
+}
+
 impl http_body::Body for Metered {
     type Data = Bytes;
     type Error = axum::Error;
@@ -339,10 +385,14 @@ impl http_body::Body for Metered {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else { continue };
                     match &mut this.mode {
-                        Mode::Whole(frames, len) => {
+                        Mode::Whole { first, rest, len } => {
                             *len += data.len();
                             if *len <= MAX_WHOLE_REPLY {
-                                frames.push(data.clone());
+                                if first.is_none() {
+                                    *first = Some(data.clone());
+                                } else {
+                                    rest.push(data.clone());
+                                }
                             }
                             if this.inner.is_end_stream() {
                                 this.finish_whole();
@@ -373,7 +423,7 @@ impl http_body::Body for Metered {
             return true;
         }
         let drained = match &self.mode {
-            Mode::Whole(..) => true,
+            Mode::Whole { .. } => true,
             Mode::Stream { pending, .. } => pending.is_empty(),
         };
         drained && self.inner.is_end_stream()
@@ -419,6 +469,33 @@ mod tests {
         let first = cut.lines().next().unwrap().strip_prefix("data: ").unwrap();
         let error: serde_json::Value = serde_json::from_str(first).unwrap();
         assert_eq!(error["error"]["code"], "token_budget_exhausted");
+    }
+
+    #[test]
+    fn a_whole_reply_usage_is_read_from_its_end_only_when_it_is_the_outermost_last_member() {
+        let reply = br#"{"id":"x","choices":[{"message":{"content":"say \"usage\": {} and \\"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}
+"#;
+        assert_eq!(trailing_usage(reply).map(|u| u.tokens()), Some(7));
+        assert_eq!(whole_reply_usage(reply), Some(7));
+        // Not last (llama.cpp adds `timings` after it): parsed whole, same answer.
+        let not_last = br#"{"usage":{"total_tokens":9},"choices":[],"timings":{"usage":1}}"#;
+        assert!(trailing_usage(not_last).is_none());
+        assert_eq!(whole_reply_usage(not_last), Some(9));
+        // A `usage` nested in a choice is not the reply's: neither path reads it.
+        let nested = br#"{"choices":[{"usage":{"total_tokens":5}}]}"#;
+        assert!(trailing_usage(nested).is_none());
+        assert_eq!(whole_reply_usage(nested), None);
+        let nested_last = br#"{"choices":[],"x":{"usage":{"total_tokens":5}}}"#;
+        assert!(trailing_usage(nested_last).is_none());
+        assert_eq!(whole_reply_usage(nested_last), None);
+        // A key that only ends in `usage` is not `usage`.
+        let escaped = br#"{"choices":[],"x\"usage":{"total_tokens":5}}"#;
+        assert!(trailing_usage(escaped).is_none());
+        assert_eq!(whole_reply_usage(escaped), None);
+        // The word in generated text, and a `usage` that is null or absent.
+        assert_eq!(whole_reply_usage(br#"{"choices":[{"text":"\"usage\":{\"total_tokens\":5}}"}]}"#), None);
+        assert_eq!(whole_reply_usage(br#"{"choices":[],"usage":null}"#), None);
+        assert_eq!(whole_reply_usage(b"not json"), None);
     }
 
     #[test]
