@@ -703,14 +703,33 @@ fn upstream_headers(client: &HeaderMap, ctx: &RequestContext, json: bool) -> Hea
         }
     }
     headers.insert(X_REQUEST_ID.clone(), ctx.id.0.clone());
-    if let Ok(address) = HeaderValue::try_from(ctx.client.ip().to_string()) {
-        headers.insert(X_FORWARDED_FOR.clone(), address);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), address_value(ctx.client.ip()));
     if json {
         // The body was checked to be JSON; say so even if the client did not.
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     headers
+}
+
+/// An address as a header value. IPv4, the usual case, is written by hand: through
+/// `Display` and the formatter it cost 1,300 instructions, a sixtieth of the request.
+fn address_value(ip: std::net::IpAddr) -> HeaderValue {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(octet).as_bytes();
+        text[len..len + digits.len()].copy_from_slice(digits);
+        len += digits.len();
+    }
+    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Tokens a request may cost: its body's bytes / 4 (about four bytes a
@@ -746,4 +765,19 @@ pub async fn method_not_allowed() -> ApiError {
 /// `404` for an unknown `/v1` endpoint, in the OpenAI error shape.
 pub async fn unknown_endpoint() -> ApiError {
     ApiError::new(Reject::NotFound, "unknown API endpoint")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_header_reads_as_the_address_does() {
+        for ip in
+            ["0.0.0.0", "1.2.3.4", "10.0.0.255", "127.0.0.1", "192.168.100.9", "255.255.255.255", "::1", "2001:db8::7"]
+        {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(address_value(ip).to_str().unwrap(), ip.to_string());
+        }
+    }
 }
