@@ -55,7 +55,7 @@ pub fn secure_html(headers: &mut HeaderMap) {
     let html = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"));
+        .is_some_and(|t| t.trim_start().get(..9).is_some_and(|m| m.eq_ignore_ascii_case("text/html")));
     if !html {
         return;
     }
@@ -214,6 +214,22 @@ work (difficulty <code>__DIFFICULTY__</code>) to show it is not a bot; this usua
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_html_answers_get_the_page_headers() {
+        for (content_type, html) in [
+            (" Text/HTML; charset=utf-8", true),
+            ("text/html", true),
+            ("text/htm", false),
+            ("application/json", false),
+            ("text/plain", false),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+            secure_html(&mut headers);
+            assert_eq!(headers.contains_key(header::X_FRAME_OPTIONS), html, "{content_type}");
+        }
+    }
 
     #[test]
     fn return_to_stays_on_the_site() {
