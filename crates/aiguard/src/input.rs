@@ -152,7 +152,8 @@ fn evaluate(text: &str, depth: u8) -> [u32; ReasonCode::ALL.len()] {
     if tokens.gpt_persona {
         note(ReasonCode::RolePlayOverride, 20);
     }
-    let mut fired = vec![false; lex.rules.len()];
+    // Most texts hit no lexicon word: nothing to allocate for them.
+    let mut fired = if tokens.hits.is_empty() { Vec::new() } else { vec![false; lex.rules.len()] };
     for (i, &(_, word)) in tokens.hits.iter().enumerate() {
         for &r in &lex.first[word as usize] {
             let r = usize::from(r);
@@ -364,8 +365,7 @@ fn role_labels(lower: &str, mut note: impl FnMut(ReasonCode, u32)) {
                 forged = true;
             }
         }
-        let head: String = line.chars().take(24).collect();
-        if (head.starts_with("rule") || head.starts_with(|c: char| c.is_ascii_digit()))
+        if (line.starts_with("rule") || line.starts_with(|c: char| c.is_ascii_digit()))
             && ["never", "always", "must", "do not", "dont", "don't", "you will", "you are"]
                 .iter()
                 .any(|w| line.contains(w))
