@@ -70,7 +70,7 @@ pub struct Proxy {
 #[derive(Deserialize)]
 struct RequestMeta<'a> {
     #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
+    model: Option<BodyStr<'a>>,
     #[serde(borrow, default)]
     messages: Option<aiguard::Messages<'a>>,
     #[serde(borrow, default)]
@@ -102,6 +102,11 @@ impl RequestMeta<'_> {
         Ok(completion.or(max).map_or(256, |n| n.min(1 << 20) as u32))
     }
 }
+
+/// A string borrowed from the body unless it has escapes. A `Cow` field is borrowed only
+/// when it is the field's whole type, so an `Option<Cow<str>>` would always be copied.
+#[derive(Deserialize)]
+struct BodyStr<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Any value: the member is there.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -167,8 +172,9 @@ struct Asker {
 }
 
 /// What the body says about the request, once parsed.
-struct Asked {
-    model: Option<String>,
+struct Asked<'a> {
+    /// Borrowed from the request body.
+    model: Option<Cow<'a, str>>,
     streamed: bool,
     has_stream_options: bool,
     completion_tokens: u32,
@@ -209,7 +215,7 @@ impl Proxy {
             ApiError::new(Reject::InvalidJson, format!("the request body is not a valid JSON object: {e}"))
         })?;
         let asked = Asked {
-            model: meta.model.as_deref().map(str::to_owned),
+            model: meta.model.as_ref().map(|m| m.0.clone()),
             streamed: meta.streamed(),
             has_stream_options: meta.has_stream_options,
             completion_tokens: meta.completion_tokens()?,
@@ -252,12 +258,12 @@ impl Proxy {
         ctx: &RequestContext,
         asker: &Asker,
         placement: Placement,
-        asked: &Asked,
+        asked: &Asked<'_>,
         outbound: Outbound,
     ) -> Result<Response<Body>, ApiError> {
         let permit = self.admit(asker, placement).await?;
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let headers = upstream_headers(&parts.headers, ctx, true);
+        let headers = UpstreamHeaders { client: &parts.headers, ctx, json: true };
         let reply = self
             .dispatch(http::Method::POST, path, &headers, &outbound.body, asked.model.as_deref(), Some(permit))
             .await?;
@@ -360,7 +366,7 @@ impl Proxy {
         path: &str,
         asker: &Asker,
         meta: RequestMeta<'_>,
-        asked: &Asked,
+        asked: &Asked<'_>,
         body: &Bytes,
     ) -> Result<Outbound, ApiError> {
         let mut outbound = Outbound { body: body.clone(), protection: None, prompt: None };
@@ -406,7 +412,7 @@ impl Proxy {
         &self,
         asker: &Asker,
         placement: Placement,
-        asked: &Asked,
+        asked: &Asked<'_>,
         outbound: &Outbound,
     ) -> Result<Option<usage::Reservation>, ApiError> {
         let Some(p) = &asker.principal else { return Ok(None) };
@@ -484,7 +490,7 @@ impl Proxy {
         &self,
         method: http::Method,
         path_and_query: &str,
-        headers: &HeaderMap,
+        headers: &UpstreamHeaders<'_>,
         body: &Bytes,
         model: Option<&str>,
         mut permit: Option<Permit>,
@@ -509,7 +515,7 @@ impl Proxy {
             };
             let mut builder = http::Request::builder().method(method.clone()).uri(uri);
             if let Some(h) = builder.headers_mut() {
-                h.clone_from(headers);
+                headers.write(h);
                 h.insert(header::HOST, upstream.host.clone());
                 if let Some(auth) = &upstream.authorization {
                     h.insert(header::AUTHORIZATION, auth.clone());
@@ -694,21 +700,31 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
 
 /// The client's headers as the upstream gets them: none of [`is_not_forwarded`], the
 /// request id, the client's address as the listener resolved it (`X-Forwarded-For`),
-/// and (for a body checked to be JSON) its type.
-fn upstream_headers(client: &HeaderMap, ctx: &RequestContext, json: bool) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(client.len() + 3);
-    for (name, value) in client {
-        if !is_not_forwarded(name) {
-            headers.append(name.clone(), value.clone());
+/// and (for a body checked to be JSON) its type. Written straight into each attempt's
+/// request, not kept in a map of their own to be copied from.
+struct UpstreamHeaders<'a> {
+    client: &'a HeaderMap,
+    ctx: &'a RequestContext,
+    json: bool,
+}
+
+impl UpstreamHeaders<'_> {
+    /// `into` is the attempt's request's (empty) map; room is left for `Host` and the
+    /// upstream's own `Authorization`.
+    fn write(&self, into: &mut HeaderMap) {
+        into.reserve(self.client.len() + 5);
+        for (name, value) in self.client {
+            if !is_not_forwarded(name) {
+                into.append(name.clone(), value.clone());
+            }
+        }
+        into.insert(X_REQUEST_ID.clone(), self.ctx.id.0.clone());
+        into.insert(X_FORWARDED_FOR.clone(), address_value(self.ctx.client.ip()));
+        if self.json {
+            // The body was checked to be JSON; say so even if the client did not.
+            into.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
     }
-    headers.insert(X_REQUEST_ID.clone(), ctx.id.0.clone());
-    headers.insert(X_FORWARDED_FOR.clone(), address_value(ctx.client.ip()));
-    if json {
-        // The body was checked to be JSON; say so even if the client did not.
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    }
-    headers
 }
 
 /// An address as a header value. IPv4, the usual case, is written by hand: through
@@ -770,6 +786,22 @@ pub async fn unknown_endpoint() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_model_name_is_borrowed_from_the_body_unless_it_has_escapes() {
+        let plain = br#"{"model":"palisade-sim","messages":[]}"#;
+        let meta: RequestMeta = serde_json::from_slice(plain).unwrap();
+        assert!(matches!(meta.model, Some(BodyStr(Cow::Borrowed("palisade-sim")))));
+        let escaped = br#"{"model":"palisade\u002dsim"}"#;
+        let meta: RequestMeta = serde_json::from_slice(escaped).unwrap();
+        assert_eq!(meta.model.unwrap().0, "palisade-sim");
+        let meta: RequestMeta = serde_json::from_slice(br#"{"model":null}"#).unwrap();
+        assert!(meta.model.is_none());
+        assert!(
+            serde_json::from_slice::<RequestMeta>(br#"{"model":7}"#).is_err(),
+            "a model that is not a string is a 400"
+        );
+    }
 
     #[test]
     fn an_address_header_reads_as_the_address_does() {

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{Request, Response};
 use axum::response::IntoResponse;
 
-use super::{Proxy, context, upstream_headers};
+use super::{Proxy, UpstreamHeaders, context};
 use crate::error::ApiError;
 
 /// `GET /v1/models`
@@ -29,6 +29,6 @@ async fn list(proxy: &Proxy, request: Request<Body>) -> Result<Response<Body>, A
     let ctx = context(&mut parts)?;
     proxy.caller(&ctx)?;
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let headers = upstream_headers(&parts.headers, &ctx, false);
+    let headers = UpstreamHeaders { client: &parts.headers, ctx: &ctx, json: false };
     proxy.dispatch(http::Method::GET, path, &headers, &Bytes::new(), None, None).await
 }
