@@ -349,7 +349,10 @@ fn trailing_usage(reply: &[u8]) -> Option<Usage> {
     if reply[end] != b'}' || reply.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return None;
     }
-    let key = memchr::memmem::rfind(&reply[..end], b"\"usage\"")?;
+    // Built once: building the searcher cost more than a short reply's search.
+    static KEY: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(b"\"usage\""));
+    let key = KEY.rfind(&reply[..end])?;
     if key > 0 && reply[key - 1] == b'\\' {
         return None;
     }
