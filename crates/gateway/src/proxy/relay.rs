@@ -45,16 +45,8 @@ pub(super) fn relay(
     let (mut parts, body) = response.into_parts();
     let status = parts.status;
     parts.headers.retain(|name| is_passed_to_client(name, status));
-    let body = RelayBody {
-        inner: body,
-        conn: Some(conn),
-        held: None,
-        idle,
-        idle_timer: Box::pin(tokio::time::sleep(idle)),
-        now_ms,
-        in_flight,
-        permit,
-    };
+    let body =
+        RelayBody { inner: body, conn: Some(conn), held: None, idle, idle_timer: None, now_ms, in_flight, permit };
     Response::from_parts(parts, Body::new(body))
 }
 
@@ -65,8 +57,9 @@ trait Retain {
 
 impl Retain for HeaderMap {
     fn retain(&mut self, keep: impl Fn(&HeaderName) -> bool) {
-        let doomed: Vec<HeaderName> = self.keys().filter(|name| !keep(name)).cloned().collect();
-        for name in doomed {
+        // One at a time, without a list of the doomed names: a reply has a few dozen
+        // headers at most (hyper's limit is 100), and this runs on every reply.
+        while let Some(name) = self.keys().find(|name| !keep(name)).cloned() {
             self.remove(name);
         }
     }
@@ -93,7 +86,9 @@ struct RelayBody {
     /// What followed the data merged into the last frame, passed on next.
     held: Option<Result<Frame<Bytes>, hyper::Error>>,
     idle: Duration,
-    idle_timer: Pin<Box<Sleep>>,
+    /// Set when the upstream first keeps us waiting, reset by every frame: a reply that
+    /// arrives whole with its head never needs one.
+    idle_timer: Option<Pin<Box<Sleep>>>,
     now_ms: u64,
     in_flight: InFlight,
     /// The admission slot and the time to first byte, reported when the reply
@@ -134,8 +129,8 @@ impl http_body::Body for RelayBody {
                 if this.inner.is_end_stream() && this.held.is_none() {
                     // hyper may not poll again after the last frame.
                     this.complete();
-                } else {
-                    this.idle_timer.as_mut().reset(Instant::now() + this.idle);
+                } else if let Some(timer) = this.idle_timer.as_mut() {
+                    timer.as_mut().reset(Instant::now() + this.idle);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -150,7 +145,9 @@ impl http_body::Body for RelayBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if this.idle_timer.as_mut().poll(cx).is_ready() {
+                let idle = this.idle;
+                let timer = this.idle_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
                     this.in_flight.upstream.record_failure(FailureKind::Timeout, this.now_ms);
                     this.finish(|_| Outcome::Overloaded);
                     this.conn = None;
@@ -280,6 +277,26 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
+
+    #[test]
+    fn only_the_passed_headers_of_a_reply_remain() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("set-cookie", "a=1"),
+            ("content-type", "application/json"),
+            ("set-cookie", "b=2"),
+            ("server", "vllm"),
+            ("openai-version", "2020-10-01"),
+            ("retry-after", "3"),
+            ("x-internal-host", "10.0.0.7"),
+        ] {
+            headers.append(HeaderName::from_static(name), http::HeaderValue::from_static(value));
+        }
+        headers.retain(|name| is_passed_to_client(name, StatusCode::OK));
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "openai-version"]);
+    }
 
     /// A body that plays back a script: data, "nothing ready yet", trailers, an error.
     enum Step {
