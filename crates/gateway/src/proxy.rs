@@ -31,6 +31,7 @@ use accounts::tier::{TierReason, TrustTier};
 use admission::{Admission, AdmissionRequest, Outcome, Permit, PriorityClass, Refusal, RefusalReason};
 use axum::body::Body;
 use axum::extract::State;
+use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -262,10 +263,10 @@ impl Proxy {
         outbound: Outbound,
     ) -> Result<Response<Body>, ApiError> {
         let permit = self.admit(asker, placement).await?;
-        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let path = target_path(&parts.uri);
         let headers = UpstreamHeaders { client: &parts.headers, ctx, json: true };
         let reply = self
-            .dispatch(http::Method::POST, path, &headers, &outbound.body, asked.model.as_deref(), Some(permit))
+            .dispatch(http::Method::POST, &path, &headers, &outbound.body, asked.model.as_deref(), Some(permit))
             .await?;
         Ok(match outbound.protection {
             Some(p) => crate::guard::scan_reply(self.guard.clone(), reply, p, asked.streamed, asker.caller).await,
@@ -489,7 +490,7 @@ impl Proxy {
     async fn dispatch(
         &self,
         method: http::Method,
-        path_and_query: &str,
+        path_and_query: &PathAndQuery,
         headers: &UpstreamHeaders<'_>,
         body: &Bytes,
         model: Option<&str>,
@@ -725,6 +726,11 @@ impl UpstreamHeaders<'_> {
             into.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
     }
+}
+
+/// The client's path and query, to be sent on (shared with the request, not copied).
+fn target_path(uri: &http::Uri) -> PathAndQuery {
+    uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
 /// An address as a header value. IPv4, the usual case, is written by hand: through

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -60,11 +60,15 @@ impl BaseUrl {
     }
 
     /// The request target (origin form) for a client's path and query, as sent
-    /// on a connection of our own to the upstream.
-    pub fn target(&self, path_and_query: &str) -> Result<Uri, http::Error> {
-        let mut full = String::with_capacity(self.prefix.len() + path_and_query.len());
+    /// on a connection of our own to the upstream. Without a prefix it is the client's
+    /// own, shared rather than copied and parsed again.
+    pub fn target(&self, path_and_query: &PathAndQuery) -> Result<Uri, http::Error> {
+        if self.prefix.is_empty() {
+            return Uri::builder().path_and_query(path_and_query.clone()).build();
+        }
+        let mut full = String::with_capacity(self.prefix.len() + path_and_query.as_str().len());
         full.push_str(&self.prefix);
-        full.push_str(path_and_query);
+        full.push_str(path_and_query.as_str());
         Uri::builder().path_and_query(full).build()
     }
 
@@ -451,6 +455,15 @@ mod tests {
         assert!(BaseUrl::parse("https://h").unwrap_err().contains("https"));
         assert!(BaseUrl::parse("h:80").is_err());
         assert!(BaseUrl::parse("ftp://h").is_err());
+    }
+
+    #[test]
+    fn the_target_is_the_clients_path_under_the_prefix() {
+        let pq = PathAndQuery::from_static("/v1/chat/completions?x=1");
+        let bare = BaseUrl::parse("http://h:8000").unwrap();
+        assert_eq!(bare.target(&pq).unwrap().to_string(), "/v1/chat/completions?x=1");
+        let prefixed = BaseUrl::parse("http://h:8000/openai/").unwrap();
+        assert_eq!(prefixed.target(&pq).unwrap().to_string(), "/openai/v1/chat/completions?x=1");
     }
 
     #[test]

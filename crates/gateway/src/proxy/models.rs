@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{Request, Response};
 use axum::response::IntoResponse;
 
-use super::{Proxy, UpstreamHeaders, context};
+use super::{Proxy, UpstreamHeaders, context, target_path};
 use crate::error::ApiError;
 
 /// `GET /v1/models`
@@ -28,7 +28,7 @@ async fn list(proxy: &Proxy, request: Request<Body>) -> Result<Response<Body>, A
     let (mut parts, _) = request.into_parts();
     let ctx = context(&mut parts)?;
     proxy.caller(&ctx)?;
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let path = target_path(&parts.uri);
     let headers = UpstreamHeaders { client: &parts.headers, ctx: &ctx, json: false };
-    proxy.dispatch(http::Method::GET, path, &headers, &Bytes::new(), None, None).await
+    proxy.dispatch(http::Method::GET, &path, &headers, &Bytes::new(), None, None).await
 }
