@@ -237,18 +237,32 @@ const BIGRAM_TAG: u64 = 0xa409_3822_299f_31d0;
 pub fn features(text: &str, bits: u32, mut f: impl FnMut(u32, i32)) -> f32 {
     let text = crate::semantic::clip(text, MAX_CLASSIFIED_BYTES);
     let folded = fold(text).lower;
-    let mut chars: Vec<char> = Vec::with_capacity(folded.len() + 2);
-    chars.push(' ');
+    // The characters, runs of anything else as one space, a space at each end. A short
+    // text (most prompts) is laid out on the stack: this runs on every request.
+    let room = folded.len() + 2; // a character takes at least a byte
+    let mut stack = [' '; 256];
+    let mut heap = Vec::new();
+    let buf: &mut [char] = if room <= stack.len() {
+        &mut stack[..room]
+    } else {
+        heap.resize(room, ' ');
+        &mut heap
+    };
+    let mut len = 1;
     for c in folded.chars() {
         if c.is_alphanumeric() {
-            chars.push(c);
-        } else if chars.last() != Some(&' ') {
-            chars.push(' ');
+            buf[len] = c;
+            len += 1;
+        } else if buf[len - 1] != ' ' {
+            buf[len] = ' ';
+            len += 1;
         }
     }
-    if chars.last() != Some(&' ') {
-        chars.push(' ');
+    if buf[len - 1] != ' ' {
+        buf[len] = ' ';
+        len += 1;
     }
+    let chars = &buf[..len];
     let mut emit = |h: u64| {
         let z = finish(h);
         f((z >> (64 - bits)) as u32, if z & 1 == 0 { 1 } else { -1 });
