@@ -1,5 +1,6 @@
-//! The listener's first look at a plain HTTP/1 connection whose client is its socket's
-//! address (no TLS, no trusted proxy speaking for others). Under a flood most requests
+//! The listener's first look at an HTTP/1 connection whose client is its socket's
+//! address (no trusted proxy speaking for others), plain or, after the handshake, over
+//! TLS when ALPN did not choose HTTP/2. Under a flood most requests
 //! are refused, and hyper's parsing and response building cost more than a whole
 //! hello-world answer; so here request heads are read with `httparse` into a borrowed
 //! table, the [`Turnstile`] is asked, and a refusal is written from bytes rendered at
@@ -10,13 +11,18 @@
 //! connection to hyper with every byte read and not answered; it never comes back, so
 //! hyper never shares the socket with it. Every refusal written here was complete on
 //! the socket before hyper reads a byte, which keeps pipelined answers in order.
+//! Over TLS the bytes read come out of the TLS stream, so they are handed back on top
+//! of it ([`Replayed`]); on a plain socket, underneath ([`crate::connections::WatchedIo::unread`]).
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use shield::Client;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::connections::ConnWatch;
 use crate::metrics::Metrics;
@@ -52,6 +58,59 @@ pub struct Front<'a> {
     pub max_head: usize,
     /// How long one request head (or a refused request's body) may take to arrive.
     pub header_timeout: Duration,
+    /// Over TLS: refusals carry `Strict-Transport-Security`, as hyper's answers do.
+    pub hsts: bool,
+}
+
+/// A stream whose first reads return `prefix`, then the stream's own: how the bytes the
+/// front read out of a TLS stream reach hyper.
+pub struct Replayed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Replayed<S> {
+    pub fn new(prefix: Bytes, inner: S) -> Self {
+        Replayed { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix[..n]);
+        self.prefix.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replayed<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, data)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// What one complete or partial head in the buffer came to.
@@ -110,7 +169,12 @@ impl Front<'_> {
             if !out.is_empty() {
                 // A client that sends and never reads fills its socket's buffer: it gets
                 // as long to take its answers as it had to send a head.
-                match tokio::time::timeout(self.header_timeout, io.write_all(&out)).await {
+                // Flushed: over TLS the answer may wait in the session's buffer.
+                let sent = async {
+                    io.write_all(&out).await?;
+                    io.flush().await
+                };
+                match tokio::time::timeout(self.header_timeout, sent).await {
                     Ok(Ok(())) => out.clear(),
                     Ok(Err(_)) | Err(_) => return Screened::Closed,
                 }
@@ -181,6 +245,7 @@ impl Front<'_> {
             close,
             date: date.at(now),
             id: self.ids.next_into(&mut id),
+            hsts: self.hsts,
         };
         let Some(reject) = self.refusals.write_wire(out, &admit, wire) else { return Step::Hyper };
         self.metrics.refused_reject(reject);
@@ -327,6 +392,7 @@ mod tests {
                 client: Client::new("127.0.0.9".parse().unwrap(), SubnetPrefixes::default()),
                 max_head: 1024,
                 header_timeout: Duration::from_secs(5),
+                hsts: false,
             }
         }
 
@@ -358,6 +424,25 @@ mod tests {
 
     fn answers(read: &str) -> Vec<&str> {
         read.split("HTTP/1.1 ").skip(1).collect()
+    }
+
+    #[tokio::test]
+    async fn replayed_bytes_are_read_first_and_writes_pass_through() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut replayed = Replayed::new(Bytes::from_static(b"GET / HTTP/1.1\r\n"), server);
+        client.write_all(b"host: x\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        let mut piece = [0u8; 5]; // smaller than the replayed bytes
+        while got.len() < 27 {
+            let n = replayed.read(&mut piece).await.unwrap();
+            got.extend_from_slice(&piece[..n]);
+        }
+        assert_eq!(got, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+        replayed.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        replayed.flush().await.unwrap();
+        let mut back = [0u8; 17];
+        client.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"HTTP/1.1 200 OK\r\n");
     }
 
     #[tokio::test]

@@ -63,6 +63,9 @@ pub const MAX_REFUSALS_IN_A_ROW: u32 = 32;
 /// later: the place is given back, without making every 32nd refusal the dearest.
 pub const MAX_FRONT_REFUSALS_IN_A_ROW: u32 = 1024;
 
+/// `Strict-Transport-Security` on every answer over TLS: two years.
+pub const HSTS: &str = "max-age=63072000";
+
 /// Numbers up to this are headers without an allocation.
 const SMALL_NUMBERS: usize = 4096;
 
@@ -156,6 +159,11 @@ impl Prerendered {
         out.extend_from_slice(b"\r\nx-request-id: ");
         out.extend_from_slice(wire.id);
         out.extend_from_slice(b"\r\n");
+        if wire.hsts {
+            out.extend_from_slice(b"strict-transport-security: ");
+            out.extend_from_slice(HSTS.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         if let Some(d) = limit {
             let mut n = itoa::Buffer::new();
             if let Some(l) = LimitHeaders::of(d) {
@@ -247,6 +255,8 @@ pub struct WireRequest<'a> {
     /// The `date` value (IMF-fixdate).
     pub date: &'a [u8],
     pub id: &'a [u8],
+    /// Add `Strict-Transport-Security` (the connection is TLS).
+    pub hsts: bool,
 }
 
 /// One refusal as bytes: the status line and fixed headers, then `content-length` and
@@ -350,7 +360,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn the_wire_form_matches_the_rendered_refusal() {
         let pre = Prerendered::new();
-        for html in [false, true] {
+        for (html, hsts) in [(false, false), (true, false), (false, true)] {
             for (admit, error) in cases() {
                 let mut out = Vec::new();
                 let request = WireRequest {
@@ -359,6 +369,7 @@ pub(crate) mod tests {
                     close: true,
                     date: b"Mon, 07 Dec 2026 04:00:00 GMT",
                     id: b"0000002a-000000000000002a",
+                    hsts,
                 };
                 assert_eq!(pre.write_wire(&mut out, &admit, request), Some(error.reject));
                 let mut lines = [httparse::EMPTY_HEADER; 32];
@@ -380,7 +391,8 @@ pub(crate) mod tests {
                         assert_eq!(value(name.as_str()), expected.to_str().ok(), "{name} (html: {html})");
                     }
                 }
-                let own = ["content-length", "date", "x-request-id", "connection"];
+                assert_eq!(value("strict-transport-security"), hsts.then_some(HSTS));
+                let own = ["content-length", "date", "x-request-id", "connection", "strict-transport-security"];
                 for line in wire.headers.iter() {
                     assert!(
                         headers.contains_key(line.name) || own.contains(&line.name),

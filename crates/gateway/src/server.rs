@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Request, Response, header};
+use bytes::Bytes;
 use futures_util::future::{self, Either};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -25,7 +26,7 @@ use crate::client::ClientResolver;
 use crate::config::ServerConfig;
 use crate::connections::{BodyPace, ConnWatch, ConnectionGate, PacedBody, Silence, WatchedIo};
 use crate::error::{Unrendered, wants_html};
-use crate::front::{Front, Screened};
+use crate::front::{Front, Replayed, Screened};
 use crate::metrics::Metrics;
 use crate::pages;
 use crate::refusal::{self, Admit, Prerendered, Turnstile};
@@ -57,7 +58,7 @@ pub struct Listener {
 }
 
 /// Sent on every answer over TLS: browsers use HTTPS for this host for two years.
-static HSTS: HeaderValue = HeaderValue::from_static("max-age=63072000");
+static HSTS: HeaderValue = HeaderValue::from_static(refusal::HSTS);
 
 /// Serve `dispatch` on `socket` until `shutdown` resolves, then drain for at
 /// most the configured grace period.
@@ -128,23 +129,9 @@ pub async fn serve<D: Dispatch>(
             let watch = ConnWatch::new(slot);
             let mut io = WatchedIo::new(stream, watch.clone(), silence);
             let tls = parts.tls.clone();
-            // A client named by its socket, in plain HTTP/1: refusals are answered
-            // before hyper (see `front`). Over TLS, or behind a trusted proxy (whose
-            // requests name their clients in headers), hyper reads every request.
-            if let Some(turnstile) = parts.turnstile.as_deref()
-                && tls.is_none()
-                && !parts.clients.is_trusted(peer.ip())
+            if tls.is_none()
+                && let Some(front) = front(&parts, &ids, &watch, peer, header_timeout, false)
             {
-                let front = Front {
-                    turnstile,
-                    refusals: &parts.refusals,
-                    metrics: &parts.metrics,
-                    ids: &ids,
-                    watch: &watch,
-                    client: parts.clients.resolve(peer.ip(), &axum::http::HeaderMap::new()),
-                    max_head: parts.config.max_header_bytes,
-                    header_timeout,
-                };
                 match front.screen(&mut io).await {
                     Screened::Hyper(rest) => io.unread(rest),
                     Screened::Closed => return,
@@ -157,7 +144,21 @@ pub async fn serve<D: Dispatch>(
             // The silence timer in `WatchedIo` would end a stalled handshake too; this
             // says why in the log.
             match tokio::time::timeout(header_timeout, tls.acceptor().accept(io)).await {
-                Ok(Ok(io)) => serve_connection(&builder, watcher, TokioIo::new(io), service).await,
+                Ok(Ok(mut io)) => {
+                    // HTTP/2 multiplexes requests the front does not read.
+                    let h2 = io.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
+                    let mut rest = Bytes::new();
+                    if !h2
+                        && let Some(front) =
+                            front(&service.parts, &service.ids, &service.watch, peer, header_timeout, true)
+                    {
+                        match front.screen(&mut io).await {
+                            Screened::Hyper(read) => rest = read,
+                            Screened::Closed => return,
+                        }
+                    }
+                    serve_connection(&builder, watcher, TokioIo::new(Replayed::new(rest, io)), service).await
+                }
                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed; connection closed"),
                 Err(_) => {
                     tracing::debug!("TLS handshake not finished within the header-read timeout; connection closed")
@@ -173,6 +174,34 @@ pub async fn serve<D: Dispatch>(
         tracing::warn!("shutdown grace period over; closing the remaining connections");
     }
     Ok(())
+}
+
+/// The front for a connection whose client is named by its socket (see `front`): its
+/// refusals are answered before hyper. Behind a trusted proxy, whose requests name
+/// their clients in headers, hyper reads every request.
+fn front<'a>(
+    parts: &'a Listener,
+    ids: &'a RequestIds,
+    watch: &'a Arc<ConnWatch>,
+    peer: SocketAddr,
+    header_timeout: Duration,
+    hsts: bool,
+) -> Option<Front<'a>> {
+    let turnstile = parts.turnstile.as_deref()?;
+    if parts.clients.is_trusted(peer.ip()) {
+        return None;
+    }
+    Some(Front {
+        turnstile,
+        refusals: &parts.refusals,
+        metrics: &parts.metrics,
+        ids,
+        watch,
+        client: parts.clients.resolve(peer.ip(), &axum::http::HeaderMap::new()),
+        max_head: parts.config.max_header_bytes,
+        header_timeout,
+        hsts,
+    })
 }
 
 /// Serve HTTP on one connection (plain or TLS) until it closes or the drain ends it.

@@ -257,6 +257,49 @@ async fn a_rustls_client_gets_h2_or_http1_by_alpn() {
     assert_eq!(response.version(), hyper::Version::HTTP_11);
 }
 
+/// Over TLS a blocked client's refusals are answered before hyper, with HSTS like every
+/// answer over TLS, and what the connection sends next still reaches hyper. Hyper's own
+/// refusals would have closed the connection after 32 in a row; the front keeps it for
+/// 1,024, since a new TLS connection costs this side a handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_client_over_tls_is_refused_with_hsts_then_reaches_the_health_check() {
+    let dir = scratch_dir();
+    let ca = PrivateCa::new();
+    let (palisade, _files, _) = start_tls(dir.path(), &ca, &[]);
+    let (ok, _, err) = run(dir.path(), &["admin", "--url", &palisade.admin_url, "block", "add", "127.0.0.1/32"]);
+    assert!(ok, "{err}");
+    let mut connected = connect(port(&palisade.url), &ca.der(), &[b"http/1.1"]).await;
+    let body = r#"{"model":"palisade-sim","messages":[{"role":"user","content":"hi"}]}"#;
+    let chat = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let sent = format!(
+        "{}GET /v1/models HTTP/1.1\r\nhost: localhost\r\naccept: text/html\r\n\r\n\
+         GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+        chat.repeat(40)
+    );
+    connected.stream.write_all(sent.as_bytes()).await.unwrap();
+    let mut replies = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), connected.stream.read_to_end(&mut replies))
+        .await
+        .expect("the connection ends after the health check")
+        .unwrap();
+    let replies = String::from_utf8_lossy(&replies);
+    let answers: Vec<&str> = replies.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 42, "every request answered on the one connection: {replies}");
+    for answer in &answers[..40] {
+        assert!(answer.starts_with("403 Forbidden") && answer.contains("\"code\":\"blocked\""), "{answer}");
+        assert!(!answer.contains("connection: close"), "{answer}");
+    }
+    assert!(answers[40].starts_with("403") && answers[40].contains("<code>blocked</code>"), "{}", answers[40]);
+    assert!(answers[41].starts_with("200 OK"), "{}", answers[41]);
+    for answer in &answers {
+        assert!(answer.contains("strict-transport-security: max-age=63072000"), "{answer}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_lane_speaks_tls_too() {
     let dir = scratch_dir();
