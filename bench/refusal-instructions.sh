@@ -14,9 +14,12 @@
 #   palisade-blocked  palisade serve, 127.0.0.1 on the block list: refused in the front
 #   palisade-limited  palisade serve, per-address limit of one an hour: in the front
 #   *-hyper           the same behind `trusted_proxies = ["127.0.0.1/32"]`, which sends
-#                     every request through hyper (as over TLS or behind a load
-#                     balancer): the listener's refusal from pre-rendered parts in
-#                     hyper's response, which every refusal took before the front
+#                     every request through hyper (as behind a load balancer): the
+#                     listener's refusal from pre-rendered parts in hyper's response,
+#                     which every refusal took before the front
+#   *-tls             nginx-deny and palisade-blocked over TLS 1.3 (one self-signed
+#                     P-256 certificate made here with openssl), wrk speaking HTTPS; the
+#                     count includes each connection's handshake, four per run
 #
 # Environment: TARGETS [all of the above], DURATION [5], CONNS [4], BASE_PORT [18470],
 # NO_BUILD=1 to use the release binaries as they are.
@@ -25,7 +28,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=$ROOT/bench/out/refusal-instructions
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
-TARGETS=${TARGETS:-"ceiling nginx-deny nginx-limit palisade-blocked palisade-blocked-hyper palisade-limited palisade-limited-hyper"}
+TARGETS=${TARGETS:-"ceiling nginx-deny nginx-limit palisade-blocked palisade-blocked-hyper palisade-limited palisade-limited-hyper nginx-deny-tls palisade-blocked-tls"}
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-4}
 BASE_PORT=${BASE_PORT:-18470}
@@ -42,7 +45,7 @@ trap 'stop_all' EXIT
 trap 'exit 130' INT
 
 mkdir -p "$OUT"
-for tool in valgrind wrk curl; do command -v "$tool" >/dev/null || die "$tool is required (apt-get install $tool)"; done
+for tool in valgrind wrk curl openssl; do command -v "$tool" >/dev/null || die "$tool is required (apt-get install $tool)"; done
 [ -x "$NGINX" ] || die "nginx is required (apt-get install nginx-light)"
 if [[ ${NO_BUILD:-} != 1 ]]; then
     log "cargo build --release -p palisade; --example minimal_hyper"
@@ -50,7 +53,19 @@ if [[ ${NO_BUILD:-} != 1 ]]; then
         >"$OUT/build.log" 2>&1 || { tail -n 30 "$OUT/build.log" >&2; die "build failed"; }
 fi
 
-nginx_conf() { # DIR LOCATION
+# One certificate for the TLS rows, made here: nothing secret leaves the run.
+CERT=$OUT/tls-cert.pem
+KEY=$OUT/tls-key.pem
+if [[ $TARGETS == *-tls* ]]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
+        -addext subjectAltName=IP:127.0.0.1 -keyout "$KEY" -out "$CERT" >"$OUT/openssl.log" 2>&1 ||
+        die "openssl could not make a certificate; see $OUT/openssl.log"
+fi
+
+nginx_conf() { # DIR LOCATION [ssl]
+    local listen="listen 127.0.0.1:$PORT;"
+    [[ ${3:-} == ssl ]] &&
+        listen="listen 127.0.0.1:$PORT ssl; ssl_certificate $CERT; ssl_certificate_key $KEY; ssl_protocols TLSv1.3;"
     mkdir -p "$1/empty"
     cat >"$1/nginx.conf" <<CONF
 worker_processes 1;
@@ -69,7 +84,7 @@ http {
     keepalive_requests 1000000;
     limit_req_zone \$binary_remote_addr zone=perip:10m rate=1r/m;
     server {
-        listen 127.0.0.1:$PORT;
+        $listen
         location / { $2 }
     }
 }
@@ -87,6 +102,7 @@ for target in $TARGETS; do
     palisade=(env TOKIO_WORKER_THREADS=1 PALISADE_LOG__LEVEL=warn PALISADE_DATA_DIR="$data"
         PALISADE_LISTEN="127.0.0.1:$PORT" PALISADE_ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT")
     [[ $target == *-hyper ]] && palisade+=(PALISADE_SHIELD__TRUSTED_PROXIES='["127.0.0.1/32"]')
+    [[ $target == *-tls ]] && palisade+=(PALISADE_SERVER__TLS__CERT_FILE="$CERT" PALISADE_SERVER__TLS__KEY_FILE="$KEY")
     [[ $target == palisade-limited* ]] &&
         palisade+=(PALISADE_SHIELD__LIMITS__PER_IP='{count = 1, period_ms = 3600000, burst = 1}')
     probe=/v1/models
@@ -94,10 +110,10 @@ for target in $TARGETS; do
     ceiling)
         start "$target" 1 "${grind[@]}" "$BIN/examples/minimal_hyper" "127.0.0.1:$PORT"
         ;;
-    nginx-deny | nginx-limit)
+    nginx-deny | nginx-limit | nginx-deny-tls)
         location="deny all;"
         [[ $target == nginx-limit ]] && location="limit_req zone=perip; limit_req_status 429; root $data/empty;"
-        nginx_conf "$data" "$location"
+        nginx_conf "$data" "$location" "$([[ $target == *-tls ]] && echo ssl)"
         start "$target" 1 "${grind[@]}" "$NGINX" -p "$data" -c "$data/nginx.conf" -e "$data/error.log"
         probe=/nothing-here
         ;;
@@ -111,6 +127,8 @@ for target in $TARGETS; do
     # counts as a failure, so it is probed on the admin-free port with plain TCP.
     if [[ $target == nginx-* ]]; then
         for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
+    elif [[ $target == *-tls ]]; then
+        for _ in $(seq 1 300); do curl -skf -o /dev/null "https://127.0.0.1:$PORT$probe" && break; sleep 0.2; done
     else
         wait_ready "$target" 60 "http://127.0.0.1:$PORT$probe" || die "$target did not start; see $OUT/$target.log"
     fi
@@ -119,6 +137,7 @@ for target in $TARGETS; do
             die "could not block 127.0.0.1"
     fi
     url="http://127.0.0.1:$PORT/v1/models"
+    [[ $target == *-tls ]] && url="https://127.0.0.1:$PORT/v1/models"
     taskset -c 0 wrk -t1 -c"$CONNS" -d2s "$url" >/dev/null # warm-up
     callgrind_control -z "${PGID[$target]}" >/dev/null 2>&1
     taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" >"$OUT/wrk.$target"
