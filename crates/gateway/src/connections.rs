@@ -319,20 +319,13 @@ pin_project_lite::pin_project! {
         watch: Arc<ConnWatch>,
         silence: Silence,
         timer: Pin<Box<Sleep>>,
-        // Read from the socket by the front and not answered there: read again first.
-        unread: Bytes,
     }
 }
 
 impl<S> WatchedIo<S> {
     pub fn new(inner: S, watch: Arc<ConnWatch>, silence: Silence) -> WatchedIo<S> {
         let timer = Box::pin(tokio::time::sleep_until(watch.opened + silence.head));
-        WatchedIo { inner, watch, silence, timer, unread: Bytes::new() }
-    }
-
-    /// Put bytes back in front of what the socket will deliver next.
-    pub fn unread(&mut self, bytes: Bytes) {
-        self.unread = bytes;
+        WatchedIo { inner, watch, silence, timer }
     }
 }
 
@@ -366,11 +359,6 @@ fn check(watch: &ConnWatch, silence: Silence, timer: &mut Pin<Box<Sleep>>, cx: &
 impl<S: AsyncRead> AsyncRead for WatchedIo<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.project();
-        if !this.unread.is_empty() {
-            let n = this.unread.len().min(buf.remaining());
-            buf.put_slice(&this.unread.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
         let before = buf.filled().len();
         match this.inner.poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {

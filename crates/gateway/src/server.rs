@@ -127,37 +127,18 @@ pub async fn serve<D: Dispatch>(
                 }
             }
             let watch = ConnWatch::new(slot);
-            let mut io = WatchedIo::new(stream, watch.clone(), silence);
-            let tls = parts.tls.clone();
-            if tls.is_none()
-                && let Some(front) = front(&parts, &ids, &watch, peer, header_timeout, false)
-            {
-                match front.screen(&mut io).await {
-                    Screened::Hyper(rest) => io.unread(rest),
-                    Screened::Closed => return,
-                }
-            }
+            let io = WatchedIo::new(stream, watch.clone(), silence);
             let service = RequestService { dispatch, parts, ids, peer, pace, watch };
-            let Some(tls) = tls else {
-                return serve_connection(&builder, watcher, TokioIo::new(io), service).await;
+            let Some(tls) = service.parts.tls.clone() else {
+                return serve_screened(&builder, watcher, io, service, false, false).await;
             };
             // The silence timer in `WatchedIo` would end a stalled handshake too; this
             // says why in the log.
             match tokio::time::timeout(header_timeout, tls.acceptor().accept(io)).await {
-                Ok(Ok(mut io)) => {
+                Ok(Ok(io)) => {
                     // HTTP/2 multiplexes requests the front does not read.
                     let h2 = io.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
-                    let mut rest = Bytes::new();
-                    if !h2
-                        && let Some(front) =
-                            front(&service.parts, &service.ids, &service.watch, peer, header_timeout, true)
-                    {
-                        match front.screen(&mut io).await {
-                            Screened::Hyper(read) => rest = read,
-                            Screened::Closed => return,
-                        }
-                    }
-                    serve_connection(&builder, watcher, TokioIo::new(Replayed::new(rest, io)), service).await
+                    serve_screened(&builder, watcher, io, service, true, h2).await
                 }
                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed; connection closed"),
                 Err(_) => {
@@ -176,32 +157,28 @@ pub async fn serve<D: Dispatch>(
     Ok(())
 }
 
-/// The front for a connection whose client is named by its socket (see `front`): its
-/// refusals are answered before hyper. Behind a trusted proxy, whose requests name
-/// their clients in headers, hyper reads every request.
-fn front<'a>(
-    parts: &'a Listener,
-    ids: &'a RequestIds,
-    watch: &'a Arc<ConnWatch>,
-    peer: SocketAddr,
-    header_timeout: Duration,
-    hsts: bool,
-) -> Option<Front<'a>> {
-    let turnstile = parts.turnstile.as_deref()?;
-    if parts.clients.is_trusted(peer.ip()) {
-        return None;
+/// Serve HTTP on `io` (plain, or TLS after the handshake) once its front, if it has one,
+/// has answered the refusals at its start; what the front read and did not answer is
+/// read again first.
+async fn serve_screened<I, D>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    mut io: I,
+    service: RequestService<D>,
+    tls: bool,
+    h2: bool,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    D: Dispatch,
+{
+    let mut rest = Bytes::new();
+    if !h2 && let Some(front) = service.front(tls) {
+        match front.screen(&mut io).await {
+            Screened::Hyper(read) => rest = read,
+            Screened::Closed => return,
+        }
     }
-    Some(Front {
-        turnstile,
-        refusals: &parts.refusals,
-        metrics: &parts.metrics,
-        ids,
-        watch,
-        client: parts.clients.resolve(peer.ip(), &axum::http::HeaderMap::new()),
-        max_head: parts.config.max_header_bytes,
-        header_timeout,
-        hsts,
-    })
+    serve_connection(builder, watcher, TokioIo::new(Replayed::new(rest, io)), service).await
 }
 
 /// Serve HTTP on one connection (plain or TLS) until it closes or the drain ends it.
@@ -233,6 +210,30 @@ struct RequestService<D> {
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+impl<D> RequestService<D> {
+    /// The connection's front (see `front`), when its client is named by its socket and
+    /// the edge has a turnstile. Behind a trusted proxy, whose requests name their clients
+    /// in headers, hyper reads every request. `hsts`: the connection is TLS.
+    fn front(&self, hsts: bool) -> Option<Front<'_>> {
+        let parts = &*self.parts;
+        let turnstile = parts.turnstile.as_deref()?;
+        if parts.clients.is_trusted(self.peer.ip()) {
+            return None;
+        }
+        Some(Front {
+            turnstile,
+            refusals: &parts.refusals,
+            metrics: &parts.metrics,
+            ids: &self.ids,
+            watch: &self.watch,
+            client: parts.clients.resolve(self.peer.ip(), &axum::http::HeaderMap::new()),
+            max_head: parts.config.max_header_bytes,
+            header_timeout: Duration::from_millis(parts.config.header_read_timeout_ms),
+            hsts,
+        })
+    }
+}
 
 type Answer = Result<Response<Body>, Infallible>;
 
