@@ -11,14 +11,14 @@
 //! connection to hyper with every byte read and not answered; it never comes back, so
 //! hyper never shares the socket with it. Every refusal written here was complete on
 //! the socket before hyper reads a byte, which keeps pipelined answers in order.
-//! Over TLS the bytes read come out of the TLS stream, so they are handed back on top
-//! of it ([`Replayed`]); on a plain socket, underneath ([`crate::connections::WatchedIo::unread`]).
+//! The bytes read and not answered reach hyper through [`Replayed`], on top of the
+//! plain socket or of the TLS stream they were decrypted from.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use shield::Client;
@@ -63,7 +63,7 @@ pub struct Front<'a> {
 }
 
 /// A stream whose first reads return `prefix`, then the stream's own: how the bytes the
-/// front read out of a TLS stream reach hyper.
+/// front read and did not answer reach hyper.
 pub struct Replayed<S> {
     prefix: Bytes,
     inner: S,
@@ -230,8 +230,8 @@ impl Front<'_> {
         let Some(head) = Head::read(request.headers, version) else { return Step::Hyper };
 
         let started = Instant::now();
-        let now = SystemTime::now();
-        let admit = self.turnstile.admit(&self.client, zone, now.duration_since(UNIX_EPOCH).unwrap_or_default());
+        let now = crate::clock::now();
+        let admit = self.turnstile.admit(&self.client, zone, now);
         if let Admit::Pass { allow_listed } = admit {
             self.watch.preadmit(allow_listed);
             return Step::Hyper;
@@ -319,12 +319,14 @@ struct DateCache {
 }
 
 impl DateCache {
-    fn at(&mut self, now: SystemTime) -> &[u8] {
-        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    /// `now`: time since the Unix epoch, as [`crate::clock::now`] gives it.
+    fn at(&mut self, now: Duration) -> &[u8] {
+        let second = now.as_secs();
         if second != self.second || self.text[0] == 0 {
             self.second = second;
+            let date = httpdate::HttpDate::from(UNIX_EPOCH + now);
             let mut cursor = std::io::Cursor::new(&mut self.text[..]);
-            let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{}", httpdate::HttpDate::from(now)));
+            let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{date}"));
         }
         &self.text
     }
@@ -591,7 +593,7 @@ mod tests {
     #[test]
     fn the_date_is_an_imf_fixdate() {
         let mut date = DateCache::default();
-        let text = std::str::from_utf8(date.at(SystemTime::now())).unwrap().to_owned();
+        let text = std::str::from_utf8(date.at(crate::clock::now())).unwrap().to_owned();
         assert!(text.ends_with(" GMT") && text.len() == 29, "{text}");
         assert!(httpdate::parse_http_date(&text).is_ok());
     }
