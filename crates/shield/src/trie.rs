@@ -156,12 +156,11 @@ impl<T> PrefixTrie<T> {
                 return None;
             }
         }
-        self.value_at(at).map(|(_, _, v)| v)
+        self.value_of(&self.nodes[at as usize]).map(|(_, _, v)| v)
     }
 
-    fn value_at(&self, node: u32) -> Option<&(u128, u8, T)> {
-        let slot = self.nodes[node as usize].value;
-        if slot == NONE { None } else { self.values[slot as usize].as_ref() }
+    fn value_of(&self, node: &Node) -> Option<&(u128, u8, T)> {
+        if node.value == NONE { None } else { self.values.get(node.value as usize)?.as_ref() }
     }
 
     /// The longest stored prefix containing the full-length address `key` whose value passes
@@ -176,8 +175,7 @@ impl<T> PrefixTrie<T> {
         let mut rest = key;
         for _ in 0..=self.max_len {
             let Some(node) = self.nodes.get(at as usize) else { break };
-            if node.value != NONE
-                && let Some(Some((k, l, v))) = self.values.get(node.value as usize)
+            if let Some((k, l, v)) = self.value_of(node)
                 && keep(v)
             {
                 best = Some((*k, *l, v));
