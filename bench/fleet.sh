@@ -36,16 +36,14 @@ SECRET=5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed
 
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
-log() { printf '[fleet.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 for tool in wrk redis-server taskset curl; do
     command -v "$tool" >/dev/null || die "$tool is required (apt-get install wrk redis-server util-linux curl)"
 done
 (($(nproc) >= 2)) || die "needs two CPUs (load on 0, gateways on 1)"
 
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 stop_all_on_exit
 
 rm -rf "$OUT"

@@ -6,6 +6,10 @@
 
 declare -A PGID=()
 
+# log MESSAGE — to stderr, with the script's name and the time; die MESSAGE — log, exit 1.
+log() { printf '[%s %s] %s\n' "${0##*/}" "$(date +%T)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
 # Every `palisade serve` a script starts puts its admin API on a port of its own
 # choosing, so several nodes (or a developer's own gateway on 8081) do not collide.
 export PALISADE_ADMIN__LISTEN=127.0.0.1:0
@@ -77,7 +81,7 @@ start() {
 }
 
 # wait_ready NAME SECONDS CURL-ARGS... — poll until curl succeeds; fail early
-# if the process died. Uses the caller's `log`.
+# if the process died.
 wait_ready() {
     local name=$1 secs=$2
     shift 2
@@ -112,7 +116,7 @@ group_ticks() { # PGID -> ticks
 
 # callgrind_per_request NAME DUMP PATTERN REQUESTS — the inclusive instruction count of
 # the first `callgrind_annotate` line containing PATTERN ("PROGRAM TOTALS" for all),
-# divided by REQUESTS, into RESULT[NAME]. Uses the caller's OUT, log and die.
+# divided by REQUESTS, into RESULT[NAME]. Uses the caller's OUT.
 callgrind_per_request() {
     local name=$1 dump=$2 pattern=$3 requests=$4 counted
     callgrind_annotate --inclusive=yes "$dump" >"$OUT/annotate.$name" 2>/dev/null

@@ -90,9 +90,6 @@ CHAT_PATH=/v1/chat/completions
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
 
-log() { printf '[proxy.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 # ---------------------------------------------------------------- processes
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"

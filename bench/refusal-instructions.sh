@@ -36,9 +36,6 @@ PORT=$BASE_PORT
 ADMIN_PORT=$((BASE_PORT + 1))
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-log() { printf '[refusal-instructions.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 trap 'stop_all' EXIT

@@ -55,16 +55,14 @@ PROBES=(/status /api/v2/summary.json)
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
 
-log() { printf '[status.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 command -v wrk >/dev/null || die "wrk is missing (apt-get install -y wrk)"
 command -v curl >/dev/null || die "curl is missing (apt-get install -y curl)"
 mkdir -p "$OUT"
 DATA=$(mktemp -d)
 
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
     local rc=$?
