@@ -140,3 +140,24 @@ instruction_table() {
         echo "| $target | ${RESULT[$target]} | $ratio |"
     done
 }
+
+# callgrind_mallocs DUMP REQUESTS — calls to malloc per request in a callgrind dump,
+# from every caller but SQLite's own allocator (the store's background writes), with
+# one decimal: how many heap allocations a request costs.
+callgrind_mallocs() {
+    awk -v requests="$2" '
+        /^c?fn=/ {
+            callee = substr($0, 1, 1) == "c"
+            text = $0
+            sub(/^c?fn=/, "", text)
+            if (match(text, /^\([0-9]+\)/)) {
+                id = substr(text, 1, RLENGTH)
+                if (length(text) > RLENGTH) name[id] = substr(text, RLENGTH + 2)
+                text = name[id]
+            }
+            if (callee) to = text; else from = text
+        }
+        /^calls=/ && to == "malloc" && from != "sqlite3MemMalloc" { split($0, c, /[= ]/); total += c[2] }
+        END { printf "%.1f\n", (requests > 0 ? total / requests : 0) }
+    ' "$1"
+}

@@ -6,7 +6,8 @@
 # counts every instruction the process executes) while wrk sends the plain chat
 # request of bench/proxy.sh through it to the simulated model, and prints
 # instructions per request, so a change to the request path can be judged by
-# a figure that repeats.
+# a figure that repeats; and the heap allocations per request (calls to malloc,
+# every thread of the process, SQLite's own allocator left out).
 #
 #   hyper     crates/gateway/examples/hyper_proxy.rs: hyper server + client and
 #             nothing else (the floor; the anchor of the ratio)
@@ -35,9 +36,6 @@ SIM_PORT=$BASE_PORT
 PROXY_PORT=$((BASE_PORT + 1))
 BODY='{"model":"palisade-sim","max_tokens":8,"messages":[{"role":"user","content":"hello"}]}'
 
-log() { printf '[proxy-instructions.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 trap 'stop_all' EXIT
@@ -62,7 +60,7 @@ start sim 0 env TOKIO_WORKER_THREADS=1 "$BIN/palisade" sim-upstream --listen "12
     --capacity 4096 --ttft-ms 0 --tokens-per-s 0 --max-tokens 8
 wait_ready sim 20 "http://127.0.0.1:$SIM_PORT/v1/models" || die "the simulated model did not start"
 
-declare -A RESULT=()
+declare -A RESULT=() ALLOCS=()
 for target in $TARGETS; do
     bearer=none
     file=$OUT/callgrind.$target
@@ -108,6 +106,11 @@ EOF
         pattern='PROGRAM TOTALS'
     fi
     callgrind_per_request "$target" "$dump" "$pattern" "$requests"
+    ALLOCS[$target]=$(callgrind_mallocs "$dump" "$requests")
 done
 
 instruction_table hyper
+echo
+echo "| target | allocations per request (calls to malloc, whole process) |"
+echo "|---|---:|"
+for target in $TARGETS; do echo "| $target | ${ALLOCS[$target]} |"; done
