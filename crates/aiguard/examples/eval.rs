@@ -668,8 +668,13 @@ fn leak_scanning(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
         let mut texts: Vec<(&str, bool)> = replies.iter().map(|r| (r.as_str(), own.contains(r))).collect();
         texts.extend(prose.iter().skip(i * 60).take(60).map(|(_, t)| (t.as_str(), false)));
         for (text, is_own) in texts {
-            let run = stream(&index, Some(&canary), text, &mut rng, Carrier::Content);
-            let bad = run.detected || !run.identical;
+            // Every mode a leak is scanned in: an answer saved through a tool call must
+            // pass as untouched as one written in the chat.
+            let bad = [Carrier::Content, Carrier::ToolArguments].into_iter().any(|carrier| {
+                [stream(&index, Some(&canary), text, &mut rng, carrier), whole(&index, Some(&canary), text, carrier)]
+                    .iter()
+                    .any(|run| run.detected || !run.identical)
+            });
             n += 1;
             touched += usize::from(bad);
             own_n += usize::from(is_own);
@@ -680,7 +685,7 @@ fn leak_scanning(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
         }
     }
     println!(
-        "  benign replies altered: {touched}/{n} ({:.2}%); on-topic answers for the same prompt: {own_touched}/{own_n}",
+        "  benign replies altered in any of the four modes: {touched}/{n} ({:.2}%); on-topic answers for the same prompt: {own_touched}/{own_n}",
         pct(touched, n)
     );
     for e in examples {

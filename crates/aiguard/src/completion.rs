@@ -89,6 +89,9 @@ pub fn scan_completion(
                 continue;
             };
             let mut det = Detector::new(prompt.clone(), needles.clone(), index);
+            if path.ends_with("/arguments") {
+                det = det.reading_json();
+            }
             let before = leaks.len();
             det.feed(text, &mut leaks);
             det.finish();
@@ -191,6 +194,25 @@ mod tests {
             {"id": "c", "type": "function", "function": {"name": "get_invoice", "arguments": "{\"month\": \"March\"}"}}]}}]});
         let out = scan_completion(&prompt(LeakAction::Terminate), None, benign.to_string().as_bytes()).expect("json");
         assert_eq!(out, Completion::Unchanged);
+    }
+
+    #[test]
+    fn a_prompt_of_short_lines_recited_in_arguments_is_cut_where_it_starts() {
+        let lines = crate::sse::tests::LINES;
+        let prompt = Arc::new(ProtectedPrompt::new(lines, &LeakConfig::default()));
+        let half: String = lines.chars().take(lines.len() / 2).collect();
+        for recited in [lines, half.as_str()] {
+            let args = format!(r#"{{"title":"notes","note":{}}}"#, Value::from(recited));
+            let body = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "save", "arguments": args}}]}}]});
+            let out = scan_completion(&prompt, None, body.to_string().as_bytes()).expect("json");
+            let Completion::Rewritten { body, .. } = out else { panic!("not caught: {recited}") };
+            let v: Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(
+                v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+                r#"{"title":"notes","note":""#
+            );
+        }
     }
 
     #[test]

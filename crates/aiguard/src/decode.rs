@@ -417,26 +417,84 @@ impl Decoder {
         out.push((ch, raw));
     }
 
-    /// A `\uXXXX` UTF-16 code unit; surrogate pairs are joined.
+    /// A `\uXXXX` UTF-16 code unit.
     fn code_unit(&mut self, unit: u16, raw: u64, out: &mut Vec<(char, u64)>) {
         self.utf8.len = 0;
-        match unit {
-            0xD800..=0xDBFF => self.esc.high_surrogate = Some((unit, raw)),
-            0xDC00..=0xDFFF => {
-                if let Some((high, start)) = self.esc.high_surrogate.take() {
-                    let c = 0x10000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(unit) - 0xDC00);
-                    if let Some(ch) = char::from_u32(c) {
-                        out.push((ch, start));
-                    }
-                }
-            }
-            _ => {
-                self.esc.high_surrogate = None;
-                if let Some(ch) = char::from_u32(u32::from(unit)) {
-                    out.push((ch, raw));
-                }
-            }
+        out.extend(utf16_unit(&mut self.esc.high_surrogate, unit, raw));
+    }
+}
+
+/// One UTF-16 code unit of a `\uXXXX` escape at raw offset `raw`: a character, or nothing
+/// while `high` keeps the first half of a surrogate pair (the joined character starts
+/// where that half did).
+fn utf16_unit(high: &mut Option<(u16, u64)>, unit: u16, raw: u64) -> Option<(char, u64)> {
+    match unit {
+        0xD800..=0xDBFF => {
+            *high = Some((unit, raw));
+            None
         }
+        0xDC00..=0xDFFF => {
+            let (first, start) = high.take()?;
+            let c = 0x10000 + ((u32::from(first) - 0xD800) << 10) + (u32::from(unit) - 0xDC00);
+            char::from_u32(c).map(|ch| (ch, start))
+        }
+        _ => {
+            *high = None;
+            char::from_u32(u32::from(unit)).map(|ch| (ch, raw))
+        }
+    }
+}
+
+/// Reads a JSON document's text as its parser will. A tool call's arguments are JSON, so
+/// to the tool that reads them `\n` is a line break and `\u00e9` one letter; matched raw,
+/// every escaped line break would put an `n` between two of the prompt's words.
+/// One character in, at most one out, so offsets stay bounded like every decoder's.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JsonText {
+    /// Inside an escape: where its backslash was, and the `\u` digits read so far
+    /// (`None` right after the backslash).
+    escape: Option<(u64, Option<(u8, u16)>)>,
+    high_surrogate: Option<(u16, u64)>,
+}
+
+impl JsonText {
+    /// The character `ch` at raw offset `raw` stands for, with the offset where it began.
+    pub(crate) fn push(&mut self, ch: char, raw: u64) -> Option<(char, u64)> {
+        let Some((start, digits)) = self.escape else {
+            if ch == '\\' {
+                self.escape = Some((raw, None));
+                return None;
+            }
+            self.high_surrogate = None;
+            return Some((ch, raw));
+        };
+        let Some((read, unit)) = digits else {
+            self.escape = None;
+            let decoded = match ch {
+                'u' => {
+                    self.escape = Some((start, Some((0, 0))));
+                    return None;
+                }
+                'n' | 'r' => '\n',
+                't' | 'b' | 'f' => ' ',
+                // `\"`, `\\`, `\/`; anything else is not JSON: read the character alone.
+                other => other,
+            };
+            self.high_surrogate = None;
+            return Some((decoded, start));
+        };
+        let Some(d) = ch.to_digit(16) else {
+            self.escape = None;
+            self.high_surrogate = None;
+            return Some((ch, raw));
+        };
+        let unit = unit << 4 | d as u16;
+        if read < 3 {
+            self.escape = Some((start, Some((read + 1, unit))));
+            return None;
+        }
+        self.escape = None;
+        utf16_unit(&mut self.high_surrogate, unit, start)
     }
 }
 
@@ -517,6 +575,23 @@ mod tests {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD.encode(TEXT);
         assert_eq!(decode(Encoding::Base64, &format!(r"intro:\n\n{b64}")), TEXT, "escaped newline before the run");
+    }
+
+    fn json_text(text: &str) -> Vec<(char, u64)> {
+        let mut j = JsonText::default();
+        text.char_indices().filter_map(|(i, ch)| j.push(ch, i as u64)).collect()
+    }
+
+    #[test]
+    fn json_text_reads_escapes_as_the_parser_does() {
+        let read = |t: &str| json_text(t).into_iter().map(|(c, _)| c).collect::<String>();
+        assert_eq!(read(r#"{"text":"Q: Who?\nA: \"Me\" \\ \/ \t."}"#), "{\"text\":\"Q: Who?\nA: \"Me\" \\ /  .\"}");
+        let escaped: String = TEXT.encode_utf16().map(|u| format!("\\u{u:04X}")).collect();
+        assert_eq!(read(&escaped), TEXT, "surrogate pairs are joined");
+        assert_eq!(read(r"\\u0059"), r"\u0059", "an escaped backslash is left for the escape decoder");
+        assert_eq!(read(r"\ud83c x \u00zz"), " x zz", "a broken escape keeps what follows it");
+        // Each character is placed where its escape began, so a cut starts there.
+        assert_eq!(json_text(r"a\nb\u00e9"), [('a', 0), ('\n', 1), ('b', 3), ('é', 4)]);
     }
 
     proptest::proptest! {

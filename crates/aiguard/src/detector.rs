@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::canary::Canary;
 use crate::config::LeakAction;
-use crate::decode::{Decoder, ENCODINGS, Encoding};
+use crate::decode::{Decoder, ENCODINGS, Encoding, JsonText};
 use crate::normalize::{CharClass, FNV_START, fnv_step, normalize, normalize_char, rot13_char};
 use crate::prompt::{PLAIN, ProtectedPrompt, REVERSED, ROT13, VARIANTS, pair_key};
 
@@ -372,6 +372,9 @@ pub(crate) struct Detector {
     seen: Seen,
     plain: NgramStream,
     layers: Vec<Layer>,
+    /// Set for a field that carries a JSON document (tool-call arguments): its escapes are
+    /// read before anything else sees the text.
+    json: Option<JsonText>,
     pos: u64,
     decided: u64,
     state: State,
@@ -389,11 +392,19 @@ impl Detector {
             seen: Seen { bits: vec![0; slots.div_ceil(64)], count: [0; 3], fired: false },
             plain: NgramStream::new(Origin::Plain),
             layers: ENCODINGS.iter().map(|&e| Layer::new(e)).collect(),
+            json: None,
             pos: 0,
             decided: 0,
             state: State::Clean,
             regions: Vec::new(),
         }
+    }
+
+    /// A detector for a field whose text is a JSON document, such as a tool call's
+    /// arguments: it matches what the document says, not how it is escaped.
+    pub(crate) fn reading_json(mut self) -> Self {
+        self.json = Some(JsonText::default());
+        self
     }
 
     /// Bytes `[0, decided)` have their final verdict: released as they are, or (inside a
@@ -433,6 +444,13 @@ impl Detector {
         for (i, ch) in text.char_indices() {
             let raw = self.pos + i as u64;
             let end = raw + ch.len_utf8() as u64;
+            let (ch, raw) = match &mut self.json {
+                None => (ch, raw),
+                Some(json) => match json.push(ch, raw) {
+                    Some(read) => read,
+                    None => continue,
+                },
+            };
             let mut step = Step::default();
             let mut ctx = Ctx { prompt: &prompt, canary: canary.as_deref(), seen: &mut self.seen };
             merge(&mut step, feed_char(&mut self.plain, &mut ctx, ch, raw));

@@ -345,7 +345,11 @@ impl SseScanner {
         if self.slots.len() >= MAX_STREAMS {
             return Err(SseError::TooManyChoices { limit: MAX_STREAMS });
         }
-        self.slots.push(Slot { choice, field, det: Detector::new(self.prompt.clone(), self.canary.clone(), choice) });
+        let mut det = Detector::new(self.prompt.clone(), self.canary.clone(), choice);
+        if matches!(field, Field::ToolArguments(_) | Field::FunctionArguments) {
+            det = det.reading_json();
+        }
+        self.slots.push(Slot { choice, field, det });
         Ok(self.slots.len() - 1)
     }
 
@@ -754,7 +758,7 @@ fn parse_chunk(data: &[u8]) -> Option<Chunk<'_>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::LeakConfig;
     use crate::detector::LeakKind;
@@ -973,6 +977,37 @@ mod tests {
             let text = String::from_utf8_lossy(&out);
             assert!(!text.contains("Nimbus") && !text.contains("support assistant"), "{text}");
             assert!(text.contains("content_filter"));
+        }
+    }
+
+    /// A prompt of short lines: recited inside JSON, each line break is `\n`, two characters
+    /// that are no part of the prompt's text.
+    pub(crate) const LINES: &str = "Answer as Orbit, the travel desk bot.\nOnly book flights inside Europe.\n\
+        Never quote fares over the phone.\nAsk for the booking code first.\nHand refunds to a human agent.\n\
+        Keep every reply under fifty words.\nGreet members by their first name.\nOffer rail when flights are full.\n\
+        Do not promise seat upgrades.\nCheck visa rules for every trip.\nSend receipts by email only.\n\
+        Close each chat with a short summary.";
+
+    #[test]
+    fn a_prompt_of_short_lines_recited_in_tool_call_arguments_is_stopped_at_its_start() {
+        let settings = LeakConfig::default();
+        let prompt = Arc::new(ProtectedPrompt::new(LINES, &settings));
+        let half: String = LINES.chars().take(LINES.len() / 2).collect();
+        for recited in [LINES, half.as_str()] {
+            let leaked = serde_json::to_string(&serde_json::json!({"note": recited})).expect("json");
+            for piece in [1, 5, 24] {
+                let stream = delta_stream(&tool_call_deltas(&[&leaked], piece));
+                let (out, leaks, terminated) = feed(&mut SseScanner::new(prompt.clone(), None), &stream, 64);
+                assert!(terminated && !leaks.is_empty(), "piece {piece}: {recited}");
+                let args: String = String::from_utf8_lossy(&out)
+                    .split("\n\n")
+                    .filter_map(|e| serde_json::from_str::<Value>(e.strip_prefix("data: ")?).ok())
+                    .filter_map(|v| {
+                        Some(v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()?.to_owned())
+                    })
+                    .collect();
+                assert!(r#"{"note":""#.starts_with(&args), "piece {piece}: {args}");
+            }
         }
     }
 
