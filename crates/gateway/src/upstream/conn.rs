@@ -43,7 +43,10 @@ pub enum ConnError {
 /// moves bytes, polled by whoever is using the connection.
 pub struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
-    driver: Driver,
+    /// Boxed once per connection: hyper's connection state is most of a kilobyte, and a
+    /// `Conn` is moved several times a request (out of the pool, through the reply,
+    /// back in), each move a copy of everything inline.
+    driver: Pin<Box<Driver>>,
     /// The driver finished: the connection is closed (or broke) and is never reused.
     done: bool,
 }
@@ -55,7 +58,7 @@ impl Conn {
         if self.done {
             return Poll::Ready(());
         }
-        match Pin::new(&mut self.driver).poll(cx) {
+        match self.driver.as_mut().poll(cx) {
             Poll::Ready(_) => {
                 self.done = true;
                 Poll::Ready(())
@@ -175,7 +178,7 @@ impl ConnPool {
         };
         let _ = stream.set_nodelay(true);
         let (sender, driver) = http1::handshake(TokioIo::new(stream)).await.map_err(ConnError::Handshake)?;
-        Ok(Conn { sender, driver, done: false })
+        Ok(Conn { sender, driver: Box::pin(driver), done: false })
     }
 
     #[cfg(test)]
