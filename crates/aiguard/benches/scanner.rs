@@ -47,11 +47,25 @@ fn pieces(text: &str, size: usize) -> Vec<&str> {
     out
 }
 
-fn sse(text: &str, delta: usize) -> Vec<u8> {
+/// The reply streamed as `content` deltas, or (`in_arguments`) as a tool call whose
+/// arguments are the JSON document `{"text": reply}`, which is read as JSON while scanned.
+fn sse(text: &str, delta: usize, in_arguments: bool) -> Vec<u8> {
     let mut out = String::new();
+    let arguments;
+    let text = if in_arguments {
+        arguments = serde_json::json!({ "text": text }).to_string();
+        arguments.as_str()
+    } else {
+        text
+    };
     for piece in pieces(text, delta) {
+        let delta = if in_arguments {
+            serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        } else {
+            serde_json::json!({ "content": piece })
+        };
         let chunk = serde_json::json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1,
-            "model": "m", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
+            "model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
         out.push_str(&format!("data: {chunk}\n\n"));
     }
     out.push_str("data: [DONE]\n\n");
@@ -85,8 +99,10 @@ fn sse_scanner(c: &mut Criterion) {
     let mut group = c.benchmark_group("sse_scanner_16KB");
     group.throughput(Throughput::Bytes(reply.len() as u64));
     // (content bytes per event, network read size); 0 = one read per event.
-    for (delta, read) in [(20, 0), (20, 4096), (200, 0), (200, 4096)] {
-        let stream = sse(&reply, delta);
+    for (delta, read, in_arguments) in
+        [(20, 0, false), (20, 4096, false), (200, 0, false), (200, 4096, false), (200, 4096, true)]
+    {
+        let stream = sse(&reply, delta, in_arguments);
         let reads: Vec<&[u8]> = if read == 0 {
             stream
                 .split_inclusive(|&b| b == b'\n')
@@ -101,8 +117,11 @@ fn sse_scanner(c: &mut Criterion) {
         } else {
             stream.chunks(read).collect()
         };
-        let name =
+        let mut name =
             if read == 0 { format!("delta_{delta}B_read_per_event") } else { format!("delta_{delta}B_read_{read}B") };
+        if in_arguments {
+            name.push_str("_tool_arguments");
+        }
         group.bench_function(name, |b| {
             b.iter(|| {
                 let mut s = SseScanner::new(prompt.clone(), Some(&canary));
