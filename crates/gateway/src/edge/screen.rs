@@ -152,11 +152,11 @@ async fn check(
         // a model, one of the account's leases on requests in flight across the fleet.
         let key = p.key_prefix.as_deref().map(|prefix| (prefix, p.rpm_limit));
         let ctx = request.extensions().get::<RequestContext>();
-        let lease_id = ctx.filter(|c| c.route.costs_model()).and_then(|c| c.id.0.to_str().ok()).map(str::to_owned);
+        let lease_id = ctx.filter(|c| c.route.costs_model()).and_then(|c| c.id.0.to_str().ok());
         let checked = if together.is_some() {
-            edge.check_source_and_identified(client, key, p.user_id as u64, lease_id.as_deref(), now).await
+            edge.check_source_and_identified(client, key, p.user_id as u64, lease_id, now).await
         } else {
-            edge.check_identified(key, p.user_id as u64, lease_id.as_deref(), now).await
+            edge.check_identified(key, p.user_id as u64, lease_id, now).await
         };
         match checked {
             // From here any refusal gives the lease back (by dropping it).
