@@ -11,7 +11,7 @@
 //! session, an MFA change); on another node such a change is seen within `ttl`.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,31 @@ pub enum Credential {
 }
 
 /// Credential digest → (the answer, when it stops being trusted).
-type Entries = HashMap<u128, (Option<Arc<Principal>>, Instant)>;
+type Entries = HashMap<u128, (Option<Arc<Principal>>, Instant), BuildHasherDefault<Digest>>;
+
+/// The map's hash of a key that is already a keyed digest: its low 64 bits. Nobody outside
+/// the process can predict those either, so nobody can aim credentials at one bucket, and
+/// hashing them again with SipHash would only repeat the work.
+#[derive(Default)]
+struct Digest(u64);
+
+impl Hasher for Digest {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is ever called (the key type is `u128`); any other input is
+        // still folded in rather than dropped.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, digest: u128) {
+        self.0 = digest as u64;
+    }
+}
 
 pub struct PrincipalCache {
     ttl: Duration,
@@ -44,7 +68,7 @@ impl PrincipalCache {
         PrincipalCache {
             ttl,
             capacity,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::default()),
             keys: [RandomState::new(), RandomState::new()],
         }
     }
