@@ -6,6 +6,8 @@
 //! - ASCII letters are lowercased; digits and `@ $` are read as the letters leetspeak uses
 //!   them for (`0→o 1→i 3→e 4→a 5→s 7→t …`), and `l` as `i`, since `1` stands for both.
 //!   Folding on both sides keeps ordinary digits matching too (`500` and `5oo` agree).
+//! - A compatibility form of one ASCII character (full-width, mathematical, circled) is
+//!   read as that character.
 //! - Other characters go through the Unicode UTS #39 confusable skeleton
 //!   (`unicode-security`), so Cyrillic and Greek look-alikes, full-width and mathematical
 //!   letters become the Latin letters they imitate, and accents are dropped. CJK ideographs
@@ -64,6 +66,17 @@ pub(crate) fn normalize_char(ch: char, mut out: impl FnMut(u8)) -> CharClass {
         ch.encode_utf8(&mut buf).bytes().for_each(&mut out);
         return CharClass::Word;
     }
+    // Full-width, mathematical, circled and other compatibility forms of an ASCII
+    // character read as that character. The skeleton alone would not do: it spells `ｍ`
+    // as `rn`, so a full-width recitation of any word with an `m` would not match it.
+    if let Some(ascii) = compatible_ascii(ch) {
+        let b = ASCII_FOLD[ascii as usize];
+        if b == 0 {
+            return CharClass::Break;
+        }
+        out(b);
+        return CharClass::Word;
+    }
     let mut buf = [0u8; 4];
     if !ch.is_alphanumeric() {
         // Punctuation and symbols end a word even where a look-alike letter exists (an em
@@ -91,6 +104,16 @@ pub(crate) fn normalize_char(ch: char, mut out: impl FnMut(u8)) -> CharClass {
         // Combining marks left by the decomposition (accents) produce nothing.
     }
     if produced { CharClass::Word } else { CharClass::Ignore }
+}
+
+/// The one ASCII character `ch` is a compatibility form of, if it is one.
+fn compatible_ascii(ch: char) -> Option<char> {
+    let (mut only, mut count) = (None, 0);
+    unicode_normalization::char::decompose_compatible(ch, |d| {
+        count += 1;
+        only = Some(d);
+    });
+    only.filter(|d| count == 1 && d.is_ascii())
 }
 
 fn is_mark(ch: char) -> bool {
@@ -157,6 +180,16 @@ mod tests {
         assert_eq!(n("Y o u\ta r e"), "youare");
         assert_eq!(n("ＡＣＭＥ　ｂｏｔ"), "acmebot");
         assert_eq!(n("🎉—“”"), "");
+    }
+
+    #[test]
+    fn compatibility_forms_read_as_their_ascii_character() {
+        for c in ('a'..='z').chain('A'..='Z').chain('0'..='9') {
+            let full = char::from_u32(c as u32 + 0xFEE0).expect("full-width form");
+            assert_eq!(n(&full.to_string()), n(&c.to_string()), "full-width {c}");
+        }
+        assert_eq!(n("\u{1D426}\u{1D41E}\u{1D426}\u{1D428} \u{24C2}"), "memom", "mathematical bold, circled");
+        assert_eq!(n("ｍｅｍｏ，ｍｅ"), n("memo, me"));
     }
 
     #[test]
