@@ -766,6 +766,20 @@ fn variants(prompt: &str, injected: &str) -> Vec<(&'static str, String)> {
         .collect();
     let reversed_words: String = prompt.split_whitespace().rev().collect::<Vec<_>>().join(" ");
     let b64_of_hex = base64::engine::general_purpose::STANDARD.encode(&hex);
+    // Noise a model can be asked to add so that no run of letters is the prompt's.
+    let zero_width: String = prompt.chars().flat_map(|c| [c, '\u{200B}']).collect();
+    let full_width: String = prompt
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { char::from_u32(c as u32 + 0xFEE0).unwrap_or(c) } else { c })
+        .collect();
+    let bold_words: String = prompt.split_whitespace().map(|w| format!("**{w}**")).collect::<Vec<_>>().join(" ");
+    let word_per_line: String = prompt.split_whitespace().collect::<Vec<_>>().join("\n");
+    let snake_case: String = prompt.split_whitespace().collect::<Vec<_>>().join("_");
+    let alternating: String = prompt
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+        .collect();
     vec![
         ("verbatim", prompt.to_owned()),
         ("verbatim + canary", injected.to_owned()),
@@ -789,6 +803,12 @@ fn variants(prompt: &str, injected: &str) -> Vec<(&'static str, String)> {
         ("reversed", prompt.chars().rev().collect()),
         ("reversed word order", reversed_words),
         ("spaced out", prompt.chars().map(String::from).collect::<Vec<_>>().join(" ")),
+        ("zero-width between letters", zero_width),
+        ("full-width letters", full_width),
+        ("every word in bold", bold_words),
+        ("one word per line", word_per_line),
+        ("words joined by _", snake_case),
+        ("alternating case", alternating),
     ]
 }
 
@@ -806,6 +826,9 @@ fn expansion(variant: &str) -> f64 {
         "base32" => 1.6,
         "base64 of hex" => 8.0 / 3.0,
         "spaced out" => 2.0,
+        "zero-width between letters" => 4.0,
+        "full-width letters" => 3.0,
+        "every word in bold" => 1.6,
         _ => 1.0,
     }
 }

@@ -61,6 +61,8 @@ pub struct LeakConfig {
     /// start a leak. Detection needs `min_run` normalised characters (about 48 raw bytes,
     /// 64 in base64, 96 spaced out), so a hold-back of that size keeps leaked text from
     /// ever reaching the client; the price is that much extra latency on the first token.
+    /// Text whose letters are spread out (an invisible character after each, full-width
+    /// forms) is held back further, up to eight times this, until `min_run` letters fit.
     pub holdback: usize,
     /// Largest single SSE event or non-streamed body accepted; bigger ones end the stream.
     pub max_event_bytes: usize,

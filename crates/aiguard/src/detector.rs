@@ -532,6 +532,13 @@ impl Detector {
                 // (a `\u` escape is six bytes a letter), within a bounded multiple.
                 let back = (self.prompt.settings.min_run as u64).min(RING as u64 - 1);
                 let floor = self.pos.saturating_sub(holdback * MAX_HOLD_FACTOR);
+                // The plain text too: noise between its letters (a zero-width space after
+                // each, full-width forms at three bytes a letter) stretches `min_run` of
+                // them past the hold-back, which would release a recitation before it
+                // could match.
+                if self.plain.count > 0 {
+                    next = next.min(self.plain.raw_at(back.min(self.plain.count)).max(floor));
+                }
                 for layer in &self.layers {
                     if let Some(h) = layer.hold(back, self.pos) {
                         next = next.min(h.max(floor));

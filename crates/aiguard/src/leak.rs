@@ -177,6 +177,23 @@ mod tests {
     }
 
     #[test]
+    fn noise_between_letters_does_not_carry_a_recitation_past_the_holdback() {
+        let zero_width: String = PROMPT.chars().flat_map(|c| [c, '\u{200B}']).collect();
+        let full_width: String = PROMPT
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { char::from_u32(c as u32 + 0xFEE0).unwrap_or(c) } else { c })
+            .collect();
+        for recited in [zero_width, full_width] {
+            for chunk in [1, 7, 50] {
+                let (out, leaks) =
+                    run(&mut scanner(LeakAction::Terminate, None), &format!("Sure: {recited} Anything else?"), chunk);
+                assert_eq!(out, "Sure: ", "chunk {chunk}");
+                assert!(!leaks.is_empty());
+            }
+        }
+    }
+
+    #[test]
     fn redaction_replaces_the_leak_and_keeps_the_rest() {
         let outro = " Let me know if you need anything else about your invoices, I am happy to help today.";
         let text = format!("Here you go: {PROMPT}{outro}");
