@@ -780,6 +780,24 @@ fn variants(prompt: &str, injected: &str) -> Vec<(&'static str, String)> {
         .enumerate()
         .map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
         .collect();
+    let words_backwards: String =
+        prompt.split_whitespace().map(|w| w.chars().rev().collect::<String>()).collect::<Vec<_>>().join(" ");
+    let caesar3: String = prompt
+        .chars()
+        .map(|c| match c {
+            'a'..='z' => (((c as u8 - b'a') + 3) % 26 + b'a') as char,
+            'A'..='Z' => (((c as u8 - b'A') + 3) % 26 + b'A') as char,
+            _ => c,
+        })
+        .collect();
+    let atbash: String = prompt
+        .chars()
+        .map(|c| match c {
+            'a'..='z' => (b'z' - (c as u8 - b'a')) as char,
+            'A'..='Z' => (b'Z' - (c as u8 - b'A')) as char,
+            _ => c,
+        })
+        .collect();
     vec![
         ("verbatim", prompt.to_owned()),
         ("verbatim + canary", injected.to_owned()),
@@ -809,6 +827,9 @@ fn variants(prompt: &str, injected: &str) -> Vec<(&'static str, String)> {
         ("one word per line", word_per_line),
         ("words joined by _", snake_case),
         ("alternating case", alternating),
+        ("each word spelled backwards", words_backwards),
+        ("caesar cipher (shift 3)", caesar3),
+        ("atbash cipher", atbash),
     ]
 }
 

@@ -24,7 +24,7 @@ use crate::canary::Canary;
 use crate::config::LeakAction;
 use crate::decode::{Decoder, ENCODINGS, Encoding, JsonText};
 use crate::normalize::{CharClass, FNV_START, fnv_step, normalize, normalize_char, rot13_char};
-use crate::prompt::{PLAIN, ProtectedPrompt, REVERSED, ROT13, VARIANTS, pair_key};
+use crate::prompt::{ATBASH, CAESAR, PLAIN, ProtectedPrompt, REVERSED, ROT13, VARIANTS, WORDS_BACKWARDS, pair_key};
 
 /// How the reply gave the prompt away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -39,8 +39,10 @@ pub enum LeakKind {
     Base64,
     /// The prompt in rot13.
     Rot13,
-    /// The prompt written backwards.
+    /// The prompt written backwards, or each of its words spelled backwards.
     Reversed,
+    /// The prompt in the Caesar or the Atbash cipher.
+    Cipher,
     /// The prompt spelled out with separators between the letters.
     SpacedOut,
     /// The prompt base32-encoded.
@@ -62,6 +64,7 @@ impl LeakKind {
             Self::Base64 => "base64",
             Self::Rot13 => "rot13",
             Self::Reversed => "reversed",
+            Self::Cipher => "cipher",
             Self::SpacedOut => "spaced_out",
             Self::Base32 => "base32",
             Self::Hex => "hex",
@@ -202,8 +205,8 @@ struct NgramStream {
     key: u64,
     /// Normalised bytes seen since the last reset.
     count: u64,
-    runs: [u32; 3],
-    run_start: [u64; 3],
+    runs: [u32; VARIANTS.len()],
+    run_start: [u64; VARIANTS.len()],
     ring: [u64; RING],
     kmp: [usize; MAX_NEEDLES],
     /// Some KMP state is past zero.
@@ -217,8 +220,8 @@ impl NgramStream {
         Self {
             key: 0,
             count: 0,
-            runs: [0; 3],
-            run_start: [0; 3],
+            runs: [0; VARIANTS.len()],
+            run_start: [0; VARIANTS.len()],
             ring: [0; RING],
             kmp: [0; MAX_NEEDLES],
             kmp_live: false,
@@ -256,7 +259,7 @@ fn merge(into: &mut Step, from: Step) {
 #[derive(Debug, Clone)]
 struct Seen {
     bits: Vec<u64>,
-    count: [u32; 3],
+    count: [u32; VARIANTS.len()],
     fired: bool,
 }
 
@@ -389,7 +392,7 @@ impl Detector {
             prompt,
             canary,
             choice,
-            seen: Seen { bits: vec![0; slots.div_ceil(64)], count: [0; 3], fired: false },
+            seen: Seen { bits: vec![0; slots.div_ceil(64)], count: [0; VARIANTS.len()], fired: false },
             plain: NgramStream::new(Origin::Plain),
             layers: ENCODINGS.iter().map(|&e| Layer::new(e)).collect(),
             json: None,
@@ -614,7 +617,7 @@ fn scan_byte(s: &mut NgramStream, ctx: &mut Ctx<'_>, b: u8, raw: u64) -> Step {
         return step;
     }
     let Some(entry) = prompt.lookup(s.key) else {
-        s.runs = [0; 3];
+        s.runs = [0; VARIANTS.len()];
         return step;
     };
     let seen = &mut *ctx.seen;
@@ -653,7 +656,8 @@ fn scan_byte(s: &mut NgramStream, ctx: &mut Ctx<'_>, b: u8, raw: u64) -> Step {
             let start = s.run_start[v];
             let plain_kind = match *variant {
                 ROT13 => LeakKind::Rot13,
-                REVERSED => LeakKind::Reversed,
+                REVERSED | WORDS_BACKWARDS => LeakKind::Reversed,
+                CAESAR | ATBASH => LeakKind::Cipher,
                 // A run whose raw span is well over the normalised length was spelled out
                 // with separators between the letters.
                 PLAIN if (raw - start) * 5 > u64::from(s.runs[v] + n as u32 - 1) * 9 => LeakKind::SpacedOut,

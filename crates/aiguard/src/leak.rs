@@ -194,6 +194,32 @@ mod tests {
     }
 
     #[test]
+    fn a_recitation_in_a_cipher_or_with_its_words_spelled_backwards_is_cut_before_it_starts() {
+        let shift = |c: char, by: u8| match c {
+            'a'..='z' => (b'a' + (c as u8 - b'a' + by) % 26) as char,
+            'A'..='Z' => (b'A' + (c as u8 - b'A' + by) % 26) as char,
+            _ => c,
+        };
+        let mirror = |c: char| match c {
+            'a'..='z' => (b'z' - (c as u8 - b'a')) as char,
+            'A'..='Z' => (b'Z' - (c as u8 - b'A')) as char,
+            _ => c,
+        };
+        let caesar: String = PROMPT.chars().map(|c| shift(c, 3)).collect();
+        let atbash: String = PROMPT.chars().map(mirror).collect();
+        let backwards: Vec<String> = PROMPT.split(' ').map(|w| w.chars().rev().collect()).collect();
+        for (recited, kind) in
+            [(caesar, LeakKind::Cipher), (atbash, LeakKind::Cipher), (backwards.join(" "), LeakKind::Reversed)]
+        {
+            for chunk in [1, 9, 60] {
+                let (out, leaks) = run(&mut scanner(LeakAction::Terminate, None), &format!("Here: {recited}"), chunk);
+                assert_eq!(out, "Here: ", "{kind:?}, chunk {chunk}");
+                assert_eq!(leaks.first().map(|l| l.kind), Some(kind));
+            }
+        }
+    }
+
+    #[test]
     fn redaction_replaces_the_leak_and_keeps_the_rest() {
         let outro = " Let me know if you need anything else about your invoices, I am happy to help today.";
         let text = format!("Here you go: {PROMPT}{outro}");

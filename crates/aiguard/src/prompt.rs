@@ -13,7 +13,16 @@ pub(crate) const PLAIN: u8 = 1;
 pub(crate) const ROT13: u8 = 2;
 /// Variant bit: the n-gram occurs in the prompt read backwards.
 pub(crate) const REVERSED: u8 = 4;
-pub(crate) const VARIANTS: [u8; 3] = [PLAIN, ROT13, REVERSED];
+/// Variant bit: the n-gram occurs in the prompt's Caesar cipher (every letter three on).
+pub(crate) const CAESAR: u8 = 8;
+/// Variant bit: the n-gram occurs in the prompt's Atbash cipher (`a`↔`z`, `b`↔`y` …).
+pub(crate) const ATBASH: u8 = 16;
+/// Variant bit: the n-gram occurs in the prompt with each word spelled backwards, the
+/// words in their order.
+pub(crate) const WORDS_BACKWARDS: u8 = 32;
+/// Each is a transformation a model can be asked to recite its prompt through, cheap
+/// enough to index: one more table entry per prompt n-gram, looked up by the same key.
+pub(crate) const VARIANTS: [u8; 6] = [PLAIN, ROT13, REVERSED, CAESAR, ATBASH, WORDS_BACKWARDS];
 
 pub(crate) use crate::normalize::{normalize, rot13_char};
 
@@ -61,7 +70,7 @@ pub struct ProtectedPrompt {
     pub(crate) table: NgramTable,
     /// Distinct n-grams per variant, and how many of them a reply must contain for the
     /// containment rule to fire.
-    pub(crate) containment_need: [u32; 3],
+    pub(crate) containment_need: [u32; VARIANTS.len()],
     /// Consecutive matching n-grams that make a run long enough to be a leak.
     pub(crate) run_needed: u32,
     /// Mask keeping the low `ngram` bytes of a packed key.
@@ -167,10 +176,20 @@ impl ProtectedPrompt {
         let norm = normalize(text);
         let rot = normalize(&text.chars().map(rot13_char).collect::<String>());
         let rev = normalize(&text.chars().rev().collect::<String>());
+        let caesar = normalize(&text.chars().map(|c| shift_letter(c, 3)).collect::<String>());
+        let atbash = normalize(&text.chars().map(atbash_letter).collect::<String>());
+        let words_backwards = normalize(&words_spelled_backwards(text));
 
         let mut table = NgramTable::default();
-        let mut totals = [0u32; 3];
-        for (variant, bytes) in [(PLAIN, &norm), (ROT13, &rot), (REVERSED, &rev)] {
+        let mut totals = [0u32; VARIANTS.len()];
+        for (variant, bytes) in [
+            (PLAIN, &norm),
+            (ROT13, &rot),
+            (REVERSED, &rev),
+            (CAESAR, &caesar),
+            (ATBASH, &atbash),
+            (WORDS_BACKWARDS, &words_backwards),
+        ] {
             for window in bytes.windows(n) {
                 let key = window.iter().fold(0u64, |k, &b| (k << 8) | u64::from(b));
                 let next_id = table.len() as u32;
@@ -230,6 +249,41 @@ impl ProtectedPrompt {
     }
 }
 
+/// `c` moved `by` places on in the Latin alphabet, case kept.
+fn shift_letter(c: char, by: u8) -> char {
+    match c {
+        'a'..='z' => (b'a' + (c as u8 - b'a' + by) % 26) as char,
+        'A'..='Z' => (b'A' + (c as u8 - b'A' + by) % 26) as char,
+        _ => c,
+    }
+}
+
+/// `c` mirrored in the Latin alphabet, case kept.
+fn atbash_letter(c: char) -> char {
+    match c {
+        'a'..='z' => (b'z' - (c as u8 - b'a')) as char,
+        'A'..='Z' => (b'Z' - (c as u8 - b'A')) as char,
+        _ => c,
+    }
+}
+
+/// Every word (a run between spaces, so `travel-planning` is one) spelled backwards in
+/// place.
+fn words_spelled_backwards(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = Vec::new();
+    for c in text.chars() {
+        if !c.is_whitespace() {
+            word.push(c);
+        } else {
+            out.extend(word.drain(..).rev());
+            out.push(c);
+        }
+    }
+    out.extend(word.drain(..).rev());
+    out
+}
+
 #[inline]
 fn filter_index(key: u64, shift: u32) -> usize {
     (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize
@@ -247,6 +301,9 @@ mod tests {
         assert_eq!(p.table.get(&key(b"heipfuia")).map(|e| e.mask & PLAIN), Some(PLAIN), "l and 1 read as i");
         assert_eq!(p.table.get(&key(b"ibhnergu")).map(|e| e.mask & ROT13), Some(ROT13));
         assert_eq!(p.table.get(&key(b"knabemca")).map(|e| e.mask & REVERSED), Some(REVERSED));
+        assert_eq!(p.table.get(&key(b"brxduhwk")).map(|e| e.mask & CAESAR), Some(CAESAR));
+        assert_eq!(p.table.get(&key(b"bifzivgs")).map(|e| e.mask & ATBASH), Some(ATBASH));
+        assert_eq!(p.table.get(&key(b"uoyeraeh")).map(|e| e.mask & WORDS_BACKWARDS), Some(WORDS_BACKWARDS));
         assert!(p.overlap_enabled);
         assert!(!ProtectedPrompt::new("Be terse.", &LeakConfig::default()).overlap_enabled);
         assert!(!format!("{p:?}").contains("Acme"), "debug output must not show the prompt");
