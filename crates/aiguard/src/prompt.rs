@@ -1,6 +1,6 @@
 //! A protected system prompt, indexed once at configuration load: the set of its character
-//! n-grams (plain, rot13 and reversed) that the leak scanner looks up for every byte of a
-//! reply.
+//! n-grams (plain, rot13, reversed, Caesar, Atbash, each word spelled backwards) that the
+//! leak scanner looks up for every byte of a reply.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
