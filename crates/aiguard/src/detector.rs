@@ -101,9 +101,9 @@ pub(crate) const MAX_DEPTH: u8 = 2;
 /// Adjacent word pairs of the prompt, in reversed order, that make a reordered recitation
 /// (with at least `min_run` normalised bytes among their words).
 const MIN_PAIRS: u32 = 5;
-/// Canary needles: the token plain, rot13 and reversed; the name plain, rot13, reversed and
-/// with its two words swapped.
-const MAX_NEEDLES: usize = 7;
+/// Canary needles: the token plain, rot13, reversed and in the Caesar and Atbash ciphers;
+/// the name plain, rot13, reversed and with its two words swapped.
+const MAX_NEEDLES: usize = 9;
 /// A decoded stream may hold raw text back at most this many times the configured
 /// hold-back, however long its run: the hold-back stays bounded.
 const MAX_HOLD_FACTOR: u64 = 8;
@@ -130,6 +130,8 @@ impl CanaryNeedles {
             token.to_owned(),
             token.chars().map(rot13_char).collect(),
             token.chars().rev().collect(),
+            token.chars().map(|c| crate::prompt::shift_letter(c, 3)).collect(),
+            token.chars().map(crate::prompt::atbash_letter).collect(),
             name.to_owned(),
             name.chars().map(rot13_char).collect(),
             name.chars().rev().collect(),

@@ -256,6 +256,19 @@ mod tests {
     }
 
     #[test]
+    fn the_canary_is_found_through_the_caesar_and_atbash_ciphers() {
+        let prompt = Arc::new(ProtectedPrompt::new("Be terse.", &LeakConfig::default()));
+        let canary = Canary::from_random(&[5; 20]);
+        let injected = crate::canary::inject("Be terse.", &canary);
+        let caesar: String = injected.chars().map(|c| crate::prompt::shift_letter(c, 3)).collect();
+        let atbash: String = injected.chars().map(crate::prompt::atbash_letter).collect();
+        for recited in [caesar, atbash] {
+            let (_, leaks) = run(&mut LeakScanner::new(prompt.clone(), Some(&canary)), &recited, 3);
+            assert_eq!(leaks.first().map(|l| l.kind), Some(LeakKind::Canary), "{recited}");
+        }
+    }
+
+    #[test]
     fn render_handles_regions() {
         let regions = [Region { start: 2, end: 4 }, Region { start: 6, end: u64::MAX }];
         let mut out = String::new();

@@ -250,7 +250,7 @@ impl ProtectedPrompt {
 }
 
 /// `c` moved `by` places on in the Latin alphabet, case kept.
-fn shift_letter(c: char, by: u8) -> char {
+pub(crate) fn shift_letter(c: char, by: u8) -> char {
     match c {
         'a'..='z' => (b'a' + (c as u8 - b'a' + by) % 26) as char,
         'A'..='Z' => (b'A' + (c as u8 - b'A' + by) % 26) as char,
@@ -259,7 +259,7 @@ fn shift_letter(c: char, by: u8) -> char {
 }
 
 /// `c` mirrored in the Latin alphabet, case kept.
-fn atbash_letter(c: char) -> char {
+pub(crate) fn atbash_letter(c: char) -> char {
     match c {
         'a'..='z' => (b'z' - (c as u8 - b'a')) as char,
         'A'..='Z' => (b'Z' - (c as u8 - b'A')) as char,
