@@ -17,9 +17,10 @@
 #             path, upstream connection), not the background tasks (status page
 #             recorder, health checks), which run on timers
 #
-# Caveat: valgrind does not emulate the CPU's SHA extensions, so the SHA-256 in
-# Palisade's credential cache is counted as the software fallback (about 7,000
-# instructions a request; a few hundred cycles on the real CPU).
+# Caveat: valgrind does not emulate the CPU's SHA extensions, so SHA-256 is counted
+# as the software fallback (about 7,000 instructions a digest). It runs once per key
+# here, on the first request; the credential cache names the caller after that
+# without it.
 #
 # Environment: TARGETS ["hyper palisade"], DURATION seconds per count [10],
 # CONNS [4], BASE_PORT [18450], NO_BUILD=1 to use the release binaries as they are.
