@@ -260,8 +260,8 @@ mod tests {
         let prompt = Arc::new(ProtectedPrompt::new("Be terse.", &LeakConfig::default()));
         let canary = Canary::from_random(&[5; 20]);
         let injected = crate::canary::inject("Be terse.", &canary);
-        let caesar: String = injected.chars().map(|c| crate::prompt::shift_letter(c, 3)).collect();
-        let atbash: String = injected.chars().map(crate::prompt::atbash_letter).collect();
+        let caesar: String = injected.chars().map(|c| crate::normalize::shift_letter(c, 3)).collect();
+        let atbash: String = injected.chars().map(crate::normalize::atbash_letter).collect();
         for recited in [caesar, atbash] {
             let (_, leaks) = run(&mut LeakScanner::new(prompt.clone(), Some(&canary)), &recited, 3);
             assert_eq!(leaks.first().map(|l| l.kind), Some(LeakKind::Canary), "{recited}");

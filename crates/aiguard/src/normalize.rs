@@ -147,9 +147,23 @@ pub(crate) fn words(text: &str) -> Vec<Vec<u8>> {
 /// rot13 of ASCII letters; everything else unchanged. Applied to the raw text before
 /// normalising, like a model applies it to the prompt.
 pub(crate) fn rot13_char(c: char) -> char {
+    shift_letter(c, 13)
+}
+
+/// `c` moved `by` places on in the Latin alphabet, case kept.
+pub(crate) fn shift_letter(c: char, by: u8) -> char {
     match c {
-        'a'..='z' => (b'a' + (c as u8 - b'a' + 13) % 26) as char,
-        'A'..='Z' => (b'A' + (c as u8 - b'A' + 13) % 26) as char,
+        'a'..='z' => (b'a' + (c as u8 - b'a' + by) % 26) as char,
+        'A'..='Z' => (b'A' + (c as u8 - b'A' + by) % 26) as char,
+        _ => c,
+    }
+}
+
+/// `c` mirrored in the Latin alphabet, case kept.
+pub(crate) fn atbash_letter(c: char) -> char {
+    match c {
+        'a'..='z' => (b'z' - (c as u8 - b'a')) as char,
+        'A'..='Z' => (b'Z' - (c as u8 - b'A')) as char,
         _ => c,
     }
 }

@@ -24,7 +24,7 @@ pub(crate) const WORDS_BACKWARDS: u8 = 32;
 /// enough to index: one more table entry per prompt n-gram, looked up by the same key.
 pub(crate) const VARIANTS: [u8; 6] = [PLAIN, ROT13, REVERSED, CAESAR, ATBASH, WORDS_BACKWARDS];
 
-pub(crate) use crate::normalize::{normalize, rot13_char};
+pub(crate) use crate::normalize::{atbash_letter, normalize, rot13_char, shift_letter};
 
 /// One distinct prompt n-gram: which variants contain it and its slot in the per-request
 /// "seen" bitset.
@@ -246,24 +246,6 @@ impl ProtectedPrompt {
     /// Number of distinct n-gram slots; the per-request state holds one bit per slot.
     pub(crate) fn slots(&self) -> usize {
         self.table.len()
-    }
-}
-
-/// `c` moved `by` places on in the Latin alphabet, case kept.
-pub(crate) fn shift_letter(c: char, by: u8) -> char {
-    match c {
-        'a'..='z' => (b'a' + (c as u8 - b'a' + by) % 26) as char,
-        'A'..='Z' => (b'A' + (c as u8 - b'A' + by) % 26) as char,
-        _ => c,
-    }
-}
-
-/// `c` mirrored in the Latin alphabet, case kept.
-pub(crate) fn atbash_letter(c: char) -> char {
-    match c {
-        'a'..='z' => (b'z' - (c as u8 - b'a')) as char,
-        'A'..='Z' => (b'Z' - (c as u8 - b'A')) as char,
-        _ => c,
     }
 }
 
