@@ -830,6 +830,7 @@ fn variants(prompt: &str, injected: &str) -> Vec<(&'static str, String)> {
         ("each word spelled backwards", words_backwards),
         ("caesar cipher (shift 3)", caesar3),
         ("atbash cipher", atbash),
+        ("vowels left out", prompt.chars().filter(|c| !"aeiouAEIOU".contains(*c)).collect()),
     ]
 }
 

@@ -24,7 +24,9 @@ use crate::canary::Canary;
 use crate::config::LeakAction;
 use crate::decode::{Decoder, ENCODINGS, Encoding, JsonText};
 use crate::normalize::{CharClass, FNV_START, fnv_step, normalize, normalize_char, rot13_char};
-use crate::prompt::{ATBASH, CAESAR, PLAIN, ProtectedPrompt, REVERSED, ROT13, VARIANTS, WORDS_BACKWARDS, pair_key};
+use crate::prompt::{
+    ATBASH, CAESAR, NO_VOWELS, PLAIN, ProtectedPrompt, REVERSED, ROT13, VARIANTS, WORDS_BACKWARDS, pair_key,
+};
 
 /// How the reply gave the prompt away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -41,7 +43,7 @@ pub enum LeakKind {
     Rot13,
     /// The prompt written backwards, or each of its words spelled backwards.
     Reversed,
-    /// The prompt in the Caesar or the Atbash cipher.
+    /// The prompt in the Caesar or the Atbash cipher, or without its vowels.
     Cipher,
     /// The prompt spelled out with separators between the letters.
     SpacedOut,
@@ -659,7 +661,7 @@ fn scan_byte(s: &mut NgramStream, ctx: &mut Ctx<'_>, b: u8, raw: u64) -> Step {
             let plain_kind = match *variant {
                 ROT13 => LeakKind::Rot13,
                 REVERSED | WORDS_BACKWARDS => LeakKind::Reversed,
-                CAESAR | ATBASH => LeakKind::Cipher,
+                CAESAR | ATBASH | NO_VOWELS => LeakKind::Cipher,
                 // A run whose raw span is well over the normalised length was spelled out
                 // with separators between the letters.
                 PLAIN if (raw - start) * 5 > u64::from(s.runs[v] + n as u32 - 1) * 9 => LeakKind::SpacedOut,

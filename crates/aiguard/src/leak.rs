@@ -194,7 +194,7 @@ mod tests {
     }
 
     #[test]
-    fn a_recitation_in_a_cipher_or_with_its_words_spelled_backwards_is_cut_before_it_starts() {
+    fn a_recitation_in_a_cipher_without_vowels_or_with_its_words_spelled_backwards_is_cut_before_it_starts() {
         let shift = |c: char, by: u8| match c {
             'a'..='z' => (b'a' + (c as u8 - b'a' + by) % 26) as char,
             'A'..='Z' => (b'A' + (c as u8 - b'A' + by) % 26) as char,
@@ -208,9 +208,13 @@ mod tests {
         let caesar: String = PROMPT.chars().map(|c| shift(c, 3)).collect();
         let atbash: String = PROMPT.chars().map(mirror).collect();
         let backwards: Vec<String> = PROMPT.split(' ').map(|w| w.chars().rev().collect()).collect();
-        for (recited, kind) in
-            [(caesar, LeakKind::Cipher), (atbash, LeakKind::Cipher), (backwards.join(" "), LeakKind::Reversed)]
-        {
+        let no_vowels: String = PROMPT.chars().filter(|c| !"aeiouAEIOU".contains(*c)).collect();
+        for (recited, kind) in [
+            (caesar, LeakKind::Cipher),
+            (atbash, LeakKind::Cipher),
+            (backwards.join(" "), LeakKind::Reversed),
+            (no_vowels, LeakKind::Cipher),
+        ] {
             for chunk in [1, 9, 60] {
                 let (out, leaks) = run(&mut scanner(LeakAction::Terminate, None), &format!("Here: {recited}"), chunk);
                 assert_eq!(out, "Here: ", "{kind:?}, chunk {chunk}");

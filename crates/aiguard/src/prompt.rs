@@ -1,6 +1,6 @@
 //! A protected system prompt, indexed once at configuration load: the set of its character
-//! n-grams (plain, rot13, reversed, Caesar, Atbash, each word spelled backwards) that the
-//! leak scanner looks up for every byte of a reply.
+//! n-grams (plain, rot13, reversed, Caesar, Atbash, each word spelled backwards, without
+//! vowels) that the leak scanner looks up for every byte of a reply.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -20,9 +20,11 @@ pub(crate) const ATBASH: u8 = 16;
 /// Variant bit: the n-gram occurs in the prompt with each word spelled backwards, the
 /// words in their order.
 pub(crate) const WORDS_BACKWARDS: u8 = 32;
+/// Variant bit: the n-gram occurs in the prompt with its vowels left out (`Y r Nmbs`).
+pub(crate) const NO_VOWELS: u8 = 64;
 /// Each is a transformation a model can be asked to recite its prompt through, cheap
 /// enough to index: one more table entry per prompt n-gram, looked up by the same key.
-pub(crate) const VARIANTS: [u8; 6] = [PLAIN, ROT13, REVERSED, CAESAR, ATBASH, WORDS_BACKWARDS];
+pub(crate) const VARIANTS: [u8; 7] = [PLAIN, ROT13, REVERSED, CAESAR, ATBASH, WORDS_BACKWARDS, NO_VOWELS];
 
 pub(crate) use crate::normalize::{atbash_letter, normalize, rot13_char, shift_letter};
 
@@ -179,6 +181,7 @@ impl ProtectedPrompt {
         let caesar = normalize(&text.chars().map(|c| shift_letter(c, 3)).collect::<String>());
         let atbash = normalize(&text.chars().map(atbash_letter).collect::<String>());
         let words_backwards = normalize(&words_spelled_backwards(text));
+        let no_vowels = normalize(&text.chars().filter(|c| !"aeiouAEIOU".contains(*c)).collect::<String>());
 
         let mut table = NgramTable::default();
         let mut totals = [0u32; VARIANTS.len()];
@@ -189,6 +192,7 @@ impl ProtectedPrompt {
             (CAESAR, &caesar),
             (ATBASH, &atbash),
             (WORDS_BACKWARDS, &words_backwards),
+            (NO_VOWELS, &no_vowels),
         ] {
             for window in bytes.windows(n) {
                 let key = window.iter().fold(0u64, |k, &b| (k << 8) | u64::from(b));
@@ -286,6 +290,7 @@ mod tests {
         assert_eq!(p.table.get(&key(b"brxduhwk")).map(|e| e.mask & CAESAR), Some(CAESAR));
         assert_eq!(p.table.get(&key(b"bifzivgs")).map(|e| e.mask & ATBASH), Some(ATBASH));
         assert_eq!(p.table.get(&key(b"uoyeraeh")).map(|e| e.mask & WORDS_BACKWARDS), Some(WORDS_BACKWARDS));
+        assert_eq!(p.table.get(&key(b"yrthhipf")).map(|e| e.mask & NO_VOWELS), Some(NO_VOWELS));
         assert!(p.overlap_enabled);
         assert!(!ProtectedPrompt::new("Be terse.", &LeakConfig::default()).overlap_enabled);
         assert!(!format!("{p:?}").contains("Acme"), "debug output must not show the prompt");
