@@ -798,6 +798,8 @@ fn variants(prompt: &str, injected: &str) -> Vec<(&'static str, String)> {
             _ => c,
         })
         .collect();
+    let words: Vec<&str> = prompt.split_whitespace().collect();
+    let filler: String = words.iter().map(|w| format!("{w} um")).collect::<Vec<_>>().join(" ");
     vec![
         ("verbatim", prompt.to_owned()),
         ("verbatim + canary", injected.to_owned()),
@@ -831,6 +833,7 @@ fn variants(prompt: &str, injected: &str) -> Vec<(&'static str, String)> {
         ("caesar cipher (shift 3)", caesar3),
         ("atbash cipher", atbash),
         ("vowels left out", prompt.chars().filter(|c| !"aeiouAEIOU".contains(*c)).collect()),
+        ("a filler word after each word", filler),
     ]
 }
 

@@ -188,7 +188,24 @@ struct Words {
     pair_start: u64,
     pair_bytes: u32,
     backward: bool,
+    filled: Filled,
     window: Option<Box<Window>>,
+}
+
+/// A run of prompt words in the prompt's order, each pair adjacent there, with at most one
+/// other word between two of them in the reply.
+#[derive(Debug, Clone, Copy, Default)]
+struct Filled {
+    /// The run's last prompt word (its hash); `None` when there is no run.
+    last: Option<u64>,
+    /// Pairs in the run.
+    run: u32,
+    start: u64,
+    bytes: u32,
+    /// A word that is not the prompt's came after `last`.
+    gap: bool,
+    /// The run was reported (once is enough; the rules below get their turn).
+    fired: bool,
 }
 
 /// The last `window` words of the reply (prompt word ids, `u32::MAX` for others) and how
@@ -737,6 +754,42 @@ fn end_word(s: &mut NgramStream, ctx: &mut Ctx<'_>) -> Step {
     }
     w.prev2 = w.prev;
     w.prev = id.map(|_| (hash, start, len));
+
+    // The prompt's words in its order with a filler word after each (`You um are um
+    // Nimbus`): every character run is broken, and a filler between two words ends the
+    // pairs above. An answer may echo a few of the prompt's phrases in order (one of the
+    // eval's on-topic answers made five pairs), so this takes two pairs more.
+    let f = &mut w.filled;
+    match id {
+        Some(_) => {
+            let follows = f.last.is_some_and(|last| {
+                let (key, order) = pair_key(last, hash);
+                index.pairs.get(&key).is_some_and(|&flags| flags & order != 0)
+            });
+            if follows {
+                f.run += 1;
+                f.bytes += len;
+            } else {
+                *f = Filled { start, bytes: len, ..Filled::default() };
+            }
+            f.last = Some(hash);
+            f.gap = false;
+            if f.run >= 2 {
+                step.hot = true;
+            }
+            if !f.fired
+                && f.run >= MIN_PAIRS + 2
+                && f.bytes as usize >= ctx.prompt.settings.min_run
+                && ctx.prompt.overlap_enabled
+                && step.found.is_none()
+            {
+                f.fired = true;
+                step.found = Some((kind_of(s.origin, LeakKind::Overlap), f.start));
+            }
+        }
+        None if f.gap => f.last = None,
+        None => f.gap = true,
+    }
 
     // Most of the prompt's content words within a window of about twice its length: a
     // recitation in any order.

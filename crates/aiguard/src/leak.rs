@@ -224,6 +224,22 @@ mod tests {
     }
 
     #[test]
+    fn a_recitation_with_a_filler_word_after_each_word_is_cut_before_it_starts() {
+        let recited: Vec<String> = PROMPT.split(' ').map(|w| format!("{w} um")).collect();
+        for chunk in [1, 9, 60] {
+            let (out, leaks) =
+                run(&mut scanner(LeakAction::Terminate, None), &format!("Here: {}", recited.join(" ")), chunk);
+            assert_eq!(out, "Here: ", "chunk {chunk}");
+            assert_eq!(leaks.first().map(|l| l.kind), Some(LeakKind::Overlap));
+        }
+        // Echoing a few of the prompt's phrases in order is an answer, not a leak.
+        let answer = "Your Acme Cloud invoices and service outages are what I know about; for the             billing questions I can help, and a human agent takes the rest.";
+        let (out, leaks) = run(&mut scanner(LeakAction::Terminate, None), answer, 7);
+        assert!(leaks.is_empty(), "{leaks:?}");
+        assert_eq!(out, answer);
+    }
+
+    #[test]
     fn redaction_replaces_the_leak_and_keeps_the_rest() {
         let outro = " Let me know if you need anything else about your invoices, I am happy to help today.";
         let text = format!("Here you go: {PROMPT}{outro}");
