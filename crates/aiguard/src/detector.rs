@@ -8,9 +8,9 @@
 //! is normalised and matched the same way, nested up to [`MAX_DEPTH`] levels (hex inside
 //! base64, …). Each stream matches, per normalised byte: a packed n-gram key against the
 //! prompt's n-grams (plain, rot13, reversed, ciphers, without vowels), run counters, and
-//! KMP steps for the canary needles; per word: adjacent word pairs of the prompt in either order (reversed
-//! or reordered recitation), the prompt's words in order with a filler word between, and
-//! a sliding window of the prompt's content words.
+//! KMP steps for the canary needles; per word: adjacent word pairs of the prompt in either
+//! order (reversed or reordered recitation), the prompt's words in order with a filler
+//! word between, and a sliding window of the prompt's content words.
 //!
 //! Memory is a few hundred bytes per stream plus one bit per prompt n-gram; decoded streams
 //! are allocated only once their decoder first produces text. Work per reply character is
