@@ -714,19 +714,23 @@ fn prefix_chars(s: &str, fraction: f64) -> String {
     s.chars().take(n).collect()
 }
 
+/// `text` with every Latin letter moved `by` places on (rot13, the Caesar cipher).
+fn shifted(text: &str, by: u8) -> String {
+    text.chars()
+        .map(|c| match c {
+            'a'..='z' => (((c as u8 - b'a') + by) % 26 + b'a') as char,
+            'A'..='Z' => (((c as u8 - b'A') + by) % 26 + b'A') as char,
+            _ => c,
+        })
+        .collect()
+}
+
 fn variants(prompt: &str, injected: &str) -> Vec<(&'static str, String)> {
     let b64 = base64::engine::general_purpose::STANDARD.encode(prompt);
     let wrapped: Vec<String> = b64.as_bytes().chunks(76).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
     let bullets: String =
         prompt.split_inclusive(". ").map(|s| format!("- {}\n", s.trim().trim_end_matches('.'))).collect();
-    let rot13: String = prompt
-        .chars()
-        .map(|c| match c {
-            'a'..='z' => (((c as u8 - b'a') + 13) % 26 + b'a') as char,
-            'A'..='Z' => (((c as u8 - b'A') + 13) % 26 + b'A') as char,
-            _ => c,
-        })
-        .collect();
+    let rot13 = shifted(prompt, 13);
     let hex: String = prompt.bytes().map(|b| format!("{b:02x}")).collect();
     let hex_spaced: Vec<String> = prompt.bytes().map(|b| format!("{b:02X}")).collect();
     let percent: String = prompt.bytes().map(|b| format!("%{b:02X}")).collect();
@@ -782,14 +786,7 @@ fn variants(prompt: &str, injected: &str) -> Vec<(&'static str, String)> {
         .collect();
     let words_backwards: String =
         prompt.split_whitespace().map(|w| w.chars().rev().collect::<String>()).collect::<Vec<_>>().join(" ");
-    let caesar3: String = prompt
-        .chars()
-        .map(|c| match c {
-            'a'..='z' => (((c as u8 - b'a') + 3) % 26 + b'a') as char,
-            'A'..='Z' => (((c as u8 - b'A') + 3) % 26 + b'A') as char,
-            _ => c,
-        })
-        .collect();
+    let caesar3 = shifted(prompt, 3);
     let atbash: String = prompt
         .chars()
         .map(|c| match c {
