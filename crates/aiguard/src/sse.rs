@@ -999,6 +999,9 @@ pub(crate) mod tests {
                 let stream = delta_stream(&tool_call_deltas(&[&leaked], piece));
                 let (out, leaks, terminated) = feed(&mut SseScanner::new(prompt.clone(), None), &stream, 64);
                 assert!(terminated && !leaks.is_empty(), "piece {piece}: {recited}");
+                // Cut where the note starts: read raw, the escaped line breaks put the
+                // first match a line or more later.
+                assert_eq!(leaks[0].start, r#"{"note":""#.len() as u64, "piece {piece}: {recited}");
                 let args: String = String::from_utf8_lossy(&out)
                     .split("\n\n")
                     .filter_map(|e| serde_json::from_str::<Value>(e.strip_prefix("data: ")?).ok())
