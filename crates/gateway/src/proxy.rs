@@ -32,10 +32,10 @@ use admission::{Admission, AdmissionRequest, Outcome, Permit, PriorityClass, Ref
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::uri::PathAndQuery;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 
 use crate::abuse::Standing;
@@ -47,7 +47,7 @@ use crate::guard::{AiGuard, Caller, InputVerdict, Protection};
 use crate::metrics::Metrics;
 use crate::priority::{Placement, PriorityConfig, fairness_key};
 use crate::request::{Identity, IdentityError, RequestContext};
-use crate::upstream::{FailureKind, Tried, Upstream, UpstreamPool};
+use crate::upstream::{ConnError, FailureKind, Outgoing, Tried, Upstream, UpstreamPool, WriteHeaders, h1};
 
 /// The parts the proxy works with.
 pub struct Proxy {
@@ -510,26 +510,11 @@ impl Proxy {
                 break;
             };
             let upstream = in_flight.upstream.clone();
-            let Ok(uri) = upstream.base.target(path_and_query) else {
-                last_error = Some(ApiError::new(Reject::InvalidRequest, "the request path cannot be forwarded"));
-                break;
-            };
-            let mut builder = http::Request::builder().method(method.clone()).uri(uri);
-            if let Some(h) = builder.headers_mut() {
-                headers.write(h);
-                h.insert(header::HOST, upstream.host.clone());
-                if let Some(auth) = &upstream.authorization {
-                    h.insert(header::AUTHORIZATION, auth.clone());
-                }
-            }
-            let Ok(upstream_request) = builder.body(Full::new(body.clone())) else {
-                last_error = Some(ApiError::new(Reject::InvalidRequest, "the request cannot be forwarded"));
-                break;
-            };
-
-            match tokio::time::timeout(first_byte_timeout, upstream.conns.send(upstream_request)).await {
-                Ok(Ok((response, conn))) => {
-                    let status = response.status();
+            let outgoing = Outgoing { method: &method, path_and_query: path_and_query.as_str(), headers, body };
+            let send = upstream.conns.send(&outgoing, relay::is_passed_to_client);
+            match tokio::time::timeout(first_byte_timeout, send).await {
+                Ok(Ok((head, reply))) => {
+                    let status = head.status;
                     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
                         // A saturated model server answering 503 is working as designed;
                         // other 5xx mean it is broken and should trip the breaker.
@@ -541,7 +526,7 @@ impl Proxy {
                         // Its error page can hold tracebacks and internal addresses: it
                         // goes to our log, and the client gets our own error. An overload
                         // answer is tried on another upstream; any other is final.
-                        let reply = relay::relay(response, conn, in_flight, idle, pool.now_ms(), None);
+                        let reply = relay::relay(head, reply, in_flight, idle, pool.now_ms(), None);
                         last_error = Some(upstream_failure(&upstream, reply).await);
                         saturated = matches!(
                             status,
@@ -553,16 +538,22 @@ impl Proxy {
                         break;
                     }
                     let held = permit.take().map(|p| (p, sent.elapsed()));
-                    return Ok(relay::relay(response, conn, in_flight, idle, pool.now_ms(), held));
+                    return Ok(relay::relay(head, reply, in_flight, idle, pool.now_ms(), held));
                 }
                 Ok(Err(e)) => {
                     saturated = false;
                     upstream.record_failure(FailureKind::Connect, pool.now_ms());
                     tracing::warn!(upstream = %upstream.name, error = %e, "upstream request failed");
-                    last_error = Some(ApiError::new(
-                        Reject::UpstreamUnavailable,
-                        "the model server could not be reached; try again shortly",
-                    ));
+                    last_error = Some(match e {
+                        ConnError::Protocol(_) => ApiError::new(
+                            Reject::UpstreamError,
+                            "the model server's answer could not be read; try again shortly",
+                        ),
+                        _ => ApiError::new(
+                            Reject::UpstreamUnavailable,
+                            "the model server could not be reached; try again shortly",
+                        ),
+                    });
                 }
                 Err(_) => {
                     saturated = true;
@@ -709,21 +700,19 @@ struct UpstreamHeaders<'a> {
     json: bool,
 }
 
-impl UpstreamHeaders<'_> {
-    /// `into` is the attempt's request's (empty) map; room is left for `Host` and the
-    /// upstream's own `Authorization`.
-    fn write(&self, into: &mut HeaderMap) {
-        into.reserve(self.client.len() + 5);
+impl WriteHeaders for UpstreamHeaders<'_> {
+    fn write_headers(&self, out: &mut Vec<u8>) {
         for (name, value) in self.client {
-            if !is_not_forwarded(name) {
-                into.append(name.clone(), value.clone());
+            let replaced = *name == X_REQUEST_ID || (self.json && *name == header::CONTENT_TYPE);
+            if !is_not_forwarded(name) && !replaced {
+                h1::write_header(out, name.as_str().as_bytes(), value.as_bytes());
             }
         }
-        into.insert(X_REQUEST_ID.clone(), self.ctx.id.0.clone());
-        into.insert(X_FORWARDED_FOR.clone(), address_value(self.ctx.client.ip()));
+        h1::write_header(out, X_REQUEST_ID.as_str().as_bytes(), self.ctx.id.0.as_bytes());
+        write_address(out, self.ctx.client.ip());
         if self.json {
             // The body was checked to be JSON; say so even if the client did not.
-            into.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h1::write_header(out, b"content-type", b"application/json");
         }
     }
 }
@@ -733,25 +722,26 @@ fn target_path(uri: &http::Uri) -> PathAndQuery {
     uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
-/// An address as a header value. IPv4, the usual case, is written by hand: through
+/// The `X-Forwarded-For` line. IPv4, the usual case, is written by hand: through
 /// `Display` and the formatter it cost 1,300 instructions, a sixtieth of the request.
-fn address_value(ip: std::net::IpAddr) -> HeaderValue {
-    let std::net::IpAddr::V4(v4) = ip else {
-        return HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    };
-    let mut text = [0u8; 15];
-    let mut len = 0;
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text[len] = b'.';
-            len += 1;
+fn write_address(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    out.extend_from_slice(X_FORWARDED_FOR.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+            }
         }
-        let mut digits = itoa::Buffer::new();
-        let digits = digits.format(octet).as_bytes();
-        text[len..len + digits.len()].copy_from_slice(digits);
-        len += digits.len();
+        std::net::IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            let _ = write!(out, "{v6}");
+        }
     }
-    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Tokens a request may cost: its body's bytes / 4 (about four bytes a
@@ -815,7 +805,9 @@ mod tests {
             ["0.0.0.0", "1.2.3.4", "10.0.0.255", "127.0.0.1", "192.168.100.9", "255.255.255.255", "::1", "2001:db8::7"]
         {
             let ip: std::net::IpAddr = ip.parse().unwrap();
-            assert_eq!(address_value(ip).to_str().unwrap(), ip.to_string());
+            let mut line = Vec::new();
+            write_address(&mut line, ip);
+            assert_eq!(String::from_utf8(line).unwrap(), format!("x-forwarded-for: {ip}\r\n"));
         }
     }
 }

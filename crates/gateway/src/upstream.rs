@@ -3,6 +3,7 @@
 
 mod breaker;
 pub mod conn;
+pub mod h1;
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -18,7 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 pub use breaker::{BreakerState, CircuitBreaker};
-pub use conn::{Conn, ConnError, ConnPool};
+pub use conn::{BodyError, Conn, ConnError, ConnPool, Outgoing, UpstreamBody, WriteHeaders};
 
 use crate::config::{HealthCheckConfig, MAX_UPSTREAMS, ProxyConfig, UpstreamConfig};
 use crate::validation::{InvalidField, invalid};
@@ -57,19 +58,6 @@ impl BaseUrl {
         }
         let prefix = uri.path().trim_end_matches('/').to_owned();
         Ok(BaseUrl { scheme, authority, prefix })
-    }
-
-    /// The request target (origin form) for a client's path and query, as sent
-    /// on a connection of our own to the upstream. Without a prefix it is the client's
-    /// own, shared rather than copied and parsed again.
-    pub fn target(&self, path_and_query: &PathAndQuery) -> Result<Uri, http::Error> {
-        if self.prefix.is_empty() {
-            return Uri::builder().path_and_query(path_and_query.clone()).build();
-        }
-        let mut full = String::with_capacity(self.prefix.len() + path_and_query.as_str().len());
-        full.push_str(&self.prefix);
-        full.push_str(path_and_query.as_str());
-        Uri::builder().path_and_query(full).build()
     }
 
     /// The `Host` header for requests to this upstream: the host, and the port
@@ -130,8 +118,6 @@ pub struct Upstream {
     pub base: BaseUrl,
     /// Pre-built `Authorization` header for the upstream's own API key.
     pub authorization: Option<HeaderValue>,
-    /// Pre-built `Host` header.
-    pub host: HeaderValue,
     /// Connections for proxied requests (health checks use the pool's client).
     pub conns: ConnPool,
     models: Vec<String>,
@@ -159,17 +145,23 @@ impl Upstream {
         let base = BaseUrl::parse(&cfg.url)?;
         let host =
             base.host_header().ok_or_else(|| format!("upstream `{}`: the host is not a valid header", cfg.name))?;
-        let conns = ConnPool::new(
-            base.address(),
-            Duration::from_millis(proxy.connect_timeout_ms),
-            IDLE_CONNECTION_TIMEOUT,
-            MAX_IDLE_CONNECTIONS,
-        );
+        let mut fixed = Vec::new();
+        h1::write_header(&mut fixed, b"host", host.as_bytes());
+        if let Some(auth) = &authorization {
+            h1::write_header(&mut fixed, b"authorization", auth.as_bytes());
+        }
+        let conns = ConnPool::new(conn::PoolConfig {
+            address: base.address(),
+            prefix: base.prefix.clone(),
+            fixed,
+            connect_timeout: Duration::from_millis(proxy.connect_timeout_ms),
+            idle_timeout: IDLE_CONNECTION_TIMEOUT,
+            max_idle: MAX_IDLE_CONNECTIONS,
+        });
         Ok(Upstream {
             name: cfg.name.clone(),
             base,
             authorization,
-            host,
             conns,
             models: cfg.models.clone(),
             in_flight: AtomicU32::new(0),
@@ -458,12 +450,16 @@ mod tests {
     }
 
     #[test]
-    fn the_target_is_the_clients_path_under_the_prefix() {
-        let pq = PathAndQuery::from_static("/v1/chat/completions?x=1");
-        let bare = BaseUrl::parse("http://h:8000").unwrap();
-        assert_eq!(bare.target(&pq).unwrap().to_string(), "/v1/chat/completions?x=1");
-        let prefixed = BaseUrl::parse("http://h:8000/openai/").unwrap();
-        assert_eq!(prefixed.target(&pq).unwrap().to_string(), "/openai/v1/chat/completions?x=1");
+    fn the_request_line_is_the_clients_path_under_the_prefix() {
+        for (url, line) in [
+            ("http://h:8000", "POST /v1/chat/completions?x=1 HTTP/1.1\r\n"),
+            ("http://h:8000/openai/", "POST /openai/v1/chat/completions?x=1 HTTP/1.1\r\n"),
+        ] {
+            let base = BaseUrl::parse(url).unwrap();
+            let mut out = Vec::new();
+            h1::write_head(&mut out, &Method::POST, &base.prefix, "/v1/chat/completions?x=1", b"");
+            assert_eq!(String::from_utf8(out).unwrap(), line);
+        }
     }
 
     #[test]

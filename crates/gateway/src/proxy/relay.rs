@@ -10,59 +10,46 @@ use std::time::Duration;
 
 use admission::{Outcome, Permit};
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, Response, StatusCode};
+use axum::http::{Response, StatusCode};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::upstream::{Conn, FailureKind, InFlight};
+use crate::upstream::h1::ReplyHead;
+use crate::upstream::{BodyError, FailureKind, InFlight, UpstreamBody};
 
-/// The upstream response headers a client gets; every other one stays here. A model
-/// server's cookies, its `Server`, its own rate-limit counters (about Palisade's key,
-/// not the client's), request ids and internal routing headers are none of the
-/// client's business. Kept: the body's type and encoding (Palisade asks for no
-/// encoding, but one sent anyway must be declared), `Cache-Control`, the OpenAI
-/// processing-time and version headers SDKs read, and `Retry-After` on a 429 (a 503
-/// never reaches the client as it came). Length and framing are hyper's to set.
-fn is_passed_to_client(name: &HeaderName, status: StatusCode) -> bool {
-    match name.as_str() {
-        "content-type" | "content-encoding" | "cache-control" | "openai-processing-ms" | "openai-version" => true,
-        "retry-after" => matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE),
-        _ => false,
+/// The upstream response headers a client gets; every other one stays here (it is not
+/// even copied out of the reply's head). A model server's cookies, its `Server`, its own
+/// rate-limit counters (about Palisade's key, not the client's), request ids and internal
+/// routing headers are none of the client's business. Kept: the body's type and encoding
+/// (Palisade asks for no encoding, but one sent anyway must be declared),
+/// `Cache-Control`, the OpenAI processing-time and version headers SDKs read, and
+/// `Retry-After` on a 429 (a 503 never reaches the client as it came). Length and
+/// framing are hyper's to set. `name` is as the upstream wrote it.
+pub(super) fn is_passed_to_client(name: &[u8], status: StatusCode) -> bool {
+    const PASSED: [&[u8]; 5] =
+        [b"content-type", b"content-encoding", b"cache-control", b"openai-processing-ms", b"openai-version"];
+    if PASSED.iter().any(|passed| name.eq_ignore_ascii_case(passed)) {
+        return true;
     }
+    name.eq_ignore_ascii_case(b"retry-after")
+        && matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE)
 }
 
-/// Turn an upstream response into the client's response, streaming its body.
+/// Turn an upstream reply into the client's response, streaming its body.
 pub(super) fn relay(
-    response: http::Response<Incoming>,
-    conn: Conn,
+    head: ReplyHead,
+    body: UpstreamBody,
     in_flight: InFlight,
     idle: Duration,
     now_ms: u64,
     permit: Option<(Permit, Duration)>,
 ) -> Response<Body> {
-    let (mut parts, body) = response.into_parts();
-    let status = parts.status;
-    parts.headers.retain(|name| is_passed_to_client(name, status));
-    let body =
-        RelayBody { inner: body, conn: Some(conn), held: None, idle, idle_timer: None, now_ms, in_flight, permit };
-    Response::from_parts(parts, Body::new(body))
-}
-
-/// Keep only the headers for which `keep` is true (a `HeaderMap` has no `retain`).
-trait Retain {
-    fn retain(&mut self, keep: impl Fn(&HeaderName) -> bool);
-}
-
-impl Retain for HeaderMap {
-    fn retain(&mut self, keep: impl Fn(&HeaderName) -> bool) {
-        // One at a time, without a list of the doomed names: a reply has a few dozen
-        // headers at most (hyper's limit is 100), and this runs on every reply.
-        while let Some(name) = self.keys().find(|name| !keep(name)).cloned() {
-            self.remove(name);
-        }
-    }
+    let body = RelayBody { inner: body, held: None, idle, idle_timer: None, now_ms, in_flight, permit };
+    let mut response = Response::new(Body::new(body));
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
+    response
 }
 
 /// Why a relayed reply was cut short.
@@ -71,20 +58,17 @@ enum RelayError {
     #[error("the model server sent nothing for {0:?}")]
     Idle(Duration),
     #[error("the model server's reply broke off: {0}")]
-    Upstream(#[from] hyper::Error),
+    Upstream(#[from] BodyError),
 }
 
 /// The upstream's reply body on its way to the client. It holds the upstream's
-/// in-flight slot and the connection, so dropping it (the client went away)
-/// releases the slot and closes the upstream connection, which stops generation
+/// in-flight slot and (in its body) the connection, so dropping it (the client went
+/// away) releases the slot and closes the upstream connection, which stops generation
 /// there. A reply read to the end gives its connection back to the upstream's pool.
 struct RelayBody {
-    inner: Incoming,
-    /// Driven here while the body waits, so what the upstream sent in one read
-    /// goes to the client in one frame; `None` once finished or given back.
-    conn: Option<Conn>,
+    inner: UpstreamBody,
     /// What followed the data merged into the last frame, passed on next.
-    held: Option<Result<Frame<Bytes>, hyper::Error>>,
+    held: Option<Result<Frame<Bytes>, BodyError>>,
     idle: Duration,
     /// Set when the upstream first keeps us waiting, reset by every frame: a reply that
     /// arrives whole with its head never needs one.
@@ -106,7 +90,7 @@ impl RelayBody {
     /// The reply arrived whole: report it and give the connection back.
     fn complete(&mut self) {
         self.finish(|latency| Outcome::Success { latency });
-        if let Some(conn) = self.conn.take() {
+        if let Some(conn) = self.inner.take_reusable() {
             self.in_flight.upstream.conns.put(conn);
         }
     }
@@ -118,13 +102,7 @@ impl http_body::Body for RelayBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
         let this = self.get_mut();
-        let conn = &mut this.conn;
-        let polled = poll_coalesced(Pin::new(&mut this.inner), &mut this.held, cx, |cx| {
-            if let Some(conn) = conn.as_mut() {
-                let _ = conn.drive(cx);
-            }
-        });
-        match polled {
+        match poll_coalesced(Pin::new(&mut this.inner), &mut this.held, cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if this.inner.is_end_stream() && this.held.is_none() {
                     // hyper may not poll again after the last frame.
@@ -137,7 +115,6 @@ impl http_body::Body for RelayBody {
             Poll::Ready(Some(Err(e))) => {
                 this.in_flight.upstream.record_failure(FailureKind::Stream, this.now_ms);
                 this.finish(|_| Outcome::Failed);
-                this.conn = None;
                 Poll::Ready(Some(Err(RelayError::Upstream(e))))
             }
             Poll::Ready(None) => {
@@ -150,7 +127,7 @@ impl http_body::Body for RelayBody {
                 if timer.as_mut().poll(cx).is_ready() {
                     this.in_flight.upstream.record_failure(FailureKind::Timeout, this.now_ms);
                     this.finish(|_| Outcome::Overloaded);
-                    this.conn = None;
+                    this.inner.close();
                     tracing::warn!(upstream = %this.in_flight.upstream.name, "upstream stream idle; cut");
                     return Poll::Ready(Some(Err(RelayError::Idle(this.idle))));
                 }
@@ -172,17 +149,15 @@ impl http_body::Body for RelayBody {
 const MAX_MERGED: usize = 64 * 1024;
 
 /// Poll `body` for everything it has ready now and merge its data frames into
-/// one, calling `drive` (which may make more ready: it moves the connection
-/// the body comes from) whenever the body has nothing. Nothing waits to be
-/// merged: a lone frame is returned as soon as the body and `drive` have
-/// nothing more, so a stream's latency is unchanged while a burst of events
-/// that arrived in one read leaves in one write. A trailers frame or an error
-/// that follows merged data is kept in `held` and returned by the next call.
+/// one. Nothing waits to be merged: a lone frame is returned as soon as the body
+/// has nothing more (it reads its socket before saying so), so a stream's latency
+/// is unchanged while a burst of events that arrived in one read leaves in one
+/// write. A trailers frame or an error that follows merged data is kept in `held`
+/// and returned by the next call.
 fn poll_coalesced<B>(
     mut body: Pin<&mut B>,
     held: &mut Option<Result<Frame<Bytes>, B::Error>>,
     cx: &mut Context<'_>,
-    mut drive: impl FnMut(&mut Context<'_>),
 ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>>
 where
     B: http_body::Body<Data = Bytes>,
@@ -191,35 +166,27 @@ where
         return Poll::Ready(Some(next));
     }
     let mut merged = Merged::Empty;
-    let mut drove = false;
     loop {
         match body.as_mut().poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                drove = false;
-                match frame.into_data() {
-                    Ok(data) => {
-                        merged.push(data);
-                        if body.is_end_stream() || merged.len() >= MAX_MERGED {
-                            break;
-                        }
-                    }
-                    Err(other) if merged.is_empty() => return Poll::Ready(Some(Ok(other))),
-                    Err(other) => {
-                        *held = Some(Ok(other));
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    merged.push(data);
+                    if body.is_end_stream() || merged.len() >= MAX_MERGED {
                         break;
                     }
                 }
-            }
+                Err(other) if merged.is_empty() => return Poll::Ready(Some(Ok(other))),
+                Err(other) => {
+                    *held = Some(Ok(other));
+                    break;
+                }
+            },
             Poll::Ready(Some(Err(e))) if merged.is_empty() => return Poll::Ready(Some(Err(e))),
             Poll::Ready(Some(Err(e))) => {
                 *held = Some(Err(e));
                 break;
             }
             Poll::Ready(None) => break,
-            Poll::Pending if !drove => {
-                drove = true;
-                drive(cx);
-            }
             Poll::Pending if merged.is_empty() => return Poll::Pending,
             Poll::Pending => break,
         }
@@ -276,26 +243,16 @@ impl Merged {
 mod tests {
     use std::collections::VecDeque;
 
+    use axum::http::HeaderMap;
+
     use super::*;
 
     #[test]
     fn only_the_passed_headers_of_a_reply_remain() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
-            ("set-cookie", "a=1"),
-            ("content-type", "application/json"),
-            ("set-cookie", "b=2"),
-            ("server", "vllm"),
-            ("openai-version", "2020-10-01"),
-            ("retry-after", "3"),
-            ("x-internal-host", "10.0.0.7"),
-        ] {
-            headers.append(HeaderName::from_static(name), http::HeaderValue::from_static(value));
-        }
-        headers.retain(|name| is_passed_to_client(name, StatusCode::OK));
-        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
-        left.sort_unstable();
-        assert_eq!(left, ["content-type", "openai-version"]);
+        let names = ["Set-Cookie", "content-type", "Server", "OpenAI-Version", "retry-after", "x-internal-host"];
+        let passed = |status| names.iter().filter(|n| is_passed_to_client(n.as_bytes(), status)).collect::<Vec<_>>();
+        assert_eq!(passed(StatusCode::OK), [&"content-type", &"OpenAI-Version"]);
+        assert_eq!(passed(StatusCode::TOO_MANY_REQUESTS), [&"content-type", &"OpenAI-Version", &"retry-after"]);
     }
 
     /// A body that plays back a script: data, "nothing ready yet", trailers, an error.
@@ -331,15 +288,14 @@ mod tests {
     }
 
     /// Every answer of `poll_coalesced` until the script ends, as text
-    /// (`Pending`, `trailers`, `error`), and how often it drove the connection.
-    fn play(steps: Vec<Step>) -> (Vec<String>, usize) {
+    /// (`Pending`, `trailers`, `error`).
+    fn play(steps: Vec<Step>) -> Vec<String> {
         let mut body = Script(steps.into());
         let mut held = None;
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut drives = 0;
         let mut out = Vec::new();
         loop {
-            let answer = match poll_coalesced(Pin::new(&mut body), &mut held, &mut cx, |_| drives += 1) {
+            let answer = match poll_coalesced(Pin::new(&mut body), &mut held, &mut cx) {
                 Poll::Pending => "Pending".to_owned(),
                 Poll::Ready(None) => break,
                 Poll::Ready(Some(Err(e))) => e.to_owned(),
@@ -350,48 +306,37 @@ mod tests {
             };
             out.push(answer);
         }
-        (out, drives)
+        out
     }
 
     #[test]
     fn frames_already_ready_leave_as_one() {
         use Step::*;
-        let (out, drives) = play(vec![Data("a"), Data("b"), Data("c"), Pending, Pending, Data("d")]);
+        let out = play(vec![Data("a"), Data("b"), Data("c"), Pending, Data("d")]);
         assert_eq!(out, ["abc", "d"]);
-        assert_eq!(drives, 1);
     }
 
     #[test]
     fn a_lone_frame_is_passed_at_once() {
         use Step::*;
-        // After "a" the body and the connection have nothing: "a" goes now, not
-        // with "b", which arrives later.
-        let (out, _) = play(vec![Data("a"), Pending, Pending, Pending, Pending, Data("b")]);
+        // After "a" the body has nothing: "a" goes now, not with "b", which arrives
+        // later.
+        let out = play(vec![Data("a"), Pending, Pending, Data("b")]);
         assert_eq!(out, ["a", "Pending", "b"]);
-    }
-
-    #[test]
-    fn what_driving_the_connection_makes_ready_is_merged() {
-        use Step::*;
-        // The first `Pending` is answered by driving the connection, after which
-        // the next event is there.
-        let (out, drives) = play(vec![Data("a"), Pending, Data("b"), Pending, Data("c"), Pending, Pending]);
-        assert_eq!(out, ["abc"]);
-        assert_eq!(drives, 3);
     }
 
     #[test]
     fn trailers_and_errors_after_data_come_next() {
         use Step::*;
-        assert_eq!(play(vec![Data("a"), Data("b"), Trailers]).0, ["ab", "trailers"]);
-        assert_eq!(play(vec![Data("a"), Error]).0, ["a", "broke"]);
-        assert_eq!(play(vec![Error]).0, ["broke"]);
+        assert_eq!(play(vec![Data("a"), Data("b"), Trailers]), ["ab", "trailers"]);
+        assert_eq!(play(vec![Data("a"), Error]), ["a", "broke"]);
+        assert_eq!(play(vec![Error]), ["broke"]);
     }
 
     #[test]
     fn merging_stops_at_the_cap() {
         let big: &'static str = Box::leak("x".repeat(MAX_MERGED / 2 + 1).into_boxed_str());
-        let (out, _) = play(vec![Step::Data(big), Step::Data(big), Step::Data("tail")]);
+        let out = play(vec![Step::Data(big), Step::Data(big), Step::Data("tail")]);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].len(), 2 * big.len());
         assert_eq!(out[1], "tail");
@@ -412,7 +357,7 @@ mod tests {
                     steps.extend([Step::Pending, Step::Pending]);
                 }
             }
-            let (out, _) = play(steps);
+            let out = play(steps);
             let joined: String = out.iter().filter(|s| *s != "Pending").map(String::as_str).collect();
             assert_eq!(joined, expected, "pattern {pattern}");
         }

@@ -1,77 +1,207 @@
-//! HTTP/1.1 connections to one upstream, each driven by the request that holds it.
+//! Keep-alive HTTP/1.1 connections to one upstream, spoken by [`super::h1`].
 //!
-//! A pooled client runs every connection as its own task and hands the reply
-//! body over a one-slot channel, so a streamed reply crosses tasks once per
-//! server-sent event and is written to the client one event at a time. Here the
-//! proxy polls the connection itself: when the reply body has nothing ready it
-//! drives the connection inline, which decodes whatever the last socket read
-//! brought, so every event already received can go out in one write (see
-//! `proxy::RelayBody`). An idle connection waits in the pool undriven; it is
-//! checked for a close when taken out.
+//! A reply's body reads its own connection: whatever one socket read brought is decoded
+//! at once, so every server-sent event already received can go out in one write (see
+//! `proxy::relay`). An idle connection waits in the pool unread; it is checked for a
+//! close by the upstream when taken out. A connection is given back only by a body read
+//! to its end on a connection that may carry another request; any other drop closes it,
+//! which is how a client that went away stops generation upstream.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Method, StatusCode};
+use http_body::{Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-type Driver = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+use super::h1::{self, Decoded, Decoder, ProtocolError, ReplyHead};
 
-/// Why a request could not be sent to the upstream.
+/// Room made in the read buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
+/// A request body up to this size goes out in the same write as its head.
+const INLINE_BODY: usize = 16 * 1024;
+/// A write buffer grown past this by a large request is not kept with the connection.
+const KEPT_WRITE_BUFFER: usize = 64 * 1024;
+
+/// Why a request could not be sent to the upstream, or its reply head not read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
     #[error("connect to {0} failed: {1}")]
     Connect(String, std::io::Error),
     #[error("connect to {0} timed out")]
     ConnectTimeout(String),
-    #[error("HTTP handshake failed: {0}")]
-    Handshake(hyper::Error),
-    #[error("request failed: {0}")]
-    Request(hyper::Error),
+    #[error("the connection to the model server failed: {0}")]
+    Io(std::io::Error),
+    #[error("the model server closed the connection without replying")]
+    Closed,
+    #[error("the model server's reply is not HTTP/1.1 as expected: {0}")]
+    Protocol(#[from] ProtocolError),
 }
 
-/// One connection: the handle that sends requests and the state machine that
-/// moves bytes, polled by whoever is using the connection.
+/// Why a reply's body broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the connection to the model server failed: {0}")]
+    Io(std::io::Error),
+    #[error("the model server closed the connection before the reply's end")]
+    Closed,
+    #[error("the reply's body is not HTTP/1.1 as expected: {0}")]
+    Protocol(#[from] ProtocolError),
+}
+
+/// The client's part of a request's head, written into each attempt's request.
+pub trait WriteHeaders {
+    /// Header lines (`name: value\r\n`), without `Host`, `Authorization`, the length or
+    /// the blank line.
+    fn write_headers(&self, out: &mut Vec<u8>);
+}
+
+/// A request as the proxy sends it: the upstream adds its own path prefix, `Host`,
+/// `Authorization` and the body's length.
+pub struct Outgoing<'a, H> {
+    pub method: &'a Method,
+    pub path_and_query: &'a str,
+    pub headers: &'a H,
+    pub body: &'a Bytes,
+}
+
+/// One connection and its buffers, kept with it from request to request.
 pub struct Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
-    /// Boxed once per connection: hyper's connection state is most of a kilobyte, and a
-    /// `Conn` is moved several times a request (out of the pool, through the reply,
-    /// back in), each move a copy of everything inline.
-    driver: Pin<Box<Driver>>,
-    /// The driver finished: the connection is closed (or broke) and is never reused.
-    done: bool,
+    io: TcpStream,
+    read: BytesMut,
+    write: Vec<u8>,
 }
 
 impl Conn {
-    /// Move bytes on the connection: read and decode what has arrived, write
-    /// what is queued. `Ready` means the connection is finished.
-    pub fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.done {
-            return Poll::Ready(());
-        }
-        match self.driver.as_mut().poll(cx) {
-            Poll::Ready(_) => {
-                self.done = true;
-                Poll::Ready(())
-            }
-            Poll::Pending => Poll::Pending,
+    /// Whether an idle connection can carry another request: nothing arrived on it and
+    /// the upstream has not closed it (as far as the socket has been told).
+    fn is_idle_and_open(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        match self.io.try_read(&mut probe) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            // A close, or bytes nobody asked for.
+            Ok(_) => false,
         }
     }
 
-    /// Whether it can carry another request, after one undriven poll to let it
-    /// notice a close by the upstream and finish the last exchange.
-    fn reusable(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        self.drive(&mut cx).is_pending() && self.sender.is_ready()
+    async fn write_request<H: WriteHeaders>(&mut self, pool: &ConnPool, out: &Outgoing<'_, H>) -> std::io::Result<()> {
+        self.write.clear();
+        h1::write_head(&mut self.write, out.method, &pool.prefix, out.path_and_query, &pool.fixed);
+        out.headers.write_headers(&mut self.write);
+        h1::end_head(&mut self.write, out.method, out.body.len());
+        let inline = out.body.len() <= INLINE_BODY;
+        if inline {
+            self.write.extend_from_slice(out.body);
+        }
+        let mut written = self.io.write_all(&self.write).await;
+        if written.is_ok() && !inline {
+            written = self.io.write_all(out.body).await;
+        }
+        if self.write.capacity() > KEPT_WRITE_BUFFER {
+            self.write = Vec::new();
+        }
+        written
+    }
+
+    async fn read_head(
+        &mut self,
+        method: &Method,
+        keep: impl Fn(&[u8], StatusCode) -> bool,
+    ) -> Result<ReplyHead, ConnError> {
+        loop {
+            if !self.read.is_empty()
+                && let Some((head, len)) = h1::parse_head(&self.read, method, &keep)?
+            {
+                self.read.advance(len);
+                return Ok(head);
+            }
+            match std::future::poll_fn(|cx| poll_read(&self.io, cx, &mut self.read)).await {
+                Ok(0) => return Err(ConnError::Closed),
+                Ok(_) => {}
+                Err(e) => return Err(ConnError::Io(e)),
+            }
+        }
+    }
+}
+
+/// Read what the socket has into `buf`, making room first.
+fn poll_read(io: &TcpStream, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
+    buf.reserve(READ_CHUNK);
+    loop {
+        match io.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => ready!(io.poll_read_ready(cx))?,
+            done => return Poll::Ready(done),
+        }
+    }
+}
+
+/// A reply's body, read from its connection as the client asks for it.
+pub struct UpstreamBody {
+    /// `None` once it broke: a broken connection is never reused.
+    conn: Option<Conn>,
+    decoder: Decoder,
+    keep_alive: bool,
+}
+
+impl UpstreamBody {
+    /// The connection, if the body was read to its end and the connection may carry
+    /// another request.
+    pub fn take_reusable(&mut self) -> Option<Conn> {
+        let clean = self.conn.as_ref().is_some_and(|c| c.read.is_empty());
+        if self.decoder.is_done() && self.keep_alive && clean { self.conn.take() } else { None }
+    }
+
+    /// Close the connection now (the reply was cut short).
+    pub fn close(&mut self) {
+        self.conn = None;
+    }
+
+    fn broke(&mut self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.conn = None;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.decoder.decode(&mut conn.read) {
+                Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Decoded::End) => return Poll::Ready(None),
+                Ok(Decoded::NeedMore) => {}
+                Err(e) => return this.broke(e.into()),
+            }
+            match ready!(poll_read(&conn.io, cx, &mut conn.read)) {
+                Ok(0) if this.decoder == Decoder::UntilClose => {
+                    this.decoder = Decoder::Done;
+                    this.keep_alive = false;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.broke(BodyError::Closed),
+                Ok(_) => {}
+                Err(e) => return this.broke(BodyError::Io(e)),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.decoder.remaining().map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }
 
@@ -80,9 +210,14 @@ struct Idle {
     since: Instant,
 }
 
-/// The idle connections to one upstream, most recently used last.
+/// The idle connections to one upstream, most recently used last, and what every
+/// request to it carries.
 pub struct ConnPool {
     address: String,
+    /// The upstream's path before `/v1/...`, without a trailing slash (often empty).
+    prefix: String,
+    /// `Host` and the upstream's own `Authorization`, as header lines.
+    fixed: Vec<u8>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
@@ -95,50 +230,51 @@ impl std::fmt::Debug for ConnPool {
     }
 }
 
+/// Where and how a pool connects, and what its requests carry.
+pub struct PoolConfig {
+    /// `host:port`.
+    pub address: String,
+    pub prefix: String,
+    /// Header lines every request carries (`Host`, the upstream's `Authorization`).
+    pub fixed: Vec<u8>,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
 impl ConnPool {
-    /// `address` is `host:port`.
-    pub fn new(address: String, connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> ConnPool {
-        ConnPool { address, connect_timeout, idle_timeout, max_idle, idle: Mutex::new(VecDeque::new()) }
+    pub fn new(config: PoolConfig) -> ConnPool {
+        let PoolConfig { address, prefix, fixed, connect_timeout, idle_timeout, max_idle } = config;
+        ConnPool { address, prefix, fixed, connect_timeout, idle_timeout, max_idle, idle: Mutex::new(VecDeque::new()) }
     }
 
-    /// Send `request` (origin-form URI, `Host` set) and wait for the reply's
-    /// head, driving the connection meanwhile. The connection comes back with
-    /// the reply: drive it while reading the body, then give it to [`Self::put`].
-    pub async fn send(&self, mut request: Request<Full<Bytes>>) -> Result<(Response<Incoming>, Conn), ConnError> {
-        // A pooled connection the upstream closed just as it was taken hands the
-        // request back unsent: try the next one, then a fresh connection.
-        loop {
+    /// Send a request and read the reply's head; the body reads the rest. Only the reply
+    /// headers for which `keep(name, status)` holds are copied out.
+    pub async fn send<H: WriteHeaders>(
+        &self,
+        out: &Outgoing<'_, H>,
+        keep: impl Fn(&[u8], StatusCode) -> bool,
+    ) -> Result<(ReplyHead, UpstreamBody), ConnError> {
+        // A pooled connection the upstream closed just as it was taken fails the write:
+        // try the next one, then a fresh connection.
+        let mut conn = loop {
             let (mut conn, fresh) = match self.take() {
                 Some(conn) => (conn, false),
                 None => (self.connect().await?, true),
             };
-            let mut reply = std::pin::pin!(conn.sender.try_send_request(request));
-            let result = std::future::poll_fn(|cx| {
-                if let Poll::Ready(result) = reply.as_mut().poll(cx) {
-                    return Poll::Ready(result);
-                }
-                if conn.drive(cx).is_ready() {
-                    // The connection ended; the reply future now holds its error.
-                    return reply.as_mut().poll(cx);
-                }
-                Poll::Pending
-            })
-            .await;
-            match result {
-                Ok(response) => return Ok((response, conn)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if !fresh => request = unsent,
-                    _ => return Err(ConnError::Request(e.into_error())),
-                },
+            match conn.write_request(self, out).await {
+                Ok(()) => break conn,
+                Err(_) if !fresh => {}
+                Err(e) => return Err(ConnError::Io(e)),
             }
-        }
+        };
+        let head = conn.read_head(out.method, keep).await?;
+        let body = UpstreamBody { conn: Some(conn), decoder: Decoder::new(head.framing), keep_alive: head.keep_alive };
+        Ok((head, body))
     }
 
     /// Return a connection whose last reply was read to the end.
-    pub fn put(&self, mut conn: Conn) {
-        if !conn.reusable() {
-            return;
-        }
+    pub fn put(&self, conn: Conn) {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         self.expire(&mut idle, now);
@@ -157,7 +293,7 @@ impl ConnPool {
                 idle.pop_back()?
             };
             let mut conn = candidate.conn;
-            if conn.reusable() {
+            if conn.is_idle_and_open() {
                 return Some(conn);
             }
         }
@@ -171,14 +307,13 @@ impl ConnPool {
     }
 
     async fn connect(&self) -> Result<Conn, ConnError> {
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.address)).await {
+        let io = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.address)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(ConnError::Connect(self.address.clone(), e)),
             Err(_) => return Err(ConnError::ConnectTimeout(self.address.clone())),
         };
-        let _ = stream.set_nodelay(true);
-        let (sender, driver) = http1::handshake(TokioIo::new(stream)).await.map_err(ConnError::Handshake)?;
-        Ok(Conn { sender, driver: Box::pin(driver), done: false })
+        let _ = io.set_nodelay(true);
+        Ok(Conn { io, read: BytesMut::new(), write: Vec::new() })
     }
 
     #[cfg(test)]
@@ -190,15 +325,13 @@ impl ConnPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body::Body;
+    use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    /// A server answering each request on a connection with `reply`, counting
-    /// connections; closes a connection after `per_conn` replies.
-    /// A server answering `per_conn` requests a connection with `reply`, then
-    /// closing it: its address, the connections it accepted, and a permit per
-    /// connection it closed.
+    /// A server answering `per_conn` requests a connection with `reply`, then closing
+    /// it: its address, the connections it accepted, a permit per connection it closed,
+    /// and every request's bytes as received.
     async fn server(
         reply: &'static [u8],
         per_conn: usize,
@@ -234,59 +367,103 @@ mod tests {
         (address, accepted, closed)
     }
 
-    fn request(address: &str) -> Request<Full<Bytes>> {
-        Request::builder().uri("/x").header("host", address).body(Full::new(Bytes::new())).unwrap()
+    struct NoHeaders;
+
+    impl WriteHeaders for NoHeaders {
+        fn write_headers(&self, _: &mut Vec<u8>) {}
     }
 
-    async fn body_of(response: Response<Incoming>, conn: &mut Conn) -> Bytes {
-        let mut body = std::pin::pin!(response.into_body());
-        let mut out = Vec::new();
-        std::future::poll_fn(|cx| {
-            loop {
-                match body.as_mut().poll_frame(cx) {
-                    Poll::Ready(Some(frame)) => out.extend_from_slice(&frame.unwrap().into_data().unwrap()),
-                    Poll::Ready(None) => return Poll::Ready(()),
-                    Poll::Pending => {
-                        if conn.drive(cx).is_pending() {
-                            if let Poll::Ready(Some(frame)) = body.as_mut().poll_frame(cx) {
-                                out.extend_from_slice(&frame.unwrap().into_data().unwrap());
-                                continue;
-                            }
-                            if body.is_end_stream() {
-                                return Poll::Ready(());
-                            }
-                            return Poll::Pending;
-                        }
-                    }
-                }
-            }
+    fn pool(address: &str, idle_timeout: Duration, max_idle: usize) -> ConnPool {
+        ConnPool::new(PoolConfig {
+            address: address.to_owned(),
+            prefix: String::new(),
+            fixed: format!("host: {address}\r\n").into_bytes(),
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout,
+            max_idle,
         })
-        .await;
-        Bytes::from(out)
+    }
+
+    async fn get(pool: &ConnPool) -> Result<(ReplyHead, UpstreamBody), ConnError> {
+        let body = Bytes::new();
+        let out = Outgoing { method: &Method::GET, path_and_query: "/x", headers: &NoHeaders, body: &body };
+        pool.send(&out, |_, _| true).await
+    }
+
+    /// The body's bytes, and its connection if it may be reused.
+    async fn read(mut body: UpstreamBody) -> (Bytes, Option<Conn>) {
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            out.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        let conn = body.take_reusable();
+        (Bytes::from(out), conn)
     }
 
     #[tokio::test]
     async fn reuses_a_connection_whose_reply_was_read() {
         let (address, accepted, _) = server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", 100).await;
-        let pool = ConnPool::new(address.clone(), Duration::from_secs(1), Duration::from_secs(60), 8);
+        let pool = pool(&address, Duration::from_secs(60), 8);
         for _ in 0..3 {
-            let (response, mut conn) = pool.send(request(&address)).await.unwrap();
-            assert_eq!(body_of(response, &mut conn).await, "ok");
-            pool.put(conn);
+            let (head, body) = get(&pool).await.unwrap();
+            assert_eq!(head.status, StatusCode::OK);
+            let (data, conn) = read(body).await;
+            assert_eq!(data, "ok");
+            pool.put(conn.expect("reusable"));
             assert_eq!(pool.idle_count(), 1);
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
+    async fn a_chunked_reply_is_read_and_its_connection_reused() {
+        let reply = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let (address, accepted, _) = server(reply, 100).await;
+        let pool = pool(&address, Duration::from_secs(60), 8);
+        for _ in 0..2 {
+            let (_, body) = get(&pool).await.unwrap();
+            let (data, conn) = read(body).await;
+            assert_eq!(data, "abcde");
+            pool.put(conn.expect("reusable"));
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_ends_at_close_is_read_whole_and_not_reused() {
+        let (address, _, _) = server(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", 1).await;
+        let pool = pool(&address, Duration::from_secs(60), 8);
+        let (_, body) = get(&pool).await.unwrap();
+        let (data, conn) = read(body).await;
+        assert_eq!(data, "until the end");
+        assert!(conn.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_reply_cut_short_is_an_error() {
+        let (address, _, _) = server(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nonly", 1).await;
+        let pool = pool(&address, Duration::from_secs(60), 8);
+        let (_, mut body) = get(&pool).await.unwrap();
+        let mut errors = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Err(e) = frame {
+                errors.push(e.to_string());
+            }
+        }
+        assert_eq!(errors, ["the model server closed the connection before the reply's end"]);
+        assert!(body.take_reusable().is_none());
+    }
+
+    #[tokio::test]
     async fn a_connection_the_upstream_closed_is_replaced() {
         // One reply per connection, then the server closes it.
         let (address, accepted, closed) = server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", 1).await;
-        let pool = ConnPool::new(address.clone(), Duration::from_secs(1), Duration::from_secs(60), 8);
+        let pool = pool(&address, Duration::from_secs(60), 8);
         for _ in 0..3 {
-            let (response, mut conn) = pool.send(request(&address)).await.unwrap();
-            assert_eq!(body_of(response, &mut conn).await, "ok");
-            pool.put(conn);
+            let (_, body) = get(&pool).await.unwrap();
+            let (data, conn) = read(body).await;
+            assert_eq!(data, "ok");
+            pool.put(conn.expect("reusable as far as the reply said"));
             // The server has closed it before the next request takes the
             // connection (on loopback its FIN is queued by the time close returns).
             closed.acquire().await.unwrap().forget();
@@ -297,12 +474,13 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_expire_and_are_bounded() {
         let (address, _, _) = server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", 100).await;
-        let pool = ConnPool::new(address.clone(), Duration::from_secs(1), Duration::from_millis(1), 1);
+        let pool = pool(&address, Duration::from_millis(1), 1);
         let mut conns = Vec::new();
         for _ in 0..2 {
-            let (response, mut conn) = pool.send(request(&address)).await.unwrap();
-            assert_eq!(body_of(response, &mut conn).await, "ok");
-            conns.push(conn);
+            let (_, body) = get(&pool).await.unwrap();
+            let (data, conn) = read(body).await;
+            assert_eq!(data, "ok");
+            conns.push(conn.unwrap());
         }
         for conn in conns {
             pool.put(conn);
@@ -317,8 +495,51 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         drop(listener);
-        let pool = ConnPool::new(address.clone(), Duration::from_secs(1), Duration::from_secs(60), 8);
-        let error = pool.send(request(&address)).await.err().unwrap();
+        let pool = pool(&address, Duration::from_secs(60), 8);
+        let error = get(&pool).await.err().unwrap();
         assert!(error.to_string().contains(&address), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_request_goes_out_with_the_upstreams_own_headers_and_its_length() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let received = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.ends_with(b"{}") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                seen.extend_from_slice(&buf[..n]);
+            }
+            socket.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+            String::from_utf8(seen).unwrap()
+        });
+        struct One;
+        impl WriteHeaders for One {
+            fn write_headers(&self, out: &mut Vec<u8>) {
+                h1::write_header(out, b"x-request-id", b"r1");
+            }
+        }
+        let pool = ConnPool::new(PoolConfig {
+            address: address.clone(),
+            prefix: "/base".to_owned(),
+            fixed: b"host: model\r\nauthorization: Bearer k\r\n".to_vec(),
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            max_idle: 8,
+        });
+        let body = Bytes::from_static(b"{}");
+        let out =
+            Outgoing { method: &Method::POST, path_and_query: "/v1/chat/completions", headers: &One, body: &body };
+        let (head, body) = pool.send(&out, |_, _| true).await.unwrap();
+        assert_eq!(head.status, StatusCode::NO_CONTENT);
+        assert!(read(body).await.1.is_some());
+        assert_eq!(
+            received.await.unwrap(),
+            "POST /base/v1/chat/completions HTTP/1.1\r\nhost: model\r\nauthorization: Bearer k\r\n\
+             x-request-id: r1\r\ncontent-length: 2\r\n\r\n{}"
+        );
     }
 }
