@@ -129,9 +129,11 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
         }
     }
     let heldout = rows_of(&root.join("target/aiguard-heldout/heldout.jsonl"));
-    let model = NgramModel::builtin();
+    let heldout2 = rows_of(&root.join("target/aiguard-heldout2/heldout.jsonl"));
+    let model = ngram_model();
     println!(
-        "n-gram classifier: 2^{} hashed features, threshold {:.3} log-odds (chosen by examples/train.rs)\n",
+        "n-gram classifier ({}): 2^{} hashed features, threshold {:.3} log-odds (chosen by examples/train.rs)\n",
+        std::env::var("AIGUARD_WEIGHTS").unwrap_or_else(|_| "built-in weights".into()),
         model.dimension_bits(),
         model.threshold()
     );
@@ -151,12 +153,17 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
             layer,
         );
     }
+    // The first held-out split was scored twice and is spent: since 2026-12-07 train.rs
+    // trains on it, so with the built-in weights its figures are in-sample.
     if heldout.is_empty() {
-        println!("\n(no held-out split: run crates/aiguard/eval/fetch_heldout.sh)");
+        println!("\n(no first held-out split: run crates/aiguard/eval/fetch_heldout.sh)");
     } else {
         for &layer in layers {
             report_split(
-                &format!("HELD-OUT split (sources never read while tuning), {}", layer.name()),
+                &format!(
+                    "FIRST HELD-OUT split (spent; trained on since 2026-12-07, IN-SAMPLE for weights trained since), {}",
+                    layer.name()
+                ),
                 &heldout,
                 threshold,
                 false,
@@ -165,7 +172,35 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
             );
         }
     }
+    // The second held-out split: sources never read while tuning; only rates are printed.
+    if heldout2.is_empty() {
+        println!("\n(no second held-out split: run crates/aiguard/eval/fetch_heldout2.sh)");
+    } else {
+        for &layer in layers {
+            report_split(
+                &format!("HELD-OUT 2 split (sources never read while tuning or training), {}", layer.name()),
+                &heldout2,
+                threshold,
+                false,
+                None,
+                layer,
+            );
+        }
+    }
     semantic_layer(&root, &tuning, &heldout, threshold);
+}
+
+/// The built-in n-gram classifier, or the weights file named by `AIGUARD_WEIGHTS` (to score
+/// an older `weights.bin` against the same splits without rebuilding).
+fn ngram_model() -> &'static NgramModel {
+    static MODEL: std::sync::OnceLock<NgramModel> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| match std::env::var_os("AIGUARD_WEIGHTS") {
+        Some(path) => {
+            let bytes = std::fs::read(&path).expect("read AIGUARD_WEIGHTS");
+            NgramModel::from_bytes(&bytes).expect("valid weights file")
+        }
+        None => NgramModel::from_bytes(&NgramModel::builtin().to_bytes()).expect("built-in weights"),
+    })
 }
 
 /// Which input-scoring layers decide in a report.
@@ -310,7 +345,7 @@ fn report_split(
     layers: Layers,
 ) {
     println!("== input scoring, {title}, threshold {threshold} ==");
-    let model = NgramModel::builtin();
+    let model = ngram_model();
     let (mut ngram_only, mut ngram_fp, mut ngram_time, mut ngram_texts) = (0, 0, 0f64, 0usize);
     let attack = is_attack;
     let (mut sem_only, mut sem_fp) = (0, 0);
