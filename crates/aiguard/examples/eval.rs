@@ -153,15 +153,15 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
             layer,
         );
     }
-    // The first held-out split was scored twice and is spent: since 2026-12-07 train.rs
-    // trains on it, so with the built-in weights its figures are in-sample.
+    // The first held-out split was scored twice and is spent: its figures can no longer
+    // judge a change, and are in-sample for any weights trained on it.
     if heldout.is_empty() {
         println!("\n(no first held-out split: run crates/aiguard/eval/fetch_heldout.sh)");
     } else {
         for &layer in layers {
             report_split(
                 &format!(
-                    "FIRST HELD-OUT split (spent; trained on since 2026-12-07, IN-SAMPLE for weights trained since), {}",
+                    "FIRST HELD-OUT split (spent: scored twice, no longer evidence), {}",
                     layer.name()
                 ),
                 &heldout,
