@@ -160,10 +160,7 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
     } else {
         for &layer in layers {
             report_split(
-                &format!(
-                    "FIRST HELD-OUT split (spent: scored twice, no longer evidence), {}",
-                    layer.name()
-                ),
+                &format!("FIRST HELD-OUT split (spent: scored twice, no longer evidence), {}", layer.name()),
                 &heldout,
                 threshold,
                 false,
