@@ -546,6 +546,7 @@ impl http_body::Body for Metered {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
 
     use super::*;
 
@@ -572,50 +573,35 @@ mod tests {
         }
     }
 
-    /// Near-JSON objects built from pieces that are and are not valid where they stand.
+    /// Near-JSON objects built from pieces that are and are not valid where they stand,
+    /// mostly valid ones, so that whole objects (repeated keys among them) come out often.
     fn object() -> impl Strategy<Value = String> {
-        let key = prop::sample::select(vec![
-            "\"prompt_tokens\"",
-            "\"completion_tokens\"",
-            "\"total_tokens\"",
-            "\"x\"",
-            "\"prompt_tokens_details\"",
-            "\"total_\\u0074okens\"",
-            "prompt_tokens",
-            "\"é\"",
-        ]);
-        let value = prop::sample::select(vec![
-            "0",
-            "7",
-            "42",
-            "01",
-            "-1",
-            "1.5",
-            "1e2",
-            "null",
-            "{}",
-            "\"s\"",
-            "9999999999999999999",
-            "18446744073709551615",
-            "18446744073709551616",
-            "",
-        ]);
-        let space = prop::sample::select(vec!["", " ", "\n", "\t", "\r", "\u{c}"]);
+        fn pick(valid: &[&'static str], invalid: &[&'static str]) -> impl Strategy<Value = &'static str> + Clone {
+            prop_oneof![6 => prop::sample::select(valid.to_vec()), 1 => prop::sample::select(invalid.to_vec())]
+        }
+        let key = pick(
+            &["\"prompt_tokens\"", "\"completion_tokens\"", "\"total_tokens\"", "\"x\""],
+            &["\"prompt_tokens_details\"", "\"total_\\u0074okens\"", "prompt_tokens", "\"é\""],
+        );
+        let value = pick(
+            &["0", "7", "42", "9999999999999999999"],
+            &["01", "-1", "1.5", "1e2", "null", "{}", "\"s\"", "18446744073709551615", "18446744073709551616", ""],
+        );
+        let space = pick(&["", " ", "\n", "\t", "\r"], &["\u{c}"]);
         let member = (space.clone(), key, space.clone(), value, space.clone())
             .prop_map(|(a, k, b, v, c)| format!("{a}{k}{b}:{v}{c}"));
         (
             space.clone(),
             prop::collection::vec(member, 0..5),
-            prop::sample::select(vec![",", ", ", ";"]),
+            pick(&[","], &[";", ",,"]),
             space,
-            any::<bool>(),
+            pick(&["}"], &["", "}}"]),
         )
-            .prop_map(|(lead, members, comma, tail, close)| {
-                format!("{lead}{{{}{}{tail}", members.join(comma), if close { "}" } else { "" })
-            })
+            .prop_map(|(lead, members, comma, tail, close)| format!("{lead}{{{}{close}{tail}", members.join(comma)))
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
         #[test]
         fn where_the_hand_reader_answers_serde_answers_the_same(text in object()) {
             if let Some(by_hand) = flat_usage(text.as_bytes()) {
@@ -632,7 +618,7 @@ mod tests {
         let answered = (0..2000)
             .filter(|_| flat_usage(object().new_tree(&mut runner).unwrap().current().as_bytes()).is_some())
             .count();
-        assert!(answered > 50, "{answered} of 2000");
+        assert!(answered > 400, "{answered} of 2000");
     }
 
     #[test]
