@@ -1,10 +1,13 @@
 //! Input text folded so that patterns see through cheap disguises: compatibility forms,
 //! accents, zero-width characters and Cyrillic or Greek look-alikes.
 
-pub(crate) struct Folded {
+use std::borrow::Cow;
+
+pub(crate) struct Folded<'a> {
     /// Lowercased, compatibility-decomposed, accents and invisible characters removed;
-    /// punctuation kept (the raw literals need it).
-    pub(crate) lower: String,
+    /// punctuation kept (the raw literals need it). The text itself when that changes
+    /// nothing (lower-case ASCII, as short chat prompts often are): no copy per request.
+    pub(crate) lower: Cow<'a, str>,
     pub(crate) zero_width: bool,
     pub(crate) homoglyph: bool,
 }
@@ -41,23 +44,29 @@ fn confusable(c: char) -> Option<char> {
     })
 }
 
-pub(crate) fn fold(text: &str) -> Folded {
+pub(crate) fn fold(text: &str) -> Folded<'_> {
     if text.is_ascii() {
-        return Folded { lower: text.to_ascii_lowercase(), zero_width: false, homoglyph: false };
+        let lower = if text.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(text.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(text)
+        };
+        return Folded { lower, zero_width: false, homoglyph: false };
     }
-    let mut out = Folded { lower: String::with_capacity(text.len()), zero_width: false, homoglyph: false };
+    let mut lower = String::with_capacity(text.len());
+    let (mut zero_width, mut homoglyph) = (false, false);
     let mut rest = text;
     while !rest.is_empty() {
         // Copy ASCII runs in bulk; only the rare non-ASCII characters go one by one.
         let ascii = rest.bytes().position(|b| !b.is_ascii()).unwrap_or(rest.len());
-        let at = out.lower.len();
-        out.lower.push_str(&rest[..ascii]);
-        out.lower[at..].make_ascii_lowercase();
+        let at = lower.len();
+        lower.push_str(&rest[..ascii]);
+        lower[at..].make_ascii_lowercase();
         rest = &rest[ascii..];
         let Some(c) = rest.chars().next() else { break };
         rest = &rest[c.len_utf8()..];
         if is_invisible(c) {
-            out.zero_width = true;
+            zero_width = true;
         } else if let Some(latin) = confusable(c).or_else(|| {
             // Upper case the table leaves out (`П`) folds like its lower case (`п`).
             let mut lower = c.to_lowercase();
@@ -66,27 +75,27 @@ pub(crate) fn fold(text: &str) -> Folded {
                 _ => None,
             }
         }) {
-            out.homoglyph = true;
-            out.lower.push(latin);
+            homoglyph = true;
+            lower.push(latin);
         } else {
             unicode_normalization::char::decompose_compatible(c, |d| {
                 if !unicode_normalization::char::is_combining_mark(d) {
-                    out.lower.extend(d.to_lowercase());
+                    lower.extend(d.to_lowercase());
                 }
             });
         }
     }
     // A Cyrillic or Greek text is not an attack: only count look-alikes mixed into mostly
     // Latin text.
-    if out.homoglyph {
+    if homoglyph {
         let non_latin = text.chars().filter(|c| c.is_alphabetic() && !c.is_ascii()).count();
         let latin = text.chars().filter(char::is_ascii_alphabetic).count();
-        out.homoglyph = latin > 4 * non_latin;
+        homoglyph = latin > 4 * non_latin;
     }
-    out
+    Folded { lower: Cow::Owned(lower), zero_width, homoglyph }
 }
 
 /// The folded form of a lexicon entry: what the input scorer matches patterns against.
 pub(crate) fn fold_for_lexicon(text: &str) -> String {
-    fold(text).lower
+    fold(text).lower.into_owned()
 }
