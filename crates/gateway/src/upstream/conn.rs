@@ -21,8 +21,12 @@ use tokio::net::TcpStream;
 
 use super::h1::{self, Decoded, Decoder, ProtocolError, ReplyHead};
 
-/// Room made in the read buffer before each read.
+/// Room made in the read buffer when less than [`MIN_READ_ROOM`] is left. Not before each
+/// read: a reply's body is split off the buffer and still on its way to the client when
+/// the connection carries its next request, so making room then would allocate a new
+/// buffer per request; a short reply takes a few hundred bytes of what is left.
 const READ_CHUNK: usize = 16 * 1024;
+const MIN_READ_ROOM: usize = 4 * 1024;
 /// A request body up to this size goes out in the same write as its head.
 const INLINE_BODY: usize = 16 * 1024;
 /// A write buffer grown past this by a large request is not kept with the connection.
@@ -131,7 +135,9 @@ impl Conn {
 
 /// Read what the socket has into `buf`, making room first.
 fn poll_read(io: &TcpStream, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
-    buf.reserve(READ_CHUNK);
+    if buf.capacity() - buf.len() < MIN_READ_ROOM {
+        buf.reserve(READ_CHUNK);
+    }
     loop {
         match io.try_read_buf(buf) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => ready!(io.poll_read_ready(cx))?,
