@@ -683,16 +683,30 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::new(Reject::BodyTooLarge, too_large_message(limit)));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::new(Reject::BodyTooLarge, too_large_message(limit)))
+    // Collected by hand: a body in one frame (nearly every request) is kept as it came,
+    // without the list of frames `collect` builds for it.
+    let mut body = Limited::new(body, limit);
+    let (mut whole, mut joined) = (None::<Bytes>, bytes::BytesMut::new());
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(Reject::BodyTooLarge, too_large_message(limit))
+            } else if crate::connections::is_slow_body(&*e) {
+                ApiError::new(Reject::BodyTimeout, "the request body arrived too slowly")
+            } else {
+                ApiError::new(Reject::InvalidRequest, "the request body could not be read")
+            }
+        })?;
+        let Ok(data) = frame.into_data() else { continue };
+        match whole.take() {
+            None if joined.is_empty() => whole = Some(data),
+            earlier => {
+                joined.extend_from_slice(earlier.as_deref().unwrap_or_default());
+                joined.extend_from_slice(&data);
+            }
         }
-        Err(e) if crate::connections::is_slow_body(&*e) => {
-            Err(ApiError::new(Reject::BodyTimeout, "the request body arrived too slowly"))
-        }
-        Err(_) => Err(ApiError::new(Reject::InvalidRequest, "the request body could not be read")),
     }
+    Ok(whole.unwrap_or_else(|| joined.freeze()))
 }
 
 /// The client's headers as the upstream gets them: none of [`is_not_forwarded`], the

@@ -299,6 +299,26 @@ async fn oversized_bodies_get_413_with_or_without_content_length() {
 }
 
 #[tokio::test]
+async fn a_body_sent_in_pieces_reaches_the_model_whole() {
+    let sim = spawn_sim(instant_sim()).await;
+    let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |_| {}).await;
+    let body = chat_body(false).to_string().into_bytes();
+    // Pieces that split keys and values, each its own chunk on the wire.
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> = body.chunks(7).map(|c| Ok(c.to_vec())).collect();
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(pieces)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let reply: Value = r.json().await.unwrap();
+    assert_eq!(reply["object"], "chat.completion");
+    assert_eq!(sim.stats.snapshot().served, 1);
+}
+
+#[tokio::test]
 async fn malformed_json_gets_400_with_a_message() {
     let sim = spawn_sim(instant_sim()).await;
     let gw = spawn_gateway(vec![upstream("sim", &sim.server.url)], |_| {}).await;
