@@ -141,7 +141,7 @@ pub fn parse_head(
                 close |= h.value.split(|&b| b == b',').any(|t| trim(t).eq_ignore_ascii_case(b"close"));
             }
             if keep(name, status)
-                && let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(h.value))
+                && let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), header_value(h.value))
             {
                 headers.append(name, value);
             }
@@ -158,6 +158,21 @@ pub fn parse_head(
         };
         let keep_alive = !close && framing != Framing::UntilClose;
         return Ok(Some((ReplyHead { status, headers, framing, keep_alive }, start + len)));
+    }
+}
+
+/// A header value; the content types model servers send on every reply are shared, not
+/// copied into an allocation of their own each time.
+fn header_value(value: &[u8]) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    const COMMON: [&str; 4] = [
+        "application/json",
+        "text/event-stream",
+        "application/json; charset=utf-8",
+        "text/event-stream; charset=utf-8",
+    ];
+    match COMMON.iter().find(|common| common.as_bytes() == value) {
+        Some(common) => Ok(HeaderValue::from_static(common)),
+        None => HeaderValue::from_bytes(value),
     }
 }
 
