@@ -154,34 +154,18 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
         );
     }
     // The first held-out split was scored twice and is spent: its figures can no longer
-    // judge a change, and are in-sample for any weights trained on it.
-    if heldout.is_empty() {
-        println!("\n(no first held-out split: run crates/aiguard/eval/fetch_heldout.sh)");
-    } else {
-        for &layer in layers {
-            report_split(
-                &format!("FIRST HELD-OUT split (spent: scored twice, no longer evidence), {}", layer.name()),
-                &heldout,
-                threshold,
-                false,
-                None,
-                layer,
-            );
+    // judge a change, and are in-sample for any weights trained on it. The second: sources
+    // never read while tuning. Of either, only rates are printed.
+    for (rows, name, title) in [
+        (&heldout, "fetch_heldout.sh", "FIRST HELD-OUT split (spent: scored twice, no longer evidence)"),
+        (&heldout2, "fetch_heldout2.sh", "HELD-OUT 2 split (sources never read while tuning or training)"),
+    ] {
+        if rows.is_empty() {
+            println!("\n(no {title}: run crates/aiguard/eval/{name})");
+            continue;
         }
-    }
-    // The second held-out split: sources never read while tuning; only rates are printed.
-    if heldout2.is_empty() {
-        println!("\n(no second held-out split: run crates/aiguard/eval/fetch_heldout2.sh)");
-    } else {
         for &layer in layers {
-            report_split(
-                &format!("HELD-OUT 2 split (sources never read while tuning or training), {}", layer.name()),
-                &heldout2,
-                threshold,
-                false,
-                None,
-                layer,
-            );
+            report_split(&format!("{title}, {}", layer.name()), rows, threshold, false, None, layer);
         }
     }
     semantic_layer(&root, &tuning, &heldout, threshold);
