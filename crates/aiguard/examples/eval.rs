@@ -174,14 +174,13 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
 /// The built-in n-gram classifier, or the weights file named by `AIGUARD_WEIGHTS` (to score
 /// an older `weights.bin` against the same splits without rebuilding).
 fn ngram_model() -> &'static NgramModel {
-    static MODEL: std::sync::OnceLock<NgramModel> = std::sync::OnceLock::new();
-    MODEL.get_or_init(|| match std::env::var_os("AIGUARD_WEIGHTS") {
-        Some(path) => {
-            let bytes = std::fs::read(&path).expect("read AIGUARD_WEIGHTS");
-            NgramModel::from_bytes(&bytes).expect("valid weights file")
-        }
-        None => NgramModel::from_bytes(&NgramModel::builtin().to_bytes()).expect("built-in weights"),
-    })
+    static FILE: std::sync::OnceLock<Option<NgramModel>> = std::sync::OnceLock::new();
+    let file = FILE.get_or_init(|| {
+        let path = std::env::var_os("AIGUARD_WEIGHTS")?;
+        let bytes = std::fs::read(&path).expect("read AIGUARD_WEIGHTS");
+        Some(NgramModel::from_bytes(&bytes).expect("valid weights file"))
+    });
+    file.as_ref().unwrap_or_else(NgramModel::builtin)
 }
 
 /// Which input-scoring layers decide in a report.
