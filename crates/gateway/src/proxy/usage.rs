@@ -375,8 +375,8 @@ fn flat_usage(text: &[u8]) -> Option<Usage> {
     at.space();
     at.expect(b'{')?;
     at.space();
-    let mut usage = Usage { prompt_tokens: 0, completion_tokens: None, total_tokens: None };
-    let mut seen = [false; 3];
+    // prompt, completion, total: each may come once.
+    let mut fields: [Option<u64>; 3] = [None; 3];
     if at.peek() == Some(b'}') {
         at.at += 1;
     } else {
@@ -387,22 +387,15 @@ fn flat_usage(text: &[u8]) -> Option<Usage> {
             at.space();
             let n = at.number()?;
             let slot = match key {
-                b"prompt_tokens" => 0,
-                b"completion_tokens" => 1,
-                b"total_tokens" => 2,
-                _ => 3,
+                b"prompt_tokens" => Some(0),
+                b"completion_tokens" => Some(1),
+                b"total_tokens" => Some(2),
+                _ => None,
             };
-            if slot < 3 {
-                if seen[slot] {
-                    return None;
-                }
-                seen[slot] = true;
-            }
-            match slot {
-                0 => usage.prompt_tokens = n,
-                1 => usage.completion_tokens = Some(n),
-                2 => usage.total_tokens = Some(n),
-                _ => {}
+            if let Some(slot) = slot
+                && fields[slot].replace(n).is_some()
+            {
+                return None;
             }
             at.space();
             match at.next()? {
@@ -412,6 +405,8 @@ fn flat_usage(text: &[u8]) -> Option<Usage> {
             }
         }
     }
+    let [prompt, completion_tokens, total_tokens] = fields;
+    let usage = Usage { prompt_tokens: prompt.unwrap_or(0), completion_tokens, total_tokens };
     at.space();
     (at.at == text.len()).then_some(usage)
 }
