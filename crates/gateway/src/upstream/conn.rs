@@ -133,7 +133,7 @@ impl Conn {
     }
 }
 
-/// Read what the socket has into `buf`, making room first.
+/// Read what the socket has into `buf`, making room when little is left.
 fn poll_read(io: &TcpStream, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
     if buf.capacity() - buf.len() < MIN_READ_ROOM {
         buf.reserve(READ_CHUNK);
@@ -190,9 +190,9 @@ impl http_body::Body for UpstreamBody {
                 Err(e) => return this.broke(e.into()),
             }
             match ready!(poll_read(&conn.io, cx, &mut conn.read)) {
+                // The close is the end (such a reply was never keep-alive).
                 Ok(0) if this.decoder == Decoder::UntilClose => {
                     this.decoder = Decoder::Done;
-                    this.keep_alive = false;
                     return Poll::Ready(None);
                 }
                 Ok(0) => return this.broke(BodyError::Closed),

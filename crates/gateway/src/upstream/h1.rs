@@ -23,7 +23,7 @@ const MAX_TRAILERS: usize = 16 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     #[error("the reply head does not parse ({0})")]
-    Head(&'static str),
+    Head(httparse::Error),
     #[error("the reply head is longer than {MAX_HEAD} bytes or {MAX_HEADERS} lines")]
     HeadTooLarge,
     #[error("the reply switched protocols")]
@@ -108,13 +108,13 @@ pub fn parse_head(
                 Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(ProtocolError::HeadTooLarge),
                 Ok(httparse::Status::Partial) => return Ok(None),
                 Err(httparse::Error::TooManyHeaders) => return Err(ProtocolError::HeadTooLarge),
-                Err(e) => return Err(ProtocolError::Head(error_name(e))),
+                Err(e) => return Err(ProtocolError::Head(e)),
             };
         if start + len > MAX_HEAD {
             return Err(ProtocolError::HeadTooLarge);
         }
         let code = reply.code.unwrap_or(0);
-        let status = StatusCode::from_u16(code).map_err(|_| ProtocolError::Head("status"))?;
+        let status = StatusCode::from_u16(code).map_err(|_| ProtocolError::Head(httparse::Error::Status))?;
         if code == 101 {
             return Err(ProtocolError::Upgrade);
         }
@@ -173,18 +173,6 @@ fn header_value(value: &[u8]) -> Result<HeaderValue, http::header::InvalidHeader
     match COMMON.iter().find(|common| common.as_bytes() == value) {
         Some(common) => Ok(HeaderValue::from_static(common)),
         None => HeaderValue::from_bytes(value),
-    }
-}
-
-fn error_name(e: httparse::Error) -> &'static str {
-    match e {
-        httparse::Error::HeaderName => "header name",
-        httparse::Error::HeaderValue => "header value",
-        httparse::Error::NewLine => "line ending",
-        httparse::Error::Status => "status",
-        httparse::Error::Token => "token",
-        httparse::Error::Version => "version",
-        httparse::Error::TooManyHeaders => "too many headers",
     }
 }
 
