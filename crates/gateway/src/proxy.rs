@@ -744,23 +744,31 @@ fn target_path(uri: &http::Uri) -> PathAndQuery {
 /// The `X-Forwarded-For` line. IPv4, the usual case, is written by hand: through
 /// `Display` and the formatter it cost 1,300 instructions, a sixtieth of the request.
 fn write_address(out: &mut Vec<u8>, ip: std::net::IpAddr) {
-    out.extend_from_slice(X_FORWARDED_FOR.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    match ip {
+    // The longest address text is 45 bytes (an IPv6 address ending in an IPv4 one).
+    let mut text = [0u8; 45];
+    let len = match ip {
         std::net::IpAddr::V4(v4) => {
+            let mut len = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text[len] = b'.';
+                    len += 1;
                 }
-                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+                let mut digits = itoa::Buffer::new();
+                let digits = digits.format(octet).as_bytes();
+                text[len..len + digits.len()].copy_from_slice(digits);
+                len += digits.len();
             }
+            len
         }
         std::net::IpAddr::V6(v6) => {
             use std::io::Write as _;
-            let _ = write!(out, "{v6}");
+            let mut cursor = std::io::Cursor::new(&mut text[..]);
+            let _ = write!(cursor, "{v6}");
+            cursor.position() as usize
         }
-    }
-    out.extend_from_slice(b"\r\n");
+    };
+    h1::write_header(out, X_FORWARDED_FOR.as_str().as_bytes(), &text[..len]);
 }
 
 /// Tokens a request may cost: its body's bytes / 4 (about four bytes a
