@@ -130,6 +130,7 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
     }
     let heldout = rows_of(&root.join("target/aiguard-heldout/heldout.jsonl"));
     let heldout2 = rows_of(&root.join("target/aiguard-heldout2/heldout.jsonl"));
+    let heldout3 = rows_of(&root.join("target/aiguard-heldout3/heldout3.jsonl"));
     let model = ngram_model();
     println!(
         "n-gram classifier ({}): 2^{} hashed features, threshold {:.3} log-odds (chosen by examples/train.rs)\n",
@@ -153,12 +154,13 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
             layer,
         );
     }
-    // The first held-out split was scored twice and is spent: its figures can no longer
-    // judge a change, and are in-sample for any weights trained on it. The second: sources
-    // never read while tuning. Of either, only rates are printed.
+    // The first two held-out splits are spent: scored, then read and trained on. Their
+    // figures are in-sample. The third: sources never read while tuning or training. Of
+    // any split, only rates are printed.
     for (rows, name, title) in [
-        (&heldout, "fetch_heldout.sh", "FIRST HELD-OUT split (spent: scored twice, no longer evidence)"),
-        (&heldout2, "fetch_heldout2.sh", "HELD-OUT 2 split (sources never read while tuning or training)"),
+        (&heldout, "fetch_heldout.sh", "FIRST HELD-OUT split (spent: no longer evidence)"),
+        (&heldout2, "fetch_heldout2.sh", "SECOND HELD-OUT split (spent: no longer evidence)"),
+        (&heldout3, "fetch_heldout3.sh", "HELD-OUT 3 split (sources never read while tuning or training)"),
     ] {
         if rows.is_empty() {
             println!("\n(no {title}: run crates/aiguard/eval/{name})");
@@ -333,6 +335,7 @@ fn report_split(
     let mut by_lang: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut by_source: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut benign_lang: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut benign_source: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let (mut hit, mut n, mut fp, mut bn, mut hfp, mut hn) = (0, 0, 0, 0, 0, 0);
     let mut fps = Vec::new();
     let mut misses = Vec::new();
@@ -390,9 +393,11 @@ fn report_split(
                 ));
             }
         } else if r.label == "benign" {
-            let e = benign_lang.entry(r.lang.clone()).or_default();
-            e.0 += usize::from(flagged);
-            e.1 += 1;
+            for (map, key) in [(&mut benign_lang, r.lang.clone()), (&mut benign_source, group(&r.source))] {
+                let e = map.entry(key).or_default();
+                e.0 += usize::from(flagged);
+                e.1 += 1;
+            }
             fp += usize::from(flagged);
             bn += 1;
             if r.hard {
@@ -420,6 +425,10 @@ fn report_split(
     line("ALL ATTACKS flagged", (hit, n));
     println!("  benign prompts flagged (false positives), per language:");
     for (k, v) in &benign_lang {
+        line(k, *v);
+    }
+    println!("  benign prompts flagged (false positives), per source:");
+    for (k, v) in &benign_source {
         line(k, *v);
     }
     line("ALL BENIGN flagged (false positives)", (fp, bn));
