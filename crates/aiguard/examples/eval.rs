@@ -153,12 +153,12 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
             layer,
         );
     }
-    // The first held-out split was scored twice and is spent: its figures can no longer
-    // judge a change, and are in-sample for any weights trained on it. The second: sources
-    // never read while tuning. Of either, only rates are printed.
+    // Both held-out splits are spent: scored, then read and trained on (`examples/train.rs`).
+    // Their figures here are in-sample; the out-of-fold and leave-one-source-out ones are
+    // train.rs's. Of either, only rates are printed.
     for (rows, name, title) in [
-        (&heldout, "fetch_heldout.sh", "FIRST HELD-OUT split (spent: scored twice, no longer evidence)"),
-        (&heldout2, "fetch_heldout2.sh", "HELD-OUT 2 split (sources never read while tuning or training)"),
+        (&heldout, "fetch_heldout.sh", "FIRST HELD-OUT split (spent, trained on: in-sample, no evidence)"),
+        (&heldout2, "fetch_heldout2.sh", "SECOND HELD-OUT split (spent, trained on: in-sample, no evidence)"),
     ] {
         if rows.is_empty() {
             println!("\n(no {title}: run crates/aiguard/eval/{name})");
