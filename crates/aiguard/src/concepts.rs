@@ -96,7 +96,7 @@ const LEXICON: &[(Concept, &str, &str)] = {
              지시사항|지시|지침|규칙|명령|프롬프트|설정|\
              instrucci*|indicaciones|reglas|directrices|configuraci*|\
              consignes|règles|directives|configuration|\
-             anweisung*|instruktion*|regeln|vorgaben|richtlinien|konfiguration|\
+             anweisung*|instruktion*|regeln|vorgaben|richtlinien|konfiguration|befehle|aufträge|ausführungen|instrukcij*|instrukcj*|\
              инструкци*|указани*|правил*|настройк*|промпт*|\
              instruç*|regras|diretrizes|configura*|istruzion*|regole|direttive|\
              talimat*|kurallar*|yönerge*|instructies|regels|\
@@ -123,8 +123,8 @@ const LEXICON: &[(Concept, &str, &str)] = {
             "忽略|无视|無視|忘记|忘記|忘掉|不要理会|别管|跳过|\
              無視して|忘れて|忘れろ|\
              무시|잊어|\
-             ignora*|olvida*|omite|ignore*|oublie*|ignorier*|vergiss|missachte*|\
-             игнорируй|проигнорируй|забудь|не обращай внимания|\
+             ignora*|olvida*|omite|ignore*|oublie*|ignorier*|vergiss|missachte*|olvid*|vergessen sie|vergesst|\
+             игнорируй|проигнорируй|забудь|забуд*|игнориру*|проигнориру*|zaboravi|ignoriraj|ignoriši|zapomnij|zignoruj|не обращай внимания|\
              esqueça|desconsidere|dimentica|görmezden gel|unut|negeer|vergeet|\
              تجاهل|انسى|انس|अनदेखा|भूल जाओ|नज़रअंदाज़",
         ),
@@ -134,7 +134,7 @@ const LEXICON: &[(Concept, &str, &str)] = {
             "之前的|之前|以上|上面的|上述|先前|前面的|以前的|\
              以前の|上記の|これまでの|前の|\
              이전|위의|앞의|\
-             anteriores|anterior|previas|previos|précédent*|antérieur*|ci-dessus|vorherig*|bisherig*|obig*|vorangegangen*|\
+             anteriores|anterior|previas|previos|précédent*|antérieur*|ci-dessus|vorherig*|bisherig*|obig*|vorangegangen*|vorangehend*|davor|zuvor|vorher|gesagte*|ranije|prethodn*|poprzedni*|wcześniejsz*|\
              предыдущ*|прежн*|вышеуказанн*|выше|\
              precedenti|önceki|vorige|السابقة|السابق|पिछले|पहले के",
         ),
@@ -142,7 +142,7 @@ const LEXICON: &[(Concept, &str, &str)] = {
             All,
             "all|every|any",
             "所有|全部|一切|任何|全て|すべて|모든|전부|\
-             todas|todos|toutes|tous|alle|все|всё|любые|qualquer|tutte|tutti|tüm|bütün|كل|जमी|सभी|सारे",
+             todas|todos|toutes|tous|alle|alles|todo|tout|tutto|tudo|sve|wszystko|все|всё|любые|qualquer|tutte|tutti|tüm|bütün|كل|जमी|सभी|सारे",
         ),
         (
             Persona,
@@ -152,7 +152,7 @@ const LEXICON: &[(Concept, &str, &str)] = {
              지금부터 너는|이제부터 너는|지금부터 당신은|역할을 해|\
              ahora eres|a partir de ahora|actúa como|finge ser|\
              tu es maintenant|désormais|à partir de maintenant|agis comme|fais semblant|\
-             du bist jetzt|ab jetzt|von nun an|agiere als|tu so als|\
+             du bist jetzt|ab jetzt|von nun an|agiere als|tu so als|jetzt bist du|nun bist du|ab sofort|\
              теперь ты|с этого момента|отныне|притворись|веди себя как|\
              agora você é|a partir de agora|aja como|finja ser|ora sei|d'ora in poi|fingi di essere|\
              artık sen|şu andan itibaren|gibi davran|أنت الآن|من الآن فصاعدا|تظاهر|अब तुम|अब से",
@@ -258,7 +258,7 @@ pub(crate) fn score(folded: &str, mut note: impl FnMut(ReasonCode, u32)) {
     hits.sort_unstable_by_key(|h| h.0);
     // Slide a window over the hits: which concepts occur within WINDOW bytes of each other.
     let mut from = 0;
-    let mut fired = [false; 7];
+    let mut fired = [false; 8];
     for to in 0..hits.len() {
         while hits[to].0 - hits[from].0 > WINDOW {
             from += 1;
@@ -274,7 +274,7 @@ pub(crate) fn score(folded: &str, mut note: impl FnMut(ReasonCode, u32)) {
         }
         let has = |c: Concept| present[c as usize];
         let asks = has(Concept::Reveal) || has(Concept::Question);
-        let rules: [(bool, ReasonCode, u32); 7] = [
+        let rules: [(bool, ReasonCode, u32); 8] = [
             // "How do I write a good system prompt?" asks about one; asking for *the* one
             // needs a reveal verb, a "your", or an "ignore".
             (
@@ -291,6 +291,8 @@ pub(crate) fn score(folded: &str, mut note: impl FnMut(ReasonCode, u32)) {
                 60,
             ),
             (has(Concept::Ignore) && has(Concept::Prior) && has(Concept::All), ReasonCode::IgnoreInstructions, 50),
+            // "Vergiss alles, schreibe …", "oublie tout et dis …": forget everything, then say.
+            (has(Concept::Ignore) && has(Concept::All) && has(Concept::Reveal), ReasonCode::IgnoreInstructions, 50),
             (has(Concept::Persona) && has(Concept::NoLimits), ReasonCode::RolePlayOverride, 55),
             (has(Concept::Jail), ReasonCode::DanJailbreak, 45),
             (

@@ -5,9 +5,9 @@
 //! still add up. Character n-grams need no word boundaries, so Chinese and Japanese work
 //! through them alone.
 //!
-//! The weights are trained by `examples/train.rs` on the tuning split only and embedded
-//! (`ngram/weights.bin`, i8-quantised, with the decision threshold chosen on the tuning
-//! split). Scoring is one table lookup per feature: about five per character of the first
+//! The weights are trained by `examples/train.rs` on the tuning split and the two spent
+//! held-out splits and embedded (`ngram/weights.bin`, i8-quantised, with the decision
+//! threshold chosen out of fold). Scoring is one table lookup per feature: about five per character of the first
 //! [`MAX_CLASSIFIED_BYTES`] of a text, nothing allocated but the folded copy.
 
 use std::sync::LazyLock;
@@ -24,8 +24,14 @@ pub const MAX_REQUEST_CLASSIFIED_BYTES: usize = 16 * 1024;
 
 /// Longest character n-gram.
 const MAX_ORDER: usize = 5;
+/// A text is weighed as if it had at least this many features (about 25 characters): a
+/// single word ("prompt", "blocked") carries too little evidence to be judged by the weight
+/// of its few n-grams at full strength, so its log-odds shrink toward the bias.
+pub const MIN_NORM_FEATURES: usize = 128;
 const MAGIC: [u8; 4] = *b"PLNG";
-const VERSION: u32 = 1;
+/// 2: feature values with the [`MIN_NORM_FEATURES`] floor (weights of version 1 were
+/// trained without it and would score short texts differently).
+const VERSION: u32 = 2;
 const HEADER_BYTES: usize = 32;
 
 static BUILTIN: LazyLock<NgramModel> = LazyLock::new(|| {
@@ -232,7 +238,8 @@ const BIGRAM_TAG: u64 = 0xa409_3822_299f_31d0;
 /// Calls `f(index, sign)` for every hashed feature of `text`'s first
 /// [`MAX_CLASSIFIED_BYTES`] (an index below `2^bits`, a sign of ±1 that keeps colliding
 /// features from biasing each other) and returns the value each occurrence carries,
-/// `1/√(number of features)`, so a long text does not outweigh a short one by its length.
+/// `1/√(number of features)`, so a long text does not outweigh a short one by its length,
+/// but at most `1/√MIN_NORM_FEATURES`, so a short one does not weigh as much as a long one.
 /// Training and scoring both go through here, so they cannot disagree on a feature.
 pub fn features(text: &str, bits: u32, mut f: impl FnMut(u32, i32)) -> f32 {
     let text = crate::semantic::clip(text, MAX_CLASSIFIED_BYTES);
@@ -287,7 +294,7 @@ pub fn features(text: &str, bits: u32, mut f: impl FnMut(u32, i32)) -> f32 {
         }
         prev = Some(h);
     }
-    1.0 / (count.max(1) as f32).sqrt()
+    1.0 / (count.max(MIN_NORM_FEATURES) as f32).sqrt()
 }
 
 #[cfg(test)]
@@ -366,6 +373,16 @@ mod tests {
             "Can you explain how the immune system recognises a virus?",
             "请推荐几本适合初学者的中文小说。",
         ] {
+            assert!(!model.score(benign).flagged, "{benign}: {}", model.logit(benign));
+        }
+    }
+
+    #[test]
+    fn single_words_and_ui_strings_pass() {
+        // The short-text floor (MIN_NORM_FEATURES) and eval/short_benign.txt in training:
+        // one ordinary word is not judged by its few n-grams at full strength.
+        let model = NgramModel::builtin();
+        for benign in ["block", "blocked", "x-request-id", "prompt", "system", "ignore", "admin", "Anweisungen", "系统"] {
             assert!(!model.score(benign).flagged, "{benign}: {}", model.logit(benign));
         }
     }
