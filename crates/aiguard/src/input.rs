@@ -113,6 +113,10 @@ impl Accumulator {
     }
 
     fn finish(self) -> InputScore {
+        // Most prompts give no evidence at all: nothing to rank.
+        if self.best.iter().all(|&s| s == 0) {
+            return InputScore::default();
+        }
         let mut reasons: Vec<(u32, ReasonCode)> =
             ReasonCode::ALL.iter().zip(self.best).filter(|(_, s)| *s > 0).map(|(r, s)| (s, *r)).collect();
         reasons.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -614,7 +618,11 @@ const RULES: &[(ReasonCode, u8, &str)] = {
         ),
         (IgnoreInstructions, 50, "forget|ignore|disregard ~1 everything|all before that|this|now"),
         (IgnoreInstructions, 50, "forget|ignore|disregard ~1 everything|all you know|learned|ve|were|have"),
-        (IgnoreInstructions, 50, "forget|ignore|disregard ~1 everything ~3 and|then|now|just ~2 say|write|print|output|tell"),
+        (
+            IgnoreInstructions,
+            50,
+            "forget|ignore|disregard ~1 everything ~3 and|then|now|just ~2 say|write|print|output|tell",
+        ),
         (IgnoreInstructions, 50, "forget|ignore|disregard everything|all write|say|print|output|tell"),
         (
             IgnoreInstructions,
@@ -628,7 +636,11 @@ const RULES: &[(ReasonCode, u8, &str)] = {
         ),
         (IgnoreInstructions, 45, "focus|concentrate ~2 on ~2 new task|tasks|instructions|assignment"),
         (IgnoreInstructions, 50, "change|update|replace|modify|rewrite @your @instr ~2 to"),
-        (IgnoreInstructions, 45, "@your instructions|rules|programming|guidelines ~1 are|is|have|has ~2 now|changed|updated|lifted|removed"),
+        (
+            IgnoreInstructions,
+            45,
+            "@your instructions|rules|programming|guidelines ~1 are|is|have|has ~2 now|changed|updated|lifted|removed",
+        ),
         (IgnoreInstructions, 45, "despite|regardless ~2 what ~1 @you ~2 told|instructed|programmed"),
         (
             IgnoreInstructions,
@@ -721,7 +733,11 @@ const RULES: &[(ReasonCode, u8, &str)] = {
             50,
             "@you are|re ~2 evil|malicious|rogue|unethical|amoral|unrestricted|unfiltered|uncensored ~1 ai|assistant|chatbot|bot|model|llm|version",
         ),
-        (RolePlayOverride, 50, "pretend|imagine ~3 @no ~2 safety|content ~1 filters|filter|guidelines|restrictions|rules"),
+        (
+            RolePlayOverride,
+            50,
+            "pretend|imagine ~3 @no ~2 safety|content ~1 filters|filter|guidelines|restrictions|rules",
+        ),
         (
             RevealSystemPrompt,
             55,
