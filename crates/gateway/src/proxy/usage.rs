@@ -441,15 +441,13 @@ impl<'a> Cursor<'a> {
     /// A key of printable ASCII without escapes.
     fn key(&mut self) -> Option<&'a [u8]> {
         self.expect(b'"')?;
-        let start = self.at;
-        loop {
-            match self.next()? {
-                b'"' => return Some(&self.text[start..self.at - 1]),
-                b'\\' => return None,
-                0x20..=0x7e => {}
-                _ => return None,
-            }
+        let rest = &self.text[self.at..];
+        let key = &rest[..memchr::memchr(b'"', rest)?];
+        if !key.iter().all(|&b| matches!(b, 0x20..=0x7e) && b != b'\\') {
+            return None;
         }
+        self.at += key.len() + 1;
+        Some(key)
     }
 
     /// A whole number as JSON writes it (no sign, no leading zero), up to 19 digits.
