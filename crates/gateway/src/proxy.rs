@@ -209,8 +209,11 @@ impl Proxy {
     async fn generate(&self, request: Request<Body>) -> Result<Response<Body>, ApiError> {
         let (mut parts, body) = request.into_parts();
         let ctx = context(&mut parts)?;
-        let asker = self.caller(&ctx)?;
-        let placement = self.place(&ctx, asker.principal.as_deref(), parts.uri.path());
+        // The clocks are read once for the request's decisions before it is sent: each
+        // read costs about as much as a limiter's check.
+        let (wall, mono) = (crate::clock::now(), Instant::now());
+        let asker = self.caller(&ctx, mono)?;
+        let placement = self.place(&ctx, asker.principal.as_deref(), parts.uri.path(), wall);
         let body = read_body(body, &parts.headers, self.config.max_body_bytes).await?;
         // Checked as UTF-8 once, whole: read from bytes, serde checks each string of the
         // body on its own, a third of the parse of a short chat request. A body that is
@@ -227,10 +230,10 @@ impl Proxy {
             completion_tokens: meta.completion_tokens()?,
         };
         let path = parts.uri.path();
-        let mut outbound = self.screen(&ctx, path, &asker, meta, &asked, &body).await?;
+        let mut outbound = self.screen(&ctx, path, &asker, meta, &asked, &body, mono).await?;
         let prompt = outbound.prompt;
         let reservation = self
-            .budget(&asker, placement, &asked, &outbound)
+            .budget(&asker, placement, &asked, &outbound, wall)
             .inspect_err(|e| self.watch_cohort(&ctx, &asker, placement, prompt, e))?;
         // A stream reports what it cost only when asked: ask, and hide the answer again.
         let strip = reservation.is_some()
@@ -240,7 +243,7 @@ impl Proxy {
             && usage::ask_for_usage(&outbound.body, asked.has_stream_options)
                 .map(|asked_for| outbound.body = asked_for)
                 .is_some();
-        let sent = self.send(&parts, &ctx, &asker, placement, &asked, outbound).await;
+        let sent = self.send(&parts, &ctx, &asker, placement, &asked, outbound, wall).await;
         let reply = match (sent, reservation) {
             (Ok(reply), Some(r)) => usage::meter(reply, self.edge.clone(), r, asked.streamed, strip),
             (Ok(reply), None) => reply,
@@ -266,8 +269,9 @@ impl Proxy {
         placement: Placement,
         asked: &Asked<'_>,
         outbound: Outbound,
+        now: Duration,
     ) -> Result<Response<Body>, ApiError> {
-        let permit = self.admit(asker, placement).await?;
+        let permit = self.admit(asker, placement, now).await?;
         let path = target_path(&parts.uri);
         let headers = UpstreamHeaders { client: &parts.headers, ctx, json: true };
         let reply = self
@@ -281,7 +285,7 @@ impl Proxy {
 
     /// Phase 1: the caller, from the identity the edge looked up. A refused credential
     /// is anonymous where anonymous inference is served, and a 401 elsewhere.
-    fn caller(&self, ctx: &RequestContext) -> Result<Asker, ApiError> {
+    fn caller(&self, ctx: &RequestContext, now: Instant) -> Result<Asker, ApiError> {
         let principal = match &ctx.identity {
             Identity::Known(p) => Some(p.clone()),
             Identity::Refused(IdentityError::Unavailable) => {
@@ -298,7 +302,7 @@ impl Proxy {
             ));
         }
         let who = fairness_key(principal.as_deref(), &ctx.client);
-        let standing = self.guard.strikes().standing(who, Instant::now());
+        let standing = self.guard.strikes().standing(who, now);
         if standing == Standing::Suspended {
             return Err(ApiError::new(
                 Reject::AccountFlagged,
@@ -311,8 +315,7 @@ impl Proxy {
 
     /// Phase 1 for generation: the request's class and trust tier, counted; an account demoted out of the member
     /// class is sampled into the audit log (once a minute per account).
-    fn place(&self, ctx: &RequestContext, principal: Option<&Principal>, path: &str) -> Placement {
-        let now = crate::clock::now();
+    fn place(&self, ctx: &RequestContext, principal: Option<&Principal>, path: &str, now: Duration) -> Placement {
         let now_ms = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
         let placement = self.priority.place(principal, path, now_ms, self.edge.attack_since());
         if let (Some((tier, reason)), Some(p)) = (placement.trust, principal) {
@@ -374,12 +377,12 @@ impl Proxy {
         meta: RequestMeta<'_>,
         asked: &Asked<'_>,
         body: &Bytes,
+        now: Instant,
     ) -> Result<Outbound, ApiError> {
         let mut outbound = Outbound { body: body.clone(), protection: None, prompt: None };
         if !ctx.route.generates_text() {
             return Ok(outbound);
         }
-        let now = Instant::now();
         let text = aiguard::RequestText { messages: meta.messages, prompt: meta.prompt };
         let semantic = self.guard.semantic_score(&text).await;
         match self.guard.check_input(path, &text, semantic.as_ref(), asker.caller, now) {
@@ -420,6 +423,7 @@ impl Proxy {
         placement: Placement,
         asked: &Asked<'_>,
         outbound: &Outbound,
+        now: Duration,
     ) -> Result<Option<usage::Reservation>, ApiError> {
         let Some(p) = &asker.principal else { return Ok(None) };
         if !self.edge.enabled() {
@@ -428,7 +432,6 @@ impl Proxy {
         // A tier with a fraction of the budget pays the inverse for every token and request,
         // so one limit table serves every tier.
         let cost = placement.budget_cost(&self.priority.tier_limits);
-        let now = crate::clock::now();
         let extra_requests = (cost.round() as u32).saturating_sub(1);
         if extra_requests > 0 {
             let decision = self.edge.charge_account(p.user_id as u64, extra_requests, now);
@@ -464,7 +467,7 @@ impl Proxy {
 
     /// Phase 5: a slot toward the upstreams, by priority class and trust tier. A day of
     /// the account's use is recorded (in the background) once it is admitted.
-    async fn admit(&self, asker: &Asker, placement: Placement) -> Result<Permit, ApiError> {
+    async fn admit(&self, asker: &Asker, placement: Placement, now: Duration) -> Result<Permit, ApiError> {
         let Placement { mut class, tier, .. } = placement;
         if asker.standing == Standing::Throttled {
             class = class.max(PriorityClass::Anonymous);
@@ -477,7 +480,7 @@ impl Proxy {
         };
         let permit = self.admission.acquire(request).await.map_err(|refusal| admission_refusal(&refusal))?;
         if let Some(p) = &asker.principal {
-            let now = i64::try_from(crate::clock::now().as_millis()).unwrap_or(i64::MAX);
+            let now = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
             if self.accounts.first_use_today(p.user_id, now) {
                 let (accounts, user) = (self.accounts.clone(), p.user_id);
                 tokio::spawn(async move {

@@ -27,7 +27,7 @@ pub async fn list_models(State(proxy): State<Arc<Proxy>>, request: Request<Body>
 async fn list(proxy: &Proxy, request: Request<Body>) -> Result<Response<Body>, ApiError> {
     let (mut parts, _) = request.into_parts();
     let ctx = context(&mut parts)?;
-    proxy.caller(&ctx)?;
+    proxy.caller(&ctx, std::time::Instant::now())?;
     let path = target_path(&parts.uri);
     let headers = UpstreamHeaders { client: &parts.headers, ctx: &ctx, json: false };
     proxy.dispatch(http::Method::GET, &path, &headers, &Bytes::new(), None, None).await
