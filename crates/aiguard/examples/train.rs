@@ -122,21 +122,22 @@ fn main() {
 
 fn load(manifest: &Path, root: &Path) -> Vec<Example> {
     let mut out = Vec::new();
-    let mut push = |text: &str, group: Group, label: &str, lang: &str, hard: bool, split: &'static str, source: &str| {
-        if !text.trim().is_empty() {
-            out.push(Example {
-                text: text.to_owned(),
-                group,
-                label: label.to_owned(),
-                lang: lang.to_owned(),
-                weight: 1.0,
-                fold: 0,
-                hard,
-                split,
-                source: source.to_owned(),
-            });
-        }
-    };
+    let mut push =
+        |text: &str, group: Group, label: &str, lang: &str, hard: bool, split: &'static str, source: &str| {
+            if !text.trim().is_empty() {
+                out.push(Example {
+                    text: text.to_owned(),
+                    group,
+                    label: label.to_owned(),
+                    lang: lang.to_owned(),
+                    weight: 1.0,
+                    fold: 0,
+                    hard,
+                    split,
+                    source: source.to_owned(),
+                });
+            }
+        };
     let jsonl = |path: &Path| -> Vec<Value> {
         match std::fs::read_to_string(path) {
             Ok(t) => t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),

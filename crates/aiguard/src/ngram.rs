@@ -382,7 +382,8 @@ mod tests {
         // The short-text floor (MIN_NORM_FEATURES) and eval/short_benign.txt in training:
         // one ordinary word is not judged by its few n-grams at full strength.
         let model = NgramModel::builtin();
-        for benign in ["block", "blocked", "x-request-id", "prompt", "system", "ignore", "admin", "Anweisungen", "系统"] {
+        for benign in ["block", "blocked", "x-request-id", "prompt", "system", "ignore", "admin", "Anweisungen", "系统"]
+        {
             assert!(!model.score(benign).flagged, "{benign}: {}", model.logit(benign));
         }
     }
