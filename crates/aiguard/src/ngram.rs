@@ -7,8 +7,9 @@
 //!
 //! The weights are trained by `examples/train.rs` on the tuning split and the two spent
 //! held-out splits and embedded (`ngram/weights.bin`, i8-quantised, with the decision
-//! threshold chosen out of fold). Scoring is one table lookup per feature: about five per character of the first
-//! [`MAX_CLASSIFIED_BYTES`] of a text, nothing allocated but the folded copy.
+//! threshold chosen out of fold). Scoring is one table lookup per feature: about five per
+//! character of the first [`MAX_CLASSIFIED_BYTES`] of a text, nothing allocated but the
+//! folded copy.
 
 use std::sync::LazyLock;
 
