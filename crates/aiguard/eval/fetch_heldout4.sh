@@ -409,7 +409,9 @@ for path in sorted(glob.glob(os.path.join(up, "ovos_skill_*", "**", "locale", "*
         line = line.strip()
         if not line or line.startswith("#") or re.search(r"[{}:<>]", line):
             continue  # comments, entity slots and other markup
-        text = expand(line, random.Random(f"{path}/{j}"))
+        # Seeded by the path inside the unpacked wheels, so the checkout's location does
+        # not change the sample.
+        text = expand(line, random.Random(f"{os.path.relpath(path, up)}/{j}"))
         if text and "|" not in text and not re.search(r"[()\[\]]", text):
             by_lang[code.split("-")[0]].append((skill, text))
 for lang in sorted(by_lang):
