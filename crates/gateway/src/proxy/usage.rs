@@ -381,17 +381,14 @@ fn flat_usage(text: &[u8]) -> Option<Usage> {
         at.at += 1;
     } else {
         loop {
-            let key = at.key()?;
+            let slot = at.known_key();
+            if slot.is_none() {
+                at.key()?;
+            }
             at.space();
             at.expect(b':')?;
             at.space();
             let n = at.number()?;
-            let slot = match key {
-                b"prompt_tokens" => Some(0),
-                b"completion_tokens" => Some(1),
-                b"total_tokens" => Some(2),
-                _ => None,
-            };
             if let Some(slot) = slot
                 && fields[slot].replace(n).is_some()
             {
@@ -438,7 +435,17 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// A key of printable ASCII without escapes.
+    /// One of the three keys, quotes included, taken whole: the slot it fills. Compared
+    /// as bytes with the closing quote, so `"prompt_tokens_details"` is not taken.
+    fn known_key(&mut self) -> Option<usize> {
+        const KEYS: [&[u8]; 3] = [b"\"prompt_tokens\"", b"\"completion_tokens\"", b"\"total_tokens\""];
+        let rest = &self.text[self.at..];
+        let slot = KEYS.iter().position(|k| rest.starts_with(k))?;
+        self.at += KEYS[slot].len();
+        Some(slot)
+    }
+
+    /// Any other key of printable ASCII without escapes.
     fn key(&mut self) -> Option<&'a [u8]> {
         self.expect(b'"')?;
         let rest = &self.text[self.at..];
