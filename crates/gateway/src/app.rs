@@ -10,7 +10,7 @@ use accounts::service::Accounts;
 use admission::Admission;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRef, Request, State};
+use axum::extract::{FromRef, Request};
 use axum::http::{Method, Response};
 use axum::routing::{any, delete, get, post, put};
 use fleet::{Fleet, FleetConfig};
@@ -475,19 +475,21 @@ struct MainLane {
 }
 
 impl Dispatch for MainLane {
-    async fn dispatch(&self, request: Request<Body>) -> Response<Body> {
-        let route = request.extensions().get::<RequestContext>().map(|c| c.route);
-        match (request.method(), route) {
-            (&Method::POST, Some(route)) if route.costs_model() => {
-                screened(&self.screen, request, |r| proxy::forward(State(self.proxy.clone()), r)).await
+    async fn dispatch(&self, ctx: RequestContext, mut request: Request<Body>) -> Response<Body> {
+        match (request.method(), ctx.route) {
+            (&Method::POST, route) if route.costs_model() => {
+                screened(&self.screen, ctx, request, |ctx, r| proxy::forward_in(&self.proxy, ctx, r)).await
             }
-            (&Method::GET, Some(Route::Models)) => {
-                screened(&self.screen, request, |r| proxy::models::list_models(State(self.proxy.clone()), r)).await
+            (&Method::GET, Route::Models) => {
+                screened(&self.screen, ctx, request, |ctx, r| proxy::models::list_in(&self.proxy, ctx, r)).await
             }
-            _ => match self.router.clone().call(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            },
+            _ => {
+                request.extensions_mut().insert(ctx);
+                match self.router.clone().call(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
         }
     }
 }
@@ -497,7 +499,8 @@ impl Dispatch for MainLane {
 struct RouterOnly(Router);
 
 impl Dispatch for RouterOnly {
-    async fn dispatch(&self, request: Request<Body>) -> Response<Body> {
+    async fn dispatch(&self, ctx: RequestContext, mut request: Request<Body>) -> Response<Body> {
+        request.extensions_mut().insert(ctx);
         match self.0.clone().call(request).await {
             Ok(response) => response,
             Err(never) => match never {},

@@ -202,13 +202,21 @@ struct Outbound {
     )
 )]
 pub async fn forward(State(proxy): State<Arc<Proxy>>, request: Request<Body>) -> Response<Body> {
-    proxy.generate(request).await.unwrap_or_else(IntoResponse::into_response)
+    let (mut parts, body) = request.into_parts();
+    match context(&mut parts) {
+        Ok(ctx) => forward_in(&proxy, ctx, Request::from_parts(parts, body)).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// [`forward`] for the listener's direct path, which hands over the context itself.
+pub async fn forward_in(proxy: &Proxy, ctx: RequestContext, request: Request<Body>) -> Response<Body> {
+    proxy.generate(ctx, request).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 impl Proxy {
-    async fn generate(&self, request: Request<Body>) -> Result<Response<Body>, ApiError> {
-        let (mut parts, body) = request.into_parts();
-        let ctx = context(&mut parts)?;
+    async fn generate(&self, ctx: RequestContext, request: Request<Body>) -> Result<Response<Body>, ApiError> {
+        let (parts, body) = request.into_parts();
         // The clocks are read once for the request's decisions before it is sent: each
         // read costs about as much as a limiter's check.
         let (wall, mono) = (crate::clock::now(), Instant::now());

@@ -36,7 +36,10 @@ use crate::tls::Tls;
 /// Where the listener hands each request, with its [`RequestContext`] in its
 /// extensions, and gets the response back.
 pub trait Dispatch: Clone + Send + Sync + 'static {
-    fn dispatch(&self, request: Request<Body>) -> impl Future<Output = Response<Body>> + Send;
+    /// `ctx` travels beside the request, not in its extensions: on the inference path
+    /// nothing else would fill them, and a first extension costs three allocations. A lane
+    /// that hands the request to a router puts it there (see `RequestContext`'s extractor).
+    fn dispatch(&self, ctx: RequestContext, request: Request<Body>) -> impl Future<Output = Response<Body>> + Send;
 }
 
 /// The listener's own parts: its settings, the connection caps, who may speak for a
@@ -274,16 +277,15 @@ impl<D: Dispatch> hyper::service::Service<Request<Incoming>> for RequestService<
         }
         self.watch.passed();
         let pace = self.pace;
-        let mut request = request.map(|body| Body::new(PacedBody::new(body, pace)));
+        let request = request.map(|body| Body::new(PacedBody::new(body, pace)));
         let ctx =
             RequestContext { id: RequestId(id.clone()), client, route, identity: Identity::Anonymous, allow_listed };
-        request.extensions_mut().insert(ctx);
         let span = tracing::info_span!("request", id = ?id, route = route.label());
         let dispatch = self.dispatch.clone();
         let parts = self.parts.clone();
         Either::Right(Box::pin(
             async move {
-                let response = dispatch.dispatch(request).await;
+                let response = dispatch.dispatch(ctx, request).await;
                 let mut response = finish(response, html, &parts.metrics);
                 response.headers_mut().insert(X_REQUEST_ID.clone(), id);
                 if parts.tls.is_some() {

@@ -46,41 +46,46 @@ pub struct Screen {
 
 /// The edge as middleware. Applied to the whole router; passes everything outside
 /// `/v1/*`, `/auth/*` and `/challenge` through untouched.
-pub async fn screen(State(screen): State<Screen>, request: Request, next: Next) -> Response {
-    screened(&screen, request, |request| next.run(request)).await
+pub async fn screen(State(screen): State<Screen>, mut request: Request, next: Next) -> Response {
+    let Some(ctx) = request.extensions_mut().remove::<RequestContext>() else {
+        return next.run(request).await;
+    };
+    // The router's handlers read the context (with the identity found here) from the
+    // extensions again.
+    screened(&screen, ctx, request, |ctx, mut request| {
+        request.extensions_mut().insert(ctx);
+        next.run(request)
+    })
+    .await
 }
 
 /// The edge's checks around `handler`: the middleware above, and the server's direct
 /// path to the inference proxy, which skips the router but not this.
-pub async fn screened<F, Fut>(screen: &Screen, mut request: Request, handler: F) -> Response
+pub async fn screened<F, Fut>(screen: &Screen, mut ctx: RequestContext, request: Request, handler: F) -> Response
 where
-    F: FnOnce(Request) -> Fut,
+    F: FnOnce(RequestContext, Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
-    let Some(ctx) = request.extensions().get::<RequestContext>() else {
-        return handler(request).await;
-    };
     let Some(zone) = ctx.route.zone() else {
-        return handler(request).await;
+        return handler(ctx, request).await;
     };
     let client = ctx.client;
     let edge = &screen.edge;
     if !edge.enabled() {
         // No checks, but later stages still read who is asking from the context.
-        let identity = identify(screen, request.headers()).await;
-        set_identity(&mut request, identity);
-        return handler(request).await;
+        ctx.identity = identify(screen, request.headers()).await;
+        return handler(ctx, request).await;
     }
     let now = now();
     let is_post = request.method() == Method::POST;
-    let lease = match check(screen, zone, &client, &mut request, now).await {
+    let lease = match check(screen, zone, &client, &mut ctx, request.headers(), is_post, now).await {
         Ok((verdict, lease)) => {
             edge.metrics.record(EdgeAction::Allow, verdict);
             lease
         }
         Err(stop) => return stop.into_response(),
     };
-    let mut response = handler(request).await;
+    let mut response = handler(ctx, request).await;
     if let Some(held) = lease {
         // Held until the reply's last byte is sent or the client leaves.
         response = response.map(|body| Body::new(Leased { inner: body, held }));
@@ -102,25 +107,21 @@ async fn identify(screen: &Screen, headers: &HeaderMap) -> Identity {
     }
 }
 
-fn set_identity(request: &mut Request, identity: Identity) {
-    if let Some(ctx) = request.extensions_mut().get_mut::<RequestContext>() {
-        ctx.identity = identity;
-    }
-}
-
 /// Stages 1–6; the reason to count when the request may go on, and the account's
 /// concurrent-request lease when the fleet granted one.
 async fn check(
     screen: &Screen,
     zone: Zone,
     client: &Client,
-    request: &mut Request,
+    ctx: &mut RequestContext,
+    headers: &HeaderMap,
+    is_post: bool,
     now: Duration,
 ) -> Result<(&'static str, Option<HeldLease>), Stop> {
     let edge = &screen.edge;
     // 1–2. The lists and (on a single node) the per-address and per-subnet limits ran
     // in the listener (`Edge::admit`): what got here passed them.
-    let allow_listed = request.extensions().get::<RequestContext>().is_some_and(|ctx| ctx.allow_listed);
+    let allow_listed = ctx.allow_listed;
 
     // 2–4. In a fleet the source limits are decided fleet-wide, which takes a round trip
     // the listener's synchronous refusals cannot wait for. A caller the credential cache
@@ -128,7 +129,7 @@ async fn check(
     // other credential is looked up only after its source passed (a flood of made-up
     // keys must not reach the store first).
     let cached =
-        if edge.fleet().is_some() { crate::identity::cached(&screen.accounts, request.headers()) } else { None };
+        if edge.fleet().is_some() { crate::identity::cached(&screen.accounts, headers) } else { None };
     let together = cached.as_ref().and_then(Identity::principal).cloned();
     if edge.fleet().is_some() && together.is_none() {
         let source = edge.check_source(client, 1, now).await;
@@ -140,10 +141,10 @@ async fn check(
     // 3. Identity, once.
     let identity = match cached {
         Some(identity) => identity,
-        None => identify(screen, request.headers()).await,
+        None => identify(screen, headers).await,
     };
     let principal = identity.principal().cloned();
-    set_identity(request, identity);
+    ctx.identity = identity;
 
     let mut verdict = if allow_listed { "allow_listed" } else { "passed" };
     let mut lease = None;
@@ -151,8 +152,7 @@ async fn check(
         // 4. Identified: per-key and per-account limits, and for a request that will cost
         // a model, one of the account's leases on requests in flight across the fleet.
         let key = p.key_prefix.as_deref().map(|prefix| (prefix, p.rpm_limit));
-        let ctx = request.extensions().get::<RequestContext>();
-        let lease_id = ctx.filter(|c| c.route.costs_model()).and_then(|c| c.id.0.to_str().ok());
+        let lease_id = Some(&*ctx).filter(|c| c.route.costs_model()).and_then(|c| c.id.0.to_str().ok());
         let checked = if together.is_some() {
             edge.check_source_and_identified(client, key, p.user_id as u64, lease_id, now).await
         } else {
@@ -177,15 +177,15 @@ async fn check(
                 return Err(ApiError::limited("too many requests while the service is under attack", &d).into());
             }
         }
-        if bot_check(screen, zone, client, request.headers(), now).await? {
+        if bot_check(screen, zone, client, headers, now).await? {
             verdict = "cleared";
         }
     }
 
     // 6. Route limits; registration may go to the waiting room.
     let account = principal.as_ref().map(|p| p.user_id as u64);
-    if zone == Zone::Register && request.method() == Method::POST {
-        verdict = super::waiting::admit_registration(edge, client, request.headers(), now).await?;
+    if zone == Zone::Register && is_post {
+        verdict = super::waiting::admit_registration(edge, client, headers, now).await?;
     } else {
         let d = edge.check_route(zone, client, account, now).await;
         if !d.allowed {

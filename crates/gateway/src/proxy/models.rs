@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 
 use super::{Proxy, UpstreamHeaders, context, target_path};
 use crate::error::ApiError;
+use crate::request::RequestContext;
 
 /// `GET /v1/models`
 #[utoipa::path(
@@ -21,12 +22,20 @@ use crate::error::ApiError;
     )
 )]
 pub async fn list_models(State(proxy): State<Arc<Proxy>>, request: Request<Body>) -> Response<Body> {
-    list(&proxy, request).await.unwrap_or_else(IntoResponse::into_response)
+    let (mut parts, body) = request.into_parts();
+    match context(&mut parts) {
+        Ok(ctx) => list_in(&proxy, ctx, Request::from_parts(parts, body)).await,
+        Err(e) => e.into_response(),
+    }
 }
 
-async fn list(proxy: &Proxy, request: Request<Body>) -> Result<Response<Body>, ApiError> {
-    let (mut parts, _) = request.into_parts();
-    let ctx = context(&mut parts)?;
+/// [`list_models`] for the listener's direct path, which hands over the context itself.
+pub async fn list_in(proxy: &Proxy, ctx: RequestContext, request: Request<Body>) -> Response<Body> {
+    list(proxy, ctx, request).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn list(proxy: &Proxy, ctx: RequestContext, request: Request<Body>) -> Result<Response<Body>, ApiError> {
+    let (parts, _) = request.into_parts();
     proxy.caller(&ctx, std::time::Instant::now())?;
     let path = target_path(&parts.uri);
     let headers = UpstreamHeaders { client: &parts.headers, ctx: &ctx, json: false };
