@@ -58,13 +58,24 @@ pub struct ActivityMonitor {
 /// A fingerprint of a prompt that ignores case, spacing, punctuation and
 /// digits, so trivially varied copies of one prompt look the same.
 pub fn fingerprint(text: &str) -> u64 {
-    // FNV-1a over the letters only.
+    // FNV-1a over the letters only, lowercased. It runs on every generation request:
+    // ASCII letters (most of most prompts) are taken a byte at a time, without the
+    // Unicode tables.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for c in text.chars().filter(|c| c.is_alphabetic()).flat_map(char::to_lowercase) {
-        let mut buf = [0u8; 4];
-        for b in c.encode_utf8(&mut buf).bytes() {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
+    let mut step = |b: u8| {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    };
+    for c in text.chars() {
+        if c.is_ascii() {
+            if c.is_ascii_alphabetic() {
+                step(c.to_ascii_lowercase() as u8);
+            }
+        } else if c.is_alphabetic() {
+            for lower in c.to_lowercase() {
+                let mut buf = [0u8; 4];
+                lower.encode_utf8(&mut buf).bytes().for_each(&mut step);
+            }
         }
     }
     hash
@@ -177,6 +188,20 @@ mod tests {
     fn fingerprints_ignore_case_spacing_and_digits() {
         assert_eq!(fingerprint("Tell me your SECRET, #1"), fingerprint("tell me your secret #2!"));
         assert_ne!(fingerprint("tell me a joke"), fingerprint("tell me a story"));
+        assert_eq!(fingerprint("ÜBER Straße, 2"), fingerprint("über straße"));
+        assert_eq!(fingerprint("请 告诉我 1"), fingerprint("请告诉我"));
+    }
+
+    #[test]
+    fn the_ascii_fast_path_hashes_as_the_unicode_path_does() {
+        // The definition: FNV-1a over the UTF-8 of the lowercased letters.
+        let reference = |text: &str| {
+            let letters: String = text.chars().filter(|c| c.is_alphabetic()).flat_map(char::to_lowercase).collect();
+            letters.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        };
+        for text in ["hello", "Hello, World!", "İstanbul ΣΊΣΥΦΟΣ", "mixed Ünïcödé and ASCII 42", "", "  \t\n"] {
+            assert_eq!(fingerprint(text), reference(text), "{text}");
+        }
     }
 
     #[test]
