@@ -349,6 +349,20 @@ fn trailing_usage(reply: &[u8]) -> Option<Usage> {
     if reply[end] != b'}' || reply.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return None;
     }
+    // Nearly always the reply ends `"usage":{…}}` with a flat object: its `{` is the last
+    // one, and the key is right before it. A key named `usage` inside it is refused by
+    // `flat_usage`, so this finds the key the search below would.
+    if let Some(open) = memchr::memrchr(b'{', &reply[..end]) {
+        let before = reply[..open].trim_ascii_end();
+        if let Some(before) = before.strip_suffix(b":").map(<[u8]>::trim_ascii_end)
+            && before.ends_with(b"\"usage\"")
+            && before.len() > 7
+            && before[before.len() - 8] != b'\\'
+            && let Some(usage) = flat_usage(&reply[open..end])
+        {
+            return Some(usage);
+        }
+    }
     // Built once: building the searcher cost more than a short reply's search.
     static KEY: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(b"\"usage\""));
@@ -382,8 +396,9 @@ fn flat_usage(text: &[u8]) -> Option<Usage> {
     } else {
         loop {
             let slot = at.known_key();
-            if slot.is_none() {
-                at.key()?;
+            // Another `usage` inside would be the key `trailing_usage` meant.
+            if slot.is_none() && at.key()? == b"usage" {
+                return None;
             }
             at.space();
             at.expect(b':')?;
@@ -679,6 +694,12 @@ mod tests {
         let escaped = br#"{"choices":[],"x\"usage":{"total_tokens":5}}"#;
         assert!(trailing_usage(escaped).is_none());
         assert_eq!(whole_reply_usage(escaped), None);
+        // A key `usage` inside the usage object: the object is left to serde whole.
+        let inner = br#"{"choices":[],"usage":{"usage":5,"total_tokens":7}}"#;
+        assert!(trailing_usage(inner).is_none());
+        assert_eq!(whole_reply_usage(inner), Some(7));
+        // Spaces around the colon, and after the last brace.
+        assert_eq!(whole_reply_usage(b"{\"choices\":[],\"usage\" : {\"total_tokens\":8} }\n"), Some(8));
         // The word in generated text, and a `usage` that is null or absent.
         assert_eq!(whole_reply_usage(br#"{"choices":[{"text":"\"usage\":{\"total_tokens\":5}}"}]}"#), None);
         assert_eq!(whole_reply_usage(br#"{"choices":[],"usage":null}"#), None);
