@@ -4,18 +4,17 @@
 //! account service's cache, so a flood of one bad key costs one lookup each.
 
 use accounts::service::Accounts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 
 use crate::cookies::{SESSION_COOKIE, cookie};
 use crate::request::{Identity, IdentityError};
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+    bearer_of(headers.get(header::AUTHORIZATION)?)
 }
 
-/// True when the request carries any credential at all (cheap: no lookup).
-pub fn presented(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::AUTHORIZATION) || cookie(headers, SESSION_COOKIE).is_some()
+fn bearer_of(authorization: &HeaderValue) -> Option<&str> {
+    authorization.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
 /// The request's identity when this node's credential cache already knows its
@@ -32,12 +31,15 @@ pub fn cached(accounts: &Accounts, headers: &HeaderMap) -> Option<Identity> {
 }
 
 /// Look the request's credential up.
+/// Anonymous, without a lookup, when it presents none.
 pub async fn resolve(accounts: &Accounts, headers: &HeaderMap) -> Identity {
-    let found = if let Some(key) = bearer(headers) {
+    // The header map is searched once for each header, however the request is named.
+    let authorization = headers.get(header::AUTHORIZATION);
+    let found = if let Some(key) = authorization.and_then(bearer_of) {
         accounts.key_principal(key).await
     } else if let Some(token) = cookie(headers, SESSION_COOKIE) {
         accounts.session_principal(token).await
-    } else if headers.contains_key(header::AUTHORIZATION) {
+    } else if authorization.is_some() {
         // Some other scheme: nothing Palisade issues.
         Ok(None)
     } else {

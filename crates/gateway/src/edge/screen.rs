@@ -100,11 +100,7 @@ where
 }
 
 async fn identify(screen: &Screen, headers: &HeaderMap) -> Identity {
-    if crate::identity::presented(headers) {
-        crate::identity::resolve(&screen.accounts, headers).await
-    } else {
-        Identity::Anonymous
-    }
+    crate::identity::resolve(&screen.accounts, headers).await
 }
 
 /// Stages 1–6; the reason to count when the request may go on, and the account's
