@@ -267,7 +267,8 @@ pub struct RequestContext {
     pub allow_listed: bool,
 }
 
-/// Handlers take the context as an argument; the listener always inserts one, so its
+/// Router handlers take the context as an argument; a lane puts it in the extensions
+/// before it calls a router (the direct inference path passes it by hand), so its
 /// absence is a bug in the wiring, answered as such rather than with a panic.
 impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
     type Rejection = ApiError;
