@@ -199,7 +199,8 @@ mod tests {
             let letters: String = text.chars().filter(|c| c.is_alphabetic()).flat_map(char::to_lowercase).collect();
             letters.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
         };
-        for text in ["hello", "Hello, World!", "İstanbul ΣΊΣΥΦΟΣ", "mixed Ünïcödé and ASCII 42", "", "  \t\n"] {
+        for text in ["hello", "Hello, World!", "İstanbul ΣΊΣΥΦΟΣ", "mixed Ünïcödé and ASCII 42", "", "  \t\n"]
+        {
             assert_eq!(fingerprint(text), reference(text), "{text}");
         }
     }

@@ -124,8 +124,7 @@ async fn check(
     // knows is named without a lookup, so its limits ride in that same round trip; any
     // other credential is looked up only after its source passed (a flood of made-up
     // keys must not reach the store first).
-    let cached =
-        if edge.fleet().is_some() { crate::identity::cached(&screen.accounts, headers) } else { None };
+    let cached = if edge.fleet().is_some() { crate::identity::cached(&screen.accounts, headers) } else { None };
     let together = cached.as_ref().and_then(Identity::principal).cloned();
     if edge.fleet().is_some() && together.is_none() {
         let source = edge.check_source(client, 1, now).await;
