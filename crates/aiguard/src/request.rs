@@ -323,6 +323,19 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_surrogate_escape_in_a_skipped_string_reads() {
+        // Found by the fuzz target too: serde_json checks a `\u` escape's surrogate pair
+        // only in the strings it decodes. The texts the guard scores are decoded, so they
+        // cannot hide one; what a skipped member carries is the model server's to refuse.
+        for body in [&br#"{"prurompt":["a",1,"b\udddd00a9\n"],"s":null}"#[..], br#"{"x":"\ud800"}"#] {
+            assert!(serde_json::from_slice::<serde_json::Value>(body).is_err());
+            assert!(serde_json::from_slice::<RequestText>(body).is_ok());
+        }
+        let read = br#"{"prompt": "b\udddd00a9"}"#;
+        assert!(serde_json::from_slice::<RequestText>(read).is_err(), "a string it reads is decoded whole");
+    }
+
+    #[test]
     fn a_number_beyond_f64_in_a_skipped_member_reads() {
         // Also found by the fuzz target: valid JSON that a `serde_json::Value` refuses.
         let body = br#"{"mpt":6666666666666666e6666666}"#;
