@@ -30,8 +30,7 @@ pub fn cached(accounts: &Accounts, headers: &HeaderMap) -> Option<Identity> {
     Some(found.map_or(Identity::Refused(IdentityError::Invalid), Identity::Known))
 }
 
-/// Look the request's credential up.
-/// Anonymous, without a lookup, when it presents none.
+/// Look the request's credential up; anonymous, without a lookup, when it presents none.
 pub async fn resolve(accounts: &Accounts, headers: &HeaderMap) -> Identity {
     // The header map is searched once for each header, however the request is named.
     let authorization = headers.get(header::AUTHORIZATION);

@@ -202,9 +202,8 @@ struct Outbound {
     )
 )]
 pub async fn forward(State(proxy): State<Arc<Proxy>>, request: Request<Body>) -> Response<Body> {
-    let (mut parts, body) = request.into_parts();
-    match context(&mut parts) {
-        Ok(ctx) => forward_in(&proxy, ctx, Request::from_parts(parts, body)).await,
+    match context(request) {
+        Ok((ctx, request)) => forward_in(&proxy, ctx, request).await,
         Err(e) => e.into_response(),
     }
 }
@@ -679,12 +678,14 @@ fn log_excerpt(body: &[u8], secret: Option<&str>) -> String {
     out.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-/// The context the listener and the edge filled; always there.
-fn context(parts: &mut http::request::Parts) -> Result<RequestContext, ApiError> {
-    parts
-        .extensions
+/// The context the listener and the edge filled, taken out of a request that came
+/// through a router; always there.
+fn context(mut request: Request<Body>) -> Result<(RequestContext, Request<Body>), ApiError> {
+    let ctx = request
+        .extensions_mut()
         .remove::<RequestContext>()
-        .ok_or_else(|| ApiError::new(Reject::Internal, "the request was not resolved by the listener"))
+        .ok_or_else(|| ApiError::new(Reject::Internal, "the request was not resolved by the listener"))?;
+    Ok((ctx, request))
 }
 
 /// Phase 2: the whole body, bounded and paced.

@@ -22,9 +22,8 @@ use crate::request::RequestContext;
     )
 )]
 pub async fn list_models(State(proxy): State<Arc<Proxy>>, request: Request<Body>) -> Response<Body> {
-    let (mut parts, body) = request.into_parts();
-    match context(&mut parts) {
-        Ok(ctx) => list_in(&proxy, ctx, Request::from_parts(parts, body)).await,
+    match context(request) {
+        Ok((ctx, request)) => list_in(&proxy, ctx, request).await,
         Err(e) => e.into_response(),
     }
 }
