@@ -220,6 +220,10 @@ static MATCHER: LazyLock<Matcher> = LazyLock::new(|| {
     Matcher { ac, meta }
 });
 
+pub(crate) fn prepare() {
+    LazyLock::force(&MATCHER);
+}
+
 /// Scripts that separate words with spaces and inflect at the end: Latin, Greek, Cyrillic.
 fn needs_boundary(c: char) -> bool {
     (c as u32) < 0x0530

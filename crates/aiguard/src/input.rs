@@ -846,6 +846,12 @@ impl Hasher for Fnv {
 
 static LEXICON: LazyLock<Lexicon> = LazyLock::new(Lexicon::build);
 
+/// Builds the word lexicon and the concept automaton now (see `Guard::new`).
+pub(crate) fn prepare() {
+    LazyLock::force(&LEXICON);
+    crate::concepts::prepare();
+}
+
 impl Lexicon {
     fn build() -> Self {
         let lists: HashMap<&str, &str> = LISTS.iter().copied().collect();

@@ -85,6 +85,12 @@ impl Guard {
                 Some(Arc::new(index))
             }
         };
+        // The pattern tables, automata and n-gram weights are built here, at start-up,
+        // rather than by the first request scored (about 5 ms).
+        input::prepare();
+        if config.input.ngram {
+            NgramModel::builtin();
+        }
         Ok(Self { config, prompts, semantic })
     }
 
