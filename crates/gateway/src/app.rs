@@ -475,7 +475,7 @@ struct MainLane {
 }
 
 impl Dispatch for MainLane {
-    async fn dispatch(&self, ctx: RequestContext, mut request: Request<Body>) -> Response<Body> {
+    async fn dispatch(&self, ctx: RequestContext, request: Request<Body>) -> Response<Body> {
         match (request.method(), ctx.route) {
             (&Method::POST, route) if route.costs_model() => {
                 screened(&self.screen, ctx, request, |ctx, r| proxy::forward_in(&self.proxy, ctx, r)).await
@@ -483,14 +483,18 @@ impl Dispatch for MainLane {
             (&Method::GET, Route::Models) => {
                 screened(&self.screen, ctx, request, |ctx, r| proxy::models::list_in(&self.proxy, ctx, r)).await
             }
-            _ => {
-                request.extensions_mut().insert(ctx);
-                match self.router.clone().call(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                }
-            }
+            _ => routed(&self.router, ctx, request).await,
         }
+    }
+}
+
+/// `request` through `router`, its context where the router's handlers and middleware
+/// read it: in the extensions.
+async fn routed(router: &Router, ctx: RequestContext, mut request: Request<Body>) -> Response<Body> {
+    request.extensions_mut().insert(ctx);
+    match router.clone().call(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
     }
 }
 
@@ -499,12 +503,8 @@ impl Dispatch for MainLane {
 struct RouterOnly(Router);
 
 impl Dispatch for RouterOnly {
-    async fn dispatch(&self, ctx: RequestContext, mut request: Request<Body>) -> Response<Body> {
-        request.extensions_mut().insert(ctx);
-        match self.0.clone().call(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        }
+    async fn dispatch(&self, ctx: RequestContext, request: Request<Body>) -> Response<Body> {
+        routed(&self.0, ctx, request).await
     }
 }
 

@@ -33,8 +33,8 @@ use crate::refusal::{self, Admit, Prerendered, Turnstile};
 use crate::request::{Identity, RequestContext, RequestId, RequestIds, Route};
 use crate::tls::Tls;
 
-/// Where the listener hands each request, with its [`RequestContext`] in its
-/// extensions, and gets the response back.
+/// Where the listener hands each request, with its [`RequestContext`] beside it, and
+/// gets the response back.
 pub trait Dispatch: Clone + Send + Sync + 'static {
     /// `ctx` travels beside the request, not in its extensions: on the inference path
     /// nothing else would fill them, and a first extension costs three allocations. A lane
