@@ -126,18 +126,26 @@ callgrind_per_request() {
     log "$name: $requests requests, ${RESULT[$name]} instructions each"
 }
 
-# instruction_table ANCHOR — RESULT for every target of TARGETS, with its ratio to
-# RESULT[ANCHOR], as a Markdown table.
+# instruction_table ANCHOR... — RESULT for every target of TARGETS, with its ratio to
+# RESULT[ANCHOR] for each ANCHOR measured, as a Markdown table.
 instruction_table() {
-    local anchor=$1 target ratio
+    local anchor target ratio head="| target | instructions per request |" rule="|---|---:|" row
+    for anchor in "$@"; do
+        [[ -n ${RESULT[$anchor]:-} ]] || continue
+        head+=" vs $anchor |"
+        rule+="---:|"
+    done
     echo
-    echo "| target | instructions per request | vs $anchor |"
-    echo "|---|---:|---:|"
+    echo "$head"
+    echo "$rule"
     for target in $TARGETS; do
-        ratio=-
-        [[ -n ${RESULT[$anchor]:-} ]] &&
+        row="| $target | ${RESULT[$target]} |"
+        for anchor in "$@"; do
+            [[ -n ${RESULT[$anchor]:-} ]] || continue
             ratio=$(awk -v a="${RESULT[$target]}" -v b="${RESULT[$anchor]}" 'BEGIN { printf "%.2f×", a / b }')
-        echo "| $target | ${RESULT[$target]} | $ratio |"
+            row+=" $ratio |"
+        done
+        echo "$row"
     done
 }
 

@@ -15,7 +15,15 @@
 #             (bench/lib.sh palisade_proxy_env);
 #             its figure counts the connection tasks only (accept loop, request
 #             path, upstream connection), not the background tasks (status page
-#             recorder, health checks), which run on timers
+#             recorder, health checks), which run on timers; the second table
+#             gives the whole process's count as well
+#   nginx     nginx as bench/proxy.sh configures it (bench/nginx-proxy.conf.template),
+#             with `master_process off` so its one worker is the process counted
+#
+# Then, unless SYSCALLS=0, each target runs again without valgrind, with strace
+# attached (-f: every thread) while wrk sends the same request, and the system
+# calls per request are printed: the kernel's share of a request's CPU, which
+# callgrind does not see, counted too.
 #
 # Caveat: valgrind does not emulate the CPU's SHA extensions, so SHA-256 is counted
 # as the software fallback (about 7,000 instructions a digest). It runs once per key
@@ -29,7 +37,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=$ROOT/bench/out/instructions
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
-TARGETS=${TARGETS:-"hyper palisade"}
+TARGETS=${TARGETS:-"hyper palisade nginx"}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-4}
 BASE_PORT=${BASE_PORT:-18450}
@@ -46,6 +54,9 @@ mkdir -p "$OUT"
 missing=()
 command -v valgrind >/dev/null || missing+=(valgrind)
 command -v wrk >/dev/null || missing+=(wrk)
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[[ " $TARGETS " != *" nginx "* || -x $NGINX ]] || missing+=(nginx-light)
+[[ ${SYSCALLS:-1} == 0 ]] || command -v strace >/dev/null || missing+=(strace)
 if ((${#missing[@]})); then
     log "apt-get install ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >"$OUT/apt.log" 2>&1 ||
@@ -61,29 +72,42 @@ start sim 0 env TOKIO_WORKER_THREADS=1 "$BIN/palisade" sim-upstream --listen "12
     --capacity 4096 --ttft-ms 0 --tokens-per-s 0 --max-tokens 8
 wait_ready sim 20 "http://127.0.0.1:$SIM_PORT/v1/models" || die "the simulated model did not start"
 
-declare -A RESULT=() ALLOCS=()
-for target in $TARGETS; do
-    bearer=none
-    file=$OUT/callgrind.$target
-    rm -f "$file"*
+# nginx_conf — bench/proxy.sh's nginx configuration in $OUT/nginx, single-process.
+nginx_conf() {
+    mkdir -p "$OUT/nginx"
+    {
+        echo "master_process off;"
+        sed -e "s|@OUT@|$OUT|g" -e "s|@SIM_PORT@|$SIM_PORT|g" -e "s|@NGINX_PORT@|$PROXY_PORT|g" \
+            -e "s|@LISTEN_SSL@||g" -e "s|@TLS@|# plain HTTP|g" "$ROOT/bench/nginx-proxy.conf.template"
+    } >"$OUT/nginx/nginx.conf"
+}
+
+# launch TARGET [WRAPPER...] — start TARGET on CPU 1 under WRAPPER (valgrind, or
+# nothing), wait until it answers, and write the wrk script with its key to
+# $OUT/chat.lua and the URL to URL.
+launch() {
+    local target=$1 bearer=none probe=/v1/models
+    shift
     case $target in
     hyper)
-        start "$target" 1 env TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$file" \
+        start "$target" 1 env TOKIO_WORKER_THREADS=1 "$@" \
             "$BIN/examples/hyper_proxy" "127.0.0.1:$PROXY_PORT" "127.0.0.1:$SIM_PORT"
         ;;
     palisade)
         palisade_proxy_env "$SIM_PORT" "$OUT/palisade-data"
-        env=("${PALISADE_ENV[@]}")
         rm -rf "$OUT/palisade-data"
-        bearer=$(env "${env[@]}" "$BIN/palisade" keys create --name bench 2>>"$OUT/keys.log" |
+        bearer=$(env "${PALISADE_ENV[@]}" "$BIN/palisade" keys create --name bench 2>>"$OUT/keys.log" |
             grep -Eo '^pal_[A-Za-z0-9_-]+') || die "palisade keys create printed no key; see $OUT/keys.log"
-        start "$target" 1 env TOKIO_WORKER_THREADS=1 "${env[@]}" valgrind --tool=callgrind \
-            --callgrind-out-file="$file" "$BIN/palisade" serve --listen "127.0.0.1:$PROXY_PORT" --log-format json
+        start "$target" 1 env TOKIO_WORKER_THREADS=1 "${PALISADE_ENV[@]}" "$@" \
+            "$BIN/palisade" serve --listen "127.0.0.1:$PROXY_PORT" --log-format json
+        probe=/readyz # its /v1 wants the key
         ;;
-    *) die "unknown target $target (hyper, palisade)" ;;
+    nginx)
+        nginx_conf
+        start "$target" 1 "$@" "$NGINX" -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -e "$OUT/nginx/error.log"
+        ;;
+    *) die "unknown target $target (hyper, palisade, nginx)" ;;
     esac
-    probe=/v1/models
-    [[ $target == palisade ]] && probe=/readyz # its /v1 wants the key
     # valgrind starts slowly.
     wait_ready "$target" 60 "http://127.0.0.1:$PROXY_PORT$probe" || die "$target did not start; see $OUT/$target.log"
     cat >"$OUT/chat.lua" <<EOF
@@ -92,14 +116,26 @@ wrk.body = '$BODY'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $bearer"
 EOF
-    url="http://127.0.0.1:$PROXY_PORT/v1/chat/completions"
-    taskset -c 0 wrk -t1 -c"$CONNS" -d3s -s "$OUT/chat.lua" "$url" >/dev/null # warm-up
+    URL="http://127.0.0.1:$PROXY_PORT/v1/chat/completions"
+}
+
+# requests_of FILE — the requests of a wrk output, failing on any answer but 2xx.
+requests_of() {
+    ! grep -q "Non-2xx" "$1" || die "a target answered with errors; see $1"
+    awk '/requests in/ { print $1 }' "$1"
+}
+
+declare -A RESULT=() WHOLE=() ALLOCS=() CALLS=() TOP=()
+for target in $TARGETS; do
+    file=$OUT/callgrind.$target
+    rm -f "$file"*
+    launch "$target" valgrind --tool=callgrind --callgrind-out-file="$file"
+    taskset -c 0 wrk -t1 -c"$CONNS" -d3s -s "$OUT/chat.lua" "$URL" >/dev/null # warm-up
     callgrind_control -z "${PGID[$target]}" >/dev/null
-    taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$OUT/chat.lua" "$url" >"$OUT/wrk.$target"
+    taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$OUT/chat.lua" "$URL" >"$OUT/wrk.$target"
     callgrind_control -d "${PGID[$target]}" >/dev/null
     stop_group "$target"
-    ! grep -q "Non-2xx" "$OUT/wrk.$target" || die "$target answered with errors; see $OUT/wrk.$target"
-    requests=$(awk '/requests in/ { print $1 }' "$OUT/wrk.$target")
+    requests=$(requests_of "$OUT/wrk.$target")
     dump=$(ls "$file".* | head -n 1)
     if [[ $target == palisade ]]; then
         pattern='gateway::server::serve::{{closure}}::{{closure}} ['
@@ -107,11 +143,44 @@ EOF
         pattern='PROGRAM TOTALS'
     fi
     callgrind_per_request "$target" "$dump" "$pattern" "$requests"
+    WHOLE[$target]=$(awk -v n="$requests" '/PROGRAM TOTALS/ { gsub(",", "", $1); printf "%d", $1 / n; exit }' \
+        "$OUT/annotate.$target")
     ALLOCS[$target]=$(callgrind_mallocs "$dump" "$requests")
 done
 
-instruction_table hyper
+if [[ ${SYSCALLS:-1} != 0 ]]; then
+    for target in $TARGETS; do
+        launch "$target"
+        taskset -c 0 wrk -t1 -c"$CONNS" -d3s -s "$OUT/chat.lua" "$URL" >/dev/null # warm-up
+        # env execs the program, so the group leader is the process itself.
+        setsid strace -f -c -o "$OUT/strace.$target" -p "${PGID[$target]}" 2>"$OUT/strace.$target.log" &
+        tracer=$!
+        sleep 1 # strace has attached to every thread before the count starts
+        taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$OUT/chat.lua" "$URL" >"$OUT/wrk.sys.$target"
+        kill -INT "$tracer"
+        wait "$tracer" 2>/dev/null || true
+        stop_group "$target"
+        requests=$(requests_of "$OUT/wrk.sys.$target")
+        # strace -c rows: % time, seconds, usecs/call, calls, [errors,] syscall; then "total".
+        CALLS[$target]=$(awk -v n="$requests" '$NF == "total" { printf "%.2f", $4 / n }' "$OUT/strace.$target")
+        TOP[$target]=$(awk -v n="$requests" '$1 ~ /^[0-9.]+$/ && $NF != "total" { printf "%s %.2f\n", $NF, $4 / n }' \
+            "$OUT/strace.$target" | sort -k2 -rn | head -n 6 | awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }')
+        log "$target: $requests requests, ${CALLS[$target]} system calls each"
+    done
+fi
+
+instruction_table hyper nginx
 echo
-echo "| target | allocations per request (calls to malloc, whole process) |"
-echo "|---|---:|"
-for target in $TARGETS; do echo "| $target | ${ALLOCS[$target]} |"; done
+echo "| target | instructions per request, whole process (background tasks too) | vs nginx | allocations per request (calls to malloc, whole process) |"
+echo "|---|---:|---:|---:|"
+for target in $TARGETS; do
+    ratio=-
+    [[ -n ${WHOLE[nginx]:-} ]] && ratio=$(awk -v a="${WHOLE[$target]}" -v b="${WHOLE[nginx]}" 'BEGIN { printf "%.2f×", a / b }')
+    echo "| $target | ${WHOLE[$target]} | $ratio | ${ALLOCS[$target]} |"
+done
+if [[ ${SYSCALLS:-1} != 0 ]]; then
+    echo
+    echo "| target | system calls per request (strace -f -c, every thread) | most frequent, per request |"
+    echo "|---|---:|---|"
+    for target in $TARGETS; do echo "| $target | ${CALLS[$target]} | ${TOP[$target]} |"; done
+fi
