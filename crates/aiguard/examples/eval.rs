@@ -135,6 +135,7 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
     let heldout2 = rows_of(&root.join("target/aiguard-heldout2/heldout.jsonl"));
     let heldout3 = rows_of(&root.join("target/aiguard-heldout3/heldout3.jsonl"));
     let heldout4 = rows_of(&root.join("target/aiguard-heldout4/heldout4.jsonl"));
+    let heldout5 = rows_of(&root.join("target/aiguard-heldout5/heldout5.jsonl"));
     let model = ngram_model();
     println!(
         "n-gram classifier ({}): 2^{} hashed features, threshold {:.3} log-odds (chosen by examples/train.rs)\n",
@@ -158,14 +159,15 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
             layer,
         );
     }
-    // The first three held-out splits are spent: scored, then read and trained on. Their
-    // figures are in-sample. The fourth: sources never read while tuning or training. Of
+    // The first four held-out splits are spent: scored, then read and trained on. Their
+    // figures are in-sample. The fifth: sources never read while tuning or training. Of
     // any split, only rates are printed.
     for (rows, name, title) in [
         (&heldout, "fetch_heldout.sh", "FIRST HELD-OUT split (spent: no longer evidence)"),
         (&heldout2, "fetch_heldout2.sh", "SECOND HELD-OUT split (spent: no longer evidence)"),
         (&heldout3, "fetch_heldout3.sh", "THIRD HELD-OUT split (spent: no longer evidence)"),
-        (&heldout4, "fetch_heldout4.sh", "HELD-OUT 4 split (sources never read while tuning or training)"),
+        (&heldout4, "fetch_heldout4.sh", "FOURTH HELD-OUT split (spent: no longer evidence)"),
+        (&heldout5, "fetch_heldout5.sh", "HELD-OUT 5 split (sources never read while tuning or training)"),
     ] {
         if rows.is_empty() {
             println!("\n(no {title}: run crates/aiguard/eval/{name})");
