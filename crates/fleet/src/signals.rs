@@ -29,8 +29,10 @@ return out
 
 impl Fleet {
     /// Adds this node's `counts` for the last second and returns the fleet's totals for
-    /// the second before (in the same order).
+    /// the second before (in the same order). Counted as [`Fleet::clocked`]: the detector
+    /// makes it once a second.
     pub async fn sum_signals<const N: usize>(&self, counts: [u64; N]) -> Result<[u64; N], FleetError> {
+        self.clocked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SIGNALS_SCRIPT));
         let mut invocation = SCRIPT.prepare_invoke();
         invocation.key(format!("{}:{{switches}}:signals", self.prefix()));

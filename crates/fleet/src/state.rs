@@ -48,6 +48,8 @@ pub struct Fleet {
     pub(crate) releases: AtomicU64,
     /// Of those, trips carrying budget updates (off every request's path).
     pub(crate) updates: AtomicU64,
+    /// Of those, trips made on a clock (switch poll, detector), off every request's path.
+    pub(crate) clocked: AtomicU64,
     /// Budget updates waiting for [`Fleet::run_updates`].
     pub(crate) queue: tokio::sync::mpsc::Sender<crate::queue::Update>,
     pub(crate) queued: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::queue::Update>>>,
@@ -75,6 +77,7 @@ impl Fleet {
             round_trips: AtomicU64::new(0),
             releases: AtomicU64::new(0),
             updates: AtomicU64::new(0),
+            clocked: AtomicU64::new(0),
             queue,
             queued: std::sync::Mutex::new(Some(queued)),
         })
@@ -111,6 +114,12 @@ impl Fleet {
     /// none.
     pub fn updates(&self) -> u64 {
         self.updates.load(Ordering::Relaxed)
+    }
+
+    /// Of [`Fleet::round_trips`], those a clock makes whatever the traffic: the switch
+    /// poll's version reads and the attack detector's signal sums, once a tick each.
+    pub fn clocked(&self) -> u64 {
+        self.clocked.load(Ordering::Relaxed)
     }
 
     /// Counts one decision taken locally (the caller's fallback).

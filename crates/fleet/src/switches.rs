@@ -65,8 +65,10 @@ impl Fleet {
         format!("{}:{{switches}}:{what}", self.prefix())
     }
 
-    /// Every switch's version (one round trip).
+    /// Every switch's version (one round trip, counted as [`Fleet::clocked`]: the switch
+    /// poll makes it once a tick).
     pub async fn versions(&self) -> Result<SwitchVersions, FleetError> {
+        self.clocked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key = self.switch_key("versions");
         let values: Vec<Option<u64>> = self
             .call(|mut c| async move {

@@ -216,24 +216,25 @@ async fn a_known_callers_proxied_request_costs_one_redis_round_trip() {
     // Its lease comes back just after its reply: count from there.
     within(Duration::from_secs(2), "the warm-up's lease given back", || async { fleet.releases() == 1 }).await;
     const N: u64 = 100;
-    let (before, released, updated, started) = (fleet.round_trips(), fleet.releases(), fleet.updates(), Instant::now());
+    let (before, released, updated, clocked) =
+        (fleet.round_trips(), fleet.releases(), fleet.updates(), fleet.clocked());
     for _ in 0..N {
         assert_eq!(ask().await.unwrap().status(), StatusCode::OK);
     }
     // Each reply gives its concurrency lease back afterwards, in the background; its
     // token budget was charged beside it and is settled after it, in the background too.
     within(Duration::from_secs(2), "every lease given back", || async { fleet.releases() - released == N }).await;
-    // Both are counted as they start, so this difference is exact at any moment.
-    let (trips, beside) = (fleet.round_trips() - before, fleet.updates() - updated);
-    let on_path = trips - N - beside;
-    // The switch poll adds one a second, whatever the traffic.
-    let polls = started.elapsed().as_secs() + 1;
+    // All are counted as they start, so these differences are exact at any moment. The
+    // switch poll and the attack detector add one trip a tick each, whatever the traffic
+    // (how many depends on how long the requests took).
+    let (trips, beside, ticks) = (fleet.round_trips() - before, fleet.updates() - updated, fleet.clocked() - clocked);
+    let on_path = trips - N - beside - ticks;
     println!(
-        "{N} proxied requests of a known key: {on_path} Redis round trips on their path (of which at most {polls} \
-         polls), {N} lease returns and {beside} trips of token charges and settlements beside them"
+        "{N} proxied requests of a known key: {on_path} Redis round trips on their path, {N} lease returns and \
+         {beside} trips of token charges and settlements beside them, {ticks} trips of the clock"
     );
     assert!(beside >= 1, "the requests' tokens were charged to the fleet");
-    assert!(on_path >= N && on_path <= N + polls, "{on_path} round trips for {N} requests");
+    assert_eq!(on_path, N, "round trips on the path of {N} requests");
     // Settlements may still be finishing in the background: the page shows a count
     // between the ones read either side of it.
     let (releases, updates) = (fleet.releases(), fleet.updates());
