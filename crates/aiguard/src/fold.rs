@@ -17,7 +17,8 @@ fn is_invisible(c: char) -> bool {
         | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{E0000}'..='\u{E007F}')
 }
 
-/// Cyrillic and Greek letters that render like Latin ones, the usual homoglyph swaps.
+/// Cyrillic and Greek letters that render like Latin ones, the usual homoglyph swaps, and
+/// Latin small capitals.
 fn confusable(c: char) -> Option<char> {
     Some(match c {
         'а' | 'А' | 'α' | 'Α' => 'a',
@@ -40,6 +41,33 @@ fn confusable(c: char) -> Option<char> {
         'х' | 'Х' | 'χ' | 'Χ' => 'x',
         'у' | 'У' | 'γ' | 'Υ' => 'y',
         'Ζ' => 'z',
+        // Small capitals, which text "font" generators use to write a whole prompt.
+        'ᴀ' => 'a',
+        'ʙ' => 'b',
+        'ᴄ' => 'c',
+        'ᴅ' => 'd',
+        'ᴇ' => 'e',
+        'ꜰ' => 'f',
+        'ɢ' => 'g',
+        'ʜ' => 'h',
+        'ɪ' => 'i',
+        'ᴊ' => 'j',
+        'ᴋ' => 'k',
+        'ʟ' => 'l',
+        'ᴍ' => 'm',
+        'ɴ' => 'n',
+        'ᴏ' => 'o',
+        'ᴘ' => 'p',
+        'ʀ' => 'r',
+        'ꜱ' => 's',
+        'ᴛ' => 't',
+        'ᴜ' => 'u',
+        'ᴠ' => 'v',
+        'ᴡ' => 'w',
+        'ʏ' => 'y',
+        'ᴢ' => 'z',
+        // Turkish dotless i, which also slips Latin words past a matcher ("ıgnore").
+        'ı' => 'i',
         _ => return None,
     })
 }
