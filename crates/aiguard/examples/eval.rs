@@ -158,14 +158,13 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
             layer,
         );
     }
-    // The first three held-out splits are spent: scored, then read and trained on. Their
-    // figures are in-sample. The fourth: sources never read while tuning or training. Of
-    // any split, only rates are printed.
+    // The four held-out splits are spent: scored, then read and trained on. Their figures
+    // are in-sample. Of any split, only rates are printed.
     for (rows, name, title) in [
         (&heldout, "fetch_heldout.sh", "FIRST HELD-OUT split (spent: no longer evidence)"),
         (&heldout2, "fetch_heldout2.sh", "SECOND HELD-OUT split (spent: no longer evidence)"),
         (&heldout3, "fetch_heldout3.sh", "THIRD HELD-OUT split (spent: no longer evidence)"),
-        (&heldout4, "fetch_heldout4.sh", "HELD-OUT 4 split (sources never read while tuning or training)"),
+        (&heldout4, "fetch_heldout4.sh", "FOURTH HELD-OUT split (spent: no longer evidence)"),
     ] {
         if rows.is_empty() {
             println!("\n(no {title}: run crates/aiguard/eval/{name})");

