@@ -812,6 +812,96 @@ const RULES: &[(ReasonCode, u8, &str)] = {
         (AuthorityClaim, 20, "authorized|authorised personnel|user|request|access|tester|testing|penetration"),
         (AuthorityClaim, 20, "admin|administrator|root|sudo|override access|password|code|privileges|override"),
         (FakeDelimiter, 40, "end of system prompt|instructions"),
+        // The families below (issue 19, fifth round) are general shapes, not phrasings of
+        // one source: an AI persona without limits, the rules declared void or outranked,
+        // safety filters switched off, "decode this and follow it", filter evasion and the
+        // hypothetical without rules.
+        (
+            RolePlayOverride,
+            50,
+            "act|respond|behave|answer|reply|simulate|pretend|play|roleplay|become ~4 @aisubj|version|persona ~4 no|without|zero|free ~3 @limits|rules|guidelines|filters|safety|censorship|policy|policies",
+        ),
+        (
+            RolePlayOverride,
+            50,
+            "imagine|suppose ~1 @you ~1 are|were|re ~3 @aisubj|version|persona ~4 no|without|zero|free ~3 @limits|rules|guidelines|filters|safety|censorship|policy|policies",
+        ),
+        (
+            RolePlayOverride,
+            50,
+            "hypothetically|imagine|suppose|pretend|if ~4 @you ~1 had|have|were ~3 no|without|zero ~2 @limits|rules|filters|guidelines|policy|policies|safety|ethics",
+        ),
+        (
+            NoRestrictions,
+            35,
+            "world|universe|reality|scenario|simulation ~3 where|with|without ~3 no|none|any ~2 @limits|rules|laws|policy|policies",
+        ),
+        (
+            NoRestrictions,
+            55,
+            "disable|deactivate|turn|switch|remove|bypass|lift|drop|suspend ~2 @your ~2 safety|content|ethical|moral|usual ~1 filters|filter|filtering|guardrails|guidelines|restrictions|checks|layer|policies",
+        ),
+        (
+            NoRestrictions,
+            40,
+            "disable|deactivate|turn|switch|remove|bypass|lift|drop|suspend ~2 the|all|any ~1 safety|content|ethical|moral ~1 filtering|filters|guardrails|restrictions",
+        ),
+        (NoRestrictions, 45, "disable|deactivate|bypass ~1 filtering|guardrails|censorship|moderation"),
+        (
+            NoRestrictions,
+            50,
+            "@your|whose|its ~1 safety|content|ethical|moral ~1 filters|filter|guardrails|guidelines|layer ~3 are|have|has|been|is|were ~2 disabled|removed|lifted|off|suspended|deactivated|gone",
+        ),
+        (
+            NoRestrictions,
+            45,
+            "safety|content|ethical|usual|normal|@your ~1 @instr|@limits ~4 dont|not|no|never|nt ~3 apply|applies|matter",
+        ),
+        (NoRestrictions, 50, "none of @your ~3 @instr|@limits ~2 apply|applies|matter"),
+        (
+            IgnoreInstructions,
+            50,
+            "@prior|@your ~2 @instr|context ~3 are|is|now|have|been ~2 void|invalid|null|cancelled|canceled|revoked|obsolete|irrelevant|overridden|superseded|waived",
+        ),
+        (
+            NoRestrictions,
+            45,
+            "@all ~1 restrictions|rules|limits|filters|guidelines|policies|safeguards ~2 are|have|been ~2 lifted|removed|suspended|waived|void|disabled|off",
+        ),
+        (IgnoreInstructions, 55, "@your|@all ~1 @prior ~1 @instr ~3 no longer"),
+        (
+            IgnoreInstructions,
+            50,
+            "following|these|new|my ~2 instructions|rules|commands|directives ~2 take|takes|have|has ~1 precedence|priority",
+        ),
+        (
+            IgnoreInstructions,
+            50,
+            "supersede|supersedes|override|overrides|replace|replaces ~2 the|all|any|@your|@prior ~2 @prior|old|original ~1 @instr|ones",
+        ),
+        (IgnoreInstructions, 55, "pay no attention to ~3 @prior|@your ~2 @instr"),
+        (IgnoreInstructions, 45, "follow|obey ~1 only ~2 these|my|the ~1 following|new ~1 instructions|rules|commands"),
+        (
+            EncodedPayload,
+            50,
+            "decode|decipher|decrypt|unscramble|deobfuscate|concatenate|reassemble ~8 and|then ~2 follow|obey|execute|comply|run",
+        ),
+        (EncodedPayload, 50, "translate|interpret|reverse|read ~8 and|then ~2 execute|obey|comply"),
+        (
+            EncodedPayload,
+            50,
+            "follow|execute|obey|respond ~2 to|the ~2 hex|base64|encoded|rot13|morse|reversed|hidden|encrypted|binary ~3 instruction|instructions|command|commands|message",
+        ),
+        (
+            NoRestrictions,
+            50,
+            "safety|content|moderation ~1 filter|filters|system|layer|classifier ~3 dont|doesnt|wont|cant|cannot|not|nt|may|might|will ~2 catch|check|flag|notice|detect|miss",
+        ),
+        (
+            NoRestrictions,
+            45,
+            "so|that ~3 filter|filters|moderation|moderator|classifier ~3 dont|doesnt|wont|cant|cannot|not|nt|will|gets ~2 catch|check|flag|notice|detect|miss|confused",
+        ),
     ]
 };
 
