@@ -242,7 +242,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn texts(body: &str) -> (Vec<(Option<String>, Vec<String>)>, Option<Vec<String>>) {
+    /// A request's messages (role, contents) and its prompt strings, owned.
+    type Texts = (Vec<(Option<String>, Vec<String>)>, Option<Vec<String>>);
+
+    fn texts(body: &str) -> Texts {
         let text: RequestText = serde_json::from_str(body).expect("valid JSON reads");
         let owned = |v: &[Cow<str>]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let messages = text
