@@ -159,15 +159,15 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
             layer,
         );
     }
-    // The first four held-out splits are spent: scored, then read and trained on. Their
-    // figures are in-sample. The fifth: sources never read while tuning or training. Of
-    // any split, only rates are printed.
+    // All five held-out splits are spent: each was scored, and the first four then read and
+    // trained on (their figures are in-sample). A new change needs a new split. Of any
+    // split, only rates are printed.
     for (rows, name, title) in [
         (&heldout, "fetch_heldout.sh", "FIRST HELD-OUT split (spent: no longer evidence)"),
         (&heldout2, "fetch_heldout2.sh", "SECOND HELD-OUT split (spent: no longer evidence)"),
         (&heldout3, "fetch_heldout3.sh", "THIRD HELD-OUT split (spent: no longer evidence)"),
         (&heldout4, "fetch_heldout4.sh", "FOURTH HELD-OUT split (spent: no longer evidence)"),
-        (&heldout5, "fetch_heldout5.sh", "HELD-OUT 5 split (sources never read while tuning or training)"),
+        (&heldout5, "fetch_heldout5.sh", "FIFTH HELD-OUT split (spent: no longer evidence)"),
     ] {
         if rows.is_empty() {
             println!("\n(no {title}: run crates/aiguard/eval/{name})");
