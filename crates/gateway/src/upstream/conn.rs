@@ -2,8 +2,9 @@
 //!
 //! A reply's body reads its own connection: whatever one socket read brought is decoded
 //! at once, so every server-sent event already received can go out in one write (see
-//! `proxy::relay`). An idle connection waits in the pool unread; it is checked for a
-//! close by the upstream when taken out. A connection is given back only by a body read
+//! `proxy::relay`). An idle connection waits in the pool unread; when taken out it is
+//! checked for a close by the upstream as far as the runtime has seen (no system call), and
+//! a close it had not seen yet costs the request a resend on a fresh connection. A connection is given back only by a body read
 //! to its end on a connection that may carry another request; any other drop closes it,
 //! which is how a client that went away stops generation upstream.
 
@@ -47,6 +48,19 @@ pub enum ConnError {
     Protocol(#[from] ProtocolError),
 }
 
+impl ConnError {
+    /// The upstream closed or reset the connection.
+    fn is_close(&self) -> bool {
+        match self {
+            ConnError::Closed => true,
+            ConnError::Io(e) => {
+                matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Why a reply's body broke off.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -83,7 +97,9 @@ pub struct Conn {
 
 impl Conn {
     /// Whether an idle connection can carry another request: nothing arrived on it and
-    /// the upstream has not closed it (as far as the socket has been told).
+    /// the upstream has not closed it (as far as the socket has been told). Costs no
+    /// system call when the reply's last read was short (see [`poll_read`]) and nothing
+    /// happened on the socket since: tokio then knows it unreadable and answers for it.
     fn is_idle_and_open(&mut self) -> bool {
         let mut probe = [0u8; 1];
         match self.io.try_read(&mut probe) {
@@ -124,7 +140,7 @@ impl Conn {
                 self.read.advance(len);
                 return Ok(head);
             }
-            match std::future::poll_fn(|cx| poll_read(&self.io, cx, &mut self.read)).await {
+            match std::future::poll_fn(|cx| poll_read(&mut self.io, cx, &mut self.read)).await {
                 Ok(0) => return Err(ConnError::Closed),
                 Ok(_) => {}
                 Err(e) => return Err(ConnError::Io(e)),
@@ -133,17 +149,15 @@ impl Conn {
     }
 }
 
-/// Read what the socket has into `buf`, making room when little is left.
-fn poll_read(io: &TcpStream, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
+/// Read what the socket has into `buf`, making room when little is left. Through tokio's
+/// `AsyncRead`, not `try_read_buf`: a read that fills less than the room it was given shows
+/// the socket drained, and tokio then forgets its readiness, so the pool's check when the
+/// connection is next taken needs no read of its own (one system call a request fewer).
+fn poll_read(io: &mut TcpStream, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
     if buf.capacity() - buf.len() < MIN_READ_ROOM {
         buf.reserve(READ_CHUNK);
     }
-    loop {
-        match io.try_read_buf(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => ready!(io.poll_read_ready(cx))?,
-            done => return Poll::Ready(done),
-        }
-    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
 
 /// A reply's body, read from its connection as the client asks for it.
@@ -189,7 +203,7 @@ impl http_body::Body for UpstreamBody {
                 Ok(Decoded::NeedMore) => {}
                 Err(e) => return this.broke(e.into()),
             }
-            match ready!(poll_read(&conn.io, cx, &mut conn.read)) {
+            match ready!(poll_read(&mut conn.io, cx, &mut conn.read)) {
                 // The close is the end (such a reply was never keep-alive).
                 Ok(0) if this.decoder == Decoder::UntilClose => {
                     this.decoder = Decoder::Done;
@@ -261,22 +275,34 @@ impl ConnPool {
         out: &Outgoing<'_, H>,
         keep: impl Fn(&[u8], StatusCode) -> bool,
     ) -> Result<(ReplyHead, UpstreamBody), ConnError> {
-        // A pooled connection the upstream closed just as it was taken fails the write:
-        // try the next one, then a fresh connection.
-        let mut conn = loop {
+        // A pooled connection the upstream closed just as it was taken (its close not yet
+        // seen here) fails the write, or answers the request with a close and not one byte
+        // of a reply: try the next one, then a fresh connection. Nothing came back, so the
+        // upstream closed it idle and never took the request up; browsers resend in this
+        // case too, whatever the method. A fresh connection's failure is the answer.
+        loop {
             let (mut conn, fresh) = match self.take() {
                 Some(conn) => (conn, false),
                 None => (self.connect().await?, true),
             };
             match conn.write_request(self, out).await {
-                Ok(()) => break conn,
-                Err(_) if !fresh => {}
+                Ok(()) => {}
+                Err(_) if !fresh => continue,
                 Err(e) => return Err(ConnError::Io(e)),
             }
-        };
-        let head = conn.read_head(out.method, keep).await?;
-        let body = UpstreamBody { conn: Some(conn), decoder: Decoder::new(head.framing), keep_alive: head.keep_alive };
-        Ok((head, body))
+            match conn.read_head(out.method, &keep).await {
+                Ok(head) => {
+                    let body = UpstreamBody {
+                        conn: Some(conn),
+                        decoder: Decoder::new(head.framing),
+                        keep_alive: head.keep_alive,
+                    };
+                    return Ok((head, body));
+                }
+                Err(e) if !fresh && conn.read.is_empty() && e.is_close() => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Return a connection whose last reply was read to the end.
@@ -475,6 +501,53 @@ mod tests {
             closed.acquire().await.unwrap().forget();
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_close_not_yet_seen_when_the_connection_is_taken_costs_a_resend_not_an_error() {
+        // A server on a thread of its own answers one request a connection and closes the
+        // first one when told, after it went back to the pool. The test waits for that
+        // close blocking the runtime's only thread, so the runtime has read no event of it
+        // when the connection is taken again: only the request sent on it finds the close.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (close_tx, close_rx) = std::sync::mpsc::channel::<()>();
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for (i, stream) in listener.incoming().take(2).enumerate() {
+                let mut stream = stream.unwrap();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut buf).unwrap();
+                    assert!(n > 0, "a request");
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").unwrap();
+                if i == 0 {
+                    close_rx.recv().unwrap();
+                    drop(stream);
+                    closed_tx.send(()).unwrap();
+                } else {
+                    // Kept open until the test is done with it.
+                    let _ = stream.read(&mut buf);
+                }
+            }
+        });
+        let pool = pool(&address, Duration::from_secs(60), 8);
+        let (_, body) = get(&pool).await.unwrap();
+        let (data, conn) = read(body).await;
+        assert_eq!(data, "ok");
+        pool.put(conn.expect("reusable as far as the reply said"));
+        close_tx.send(()).unwrap();
+        closed_rx.recv().unwrap();
+        let (head, body) = get(&pool).await.expect("sent again on a fresh connection, not a 502");
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(read(body).await.0, "ok");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
