@@ -149,6 +149,27 @@ instruction_table() {
     done
 }
 
+# count_syscalls NAME PID URL [WRK-ARGS...] — wrk (CONNS connections, DURATION s, on CPU 0)
+# against URL while strace counts the system calls of every thread of PID; sets CALLS[NAME]
+# to the calls per request and TOP[NAME] to the most frequent ones, per request. The wrk
+# output is left in $OUT/wrk.sys.NAME. Uses the caller's OUT, CONNS, DURATION, CALLS, TOP.
+count_syscalls() {
+    local name=$1 pid=$2 url=$3 tracer requests
+    shift 3
+    setsid strace -f -c -o "$OUT/strace.$name" -p "$pid" 2>"$OUT/strace.$name.log" &
+    tracer=$!
+    sleep 1 # strace has attached to every thread before the count starts
+    taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" "$@" "$url" >"$OUT/wrk.sys.$name"
+    kill -INT "$tracer"
+    wait "$tracer" 2>/dev/null || true
+    requests=$(awk '/requests in/ { print $1 }' "$OUT/wrk.sys.$name")
+    # strace -c rows: % time, seconds, usecs/call, calls, [errors,] syscall; then "total".
+    CALLS[$name]=$(awk -v n="$requests" '$NF == "total" { printf "%.2f", $4 / n }' "$OUT/strace.$name")
+    TOP[$name]=$(awk -v n="$requests" '$1 ~ /^[0-9.]+$/ && $NF != "total" { printf "%s %.2f\n", $NF, $4 / n }' \
+        "$OUT/strace.$name" | sort -k2 -rn | head -n 6 | awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }')
+    log "$name: $requests requests, ${CALLS[$name]} system calls each"
+}
+
 # callgrind_mallocs DUMP REQUESTS — calls to malloc per request in a callgrind dump,
 # from every caller but SQLite's own allocator (the store's background writes), with
 # one decimal: how many heap allocations a request costs.

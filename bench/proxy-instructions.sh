@@ -30,8 +30,9 @@
 # here, on the first request; the credential cache names the caller after that
 # without it.
 #
-# Environment: TARGETS ["hyper palisade"], DURATION seconds per count [10],
-# CONNS [4], BASE_PORT [18450], NO_BUILD=1 to use the release binaries as they are.
+# Environment: TARGETS ["hyper palisade nginx"], DURATION seconds per count [10],
+# CONNS [4], BASE_PORT [18450], NO_BUILD=1 to use the release binaries as they are,
+# SYSCALLS=0 to skip the strace runs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -153,19 +154,9 @@ if [[ ${SYSCALLS:-1} != 0 ]]; then
         launch "$target"
         taskset -c 0 wrk -t1 -c"$CONNS" -d3s -s "$OUT/chat.lua" "$URL" >/dev/null # warm-up
         # env execs the program, so the group leader is the process itself.
-        setsid strace -f -c -o "$OUT/strace.$target" -p "${PGID[$target]}" 2>"$OUT/strace.$target.log" &
-        tracer=$!
-        sleep 1 # strace has attached to every thread before the count starts
-        taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$OUT/chat.lua" "$URL" >"$OUT/wrk.sys.$target"
-        kill -INT "$tracer"
-        wait "$tracer" 2>/dev/null || true
+        count_syscalls "$target" "${PGID[$target]}" "$URL" -s "$OUT/chat.lua"
         stop_group "$target"
-        requests=$(requests_of "$OUT/wrk.sys.$target")
-        # strace -c rows: % time, seconds, usecs/call, calls, [errors,] syscall; then "total".
-        CALLS[$target]=$(awk -v n="$requests" '$NF == "total" { printf "%.2f", $4 / n }' "$OUT/strace.$target")
-        TOP[$target]=$(awk -v n="$requests" '$1 ~ /^[0-9.]+$/ && $NF != "total" { printf "%s %.2f\n", $NF, $4 / n }' \
-            "$OUT/strace.$target" | sort -k2 -rn | head -n 6 | awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }')
-        log "$target: $requests requests, ${CALLS[$target]} system calls each"
+        requests_of "$OUT/wrk.sys.$target" >/dev/null
     done
 fi
 

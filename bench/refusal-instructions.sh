@@ -5,8 +5,9 @@
 # this counts, under valgrind's callgrind, every instruction each server executes while
 # wrk sends it GET /v1/models (4 connections, DURATION seconds, after a 2 s warm-up that
 # is not counted), and prints instructions per request. Kernel work (the socket calls)
-# is not counted: it is about the same per request for every row, since each reads one
-# request and writes one answer per system call.
+# is not counted by callgrind; unless SYSCALLS=0, each target then runs again without
+# valgrind under `strace -f -c` while wrk sends the same requests, and the system calls
+# per request are printed (the kernel's share of a request's CPU).
 #
 #   ceiling           crates/gateway/examples/minimal_hyper.rs answering 200 "ok"
 #   nginx-deny        nginx `deny all` (403), one process (master_process off)
@@ -22,7 +23,7 @@
 #                     count includes each connection's handshake, four per run
 #
 # Environment: TARGETS [all of the above], DURATION [5], CONNS [4], BASE_PORT [18470],
-# NO_BUILD=1 to use the release binaries as they are.
+# NO_BUILD=1 to use the release binaries as they are, SYSCALLS=0 to skip the strace runs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,7 +43,9 @@ trap 'stop_all' EXIT
 trap 'exit 130' INT
 
 mkdir -p "$OUT"
-for tool in valgrind wrk curl openssl; do command -v "$tool" >/dev/null || die "$tool is required (apt-get install $tool)"; done
+tools=(valgrind wrk curl openssl)
+[[ ${SYSCALLS:-1} == 0 ]] || tools+=(strace)
+for tool in "${tools[@]}"; do command -v "$tool" >/dev/null || die "$tool is required (apt-get install $tool)"; done
 [ -x "$NGINX" ] || die "nginx is required (apt-get install nginx-light)"
 if [[ ${NO_BUILD:-} != 1 ]]; then
     log "cargo build --release -p palisade; --example minimal_hyper"
@@ -88,34 +91,32 @@ http {
 CONF
 }
 
-declare -A RESULT=()
-for target in $TARGETS; do
-    file=$OUT/callgrind.$target
-    rm -f "$file"*
-    grind=(valgrind --tool=callgrind --callgrind-out-file="$file")
-    data=$OUT/data-$target
+# launch TARGET [WRAPPER...] — start TARGET on CPU 1 under WRAPPER (valgrind, or nothing),
+# wait until it listens, block 127.0.0.1 where it is to be blocked, and set URL.
+launch() {
+    local target=$1 data=$OUT/data-$target probe=/v1/models location
+    shift
     rm -rf "$data"
     mkdir -p "$data"
-    palisade=(env TOKIO_WORKER_THREADS=1 PALISADE_LOG__LEVEL=warn PALISADE_DATA_DIR="$data"
+    local palisade=(env TOKIO_WORKER_THREADS=1 PALISADE_LOG__LEVEL=warn PALISADE_DATA_DIR="$data"
         PALISADE_LISTEN="127.0.0.1:$PORT" PALISADE_ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT")
     [[ $target == *-hyper ]] && palisade+=(PALISADE_SHIELD__TRUSTED_PROXIES='["127.0.0.1/32"]')
     [[ $target == *-tls ]] && palisade+=(PALISADE_SERVER__TLS__CERT_FILE="$CERT" PALISADE_SERVER__TLS__KEY_FILE="$KEY")
     [[ $target == palisade-limited* ]] &&
         palisade+=(PALISADE_SHIELD__LIMITS__PER_IP='{count = 1, period_ms = 3600000, burst = 1}')
-    probe=/v1/models
     case $target in
     ceiling)
-        start "$target" 1 "${grind[@]}" "$BIN/examples/minimal_hyper" "127.0.0.1:$PORT"
+        start "$target" 1 "$@" "$BIN/examples/minimal_hyper" "127.0.0.1:$PORT"
         ;;
     nginx-deny | nginx-limit | nginx-deny-tls)
         location="deny all;"
         [[ $target == nginx-limit ]] && location="limit_req zone=perip; limit_req_status 429; root $data/empty;"
         nginx_conf "$data" "$location" "$([[ $target == *-tls ]] && echo ssl)"
-        start "$target" 1 "${grind[@]}" "$NGINX" -p "$data" -c "$data/nginx.conf" -e "$data/error.log"
+        start "$target" 1 "$@" "$NGINX" -p "$data" -c "$data/nginx.conf" -e "$data/error.log"
         probe=/nothing-here
         ;;
     palisade-*)
-        start "$target" 1 "${palisade[@]}" "${grind[@]}" "$BIN/palisade" serve
+        start "$target" 1 "${palisade[@]}" "$@" "$BIN/palisade" serve
         probe=/healthz
         ;;
     *) die "unknown target $target" ;;
@@ -133,20 +134,53 @@ for target in $TARGETS; do
         PALISADE_DATA_DIR="$data" "$BIN/palisade" admin --url "http://127.0.0.1:$ADMIN_PORT" block add 127.0.0.1/32 --note bench >/dev/null ||
             die "could not block 127.0.0.1"
     fi
-    url="http://127.0.0.1:$PORT/v1/models"
-    [[ $target == *-tls ]] && url="https://127.0.0.1:$PORT/v1/models"
-    taskset -c 0 wrk -t1 -c"$CONNS" -d2s "$url" >/dev/null # warm-up
+    URL="http://127.0.0.1:$PORT/v1/models"
+    [[ $target == *-tls ]] && URL="https://127.0.0.1:$PORT/v1/models"
+    return 0
+}
+
+# refused TARGET WRK-OUTPUT — the requests of a run, failing unless all but the first
+# were refused (the ceiling refuses none).
+refused() {
+    local requests refused
+    requests=$(awk '/requests in/ { print $1 }' "$2")
+    refused=$(awk '/Non-2xx or 3xx responses:/ { print $5 }' "$2")
+    if [[ $1 != ceiling ]]; then
+        [[ ${refused:-0} -ge $((requests - 1)) ]] || die "$1: only ${refused:-0} of $requests refused"
+    fi
+    echo "$requests"
+}
+
+declare -A RESULT=() CALLS=() TOP=()
+for target in $TARGETS; do
+    file=$OUT/callgrind.$target
+    rm -f "$file"*
+    launch "$target" valgrind --tool=callgrind --callgrind-out-file="$file"
+    taskset -c 0 wrk -t1 -c"$CONNS" -d2s "$URL" >/dev/null # warm-up
     callgrind_control -z "${PGID[$target]}" >/dev/null 2>&1
-    taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" >"$OUT/wrk.$target"
+    taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" "$URL" >"$OUT/wrk.$target"
     callgrind_control -d "${PGID[$target]}" >/dev/null 2>&1
     stop_group "$target"
-    requests=$(awk '/requests in/ { print $1 }' "$OUT/wrk.$target")
-    refused=$(awk '/Non-2xx or 3xx responses:/ { print $5 }' "$OUT/wrk.$target")
-    if [[ $target != ceiling ]]; then
-        [[ ${refused:-0} -ge $((requests - 1)) ]] || die "$target: only ${refused:-0} of $requests refused"
-    fi
+    requests=$(refused "$target" "$OUT/wrk.$target")
     dump=$(ls -t "$file".* | head -n 1)
     callgrind_per_request "$target" "$dump" "PROGRAM TOTALS" "$requests"
 done
 
+# The kernel's share: system calls per request, each target again without valgrind.
+if [[ ${SYSCALLS:-1} != 0 ]]; then
+    for target in $TARGETS; do
+        launch "$target"
+        taskset -c 0 wrk -t1 -c"$CONNS" -d2s "$URL" >/dev/null # warm-up
+        count_syscalls "$target" "${PGID[$target]}" "$URL"
+        stop_group "$target"
+        refused "$target" "$OUT/wrk.sys.$target" >/dev/null
+    done
+fi
+
 instruction_table ceiling
+if [[ ${SYSCALLS:-1} != 0 ]]; then
+    echo
+    echo "| target | system calls per request (strace -f -c, every thread) | most frequent, per request |"
+    echo "|---|---:|---|"
+    for target in $TARGETS; do echo "| $target | ${CALLS[$target]} | ${TOP[$target]} |"; done
+fi
