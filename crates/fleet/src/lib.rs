@@ -32,6 +32,6 @@ pub mod switches;
 pub use error::FleetError;
 pub use limits::{Checked, Decided, Lease, LimitKey, SharedLimit};
 pub use room::{RoomAnswer, RoomRules};
-pub use state::{Fleet, FleetConfig};
+pub use state::{Fleet, FleetConfig, Trip};
 pub use strikes::StrikeRecord;
 pub use switches::{Switch, SwitchVersions};

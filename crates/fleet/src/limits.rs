@@ -17,7 +17,7 @@ use shield::{Decision, Gcra};
 
 use crate::error::FleetError;
 use crate::queue::{MAX_BATCH, Update};
-use crate::state::Fleet;
+use crate::state::{Fleet, Trip};
 
 /// KEYS: one arrival time (µs since the epoch) per limit, in two groups: the first
 /// `split` keys, then the rest; then `peeks` keys only read; then, with a lease, the
@@ -325,7 +325,6 @@ impl Fleet {
                 continue;
             }
             if !net.is_empty() {
-                self.updates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 loaded = self.send_updates(&net, !loaded).await.is_ok();
                 if !loaded {
                     self.count_fallback();
@@ -349,7 +348,7 @@ impl Fleet {
                 let interval_us = u64::try_from(u.rate.emission_interval().as_micros().max(1)).unwrap_or(u64::MAX);
                 let mut invocation = SCRIPT.prepare_invoke();
                 invocation.key(&u.key).arg(interval_us).arg(u.rate.burst()).arg(u.tokens);
-                self.call(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
+                self.call_for(Trip::Update, |mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
             });
             for result in futures_util::future::join_all(calls).await {
                 result?;
@@ -366,15 +365,16 @@ impl Fleet {
             p.cmd("EVALSHA").arg(HASH.as_str()).arg(1).arg(&u.key).arg(interval_us).arg(u.rate.burst()).arg(u.tokens);
             p.ignore();
         }
-        self.call(|mut c| async move { p.query_async::<()>(&mut c).await }).await
+        self.call_for(Trip::Update, |mut c| async move { p.query_async::<()>(&mut c).await }).await
     }
 
     /// Gives a lease back (the reply is over). A lease not given back lapses by itself.
     pub async fn release(&self, lease: &Lease) -> Result<(), FleetError> {
-        self.releases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (key, id) = (lease.key(self.prefix()), lease.id.clone());
-        self.call(|mut c| async move { redis::cmd("ZREM").arg(&key).arg(&id).query_async::<i64>(&mut c).await })
-            .await?;
+        self.call_for(Trip::Release, |mut c| async move {
+            redis::cmd("ZREM").arg(&key).arg(&id).query_async::<i64>(&mut c).await
+        })
+        .await?;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 
 use crate::error::FleetError;
-use crate::state::Fleet;
+use crate::state::{Fleet, Trip};
 
 /// KEYS[1]: the buckets' key prefix. ARGV: this node's counts, one per signal.
 /// Returns the previous second's totals, in ARGV's order.
@@ -29,17 +29,17 @@ return out
 
 impl Fleet {
     /// Adds this node's `counts` for the last second and returns the fleet's totals for
-    /// the second before (in the same order). Counted as [`Fleet::clocked`]: the detector
-    /// makes it once a second.
+    /// the second before (in the same order). A [`Trip::Clock`]: the detector makes it once
+    /// a second.
     pub async fn sum_signals<const N: usize>(&self, counts: [u64; N]) -> Result<[u64; N], FleetError> {
-        self.clocked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SIGNALS_SCRIPT));
         let mut invocation = SCRIPT.prepare_invoke();
         invocation.key(format!("{}:{{switches}}:signals", self.prefix()));
         for n in counts {
             invocation.arg(n);
         }
-        let answer: Vec<u64> = self.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        let answer: Vec<u64> =
+            self.call_for(Trip::Clock, |mut c| async move { invocation.invoke_async(&mut c).await }).await?;
         answer.try_into().map_err(|_| FleetError::Protocol("the signals script answered the wrong number of values"))
     }
 }

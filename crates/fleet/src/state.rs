@@ -30,6 +30,24 @@ impl Default for FleetConfig {
     }
 }
 
+/// What a round trip to the shared state was for (see [`Fleet::trips`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trip {
+    /// Awaited by a request, or by an operator's command.
+    Awaited,
+    /// A lease given back after a reply, off its path.
+    Release,
+    /// Budget updates decided on this node, beside requests or after their replies.
+    Update,
+    /// Made by the fleet's clocks whatever the traffic: the switch poll (its version read
+    /// and what it then reads or publishes) and the attack detector's signal sums.
+    Clock,
+}
+
+impl Trip {
+    pub const ALL: [Trip; 4] = [Trip::Awaited, Trip::Release, Trip::Update, Trip::Clock];
+}
+
 /// The shared state and whether it is answering. All methods take `&self`.
 pub struct Fleet {
     topology: Topology,
@@ -42,14 +60,9 @@ pub struct Fleet {
     fallbacks: AtomicU64,
     /// Times the fleet went from up to down.
     outages: AtomicU64,
-    /// Calls made (each one round trip), answered or not.
-    round_trips: AtomicU64,
-    /// Of those, leases given back (after a reply, off its path).
-    pub(crate) releases: AtomicU64,
-    /// Of those, trips carrying budget updates (off every request's path).
-    pub(crate) updates: AtomicU64,
-    /// Of those, trips made on a clock (switch poll, detector), off every request's path.
-    pub(crate) clocked: AtomicU64,
+    /// Calls made (each one round trip), answered or not, by what they were for: one
+    /// counter each, so any one count read at any moment is exact.
+    trips: [AtomicU64; Trip::ALL.len()],
     /// Budget updates waiting for [`Fleet::run_updates`].
     pub(crate) queue: tokio::sync::mpsc::Sender<crate::queue::Update>,
     pub(crate) queued: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::queue::Update>>>,
@@ -74,10 +87,7 @@ impl Fleet {
             up: AtomicBool::new(true),
             fallbacks: AtomicU64::new(0),
             outages: AtomicU64::new(0),
-            round_trips: AtomicU64::new(0),
-            releases: AtomicU64::new(0),
-            updates: AtomicU64::new(0),
-            clocked: AtomicU64::new(0),
+            trips: Default::default(),
             queue,
             queued: std::sync::Mutex::new(Some(queued)),
         })
@@ -100,26 +110,25 @@ impl Fleet {
 
     /// Round trips to the shared state since start (every call is one).
     pub fn round_trips(&self) -> u64 {
-        self.round_trips.load(Ordering::Relaxed)
+        Trip::ALL.iter().map(|&kind| self.trips(kind)).sum()
+    }
+
+    /// Of [`Fleet::round_trips`], those made for `kind`.
+    pub fn trips(&self, kind: Trip) -> u64 {
+        self.trips[kind as usize].load(Ordering::Relaxed)
     }
 
     /// Of [`Fleet::round_trips`], those that gave a lease back: made after a reply, on
     /// no request's path.
     pub fn releases(&self) -> u64 {
-        self.releases.load(Ordering::Relaxed)
+        self.trips(Trip::Release)
     }
 
     /// Of [`Fleet::round_trips`], those that carried budget updates decided on this node
     /// ([`Fleet::adjust_later`]): made beside requests or after their replies, awaited by
     /// none.
     pub fn updates(&self) -> u64 {
-        self.updates.load(Ordering::Relaxed)
-    }
-
-    /// Of [`Fleet::round_trips`], those a clock makes whatever the traffic: the switch
-    /// poll's version reads and the attack detector's signal sums, once a tick each.
-    pub fn clocked(&self) -> u64 {
-        self.clocked.load(Ordering::Relaxed)
+        self.trips(Trip::Update)
     }
 
     /// Counts one decision taken locally (the caller's fallback).
@@ -153,14 +162,24 @@ impl Fleet {
         Ok(())
     }
 
-    /// Runs `op` on a clone of the connection within the timeout; any failure marks the
-    /// fleet down (logged once per outage, not per request).
+    /// Runs `op` on a clone of the connection within the timeout, counted as a trip
+    /// awaited by a request or an operator; any failure marks the fleet down (logged once
+    /// per outage, not per request).
     pub(crate) async fn call<T, F, Fut>(&self, op: F) -> Result<T, FleetError>
     where
         F: FnOnce(Link) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.call_for(Trip::Awaited, op).await
+    }
+
+    /// [`Fleet::call`], counted as a trip for `kind`.
+    pub(crate) async fn call_for<T, F, Fut>(&self, kind: Trip, op: F) -> Result<T, FleetError>
+    where
+        F: FnOnce(Link) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.trips[kind as usize].fetch_add(1, Ordering::Relaxed);
         let result = match tokio::time::timeout(self.timeout, op(self.link())).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => FleetError::Redis(e),

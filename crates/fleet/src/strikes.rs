@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use crate::error::FleetError;
-use crate::state::Fleet;
+use crate::state::{Fleet, Trip};
 use crate::switches::Switch;
 
 /// Callers with strikes the fleet keeps at once.
@@ -59,14 +59,15 @@ impl Fleet {
         invocation.key(self.switch_key("strikes")).key(self.switch_key("versions"));
         invocation.arg(caller).arg(reason).arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1));
         invocation.arg(MAX_CALLERS).arg(Switch::Strikes.field());
-        let count: u32 = self.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        let count: u32 =
+            self.call_for(Trip::Clock, |mut c| async move { invocation.invoke_async(&mut c).await }).await?;
         Ok((count > 0).then_some(count))
     }
 
     /// Forgets `caller`'s strikes (an operator forgave them).
     pub async fn clear_strikes(&self, caller: u64) -> Result<(), FleetError> {
         let (strikes, versions) = (self.switch_key("strikes"), self.switch_key("versions"));
-        self.call(|mut c| async move {
+        self.call_for(Trip::Clock, |mut c| async move {
             redis::pipe()
                 .atomic()
                 .cmd("HDEL")
@@ -88,7 +89,9 @@ impl Fleet {
     pub async fn strikes(&self) -> Result<Vec<StrikeRecord>, FleetError> {
         let key = self.switch_key("strikes");
         let (time, records): ((u64, u64), Vec<(String, String)>) = self
-            .call(|mut c| async move { redis::pipe().cmd("TIME").cmd("HGETALL").arg(&key).query_async(&mut c).await })
+            .call_for(Trip::Clock, |mut c| async move {
+                redis::pipe().cmd("TIME").cmd("HGETALL").arg(&key).query_async(&mut c).await
+            })
             .await?;
         let now_ms = time.0 * 1000 + time.1 / 1000;
         Ok(records.iter().take(MAX_CALLERS).filter_map(|(caller, value)| parse(caller, value, now_ms)).collect())

@@ -13,7 +13,7 @@
 //! All keys share the `{switches}` hash tag: one Cluster slot, so the `MULTI` is valid.
 
 use crate::error::FleetError;
-use crate::state::Fleet;
+use crate::state::{Fleet, Trip};
 
 /// What changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +65,11 @@ impl Fleet {
         format!("{}:{{switches}}:{what}", self.prefix())
     }
 
-    /// Every switch's version (one round trip, counted as [`Fleet::clocked`]: the switch
-    /// poll makes it once a tick).
+    /// Every switch's version (one round trip).
     pub async fn versions(&self) -> Result<SwitchVersions, FleetError> {
-        self.clocked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key = self.switch_key("versions");
         let values: Vec<Option<u64>> = self
-            .call(|mut c| async move {
+            .call_for(Trip::Clock, |mut c| async move {
                 let mut cmd = redis::cmd("HMGET");
                 cmd.arg(&key);
                 for s in Switch::ALL {
@@ -90,7 +88,7 @@ impl Fleet {
     /// Tells every node that `switch` changed (its value lives elsewhere, e.g. the store).
     pub async fn bump(&self, switch: Switch) -> Result<(), FleetError> {
         let key = self.switch_key("versions");
-        self.call(|mut c| async move {
+        self.call_for(Trip::Clock, |mut c| async move {
             redis::cmd("HINCRBY").arg(&key).arg(switch.field()).arg(1).query_async(&mut c).await
         })
         .await
@@ -116,8 +114,9 @@ impl Fleet {
     /// Every list entry as `(field, value)`, as [`Fleet::put_list_rule`] stored them.
     pub async fn list_rules(&self) -> Result<Vec<(String, String)>, FleetError> {
         let key = self.switch_key("lists");
-        let mut rules: Vec<(String, String)> =
-            self.call(|mut c| async move { redis::cmd("HGETALL").arg(&key).query_async(&mut c).await }).await?;
+        let mut rules: Vec<(String, String)> = self
+            .call_for(Trip::Clock, |mut c| async move { redis::cmd("HGETALL").arg(&key).query_async(&mut c).await })
+            .await?;
         rules.truncate(MAX_RULES);
         Ok(rules)
     }
@@ -147,7 +146,7 @@ impl Fleet {
     /// The operator's attack-mode override, if one was ever set.
     pub async fn attack_override(&self) -> Result<Option<String>, FleetError> {
         let key = self.switch_key("attack");
-        self.call(|mut c| async move { redis::cmd("GET").arg(&key).query_async(&mut c).await }).await
+        self.call_for(Trip::Clock, |mut c| async move { redis::cmd("GET").arg(&key).query_async(&mut c).await }).await
     }
 }
 

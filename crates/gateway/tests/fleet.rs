@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use fleet::Trip;
 use gateway::GatewayConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -216,19 +217,20 @@ async fn a_known_callers_proxied_request_costs_one_redis_round_trip() {
     // Its lease comes back just after its reply: count from there.
     within(Duration::from_secs(2), "the warm-up's lease given back", || async { fleet.releases() == 1 }).await;
     const N: u64 = 100;
-    let (before, released, updated, clocked) =
-        (fleet.round_trips(), fleet.releases(), fleet.updates(), fleet.clocked());
+    let trips = |kind| fleet.trips(kind);
+    let (awaited, released, updated, ticked) =
+        (trips(Trip::Awaited), trips(Trip::Release), trips(Trip::Update), trips(Trip::Clock));
     for _ in 0..N {
         assert_eq!(ask().await.unwrap().status(), StatusCode::OK);
     }
     // Each reply gives its concurrency lease back afterwards, in the background; its
     // token budget was charged beside it and is settled after it, in the background too.
     within(Duration::from_secs(2), "every lease given back", || async { fleet.releases() - released == N }).await;
-    // All are counted as they start, so these differences are exact at any moment. The
-    // switch poll and the attack detector add one trip a tick each, whatever the traffic
-    // (how many depends on how long the requests took).
-    let (trips, beside, ticks) = (fleet.round_trips() - before, fleet.updates() - updated, fleet.clocked() - clocked);
-    let on_path = trips - N - beside - ticks;
+    // Each kind of trip has a counter of its own, counted as the trip starts: every
+    // difference is exact at any moment. The switch poll and the attack detector make
+    // their trips on a clock, whatever the traffic.
+    let on_path = trips(Trip::Awaited) - awaited;
+    let (beside, ticks) = (trips(Trip::Update) - updated, trips(Trip::Clock) - ticked);
     println!(
         "{N} proxied requests of a known key: {on_path} Redis round trips on their path, {N} lease returns and \
          {beside} trips of token charges and settlements beside them, {ticks} trips of the clock"
