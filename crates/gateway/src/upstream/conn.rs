@@ -3,10 +3,11 @@
 //! A reply's body reads its own connection: whatever one socket read brought is decoded
 //! at once, so every server-sent event already received can go out in one write (see
 //! `proxy::relay`). An idle connection waits in the pool unread; when taken out it is
-//! checked for a close by the upstream as far as the runtime has seen (no system call), and
-//! a close it had not seen yet costs the request a resend on a fresh connection. A connection is given back only by a body read
-//! to its end on a connection that may carry another request; any other drop closes it,
-//! which is how a client that went away stops generation upstream.
+//! checked for a close by the upstream as far as the runtime has seen (no system call),
+//! and a close it had not seen yet costs the request a resend on a fresh connection. A
+//! connection is given back only by a body read to its end on a connection that may carry
+//! another request; any other drop closes it, which is how a client that went away stops
+//! generation upstream.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -28,6 +29,11 @@ use super::h1::{self, Decoded, Decoder, ProtocolError, ReplyHead};
 /// buffer per request; a short reply takes a few hundred bytes of what is left.
 const READ_CHUNK: usize = 16 * 1024;
 const MIN_READ_ROOM: usize = 4 * 1024;
+/// A reused connection that answers a request with a close, and no byte of a reply,
+/// sooner than this after the request went out was closed by the upstream as the request
+/// crossed it: the request is sent again. A later close is the upstream failing the
+/// request (a crash mid-generation, say), which is not repeated: it may have cost tokens.
+const RESEND_WITHIN: Duration = Duration::from_secs(1);
 /// A request body up to this size goes out in the same write as its head.
 const INLINE_BODY: usize = 16 * 1024;
 /// A write buffer grown past this by a large request is not kept with the connection.
@@ -276,10 +282,10 @@ impl ConnPool {
         keep: impl Fn(&[u8], StatusCode) -> bool,
     ) -> Result<(ReplyHead, UpstreamBody), ConnError> {
         // A pooled connection the upstream closed just as it was taken (its close not yet
-        // seen here) fails the write, or answers the request with a close and not one byte
-        // of a reply: try the next one, then a fresh connection. Nothing came back, so the
-        // upstream closed it idle and never took the request up; browsers resend in this
-        // case too, whatever the method. A fresh connection's failure is the answer.
+        // seen here) fails the write, or answers the request at once with a close and not
+        // one byte of a reply (see RESEND_WITHIN): try the next one, then a fresh
+        // connection. Browsers resend in this case too. A fresh connection's failure is the
+        // answer.
         loop {
             let (mut conn, fresh) = match self.take() {
                 Some(conn) => (conn, false),
@@ -290,6 +296,7 @@ impl ConnPool {
                 Err(_) if !fresh => continue,
                 Err(e) => return Err(ConnError::Io(e)),
             }
+            let sent = Instant::now();
             match conn.read_head(out.method, &keep).await {
                 Ok(head) => {
                     let body = UpstreamBody {
@@ -299,7 +306,7 @@ impl ConnPool {
                     };
                     return Ok((head, body));
                 }
-                Err(e) if !fresh && conn.read.is_empty() && e.is_close() => {}
+                Err(e) if !fresh && conn.read.is_empty() && e.is_close() && sent.elapsed() < RESEND_WITHIN => {}
                 Err(e) => return Err(e),
             }
         }
@@ -548,6 +555,46 @@ mod tests {
         assert_eq!(head.status, StatusCode::OK);
         assert_eq!(read(body).await.0, "ok");
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_the_upstream_failed_after_taking_it_up_is_not_sent_again() {
+        // The second request on the connection is read, and after longer than a close
+        // crossing it would take, the connection is closed with no reply.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    for i in 0.. {
+                        let mut seen = Vec::new();
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        if i == 1 {
+                            tokio::time::sleep(RESEND_WITHIN + Duration::from_millis(100)).await;
+                            return;
+                        }
+                        socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                    }
+                });
+            }
+        });
+        let pool = pool(&address, Duration::from_secs(60), 8);
+        let (_, body) = get(&pool).await.unwrap();
+        let (_, conn) = read(body).await;
+        pool.put(conn.expect("reusable"));
+        let error = get(&pool).await.err().expect("the upstream's failure is the answer");
+        assert_eq!(error.to_string(), "the model server closed the connection without replying");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "not sent again");
     }
 
     #[tokio::test]
