@@ -438,10 +438,14 @@ std::thread_local! {
     static LAST: std::cell::RefCell<(String, Vec<Hit>)> = const { std::cell::RefCell::new((String::new(), Vec::new())) };
 }
 
+/// The longest folded text kept in `LAST`: room for every text the classifier reads (its
+/// byte cap is held below this where it is defined), so the memo stays small.
+pub(crate) const REMEMBERED_BYTES: usize = 16 * 1024;
+
 /// Calls `f` with the concept hits of a folded text, in order.
 fn with_hits<R>(folded: &str, f: impl FnOnce(&[Hit]) -> R) -> R {
     // Only a text the classifier reads can be asked about twice; a longer one is not kept.
-    if folded.len() > crate::ngram::MAX_CLASSIFIED_BYTES {
+    if folded.len() > REMEMBERED_BYTES {
         let mut hits = Vec::new();
         find_hits(folded, &mut hits);
         return f(&hits);

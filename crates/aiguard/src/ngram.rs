@@ -20,6 +20,8 @@ use crate::request::{Messages, RequestText};
 /// Bytes of one text the classifier reads: a text is judged by its head (jailbreak
 /// preambles come first), which bounds the cost of a long prompt to ~40k lookups.
 pub const MAX_CLASSIFIED_BYTES: usize = 8 * 1024;
+// Every text classified finds its concept hits remembered from the patterns' ask of it.
+const _: () = assert!(MAX_CLASSIFIED_BYTES <= crate::concepts::REMEMBERED_BYTES);
 
 /// Bytes of one request the classifier reads over all its user turns, latest first.
 pub const MAX_REQUEST_CLASSIFIED_BYTES: usize = 16 * 1024;
