@@ -160,17 +160,17 @@ fn input_scoring(manifest: &std::path::Path, of_label: &dyn Fn(&str) -> Vec<(Str
             layer,
         );
     }
-    // The first five held-out splits are spent: each was scored, and the first four then read
-    // and trained on (their figures are in-sample). The sixth: sources never read while tuning
-    // or training. Of any held-out split, only rates are printed (never a miss or a false
-    // positive, with AIGUARD_EVAL_MISSES too: `show_misses` is false for all of them).
+    // All six held-out splits are spent: each was scored, and the first five then read and
+    // trained on (their figures are in-sample). Of any held-out split, only rates are printed
+    // (never a miss or a false positive, with AIGUARD_EVAL_MISSES too: `show_misses` is false
+    // for all of them).
     for (rows, name, title) in [
         (&heldout, "fetch_heldout.sh", "FIRST HELD-OUT split (spent: no longer evidence)"),
         (&heldout2, "fetch_heldout2.sh", "SECOND HELD-OUT split (spent: no longer evidence)"),
         (&heldout3, "fetch_heldout3.sh", "THIRD HELD-OUT split (spent: no longer evidence)"),
         (&heldout4, "fetch_heldout4.sh", "FOURTH HELD-OUT split (spent: no longer evidence)"),
         (&heldout5, "fetch_heldout5.sh", "FIFTH HELD-OUT split (spent: no longer evidence)"),
-        (&heldout6, "fetch_heldout6.sh", "HELD-OUT 6 split (sources never read while tuning or training)"),
+        (&heldout6, "fetch_heldout6.sh", "SIXTH HELD-OUT split (spent: no longer evidence)"),
     ] {
         if rows.is_empty() {
             println!("\n(no {title}: run crates/aiguard/eval/{name})");
