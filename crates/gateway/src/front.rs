@@ -1,25 +1,35 @@
-//! The listener's first look at an HTTP/1 connection whose client is its socket's
+//! The listener's own HTTP/1.1 server for a connection whose client is its socket's
 //! address (no trusted proxy speaking for others), plain or, after the handshake, over
-//! TLS when ALPN did not choose HTTP/2. Under a flood most requests
-//! are refused, and hyper's parsing and response building cost more than a whole
-//! hello-world answer; so here request heads are read with `httparse` into a borrowed
-//! table, the [`Turnstile`] is asked, and a refusal is written from bytes rendered at
-//! start ([`Prerendered::write_wire`]), for as long as the turnstile refuses.
+//! TLS when ALPN did not choose HTTP/2. Request heads are read with `httparse` into a
+//! borrowed table and the [`Turnstile`] is asked first: under a flood most requests are
+//! refused, and a refusal is written from bytes rendered at start
+//! ([`Prerendered::write_wire`]). A request let through, or one outside the edge's
+//! zones, is served here too when it is plain HTTP/1.1 with its whole body at hand
+//! (`Content-Length`, at most [`MAX_SERVED_BODY`]): its head becomes an
+//! `http::Request` whose header values are slices of the bytes read, the listener's
+//! service answers it, and the response is written as hyper would write it
+//! ([`wire`]). Hyper's connection machinery (its dispatcher, body channel and
+//! encoder) cost more instructions than the rest of a refusal, and a sixth of a
+//! proxied request.
 //!
-//! The first request it lets through, and anything it does not handle (HTTP/2, a route
-//! outside the edge's zones, a head that does not parse or is too long), hands the
-//! connection to hyper with every byte read and not answered; it never comes back, so
-//! hyper never shares the socket with it. Every refusal written here was complete on
-//! the socket before hyper reads a byte, which keeps pipelined answers in order.
-//! The bytes read and not answered reach hyper through [`Replayed`], on top of the
-//! plain socket or of the TLS stream they were decrypted from.
+//! Anything else (HTTP/2, HTTP/1.0, a chunked body, `Expect`, an upgrade, a longer or
+//! slower body, a head that does not parse or is too long) hands the connection to
+//! hyper with every byte read and not answered; it never comes back, so hyper never
+//! shares the socket with it. Every answer written here was complete on the socket
+//! before hyper reads a byte, which keeps pipelined answers in order. The bytes read
+//! and not answered reach hyper through [`Replayed`], on top of the plain socket or of
+//! the TLS stream they were decrypted from.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use axum::body::Body;
+use axum::http::{Request, Response};
 use bytes::{Buf, Bytes, BytesMut};
 use shield::Client;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -29,6 +39,8 @@ use crate::metrics::Metrics;
 use crate::refusal::{self, Admit, Prerendered, Turnstile, WireRequest};
 use crate::request::{RequestIds, Route};
 
+mod wire;
+
 /// Body bytes of a refused request read and dropped to keep its connection; a
 /// longer body closes the connection after the answer instead.
 const MAX_SKIPPED_BODY: u64 = 64 * 1024;
@@ -36,6 +48,13 @@ const MAX_SKIPPED_BODY: u64 = 64 * 1024;
 /// Header lines a head may have to be answered here; one with more goes to hyper,
 /// whose own limits apply.
 const MAX_HEADERS: usize = 64;
+
+/// The longest request body the front reads whole and serves; a longer one goes to
+/// hyper, which hands it to the handler as it arrives. A chat request is a few KB.
+pub const MAX_SERVED_BODY: u64 = 256 * 1024;
+
+/// Response bytes gathered before they are written, when the body has more at once.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// What the front leaves of a connection.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,6 +79,14 @@ pub struct Front<'a> {
     pub header_timeout: Duration,
     /// Over TLS: refusals carry `Strict-Transport-Security`, as hyper's answers do.
     pub hsts: bool,
+    /// How long the body of a request served here may take to follow its head; a
+    /// slower one goes to hyper, whose paced body judges it.
+    pub body_wait: Duration,
+    /// How long one write of a response may wait for the client to take it.
+    pub write_timeout: Duration,
+    /// True once the listener is shutting down: the connection closes after the answer
+    /// in progress, and at once when it is between requests.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A stream whose first reads return `prefix`, then the stream's own: how the bytes the
@@ -121,18 +148,40 @@ enum Step {
     Hyper,
     /// Answered in `out`: drop `consumed` bytes, then `body` more.
     Refused { consumed: usize, body: u64, close: bool },
+    /// Let through, and served here once its `body` bytes after the head's `consumed`
+    /// are read.
+    Serve { consumed: usize, body: usize, close: bool, head_only: bool },
+}
+
+/// What the body of a response being written had next.
+enum Next {
+    /// Nothing more for now: write what was gathered.
+    Write,
+    /// The end, gathered.
+    End,
+    /// The body failed, or overran the length it declared: the connection ends.
+    Broken,
 }
 
 impl Front<'_> {
-    pub async fn screen<S: AsyncRead + AsyncWrite + Unpin>(&self, io: &mut S) -> Screened {
+    /// Serve the connection until it closes, or until it is hyper's. `serve` answers a
+    /// request let through (the listener's service: context, dispatch, metrics).
+    pub async fn run<S, F, Fut>(&self, io: &mut S, serve: F) -> Screened
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        F: Fn(Request<Body>) -> Fut,
+        Fut: Future<Output = Result<Response<Body>, Infallible>>,
+    {
         let mut buf = BytesMut::with_capacity(4096);
         let mut out = Vec::new();
         let mut date = DateCache::default();
         let mut skip = 0u64;
+        let mut stopping = self.stopping.clone();
         // Set while a head or a refused body is on its way: when it must have arrived.
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             let mut next = None;
+            let mut served = None;
             loop {
                 if skip > 0 {
                     let n = usize::try_from(skip).unwrap_or(usize::MAX).min(buf.len());
@@ -164,20 +213,19 @@ impl Front<'_> {
                             break;
                         }
                     }
+                    Step::Serve { consumed, body, close, head_only } => {
+                        served = Some((consumed, body, close, head_only));
+                        break;
+                    }
                 }
             }
             if !out.is_empty() {
                 // A client that sends and never reads fills its socket's buffer: it gets
                 // as long to take its answers as it had to send a head.
-                // Flushed: over TLS the answer may wait in the session's buffer.
-                let sent = async {
-                    io.write_all(&out).await?;
-                    io.flush().await
-                };
-                match tokio::time::timeout(self.header_timeout, sent).await {
-                    Ok(Ok(())) => out.clear(),
-                    Ok(Err(_)) | Err(_) => return Screened::Closed,
+                if !self.write(io, &out, self.header_timeout).await {
+                    return Screened::Closed;
                 }
+                out.clear();
             }
             match next {
                 Some(Screened::Hyper(_)) => return Screened::Hyper(buf.freeze()),
@@ -187,10 +235,50 @@ impl Front<'_> {
                 }
                 None => {}
             }
-            let read = if buf.is_empty() && skip == 0 {
-                // Between requests the connection's own idle watch applies.
+            if let Some((consumed, body, close, head_only)) = served {
+                // The body follows its head closely or goes to hyper, which paces it.
+                let whole = consumed + body;
+                let until = tokio::time::Instant::now() + self.body_wait;
+                while buf.len() < whole {
+                    buf.reserve(whole - buf.len());
+                    match tokio::time::timeout_at(until, io.read_buf(&mut buf)).await {
+                        Ok(Ok(0) | Err(_)) => return Screened::Closed,
+                        Ok(Ok(_)) => {}
+                        Err(_) => return Screened::Hyper(buf.freeze()),
+                    }
+                }
                 deadline = None;
-                io.read_buf(&mut buf).await
+                let head = buf.split_to(consumed).freeze();
+                let payload = buf.split_to(body).freeze();
+                let Some(request) = wire::request(&head, &payload) else {
+                    // Rare: a head `http` refuses. Hyper answers it as it would have.
+                    return Screened::Hyper([&head[..], &payload, &buf].concat().into());
+                };
+                // While it is served, a client that hangs up ends it, as under hyper; what
+                // it sends meanwhile (a pipelined request) waits in the buffer.
+                let Some(Ok(response)) = until_gone(io, &mut buf, self.max_head, serve(request)).await else {
+                    return Screened::Closed;
+                };
+                let close = close || *stopping.borrow();
+                if !self.respond(io, &mut buf, &mut out, response, head_only, close, &mut date).await || close {
+                    let _ = io.shutdown().await;
+                    return Screened::Closed;
+                }
+                continue;
+            }
+            let read = if buf.is_empty() && skip == 0 {
+                // Between requests the connection's own idle watch applies, and a
+                // shutdown ends it.
+                deadline = None;
+                buf.reserve(4096);
+                tokio::select! {
+                    biased;
+                    read = io.read_buf(&mut buf) => read,
+                    () = stopped(&mut stopping) => {
+                        let _ = io.shutdown().await;
+                        return Screened::Closed;
+                    }
+                }
             } else {
                 let at = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.header_timeout);
                 match tokio::time::timeout_at(at, io.read_buf(&mut buf)).await {
@@ -201,6 +289,93 @@ impl Front<'_> {
             match read {
                 Ok(0) | Err(_) => return Screened::Closed,
                 Ok(_) => {}
+            }
+        }
+    }
+
+    /// Write `bytes` within `limit`, flushed (over TLS they may wait in the session's
+    /// buffer); `false` when the client did not take them.
+    async fn write<S: AsyncWrite + Unpin>(&self, io: &mut S, bytes: &[u8], limit: Duration) -> bool {
+        let sent = async {
+            io.write_all(bytes).await?;
+            io.flush().await
+        };
+        matches!(tokio::time::timeout(limit, sent).await, Ok(Ok(())))
+    }
+
+    /// Write `response` whole: its head, then its body as it comes, each write holding
+    /// what the body had ready. `false` when the connection cannot go on (the client
+    /// left or stopped reading, the body failed).
+    #[allow(clippy::too_many_arguments)]
+    async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: &mut S,
+        buf: &mut BytesMut,
+        out: &mut Vec<u8>,
+        response: Response<Body>,
+        head_only: bool,
+        close: bool,
+        date: &mut DateCache,
+    ) -> bool {
+        let (parts, mut body) = response.into_parts();
+        let close = close || wire::closes(&parts.headers);
+        let size = http_body::Body::size_hint(&body);
+        let now = crate::clock::now();
+        let framing = wire::head(out, parts.status, &parts.headers, &size, head_only, close, date.at(now));
+        drop(parts);
+        // A response on its way counts as a request in progress for the idle watch: a
+        // stream may pause longer than a connection may idle.
+        let _streaming = self.watch.request();
+        let mut left = match framing {
+            wire::Framing::Length(n) => n,
+            _ => 0,
+        };
+        let mut ended = framing == wire::Framing::None;
+        loop {
+            if ended {
+                let written = self.write(io, out, self.write_timeout).await;
+                out.clear();
+                return written && !close;
+            }
+            let gathered = std::future::poll_fn(|cx| {
+                loop {
+                    match http_body::Body::poll_frame(Pin::new(&mut body), cx) {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            if let Ok(data) = frame.into_data()
+                                && !wire::data(out, framing, &mut left, &data)
+                            {
+                                return Poll::Ready(Next::Broken);
+                            }
+                            if out.len() >= WRITE_BATCH {
+                                return Poll::Ready(Next::Write);
+                            }
+                        }
+                        Poll::Ready(Some(Err(_))) => return Poll::Ready(Next::Broken),
+                        Poll::Ready(None) => {
+                            let whole = wire::end(out, framing, left);
+                            return Poll::Ready(if whole { Next::End } else { Next::Broken });
+                        }
+                        Poll::Pending if out.is_empty() => return Poll::Pending,
+                        Poll::Pending => return Poll::Ready(Next::Write),
+                    }
+                }
+            });
+            match until_gone(io, buf, self.max_head, gathered).await {
+                None | Some(Next::Broken) => {
+                    // Cut short: what was gathered goes out, and the connection ends, so
+                    // the client sees a reply broken off, not a whole one.
+                    let _ = self.write(io, out, self.write_timeout).await;
+                    out.clear();
+                    return false;
+                }
+                Some(Next::End) => ended = true,
+                Some(Next::Write) => {
+                    if !self.write(io, out, self.write_timeout).await {
+                        out.clear();
+                        return false;
+                    }
+                    out.clear();
+                }
             }
         }
     }
@@ -226,22 +401,27 @@ impl Front<'_> {
         }
         let path = target.split_once('?').map_or(target, |(path, _)| path);
         let route = Route::of(path);
-        let Some(zone) = route.zone() else { return Step::Hyper };
         let Some(head) = Head::read(request.headers, version) else { return Step::Hyper };
+        let head_only = method == "HEAD";
+        let serve = |head: &Head| match head.served_body {
+            Some(body) => Step::Serve { consumed, body, close: head.asks_close, head_only },
+            None => Step::Hyper,
+        };
+        let Some(zone) = route.zone() else { return serve(&head) };
 
         let started = Instant::now();
         let now = crate::clock::now();
         let admit = self.turnstile.admit(&self.client, zone, now);
         if let Admit::Pass { allow_listed } = admit {
             self.watch.preadmit(allow_listed);
-            return Step::Hyper;
+            return serve(&head);
         }
         let answered = self.watch.request();
         let close = head.close || self.watch.refused() >= refusal::MAX_FRONT_REFUSALS_IN_A_ROW;
         let mut id = [0u8; 25];
         let wire = WireRequest {
             html: head.html,
-            head_only: method == "HEAD",
+            head_only,
             close,
             date: date.at(now),
             id: self.ids.next_into(&mut id),
@@ -255,6 +435,37 @@ impl Front<'_> {
     }
 }
 
+/// `work`, unless the client hangs up first (`None`). Bytes it sends meanwhile are kept
+/// in `buf`, up to `limit`; past that the socket is not read until `work` is done.
+async fn until_gone<S: AsyncRead + Unpin, T>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    limit: usize,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    loop {
+        if buf.len() >= limit {
+            return Some(work.await);
+        }
+        tokio::select! {
+            biased;
+            done = &mut work => return Some(done),
+            read = io.read_buf(buf) => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+/// Resolves once the listener is shutting down; never if it cannot tell.
+async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    if stopping.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// What a refusal needs from a request's header lines.
 struct Head {
     /// Body bytes that follow the head.
@@ -263,14 +474,21 @@ struct Head {
     close: bool,
     /// The client asked for HTML, judged as [`crate::error::wants_html`] judges it.
     html: bool,
+    /// The request said `connection: close`.
+    asks_close: bool,
+    /// The body's length when the front may serve the request itself: plain HTTP/1.1,
+    /// a body of known length up to [`MAX_SERVED_BODY`], nothing to negotiate.
+    served_body: Option<usize>,
 }
 
 impl Head {
     /// `None` for a head hyper must judge: conflicting or malformed lengths.
     fn read(headers: &[httparse::Header<'_>], version: u8) -> Option<Head> {
-        let mut head = Head { body: 0, close: false, html: false };
+        let mut head = Head { body: 0, close: false, html: false, asks_close: false, served_body: None };
         let mut length: Option<u64> = None;
         let mut accept_seen = false;
+        // HTTP/1.0's keep-alive, a chunked body, `Expect` and upgrades are hyper's.
+        let mut plain = version == 1;
         // HTTP/1.0 closes unless it asks to stay.
         let mut keep_alive = version != 0;
         for h in headers {
@@ -289,21 +507,30 @@ impl Head {
                 // A chunked body is not skipped here, and a client waiting for
                 // `100 Continue` may never send the body it announced.
                 head.close = true;
+                plain = false;
             } else if name.eq_ignore_ascii_case("connection") {
                 for token in h.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
                     if token.eq_ignore_ascii_case(b"close") {
                         head.close = true;
+                        head.asks_close = true;
                     } else if token.eq_ignore_ascii_case(b"keep-alive") {
                         keep_alive = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        plain = false;
                     }
                 }
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                plain = false;
             } else if name.eq_ignore_ascii_case("accept") && !accept_seen {
                 accept_seen = true;
                 head.html = std::str::from_utf8(h.value).is_ok_and(|v| v.contains("text/html"));
             }
         }
         head.body = length.unwrap_or(0);
+        if plain && head.body <= MAX_SERVED_BODY {
+            head.served_body = usize::try_from(head.body).ok();
+        }
         if head.body > MAX_SKIPPED_BODY || !keep_alive {
             head.close = true;
         }
@@ -363,6 +590,7 @@ mod tests {
         metrics: Metrics,
         ids: RequestIds,
         watch: Arc<ConnWatch>,
+        stop: tokio::sync::watch::Sender<bool>,
     }
 
     impl Rig {
@@ -381,6 +609,7 @@ mod tests {
                 metrics: Metrics::default(),
                 ids: RequestIds::new(),
                 watch: ConnWatch::new(slot),
+                stop: tokio::sync::watch::channel(false).0,
             }
         }
 
@@ -395,12 +624,33 @@ mod tests {
                 max_head: 1024,
                 header_timeout: Duration::from_secs(5),
                 hsts: false,
+                body_wait: Duration::from_secs(1),
+                write_timeout: Duration::from_secs(5),
+                stopping: self.stop.subscribe(),
             }
+        }
+
+        /// What the listener's service would do, as far as the front can tell: take the
+        /// turnstile's verdict and answer with the request's method, path and body.
+        async fn serve(&self, request: Request<Body>) -> Result<Response<Body>, Infallible> {
+            let preadmitted = self.watch.take_preadmitted();
+            let (parts, body) = request.into_parts();
+            let body = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes();
+            let text = format!("{} {} {:?} {}", parts.method, parts.uri, preadmitted, String::from_utf8_lossy(&body));
+            Ok(Response::new(Body::from(text)))
         }
 
         /// Writes `sent` (then closes the writing side if `eof`), runs the front, and
         /// returns what it decided and every byte the client read.
         async fn run(&self, sent: &[&[u8]], eof: bool) -> (Screened, String) {
+            self.run_with(sent, eof, |request| self.serve(request)).await
+        }
+
+        async fn run_with<F, Fut>(&self, sent: &[&[u8]], eof: bool, serve: F) -> (Screened, String)
+        where
+            F: Fn(Request<Body>) -> Fut,
+            Fut: Future<Output = Result<Response<Body>, Infallible>>,
+        {
             let (mut client, mut server): (DuplexStream, DuplexStream) = tokio::io::duplex(1 << 20);
             let front = self.front();
             let sent: Vec<Vec<u8>> = sent.iter().map(|s| s.to_vec()).collect();
@@ -414,7 +664,7 @@ mod tests {
                 }
                 client
             };
-            let (screened, mut client) = tokio::join!(front.screen(&mut server), writer);
+            let (screened, mut client) = tokio::join!(front.run(&mut server, serve), writer);
             drop(server);
             let mut read = String::new();
             client.read_to_string(&mut read).await.unwrap();
@@ -478,21 +728,137 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_first_request_let_through_goes_to_hyper_with_what_follows() {
-        let rig = Rig::new(false, 0);
-        let health = b"GET /healthz HTTP/1.1\r\n\r\n";
-        let sent = [GET, &health[..], GET].concat();
-        let (screened, read) = rig.run(&[&sent], false).await;
-        assert_eq!(screened, Screened::Hyper(Bytes::from([&health[..], GET].concat())), "outside the zones");
-        assert_eq!(answers(&read).len(), 1, "the refusal before it was written first");
-        assert_eq!(rig.watch.take_preadmitted(), None);
-
+    async fn a_request_let_through_is_served_here_and_so_is_one_outside_the_zones() {
         let rig = Rig::new(false, 1);
-        let (screened, read) = rig.run(&[GET], false).await;
-        assert_eq!(screened, Screened::Hyper(Bytes::from_static(GET)));
+        let post = b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: 7\r\n\r\n{\"a\":1}";
+        let health = b"GET /healthz?x HTTP/1.1\r\n\r\n";
+        let sent = [&post[..], GET, health].concat();
+        let (screened, read) = rig.run(&[&sent[..30], &sent[30..]], true).await;
+        assert_eq!(screened, Screened::Closed, "the client left");
+        let answers = answers(&read);
+        assert_eq!(answers.len(), 3, "{read}");
+        assert!(answers[0].starts_with("200 OK\r\n"), "{}", answers[0]);
+        assert!(answers[0].contains("\r\ncontent-length: 45\r\n"), "{}", answers[0]);
+        assert!(answers[0].ends_with("\r\n\r\nPOST /v1/chat/completions Some(false) {\"a\":1}"), "{}", answers[0]);
+        assert!(answers[1].starts_with("403 Forbidden\r\n"), "the next one is asked again: {}", answers[1]);
+        assert!(answers[2].ends_with("GET /healthz?x None "), "served without the turnstile: {}", answers[2]);
+        assert_eq!(rig.metrics.rejected(crate::error::Reject::Blocked), 1);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_response_goes_out_in_chunks_as_it_comes_and_head_gets_no_body() {
+        let rig = Rig::new(false, 0);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let rx = std::sync::Mutex::new(Some(rx));
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let front = rig.front();
+        let serve = |request: Request<Body>| {
+            let rx = rx.lock().unwrap().take();
+            async move {
+                if request.method() == "HEAD" {
+                    return Ok(Response::new(Body::from("not sent")));
+                }
+                let frames = futures_util::stream::unfold(rx.unwrap(), |mut rx| async move {
+                    rx.recv().await.map(|b| (Ok::<_, Infallible>(http_body::Frame::data(b)), rx))
+                });
+                Ok(Response::new(Body::new(http_body_util::StreamBody::new(frames))))
+            }
+        };
+        let talk = async {
+            client.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await.unwrap();
+            let mut got = Vec::new();
+            tx.send(Bytes::from_static(b"first")).await.unwrap();
+            while !got.ends_with(b"5\r\nfirst\r\n") {
+                let mut piece = [0u8; 256];
+                let n = client.read(&mut piece).await.unwrap();
+                got.extend_from_slice(&piece[..n]);
+            }
+            let text = String::from_utf8(got.clone()).unwrap();
+            assert!(
+                text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("transfer-encoding: chunked\r\n"),
+                "{text}"
+            );
+            tx.send(Bytes::from_static(b"second")).await.unwrap();
+            drop(tx);
+            client.write_all(b"HEAD /healthz HTTP/1.1\r\nconnection: close\r\n\r\n").await.unwrap();
+            let mut rest = String::new();
+            client.read_to_string(&mut rest).await.unwrap();
+            rest
+        };
+        let (screened, rest) = tokio::join!(front.run(&mut server, serve), talk);
+        assert_eq!(screened, Screened::Closed);
+        let (second, head) = rest.split_once("HTTP/1.1 ").unwrap();
+        assert_eq!(second, "6\r\nsecond\r\n0\r\n\r\n");
+        assert!(head.contains("content-length: 8\r\n") && head.contains("connection: close\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "no body after HEAD: {head}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_hangs_up_while_served_ends_the_work() {
+        let rig = Rig::new(false, 0);
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let serve = |_| {
+            let flag = Flag(dropped.clone());
+            async move {
+                let _flag = flag;
+                std::future::pending::<Result<Response<Body>, Infallible>>().await
+            }
+        };
+        let (screened, read) = rig.run_with(&[b"GET /healthz HTTP/1.1\r\n\r\n"], true, serve).await;
+        assert_eq!(screened, Screened::Closed);
         assert!(read.is_empty());
+        assert!(dropped.load(Ordering::Relaxed), "the work was dropped when the client left");
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_closes_an_idle_connection_and_the_answer_in_progress_says_close() {
+        let rig = Rig::new(false, 0);
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let front = rig.front();
+        let serve = |request: Request<Body>| {
+            // The listener starts to shut down while the second request is served.
+            if request.uri().query() == Some("stop") {
+                rig.stop.send_replace(true);
+            }
+            async { Ok(Response::new(Body::from("ok"))) }
+        };
+        let talk = async {
+            client.write_all(b"GET /healthz HTTP/1.1\r\n\r\nGET /healthz?stop HTTP/1.1\r\n\r\n").await.unwrap();
+            let mut read = String::new();
+            client.read_to_string(&mut read).await.unwrap();
+            read
+        };
+        let (screened, read) = tokio::join!(front.run(&mut server, serve), talk);
+        assert_eq!(screened, Screened::Closed);
+        let answers = answers(&read);
+        assert_eq!(answers.len(), 2, "{read}");
+        assert!(!answers[0].contains("connection: close"));
+        assert!(answers[1].contains("connection: close\r\n"), "{}", answers[1]);
+
+        let rig = Rig::new(false, 0);
+        let (_client, mut server) = tokio::io::duplex(1 << 16);
+        let front = rig.front();
+        rig.stop.send_replace(true);
+        assert_eq!(front.run(&mut server, |r| rig.serve(r)).await, Screened::Closed, "closed between requests");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_lags_behind_its_head_goes_to_hyper_with_what_came() {
+        let rig = Rig::new(false, 1);
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let sent = b"POST /v1/completions HTTP/1.1\r\ncontent-length: 10\r\n\r\nabc";
+        client.write_all(sent).await.unwrap();
+        let front = rig.front();
+        let started = tokio::time::Instant::now();
+        assert_eq!(front.run(&mut server, |r| rig.serve(r)).await, Screened::Hyper(Bytes::from_static(sent)));
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
         assert_eq!(rig.watch.take_preadmitted(), Some(false), "hyper does not ask the turnstile again");
-        assert_eq!(rig.watch.take_preadmitted(), None, "only for that request");
     }
 
     #[tokio::test]
@@ -501,10 +867,26 @@ mod tests {
         let two_lengths: &[u8] = b"POST /v1/completions HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab";
         let absolute: &[u8] = b"GET http://x/v1/models HTTP/1.1\r\n\r\n";
         let long = [&b"GET /v1/models HTTP/1.1\r\nx: "[..], &[b'a'; 2000]].concat();
-        for sent in [preface, two_lengths, absolute, &long] {
+        let not_a_uri: &[u8] = b"GET /healthz\xff HTTP/1.1\r\n\r\n";
+        for sent in [preface, two_lengths, absolute, &long, not_a_uri] {
             let rig = Rig::new(false, 0);
             let (screened, read) = rig.run(&[sent], false).await;
             assert_eq!(screened, Screened::Hyper(Bytes::copy_from_slice(sent)));
+            assert!(read.is_empty());
+        }
+        // Let through, but not plain enough to serve here.
+        let big = format!("POST /v1/completions HTTP/1.1\r\ncontent-length: {}\r\n\r\n", MAX_SERVED_BODY + 1);
+        for sent in [
+            &b"GET /v1/models HTTP/1.0\r\n\r\n"[..],
+            b"POST /v1/completions HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"POST /v1/completions HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n",
+            b"GET /v1/models HTTP/1.1\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nupgrade: h2c\r\n\r\n",
+            big.as_bytes(),
+        ] {
+            let rig = Rig::new(false, 1);
+            let (screened, read) = rig.run(&[sent], false).await;
+            assert_eq!(screened, Screened::Hyper(Bytes::copy_from_slice(sent)), "{}", String::from_utf8_lossy(sent));
             assert!(read.is_empty());
         }
     }
@@ -541,7 +923,7 @@ mod tests {
         client.write_all(b"GET /v1/mod").await.unwrap();
         let front = rig.front();
         let started = tokio::time::Instant::now();
-        assert_eq!(front.screen(&mut server).await, Screened::Closed);
+        assert_eq!(front.run(&mut server, |r| rig.serve(r)).await, Screened::Closed);
         assert_eq!(started.elapsed(), Duration::from_secs(5));
         drop(client);
     }
@@ -585,7 +967,7 @@ mod tests {
         client.write_all(&GET.repeat(6)).await.unwrap();
         let front = rig.front();
         let started = tokio::time::Instant::now();
-        assert_eq!(front.screen(&mut server).await, Screened::Closed);
+        assert_eq!(front.run(&mut server, |r| rig.serve(r)).await, Screened::Closed);
         assert_eq!(started.elapsed(), Duration::from_secs(5));
         drop(client);
     }

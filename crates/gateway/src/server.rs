@@ -1,5 +1,6 @@
 //! The listener: accepts connections, reads a trusted proxy's PROXY header, completes
-//! the TLS handshake when TLS is on, speaks HTTP/1.1 and HTTP/2 (h2c, or h2 by ALPN), resolves
+//! the TLS handshake when TLS is on, speaks HTTP/1.1 (its own, in [`crate::front`], or
+//! hyper's) and HTTP/2 (h2c, or h2 by ALPN), resolves
 //! each request's context once (id, client, route), hands it to the lane's
 //! [`Dispatch`], renders and counts refusals (one place for all of them), records
 //! the request metrics, and on shutdown stops accepting and drains what is in
@@ -85,6 +86,8 @@ pub async fn serve<D: Dispatch>(
     let pace = cfg.body_pace();
     let silence = Silence { head: header_timeout, idle: Duration::from_millis(cfg.idle_timeout_ms) };
     let graceful = GracefulShutdown::new();
+    // The front's connections are not hyper's to drain: they learn of it here.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
 
     loop {
@@ -114,8 +117,8 @@ pub async fn serve<D: Dispatch>(
         };
         let _ = stream.set_nodelay(true);
         let proxy_header = trusted && parts.proxy_protocol;
-        let (builder, watcher, dispatch, parts, ids) =
-            (builder.clone(), graceful.watcher(), dispatch.clone(), parts.clone(), ids.clone());
+        let (builder, watcher, dispatch, parts, ids, stopping) =
+            (builder.clone(), graceful.watcher(), dispatch.clone(), parts.clone(), ids.clone(), stopping.clone());
         tokio::spawn(async move {
             let (mut stream, mut peer) = (stream, peer);
             if proxy_header {
@@ -131,7 +134,7 @@ pub async fn serve<D: Dispatch>(
             }
             let watch = ConnWatch::new(slot);
             let io = WatchedIo::new(stream, watch.clone(), silence);
-            let service = RequestService { dispatch, parts, ids, peer, pace, watch };
+            let service = RequestService { dispatch, parts, ids, peer, pace, watch, stopping };
             let Some(tls) = service.parts.tls.clone() else {
                 return serve_screened(&builder, watcher, io, service, false, false).await;
             };
@@ -152,6 +155,7 @@ pub async fn serve<D: Dispatch>(
     }
 
     drop(socket);
+    stop.send_replace(true);
     let grace = cfg.shutdown_grace();
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
@@ -176,7 +180,7 @@ async fn serve_screened<I, D>(
 {
     let mut rest = Bytes::new();
     if !h2 && let Some(front) = service.front(tls) {
-        match front.screen(&mut io).await {
+        match front.run(&mut io, |request| service.answer(request, |body| body)).await {
             Screened::Hyper(read) => rest = read,
             Screened::Closed => return,
         }
@@ -210,6 +214,7 @@ struct RequestService<D> {
     peer: SocketAddr,
     pace: BodyPace,
     watch: Arc<ConnWatch>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -234,18 +239,32 @@ impl<D> RequestService<D> {
             max_head: parts.config.max_header_bytes,
             header_timeout: Duration::from_millis(parts.config.header_read_timeout_ms),
             hsts,
+            body_wait: self.pace.grace,
+            write_timeout: Duration::from_millis(parts.config.idle_timeout_ms),
+            stopping: self.stopping.clone(),
         })
     }
 }
 
 type Answer = Result<Response<Body>, Infallible>;
 
+type AnswerFuture = Either<future::Ready<Answer>, std::pin::Pin<Box<dyn Future<Output = Answer> + Send>>>;
+
 impl<D: Dispatch> hyper::service::Service<Request<Incoming>> for RequestService<D> {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Either<future::Ready<Answer>, std::pin::Pin<Box<dyn Future<Output = Answer> + Send>>>;
+    type Future = AnswerFuture;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let pace = self.pace;
+        self.answer(request, |body| Body::new(PacedBody::new(body, pace)))
+    }
+}
+
+impl<D: Dispatch> RequestService<D> {
+    /// One request, read by hyper or by the front: `body` makes the dispatched body of
+    /// the one read, only once the request is past the listener's refusals.
+    fn answer<B>(&self, request: Request<B>, body: impl FnOnce(B) -> Body) -> AnswerFuture {
         let started = Instant::now();
         let in_progress = self.watch.request();
         let id = self.ids.next();
@@ -276,8 +295,7 @@ impl<D: Dispatch> hyper::service::Service<Request<Incoming>> for RequestService<
             allow_listed = matches!(admit, Admit::Pass { allow_listed: true });
         }
         self.watch.passed();
-        let pace = self.pace;
-        let request = request.map(|body| Body::new(PacedBody::new(body, pace)));
+        let request = request.map(body);
         let ctx =
             RequestContext { id: RequestId(id.clone()), client, route, identity: Identity::Anonymous, allow_listed };
         let span = tracing::info_span!("request", id = ?id, route = route.label());
