@@ -139,7 +139,7 @@ for target in $TARGETS; do
     requests=$(requests_of "$OUT/wrk.$target")
     dump=$(ls "$file".* | head -n 1)
     if [[ $target == palisade ]]; then
-        pattern='gateway::server::serve::{{closure}}::{{closure}} ['
+        pattern='gateway::server::serve::{{closure}}::{{closure}}'
     else
         pattern='PROGRAM TOTALS'
     fi
