@@ -246,27 +246,51 @@ async fn over_the_per_address_limit_answers_429_with_rate_limit_headers() {
     assert!(metrics(&gw).await.contains("palisade_edge_decisions_total{action=\"limit\",reason=\"source_limit\"} 1"));
 }
 
+/// Sends `first`, then `more` copies of a plain `GET /v1/models`, at once on one
+/// keep-alive connection from `source`, and returns the answers read until the gateway
+/// closes it.
+async fn hammer(gw: &TestGateway, source: &str, first: &str, more: usize) -> Vec<String> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr(&gw.url).parse().unwrap()).await.unwrap();
+    let request = format!("GET /v1/models HTTP/1.1\r\nhost: {}\r\nuser-agent: {TEST_AGENT}\r\n\r\n", addr(&gw.url));
+    let first = first.replace("{host}", addr(&gw.url));
+    stream.write_all(format!("{first}{}", request.repeat(more)).as_bytes()).await.unwrap();
+    let replies = read_all(&mut stream).await;
+    replies.split("HTTP/1.1 ").skip(1).map(str::to_owned).collect()
+}
+
 #[tokio::test]
 async fn a_client_that_keeps_hammering_after_refusals_loses_its_connection() {
     let (gw, _sim) = edge_gateway(|c| {
         c.shield.limits.per_ip = shield::RateConfig::new(1, 3_600_000, 1);
     })
     .await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.8:0".parse().unwrap()).unwrap();
-    let mut stream = socket.connect(addr(&gw.url).parse().unwrap()).await.unwrap();
-    // Forty requests at once on one keep-alive connection: one served, then refusals.
-    let request = format!("GET /v1/models HTTP/1.1\r\nhost: {}\r\nuser-agent: {TEST_AGENT}\r\n\r\n", addr(&gw.url));
-    stream.write_all(request.repeat(40).as_bytes()).await.unwrap();
-    let replies = read_all(&mut stream).await;
-    let answers: Vec<&str> = replies.split("HTTP/1.1 ").skip(1).collect();
+    // A connection the listener's own HTTP/1.1 server keeps (the front): one request
+    // served, then refusals, each a few thousand instructions, so the connection is
+    // closed after many of them.
+    let front = gateway::refusal::MAX_FRONT_REFUSALS_IN_A_ROW as usize;
+    let plain = format!("GET /v1/models HTTP/1.1\r\nhost: {{host}}\r\nuser-agent: {TEST_AGENT}\r\n\r\n");
+    let answers = hammer(&gw, "127.0.0.8", &plain, front + 8).await;
     assert!(answers[0].starts_with("200"), "{}", answers[0]);
     let refused = &answers[1..];
-    assert_eq!(refused.len(), 32, "closed after 32 refusals in a row, not {}", refused.len());
+    assert_eq!(refused.len(), front, "closed after {front} refusals in a row, not {}", refused.len());
     assert!(refused.iter().all(|a| a.starts_with("429") && a.contains("\"code\":\"rate_limited\"")));
+    assert!(refused[front - 1].to_ascii_lowercase().contains("connection: close"));
+    assert!(!refused[front - 2].to_ascii_lowercase().contains("connection: close"));
+
+    // A connection hyper serves (its first request is HTTP/1.0, which the front leaves
+    // to hyper): refusals cost more there, and it is closed after 32.
+    let old = format!(
+        "GET /v1/models HTTP/1.0\r\nhost: {{host}}\r\nconnection: keep-alive\r\nuser-agent: {TEST_AGENT}\r\n\r\n"
+    );
+    let refused = hammer(&gw, "127.0.44.9", &old, 40).await;
+    assert_eq!(refused.len(), 32, "hyper closes after 32 refusals in a row, not {}", refused.len());
+    assert!(refused.iter().all(|a| a.starts_with("429")), "the HTTP/1.0 answer is not counted: {refused:?}");
     assert!(refused[31].to_ascii_lowercase().contains("connection: close"));
     assert!(!refused[30].to_ascii_lowercase().contains("connection: close"));
-    assert!(metrics(&gw).await.contains("palisade_rejections_total{reason=\"rate_limited\"} 32"));
+    let total = front + 32;
+    assert!(metrics(&gw).await.contains(&format!("palisade_rejections_total{{reason=\"rate_limited\"}} {total}")));
 }
 
 #[tokio::test]
