@@ -31,7 +31,9 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use axum::body::Body;
 use axum::http::{Request, Response};
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use shield::Client;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::connections::ConnWatch;
@@ -84,9 +86,55 @@ pub struct Front<'a> {
     pub body_wait: Duration,
     /// How long one write of a response may wait for the client to take it.
     pub write_timeout: Duration,
-    /// True once the listener is shutting down: the connection closes after the answer
-    /// in progress, and at once when it is between requests.
-    pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The listener's shutdown: the connection closes after the answer in progress,
+    /// and at once when it is between requests.
+    pub stop: &'a Stop,
+}
+
+/// The listener's shutdown as the front's connections see it: a flag, and the waker of
+/// each connection, registered once. Waiting between requests then costs an atomic
+/// exchange, where a `watch` channel's waiter took a lock each time (a tenth of a
+/// refusal's instructions).
+#[derive(Default)]
+pub struct Stop {
+    stopping: AtomicBool,
+    /// Every connection's waker, as long as the connection lives; dead ones are
+    /// dropped as the list grows.
+    waiters: std::sync::Mutex<Vec<std::sync::Weak<AtomicWaker>>>,
+}
+
+impl Stop {
+    /// Wake every connection waiting between requests: they close.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
+        for waiter in waiters.iter().filter_map(std::sync::Weak::upgrade) {
+            waiter.wake();
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// A connection's waiter, listed for [`Stop::stop`].
+    fn waiter(&self) -> Arc<AtomicWaker> {
+        let waiter = Arc::new(AtomicWaker::new());
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if waiters.len() == waiters.capacity() {
+            waiters.retain(|w| w.strong_count() > 0);
+        }
+        waiters.push(Arc::downgrade(&waiter));
+        waiter
+    }
+
+    /// Resolves once the listener is shutting down.
+    fn wait<'w>(&'w self, waiter: &'w AtomicWaker) -> impl Future<Output = ()> + 'w {
+        std::future::poll_fn(move |cx| {
+            waiter.register(cx.waker());
+            if self.is_stopping() { Poll::Ready(()) } else { Poll::Pending }
+        })
+    }
 }
 
 /// A stream whose first reads return `prefix`, then the stream's own: how the bytes the
@@ -176,9 +224,7 @@ impl Front<'_> {
         let mut out = Vec::new();
         let mut date = DateCache::default();
         let mut skip = 0u64;
-        // One waiter for the whole connection: registering one per request cost a tenth
-        // of a refusal.
-        let mut stopped = std::pin::pin!(stopped(self.stopping.clone()));
+        let waiter = self.stop.waiter();
         // Set while a head or a refused body is on its way: when it must have arrived.
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
@@ -261,7 +307,7 @@ impl Front<'_> {
                 let Some(Ok(response)) = until_gone(io, &mut buf, self.max_head, serve(request)).await else {
                     return Screened::Closed;
                 };
-                let close = close || *self.stopping.borrow();
+                let close = close || self.stop.is_stopping();
                 if !self.respond(io, &mut buf, &mut out, response, head_only, close, &mut date).await || close {
                     let _ = io.shutdown().await;
                     return Screened::Closed;
@@ -276,7 +322,7 @@ impl Front<'_> {
                 tokio::select! {
                     biased;
                     read = io.read_buf(&mut buf) => read,
-                    () = &mut stopped => {
+                    () = self.stop.wait(&waiter) => {
                         let _ = io.shutdown().await;
                         return Screened::Closed;
                     }
@@ -461,13 +507,6 @@ async fn until_gone<S: AsyncRead + Unpin, T>(
     }
 }
 
-/// Resolves once the listener is shutting down; never if it cannot tell.
-async fn stopped(mut stopping: tokio::sync::watch::Receiver<bool>) {
-    if stopping.wait_for(|stop| *stop).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 /// What a refusal needs from a request's header lines.
 struct Head {
     /// Body bytes that follow the head.
@@ -567,7 +606,7 @@ mod tests {
     use crate::connections::{ConnectionCaps, ConnectionGate};
     use crate::request::Zone;
     use shield::SubnetPrefixes;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::AtomicU32;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     /// Refuses everything but the first `passes` requests: blocked, or limited.
@@ -592,7 +631,7 @@ mod tests {
         metrics: Metrics,
         ids: RequestIds,
         watch: Arc<ConnWatch>,
-        stop: tokio::sync::watch::Sender<bool>,
+        stop: Stop,
     }
 
     impl Rig {
@@ -611,7 +650,7 @@ mod tests {
                 metrics: Metrics::default(),
                 ids: RequestIds::new(),
                 watch: ConnWatch::new(slot),
-                stop: tokio::sync::watch::channel(false).0,
+                stop: Stop::default(),
             }
         }
 
@@ -628,7 +667,7 @@ mod tests {
                 hsts: false,
                 body_wait: Duration::from_secs(1),
                 write_timeout: Duration::from_secs(5),
-                stopping: self.stop.subscribe(),
+                stop: &self.stop,
             }
         }
 
@@ -826,7 +865,7 @@ mod tests {
         let serve = |request: Request<Body>| {
             // The listener starts to shut down while the second request is served.
             if request.uri().query() == Some("stop") {
-                rig.stop.send_replace(true);
+                rig.stop.stop();
             }
             async { Ok(Response::new(Body::from("ok"))) }
         };
@@ -846,7 +885,7 @@ mod tests {
         let rig = Rig::new(false, 0);
         let (_client, mut server) = tokio::io::duplex(1 << 16);
         let front = rig.front();
-        rig.stop.send_replace(true);
+        rig.stop.stop();
         assert_eq!(front.run(&mut server, |r| rig.serve(r)).await, Screened::Closed, "closed between requests");
     }
 

@@ -87,7 +87,7 @@ pub async fn serve<D: Dispatch>(
     let silence = Silence { head: header_timeout, idle: Duration::from_millis(cfg.idle_timeout_ms) };
     let graceful = GracefulShutdown::new();
     // The front's connections are not hyper's to drain: they learn of it here.
-    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(crate::front::Stop::default());
     tokio::pin!(shutdown);
 
     loop {
@@ -117,8 +117,8 @@ pub async fn serve<D: Dispatch>(
         };
         let _ = stream.set_nodelay(true);
         let proxy_header = trusted && parts.proxy_protocol;
-        let (builder, watcher, dispatch, parts, ids, stopping) =
-            (builder.clone(), graceful.watcher(), dispatch.clone(), parts.clone(), ids.clone(), stopping.clone());
+        let (builder, watcher, dispatch, parts, ids, stop) =
+            (builder.clone(), graceful.watcher(), dispatch.clone(), parts.clone(), ids.clone(), stop.clone());
         tokio::spawn(async move {
             let (mut stream, mut peer) = (stream, peer);
             if proxy_header {
@@ -134,7 +134,7 @@ pub async fn serve<D: Dispatch>(
             }
             let watch = ConnWatch::new(slot);
             let io = WatchedIo::new(stream, watch.clone(), silence);
-            let service = RequestService { dispatch, parts, ids, peer, pace, watch, stopping };
+            let service = RequestService { dispatch, parts, ids, peer, pace, watch, stop };
             let Some(tls) = service.parts.tls.clone() else {
                 return serve_screened(&builder, watcher, io, service, false, false).await;
             };
@@ -155,7 +155,7 @@ pub async fn serve<D: Dispatch>(
     }
 
     drop(socket);
-    stop.send_replace(true);
+    stop.stop();
     let grace = cfg.shutdown_grace();
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
@@ -214,7 +214,7 @@ struct RequestService<D> {
     peer: SocketAddr,
     pace: BodyPace,
     watch: Arc<ConnWatch>,
-    stopping: tokio::sync::watch::Receiver<bool>,
+    stop: Arc<crate::front::Stop>,
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -241,7 +241,7 @@ impl<D> RequestService<D> {
             hsts,
             body_wait: self.pace.grace,
             write_timeout: Duration::from_millis(parts.config.idle_timeout_ms),
-            stopping: self.stopping.clone(),
+            stop: &self.stop,
         })
     }
 }
