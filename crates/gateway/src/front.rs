@@ -43,13 +43,11 @@ use crate::request::{RequestIds, Route};
 
 mod wire;
 
+use wire::MAX_HEADERS;
+
 /// Body bytes of a refused request read and dropped to keep its connection; a
 /// longer body closes the connection after the answer instead.
 const MAX_SKIPPED_BODY: u64 = 64 * 1024;
-
-/// Header lines a head may have to be answered here; one with more goes to hyper,
-/// whose own limits apply.
-const MAX_HEADERS: usize = 64;
 
 /// The longest request body the front reads whole and serves; a longer one goes to
 /// hyper, which hands it to the handler as it arrives. A chat request is a few KB.

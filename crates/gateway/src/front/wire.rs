@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode
 use bytes::Bytes;
 use http_body::SizeHint;
 
-use super::MAX_HEADERS;
+/// Header lines a head may have to be answered or served by the front; one with more
+/// goes to hyper, whose own limits apply.
+pub(super) const MAX_HEADERS: usize = 64;
 
 /// The request whose head is `head` (complete, as `httparse` parsed it once already) and
 /// whose body is `body`. `None` for what `http` does not accept and `httparse` did (a
